@@ -1,0 +1,31 @@
+"""The chat model seam: messages in, text pieces out, as they are generated."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from parley.contracts import ChatMessage
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    name: str
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> AsyncIterator[str]:
+        """Yield text pieces as generated. Closing the iterator (or cancelling the task that
+        iterates it) stops generation promptly and frees the backend's slot. Raises
+        :class:`parley.errors.Retry` (rate limited, with delay) or
+        :class:`parley.errors.ParleyError` with reason ``model_unavailable``."""
+        ...
+
+    async def close(self) -> None: ...

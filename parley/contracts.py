@@ -1,0 +1,113 @@
+"""Versioned JSON messages on Parley's queues, validated with pydantic at the edge.
+
+Anyone may post to the ingest queue: an Event Grid ``BlobCreated``/``BlobDeleted`` event (see
+:mod:`parley.events`) or a plain :class:`IngestRequest`. The embed and chat queues carry Parley's
+own messages. Every message has ``schema``: a name and a major version; a consumer rejects a
+major version it does not know (dead letter with the reason) instead of guessing.
+JSON Schemas of these models are exported to ``docs/contracts/`` (``parley schemas``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId
+
+# Message headers every adapter carries through (Redis stream fields / Service Bus properties).
+TRACE_HEADER = "traceparent"
+DOCUMENT_HEADER = "parley-document-id"
+TURN_HEADER = "parley-turn-id"
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class IngestRequest(Wire):
+    """Ask Parley to (re)index or remove one blob. Posted by ``parley ingest``, the gateway's
+    upload route, the blob watcher, the reconciliation sweep or any other system."""
+
+    schema_: Literal["parley.ingest.v1"] = Field(default="parley.ingest.v1", alias="schema")
+    action: Literal["upsert", "delete"] = "upsert"
+    container: str | None = None
+    path: str = Field(min_length=1, max_length=1024, description="blob path inside the container")
+    tenant: TenantId | None = Field(
+        default=None, description="defaults to the first path segment when the path has one"
+    )
+    etag: str | None = None
+    sequencer: str | None = Field(
+        default=None, description="Event Grid sequencer: orders events of one blob"
+    )
+    filename: str | None = Field(default=None, description="display name; defaults to the path")
+    content_type: str | None = None
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class Chunk(Wire):
+    chunk_id: ChunkId
+    ordinal: int = Field(ge=0)
+    text: str
+    page: int | None = Field(default=None, ge=1, description="1-based; null for DOCX")
+    heading: str | None = None
+    tokens: int = Field(ge=0)
+
+
+class ChunkBatch(Wire):
+    """One batch of a document version's chunks, ingest -> embed.
+
+    ``version`` is the content hash; ``batch_count`` lets the embed worker tell when the last
+    batch of that version has landed (the document then turns ``ready``)."""
+
+    schema_: Literal["parley.chunks.v1"] = Field(default="parley.chunks.v1", alias="schema")
+    tenant: TenantId
+    document_id: DocumentId
+    version: str
+    filename: str
+    path: str
+    batch_index: int = Field(ge=0)
+    batch_count: int = Field(ge=1)
+    chunks: list[Chunk]
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class ChatMessage(Wire):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Source(Wire):
+    """A retrieved chunk as shown to the user and numbered in the prompt."""
+
+    n: int = Field(ge=1)
+    chunk_id: ChunkId
+    document_id: DocumentId
+    document: str
+    page: int | None = None
+    snippet: str
+    text: str
+    score: float
+
+
+class ChatTurn(Wire):
+    """A user's turn, gateway -> inference worker. The prompt is assembled by the gateway, so the
+    worker needs no access to Chroma; tokens go to the Redis stream named by ``turn_id``."""
+
+    schema_: Literal["parley.chat.v1"] = Field(default="parley.chat.v1", alias="schema")
+    turn_id: TurnId
+    tenant: TenantId
+    conversation_id: ConversationId
+    messages: list[ChatMessage]
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    deadline: float | None = Field(default=None, description="unix time after which to give up")
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def dump(message: BaseModel) -> bytes:
+    """Serialise a wire message with its ``schema`` field under its wire name."""
+    return message.model_dump_json(by_alias=True, exclude_none=True).encode()

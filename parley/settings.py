@@ -1,0 +1,115 @@
+"""One settings object, read from the environment (``PARLEY_*``) and passed down explicitly.
+
+Defaults are the embedded local stack: Redis on localhost, a Chroma server on localhost, a blob
+store in a local directory and models shipped inside PyPI packages. Nothing needs a cloud account.
+Nested values use ``__``: ``PARLEY_QUEUES__INGEST__BACKEND=servicebus``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrokerBackend(StrEnum):
+    REDIS = "redis"
+    SERVICEBUS = "servicebus"
+
+
+class QueueSettings(BaseModel):
+    """Where one logical queue lives. ``name`` is the one name used by code, KEDA and Terraform."""
+
+    name: str
+    backend: BrokerBackend = BrokerBackend.REDIS
+    concurrency: int = Field(default=4, ge=1, le=256)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    # Redis: a leased message idle this long is reclaimed (its consumer died). Service Bus: the
+    # queue's LockDuration governs instead; keep both above the slowest handler.
+    lease_seconds: float = Field(default=60.0, gt=0)
+
+
+class Queues(BaseModel):
+    ingest: QueueSettings = QueueSettings(name="parley-ingest", concurrency=2)
+    embed: QueueSettings = QueueSettings(name="parley-embed", concurrency=2)
+    chat: QueueSettings = QueueSettings(name="parley-chat", concurrency=8, lease_seconds=30.0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    # --- infrastructure -------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    chroma_url: str = "http://127.0.0.1:8000"
+    servicebus_namespace: str | None = None  # e.g. "parley.servicebus.windows.net" (Entra ID)
+    servicebus_connection_string: SecretStr | None = None  # local fallback / test peer
+    queues: Queues = Queues()
+    # Prefix of every Redis key Parley writes, so that two stacks can share one Redis.
+    redis_prefix: str = "parley"
+
+    # --- blob store -------------------------------------------------------------------------
+    blob_backend: str = Field(default="local", pattern="^(local|azure)$")
+    blob_dir: Path = Path(".parley/blobs")
+    blob_container: str = "documents"
+    blob_account_url: str | None = None  # https://<account>.blob.core.windows.net (Entra ID)
+    blob_connection_string: SecretStr | None = None  # Azurite or key-based fallback
+    # The local stack lists the container this often to emit BlobCreated/BlobDeleted events for
+    # files dropped by other tools (Azurite has no Event Grid). 0 turns the watcher off.
+    blob_watch_seconds: float = 2.0
+
+    # --- documents ----------------------------------------------------------------------------
+    default_tenant: str = "default"
+    max_document_bytes: int = 100 * 1024 * 1024
+    max_pages: int = 2000
+    chunk_tokens: int = Field(default=200, ge=16)
+    chunk_overlap_tokens: int = Field(default=30, ge=0)
+    embed_batch_size: int = Field(default=32, ge=1)
+
+    # --- embeddings -------------------------------------------------------------------------
+    embedder: str = Field(default="local", pattern="^(local|azure-openai)$")
+    embed_device: str = "auto"  # auto | cpu | cuda (the GPU extra)
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: SecretStr | None = None  # else Entra ID (DefaultAzureCredential)
+    azure_openai_api_version: str = "2024-10-21"
+    azure_openai_embedding_deployment: str = "text-embedding-3-small"
+    azure_openai_embedding_dimensions: int | None = None
+    # Deployment limits: inputs per request and tokens per request.
+    azure_openai_embedding_max_inputs: int = 2048
+    azure_openai_embedding_max_tokens: int = 300_000
+
+    # --- chat -------------------------------------------------------------------------------
+    chat_backend: str = Field(default="local", pattern="^(local|azure-openai|openai-compatible)$")
+    chat_base_url: str | None = None  # vLLM / Kaito: http://workspace-phi-4-mini/v1
+    chat_api_key: SecretStr | None = None
+    chat_model: str = "smollm2-135m-instruct"
+    azure_openai_chat_deployment: str = "gpt-4o-mini"
+    chat_max_tokens: int = 512
+    chat_context_tokens: int = 2048
+    retrieval_k: int = 5
+    stream_ttl_seconds: int = 3600
+    conversation_ttl_seconds: int = 7 * 24 * 3600
+    history_turns: int = 6
+
+    # --- gateway ------------------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    # Local auth: token -> tenant. Format "token1:tenantA,token2:tenantB".
+    local_tokens: SecretStr = SecretStr("dev-token:default")
+    entra_tenant_id: str | None = None
+    entra_audience: str | None = None
+    max_upload_bytes: int = 100 * 1024 * 1024
+
+    # --- runtime ------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+    drain_seconds: float = 25.0
+    metrics_port: int | None = None
+    otlp_endpoint: str | None = None
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under this stack's prefix."""
+        return ":".join((self.redis_prefix, *parts))
