@@ -160,7 +160,8 @@ def azurite_connection_string(port: int) -> str:
 
 
 def azurite_binary(project_root: Path) -> str | None:
-    local = project_root / "node_modules" / ".bin" / "azurite-blob"
+    # Absolute: the server is started with its work directory as cwd.
+    local = project_root.resolve() / "node_modules" / ".bin" / "azurite-blob"
     if local.exists():
         return str(local)
     return shutil.which("azurite-blob")
