@@ -53,4 +53,12 @@ class BlobStore(Protocol):
         """Every blob whose path starts with ``prefix``, in path order."""
         ...
 
+    async def upload_url(
+        self, path: str, *, ttl_seconds: int, content_type: str | None = None
+    ) -> str | None:
+        """A URL a client can PUT this one blob to directly (write-only, expires after
+        ``ttl_seconds``), or None when the store cannot hand one out: then the caller takes
+        the upload itself and calls :meth:`put`."""
+        ...
+
     async def close(self) -> None: ...
