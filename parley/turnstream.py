@@ -1,0 +1,158 @@
+"""A chat turn's event stream in Redis Streams: the inference worker writes, any gateway replica
+reads. One stream per turn (``<prefix>:turn:<turn_id>``), so a client that reconnects to another
+replica resumes from the last offset it saw with no gap and no duplicate.
+
+Events, in order: ``sources`` (once, written by the gateway), ``token`` (many; each entry carries
+the text of one or more tokens appended in one flush), then exactly one terminal event: ``final``,
+``error`` or ``cancelled``. The offset of an event is its Redis entry id. Streams are capped
+(``MAXLEN``) and expire ``ttl`` seconds after their last write.
+
+Cancellation: ``cancel()`` sets ``<prefix>:turn:<turn_id>:cancel``; the writer checks it on every
+flush (every ``flush_interval`` seconds while tokens flow), so generation stops within about one
+flush interval plus one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+EventKind = Literal["sources", "token", "final", "error", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"final", "error", "cancelled"})
+MAX_EVENTS = 20_000
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    offset: str
+    kind: EventKind
+    data: Mapping[str, Any]
+
+
+def turn_key(prefix: str, turn_id: str) -> str:
+    return f"{prefix}:turn:{turn_id}"
+
+
+class TurnWriter:
+    """Appends one turn's events. Tokens are buffered and written every ``flush_interval`` seconds
+    (or ``max_pending`` tokens), in one round trip that also reads the cancel flag.
+
+    Not safe for concurrent use by several tasks; one writer per turn."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        turn_id: str,
+        *,
+        prefix: str = "parley",
+        ttl: int = 3600,
+        flush_interval: float = 0.02,
+        max_pending: int = 256,
+    ) -> None:
+        self._redis = client
+        self.key = turn_key(prefix, turn_id)
+        self._cancel_key = f"{self.key}:cancel"
+        self._ttl = ttl
+        self._interval = flush_interval
+        self._max_pending = max_pending
+        self._pending: list[str] = []
+        self._last_flush = time.monotonic()
+        self.cancelled = False
+        self.tokens = 0
+
+    async def emit(self, kind: EventKind, data: Mapping[str, Any]) -> str:
+        """Flush buffered tokens, then append one event now; returns its offset."""
+        await self.flush()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.key, _fields(kind, data), maxlen=MAX_EVENTS, approximate=True)
+            pipe.expire(self.key, self._ttl)
+            pipe.exists(self._cancel_key)
+            entry, _, cancelled = await pipe.execute()
+        self.cancelled = self.cancelled or bool(cancelled)
+        return str(entry.decode() if isinstance(entry, bytes) else entry)
+
+    async def token(self, text: str) -> bool:
+        """Buffer one token's text; flushes when due. Returns False once the turn is cancelled."""
+        self._pending.append(text)
+        self.tokens += 1
+        if (
+            len(self._pending) >= self._max_pending
+            or time.monotonic() - self._last_flush >= self._interval
+        ):
+            await self.flush()
+        return not self.cancelled
+
+    async def flush(self) -> bool:
+        """Write buffered tokens as one event and read the cancel flag. Returns not cancelled."""
+        self._last_flush = time.monotonic()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if self._pending:
+                data = {"text": "".join(self._pending), "n": len(self._pending)}
+                pipe.xadd(self.key, _fields("token", data), maxlen=MAX_EVENTS, approximate=True)
+                pipe.expire(self.key, self._ttl)
+                self._pending = []
+            pipe.exists(self._cancel_key)
+            replies = await pipe.execute()
+        self.cancelled = self.cancelled or bool(replies[-1])
+        return not self.cancelled
+
+
+async def cancel(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley") -> None:
+    """Ask the writer of ``turn_id`` to stop. Idempotent; the flag expires on its own."""
+    await client.set(f"{turn_key(prefix, turn_id)}:cancel", b"1", ex=3600)
+
+
+async def is_cancelled(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley") -> bool:
+    return bool(await client.exists(f"{turn_key(prefix, turn_id)}:cancel"))
+
+
+async def tail(
+    client: aioredis.Redis,
+    turn_id: str,
+    *,
+    prefix: str = "parley",
+    after: str = "0-0",
+    block: float = 5.0,
+    idle_timeout: float | None = None,
+) -> AsyncIterator[TurnEvent]:
+    """Events of the turn after offset ``after``, waiting for new ones, until a terminal event.
+
+    Raises TimeoutError when nothing arrives for ``idle_timeout`` seconds (None: wait forever).
+    Cancelling the consuming task stops the read at once; nothing is consumed from the stream,
+    so another reader (or a resumed client) sees every event again from its own offset."""
+    key = turn_key(prefix, turn_id)
+    last = after
+    quiet_since = time.monotonic()
+    while True:
+        reply: Any = await client.xread({key: last}, count=512, block=int(block * 1000))
+        if not reply:
+            if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
+                raise TimeoutError(f"turn {turn_id}: no event for {idle_timeout:.0f} s")
+            await asyncio.sleep(0)
+            continue
+        quiet_since = time.monotonic()
+        for _key, entries in reply:
+            for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                event = _event(last, fields)
+                yield event
+                if event.kind in TERMINAL:
+                    return
+
+
+def _fields(kind: EventKind, data: Mapping[str, Any]) -> dict[Any, Any]:
+    return {"k": kind, "d": json.dumps(data, separators=(",", ":"), ensure_ascii=False)}
+
+
+def _event(offset: str, fields: Mapping[bytes | str, bytes | str]) -> TurnEvent:
+    def get(name: str) -> str:
+        value = fields.get(name.encode(), fields.get(name, b""))
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return TurnEvent(offset=offset, kind=get("k"), data=json.loads(get("d") or "{}"))  # type: ignore[arg-type]
