@@ -20,6 +20,7 @@ MAX_SEGMENTS = 254  # Azure's limit for "/"-separated segments
 # but keep a margin so a path valid here is valid on every common file system.
 MAX_SEGMENT_BYTES = 250
 MAX_METADATA_BYTES = 8 * 1024  # Azure: all metadata names and values together
+DEFAULT_CONTENT_TYPE = "application/octet-stream"  # what Azure reports when none was set
 
 _CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _METADATA_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
@@ -85,6 +86,16 @@ def check_prefix(prefix: str) -> str:
     if prefix:
         check_path(prefix[:-1] if prefix.endswith("/") else prefix)
     return prefix
+
+
+def check_content_type(content_type: str | None) -> str:
+    """The content type to store: the given one if it is printable and at most 255 characters,
+    else Reject; ``application/octet-stream`` when None."""
+    if content_type is None:
+        return DEFAULT_CONTENT_TYPE
+    if not content_type or len(content_type) > 255 or not content_type.isprintable():
+        raise _reject("content type", content_type, "use a printable MIME type")
+    return content_type
 
 
 def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
