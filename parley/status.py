@@ -1,0 +1,233 @@
+"""Document status records and progress events, in Redis.
+
+A record per document (hash ``<p>:doc:<tenant>:<document_id>``), an index per tenant (sorted set
+``<p>:docs:<tenant>`` by last update) and a progress stream per tenant
+(``<p>:progress:<tenant>``, field ``d`` = the record as JSON after each change) that the chat
+gateway relays live to the tenant's browsers.
+
+Versions: ``version`` is the content hash whose chunks are served; ``pending_version`` the one
+being embedded. Readers accept a chunk when its version is the document's ``version``, or, before
+the first version is complete, its ``pending_version`` — so a replaced document switches from old
+to new chunks in one atomic step (the Lua script in :meth:`StatusStore.batch_landed`), with no
+moment where both or neither are served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+
+from parley.ids import DocumentId, TenantId
+
+PROGRESS_MAXLEN = 10_000
+
+
+class Stage(StrEnum):
+    QUEUED = "queued"
+    EXTRACTING = "extracting"
+    CHUNKING = "chunking"
+    EMBEDDING = "embedding"
+    READY = "ready"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+TERMINAL_STAGES = frozenset({Stage.READY, Stage.FAILED, Stage.DELETED})
+
+
+class DocumentStatus(BaseModel):
+    """What a user sees of one document (CLI ``parley status --json``, portal, API)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    document_id: DocumentId
+    tenant: TenantId
+    filename: str = ""
+    path: str = ""
+    stage: Stage = Stage.QUEUED
+    reason: str | None = None  # machine code of a failure, e.g. "encrypted"
+    message: str | None = None  # the failure (or note) in plain words
+    pages_total: int | None = None
+    pages_done: int = 0
+    chunks: int = 0
+    chunks_done: int = 0
+    batches_total: int = 0
+    version: str | None = None
+    pending_version: str | None = None
+    etag: str | None = None
+    sequencer: str | None = None
+    attempts: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+# KEYS: record, landed set, index. ARGV: version, batch index, chunks in batch,
+# now, tenant, document id. Returns 1 when this call made the document ready, 2 when it was
+# already ready with this version (redelivery), 0 otherwise (more batches to come or stale).
+_LANDED = """
+local pending = redis.call('HGET', KEYS[1], 'pending_version')
+local active = redis.call('HGET', KEYS[1], 'version')
+if pending ~= ARGV[1] then
+  if active == ARGV[1] then return 2 end
+  return -1
+end
+local added = redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 604800)
+if added == 1 then
+  redis.call('HINCRBY', KEYS[1], 'chunks_done', ARGV[3])
+end
+local total = tonumber(redis.call('HGET', KEYS[1], 'batches_total') or '0')
+local result = 0
+if redis.call('SCARD', KEYS[2]) >= total then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'pending_version', '', 'stage', 'ready',
+             'reason', '', 'message', '')
+  redis.call('DEL', KEYS[2])
+  result = 1
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+return result
+"""
+
+
+class StatusStore:
+    """Reads and writes document status. ``client`` is shared; the store does not close it."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "parley") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._landed = client.register_script(_LANDED)
+
+    # keys ------------------------------------------------------------------------------------
+    def record_key(self, tenant: str, document_id: str) -> str:
+        return f"{self._prefix}:doc:{tenant}:{document_id}"
+
+    def index_key(self, tenant: str) -> str:
+        return f"{self._prefix}:docs:{tenant}"
+
+    def progress_key(self, tenant: str) -> str:
+        return f"{self._prefix}:progress:{tenant}"
+
+    # reading ----------------------------------------------------------------------------------
+    async def get(self, tenant: TenantId, document_id: DocumentId) -> DocumentStatus | None:
+        raw = await self._redis.hgetall(self.record_key(tenant, document_id))
+        return _status(raw) if raw else None
+
+    async def documents(self, tenant: TenantId) -> list[DocumentStatus]:
+        """The tenant's documents, most recently updated first."""
+        ids: Any = await self._redis.zrevrange(self.index_key(tenant), 0, -1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for document_id in ids:
+                pipe.hgetall(self.record_key(tenant, document_id.decode()))
+            records = await pipe.execute()
+        return [_status(r) for r in records if r]
+
+    async def tenants(self) -> list[TenantId]:
+        members: Any = await self._redis.smembers(f"{self._prefix}:tenants")
+        return sorted(TenantId(m.decode()) for m in members)
+
+    async def served_versions(
+        self, tenant: TenantId, document_ids: Iterable[DocumentId]
+    ) -> dict[DocumentId, str | None]:
+        """The version whose chunks may be served, per document (None: serve nothing)."""
+        ids = list(dict.fromkeys(document_ids))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for document_id in ids:
+                pipe.hmget(self.record_key(tenant, document_id), "version", "pending_version")
+            rows = await pipe.execute()
+        served: dict[DocumentId, str | None] = {}
+        for document_id, (active, pending) in zip(ids, rows, strict=True):
+            active_s = active.decode() if active else ""
+            pending_s = pending.decode() if pending else ""
+            served[document_id] = active_s or pending_s or None
+        return served
+
+    # writing ----------------------------------------------------------------------------------
+    async def update(
+        self, tenant: TenantId, document_id: DocumentId, **fields: Any
+    ) -> DocumentStatus:
+        """Set fields (None clears one), bump ``updated_at``, publish the record as progress."""
+        now = time.time()
+        key = self.record_key(tenant, document_id)
+        mapping: dict[Any, Any] = {k: _encode(v) for k, v in fields.items()}
+        mapping["updated_at"] = repr(now)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "created_at", repr(now))
+            pipe.hset(key, mapping={"document_id": document_id, "tenant": tenant, **mapping})
+            pipe.zadd(self.index_key(tenant), {document_id: now})
+            pipe.sadd(f"{self._prefix}:tenants", tenant)
+            pipe.hgetall(key)
+            replies = await pipe.execute()
+        status = _status(replies[-1])
+        await self.publish(status)
+        return status
+
+    async def publish(self, status: DocumentStatus) -> None:
+        await self._redis.xadd(
+            self.progress_key(status.tenant),
+            {"d": status.model_dump_json()},
+            maxlen=PROGRESS_MAXLEN,
+            approximate=True,
+        )
+
+    async def batch_landed(
+        self,
+        tenant: TenantId,
+        document_id: DocumentId,
+        version: str,
+        batch_index: int,
+        chunks: int,
+    ) -> int:
+        """Record that one batch of ``version`` is stored. Returns 1 if the document became
+        ready now (the swap to this version happened), 2 if it was already ready with this
+        version, 0 if batches are still missing, -1 if ``version`` is no longer wanted."""
+        key = self.record_key(tenant, document_id)
+        result = await self._landed(
+            keys=[key, f"{key}:landed:{version}", self.index_key(tenant)],
+            args=[version, batch_index, chunks, repr(time.time()), tenant, document_id],
+        )
+        if int(result) >= 0:
+            status = await self.get(tenant, document_id)
+            if status is not None:
+                await self.publish(status)
+        return int(result)
+
+    async def remove(self, tenant: TenantId, document_id: DocumentId) -> None:
+        """Forget the document (after its chunks are gone); publishes a ``deleted`` event."""
+        status = await self.get(tenant, document_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.record_key(tenant, document_id))
+            pipe.zrem(self.index_key(tenant), document_id)
+            await pipe.execute()
+        if status is not None:
+            await self.publish(
+                status.model_copy(update={"stage": Stage.DELETED, "updated_at": time.time()})
+            )
+
+
+def _encode(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, StrEnum):
+        return value.value
+    return str(value)
+
+
+def _status(raw: Mapping[Any, Any]) -> DocumentStatus:
+    fields = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+    clean = {k: v for k, v in fields.items() if v != ""}
+    return DocumentStatus.model_validate(clean)
+
+
+def parse_progress(fields: Mapping[bytes, bytes]) -> DocumentStatus:
+    """A progress stream entry (field ``d``: the record as a JSON object) -> status."""
+    return DocumentStatus.model_validate(json.loads(fields[b"d"]))
