@@ -25,7 +25,11 @@ class ChatModel(Protocol):
         """Yield text pieces as generated. Closing the iterator (or cancelling the task that
         iterates it) stops generation promptly and frees the backend's slot. Raises
         :class:`parley.errors.Retry` (rate limited, with delay) or
-        :class:`parley.errors.ParleyError` with reason ``model_unavailable``."""
+        :class:`parley.errors.ParleyError` with reason ``model_unavailable``.
+
+        The returned iterator may carry ``usage: Usage | None`` and ``finish_reason: str |
+        None`` (``stop``, ``length``, ``content_filter``), set by the time iteration ends: the
+        backend's own figures. Callers count tokens themselves when they are absent."""
         ...
 
     async def close(self) -> None: ...

@@ -104,6 +104,12 @@ class ChatTurn(Wire):
     max_tokens: int = Field(default=512, ge=1, le=32768)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     deadline: float | None = Field(default=None, description="unix time after which to give up")
+    sources: list[Source] = Field(
+        default_factory=list, description="the prompt's numbered sources: resolves [n] citations"
+    )
+    enqueued_at: float | None = Field(
+        default=None, description="unix time the turn was queued: the worker reports queue wait"
+    )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
