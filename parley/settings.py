@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +36,20 @@ class Queues(BaseModel):
     ingest: QueueSettings = QueueSettings(name="parley-ingest", concurrency=2)
     embed: QueueSettings = QueueSettings(name="parley-embed", concurrency=2)
     chat: QueueSettings = QueueSettings(name="parley-chat", concurrency=8, lease_seconds=30.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_defaults(cls, data: Any) -> Any:
+        """A partial override (``PARLEY_QUEUES__INGEST__BACKEND=servicebus``) keeps the queue's
+        other defaults (its name, concurrency...) instead of failing on the missing name."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            value = data.get(name)
+            if isinstance(value, dict) and isinstance(field.default, QueueSettings):
+                merged[name] = {**field.default.model_dump(), **value}
+        return merged
 
 
 class Settings(BaseSettings):
