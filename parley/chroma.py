@@ -106,8 +106,11 @@ class ChromaStore:
             raise _transient(exc) from exc
         hits = []
         for chunk_id, text, metadata, distance in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0],
-            result["distances"][0], strict=True,
+            result["ids"][0],
+            result["documents"][0],
+            result["metadatas"][0],
+            result["distances"][0],
+            strict=True,
         ):
             meta = dict(metadata or {})
             hits.append(
@@ -161,5 +164,8 @@ class ChromaStore:
 
 
 def _transient(exc: Exception) -> Retry:
-    return Retry(f"Chroma request failed: {type(exc).__name__}: {exc}", reason="chroma_unavailable",
-                 hint="is the Chroma server running? (PARLEY_CHROMA_URL)")
+    return Retry(
+        f"Chroma request failed: {type(exc).__name__}: {exc}",
+        reason="chroma_unavailable",
+        hint="is the Chroma server running? (PARLEY_CHROMA_URL)",
+    )

@@ -145,9 +145,7 @@ class Consumer:
         error = str(exc) if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
         if message.attempt >= self.queue.max_attempts:
             log.error("giving_up", error=error, exc_info=not isinstance(exc, Retry))
-            await self._dead_letter(
-                message, f"gave up after {message.attempt} attempts: {error}"
-            )
+            await self._dead_letter(message, f"gave up after {message.attempt} attempts: {error}")
             return
         if delay is None:
             delay = backoff(message.attempt, base=self.backoff_base, cap=self.backoff_cap)

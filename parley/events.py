@@ -90,7 +90,7 @@ def _one(item: Mapping[str, Any], index: int) -> IngestRequest | None:
 def subject_path(subject: str) -> tuple[str, str]:
     """``/blobServices/default/containers/<c>/blobs/<path>`` -> (c, path). Raises Reject."""
     position = subject.find(_SUBJECT_MARK)
-    rest = subject[position + len(_SUBJECT_MARK):] if position >= 0 else ""
+    rest = subject[position + len(_SUBJECT_MARK) :] if position >= 0 else ""
     container, sep, path = rest.partition("/blobs/")
     if position < 0 or not sep or not container or not path:
         raise Reject(f"subject is not a blob path: {subject!r}", reason="malformed_message")

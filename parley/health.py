@@ -31,8 +31,7 @@ async def serve_health(
             else:
                 status, body, kind = "404 Not Found", b"not found\n", "text/plain"
             head = (
-                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
+                f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
             )
             writer.write(head.encode() + body)
             await writer.drain()

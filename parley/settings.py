@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     blob_container: str = "documents"
     blob_account_url: str | None = None  # https://<account>.blob.core.windows.net (Entra ID)
     blob_connection_string: SecretStr | None = None  # Azurite or key-based fallback
-    # Azure: create the container on first write if missing (Azurite/dev; Terraform does it on Azure).
+    # Azure: create the container on first write if missing (Azurite/dev; Terraform on Azure).
     blob_create_container: bool = False
     # The local stack lists the container this often to emit BlobCreated/BlobDeleted events for
     # files dropped by other tools (Azurite has no Event Grid). 0 turns the watcher off.
@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     # --- embeddings -------------------------------------------------------------------------
     embedder: str = Field(default="local", pattern="^(local|azure-openai)$")
     embed_device: str = "auto"  # auto | cpu | cuda (the GPU extra)
-    embed_threads: int = Field(default=0, ge=0)  # local CPU embedder's onnxruntime threads; 0 = all cores
+    # The local CPU embedder's onnxruntime threads; 0 = one per core.
+    embed_threads: int = Field(default=0, ge=0)
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None  # else Entra ID (DefaultAzureCredential)
     azure_openai_api_version: str = "2024-10-21"

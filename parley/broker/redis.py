@@ -70,7 +70,7 @@ def _fields(
 
 def _headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     return {
-        k[len(_HEADER):].decode(): v.decode(errors="replace")
+        k[len(_HEADER) :].decode(): v.decode(errors="replace")
         for k, v in fields.items()
         if k.startswith(_HEADER)
     }
@@ -121,7 +121,8 @@ class RedisBroker:
         self, queue: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> MessageId:
         entry: Any = await self._redis.xadd(
-            self.stream_key(queue), _fields(body, headers)  # type: ignore[arg-type]
+            self.stream_key(queue),
+            _fields(body, headers),  # type: ignore[arg-type]
         )
         return MessageId(entry.decode())
 
@@ -269,17 +270,19 @@ class RedisBroker:
 
     async def _keep_leases(self) -> None:
         while True:
-            interval = min(
-                [self._lease(q) / 3 for q, held in self._held.items() if held] or [1.0]
-            )
+            interval = min([self._lease(q) / 3 for q, held in self._held.items() if held] or [1.0])
             await asyncio.sleep(interval)
             for queue, held in list(self._held.items()):
                 if not held:
                     continue
                 try:
                     await self._redis.xclaim(
-                        self.stream_key(queue), GROUP, self.consumer, min_idle_time=0,
-                        message_ids=list(held), justid=True,
+                        self.stream_key(queue),
+                        GROUP,
+                        self.consumer,
+                        min_idle_time=0,
+                        message_ids=list(held),
+                        justid=True,
                     )
                 except Exception as exc:  # a blip must not kill the keeper; next round retries
                     log.warning("lease_refresh_failed", queue=queue, error=str(exc))

@@ -1,0 +1,30 @@
+"""``python -m embed_worker``: consume the embed queue until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from parley.clients import open_clients
+from parley.consumer import Consumer
+from parley.settings import Settings
+from parley.worker import main
+
+
+async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
+    from embed_worker.handler import EmbedHandler
+
+    clients = await open_clients(stack, settings, vectors=True, embedder=True)
+    handler = EmbedHandler(
+        embedder=clients.embedder, vectors=clients.vectors, status=clients.status
+    )
+    queue = settings.queues.embed
+    return [
+        Consumer(
+            clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds
+        )
+    ]
+
+
+if __name__ == "__main__":
+    main("embed_worker", setup)

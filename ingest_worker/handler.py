@@ -1,0 +1,301 @@
+"""Ingest: one queue message (an Event Grid event, several, or a plain request) -> the blob's
+text extracted in a child process, chunked in tokens of the embedding model, and published as
+chunk batches on the embed queue. The document's status record follows every step.
+
+Outcomes, all acked unless said otherwise:
+- the same content as the served version (unchanged re-upload): nothing to do;
+- an event older (by ``sequencer``) than the last one applied to that blob: ignored;
+- a BlobCreated whose blob is gone by now (a delete overtook it): ignored;
+- a file with no usable text (encrypted, scanned, broken, too large ...): status ``failed`` with
+  the reason in plain words — a terminal outcome for the document, not a dead letter;
+- malformed messages: dead-lettered with the reason (``Reject``);
+- anything transient (blob store, Redis): retried; on the last attempt the document is marked
+  ``failed`` with the error before the message goes to the dead letters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+from parley.chunking import ChunkDraft, chunk
+
+from ingest_worker.extraction import ExtractionFailed
+from ingest_worker.isolation import extract_isolated
+from parley import events
+from parley.blobstore import BlobStore
+from parley.broker import Broker, Message
+from parley.contracts import DOCUMENT_HEADER, TRACE_HEADER, Chunk, ChunkBatch, IngestRequest, dump
+from parley.embedder import Tokenizer
+from parley.errors import NotFound, Reject
+from parley.ids import ChunkId, DocumentId, TenantId, document_id, new_trace_id
+from parley.settings import Settings
+from parley.status import Stage, StatusStore
+from parley.vectorstore import VectorStore
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_EVERY = 0.25  # seconds between page-progress updates
+
+
+@dataclass(frozen=True)
+class Target:
+    tenant: TenantId
+    path: str
+    document_id: DocumentId
+
+
+def target(request: IngestRequest, settings: Settings) -> Target:
+    """Which tenant and document a request is about. The first path segment names the tenant
+    unless the request says; a one-segment path belongs to the default tenant."""
+    if request.container is not None and request.container != settings.blob_container:
+        raise Reject(
+            f"event for container {request.container!r}; this deployment ingests "
+            f"{settings.blob_container!r}",
+            reason="unknown_container",
+            hint="check the Event Grid subscription's subject filter",
+        )
+    path = request.path.lstrip("/")
+    head, sep, _rest = path.partition("/")
+    tenant = request.tenant or (head if sep else settings.default_tenant)
+    return Target(TenantId(tenant), path, document_id(tenant, path))
+
+
+def version_of(data: bytes, settings: Settings, tokenizer_id: str) -> str:
+    """Content hash + the chunking config: a new chunking config is a new version too."""
+    digest = hashlib.sha256(data)
+    digest.update(
+        f"|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}|{tokenizer_id}".encode()
+    )
+    return digest.hexdigest()[:32]
+
+
+def chunk_id(document: DocumentId, version: str, ordinal: int) -> ChunkId:
+    return ChunkId(hashlib.sha256(f"{document}|{version}|{ordinal}".encode()).hexdigest()[:32])
+
+
+def batches(
+    drafts: list[ChunkDraft], *, target: Target, version: str, filename: str, size: int
+) -> list[ChunkBatch]:
+    groups = [drafts[i : i + size] for i in range(0, len(drafts), size)]
+    return [
+        ChunkBatch(
+            tenant=target.tenant,
+            document_id=target.document_id,
+            version=version,
+            filename=filename,
+            path=target.path,
+            batch_index=index,
+            batch_count=len(groups),
+            chunks=[
+                Chunk(
+                    chunk_id=chunk_id(target.document_id, version, d.ordinal),
+                    ordinal=d.ordinal,
+                    text=d.text,
+                    page=d.page,
+                    heading=d.heading,
+                    tokens=d.tokens,
+                )
+                for d in group
+            ],
+        )
+        for index, group in enumerate(groups)
+    ]
+
+
+class IngestHandler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        blobs: BlobStore,
+        broker: Broker,
+        status: StatusStore,
+        vectors: VectorStore,
+        tokenizer: Tokenizer,
+        tokenizer_id: str,
+        extract_timeout: float = 300.0,
+    ) -> None:
+        self.settings = settings
+        self.blobs = blobs
+        self.broker = broker
+        self.status = status
+        self.vectors = vectors
+        self.tokenizer = tokenizer
+        self.tokenizer_id = tokenizer_id
+        self.extract_timeout = extract_timeout
+
+    async def __call__(self, message: Message) -> None:
+        requests = events.latest(events.parse(message.body))
+        headers = dict(message.headers)
+        headers.setdefault(TRACE_HEADER, f"00-{new_trace_id()}-{new_trace_id()[:16]}-01")
+        for request in requests:
+            where = target(request, self.settings)
+            with structlog.contextvars.bound_contextvars(
+                document_id=where.document_id, tenant=where.tenant, path=where.path
+            ):
+                try:
+                    await self.handle(
+                        request,
+                        where,
+                        {**headers, DOCUMENT_HEADER: where.document_id},
+                        attempt=message.attempt,
+                    )
+                except Exception as exc:
+                    if (
+                        message.attempt >= self.settings.queues.ingest.max_attempts
+                        and not isinstance(exc, Reject)
+                    ):
+                        await self.status.update(
+                            where.tenant,
+                            where.document_id,
+                            stage=Stage.FAILED,
+                            reason="gave_up",
+                            message=f"could not process after {message.attempt} attempts: {exc}",
+                        )
+                    raise
+
+    async def handle(
+        self, request: IngestRequest, where: Target, headers: Mapping[str, str], *, attempt: int
+    ) -> None:
+        current = await self.status.get(where.tenant, where.document_id)
+        if (
+            current is not None
+            and request.sequencer is not None
+            and current.sequencer is not None
+            and not events.sequenced_after(request.sequencer, current.sequencer)
+        ):
+            log.info("stale_event_ignored", sequencer=request.sequencer, seen=current.sequencer)
+            return
+        if request.action == "delete":
+            await self._delete(request, where)
+            return
+        try:
+            data, info = await self.blobs.get(where.path)
+        except NotFound:
+            log.info("blob_gone_ignored")  # a delete overtook this create; its event handles it
+            return
+        filename = (
+            info.metadata.get("filename") or request.filename or posixpath.basename(where.path)
+        )
+        version = version_of(data, self.settings, self.tokenizer_id)
+        if current is not None and current.stage == Stage.READY and current.version == version:
+            log.info("unchanged_skipped", version=version)
+            await self.status.update(
+                where.tenant,
+                where.document_id,
+                etag=info.etag,
+                sequencer=request.sequencer,
+                message="unchanged re-upload: nothing to do",
+            )
+            return
+        await self.status.update(
+            where.tenant,
+            where.document_id,
+            filename=filename,
+            path=where.path,
+            stage=Stage.EXTRACTING,
+            etag=info.etag,
+            sequencer=request.sequencer,
+            reason=None,
+            message=None,
+            pages_done=0,
+            pages_total=None,
+            attempts=attempt,
+        )
+        try:
+            extraction = await extract_isolated(
+                data,
+                filename,
+                max_pages=self.settings.max_pages,
+                max_bytes=self.settings.max_document_bytes,
+                timeout=self.extract_timeout,
+                on_progress=self._progress(where),
+            )
+        except ExtractionFailed as failed:
+            log.warning("extraction_failed", reason=failed.reason, error=failed.message)
+            await self.status.update(
+                where.tenant,
+                where.document_id,
+                stage=Stage.FAILED,
+                reason=failed.reason,
+                message=failed.message,
+            )
+            return
+        await self.status.update(
+            where.tenant,
+            where.document_id,
+            stage=Stage.CHUNKING,
+            pages_done=extraction.pages or 0,
+            pages_total=extraction.pages,
+            message="; ".join(extraction.warnings) or None,
+        )
+        drafts = chunk(
+            extraction.blocks,
+            tokenizer=self.tokenizer,
+            max_tokens=self.settings.chunk_tokens,
+            overlap_tokens=self.settings.chunk_overlap_tokens,
+        )
+        if not drafts:
+            await self.status.update(
+                where.tenant,
+                where.document_id,
+                stage=Stage.FAILED,
+                reason="empty",
+                message="the document holds no text to index",
+            )
+            return
+        out = batches(
+            drafts,
+            target=where,
+            version=version,
+            filename=filename,
+            size=self.settings.embed_batch_size,
+        )
+        await self.status.update(
+            where.tenant,
+            where.document_id,
+            stage=Stage.EMBEDDING,
+            pending_version=version,
+            batches_total=len(out),
+            chunks=len(drafts),
+            chunks_done=0,
+        )
+        await self.broker.publish_many(
+            self.settings.queues.embed.name, [(dump(batch), dict(headers)) for batch in out]
+        )
+        log.info(
+            "chunked",
+            version=version,
+            chunks=len(drafts),
+            batches=len(out),
+            pages=extraction.pages,
+            extractor=extraction.extractor,
+        )
+
+    async def _delete(self, request: IngestRequest, where: Target) -> None:
+        if await self.blobs.stat(where.path) is not None:
+            # The blob exists again (re-created after this delete): keep the document.
+            log.info("delete_ignored_blob_exists")
+            return
+        removed = await self.vectors.delete_document(where.tenant, where.document_id)
+        await self.status.remove(where.tenant, where.document_id)
+        log.info("document_deleted", chunks_removed=removed)
+
+    def _progress(self, where: Target):  # type: ignore[no-untyped-def]
+        last = 0.0
+
+        async def report(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if done == total or now - last >= PROGRESS_EVERY:
+                last = now
+                await self.status.update(
+                    where.tenant, where.document_id, pages_done=done, pages_total=total
+                )
+
+        return report
