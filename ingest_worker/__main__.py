@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from parley.clients import open_clients
 from parley.consumer import Consumer
 from parley.settings import Settings
-from parley.worker import main
+from parley.worker import Runnable, main
 
 
-async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
+async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Runnable]:
     from ingest_worker.handler import IngestHandler
 
     clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
@@ -25,10 +25,19 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         tokenizer_id=clients.embedder.model_id,
     )
     queue = settings.queues.ingest
+    runners: list[Runnable] = []
+    if settings.blob_watch_seconds > 0:
+        from parley.watcher import Watcher
+
+        ingest_broker = clients.brokers.for_queue(queue)
+        runners.append(
+            Watcher(settings, blobs=clients.blobs, broker=ingest_broker, redis=clients.redis)
+        )
     return [
+        *runners,
         Consumer(
             clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds
-        )
+        ),
     ]
 
 

@@ -10,11 +10,9 @@ from collections.abc import Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from parley.consumer import Consumer
-
 
 async def serve_health(
-    stack: contextlib.AsyncExitStack, port: int, consumers: Sequence[Consumer]
+    stack: contextlib.AsyncExitStack, port: int, consumers: Sequence[object]
 ) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -20,7 +21,14 @@ from parley import logs
 from parley.consumer import Consumer
 from parley.settings import Settings
 
-Setup = Callable[[contextlib.AsyncExitStack, Settings], Awaitable[Sequence[Consumer]]]
+
+class Runnable(Protocol):
+    """A consumer, the blob watcher, ...: runs until ``stop`` is set, then finishes its work."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+Setup = Callable[[contextlib.AsyncExitStack, Settings], Awaitable[Sequence[Runnable]]]
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +44,8 @@ async def serve(
             from parley.health import serve_health
 
             await serve_health(stack, settings.metrics_port, consumers)
-        log.info("worker_started", worker=name, queues=[c.queue.name for c in consumers])
+        queues = [c.queue.name for c in consumers if isinstance(c, Consumer)]
+        log.info("worker_started", worker=name, queues=queues)
         await asyncio.gather(*(c.run(stop) for c in consumers))
         log.info("worker_stopped", worker=name)
 

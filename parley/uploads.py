@@ -1,0 +1,80 @@
+"""Put a document into the blob store and announce it on the ingest queue: what ``parley ingest``
+and the gateway's upload route both do. The upload is announced at once (no waiting for the
+watcher) and remembered by the watcher so it is not announced twice."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import unicodedata
+
+import redis.asyncio as aioredis
+
+from parley.blobstore import BlobInfo, BlobStore
+from parley.broker import Broker
+from parley.contracts import IngestRequest, dump
+from parley.errors import Reject
+from parley.ids import TenantId
+from parley.settings import Settings
+
+CONTENT_TYPES = {
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+_SAFE = re.compile(r"[^\w.\- ()]+", re.UNICODE)
+
+
+def safe_name(filename: str) -> str:
+    """A blob-path-safe version of an untrusted file name: no directories, no control or
+    path characters, normalised unicode, at most 200 characters, never empty or dot-only."""
+    base = unicodedata.normalize("NFC", filename.replace("\\", "/")).split("/")[-1]
+    cleaned = _SAFE.sub("_", base).strip(" .")[:200]
+    if not cleaned or set(cleaned) <= {"_", "."}:
+        raise Reject(f"unusable file name {filename!r}", reason="bad_filename")
+    return cleaned
+
+
+def blob_path(tenant: TenantId, filename: str, folder: str = "") -> str:
+    parts = [tenant, *(safe_name(p) for p in folder.split("/") if p), safe_name(filename)]
+    return posixpath.join(*parts)
+
+
+async def upload(
+    settings: Settings,
+    *,
+    blobs: BlobStore,
+    broker: Broker,
+    tenant: TenantId,
+    filename: str,
+    data: bytes,
+    folder: str = "",
+    redis: aioredis.Redis | None = None,
+) -> tuple[IngestRequest, BlobInfo]:
+    """Store ``data`` under ``<tenant>/<folder>/<filename>`` and post an ingest request.
+    With ``redis``, the blob watcher is told the blob is announced already."""
+    if len(data) > settings.max_upload_bytes:
+        raise Reject(
+            f"{filename}: {len(data) / 2**20:.1f} MiB is over the "
+            f"{settings.max_upload_bytes / 2**20:.0f} MiB upload limit",
+            reason="too_large",
+        )
+    path = blob_path(tenant, filename, folder)
+    extension = posixpath.splitext(path)[1].lower()
+    info = await blobs.put(
+        path,
+        data,
+        content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
+        metadata={"filename": filename},
+    )
+    request = IngestRequest(
+        action="upsert",
+        container=settings.blob_container,
+        path=path,
+        tenant=tenant,
+        etag=info.etag,
+        filename=filename,
+    )
+    if redis is not None:
+        await redis.hset(settings.key("watch", settings.blob_container), path, info.etag)
+    await broker.publish(settings.queues.ingest.name, dump(request))
+    return request, info
