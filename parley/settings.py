@@ -54,7 +54,13 @@ class Queues(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="PARLEY_", env_nested_delimiter="__", extra="ignore", frozen=True
+        env_prefix="PARLEY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        # Written by ``parley up`` so that commands in another terminal find the local stack;
+        # real environment variables take precedence.
+        env_file=".parley/stack.env",
     )
 
     # --- infrastructure -------------------------------------------------------------------

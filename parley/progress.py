@@ -1,0 +1,67 @@
+"""``parley ingest --wait``: a progress bar per document, following its status record until it
+is ready or failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from parley.ids import DocumentId, TenantId
+from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
+
+STEPS = {Stage.QUEUED: 0, Stage.EXTRACTING: 1, Stage.CHUNKING: 2, Stage.EMBEDDING: 3}
+
+
+def describe(status: DocumentStatus | None) -> tuple[str, float]:
+    """(label, completed fraction 0..1) for a status. Pure."""
+    if status is None:
+        return "queued", 0.0
+    if status.stage == Stage.READY:
+        return f"ready · {status.chunks} chunks", 1.0
+    if status.stage == Stage.FAILED:
+        return f"failed: {status.message or status.reason}", 1.0
+    pages = f" {status.pages_done}/{status.pages_total} pages" if status.pages_total else ""
+    if status.stage == Stage.EMBEDDING and status.chunks:
+        share = status.chunks_done / status.chunks
+        return f"embedding {status.chunks_done}/{status.chunks} chunks", 0.6 + 0.4 * share
+    if status.stage == Stage.EXTRACTING and status.pages_total:
+        return f"extracting{pages}", 0.1 + 0.4 * status.pages_done / status.pages_total
+    return f"{status.stage.value}{pages}", STEPS.get(status.stage, 0) * 0.2
+
+
+async def watch(
+    store: StatusStore,
+    tenant: TenantId,
+    documents: Sequence[tuple[DocumentId, str]],
+    *,
+    timeout: float,
+    poll: float = 0.3,
+) -> int:
+    """Show progress until every document is ready or failed; returns 0 if all are ready, 1 if
+    any failed, 3 on timeout."""
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("{task.fields[name]:<40.40}"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    ) as bars:
+        tasks = {doc: bars.add_task("queued", total=1.0, name=name) for doc, name in documents}
+        final: dict[DocumentId, DocumentStatus] = {}
+        while len(final) < len(tasks) and time.monotonic() < deadline:
+            for doc, task in tasks.items():
+                if doc in final:
+                    continue
+                status = await store.get(tenant, doc)
+                label, done = describe(status)
+                bars.update(task, description=label, completed=done)
+                if status is not None and status.stage in TERMINAL_STAGES:
+                    final[doc] = status
+            await asyncio.sleep(poll)
+    if len(final) < len(tasks):
+        print(f"timed out after {timeout:.0f} s; see: parley status")
+        return 3
+    return 1 if any(s.stage != Stage.READY for s in final.values()) else 0
