@@ -1,0 +1,56 @@
+"""``python -m inference_worker``: consume chat turns from the chat queue (always Redis Streams:
+the low-latency path) and stream the configured model's answers into the turns' streams.
+
+Concurrency is ``PARLEY_QUEUES__CHAT__CONCURRENCY`` turns at a time (raise it for a GPU endpoint
+that batches); a worker that dies mid-turn loses the message's lease after
+``PARLEY_QUEUES__CHAT__LEASE_SECONDS`` and the turn is settled by another worker (see
+:mod:`inference_worker.handler`). SIGTERM: stop taking turns, finish the running ones within
+``PARLEY_DRAIN_SECONDS``, end the others with ``worker_lost``, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from inference_worker.backend import build_chat_model
+from inference_worker.handler import HandlerOptions, TurnHandler
+from parley import worker
+from parley.broker.redis import RedisBroker
+from parley.consumer import Consumer
+from parley.settings import Settings
+
+NAME = "inference-worker"
+
+
+async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
+    """Open Redis, the broker and the model on ``stack``; one consumer on the chat queue."""
+    queue = settings.queues.chat
+    client = aioredis.Redis.from_url(settings.redis_url)
+    stack.push_async_callback(client.aclose)
+    broker = RedisBroker(
+        client, prefix=settings.redis_prefix, lease_seconds={queue.name: queue.lease_seconds}
+    )
+    stack.push_async_callback(broker.close)
+    model = build_chat_model(settings)
+    stack.push_async_callback(model.close)
+    handler = TurnHandler(
+        model,
+        client,
+        HandlerOptions(
+            prefix=settings.redis_prefix,
+            stream_ttl=settings.stream_ttl_seconds,
+            max_attempts=queue.max_attempts,
+        ),
+    )
+    return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
+
+
+def main() -> None:
+    worker.main(NAME, setup)
+
+
+if __name__ == "__main__":
+    main()

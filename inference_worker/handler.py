@@ -1,0 +1,319 @@
+"""The chat-turn handler: one queued :class:`~parley.contracts.ChatTurn` -> the model's tokens in
+the turn's Redis stream -> exactly one terminal event (``final``, ``error`` or ``cancelled``).
+
+Per delivery, in order:
+
+1. a body that is not a ``parley.chat.v1`` turn is rejected (dead letter with the reason; an
+   ``error`` event ``bad_turn`` when the turn's stream exists, so no client waits for it);
+2. the stream's last event decides what a redelivery does: a terminal event -> ack, nothing
+   written (the earlier attempt finished); a ``token`` event -> the earlier attempt died
+   mid-answer: ``error`` ``worker_lost`` (tokens are never written twice; see
+   docs/chat-protocol.md); otherwise the turn starts from the beginning;
+3. a turn cancelled before it started -> ``cancelled``; past its deadline -> ``error``;
+4. tokens stream into the :class:`~parley.turnstream.TurnWriter`. The first token is flushed at
+   once; later ones in batches, and a batch also goes out when the model pauses. The cancel flag
+   is read on every flush and every ``cancel_poll`` seconds while the model is silent; once set,
+   the model's iterator is closed (the backend frees the slot) and ``cancelled`` is written;
+5. ``final`` carries the full text, the citations the text actually uses (``[n]`` markers
+   resolved against the turn's sources), usage (the backend's figures, else counted here) and
+   timings.
+
+Failures: a rate limit (429) or an unreachable model before any token is retried through the
+queue (``Retry`` with the service's delay) while attempts and the turn's deadline allow; then
+``error`` with ``rate_limited`` (with ``retry_after``) or ``model_unavailable``. Once tokens
+are out, a failure is final: ``error``. If the handler is cancelled (the worker stops and its
+drain time is over), it writes ``error`` ``worker_lost`` before giving the message back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from pydantic import ValidationError
+
+from inference_worker.citations import citations
+from parley.broker import Message
+from parley.chatmodel import ChatModel, Usage
+from parley.consumer import backoff
+from parley.contracts import ChatTurn
+from parley.errors import ParleyError, Reject, Retry
+from parley.turnstream import TERMINAL, TurnWriter, is_cancelled, turn_key
+
+SCHEMA = "parley.chat.v1"
+ENQUEUED_HEADER = "parley-enqueued-at"
+
+WORKER_LOST = {
+    "code": "worker_lost",
+    "message": "the model worker stopped mid-answer; ask again",
+}
+
+log = structlog.get_logger(__name__)
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token (English, BPE tokenisers): used only when neither the
+    backend nor a tokenizer counts the prompt."""
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+@dataclass(frozen=True)
+class HandlerOptions:
+    prefix: str = "parley"
+    stream_ttl: int = 3600
+    max_attempts: int = 5  # the chat queue's: past it the runtime dead-letters, so give up first
+    flush_interval: float = 0.02
+    cancel_poll: float = 0.25
+
+
+@dataclass
+class _Progress:
+    received: float  # monotonic
+    pieces: list[str] = field(default_factory=list)
+    first_token: float | None = None
+    cancelled: bool = False
+    stream: object = None  # the model's iterator: may carry the backend's usage
+
+
+class TurnHandler:
+    """A :data:`parley.consumer.Handler` for the chat queue. One instance serves every turn of
+    the worker (concurrently); the model is shared."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        redis: aioredis.Redis,
+        options: HandlerOptions | None = None,
+        *,
+        count_tokens: Callable[[str], int] = estimate_tokens,
+    ) -> None:
+        self.model = model
+        self._redis = redis
+        self.options = options or HandlerOptions()
+        self._count = count_tokens
+
+    async def __call__(self, message: Message) -> None:
+        received = time.monotonic()
+        turn = await self._parse(message)
+        with structlog.contextvars.bound_contextvars(turn_id=turn.turn_id):
+            writer = TurnWriter(
+                self._redis, turn.turn_id, prefix=self.options.prefix,
+                ttl=self.options.stream_ttl, flush_interval=self.options.flush_interval,
+            )
+            last = await self._last_event(turn.turn_id)
+            if last in TERMINAL:
+                log.info("turn_already_finished", last_event=last, attempt=message.attempt)
+                return
+            if last == "token":
+                log.warning("turn_lost_mid_answer", attempt=message.attempt)
+                await writer.emit("error", WORKER_LOST)
+                return
+            if await is_cancelled(self._redis, turn.turn_id, prefix=self.options.prefix):
+                await writer.emit("cancelled", {"completion_tokens": 0})
+                return
+            if turn.deadline is not None and time.time() > turn.deadline:
+                await writer.emit("error", {
+                    "code": "model_unavailable",
+                    "message": "no model worker took the question in time; ask again",
+                })
+                return
+            await self._answer(message, turn, writer, _Progress(received=received))
+
+    # parsing ----------------------------------------------------------------------------------
+    async def _parse(self, message: Message) -> ChatTurn:
+        try:
+            raw = json.loads(message.body)
+        except ValueError as exc:
+            raise Reject(f"chat turn is not JSON: {exc}", reason="bad_turn") from exc
+        schema = raw.get("schema") if isinstance(raw, dict) else None
+        if schema is not None and schema != SCHEMA:
+            reason = f"unknown schema {schema!r}: this worker reads {SCHEMA}"
+            await self._tell_bad_turn(raw, reason)
+            raise Reject(reason, reason="bad_turn")
+        try:
+            return ChatTurn.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+            reason = f"malformed chat turn: {problems}"
+            await self._tell_bad_turn(raw, reason)
+            raise Reject(reason, reason="bad_turn") from exc
+
+    async def _tell_bad_turn(self, raw: Any, reason: str) -> None:
+        """Best effort: end the stream of a turn whose client is waiting (the gateway wrote its
+        ``sources``), so a bad message never leaves a client hanging."""
+        turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
+        if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
+            return
+        with contextlib.suppress(Exception):
+            if await self._redis.exists(turn_key(self.options.prefix, turn_id)):
+                writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
+                                    ttl=self.options.stream_ttl)
+                await writer.emit("error", {"code": "bad_turn", "message": reason})
+
+    async def _last_event(self, turn_id: str) -> str | None:
+        entries: Any = await self._redis.xrevrange(
+            turn_key(self.options.prefix, turn_id), count=1
+        )
+        if not entries:
+            return None
+        kind = entries[0][1].get(b"k", entries[0][1].get("k"))
+        return kind.decode() if isinstance(kind, bytes) else kind
+
+    # answering --------------------------------------------------------------------------------
+    async def _answer(
+        self, message: Message, turn: ChatTurn, writer: TurnWriter, progress: _Progress
+    ) -> None:
+        try:
+            await self._generate(turn, writer, progress)
+        except asyncio.CancelledError:
+            # The worker is stopping and its drain time is over: end the stream now rather than
+            # leave the client waiting for the lease to expire (the redelivery then just acks).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(writer.emit("error", WORKER_LOST), 2.0))
+            raise
+        except ParleyError as exc:
+            await self._failed(message, turn, writer, progress, exc)
+            return
+        except Exception as exc:
+            log.exception("turn_failed")
+            await writer.emit("error", {
+                "code": "internal", "message": f"the model worker failed: {type(exc).__name__}"
+            })
+            return
+        if progress.cancelled:
+            await writer.emit("cancelled", {"completion_tokens": len(progress.pieces)})
+            log.info("turn_cancelled", completion_tokens=len(progress.pieces))
+            return
+        await writer.emit("final", self._final(message, turn, progress))
+
+    async def _generate(self, turn: ChatTurn, writer: TurnWriter, progress: _Progress) -> None:
+        stream = self.model.stream(
+            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+        )
+        progress.stream = stream
+        pending: asyncio.Task[str] | None = None
+        try:
+            while True:
+                pending = asyncio.ensure_future(_next(stream))
+                # While the model is silent: flush the tokens still buffered after one flush
+                # interval, then read the cancel flag every cancel_poll seconds.
+                wait = self.options.flush_interval if progress.pieces else self.options.cancel_poll
+                while not pending.done():
+                    await asyncio.wait({pending}, timeout=wait)
+                    if pending.done():
+                        break
+                    if not await writer.flush():
+                        progress.cancelled = True
+                        return
+                    wait = self.options.cancel_poll
+                try:
+                    piece = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                progress.pieces.append(piece)
+                if progress.first_token is None:
+                    progress.first_token = time.monotonic()
+                    await writer.token(piece)
+                    if not await writer.flush():  # the first token goes out at once
+                        progress.cancelled = True
+                        return
+                elif not await writer.token(piece):
+                    progress.cancelled = True
+                    return
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _failed(
+        self,
+        message: Message,
+        turn: ChatTurn,
+        writer: TurnWriter,
+        progress: _Progress,
+        exc: ParleyError,
+    ) -> None:
+        transient = isinstance(exc, Retry) or exc.reason == "model_unavailable"
+        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
+        wait = delay if delay is not None else backoff(message.attempt)
+        if transient and not progress.pieces and self._may_retry(message, turn, wait):
+            log.warning("model_transient_failure", reason=exc.reason, retry_in=round(wait, 2))
+            raise Retry(exc.message, reason=exc.reason, hint=exc.hint, delay=wait) from exc
+        data: dict[str, Any] = {"code": exc.reason, "message": exc.message}
+        if exc.hint:
+            data["hint"] = exc.hint
+        if exc.reason == "rate_limited":
+            data["retry_after"] = round(wait, 3)
+        if progress.pieces:
+            data["completion_tokens"] = len(progress.pieces)
+        log.error("turn_failed", reason=exc.reason, error=str(exc), attempt=message.attempt)
+        await writer.emit("error", data)
+
+    def _may_retry(self, message: Message, turn: ChatTurn, wait: float) -> bool:
+        if message.attempt >= self.options.max_attempts:
+            return False
+        return turn.deadline is None or time.time() + wait < turn.deadline
+
+    def _final(self, message: Message, turn: ChatTurn, progress: _Progress) -> dict[str, Any]:
+        text = "".join(progress.pieces)
+        now = time.monotonic()
+        stream = progress.stream
+        reported = getattr(stream, "usage", None)
+        finish = getattr(stream, "finish_reason", None)
+        if isinstance(reported, Usage):
+            usage = {"prompt_tokens": reported.prompt_tokens,
+                     "completion_tokens": reported.completion_tokens, "source": "backend"}
+        else:
+            prompt = sum(self._count(m.content) for m in turn.messages)
+            usage = {"prompt_tokens": prompt, "completion_tokens": len(progress.pieces),
+                     "source": "worker"}
+        if not isinstance(finish, str):
+            finish = "length" if len(progress.pieces) >= turn.max_tokens else "stop"
+        return {
+            "text": text,
+            "citations": citations(text, turn.sources),
+            "finish_reason": finish,
+            "model": self.model.name,
+            "usage": usage,
+            "timings": {
+                "queue_ms": _queue_ms(turn, message.headers),
+                "ttft_ms": _ms(progress.first_token - progress.received)
+                if progress.first_token is not None else None,
+                "total_ms": _ms(now - progress.received),
+            },
+        }
+
+
+async def _next(stream: AsyncIterator[str]) -> str:
+    return await stream.__anext__()
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 2)
+
+
+def _queue_ms(turn: ChatTurn, headers: Mapping[str, str]) -> float | None:
+    enqueued = turn.enqueued_at
+    if enqueued is None:
+        try:
+            enqueued = float(headers[ENQUEUED_HEADER])
+        except (KeyError, ValueError):
+            return None
+    return _ms(max(0.0, time.time() - enqueued))

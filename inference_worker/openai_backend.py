@@ -1,0 +1,284 @@
+"""ChatModel adapters over the chat-completions API: Azure OpenAI (API key or Entra ID) and any
+OpenAI-compatible endpoint (vLLM, a Kaito workspace service ``http://workspace-<name>/v1``, the
+llama.cpp server).
+
+Streams with ``stream=True`` and, where the server supports it, ``stream_options.include_usage``
+(the backend's own token counts). The SDK's retries are off (``max_retries=0``): a 429 becomes
+:class:`parley.errors.Retry` with the delay the service asked for (``retry-after-ms`` or
+``Retry-After``), so the queue, not a sleeping worker slot, carries the wait. Failures map to
+:class:`parley.errors.ParleyError` reasons the chat protocol shows to users:
+
+============================================  =====================
+connection refused / reset / timeout, 5xx     ``model_unavailable``
+429                                           ``rate_limited`` (a Retry)
+400 from Azure's content filter               ``content_filtered``
+other 400 (prompt too long, bad parameter)    ``bad_request``
+401, 403                                      ``model_unauthorized``
+404 (no such model or deployment)             ``model_not_found``
+============================================  =====================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+import openai
+from openai import AsyncAzureOpenAI, AsyncOpenAI
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from parley.chatmodel import Usage
+from parley.contracts import ChatMessage
+from parley.errors import ParleyError, Retry
+
+AZURE_SCOPE = "https://cognitiveservices.azure.com/.default"
+# A read that waits this long for the next chunk means the model is stuck: give the slot back.
+DEFAULT_TIMEOUT = openai.Timeout(120.0, connect=5.0)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    # The SDK's HTTP library raises its own errors when a stream breaks mid-body (openai 1.x uses
+    # httpx, later versions httpx2); they are not wrapped in openai.APIError.
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx", "httpx2"):
+        with contextlib.suppress(ImportError, AttributeError):
+            errors.append(__import__(module).TransportError)
+    return tuple(errors)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from a 429's headers: ``retry-after-ms`` (Azure OpenAI), else
+    ``Retry-After`` as seconds or an HTTP date. None when absent or unreadable."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def translate(exc: Exception, *, where: str) -> ParleyError:
+    """The ParleyError a failed call to the endpoint ``where`` means (see the module table)."""
+    if isinstance(exc, openai.RateLimitError):
+        delay = retry_after(exc.response.headers)
+        return Retry(
+            f"the model at {where} is rate limited", reason="rate_limited",
+            hint="wait and ask again", delay=delay,
+        )
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status >= 500:
+            return ParleyError(
+                f"the model at {where} failed (HTTP {status})", reason="model_unavailable",
+                hint="try again in a moment",
+            )
+        if status == 400 and _code(exc) == "content_filter":
+            return ParleyError(
+                "the question was blocked by the content filter", reason="content_filtered",
+                hint="rephrase the question",
+            )
+        reason = {400: "bad_request", 401: "model_unauthorized", 403: "model_unauthorized",
+                  404: "model_not_found"}.get(status, "model_error")
+        return ParleyError(f"the model at {where} refused the request (HTTP {status}): "
+                           f"{_message(exc)}", reason=reason)
+    if isinstance(exc, openai.APIConnectionError | openai.APIError | _TRANSPORT_ERRORS):
+        return ParleyError(
+            f"cannot reach the model at {where}: {type(exc).__name__}",
+            reason="model_unavailable", hint="try again in a moment",
+        )
+    return ParleyError(f"the model at {where} failed: {exc!r}", reason="model_error")
+
+
+def _code(exc: openai.APIStatusError) -> str | None:
+    body = exc.body
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            code = inner.get("code")
+            return str(code) if code is not None else None
+    return getattr(exc, "code", None)
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    return str(getattr(exc, "message", exc))[:300]
+
+
+class CompletionStream:
+    """One streamed completion: an async iterator of text pieces.
+
+    ``usage`` and ``finish_reason`` are the backend's, once iteration has ended (None when the
+    server does not send them). ``aclose()`` closes the HTTP response, which makes vLLM and the
+    llama.cpp server abort the generation and free the slot; it is called on exhaustion, on
+    error and when the iterating task is cancelled, and is idempotent."""
+
+    def __init__(
+        self, open_stream: Callable[[], Awaitable[openai.AsyncStream[ChatCompletionChunk]]],
+        where: str,
+    ) -> None:
+        self._open = open_stream
+        self._where = where
+        self._stream: openai.AsyncStream[ChatCompletionChunk] | None = None
+        self._chunks: AsyncIterator[ChatCompletionChunk] | None = None
+        self._closed = False
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+
+    def __aiter__(self) -> CompletionStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            if self._chunks is None:
+                self._stream = await self._open()
+                self._chunks = self._stream.__aiter__()
+            while True:
+                chunk = await self._chunks.__anext__()
+                if chunk.usage is not None:
+                    self.usage = Usage(
+                        prompt_tokens=chunk.usage.prompt_tokens,
+                        completion_tokens=chunk.usage.completion_tokens,
+                    )
+                for choice in chunk.choices:
+                    if choice.finish_reason is not None:
+                        self.finish_reason = choice.finish_reason
+                text = "".join(c.delta.content or "" for c in chunk.choices if c.delta)
+                if text:
+                    return text
+        except StopAsyncIteration:
+            await self.aclose()
+            raise
+        except ParleyError:
+            await self.aclose()
+            raise
+        except BaseException as exc:  # cancelled included: free the backend's slot, then re-raise
+            await self.aclose()
+            if isinstance(exc, Exception):
+                raise translate(exc, where=self._where) from exc
+            raise
+
+    async def aclose(self) -> None:
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.close()
+
+
+class OpenAIChatModel:
+    """A :class:`parley.chatmodel.ChatModel` over one chat-completions endpoint.
+
+    ``close()`` closes the SDK client (its connection pool) and then ``on_close`` (an Entra ID
+    credential). Streams still open are not closed by it: their owners close them."""
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        *,
+        include_usage: bool = True,
+        where: str | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.client = client
+        self.name = model
+        self.include_usage = include_usage
+        self.where = where or str(client.base_url)
+        self._on_close = on_close
+
+    @classmethod
+    def compatible(
+        cls,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        include_usage: bool = True,
+        timeout: openai.Timeout = DEFAULT_TIMEOUT,
+    ) -> OpenAIChatModel:
+        """Any OpenAI-compatible server. ``api_key`` may be None: vLLM, Kaito and llama.cpp run
+        without one by default (the SDK still needs a non-empty string)."""
+        client = AsyncOpenAI(
+            base_url=base_url, api_key=api_key or "unused", max_retries=0, timeout=timeout
+        )
+        return cls(client, model, include_usage=include_usage, where=base_url)
+
+    @classmethod
+    def azure(
+        cls,
+        endpoint: str,
+        deployment: str,
+        *,
+        api_version: str,
+        api_key: str | None = None,
+        timeout: openai.Timeout = DEFAULT_TIMEOUT,
+    ) -> OpenAIChatModel:
+        """Azure OpenAI. Without ``api_key``, Entra ID through ``DefaultAzureCredential``
+        (workload identity on AKS; the identity needs "Cognitive Services OpenAI User")."""
+        on_close: Callable[[], Awaitable[None]] | None = None
+        if api_key:
+            client = AsyncAzureOpenAI(
+                azure_endpoint=endpoint, api_version=api_version, api_key=api_key,
+                max_retries=0, timeout=timeout,
+            )
+        else:
+            from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+
+            credential = DefaultAzureCredential()
+            client = AsyncAzureOpenAI(
+                azure_endpoint=endpoint, api_version=api_version, max_retries=0, timeout=timeout,
+                azure_ad_token_provider=get_bearer_token_provider(credential, AZURE_SCOPE),
+            )
+            on_close = credential.close
+        return cls(client, deployment, where=f"{endpoint} ({deployment})", on_close=on_close)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> CompletionStream:
+        """Nothing is sent until the first ``__anext__``; see :class:`CompletionStream`."""
+        params: list[ChatCompletionMessageParam] = [
+            {"role": m.role, "content": m.content} for m in messages  # type: ignore[misc]
+        ]
+
+        async def open_stream() -> openai.AsyncStream[ChatCompletionChunk]:
+            if self.include_usage:
+                try:
+                    return await self.client.chat.completions.create(
+                        model=self.name, messages=params, max_tokens=max_tokens,
+                        temperature=temperature, stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                except openai.BadRequestError as exc:
+                    if "stream_options" not in str(exc):
+                        raise
+                    # An older server that rejects stream_options: no usage from it from now on.
+                    self.include_usage = False
+            return await self.client.chat.completions.create(
+                model=self.name, messages=params, max_tokens=max_tokens,
+                temperature=temperature, stream=True,
+            )
+
+        return CompletionStream(open_stream, self.where)
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self._on_close is not None:
+            await self._on_close()

@@ -1,0 +1,77 @@
+"""A ChatModel that plays a script: fixed pieces at a fixed pace, optionally failing. For the
+handler's control paths (cancel while silent, failures before/after the first token) where the
+exact timing matters; the real backends have their own tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from parley.chatmodel import Usage
+from parley.contracts import ChatMessage
+
+
+@dataclass
+class ScriptedStream:
+    pieces: Sequence[str]
+    interval: float
+    first_delay: float
+    fail: Exception | None
+    fail_after: int
+    report: Usage | None
+    closed: bool = False
+    yielded: int = 0
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+    def __aiter__(self) -> ScriptedStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.closed:
+            raise StopAsyncIteration
+        try:
+            if self.fail is not None and self.yielded >= self.fail_after:
+                raise self.fail
+            if self.yielded >= len(self.pieces):
+                self.usage = self.report
+                self.finish_reason = "stop" if self.report is not None else None
+                self.closed = True
+                raise StopAsyncIteration
+            await asyncio.sleep(self.first_delay if self.yielded == 0 else self.interval)
+        except asyncio.CancelledError:
+            self.closed = True
+            raise
+        self.yielded += 1
+        return self.pieces[self.yielded - 1]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class ScriptedModel:
+    pieces: Sequence[str] = ("Hello", " world", ".")
+    interval: float = 0.0
+    first_delay: float = 0.0
+    fail: Exception | None = None
+    fail_after: int = 0
+    report: Usage | None = None
+    name: str = "scripted"
+    streams: list[ScriptedStream] = field(default_factory=list)
+    calls: list[tuple[list[ChatMessage], int, float]] = field(default_factory=list)
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> ScriptedStream:
+        self.calls.append((list(messages), max_tokens, temperature))
+        stream = ScriptedStream(
+            self.pieces[:max_tokens], self.interval, self.first_delay, self.fail,
+            self.fail_after, self.report,
+        )
+        self.streams.append(stream)
+        return stream
+
+    async def close(self) -> None:
+        pass
