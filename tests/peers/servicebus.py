@@ -97,6 +97,7 @@ class _Entity:
     available: dict[int, _Entry] = field(default_factory=dict)
     locks: dict[uuid.UUID, _Lock] = field(default_factory=dict)
     receivers: list[Link] = field(default_factory=list)
+    scheduled: dict[int, tuple[float, _Entry]] = field(default_factory=dict)
     next_seq: int = 1
     completed: int = 0
 
@@ -405,7 +406,7 @@ class _Broker(Handler):
             entry = entity.available.pop(min(entity.available))
             entry.deliveries += 1
             token = uuid.uuid4()
-            until = time.time() + self.peer.lock_duration
+            until = time.time() + self.peer.lock_duration_of(entity.name)
             entity.locks[token] = _Lock(token, entry, until)
             delivery = link.delivery(token.bytes_le)
             link.send(_render(entry, delivery_count=entry.deliveries - 1, locked_until=until))
@@ -506,8 +507,13 @@ class _Broker(Handler):
             entity.available[entry.seq] = entry
 
     def sweep(self, now: float) -> None:
-        """Locks that ran out give their message back (the delivery count already says so)."""
+        """Locks that ran out give their message back (the delivery count already says so);
+        scheduled messages that are due become active."""
         for entity in list(self.entities.values()):
+            for seq, (due, entry) in list(entity.scheduled.items()):
+                if due <= now:
+                    del entity.scheduled[seq]
+                    entity.available[seq] = entry
             for token, lock in list(entity.locks.items()):
                 if lock.until <= now:
                     del entity.locks[token]
@@ -527,6 +533,8 @@ class _Broker(Handler):
             return self.peek(entity, int(args.get("from-sequence-number", 1)), int(args.get("message-count", 1)))
         if operation == "com.microsoft:update-disposition":
             return self.update_disposition(entity, args)
+        if operation == "com.microsoft:schedule-message":
+            return self.schedule(entity, args)
         return _status(501, f"{operation} is not implemented by the test peer", "amqp:not-implemented"), None
 
     @staticmethod
@@ -543,7 +551,7 @@ class _Broker(Handler):
         expirations = []
         for lock in locks:
             assert lock is not None
-            lock.until = now + self.peer.lock_duration
+            lock.until = now + self.peer.lock_duration_of(entity.name)
             expirations.append(timestamp(int(lock.until * 1000)))
         self.peer.renewals += len(locks)
         return _status(200, "OK"), {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}
@@ -565,6 +573,23 @@ class _Broker(Handler):
             for seq in chosen
         ]
         return _status(200, "OK"), {"messages": rendered}
+
+    def schedule(self, entity: _Entity, args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Scheduled messages get their sequence number now and become active when due."""
+        numbers = []
+        for item in args.get("messages") or []:
+            fields = {_text(k): v for k, v in item.items()}
+            raw = bytes(fields["message"])
+            due = time.time()
+            for section in _sections(raw):
+                if int(section.descriptor) == 0x72:
+                    annotations = {_text(k): v for k, v in (section.value or {}).items()}
+                    due = int(annotations.get("x-opt-scheduled-enqueue-time", due * 1000)) / 1000
+            entry = _Entry(seq=entity.next_seq, raw=raw, enqueued_ms=int(due * 1000))
+            entity.next_seq += 1
+            entity.scheduled[entry.seq] = (due, entry)
+            numbers.append(entry.seq)
+        return _status(200, "OK"), {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *numbers)}
 
     def update_disposition(self, entity: _Entity, args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         status = _text(args.get("disposition-status", ""))
@@ -599,14 +624,15 @@ def _status(code: int, description: str, condition: str | None = None) -> dict[s
 class ServiceBusPeer:
     """The test-facing half. Start it, hand :attr:`connection_string` to the SDK, inspect it.
 
-    ``lock_duration`` is the queue's LockDuration in seconds; ``max_delivery_count`` the queue's
-    MaxDeliveryCount (Service Bus defaults: 60 s and 10). Queues are created on first use.
+    ``lock_duration`` is the queues' LockDuration in seconds, or a function of the queue name;
+    ``max_delivery_count`` the queues' MaxDeliveryCount (Service Bus defaults: 60 s and 10).
+    Queues are created on first use.
     """
 
     def __init__(
         self,
         *,
-        lock_duration: float = 30.0,
+        lock_duration: float | Callable[[str], float] = 30.0,
         max_delivery_count: int = 10,
         max_message_size: int = 256 * 1024,
     ) -> None:
@@ -651,6 +677,10 @@ class ServiceBusPeer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def lock_duration_of(self, entity: str) -> float:
+        queue = entity.split("/", 1)[0]
+        return self.lock_duration(queue) if callable(self.lock_duration) else self.lock_duration
 
     @property
     def connection_string(self) -> str:

@@ -7,15 +7,21 @@ the lease (seconds) configured for queues named ``lease-*`` to exercise expiry q
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from parley.broker import Broker
 from parley.broker.redis import RedisBroker
+from parley.broker.servicebus import ServiceBusBroker
+from tests.peers.servicebus import ServiceBusPeer
 
 SHORT_LEASE = 1.0
+# Service Bus: the peer's LockDuration for lease-* queues. The SDK's AutoLockRenewer wakes once a
+# second and picks its renew margin in whole seconds, so it cannot keep a lock shorter than 3 s
+# (Azure's own minimum LockDuration is 5 s).
+SERVICEBUS_SHORT_LOCK = 3.0
 
 
 @pytest.fixture
@@ -24,7 +30,16 @@ def queue_name() -> Callable[[str], str]:
     return lambda name: f"{name}-{run}"
 
 
-@pytest.fixture(params=["redis"])
+@pytest.fixture(scope="session")
+def servicebus_peer() -> Iterator[ServiceBusPeer]:
+    """An AMQP 1.0 Service Bus stand-in (tests/peers/servicebus.py) for the real SDK."""
+    with ServiceBusPeer(
+        lock_duration=lambda q: SERVICEBUS_SHORT_LOCK if q.startswith("lease-") else 30.0
+    ) as peer:
+        yield peer
+
+
+@pytest.fixture(params=["redis", "servicebus"])
 async def broker(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Broker]:
     if request.param == "redis":
         client = aioredis.Redis.from_url(redis_url)
@@ -34,3 +49,12 @@ async def broker(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterato
         yield adapter
         await adapter.close()
         await client.aclose()
+    elif request.param == "servicebus":
+        peer: ServiceBusPeer = request.getfixturevalue("servicebus_peer")
+
+        async def depth(queue: str) -> int:
+            return peer.depth(queue)
+
+        sb = ServiceBusBroker(connection_string=peer.connection_string, depth_source=depth)
+        yield sb
+        await sb.close()
