@@ -1,0 +1,285 @@
+"""The OpenAI-compatible face: ``POST /v1/chat/completions`` (SSE stream or one JSON body) and
+``GET /v1/models``, on the same retrieval + queue + worker path as the websocket.
+
+The last user message is the question; earlier user/assistant messages are the history (the
+caller keeps the conversation; nothing is stored). System messages from the caller are ignored:
+Parley's own grounding instructions apply. The API key is a Parley token (``Authorization:
+Bearer``). Extension field ``parley`` (top level of the completion, and of the first and last
+chunk of a stream): ``turn_id``, ``sources`` (numbered as cited in the text), ``citations``
+(the sources the answer used, as in the websocket ``final`` event). A client that disconnects
+mid-stream cancels the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chat_gateway.auth import AuthError, Principal, bearer
+from chat_gateway.protocol import ErrorCode
+from chat_gateway.turns import Started
+from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
+from parley import turnstream
+from parley.contracts import ChatMessage, Source
+from parley.errors import ParleyError, Retry
+
+if TYPE_CHECKING:
+    from chat_gateway.app import Gateway
+
+MAX_BODY = 1024 * 1024
+STATUS = {
+    ErrorCode.UNAUTHENTICATED: 401, ErrorCode.BAD_REQUEST: 400, ErrorCode.TOO_LARGE: 413,
+    ErrorCode.NO_DOCUMENTS: 400, ErrorCode.RATE_LIMITED: 429, ErrorCode.NOT_FOUND: 404,
+    ErrorCode.MODEL_UNAVAILABLE: 503, ErrorCode.RETRIEVAL_UNAVAILABLE: 503,
+}
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    messages: list[_Message] = Field(min_length=1, max_length=200)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    n: Literal[1] = 1
+    stream_options: dict[str, Any] | None = None
+
+
+class FaceError(Exception):
+    def __init__(
+        self, code: str, message: str, *, hint: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = f"{message}; {hint}" if hint else message
+        self.retry_after = retry_after
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    kind = "invalid_request_error" if code in {"bad_request", "too_large", "no_documents"} \
+        else "authentication_error" if code == "unauthenticated" else "api_error"
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+async def send_error(request: Request, exc: FaceError) -> None:
+    headers = []
+    if exc.retry_after is not None:
+        headers.append(("retry-after", str(max(1, round(exc.retry_after)))))
+    if exc.code == ErrorCode.UNAUTHENTICATED:
+        headers.append(("www-authenticate", "Bearer"))
+    status = STATUS.get(ErrorCode(exc.code), 500) if exc.code in ErrorCode.__members__.values() \
+        else 500
+    await json_response(request, status, error_body(exc.code, exc.message), headers)
+
+
+def split(messages: list[_Message]) -> tuple[str, list[ChatMessage]]:
+    """(question, history): the last user message, and the user/assistant turns before it."""
+    if messages[-1].role != "user" or not messages[-1].text().strip():
+        raise FaceError(ErrorCode.BAD_REQUEST, "the last message must be a non-empty user message")
+    history = [ChatMessage(role=m.role, content=m.text())
+               for m in messages[:-1] if m.role in ("user", "assistant") and m.text()]
+    return messages[-1].text(), history
+
+
+def sources_json(sources: list[Source]) -> list[dict[str, Any]]:
+    return [s.model_dump(mode="json") for s in sources]
+
+
+def install(gateway: Gateway) -> None:
+    async def models(request: Request) -> None:
+        try:
+            await _principal(gateway, request)
+        except FaceError as exc:
+            await send_error(request, exc)
+            return
+        name = gateway.settings.chat_model
+        await json_response(request, 200, {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "parley"}]})
+
+    async def completions(request: Request) -> None:
+        try:
+            await _completions(gateway, request)
+        except FaceError as exc:
+            await send_error(request, exc)
+        except ClientGone:
+            return
+
+    gateway.router.add("GET", "/v1/models", models)
+    gateway.router.add("POST", "/v1/chat/completions", completions)
+
+
+async def _principal(gateway: Gateway, request: Request) -> Principal:
+    try:
+        return await gateway.services.auth.authenticate(bearer(request.headers, {}))
+    except AuthError as exc:
+        raise FaceError(ErrorCode.UNAUTHENTICATED, exc.message, hint=exc.hint) from None
+
+
+async def _completions(gateway: Gateway, request: Request) -> None:
+    principal = await _principal(gateway, request)
+    try:
+        body = CompletionRequest.model_validate(await request.json(MAX_BODY))
+    except BodyTooLarge as exc:
+        raise FaceError(ErrorCode.TOO_LARGE, str(exc)) from None
+    except (ValueError, ValidationError) as exc:
+        raise FaceError(ErrorCode.BAD_REQUEST, f"bad request body: {exc}") from None
+    question, history = split(body.messages)
+    services = gateway.services
+    try:
+        started = await services.turns.start(
+            principal, question, history=history,
+            max_tokens=body.max_completion_tokens or body.max_tokens,
+            temperature=0.2 if body.temperature is None else body.temperature,
+        )
+    except Retry as exc:
+        raise FaceError(exc.reason, exc.message, hint=exc.hint, retry_after=exc.delay) from None
+    except ParleyError as exc:
+        raise FaceError(exc.reason, exc.message, hint=exc.hint) from None
+    model = body.model or gateway.settings.chat_model
+    turn = _Turn(gateway, started, model)
+    watcher = asyncio.create_task(_disconnected(request))
+    runner = asyncio.create_task(
+        turn.stream(request, bool((body.stream_options or {}).get("include_usage")))
+        if body.stream else turn.complete(request)
+    )
+    try:
+        done, _ = await asyncio.wait({watcher, runner}, return_when=asyncio.FIRST_COMPLETED)
+        if runner not in done:
+            # The client went away: stop generating now (there is no resume on this face).
+            runner.cancel()
+            await turnstream.cancel(services.redis, started.turn_id,
+                                    prefix=gateway.settings.redis_prefix)
+        with contextlib.suppress(asyncio.CancelledError, ClientGone, OSError):
+            await runner
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class _Turn:
+    def __init__(self, gateway: Gateway, started: Started, model: str) -> None:
+        self.g = gateway
+        self.started = started
+        self.model = model
+        self.id = f"chatcmpl-{started.turn_id}"
+        self.created = int(time.time())
+        self.sources = list(started.sources)
+
+    def _events(self) -> Any:
+        return turnstream.tail(
+            self.g.services.redis, self.started.turn_id, prefix=self.g.settings.redis_prefix,
+            after=self.started.offset, idle_timeout=self.g.services.options.first_event_timeout,
+        )
+
+    def _extension(self, **extra: Any) -> dict[str, Any]:
+        return {"turn_id": self.started.turn_id, **extra}
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **top: Any) -> str:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **top}
+        return json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+
+    def _usage(self, final: dict[str, Any], tokens: int) -> dict[str, int]:
+        usage = final.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens", 0))
+        completion = int(usage.get("completion_tokens", tokens))
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion}
+
+    async def _timeout(self) -> None:
+        await turnstream.cancel(self.g.services.redis, self.started.turn_id,
+                                prefix=self.g.settings.redis_prefix)
+
+    async def stream(self, request: Request, include_usage: bool) -> None:
+        out = EventStream(request)
+        await out.start()
+        ext = self._extension(sources=sources_json(self.sources))
+        await out.data(self._chunk({"role": "assistant", "content": ""}, parley=ext))
+        tokens = 0
+        try:
+            async for event in self._events():
+                if event.kind == "token":
+                    tokens += int(event.data.get("n", 1))
+                    await out.data(self._chunk({"content": event.data.get("text", "")}))
+                elif event.kind == "final":
+                    finish = str(event.data.get("finish_reason") or "stop")
+                    ext = self._extension(citations=event.data.get("citations", []))
+                    await out.data(self._chunk({}, finish, parley=ext))
+                    if include_usage:
+                        usage = self._usage(dict(event.data), tokens)
+                        await out.data(json.dumps({
+                            "id": self.id, "object": "chat.completion.chunk",
+                            "created": self.created, "model": self.model, "choices": [],
+                            "usage": usage}))
+                elif event.kind in ("error", "cancelled"):
+                    code = str(event.data.get("code") or event.data.get("reason") or event.kind)
+                    message = str(event.data.get("message") or f"the turn ended: {event.kind}")
+                    await out.data(json.dumps(error_body(code, message)))
+        except TimeoutError:
+            await self._timeout()
+            await out.data(json.dumps(error_body(
+                ErrorCode.MODEL_UNAVAILABLE, "no answer from the model in time; try again later")))
+        await out.data("[DONE]")
+        await out.end()
+
+    async def complete(self, request: Request) -> None:
+        parts: list[str] = []
+        tokens = 0
+        final: dict[str, Any] | None = None
+        try:
+            async for event in self._events():
+                if event.kind == "token":
+                    parts.append(str(event.data.get("text", "")))
+                    tokens += int(event.data.get("n", 1))
+                elif event.kind == "final":
+                    final = dict(event.data)
+                elif event.kind in ("error", "cancelled"):
+                    code = str(event.data.get("code") or event.data.get("reason") or event.kind)
+                    retry = event.data.get("retry_after")
+                    raise FaceError(
+                        code if code in ErrorCode.__members__.values() else "model_unavailable",
+                        str(event.data.get("message") or f"the turn ended: {event.kind}"),
+                        retry_after=float(retry) if retry is not None else None,
+                    )
+        except TimeoutError:
+            await self._timeout()
+            raise FaceError(ErrorCode.MODEL_UNAVAILABLE,
+                            "no answer from the model in time; try again later") from None
+        except FaceError as exc:
+            await send_error(request, exc)
+            return
+        assert final is not None
+        text = str(final.get("text") or "".join(parts))
+        await json_response(request, 200, {
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": str(final.get("finish_reason") or "stop")}],
+            "usage": self._usage(final, tokens),
+            "parley": self._extension(sources=sources_json(self.sources),
+                                      citations=final.get("citations", [])),
+        })

@@ -1,0 +1,213 @@
+"""Relaying a turn's event stream (Redis Streams, :mod:`parley.turnstream`) to one client, and
+the bookkeeping that lets a client leave and come back through any replica.
+
+- Every event goes out as one JSON text frame with ``type``, ``turn_id`` and ``offset``; tokens
+  take a short path (no model validation) because they are most of the traffic.
+- On ``final`` (which carries the worker's ``citations``) the gateway records the answer in the
+  conversation (idempotent: replicas relaying the same final record it once).
+- While a replica relays a turn it holds ``<turn>:attached`` (refreshed every second by one task
+  per process). When a client drops without a clean close, :func:`cancel_unless_resumed` waits
+  the resume grace and cancels the turn unless some replica holds it again by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from chat_gateway.conversation import Conversations
+from chat_gateway.protocol import ErrorCode, encode
+from chat_gateway.protocol import error as error_event
+from chat_gateway.turns import TurnMeta
+from parley import turnstream
+from parley.contracts import ChatMessage
+from parley.turnstream import TurnEvent, TurnWriter, turn_key
+
+log = structlog.get_logger(__name__)
+
+Send = Callable[[str], Awaitable[None]]
+ATTACH_REFRESH = 1.0
+ATTACH_TTL_MS = 3000
+
+# KEYS: attached key; ARGV: owner. Deletes the hold only if it is ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def token_frame(turn_id: str, event: TurnEvent) -> str:
+    data = event.data
+    return json.dumps(
+        {"type": "token", "turn_id": turn_id, "offset": event.offset,
+         "text": data.get("text", ""), "n": data.get("n", 1)},
+        separators=(",", ":"), ensure_ascii=False,
+    )
+
+
+def client_event(turn_id: str, event: TurnEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = dict(event.data)
+    payload.update(type=event.kind, turn_id=turn_id, offset=event.offset)
+    if event.kind == "error":
+        payload.setdefault("code", str(payload.get("reason") or "model_error"))
+        payload.setdefault("message", "the model failed to answer")
+    return payload
+
+
+class Attachments:
+    """The turns this process is relaying, held in Redis so that other replicas' resume grace
+    timers see them. One refresh pipeline a second for all of them."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._held: dict[str, str] = {}  # turn id -> owner token
+        self._release = client.register_script(_RELEASE)
+        self._task: asyncio.Task[None] | None = None
+
+    def key(self, turn_id: str) -> str:
+        return f"{turn_key(self._prefix, turn_id)}:attached"
+
+    async def is_held(self, turn_id: str) -> bool:
+        return bool(await self._redis.exists(self.key(turn_id)))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, turn_id: str) -> AsyncIterator[None]:
+        owner = uuid.uuid4().hex
+        await self._redis.set(self.key(turn_id), owner, px=ATTACH_TTL_MS)
+        self._held[turn_id] = owner
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._refresh(), name="attachments")
+        try:
+            yield
+        finally:
+            if self._held.get(turn_id) == owner:
+                del self._held[turn_id]
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(keys=[self.key(turn_id)], args=[owner]))
+
+    async def _refresh(self) -> None:
+        while self._held:
+            await asyncio.sleep(ATTACH_REFRESH)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for turn_id, owner in list(self._held.items()):
+                        pipe.set(self.key(turn_id), owner, px=ATTACH_TTL_MS)
+                    await pipe.execute()
+            except Exception as exc:  # Redis hiccup: the next round tries again
+                log.warning("attach_refresh_failed", error=str(exc))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def cancel_unless_resumed(
+    client: aioredis.Redis, attachments: Attachments, turn_id: str, *, prefix: str, grace: float
+) -> bool:
+    """After ``grace`` seconds, cancel the turn unless a replica relays it again. True if
+    cancelled. A grace of 0 cancels at once."""
+    if grace > 0:
+        await asyncio.sleep(grace)
+        if await attachments.is_held(turn_id):
+            return False
+    await turnstream.cancel(client, turn_id, prefix=prefix)
+    log.info("turn_cancelled_on_disconnect", turn_id=turn_id, grace=grace)
+    return True
+
+
+class Relay:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        conversations: Conversations,
+        attachments: Attachments,
+        *,
+        prefix: str,
+        stream_ttl: int,
+        idle_timeout: float,
+    ) -> None:
+        self._redis = client
+        self._conversations = conversations
+        self.attachments = attachments
+        self._prefix = prefix
+        self._ttl = stream_ttl
+        self._idle = idle_timeout
+
+    async def run(
+        self,
+        turn_id: str,
+        meta: TurnMeta,
+        send: Send,
+        *,
+        after: str = "0-0",
+    ) -> str:
+        """Send the turn's events after ``after`` until its terminal event; returns its kind.
+
+        Cancelling the task stops the relay at once and leaves the turn running (the caller
+        decides whether to cancel the turn). A turn silent for ``idle_timeout`` seconds (no
+        worker took it) is ended with a ``model_unavailable`` error in its stream, so every
+        replica's client sees the same end.
+
+        The terminal event is sent last, after the hold is released, so that once a client has
+        it the connection is free for its next question."""
+        terminal: dict[str, Any] | None = None
+        async with self.attachments.hold(turn_id):
+            last = after
+            try:
+                async for event in turnstream.tail(
+                    self._redis, turn_id, prefix=self._prefix, after=after,
+                    idle_timeout=self._idle,
+                ):
+                    last = event.offset
+                    if event.kind == "token":
+                        await send(token_frame(turn_id, event))
+                        continue
+                    payload = client_event(turn_id, event)
+                    if event.kind == "final":
+                        await self._finish(turn_id, meta, payload)
+                    if event.kind in turnstream.TERMINAL:
+                        terminal = payload
+                        break
+                    await send(encode(payload))
+            except TimeoutError:
+                terminal = await self._give_up(turn_id, last)
+        assert terminal is not None, "tail only ends on a terminal event"
+        await send(encode(terminal))
+        return str(terminal["type"])
+
+    async def _finish(
+        self,
+        turn_id: str,
+        meta: TurnMeta,
+        payload: dict[str, Any],
+    ) -> None:
+        text = str(payload.get("text", ""))
+        payload.setdefault("citations", [])
+        if meta.persist and text:
+            await self._conversations.append(
+                meta.tenant, meta.conversation_id, turn_id,
+                ChatMessage(role="assistant", content=text),
+            )
+
+    async def _give_up(self, turn_id: str, last: str) -> dict[str, Any]:
+        await turnstream.cancel(self._redis, turn_id, prefix=self._prefix)
+        event = error_event(
+            ErrorCode.MODEL_UNAVAILABLE,
+            f"no answer from the model for {self._idle:.0f} s",
+            hint="the inference workers may be down or overloaded; try again later",
+        )
+        writer = TurnWriter(self._redis, turn_id, prefix=self._prefix, ttl=self._ttl)
+        data = {k: v for k, v in event.items() if k != "type"}
+        offset = await writer.emit("error", data)
+        log.warning("turn_timed_out", turn_id=turn_id, last_offset=last)
+        return {**event, "turn_id": turn_id, "offset": offset}

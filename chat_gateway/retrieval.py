@@ -1,0 +1,49 @@
+"""Retrieval: embed the question (with the conversation's recent questions) through the same
+Embedder that indexed the documents, and search the tenant's chunks with
+:class:`parley.search.Searcher` (only each document's served version).
+
+Tenant isolation is the store's: every query names the tenant and tenants never share a
+collection, so no filter mistake here can leak another tenant's chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chat_gateway import prompt
+from parley.contracts import ChatMessage, Source
+from parley.ids import ChunkId, DocumentId, TenantId
+from parley.search import Searcher
+from parley.vectorstore import Hit
+
+
+def to_source(n: int, hit: Hit) -> Source:
+    meta = hit.metadata
+    document = meta.get("filename") or meta.get("document") or meta.get("path") or hit.document_id
+    page = meta.get("page")
+    return Source(
+        n=n,
+        chunk_id=ChunkId(hit.chunk_id),
+        document_id=DocumentId(hit.document_id),
+        document=str(document),
+        page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) and page >= 1
+        else None,
+        snippet=prompt.snippet(hit.text),
+        text=hit.text,
+        score=round(float(hit.score), 4),
+    )
+
+
+class Retriever:
+    def __init__(self, searcher: Searcher, *, k: int = 5) -> None:
+        self.searcher = searcher
+        self.k = k
+
+    async def retrieve(
+        self, tenant: TenantId, question: str, history: Sequence[ChatMessage] = ()
+    ) -> list[Source]:
+        """The tenant's ``k`` best chunks for the question, numbered 1..k; [] when the tenant
+        has no documents. Embedder errors (:class:`parley.errors.Retry`) propagate."""
+        hits = await self.searcher.search(
+            tenant, prompt.query_text(question, history), k=self.k
+        )
+        return [to_source(i, hit) for i, hit in enumerate(hits, start=1)]

@@ -1,0 +1,72 @@
+"""Running the gateway under uvicorn with the ``websockets`` library (its Sans-I/O protocol,
+uvicorn's ``websockets-sansio``) as the websocket implementation, permessage-deflate off.
+
+``python -m chat_gateway`` serves on ``settings.gateway_host:gateway_port``; tests and benches use
+:func:`running` on a socket bound to a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+
+from chat_gateway.app import Gateway
+
+# uvicorn's "websockets" is the library's legacy protocol (deprecated in both projects);
+# "websockets-sansio" drives websockets.server.ServerProtocol, the library's current core.
+WS_IMPLEMENTATION = "websockets-sansio"
+
+
+def config(gateway: Gateway, **overrides: Any) -> uvicorn.Config:
+    settings = gateway.settings
+    options: dict[str, Any] = {
+        "host": settings.gateway_host,
+        "port": settings.gateway_port,
+        "ws": WS_IMPLEMENTATION,
+        # Measured (docs/chat-protocol.md): deflate triples memory per idle connection.
+        "ws_per_message_deflate": False,
+        "ws_max_size": gateway.options.ws_max_size,
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "lifespan": "on",
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.drain_seconds,
+        "backlog": 4096,
+    }
+    options.update(overrides)
+    return uvicorn.Config(gateway, **options)
+
+
+def serve(gateway: Gateway, **overrides: Any) -> None:
+    """Serve until SIGINT/SIGTERM; open connections get 1001 (going away) and resume elsewhere."""
+    uvicorn.Server(config(gateway, **overrides)).run()
+
+
+@contextlib.asynccontextmanager
+async def running(gateway: Gateway, host: str = "127.0.0.1", **overrides: Any
+                  ) -> AsyncIterator[str]:
+    """Serve ``gateway`` in this event loop on a free port; yields ``http://host:port``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(config(gateway, host=host, port=port, **overrides))
+    server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("gateway exited while starting")
+            await asyncio.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()

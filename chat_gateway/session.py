@@ -1,0 +1,263 @@
+"""One websocket connection (ASGI ``websocket`` scope, served by uvicorn on the ``websockets``
+library): authentication, client messages, at most one streaming turn at a time, document
+events of the tenant.
+
+On close: a running turn's relay stops at once. The turn itself is cancelled at once when the
+client closed cleanly with code 1000 ("done") or while the server was not told otherwise;
+after any other end (1001 going away, e.g. a page reload; 1006 dropped network) it keeps
+generating for ``resume_grace`` seconds and is cancelled then unless a client resumed it on
+some replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import structlog
+
+from chat_gateway import protocol
+from chat_gateway.auth import AuthError, Principal, bearer
+from chat_gateway.protocol import Ask, Auth, Cancel, ErrorCode, Ping, ProtocolError, Resume
+from chat_gateway.relay import cancel_unless_resumed
+from chat_gateway.services import Services
+from parley import turnstream
+from parley.errors import ParleyError, Retry
+
+log = structlog.get_logger(__name__)
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def query_of(scope: Scope) -> dict[str, str]:
+    return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+
+
+class Session:
+    def __init__(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
+        self.s = services
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.principal: Principal | None = None
+        self.closed = False
+        self.turn_id: str | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._pushes: set[asyncio.Task[None]] = set()
+
+    # transport ----------------------------------------------------------------------------------
+    async def send_text(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except Exception:  # the peer went away mid-send; the receive loop sees the disconnect
+            self.closed = True
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self.send_text(protocol.encode(event))
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def push(self, event: dict[str, Any]) -> None:
+        """Queue an event from another task (document progress) without blocking it."""
+        if self.closed:
+            return
+        task = asyncio.create_task(self.send_event(event))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    # lifecycle ----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return
+        token = bearer(headers_of(self.scope), query_of(self.scope))
+        if token is not None:
+            try:
+                self.principal = await self.s.auth.authenticate(token)
+            except AuthError as exc:
+                await self._deny(exc)
+                return
+        await self._send({"type": "websocket.accept"})
+        code = 1006
+        unsubscribe = None
+        try:
+            if self.principal is None and not await self._first_message_auth():
+                return
+            assert self.principal is not None
+            await self.send_event({"type": "ready", "tenant": self.principal.tenant})
+            unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
+            code = await self._loop()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            self.closed = True
+            await self._detach(code)
+
+    async def _deny(self, exc: AuthError) -> None:
+        """Refuse before the handshake: HTTP 401 where the server supports ASGI's denial
+        response, else accept and close with 4401 (what a browser can observe either way)."""
+        log.info("ws_refused", reason=exc.message)
+        if "websocket.http.response" in self.scope.get("extensions", {}):
+            body = protocol.encode(protocol.error(ErrorCode.UNAUTHENTICATED, exc.message,
+                                                  hint=exc.hint)).encode()
+            await self._send({
+                "type": "websocket.http.response.start", "status": 401,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"www-authenticate", b"Bearer")],
+            })
+            await self._send({"type": "websocket.http.response.body", "body": body})
+            return
+        await self._send({"type": "websocket.accept"})
+        await self._refuse(exc)
+
+    async def _refuse(self, exc: AuthError) -> None:
+        await self.send_event(protocol.error(ErrorCode.UNAUTHENTICATED, exc.message, hint=exc.hint))
+        await self.close(protocol.CLOSE_UNAUTHENTICATED, "unauthenticated")
+
+    async def _first_message_auth(self) -> bool:
+        try:
+            message = await asyncio.wait_for(self._receive(), self.s.options.auth_timeout)
+        except TimeoutError:
+            await self._refuse(AuthError("no auth message in time", hint="send {'type':'auth'}"))
+            return False
+        if message["type"] != "websocket.receive":
+            self.closed = True
+            return False
+        try:
+            parsed = protocol.parse(message.get("text") or message.get("bytes") or "")
+        except ProtocolError as exc:
+            await self._refuse(AuthError(f"first message must be auth: {exc.message}"))
+            return False
+        if not isinstance(parsed, Auth):
+            await self._refuse(AuthError(f"first message must be auth, not {parsed.type}"))
+            return False
+        try:
+            self.principal = await self.s.auth.authenticate(parsed.token)
+        except AuthError as exc:
+            await self._refuse(exc)
+            return False
+        return True
+
+    async def _loop(self) -> int:
+        """Receive until the peer goes; returns its close code."""
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code", 1006))
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            try:
+                parsed = protocol.parse(raw)
+            except ProtocolError as exc:
+                await self.send_event(protocol.error(exc.code, exc.message))
+                continue
+            await self._dispatch(parsed)
+
+    async def _dispatch(self, message: protocol.ClientMessage) -> None:
+        if isinstance(message, Ping):
+            await self.send_event({"type": "pong", "time": time.time()})
+        elif isinstance(message, Auth):
+            await self.send_event(protocol.error(ErrorCode.BAD_REQUEST, "already authenticated"))
+        elif isinstance(message, Cancel):
+            await self._cancel(message.turn_id)
+        elif self._turn_task is not None and not self._turn_task.done():
+            await self.send_event(protocol.error(
+                ErrorCode.BUSY, "a turn is already streaming on this connection",
+                hint="wait for its final event or send cancel", turn_id=self.turn_id,
+            ))
+        elif isinstance(message, Ask):
+            self._turn_task = asyncio.create_task(self._ask(message))
+        elif isinstance(message, Resume):
+            self._turn_task = asyncio.create_task(self._resume(message))
+
+    # turns ----------------------------------------------------------------------------------------
+    async def _ask(self, ask: Ask) -> None:
+        assert self.principal is not None
+        try:
+            started = await self.s.turns.start(
+                self.principal, ask.question, conversation_id=ask.conversation_id,
+                max_tokens=ask.max_tokens,
+            )
+        except Retry as exc:
+            await self.send_event(protocol.error(exc.reason, exc.message, hint=exc.hint,
+                                                 retry_after=exc.delay))
+            return
+        except ParleyError as exc:
+            await self.send_event(protocol.error(exc.reason, exc.message, hint=exc.hint))
+            return
+        except Exception as exc:
+            log.exception("ask_failed")
+            await self.send_event(protocol.error(
+                ErrorCode.INTERNAL, f"the gateway failed to start the turn ({type(exc).__name__})",
+                hint="try again; if it persists, tell an administrator",
+            ))
+            return
+        self.turn_id = started.turn_id
+        await self.send_event({"type": "turn", "turn_id": started.turn_id,
+                               "conversation_id": started.conversation_id})
+        meta = await self.s.turns.meta(started.turn_id)
+        assert meta is not None
+        await self.s.relay.run(started.turn_id, meta, self.send_text)
+
+    async def _resume(self, resume: Resume) -> None:
+        assert self.principal is not None
+        meta = await self.s.turns.meta(resume.turn_id)
+        if meta is None or meta.tenant != self.principal.tenant:
+            await self.send_event(protocol.error(
+                ErrorCode.NOT_FOUND, "no such turn (it may have expired)",
+                hint="ask the question again", turn_id=resume.turn_id,
+            ))
+            return
+        self.turn_id = resume.turn_id
+        await self.send_event({"type": "turn", "turn_id": resume.turn_id,
+                               "conversation_id": meta.conversation_id, "resumed": True})
+        await self.s.relay.run(resume.turn_id, meta, self.send_text, after=resume.offset)
+
+    async def _cancel(self, turn_id: str | None) -> None:
+        assert self.principal is not None
+        turn_id = turn_id or self.turn_id
+        if turn_id is None:
+            await self.send_event(protocol.error(ErrorCode.BAD_REQUEST, "no turn to cancel"))
+            return
+        meta = await self.s.turns.meta(turn_id)
+        if meta is None or meta.tenant != self.principal.tenant:
+            await self.send_event(protocol.error(ErrorCode.NOT_FOUND, "no such turn",
+                                                 turn_id=turn_id))
+            return
+        # The relay carries on: the worker ends the stream with a ``cancelled`` event.
+        await turnstream.cancel(self.s.redis, turn_id, prefix=self.s.settings.redis_prefix)
+
+    async def _detach(self, code: int) -> None:
+        task = self._turn_task
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if self.turn_id is None:
+            return  # cancelled while retrieving: nothing was queued
+        grace = 0.0 if code == protocol.CLOSE_NORMAL else self.s.options.resume_grace
+        self.s.spawn(
+            cancel_unless_resumed(
+                self.s.redis, self.s.attachments, self.turn_id,
+                prefix=self.s.settings.redis_prefix, grace=grace,
+            ),
+            name=f"grace-{self.turn_id}",
+        )

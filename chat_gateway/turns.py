@@ -1,0 +1,182 @@
+"""Starting a chat turn, shared by the websocket and the OpenAI-compatible face:
+rate limit -> history -> retrieval -> prompt -> turn metadata + ``sources`` event in the turn's
+stream -> publish the :class:`ChatTurn` on the chat queue. The inference worker takes it from
+there and writes tokens to the same stream; :mod:`chat_gateway.relay` reads them back.
+
+A turn's metadata (``<prefix>:turn:<id>:meta``: tenant, conversation) lets any replica check
+that a resuming client is of the turn's tenant and record the answer in the conversation."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from chat_gateway import prompt
+from chat_gateway.auth import Principal
+from chat_gateway.conversation import Conversations, new_conversation_id
+from chat_gateway.protocol import ErrorCode
+from chat_gateway.retrieval import Retriever
+from parley.broker import Broker
+from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, Source, dump
+from parley.embedder import Tokenizer
+from parley.errors import ParleyError, Retry
+from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
+from parley.turnstream import TurnWriter, turn_key
+
+
+@dataclass(frozen=True)
+class TurnMeta:
+    tenant: TenantId
+    conversation_id: ConversationId
+    persist: bool  # record the answer in the conversation (websocket turns, not the OpenAI face)
+
+
+@dataclass(frozen=True)
+class Started:
+    turn_id: TurnId
+    conversation_id: ConversationId
+    sources: tuple[Source, ...]
+    offset: str  # of the ``sources`` event
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    queue: str
+    prefix: str
+    stream_ttl: int
+    context_tokens: int
+    max_tokens: int
+    asks_per_minute: int = 60
+    # The gateway gives up on a turn that has produced no event for this long (no worker).
+    first_event_timeout: float = 120.0
+
+
+def source_event_data(sources: Sequence[Source], conversation_id: str) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "sources": [s.model_dump(mode="json") for s in sources],
+    }
+
+
+class Turns:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        broker: Broker,
+        retriever: Retriever,
+        conversations: Conversations,
+        options: TurnOptions,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self._redis = redis
+        self._broker = broker
+        self._retriever = retriever
+        self.conversations = conversations
+        self.options = options
+        self._count = tokenizer.count if tokenizer is not None else prompt.approx_tokens
+
+    def meta_key(self, turn_id: str) -> str:
+        return f"{turn_key(self.options.prefix, turn_id)}:meta"
+
+    async def meta(self, turn_id: str) -> TurnMeta | None:
+        raw = await self._redis.get(self.meta_key(turn_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return TurnMeta(TenantId(data["tenant"]), ConversationId(data["conversation_id"]),
+                        bool(data.get("persist")))
+
+    async def _rate_limit(self, principal: Principal) -> None:
+        if self.options.asks_per_minute <= 0:
+            return
+        now = time.time()
+        window = int(now // 60)
+        key = f"{self.options.prefix}:rate:{principal.tenant}:{principal.subject}:{window}"
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 61)
+            used, _ = await pipe.execute()
+        if int(used) > self.options.asks_per_minute:
+            raise Retry(
+                f"more than {self.options.asks_per_minute} questions a minute",
+                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again",
+                delay=(window + 1) * 60 - now,
+            )
+
+    async def start(
+        self,
+        principal: Principal,
+        question: str,
+        *,
+        conversation_id: str | None = None,
+        history: Sequence[ChatMessage] | None = None,
+        max_tokens: int | None = None,
+        temperature: float = 0.2,
+    ) -> Started:
+        """Retrieve, write the ``sources`` event and queue the turn. With ``history`` given (the
+        OpenAI face) the conversation is the caller's and nothing is recorded; otherwise the
+        conversation ``conversation_id`` (a new one when None) is read and the question recorded.
+
+        Raises ParleyError with reason ``no_documents``, ``rate_limited`` (a Retry with the
+        delay), ``too_large`` or ``retrieval_unavailable``."""
+        await self._rate_limit(principal)
+        tenant = principal.tenant
+        persist = history is None
+        cid = ConversationId(conversation_id) if conversation_id else new_conversation_id()
+        if history is None:
+            history = await self.conversations.history(tenant, cid) if conversation_id else []
+        try:
+            sources = await self._retriever.retrieve(tenant, question, history)
+        except Retry:
+            raise
+        except ParleyError:
+            raise
+        except Exception as exc:
+            raise ParleyError(
+                f"document search failed: {type(exc).__name__}",
+                reason=ErrorCode.RETRIEVAL_UNAVAILABLE, hint="try again in a moment",
+            ) from exc
+        if not sources:
+            raise ParleyError(
+                "there are no documents to answer from yet",
+                reason=ErrorCode.NO_DOCUMENTS,
+                hint="upload a PDF or DOCX and wait until it shows 'ready'",
+            )
+        answer_tokens = min(max_tokens or self.options.max_tokens, self.options.max_tokens)
+        built = prompt.build(
+            question, sources, history,
+            context_tokens=self.options.context_tokens, answer_tokens=answer_tokens,
+            count=self._count,
+        )
+        turn_id = new_turn_id()
+        meta = {"tenant": tenant, "conversation_id": cid, "persist": persist}
+        await self._redis.set(
+            self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl
+        )
+        writer = TurnWriter(
+            self._redis, turn_id, prefix=self.options.prefix, ttl=self.options.stream_ttl
+        )
+        offset = await writer.emit("sources", source_event_data(built.sources, cid))
+        if persist:
+            await self.conversations.append(
+                tenant, cid, turn_id, ChatMessage(role="user", content=question)
+            )
+        fields: dict[str, Any] = {
+            "turn_id": turn_id,
+            "tenant": tenant,
+            "conversation_id": cid,
+            "messages": [m.model_dump() for m in built.messages],
+            "max_tokens": answer_tokens,
+            "temperature": temperature,
+            "deadline": time.time() + self.options.first_event_timeout,
+            "sources": list(built.sources),
+            "enqueued_at": time.time(),
+        }
+        turn = ChatTurn.model_validate(fields)
+        await self._broker.publish(self.options.queue, dump(turn), {TURN_HEADER: turn_id})
+        return Started(turn_id, cid, built.sources, offset)
