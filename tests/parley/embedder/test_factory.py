@@ -1,0 +1,68 @@
+"""build_embedder picks the adapter the settings name, and says what to set when it cannot."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from pydantic import SecretStr
+
+from parley.embedder.azure import AzureOpenAIEmbedder
+from parley.embedder.factory import build_embedder
+from parley.embedder.local import LocalEmbedder
+from parley.errors import ConfigError
+from parley.settings import Settings
+from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.mark.parametrize("device", ["cpu", "auto"])
+async def test_the_default_is_the_local_cpu_embedder(device: str) -> None:
+    if device == "auto" and HAS_TORCH:
+        pytest.skip("torch is installed: auto may pick the GPU embedder")
+    embedder = build_embedder(Settings(embed_device=device, embed_threads=1))
+    try:
+        assert isinstance(embedder, LocalEmbedder)
+        assert embedder.config.threads == 1
+        assert len((await embedder.embed(["hello"]))[0]) == 384
+    finally:
+        await embedder.close()
+
+
+async def test_azure_openai_with_an_api_key() -> None:
+    with FakeAzureOpenAI(dimensions=16) as fake:
+        settings = Settings(
+            embedder="azure-openai",
+            azure_openai_endpoint=fake.url,
+            azure_openai_api_key=SecretStr(fake.api_key),
+            azure_openai_embedding_deployment="emb-small",
+            azure_openai_embedding_dimensions=16,
+            azure_openai_embedding_max_inputs=2,
+        )
+        embedder = build_embedder(settings)
+        try:
+            assert isinstance(embedder, AzureOpenAIEmbedder)
+            assert len(await embedder.embed(["a", "b", "c"])) == 3
+        finally:
+            await embedder.close()
+        assert [(r.deployment, len(r.inputs)) for r in fake.requests] == [
+            ("emb-small", 2),
+            ("emb-small", 1),
+        ]
+
+
+def test_azure_openai_without_an_endpoint_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_AZURE_OPENAI_ENDPOINT"):
+        build_embedder(Settings(embedder="azure-openai", azure_openai_endpoint=None))
+
+
+def test_an_unknown_device_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_EMBED_DEVICE"):
+        build_embedder(Settings(embed_device="tpu"))
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="torch is installed here")
+def test_cuda_without_the_gpu_extra_says_how_to_install_it() -> None:
+    with pytest.raises(ConfigError, match=r"parley\[gpu\]"):
+        build_embedder(Settings(embed_device="cuda"))
