@@ -99,7 +99,7 @@ def translate(exc: Exception, *, where: str) -> ParleyError:
                   404: "model_not_found"}.get(status, "model_error")
         return ParleyError(f"the model at {where} refused the request (HTTP {status}): "
                            f"{_message(exc)}", reason=reason)
-    if isinstance(exc, openai.APIConnectionError | openai.APIError | _TRANSPORT_ERRORS):
+    if isinstance(exc, (openai.APIError, *_TRANSPORT_ERRORS)):
         return ParleyError(
             f"cannot reach the model at {where}: {type(exc).__name__}",
             reason="model_unavailable", hint="try again in a moment",

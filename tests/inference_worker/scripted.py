@@ -5,6 +5,7 @@ exact timing matters; the real backends have their own tests."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ class ScriptedStream:
     report: Usage | None
     closed: bool = False
     yielded: int = 0
+    started_at: float = 0.0  # monotonic, at the first __anext__
+    ended_at: float = 0.0  # when exhausted, failed or closed
     usage: Usage | None = None
     finish_reason: str | None = None
 
@@ -31,23 +34,29 @@ class ScriptedStream:
     async def __anext__(self) -> str:
         if self.closed:
             raise StopAsyncIteration
+        if not self.yielded:
+            self.started_at = time.monotonic()
         try:
             if self.fail is not None and self.yielded >= self.fail_after:
                 raise self.fail
             if self.yielded >= len(self.pieces):
                 self.usage = self.report
                 self.finish_reason = "stop" if self.report is not None else None
-                self.closed = True
+                self._end()
                 raise StopAsyncIteration
             await asyncio.sleep(self.first_delay if self.yielded == 0 else self.interval)
-        except asyncio.CancelledError:
-            self.closed = True
+        except BaseException:
+            self._end()
             raise
         self.yielded += 1
         return self.pieces[self.yielded - 1]
 
     async def aclose(self) -> None:
-        self.closed = True
+        self._end()
+
+    def _end(self) -> None:
+        if not self.closed:
+            self.closed, self.ended_at = True, time.monotonic()
 
 
 @dataclass
@@ -61,6 +70,7 @@ class ScriptedModel:
     name: str = "scripted"
     streams: list[ScriptedStream] = field(default_factory=list)
     calls: list[tuple[list[ChatMessage], int, float]] = field(default_factory=list)
+    called: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stream(
         self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
@@ -71,6 +81,7 @@ class ScriptedModel:
             self.fail_after, self.report,
         )
         self.streams.append(stream)
+        self.called.set()
         return stream
 
     async def close(self) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference_worker.citations import cited_numbers, citations
+from inference_worker.citations import citations, cited_numbers
 from parley.contracts import Source
 from parley.ids import ChunkId, DocumentId
 

@@ -57,6 +57,16 @@ class Failure:
     cut_after: int | None = None
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One request as received: where it went and with which headers (names lower-case)."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+
+
 @dataclass
 class OpenAIChatPeer:
     """The endpoint's behaviour (mutable between requests) and what it has seen."""
@@ -66,7 +76,8 @@ class OpenAIChatPeer:
     tokens_per_second: float = 1000.0
     model: str = "peer-model"
     failures: deque[Failure] = field(default_factory=deque)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # JSON bodies
+    seen: list[Seen] = field(default_factory=list)
     open_streams: int = 0
     completed: int = 0
     disconnects: int = 0
@@ -89,7 +100,8 @@ class OpenAIChatPeer:
         sock.bind(("127.0.0.1", port))
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", access_log=False, backlog=2048
+            self.app, log_level="warning", lifespan="off", access_log=False, backlog=2048,
+            interface="asgi3",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -122,6 +134,10 @@ class OpenAIChatPeer:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        self.seen.append(Seen(
+            method, path, scope.get("query_string", b"").decode(),
+            {k.decode().lower(): v.decode() for k, v in scope["headers"]},
+        ))
         if method == "GET" and path.endswith("/models"):
             await _json(send, 200, {"object": "list", "data": [{"id": self.model,
                                                                  "object": "model"}]})

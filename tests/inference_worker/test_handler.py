@@ -1,0 +1,316 @@
+"""The chat-turn handler on a real Redis, through the real consumer runtime and broker.
+
+Models: a scripted ChatModel where the control path needs exact timing (cancel while the model
+is silent, failures before/after the first token); the OpenAI adapter against the chat-completions
+stand-in (``tests.peers.openai_chat``) for the rate-limit and unreachable-model paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import redis.asyncio as aioredis
+
+from inference_worker.openai_backend import OpenAIChatModel
+from parley import localstack
+from parley.chatmodel import Usage
+from parley.contracts import dump
+from parley.errors import ParleyError
+from parley.turnstream import TurnWriter, cancel
+from tests.inference_worker.conftest import text_of, turn, worker
+from tests.inference_worker.scripted import ScriptedModel
+from tests.peers.openai_chat import Failure, OpenAIChatPeer
+
+ANSWER = ["Revenue", " grew", " 12%", " [2]", " on", " cloud", " sales", " [2][9]."]
+
+
+async def test_tokens_arrive_in_order_and_final_has_text_citations_usage_timings(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER, interval=0.005)
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "sources" and kinds[-1] == "final"
+    assert set(kinds[1:-1]) == {"token"}
+    assert text_of(events) == "".join(ANSWER)
+    assert sum(int(e.data["n"]) for e in events if e.kind == "token") == len(ANSWER)
+    final = events[-1].data
+    assert final["text"] == "".join(ANSWER)
+    assert [c["n"] for c in final["citations"]] == [2]  # [9] has no source: dropped
+    assert final["citations"][0]["chunk_id"] == "chunk-2"
+    assert final["citations"][0]["page"] == 3
+    assert final["usage"]["completion_tokens"] == len(ANSWER)
+    assert final["usage"]["source"] == "worker" and final["usage"]["prompt_tokens"] > 0
+    assert final["finish_reason"] == "stop" and final["model"] == "scripted"
+    timings = final["timings"]
+    assert timings["queue_ms"] is not None and timings["queue_ms"] >= 0
+    assert 0 <= timings["ttft_ms"] <= timings["total_ms"]
+    messages, max_tokens, _ = model.calls[0]
+    assert messages == list(chat.messages) and max_tokens == 64
+    assert w.consumer.stats.handled == 1
+
+
+async def test_usage_reported_by_the_backend_wins(redis: aioredis.Redis) -> None:
+    model = ScriptedModel(pieces=["a", "b"], report=Usage(prompt_tokens=321, completion_tokens=2))
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        final = (await w.events(chat.turn_id))[-1]
+    assert final.data["usage"] == {"prompt_tokens": 321, "completion_tokens": 2,
+                                   "source": "backend"}
+
+
+async def test_the_first_token_is_written_at_once(redis: aioredis.Redis) -> None:
+    # The second token comes 3 s later: the first must not wait in the batch for it.
+    model = ScriptedModel(pieces=["first", " second"], interval=3.0)
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        first = await w.first_token(chat.turn_id)
+        assert first.data["text"] == "first"
+        assert model.streams[0].yielded == 1  # the second has not been generated yet
+        await cancel(redis, chat.turn_id, prefix=w.prefix)
+        await w.events(chat.turn_id)
+
+
+async def test_cancel_while_streaming_stops_within_one_second(redis: aioredis.Redis) -> None:
+    model = ScriptedModel(pieces=[f" w{i}" for i in range(100_000)], interval=0.01)
+    async with worker(redis, model) as w:
+        chat = turn(max_tokens=32768)
+        await w.ask(chat)
+        await w.first_token(chat.turn_id)
+        asked = time.monotonic()
+        await cancel(redis, chat.turn_id, prefix=w.prefix)
+        events = await w.events(chat.turn_id)
+        took = time.monotonic() - asked
+        await w.settled()
+    assert events[-1].kind == "cancelled"
+    assert took < 1.0, f"cancel took {took:.2f} s"
+    stream = model.streams[0]
+    assert stream.closed  # the model's iterator was closed: the backend slot is free
+    assert stream.yielded < 1000
+    assert events[-1].data["completion_tokens"] >= 1
+    assert w.consumer.stats.handled == 1 and w.consumer.stats.retried == 0
+
+
+async def test_cancel_while_the_model_is_silent_stops_within_one_second(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel(first_delay=60.0)  # a long prefill: no token flow to notice the flag
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        await asyncio.wait_for(model.called.wait(), 10)
+        asked = time.monotonic()
+        await cancel(redis, chat.turn_id, prefix=w.prefix)
+        events = await w.events(chat.turn_id)
+        took = time.monotonic() - asked
+    assert [e.kind for e in events] == ["sources", "cancelled"]
+    assert took < 1.0, f"cancel took {took:.2f} s"
+    assert model.streams[0].closed
+
+
+async def test_a_turn_cancelled_before_it_starts_never_reaches_the_model(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        await cancel(redis, chat.turn_id, prefix=w.prefix)
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    assert [e.kind for e in events] == ["sources", "cancelled"]
+    assert model.calls == []
+
+
+async def test_redelivery_of_a_finished_turn_is_acked_without_writing(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        writer = TurnWriter(redis, chat.turn_id, prefix=w.prefix)
+        await writer.emit("sources", {"sources": []})
+        await writer.token("done")
+        await writer.emit("final", {"text": "done"})
+        before = await redis.xlen(writer.key)
+        await w.ask(chat, write_sources=False)  # the crash happened after final, before ack
+        await w.settled()
+        assert await redis.xlen(writer.key) == before
+    assert model.calls == []
+    assert w.consumer.stats.handled == 1 and w.consumer.stats.dead_lettered == 0
+
+
+async def test_redelivery_mid_answer_ends_the_turn_with_worker_lost(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        writer = TurnWriter(redis, chat.turn_id, prefix=w.prefix)
+        await writer.emit("sources", {"sources": []})
+        await writer.token("Half an ans")  # what the dead worker got out
+        await writer.flush()
+        await w.ask(chat, write_sources=False)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    assert [e.kind for e in events] == ["sources", "token", "error"]
+    assert events[-1].data["code"] == "worker_lost"
+    assert "ask again" in events[-1].data["message"]
+    assert model.calls == []  # no token is written twice
+
+
+async def test_malformed_turns_are_dead_lettered_with_the_reason(redis: aioredis.Redis) -> None:
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        writer = TurnWriter(redis, chat.turn_id, prefix=w.prefix)
+        await writer.emit("sources", {"sources": []})
+        broken = json.loads(dump(chat))
+        del broken["messages"]
+        broken["max_tokens"] = -5
+        await w.publish(json.dumps(broken).encode(), chat.turn_id)
+        await w.publish(b"{not json")
+        future = {**json.loads(dump(turn())), "schema": "parley.chat.v2"}
+        await w.publish(json.dumps(future).encode())
+        events = await w.events(chat.turn_id)
+        await w.settled()
+        dead = await w.broker.dead_letters(w.queue.name)
+    reasons = sorted(d.reason for d in dead)
+    assert len(reasons) == 3
+    assert reasons[0].startswith("chat turn is not JSON")
+    assert reasons[1].startswith("malformed chat turn")
+    assert "messages: Field required" in reasons[1] and "max_tokens" in reasons[1]
+    assert reasons[2].startswith("unknown schema 'parley.chat.v2'")
+    assert all(d.attempt == 1 for d in dead)  # rejected at once, not retried
+    # The client of the malformed turn is told instead of waiting forever.
+    assert events[-1].kind == "error" and events[-1].data["code"] == "bad_turn"
+    assert model.calls == []
+
+
+async def test_rate_limit_is_retried_through_the_queue_then_answered(
+    redis: aioredis.Redis,
+) -> None:
+    peer = OpenAIChatPeer(reply=["Fine", " [1]."]).start()
+    peer.fail_next(Failure(status=429, headers={"retry-after-ms": "300"}), times=2)
+    model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
+    try:
+        async with worker(redis, model) as w:
+            chat = turn()
+            started = time.monotonic()
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            took = time.monotonic() - started
+            await w.settled()
+    finally:
+        await model.close()
+        peer.stop()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "sources" and kinds[-1] == "final"
+    assert set(kinds[1:-1]) == {"token"}  # nothing was written for the 429s
+    assert events[-1].data["text"] == "Fine [1]."
+    assert events[-1].data["usage"]["source"] == "backend"
+    assert len(peer.requests) == 3
+    assert took >= 0.6  # it waited as long as the service asked, twice
+    assert w.consumer.stats.retried == 2
+
+
+async def test_rate_limit_past_the_deadline_gives_up_with_retry_after(
+    redis: aioredis.Redis,
+) -> None:
+    peer = OpenAIChatPeer().start()
+    peer.fail_next(Failure(status=429, headers={"retry-after": "20"}))
+    model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
+    try:
+        async with worker(redis, model) as w:
+            chat = turn(deadline=time.time() + 5)  # 20 s from now is too late
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+    finally:
+        await model.close()
+        peer.stop()
+    error = events[-1]
+    assert error.kind == "error"
+    assert error.data["code"] == "rate_limited" and error.data["retry_after"] == 20.0
+    assert error.data["message"]
+    assert w.consumer.stats.dead_lettered == 0 and w.consumer.stats.retried == 0
+
+
+async def test_unreachable_model_is_retried_then_reported(redis: aioredis.Redis) -> None:
+    model = OpenAIChatModel.compatible(f"http://127.0.0.1:{localstack.free_port()}/v1", "m")
+    try:
+        async with worker(redis, model, max_attempts=2) as w:
+            chat = turn()
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+    finally:
+        await model.close()
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "model_unavailable"
+    assert "cannot reach the model" in events[-1].data["message"]
+    assert w.consumer.stats.retried == 1 and w.consumer.stats.dead_lettered == 0
+
+
+async def test_a_failure_after_tokens_is_final_not_retried(redis: aioredis.Redis) -> None:
+    model = ScriptedModel(
+        pieces=["one", " two", " three"],
+        fail=ParleyError("stream cut", reason="model_unavailable"), fail_after=2,
+    )
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    assert text_of(events) == "one two"
+    assert events[-1].kind == "error"
+    assert events[-1].data["code"] == "model_unavailable"
+    assert events[-1].data["completion_tokens"] == 2
+    assert len(model.calls) == 1 and w.consumer.stats.retried == 0
+
+
+async def test_a_turn_past_its_deadline_is_not_started(redis: aioredis.Redis) -> None:
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn(deadline=time.time() - 1)
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+    assert events[-1].kind == "error" and events[-1].data["code"] == "model_unavailable"
+    assert model.calls == []
+
+
+async def test_stopping_worker_ends_a_running_turn_with_worker_lost(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel(pieces=[f" w{i}" for i in range(100_000)], interval=0.01)
+    stop = asyncio.Event()
+    async with worker(redis, model, drain_seconds=0.3, stop=stop) as w:
+        chat = turn(max_tokens=32768)
+        await w.ask(chat)
+        await w.first_token(chat.turn_id)
+        stop.set()  # SIGTERM: the drain time (0.3 s) is shorter than the answer
+        events = await w.events(chat.turn_id)
+    assert events[-1].kind == "error" and events[-1].data["code"] == "worker_lost"
+    assert model.streams[0].closed
+    # The message was left unsettled for the broker to redeliver; the next worker will ack it.
+    assert await w.broker.depth(w.queue.name) == 1
+
+
+async def test_concurrent_turns_are_served_together(redis: aioredis.Redis) -> None:
+    model = ScriptedModel(pieces=["a"] * 10, interval=0.1)  # 1 s per turn
+    async with worker(redis, model) as w:
+        chats = [turn() for _ in range(8)]
+        for chat in chats:
+            await w.ask(chat)
+        finals = [(await w.events(c.turn_id))[-1] for c in chats]
+    assert all(f.kind == "final" and f.data["text"] == "a" * 10 for f in finals)
+    # concurrency 8: every turn had started before the first one finished
+    assert max(s.started_at for s in model.streams) < min(s.ended_at for s in model.streams)
