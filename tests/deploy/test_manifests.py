@@ -1,0 +1,149 @@
+"""Every rendering of k8s/ passes every check, and carries what the deploy issue asks for."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from parley.settings import BrokerBackend, Settings
+
+from . import checks
+from .conftest import ROOT, VARIANTS
+from .kustomize import Doc
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_check_passes(rendered: dict[str, list[Doc]], variant: str) -> None:
+    failures = {name: found for name, found in checks.all_checks(rendered[variant]) if found}
+    assert failures == {}
+
+
+def _trigger(docs: list[Doc], scaled_object: str) -> Doc:
+    so = checks.find(docs, "ScaledObject", scaled_object)
+    assert so is not None, scaled_object
+    [trigger] = so["spec"]["triggers"]
+    return dict(trigger)
+
+
+def test_dev_scales_every_queue_on_redis_streams(rendered: dict[str, list[Doc]]) -> None:
+    docs, settings = rendered["dev"], Settings()
+    for worker, queue in [
+        ("ingest", settings.queues.ingest),
+        ("embed", settings.queues.embed),
+        ("inference", settings.queues.chat),
+    ]:
+        trigger = _trigger(docs, f"parley-{worker}-worker")
+        assert trigger["type"] == "redis-streams"
+        assert trigger["metadata"]["stream"] == settings.key("q", queue.name)
+
+
+def test_aks_scales_ingest_and_embed_on_service_bus_and_chat_on_redis(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs, defaults = rendered["aks"], Settings()
+    ingest = _trigger(docs, "parley-ingest-worker")
+    embed = _trigger(docs, "parley-embed-worker")
+    chat = _trigger(docs, "parley-inference-worker")
+    assert (ingest["type"], ingest["metadata"]["queueName"]) == (
+        "azure-servicebus",
+        defaults.queues.ingest.name,
+    )
+    assert (embed["type"], embed["metadata"]["queueName"]) == (
+        "azure-servicebus",
+        defaults.queues.embed.name,
+    )
+    assert chat["type"] == "redis-streams"
+    assert chat["metadata"]["stream"] == "parley:q:parley-chat"
+    auth = checks.find(docs, "TriggerAuthentication", ingest["authenticationRef"]["name"])
+    assert auth is not None and auth["spec"]["podIdentity"]["provider"] == "azure-workload"
+    # Service Bus queues may sleep at zero; the chat worker never does.
+    for name, low in [
+        ("parley-ingest-worker", 0),
+        ("parley-embed-worker", 0),
+        ("parley-inference-worker", 1),
+    ]:
+        so = checks.find(docs, "ScaledObject", name)
+        assert so is not None and so["spec"]["minReplicaCount"] == low
+
+
+def test_aks_environment_gives_the_code_service_bus_backends(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["aks"]
+    worker = checks.find(docs, "Deployment", "parley-ingest-worker")
+    assert worker is not None
+    settings = checks.settings_for(checks.env_of(docs, worker))
+    assert settings.queues.ingest.backend == BrokerBackend.SERVICEBUS
+    assert settings.queues.embed.backend == BrokerBackend.SERVICEBUS
+    assert settings.queues.chat.backend == BrokerBackend.REDIS
+    assert settings.queues.ingest.name == "parley-ingest"
+    assert settings.blob_backend == "azure" and settings.embedder == "azure-openai"
+
+
+def test_aks_pods_use_their_own_workload_identity(rendered: dict[str, list[Doc]]) -> None:
+    docs = rendered["aks"]
+    client_ids = set()
+    for dep in checks.of_kind(docs, "Deployment"):
+        assert checks.pod_labels(dep)["azure.workload.identity/use"] == "true"
+        account = checks.find(docs, "ServiceAccount", checks.pod_spec(dep)["serviceAccountName"])
+        assert account is not None
+        client_ids.add(account["metadata"]["annotations"]["azure.workload.identity/client-id"])
+    # gateway, ingest, embed, inference, maintenance (worker and beat share one)
+    assert len(client_ids) == 5
+
+
+def test_kaito_component_serves_a_supported_preset_scaled_on_vllm_queue(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    docs = rendered["aks+kaito"]
+    [inference_set] = checks.of_kind(docs, "InferenceSet")
+    assert inference_set["apiVersion"] == "kaito.sh/v1beta1"
+    assert (
+        inference_set["spec"]["template"]["inference"]["preset"]["name"] in checks.kaito_presets()
+    )
+    trigger = _trigger(docs, "parley-llm")
+    assert trigger["type"] == "prometheus"
+    assert "vllm:num_requests_waiting" in trigger["metadata"]["query"]
+    assert trigger["metadata"]["serverAddress"].startswith("https://")
+    worker = checks.find(docs, "Deployment", "parley-inference-worker")
+    assert worker is not None
+    settings = checks.settings_for(checks.env_of(docs, worker))
+    assert settings.chat_backend == "openai-compatible"
+    # vLLM serves an InferenceSet's replicas under the InferenceSet's name.
+    assert settings.chat_model == inference_set["metadata"]["name"]
+    assert settings.chat_base_url == "http://parley-llm.parley.svc.cluster.local/v1"
+
+
+def test_images_carry_the_project_version(rendered: dict[str, list[Doc]]) -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for variant in ("aks", "aks+gpu-embed"):
+        for wl in checks.of_kind(rendered[variant], *checks.WORKLOAD_KINDS):
+            image = checks.pod_spec(wl)["containers"][0]["image"]
+            expected = (
+                f"{version}-gpu"
+                if (variant == "aks+gpu-embed" and wl["metadata"]["name"] == "parley-embed-worker")
+                else version
+            )
+            assert image == f"crparleyexample.azurecr.io/parley:{expected}", wl["metadata"]["name"]
+
+
+def test_everything_lives_in_the_parley_namespace(rendered: dict[str, list[Doc]]) -> None:
+    for variant, docs in rendered.items():
+        for doc in docs:
+            if doc["kind"] == "Namespace":
+                continue
+            where = doc["metadata"].get("namespace")
+            expected = (
+                "kube-system"
+                if doc["metadata"]["name"] == ("ama-metrics-prometheus-config")
+                else "parley"
+            )
+            assert where == expected, (variant, checks.ident(doc))
+
+
+def test_network_policies_deny_by_default(rendered: dict[str, list[Doc]]) -> None:
+    for docs in rendered.values():
+        deny = checks.find(docs, "NetworkPolicy", "default-deny")
+        assert deny is not None
+        assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
