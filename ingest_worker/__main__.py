@@ -13,8 +13,10 @@ from parley.worker import Runnable, main
 
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Runnable]:
     from ingest_worker.handler import IngestHandler
+    from ingest_worker.isolation import close_default_pool
 
     clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
+    stack.push_async_callback(close_default_pool)  # closed first: no extraction outlives us
     handler = IngestHandler(
         settings,
         blobs=clients.blobs,

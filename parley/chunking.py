@@ -11,7 +11,7 @@ How a document is cut:
   boundary (paragraph > row/line > sentence > word) in its second half, not merely the last one.
 - The next chunk of the same section starts with the previous chunk's last units (whole sentences
   when they fit, else its last words) up to ``overlap_tokens``.
-- ``page`` is the page of a chunk's first unit (a chunk spanning pages takes its first page);
+- A chunk never spans two pages either, so a citation's page is exact (``page``);
   ``heading`` is the section's.
 
 Every unit is tokenized once and every finished chunk once more to check the limit, so the cost is
@@ -90,7 +90,7 @@ def chunk(
         raise ValueError("overlap_tokens must be between 0 and half of max_tokens")
     cutter = _Cutter(tokenizer, base=base, budget=max_tokens - base, overlap=overlap_tokens)
     drafts: list[ChunkDraft] = []
-    for (heading, _), section in groupby(blocks, key=_section_key):
+    for (heading, _, _), section in groupby(blocks, key=_section_key):
         units = [u for block in section for u in cutter.units(block)]
         for text, page, tokens in cutter.pack(units):
             drafts.append(
@@ -101,8 +101,8 @@ def chunk(
     return drafts
 
 
-def _section_key(block: BlockLike) -> tuple[str | None, str]:
-    return block.heading, "body" if block.kind in _BODY_KINDS else block.kind
+def _section_key(block: BlockLike) -> tuple[str | None, str, int | None]:
+    return block.heading, "body" if block.kind in _BODY_KINDS else block.kind, block.page
 
 
 class _Cutter:

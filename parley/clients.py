@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
@@ -63,9 +64,30 @@ class Clients:
     redis: aioredis.Redis
     brokers: Brokers
     status: StatusStore
-    blobs: BlobStore
-    vectors: VectorStore
-    embedder: Embedder
+    opened_blobs: BlobStore | None = None
+    opened_vectors: VectorStore | None = None
+    opened_embedder: Embedder | None = None
+
+    @property
+    def blobs(self) -> BlobStore:
+        return _required(self.opened_blobs, "blobs")
+
+    @property
+    def vectors(self) -> VectorStore:
+        return _required(self.opened_vectors, "vectors")
+
+    @property
+    def embedder(self) -> Embedder:
+        return _required(self.opened_embedder, "embedder")
+
+
+T = TypeVar("T")
+
+
+def _required(value: T | None, name: str) -> T:
+    if value is None:
+        raise RuntimeError(f"open_clients(..., {name}=True) was not asked for {name}")
+    return value
 
 
 async def open_clients(
@@ -82,22 +104,22 @@ async def open_clients(
     stack.push_async_callback(redis.aclose)
     brokers = Brokers(settings, redis)
     stack.push_async_callback(brokers.close)
-    clients = Clients(
-        settings, redis, brokers, StatusStore(redis, prefix=settings.redis_prefix), None, None, None
-    )  # type: ignore[arg-type]
+    clients = Clients(settings, redis, brokers, StatusStore(redis, prefix=settings.redis_prefix))
     if embedder or vectors:
         from parley.embedder.factory import build_embedder
 
-        clients.embedder = build_embedder(settings)
+        clients.opened_embedder = build_embedder(settings)
         stack.push_async_callback(clients.embedder.close)
     if blobs:
         from parley.blobstore.factory import open_blob_store
 
-        clients.blobs = open_blob_store(settings)
+        clients.opened_blobs = open_blob_store(settings)
         stack.push_async_callback(clients.blobs.close)
     if vectors:
         from parley.chroma import ChromaStore
 
-        clients.vectors = await ChromaStore.connect(settings.chroma_url, clients.embedder.model_id)
+        clients.opened_vectors = await ChromaStore.connect(
+            settings.chroma_url, clients.embedder.model_id
+        )
         stack.push_async_callback(clients.vectors.close)
     return clients

@@ -192,7 +192,7 @@ class StatusStore:
             keys=[key, f"{key}:landed:{version}", self.index_key(tenant)],
             args=[version, batch_index, chunks, repr(time.time()), tenant, document_id],
         )
-        if int(result) >= 0:
+        if int(result) in (0, 1):  # a redelivery (2) or a stale batch (-1) changes nothing
             status = await self.get(tenant, document_id)
             if status is not None:
                 await self.publish(status)
