@@ -9,7 +9,7 @@ Two kinds of bearer token, tried in this order:
   with a list claim the first mapped value wins) or, without a map, the claim's value itself.
 
 The JWKS is fetched (urllib, in a thread) on first use and cached by ``PyJWKClient``; a token
-signed by an unknown key id triggers one refetch (key rotation).
+signed by an unknown key id triggers a refetch (key rotation), at most once per cooldown.
 """
 
 from __future__ import annotations
@@ -98,8 +98,14 @@ class EntraVerifier:
         tenant_claim: str = "tid",
         tenant_map: Mapping[str, str] | None = None,
         leeway: float = 30.0,
+        refetch_cooldown: float = 30.0,
     ) -> None:
-        self._jwks = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=3600, timeout=10)
+        # An unknown key id refetches the JWKS at most once per cooldown, so forged tokens with
+        # made-up kids cannot make us hammer the identity provider.
+        self._jwks = jwt.PyJWKClient(
+            jwks_url, cache_jwk_set=True, lifespan=3600, timeout=10,
+            cooldown_duration=refetch_cooldown,
+        )
         self._issuer = issuer
         self._audience = audience
         self._claim = tenant_claim

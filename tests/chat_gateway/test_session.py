@@ -78,7 +78,7 @@ async def test_malformed_messages_get_typed_errors_and_the_connection_carries_on
 ) -> None:
     async with world.make_gateway() as base, connect(ws_url(base, "tok-alpha")) as ws:
         await ws.recv()  # ready
-        cases = [
+        cases: list[tuple[str | bytes, str]] = [
             ("{not json", "bad_request"),
             ("[1, 2]", "bad_request"),
             (json.dumps({"type": "dance"}), "unknown_type"),

@@ -1,0 +1,167 @@
+"""Local tokens and Entra-style JWTs: an RSA key generated here, its JWKS served by a local HTTP
+server, tokens signed with PyJWT."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from websockets.asyncio.client import connect
+
+from chat_gateway.auth import (
+    Authenticator,
+    AuthError,
+    EntraVerifier,
+    LocalTokens,
+    bearer,
+    parse_pairs,
+)
+from tests.chat_gateway.conftest import ALPHA, World, ws_url
+
+ISSUER = "https://login.example.test/tid-1/v2.0"
+AUDIENCE = "api://parley"
+
+
+def new_key() -> RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+class Jwks:
+    def __init__(self, keys: dict[str, RSAPrivateKey]) -> None:
+        self.keys = keys
+        self.fetches = 0
+        self.url = ""
+
+    def document(self) -> bytes:
+        self.fetches += 1
+        jwks = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+            jwks.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        return json.dumps({"keys": jwks}).encode()
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[Jwks]:
+    state = Jwks({"k1": new_key()})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = state.document()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/keys"
+    yield state
+    server.shutdown()
+
+
+def token(key: RSAPrivateKey, kid: str = "k1", **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "iat": now, "sub": "user-1",
+            "oid": "object-1", "tid": "contoso", **claims}
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, key, algorithm="RS256", headers={"kid": kid})
+
+
+def verifier(jwks: Jwks, **kwargs: Any) -> EntraVerifier:
+    return EntraVerifier(jwks_url=jwks.url, issuer=ISSUER, audience=AUDIENCE, **kwargs)
+
+
+def test_local_tokens_and_pairs() -> None:
+    local = LocalTokens("dev-token:default, t2:beta")
+    principal = local.verify("t2")
+    assert principal is not None and principal.tenant == "beta" and principal.method == "local"
+    assert local.verify("t3") is None
+    assert local.token_for("default") == "dev-token"
+    assert parse_pairs("group:with:colons:tenant") == {"group:with:colons": "tenant"}
+    with pytest.raises(Exception, match="bad entry"):
+        parse_pairs("no-colon")
+
+
+def test_bearer_prefers_header_then_query() -> None:
+    assert bearer({"authorization": "Bearer abc"}, {"token": "q"}) == "abc"
+    assert bearer({"authorization": "Basic abc"}, {"token": "q"}) == "q"
+    assert bearer({}, {}) is None
+
+
+async def test_valid_jwt_maps_tid_to_tenant(jwks: Jwks) -> None:
+    principal = await verifier(jwks).verify(token(jwks.keys["k1"]))
+    assert (principal.tenant, principal.subject, principal.method) == \
+        ("contoso", "object-1", "entra")
+
+
+async def test_groups_claim_through_a_map(jwks: Jwks) -> None:
+    check = verifier(jwks, tenant_claim="groups", tenant_map={"g-finance": "finance"})
+    principal = await check.verify(token(jwks.keys["k1"], groups=["g-other", "g-finance"]))
+    assert principal.tenant == "finance"
+    with pytest.raises(AuthError, match="maps to no Parley tenant"):
+        await check.verify(token(jwks.keys["k1"], groups=["g-other"]))
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"iss": "https://evil.test/v2.0"}, "(?i)issuer"),
+        ({"aud": "api://other"}, "(?i)audience"),
+        ({"exp": int(time.time()) - 3600}, "(?i)expired"),
+        ({"exp": None}, "exp"),
+        ({"tid": "../../x"}, "not a valid tenant"),
+    ],
+)
+async def test_bad_claims_are_rejected(jwks: Jwks, claims: dict[str, Any], message: str) -> None:
+    with pytest.raises(AuthError, match=message):
+        await verifier(jwks).verify(token(jwks.keys["k1"], **claims))
+
+
+async def test_foreign_signature_is_rejected_and_rotation_refetches(jwks: Jwks) -> None:
+    check = verifier(jwks, refetch_cooldown=0.0)
+    stranger = new_key()
+    with pytest.raises(AuthError):
+        await check.verify(token(stranger, kid="k1"))  # right kid, wrong key
+    with pytest.raises(AuthError):
+        await check.verify(token(stranger, kid="k9"))  # unknown kid
+    jwks.keys["k2"] = stranger  # the provider rotates in a new key
+    before = jwks.fetches
+    principal = await check.verify(token(stranger, kid="k2"))
+    assert principal.tenant == "contoso" and jwks.fetches > before
+
+
+async def test_authenticator_tries_local_then_entra(jwks: Jwks) -> None:
+    auth = Authenticator(LocalTokens("dev:default"), verifier(jwks))
+    assert (await auth.authenticate("dev")).tenant == "default"
+    assert (await auth.authenticate(token(jwks.keys["k1"]))).tenant == "contoso"
+    with pytest.raises(AuthError, match="unknown token"):
+        await auth.authenticate("not-a-jwt")
+    with pytest.raises(AuthError, match="no token"):
+        await auth.authenticate(None)
+
+
+async def test_jwt_over_the_websocket(world: World, jwks: Jwks) -> None:
+    auth = Authenticator(LocalTokens("tok-alpha:" + ALPHA), verifier(jwks))
+    async with world.make_gateway(auth=auth) as base:
+        async with connect(ws_url(base)) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token(jwks.keys["k1"])}))
+            assert json.loads(await ws.recv()) == {"type": "ready", "tenant": "contoso"}
+        expired = token(jwks.keys["k1"], exp=int(time.time()) - 3600)
+        async with connect(ws_url(base)) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": expired}))
+            event = json.loads(await ws.recv())
+            assert event["code"] == "unauthenticated" and "expired" in event["message"]

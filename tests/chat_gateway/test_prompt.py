@@ -1,0 +1,73 @@
+"""Prompt assembly: numbering, the token budget, history order."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat_gateway import prompt
+from parley.contracts import ChatMessage, Source
+from parley.errors import ParleyError
+from parley.ids import ChunkId, DocumentId
+
+
+def source(n: int, text: str, page: int | None = 1) -> Source:
+    return Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId("d"),
+                  document=f"doc{n}.pdf", page=page, snippet=prompt.snippet(text), text=text,
+                  score=0.5)
+
+
+def words(n: int, word: str = "word") -> str:
+    return " ".join([word] * n)
+
+
+def test_everything_fits() -> None:
+    history = [ChatMessage(role="user", content="q1"), ChatMessage(role="assistant", content="a1")]
+    built = prompt.build("q2?", [source(1, "alpha"), source(2, "beta", None)], history,
+                         context_tokens=2048, answer_tokens=256)
+    roles = [m.role for m in built.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    user = built.messages[-1].content
+    assert "[1] doc1.pdf, page 1\nalpha" in user and "[2] doc2.pdf\nbeta" in user
+    assert user.endswith("Question: q2?")
+    assert [s.n for s in built.sources] == [1, 2]
+    assert 0 < built.prompt_tokens <= 2048 - 256
+
+
+def test_budget_truncates_then_drops_low_ranked_sources_and_old_history() -> None:
+    sources = [source(1, words(300, "one")), source(2, words(300, "two")),
+               source(3, words(300, "three"))]
+    history = [ChatMessage(role="user", content=words(200, "old")),
+               ChatMessage(role="assistant", content=words(200, "reply"))]
+    built = prompt.build("q?", sources, history, context_tokens=900, answer_tokens=200)
+    assert [s.n for s in built.sources] == [1, 2]  # source 3 does not fit at all
+    user = built.messages[-1].content
+    assert "…" in user and "three" not in user  # source 2 is truncated
+    assert [m.role for m in built.messages] == ["system", "user"]  # no room for history
+    assert built.prompt_tokens <= 900 - 200
+
+
+def test_history_keeps_the_newest_and_starts_with_a_user_turn() -> None:
+    history = [ChatMessage(role="user", content=words(100, "first")),
+               ChatMessage(role="assistant", content=words(100, "firstreply")),
+               ChatMessage(role="user", content="second"),
+               ChatMessage(role="assistant", content="secondreply")]
+    built = prompt.build("q?", [source(1, "x")], history, context_tokens=400, answer_tokens=100)
+    contents = [m.content for m in built.messages[1:-1]]
+    assert contents == ["second", "secondreply"]
+
+
+def test_question_too_long_for_the_context() -> None:
+    with pytest.raises(ParleyError) as error:
+        prompt.build(words(2000), [source(1, "x")], [], context_tokens=512, answer_tokens=128)
+    assert error.value.reason == "too_large"
+
+
+def test_query_text_uses_recent_questions_only() -> None:
+    history = [ChatMessage(role="user", content="a"), ChatMessage(role="assistant", content="r"),
+               ChatMessage(role="user", content="b"), ChatMessage(role="user", content="c")]
+    assert prompt.query_text("d", history) == "b\nc\nd"
+
+
+def test_snippet_cuts_at_a_word() -> None:
+    cut = prompt.snippet(words(100), limit=50)
+    assert cut.endswith("…") and len(cut) <= 51 and "  " not in cut
