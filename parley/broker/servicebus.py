@@ -387,9 +387,11 @@ class ServiceBusBroker:
         if self._owns_credential:
             self._credential, self._owns_credential = None, False
         if renewer is not None:
-            await renewer.close()
-        for handle in [*reversed(receivers), *reversed(senders)]:
-            await _quietly(handle.close())
+            await renewer.close()  # up to 1 s: its tasks poll once a second
+        # Links are independent of each other: close them together (each close waits up to
+        # 1 s for the SDK's keep-alive task), receivers before senders.
+        await asyncio.gather(*(_quietly(r.close()) for r in reversed(receivers)))
+        await asyncio.gather(*(_quietly(s.close()) for s in reversed(senders)))
         if admin is not None:
             await _quietly(admin.close())
         if client is not None:

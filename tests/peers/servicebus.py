@@ -52,6 +52,7 @@ from proton import (
     Delivery,
     Described,
     Endpoint,
+    Handler,
     Link,
     Message,
     symbol,
@@ -59,10 +60,10 @@ from proton import (
     uint,
     ulong,
 )
-from proton import Handler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 T = TypeVar("T")
+_Command = tuple[Callable[[], Any], "concurrent.futures.Future[Any]"]
 
 CBS_NODE = "$cbs"
 DLQ_SUFFIX = "/$DeadLetterQueue"
@@ -71,6 +72,7 @@ DEAD_LETTER_CONDITION = "com.microsoft:dead-letter"
 LOCK_LOST = "com.microsoft:message-lock-lost"
 _DATA_SECTION = 0x75
 _TICK_SECONDS = 0.05
+_UNDESCRIBED: Any = UNDESCRIBED
 
 
 @dataclass
@@ -114,7 +116,8 @@ class PeerMessage:
 
 
 def entity_of(address: str | None) -> str:
-    """The entity path of a link address: ``amqps://host:port/q/$DeadLetterQueue`` -> ``q/$DeadLetterQueue``."""
+    """The entity path of a link address (``amqps://host:port/q/$DeadLetterQueue`` ->
+    ``q/$DeadLetterQueue``)."""
     if not address:
         return ""
     parsed = urlparse(address)
@@ -123,7 +126,9 @@ def entity_of(address: str | None) -> str:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray | memoryview) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode()
+    return str(value)
 
 
 def _sections(raw: bytes) -> Iterator[Any]:
@@ -138,6 +143,11 @@ def _sections(raw: bytes) -> Iterator[Any]:
         data.next()
         yield _owned(data.get_object())
         view = view[used:]
+
+
+def _code(section: Any) -> int:
+    """The numeric descriptor of a message section (0x70 header ... 0x75 data ...)."""
+    return int(section.descriptor)
 
 
 def _owned(value: Any) -> Any:
@@ -160,8 +170,9 @@ def split_batch(raw: bytes) -> list[bytes] | None:
         for section in _sections(raw):
             if not isinstance(section, Described):
                 return None
-            if int(section.descriptor) == _DATA_SECTION:
-                inner.append(bytes(section.value))
+            value: Any = section.value
+            if _code(section) == _DATA_SECTION:
+                inner.append(bytes(value))
     except (ValueError, TypeError):
         return None
     if not inner:
@@ -182,7 +193,7 @@ def _render(entry: _Entry, *, delivery_count: int, locked_until: float | None) -
     sections: dict[int, Any] = {}
     body: list[Any] = []
     for section in _sections(entry.raw):
-        code = int(section.descriptor)
+        code = _code(section)
         if code in (0x75, 0x76, 0x77):
             body.append(section)
         else:
@@ -308,7 +319,7 @@ class _Broker(Handler):
             return
         self.peer._connections.discard(conn)
         for entity in self.entities.values():
-            entity.receivers = [l for l in entity.receivers if l.connection != conn]
+            entity.receivers = [r for r in entity.receivers if r.connection != conn]
         # A vanished client's locks stay until they expire, as on Service Bus.
         for delivery in [d for d in self.outstanding if d.link.connection == conn]:
             del self.outstanding[delivery]
@@ -351,6 +362,7 @@ class _Broker(Handler):
             status, body = self.management(target[: -len(MGMT_SUFFIX)], request)
             self.reply(link, request, status, body)
         else:
+            self.peer.transfers += 1
             self.enqueue(target, raw)
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()
@@ -372,7 +384,8 @@ class _Broker(Handler):
             return
         response = Message(correlation_id=request.id, properties=status, body=body)
         response.inferred = False
-        delivery = response_link.delivery(uuid.uuid4().bytes)
+        tag: Any = uuid.uuid4().bytes
+        delivery = response_link.delivery(tag)
         response_link.send(response.encode())
         response_link.advance()
         if response_link.snd_settle_mode == Link.SND_SETTLED:
@@ -395,7 +408,7 @@ class _Broker(Handler):
     def dispatch(self, entity: _Entity) -> None:
         while entity.available:
             link = next(
-                (l for l in entity.receivers if l.credit > 0 and l.state & Endpoint.LOCAL_ACTIVE),
+                (r for r in entity.receivers if r.credit > 0 and r.state & Endpoint.LOCAL_ACTIVE),
                 None,
             )
             if link is None:
@@ -408,7 +421,8 @@ class _Broker(Handler):
             token = uuid.uuid4()
             until = time.time() + self.peer.lock_duration_of(entity.name)
             entity.locks[token] = _Lock(token, entry, until)
-            delivery = link.delivery(token.bytes_le)
+            tag: Any = token.bytes_le  # the SDK reads the lock token from the tag
+            delivery = link.delivery(tag)
             link.send(_render(entry, delivery_count=entry.deliveries - 1, locked_until=until))
             link.advance()
             self.outstanding[delivery] = (entity, token)
@@ -444,7 +458,8 @@ class _Broker(Handler):
             self.answer(delivery, Delivery.MODIFIED)
         elif state == Delivery.REJECTED:
             condition = remote.condition
-            info = {_text(k): _text(v) for k, v in ((condition.info or {}) if condition else {}).items()}
+            raw_info: Any = (condition.info if condition else None) or {}
+            info = {_text(k): _text(v) for k, v in raw_info.items()}
             self.dead_letter(
                 entity,
                 token,
@@ -485,7 +500,9 @@ class _Broker(Handler):
     def abandon(self, entity: _Entity, token: uuid.UUID) -> None:
         self.make_available(entity, entity.locks.pop(token).entry)
 
-    def dead_letter(self, entity: _Entity, token: uuid.UUID, *, reason: str, description: str) -> None:
+    def dead_letter(
+        self, entity: _Entity, token: uuid.UUID, *, reason: str, description: str
+    ) -> None:
         self.move_to_dlq(entity, entity.locks.pop(token).entry, reason, description)
 
     def move_to_dlq(self, entity: _Entity, entry: _Entry, reason: str, description: str) -> None:
@@ -496,7 +513,8 @@ class _Broker(Handler):
         self.entity(entity.name + DLQ_SUFFIX).available[entry.seq] = entry
 
     def make_available(self, entity: _Entity, entry: _Entry) -> None:
-        if entry.deliveries >= self.peer.max_delivery_count and not entity.name.endswith(DLQ_SUFFIX):
+        exhausted = entry.deliveries >= self.peer.max_delivery_count
+        if exhausted and not entity.name.endswith(DLQ_SUFFIX):
             self.move_to_dlq(
                 entity,
                 entry,
@@ -524,18 +542,20 @@ class _Broker(Handler):
 
     def management(self, address: str, request: Message) -> tuple[dict[str, Any], Any]:
         entity = self.entity(address)
-        operation = _text((request.properties or {}).get("operation", ""))
+        properties: dict[Any, Any] = request.properties or {}
+        operation = _text(properties.get("operation", ""))
         body = request.body if isinstance(request.body, dict) else {}
         args = {_text(k): v for k, v in body.items()}
         if operation == "com.microsoft:renew-lock":
             return self.renew(entity, self.tokens(args))
         if operation == "com.microsoft:peek-message":
-            return self.peek(entity, int(args.get("from-sequence-number", 1)), int(args.get("message-count", 1)))
+            start, count = args.get("from-sequence-number", 1), args.get("message-count", 1)
+            return self.peek(entity, int(start), int(count))
         if operation == "com.microsoft:update-disposition":
             return self.update_disposition(entity, args)
         if operation == "com.microsoft:schedule-message":
             return self.schedule(entity, args)
-        return _status(501, f"{operation} is not implemented by the test peer", "amqp:not-implemented"), None
+        return _not_implemented(f"{operation} is not implemented by the test peer")
 
     @staticmethod
     def tokens(args: dict[str, Any]) -> list[uuid.UUID]:
@@ -554,7 +574,8 @@ class _Broker(Handler):
             lock.until = now + self.peer.lock_duration_of(entity.name)
             expirations.append(timestamp(int(lock.until * 1000)))
         self.peer.renewals += len(locks)
-        return _status(200, "OK"), {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *expirations)}
+        body = {"expirations": Array(_UNDESCRIBED, Data.TIMESTAMP, *expirations)}
+        return _status(200, "OK"), body
 
     def peek(self, entity: _Entity, start: int, count: int) -> tuple[dict[str, Any], Any]:
         locked = {lock.entry.seq: lock for lock in entity.locks.values()}
@@ -582,16 +603,18 @@ class _Broker(Handler):
             raw = bytes(fields["message"])
             due = time.time()
             for section in _sections(raw):
-                if int(section.descriptor) == 0x72:
+                if _code(section) == 0x72:
                     annotations = {_text(k): v for k, v in (section.value or {}).items()}
                     due = int(annotations.get("x-opt-scheduled-enqueue-time", due * 1000)) / 1000
             entry = _Entry(seq=entity.next_seq, raw=raw, enqueued_ms=int(due * 1000))
             entity.next_seq += 1
             entity.scheduled[entry.seq] = (due, entry)
             numbers.append(entry.seq)
-        return _status(200, "OK"), {"sequence-numbers": Array(UNDESCRIBED, Data.LONG, *numbers)}
+        return _status(200, "OK"), {"sequence-numbers": Array(_UNDESCRIBED, Data.LONG, *numbers)}
 
-    def update_disposition(self, entity: _Entity, args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def update_disposition(
+        self, entity: _Entity, args: dict[str, Any]
+    ) -> tuple[dict[str, Any], Any]:
         status = _text(args.get("disposition-status", ""))
         tokens = self.tokens(args)
         now = time.time()
@@ -610,8 +633,16 @@ class _Broker(Handler):
                     description=_text(args.get("deadletter-description", "")),
                 )
             else:
-                return _status(501, f"disposition {status} not implemented", "amqp:not-implemented"), None
+                return _not_implemented(f"disposition {status} is not implemented")
         return _status(200, "OK"), {}
+
+
+def _not_implemented(description: str) -> tuple[dict[str, Any], Any]:
+    return _status(501, description, "amqp:not-implemented"), None
+
+
+def _body_bytes(body: Any) -> bytes:
+    return bytes(body) if isinstance(body, bytes | memoryview) else str(body).encode()
 
 
 def _status(code: int, description: str, condition: str | None = None) -> dict[str, Any]:
@@ -640,13 +671,12 @@ class ServiceBusPeer:
         self.max_delivery_count = max_delivery_count
         self.max_message_size = max_message_size
         self.port = 0
-        self.tokens_put = 0
-        self.renewals = 0
+        self.tokens_put = 0  # $cbs put-token requests answered
+        self.renewals = 0  # locks renewed over $management
+        self.transfers = 0  # transfers received on queue links (a batch is one)
         self._ready = threading.Event()
         self._stopping = False
-        self._commands: queue_mod.Queue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
-            queue_mod.Queue()
-        )
+        self._commands: queue_mod.Queue[_Command] = queue_mod.Queue()
         self._injector = EventInjector()
         self._connections: set[Any] = set()
         self._counts_lock = threading.Lock()
@@ -654,7 +684,9 @@ class ServiceBusPeer:
         self._broker = _Broker(self)
         self._container = Container(self._broker)
         self._container.selectable(self._injector)
-        self._thread = threading.Thread(target=self._container.run, name="servicebus-peer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._container.run, name="servicebus-peer", daemon=True
+        )
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -723,7 +755,7 @@ class ServiceBusPeer:
                 out.append(
                     PeerMessage(
                         seq=seq,
-                        body=bytes(body) if isinstance(body, bytes | memoryview) else str(body).encode(),
+                        body=_body_bytes(body),
                         application_properties={
                             **(msg.properties or {}),
                             **entries[seq].added_properties,
