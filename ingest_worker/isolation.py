@@ -138,6 +138,10 @@ class ExtractorPool:
             return outcome
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def pids(self) -> list[int]:
+        """Process ids of the live children, idle and busy (for operators and tests)."""
+        return [c.process.pid for c in [*self._idle, *self._busy] if c.alive]
+
     async def close(self) -> None:
         """Kill every child (idle and busy) and wait for them to exit."""
         self._closed = True

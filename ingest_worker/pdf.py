@@ -351,10 +351,20 @@ def _blocks_with_headings(pages: list[Page], outline: list[tuple[int, str]]) -> 
             yield Block(text=rest, page=page.number, heading=heading, kind="page")
 
 
+_NUMBERING = re.compile(r"[\dIVXivx]+(?:[.\-)]\d*)*\.?\s*")
+
+
 def _find_title(text: str, title: str, start: int) -> int | None:
+    """Where ``title`` starts in ``text`` (from ``start``), including a section number before it
+    on the same line ("2.1 Results" for the bookmark "Results")."""
     words = title.split()
     if not words:
         return None
     pattern = r"\s+".join(re.escape(w) for w in words)
     match = re.compile(pattern, re.IGNORECASE).search(text, start)
-    return match.start() if match else None
+    if match is None:
+        return None
+    line_start = max(text.rfind("\n", start, match.start()) + 1, start)
+    if _NUMBERING.fullmatch(text, line_start, match.start()):
+        return line_start
+    return match.start()
