@@ -1,0 +1,108 @@
+"""A terminal client of the websocket protocol, behind ``parley ask``: it connects like any
+client, prints the answer's tokens as they arrive, then the sources the answer cited.
+
+A dropped connection is resumed (from the last offset printed, so nothing is printed twice) up
+to ``retries`` times; Ctrl-C closes the socket cleanly (code 1000), which cancels the turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any, TextIO
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from chat_gateway.auth import LocalTokens
+from parley.settings import Settings
+
+
+def gateway_url(settings: Settings) -> str:
+    host = settings.gateway_host if settings.gateway_host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"ws://{host}:{settings.gateway_port}/ws"
+
+
+def format_source(source: dict[str, Any]) -> str:
+    page = f", page {source['page']}" if source.get("page") else ""
+    return f"  [{source['n']}] {source['document']}{page}: {source.get('snippet', '')}"
+
+
+async def _events(ws: ClientConnection) -> Any:
+    async for raw in ws:
+        yield json.loads(raw)
+
+
+async def ask(
+    settings: Settings,
+    question: str,
+    tenant: str | None = None,
+    *,
+    out: TextIO,
+    url: str | None = None,
+    token: str | None = None,
+    conversation_id: str | None = None,
+    retries: int = 3,
+) -> int:
+    """Ask over the websocket and print the streamed answer and its cited sources to ``out``
+    (errors to stderr). Returns an exit code: 0 answered, 1 error, 2 cancelled."""
+    tenant = tenant or settings.default_tenant
+    token = token or LocalTokens(settings.local_tokens.get_secret_value()).token_for(tenant)
+    if token is None:
+        print(f"no local token for tenant {tenant!r}: set PARLEY_LOCAL_TOKENS or pass a token",
+              file=sys.stderr)
+        return 1
+    target = url or gateway_url(settings)
+    message: dict[str, Any] = {"type": "ask", "question": question}
+    if conversation_id:
+        message["conversation_id"] = conversation_id
+    turn_id: str | None = None
+    offset = "0-0"
+    sources: list[dict[str, Any]] = []
+    for attempt in range(retries + 1):
+        try:
+            async with connect(target, additional_headers={"Authorization": f"Bearer {token}"},
+                               max_size=2**22, compression=None) as ws:
+                await ws.recv()  # ready
+                if turn_id is None:
+                    await ws.send(json.dumps(message))
+                else:
+                    await ws.send(json.dumps({"type": "resume", "turn_id": turn_id,
+                                              "offset": offset}))
+                async for event in _events(ws):
+                    kind = event["type"]
+                    if "offset" in event:
+                        offset = event["offset"]
+                    if kind == "turn":
+                        turn_id = event["turn_id"]
+                    elif kind == "sources":
+                        sources = event["sources"]
+                    elif kind == "token":
+                        out.write(event["text"])
+                        out.flush()
+                    elif kind == "final":
+                        out.write("\n")
+                        cited = event.get("citations") or []
+                        if cited or sources:
+                            out.write("\nSources:\n")
+                            for source in cited or sources:
+                                out.write(format_source(source) + "\n")
+                        out.flush()
+                        return 0
+                    elif kind == "cancelled":
+                        out.write("\n[cancelled]\n")
+                        return 2
+                    elif kind == "error":
+                        hint = f" ({event['hint']})" if event.get("hint") else ""
+                        print(f"\nerror: {event['message']}{hint}", file=sys.stderr)
+                        return 1
+        except InvalidStatus as exc:
+            print(f"the gateway refused the connection: HTTP {exc.response.status_code}",
+                  file=sys.stderr)
+            return 1
+        except (ConnectionClosed, OSError) as exc:
+            if attempt == retries:
+                print(f"\nlost the gateway at {target}: {exc}", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.5 * (attempt + 1))
+    return 1
