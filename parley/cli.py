@@ -62,6 +62,7 @@ async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
                 data=path.read_bytes(),
                 folder=folder,
                 redis=clients.redis,
+                status=clients.status,
             )
             ids.append((document_id(tenant, request.path), path.name))
             if not args.wait:

@@ -14,8 +14,9 @@ from parley.blobstore import BlobInfo, BlobStore
 from parley.broker import Broker
 from parley.contracts import IngestRequest, dump
 from parley.errors import Reject
-from parley.ids import TenantId
+from parley.ids import TenantId, document_id
 from parley.settings import Settings
+from parley.status import Stage, StatusStore
 
 CONTENT_TYPES = {
     ".pdf": "application/pdf",
@@ -49,9 +50,11 @@ async def upload(
     data: bytes,
     folder: str = "",
     redis: aioredis.Redis | None = None,
+    status: StatusStore | None = None,
 ) -> tuple[IngestRequest, BlobInfo]:
     """Store ``data`` under ``<tenant>/<folder>/<filename>`` and post an ingest request.
-    With ``redis``, the blob watcher is told the blob is announced already."""
+    With ``redis``, the blob watcher is told the blob is announced already; with ``status``,
+    the document shows as ``queued`` at once."""
     if len(data) > settings.max_upload_bytes:
         raise Reject(
             f"{filename}: {len(data) / 2**20:.1f} MiB is over the "
@@ -76,5 +79,15 @@ async def upload(
     )
     if redis is not None:
         await redis.hset(settings.key("watch", settings.blob_container), path, info.etag)
+    if status is not None:
+        await status.update(
+            tenant,
+            document_id(tenant, path),
+            filename=filename,
+            path=path,
+            stage=Stage.QUEUED,
+            reason=None,
+            message=None,
+        )
     await broker.publish(settings.queues.ingest.name, dump(request))
     return request, info

@@ -58,6 +58,7 @@ class Pipeline:
             data=data,
             folder=folder,
             redis=self.clients.redis,
+            status=self.clients.status,
         )
         return document_id(self.tenant, request.path)
 
@@ -131,6 +132,7 @@ async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncI
                     settings,
                     blobs=clients.blobs,
                     redis=clients.redis,
+                    status=clients.status,
                     broker=clients.brokers.for_queue(queues.ingest),
                 )
             )
