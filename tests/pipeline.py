@@ -132,7 +132,6 @@ async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncI
                     settings,
                     blobs=clients.blobs,
                     redis=clients.redis,
-                    status=clients.status,
                     broker=clients.brokers.for_queue(queues.ingest),
                 )
             )

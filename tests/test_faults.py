@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -135,7 +136,7 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
                 if states[Stage.READY] >= 5 and states[Stage.EMBEDDING] >= 3:
                     break
                 await asyncio.sleep(0.2)
-            held: list[tuple[str, bytes]] = []
+            held: list[tuple[str, Any]] = []
             for queue in (settings.queues.ingest.name, settings.queues.embed.name):
                 key = f"{settings.redis_prefix}:q:{queue}"
                 for entry in await redis.xpending_range(key, GROUP, min="-", max="+", count=100):
@@ -163,7 +164,7 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
             assert not held, f"messages held by the killed workers not done after {recovery:.0f} s"
 
             done = await helper.wait(ids.values(), timeout=300)
-            progress = await redis.xrange(f"{settings.redis_prefix}:progress:{tenant}")
+            progress: Any = await redis.xrange(f"{settings.redis_prefix}:progress:{tenant}")
             ready_events = Counter(
                 json.loads(fields[b"d"])["document_id"]
                 for _id, fields in progress
