@@ -278,6 +278,7 @@ class _Broker(Handler):
         self.peer._connections.add(event.connection)
 
     def on_connection_remote_open(self, event: Any) -> None:
+        self.peer.sasl_mechanisms.append(event.transport.sasl().mech if event.transport else "")
         if event.connection.state & Endpoint.LOCAL_UNINIT:
             event.connection.container = "parley-servicebus-peer"
             event.connection.open()
@@ -674,6 +675,7 @@ class ServiceBusPeer:
         self.tokens_put = 0  # $cbs put-token requests answered
         self.renewals = 0  # locks renewed over $management
         self.transfers = 0  # transfers received on queue links (a batch is one)
+        self.sasl_mechanisms: list[str] = []  # the mechanism each connection authenticated with
         self._ready = threading.Event()
         self._stopping = False
         self._commands: queue_mod.Queue[_Command] = queue_mod.Queue()
@@ -684,9 +686,15 @@ class ServiceBusPeer:
         self._broker = _Broker(self)
         self._container = Container(self._broker)
         self._container.selectable(self._injector)
-        self._thread = threading.Thread(
-            target=self._container.run, name="servicebus-peer", daemon=True
-        )
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="servicebus-peer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._container.run()
+        except BaseException as exc:  # a bug in the peer: surfaced by stop()
+            self.error = exc
+            raise
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -697,12 +705,14 @@ class ServiceBusPeer:
         return self
 
     def stop(self) -> None:
-        """Close every connection and the listener; the SDK sees the connection drop."""
-        if not self._thread.is_alive():
-            return
-        self._stopping = True
-        self._injector.trigger(ApplicationEvent("peer_stop"))
-        self._thread.join(10)
+        """Close every connection and the listener; the SDK sees the connection drop.
+        Raises if the reactor thread died of an error while running."""
+        if self._thread.is_alive():
+            self._stopping = True
+            self._injector.trigger(ApplicationEvent("peer_stop"))
+            self._thread.join(10)
+        if self.error is not None:
+            raise RuntimeError("the Service Bus test peer crashed") from self.error
 
     def __enter__(self) -> ServiceBusPeer:
         return self.start()

@@ -66,6 +66,7 @@ async def test_emulator_connection_string_keeps_port_without_tls(
     before = peer.tokens_put
     await send(client, fresh(), b"m")
     assert peer.tokens_put > before  # the SDK waited for the $cbs answer before sending
+    assert peer.sasl_mechanisms[-1] == "ANONYMOUS"  # the token goes over $cbs, not SASL
 
 
 async def test_send_receive_complete(peer: ServiceBusPeer, client: ServiceBusClient) -> None:
