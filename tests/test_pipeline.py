@@ -226,3 +226,38 @@ async def test_blob_dropped_by_another_tool_is_ingested_by_the_watcher(
                 break
             await asyncio.sleep(0.1)
         assert await pipeline.clients.status.get(pipeline.tenant, doc) is None
+
+
+async def test_rate_limited_embeddings_endpoint_loses_nothing(
+    redis_url: str, chroma_url: str, tmp_path: Path
+) -> None:
+    """An Azure-OpenAI-shaped endpoint answers 429 with Retry-After for a while: the batches
+    wait (inside the call, then through the queue's retry) and every document still lands."""
+    from pydantic import SecretStr
+
+    from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+
+    with FakeAzureOpenAI(dimensions=64) as fake:
+        settings = pipeline_settings(
+            redis_url,
+            chroma_url,
+            tmp_path / "blobs",
+            embedder="azure-openai",
+            azure_openai_endpoint=fake.url,
+            azure_openai_api_key=SecretStr(fake.api_key),
+            azure_openai_embedding_dimensions=64,
+        )
+        async with running_pipeline(settings) as pipeline:
+            fake.rate_limit(12, retry_after=0.2)  # more 429s than one call retries
+            ids = [
+                await pipeline.upload(f"r{i}.pdf", documents.text_pdf([ALPHA, BETA][: 1 + i % 2]))
+                for i in range(4)
+            ]
+            done = await pipeline.wait(ids, timeout=120)
+            assert all(s.stage == Stage.READY for s in done.values())
+            for doc, status in done.items():
+                assert await pipeline.clients.vectors.count(pipeline.tenant, doc) == status.chunks
+            throttled = [r for r in fake.requests if r.status == 429]
+            assert len(throttled) == 12
+            retried = sum(c.stats.retried for c in pipeline.consumers)
+            assert retried >= 1  # at least one batch went back to the queue and came back
