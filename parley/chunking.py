@@ -2,7 +2,7 @@
 
 How a document is cut:
 
-- Blocks are grouped into *sections*: consecutive blocks with the same heading and the same kind of
+- Blocks are grouped into *sections*: consecutive blocks with the same heading, page and kind of
   text (body text, i.e. paragraphs, pages, tables and text boxes, stays together; headers, footers,
   footnotes, endnotes and comments each form their own). A chunk never spans two sections.
 - A section is split into *units*: sentences of paragraphs, rows of tables. A unit longer than the
@@ -11,8 +11,8 @@ How a document is cut:
   boundary (paragraph > row/line > sentence > word) in its second half, not merely the last one.
 - The next chunk of the same section starts with the previous chunk's last units (whole sentences
   when they fit, else its last words) up to ``overlap_tokens``.
-- A chunk never spans two pages either, so a citation's page is exact (``page``);
-  ``heading`` is the section's.
+- A chunk never spans two pages either (the page is part of the section), so a citation's
+  ``page`` is exact; ``heading`` is the section's. Overlap therefore stays within a page.
 
 Every unit is tokenized once and every finished chunk once more to check the limit, so the cost is
 linear in the text (the final check catches tokenizers whose counts are not additive).
@@ -31,7 +31,8 @@ from parley.embedder import Tokenizer
 # Boundary strength before a unit: where a chunk would best end.
 _CHAR, _WORD, _CELL, _SENTENCE, _LINE, _PARAGRAPH = range(6)
 _SEPARATOR = {_CHAR: "", _WORD: " ", _CELL: " | ", _SENTENCE: " ", _LINE: "\n", _PARAGRAPH: "\n\n"}
-_SPLIT_AT = {_CELL: "|", _LINE: "\n"}
+# Cells split where a "|" has text on both sides, so an empty cell stays as "| " on the next one.
+_SPLIT_AT = {_CELL: re.compile(r"(?<=\S)\s*\|\s*(?=\S)"), _LINE: re.compile(r"\n")}
 _BODY_KINDS = frozenset({"paragraph", "page", "table", "textbox"})
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
@@ -73,6 +74,7 @@ class _Unit:
     tokens: int  # content tokens (the tokenizer's count minus its fixed special tokens)
     page: int | None
     strength: int  # boundary strength before this unit
+    row: bool = False  # a table row (or part of one): overlap repeats it whole or not at all
 
 
 def chunk(
@@ -124,7 +126,9 @@ class _Cutter:
         if block.kind == "table":
             for row in block.text.split("\n"):
                 if row.strip():
-                    yield from self._fit(row.strip(), block.page, strength, (_CELL, _WORD, _CHAR))
+                    yield from self._fit(
+                        row.strip(), block.page, strength, (_CELL, _WORD, _CHAR), row=True
+                    )
                     strength = _LINE
             return
         for paragraph in _PARAGRAPHS.split(block.text):
@@ -137,30 +141,38 @@ class _Cutter:
             strength = _PARAGRAPH
 
     def _fit(
-        self, text: str, page: int | None, strength: int, finer: tuple[int, ...]
+        self,
+        text: str,
+        page: int | None,
+        strength: int,
+        finer: tuple[int, ...],
+        *,
+        row: bool = False,
     ) -> Iterator[_Unit]:
         """``text`` as one unit, or split at the finer boundaries until every piece fits."""
         tokens = self.count(text)
         if tokens <= self.budget:
-            yield _Unit(text, tokens, page, strength)
+            yield _Unit(text, tokens, page, strength, row)
             return
         level, rest = finer[0], finer[1:]
         if level == _CHAR:
-            yield from self._split_chars(text, page, strength)
+            yield from self._split_chars(text, page, strength, row=row)
             return
         if level == _WORD:
             parts = text.split()
         else:
-            parts = [p.strip() for p in text.split(_SPLIT_AT[level])]
+            parts = [p.strip() for p in _SPLIT_AT[level].split(text)]
         parts = [p for p in parts if p]
         if len(parts) <= 1:
-            yield from self._fit(text, page, strength, rest)
+            yield from self._fit(text, page, strength, rest, row=row)
             return
         for part in parts:
-            yield from self._fit(part, page, strength, rest)
+            yield from self._fit(part, page, strength, rest, row=row)
             strength = level
 
-    def _split_chars(self, text: str, page: int | None, strength: int) -> Iterator[_Unit]:
+    def _split_chars(
+        self, text: str, page: int | None, strength: int, *, row: bool
+    ) -> Iterator[_Unit]:
         """A word longer than the budget (a URL, base64, CJK without spaces): longest prefixes
         that fit, found by bisection."""
         while text:
@@ -172,7 +184,7 @@ class _Cutter:
                 else:
                     high = mid - 1
             piece = text[:low]
-            yield _Unit(piece, self.count(piece), page, strength)
+            yield _Unit(piece, self.count(piece), page, strength, row)
             text = text[low:]
             strength = _CHAR
 
@@ -202,8 +214,7 @@ class _Cutter:
                     carried.pop(0)
                 else:
                     end -= 1
-            first = carried[0] if carried else units[start]
-            yield text, first.page, tokens
+            yield text, units[start].page, tokens
             carried = self._overlap(units[start:end])
             start = end
 
@@ -235,6 +246,8 @@ class _Cutter:
             return taken
         if taken:  # the whole chunk fits in the overlap: repeating all of it would add nothing
             return taken[1:] if len(taken) > 1 else []
+        if units[-1].row:
+            return []  # half a table row would read as a different row
         words = units[-1].text.split()
         low, high = 1, len(words) - 1  # never the whole unit: that case is handled above
         found = len(words)

@@ -211,3 +211,21 @@ async def test_hostile_files_through_the_child_process() -> None:
             check(name, outcome)
     finally:
         await pool.close()
+
+
+def test_every_extracted_corpus_document_chunks_within_the_limit_without_loss() -> None:
+    from parley.chunking import chunk
+    from parley.embedder.local import MiniLMTokenizer
+
+    tokenizer = MiniLMTokenizer()
+    for name, expected in EXPECTED.items():
+        if isinstance(expected, str):
+            continue
+        outcome = run(name)
+        assert isinstance(outcome, Extraction)
+        chunks = chunk(outcome.blocks, tokenizer=tokenizer, max_tokens=254, overlap_tokens=32)
+        assert chunks and all(c.tokens <= 254 for c in chunks), name
+        # Characters in order (cell separators at a cut are dropped like spaces); overlap repeats.
+        wanted = "".join("".join(b.text.replace("|", "").split()) for b in outcome.blocks)
+        have = iter("".join("".join(c.text.replace("|", "").split()) for c in chunks))
+        assert all(ch in have for ch in wanted), f"{name}: text lost in chunking"
