@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import openai
+from azure.core.exceptions import ClientAuthenticationError
 
 from parley.embedder import Tokenizer
 from parley.errors import ConfigError, Reject, Retry
@@ -244,9 +245,11 @@ class AzureOpenAIEmbedder:
             except openai.APIStatusError as error:
                 status = error.status_code
                 if status == 400:
+                    too_long = "context length" in error.message.lower()
                     raise Reject(
                         f"Azure OpenAI refused the embedding request: {error.message}",
-                        reason="embedding_rejected",
+                        reason="embedding_input_too_long" if too_long else "embedding_rejected",
+                        hint="lower PARLEY_CHUNK_TOKENS" if too_long else None,
                     ) from error
                 if status in (401, 403, 404):
                     raise ConfigError(
@@ -262,6 +265,11 @@ class AzureOpenAIEmbedder:
                 asked = retry_after(error.response.headers)
                 delay = asked if asked is not None else backoff(attempt)
                 reason, text = "embedder_unavailable", f"Azure OpenAI answered {status}"
+            except ClientAuthenticationError as error:
+                raise ConfigError(
+                    f"no Entra ID token for Azure OpenAI: {error.message}",
+                    hint="give the pod a workload identity (or set PARLEY_AZURE_OPENAI_API_KEY)",
+                ) from error
             except openai.APIConnectionError as error:  # includes APITimeoutError
                 delay = backoff(attempt)
                 reason, text = "embedder_unreachable", f"Azure OpenAI unreachable: {error}"

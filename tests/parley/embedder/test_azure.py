@@ -177,6 +177,7 @@ async def test_a_refused_input_is_rejected_with_the_service_message() -> None:
         finally:
             await embedder.close()
     assert "maximum context length" in str(caught.value)
+    assert caught.value.reason == "embedding_input_too_long"
 
 
 async def test_a_very_long_input_is_truncated_before_sending(fake: FakeAzureOpenAI) -> None:
@@ -248,3 +249,14 @@ def test_the_token_estimate_is_close_to_cl100k_and_truncation_fits() -> None:
     cut = tokenizer.truncate("alpha beta gamma " * 100, 10)
     assert tokenizer.count(cut) <= 10
     assert "alpha beta gamma".startswith(cut.split(" gamma")[0].strip())
+
+
+async def test_without_a_key_it_uses_entra_id_and_closes_the_credential() -> None:
+    # Only construction and close: asking for a token would probe the cloud's identity endpoints.
+    embedder = AzureOpenAIEmbedder(
+        endpoint="https://example.openai.azure.com",
+        deployment="text-embedding-3-small",
+        api_version="2024-10-21",
+    )
+    assert type(embedder._credential).__name__ == "DefaultAzureCredential"
+    await embedder.close()
