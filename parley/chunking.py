@@ -113,6 +113,8 @@ class _Cutter:
         self.base = base
         self.budget = budget
         self.overlap = overlap
+        self._seen_chars = 0  # characters and tokens of the units counted so far
+        self._seen_tokens = 0
 
     def count(self, text: str) -> int:
         return max(self.tokenizer.count(text) - self.base, 0)
@@ -150,10 +152,13 @@ class _Cutter:
         row: bool = False,
     ) -> Iterator[_Unit]:
         """``text`` as one unit, or split at the finer boundaries until every piece fits."""
-        tokens = self.count(text)
-        if tokens <= self.budget:
-            yield _Unit(text, tokens, page, strength, row)
-            return
+        if not self._surely_too_long(text):
+            tokens = self.count(text)
+            if tokens <= self.budget:
+                self._seen_chars += len(text)
+                self._seen_tokens += tokens
+                yield _Unit(text, tokens, page, strength, row)
+                return
         level, rest = finer[0], finer[1:]
         if level == _CHAR:
             yield from self._split_chars(text, page, strength, row=row)
@@ -169,6 +174,13 @@ class _Cutter:
         for part in parts:
             yield from self._fit(part, page, strength, rest, row=row)
             strength = level
+
+    def _surely_too_long(self, text: str) -> bool:
+        """Whether ``text`` is over three budgets long at this document's characters per token so
+        far: then counting it whole is wasted work (dense forms have page-long "sentences")."""
+        if self._seen_tokens < 500:
+            return False
+        return len(text) * self._seen_tokens > 3 * self.budget * self._seen_chars
 
     def _split_chars(
         self, text: str, page: int | None, strength: int, *, row: bool
@@ -248,19 +260,19 @@ class _Cutter:
             return taken[1:] if len(taken) > 1 else []
         if units[-1].row:
             return []  # half a table row would read as a different row
-        words = units[-1].text.split()
-        low, high = 1, len(words) - 1  # never the whole unit: that case is handled above
-        found = len(words)
-        while low <= high:  # fewest leading words to drop so the tail fits
-            mid = (low + high) // 2
-            if self.count(" ".join(words[mid:])) <= self.overlap:
-                found, high = mid, mid - 1
-            else:
-                low = mid + 1
-        if found >= len(words):
-            return []
-        tail = " ".join(words[found:])
-        return [_Unit(tail, self.count(tail), units[-1].page, _WORD)]
+        last = units[-1]
+        words = last.text.split()
+        # Guess the tail from the unit's own tokens per word, then shrink until it fits: usually
+        # one count, where bisection would take several.
+        per_word = last.tokens / max(len(words), 1)
+        take = min(len(words) - 1, int(self.overlap / max(per_word, 1e-9)))
+        while take > 0:
+            tail = " ".join(words[-take:])
+            tokens = self.count(tail)
+            if tokens <= self.overlap:
+                return [_Unit(tail, tokens, last.page, _WORD)]
+            take = min(take - 1, int(take * self.overlap / tokens))
+        return []
 
 
 def _join(units: Sequence[_Unit]) -> str:
