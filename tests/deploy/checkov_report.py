@@ -35,12 +35,12 @@ class Report:
 
 
 def run(paths: Sequence[Path], frameworks: Sequence[str], timeout: float = 600) -> Report:
-    """One checkov process over ``paths``; no downloads, no external checks."""
+    """One checkov process over ``paths`` (directories or files); no downloads."""
     # Not --quiet: it drops the list of files that failed to parse.
     argv = [str(CHECKOV), "--skip-download", "--compact", "-o", "json"]
     argv += ["--framework", *frameworks]
     for path in paths:
-        argv += ["-d", str(path)]
+        argv += ["-f" if path.is_file() else "-d", str(path)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode not in (0, 1):  # 1 = findings
         raise RuntimeError(f"checkov exited {done.returncode}: {done.stderr[-2000:]}")
