@@ -86,7 +86,8 @@ def load_waivers(path: Path = WAIVERS) -> dict[str, dict[str, Any]]:
 
 def problems(report: Report, waivers: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Everything that makes the run fail: unparsed files, unwaived findings, waivers without a
-    reason, and stale waivers."""
+    reason, and stale waivers. A waiver names its check's ``resources`` ("*" for all) and may
+    narrow them to ``files`` (suffixes of the scanned paths, e.g. one rendering)."""
     found = [f"checkov could not parse {e}" for e in report.parsing_errors]
     used: set[tuple[str, str]] = set()
     for framework, checks in waivers.items():
@@ -96,7 +97,12 @@ def problems(report: Report, waivers: Mapping[str, Mapping[str, Any]]) -> list[s
     for finding in report.findings:
         waiver = waivers.get(finding.framework, {}).get(finding.check_id)
         allowed = (waiver or {}).get("resources", [])
-        if waiver is None or (allowed != "*" and finding.resource not in allowed):
+        files = (waiver or {}).get("files")
+        if (
+            waiver is None
+            or (allowed != "*" and finding.resource not in allowed)
+            or (files is not None and not finding.file.endswith(tuple(files)))
+        ):
             found.append(
                 f"{finding.framework} {finding.check_id} on {finding.resource} "
                 f"({finding.file}) is not waived"

@@ -61,6 +61,18 @@ def test_an_unwaived_finding_fails_the_run() -> None:
     assert "is not waived" in ck.problems(report, other_resource)[0]
 
 
+def test_a_waiver_narrowed_to_files_covers_only_those() -> None:
+    waivers = {
+        "kubernetes": {"CKV_K8S_15": {"resources": "*", "files": ["/dev.yaml"], "reason": "r"}}
+    }
+    dev = ck.Finding("kubernetes", "CKV_K8S_15", "Deployment.p.x", "/dev.yaml")
+    aks = ck.Finding("kubernetes", "CKV_K8S_15", "Deployment.p.x", "/aks.yaml")
+    assert ck.problems(ck.Report(findings=[dev]), waivers) == []
+    assert ck.problems(ck.Report(findings=[dev, aks]), waivers) == [
+        "kubernetes CKV_K8S_15 on Deployment.p.x (/aks.yaml) is not waived"
+    ]
+
+
 def test_stale_and_unexplained_waivers_fail_the_run() -> None:
     waivers = {"terraform": {"CKV_AZURE_1": {"resources": "*", "reason": " "}}}
     assert ck.problems(ck.Report(), waivers) == [
