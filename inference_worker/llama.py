@@ -175,33 +175,9 @@ class Llama:
 
     @classmethod
     def random(cls, config: LlamaConfig, seed: int = 0) -> Llama:
-        """Random weights of the right shapes (GGUF layout), for fast tests of everything around
-        the model: it produces gibberish at a few hundred tokens per second."""
-        rng = np.random.default_rng(seed)
-        c = config
-        kv = c.n_kv_heads * c.head_dim
-        shapes = {"token_embd.weight": (c.vocab_size, c.dim), "output_norm.weight": (c.dim,)}
-        for i in range(c.n_layers):
-            p = f"blk.{i}."
-            shapes |= {
-                p + "attn_norm.weight": (c.dim,),
-                p + "attn_q.weight": (c.dim, c.dim),
-                p + "attn_k.weight": (kv, c.dim),
-                p + "attn_v.weight": (kv, c.dim),
-                p + "attn_output.weight": (c.dim, c.dim),
-                p + "ffn_norm.weight": (c.dim,),
-                p + "ffn_gate.weight": (c.hidden_dim, c.dim),
-                p + "ffn_up.weight": (c.hidden_dim, c.dim),
-                p + "ffn_down.weight": (c.dim, c.hidden_dim),
-            }
-        tensors: dict[str, Array] = {}
-        for name, shape in shapes.items():
-            if len(shape) == 1:
-                tensors[name] = np.ones(shape, dtype=np.float32)
-            else:
-                scale = 1.0 / math.sqrt(shape[1])
-                tensors[name] = rng.normal(0.0, scale, size=shape).astype(np.float32)
-        return cls.from_tensors(config, tensors.get)
+        """Random weights of the right shapes, for fast tests of everything around the model:
+        it produces gibberish at hundreds of tokens per second when small."""
+        return cls.from_tensors(config, random_tensors(config, seed).get)
 
     @classmethod
     def load(cls, path: Path) -> tuple[Llama, dict[str, Any]]:
@@ -320,9 +296,40 @@ class Llama:
                 return
             token = sample(logits)
             yield token
-            if produced + 1 == max_tokens or cache.length >= cache.capacity:
+            # Prompt plus answer never exceed the capacity (the last token is never cached).
+            if produced + 1 == max_tokens or cache.length + 1 >= cache.capacity:
                 return
             logits = self.forward([token], cache)
+
+
+def random_tensors(config: LlamaConfig, seed: int = 0) -> dict[str, Array]:
+    """GGUF-named random tensors for ``config`` (norms 1, matrices N(0, 1/in)); no output
+    tensor, so the head is tied to the embedding."""
+    rng = np.random.default_rng(seed)
+    c = config
+    kv = c.n_kv_heads * c.head_dim
+    shapes = {"token_embd.weight": (c.vocab_size, c.dim), "output_norm.weight": (c.dim,)}
+    for i in range(c.n_layers):
+        p = f"blk.{i}."
+        shapes |= {
+            p + "attn_norm.weight": (c.dim,),
+            p + "attn_q.weight": (c.dim, c.dim),
+            p + "attn_k.weight": (kv, c.dim),
+            p + "attn_v.weight": (kv, c.dim),
+            p + "attn_output.weight": (c.dim, c.dim),
+            p + "ffn_norm.weight": (c.dim,),
+            p + "ffn_gate.weight": (c.hidden_dim, c.dim),
+            p + "ffn_up.weight": (c.hidden_dim, c.dim),
+            p + "ffn_down.weight": (c.dim, c.hidden_dim),
+        }
+    tensors: dict[str, Array] = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1:
+            tensors[name] = np.ones(shape, dtype=np.float32)
+        else:
+            scale = 1.0 / math.sqrt(shape[1])
+            tensors[name] = (rng.standard_normal(shape, dtype=np.float32) * scale)
+    return tensors
 
 
 def greedy(logits: Array) -> int:
@@ -348,7 +355,7 @@ class Sampler:
         probs = np.exp(z[order] - z[order[0]])
         probs /= probs.sum()
         # The smallest prefix whose mass reaches top_p (at least one token).
-        keep = int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1
+        keep = min(int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1, len(probs))
         kept = probs[:keep] / probs[:keep].sum()
         return int(order[self.rng.choice(keep, p=kept)])
 

@@ -13,8 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+import torch  # type: ignore[import-not-found, unused-ignore]
+from transformers import (  # type: ignore[import-not-found, unused-ignore]
+    AutoModelForCausalLM,
+    AutoTokenizer,
+)
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -42,11 +45,12 @@ def main(gguf: Path) -> None:
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     model.eval()
+    conversations: list[dict[str, object]] = []
     out: dict[str, object] = {
         "source": f"transformers {__import__('transformers').__version__}, "
         f"torch {torch.__version__}, float32, gguf {gguf.name}",
         "texts": [{"text": t, "ids": tok.encode(t, add_special_tokens=False)} for t in TEXTS],
-        "conversations": [],
+        "conversations": conversations,
     }
     for conversation in CONVERSATIONS:
         ids = tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
@@ -58,9 +62,10 @@ def main(gguf: Path) -> None:
             for _ in range(STEPS):
                 logits = model(torch.tensor([seq])).logits[0, -1].float()
                 values, idx = torch.topk(logits, TOP)
-                steps.append({"ids": idx.tolist(), "logits": [round(v, 4) for v in values.tolist()]})
+                rounded = [round(v, 4) for v in values.tolist()]
+                steps.append({"ids": idx.tolist(), "logits": rounded})
                 seq.append(int(idx[0]))
-        out["conversations"].append(  # type: ignore[attr-defined]
+        conversations.append(
             {
                 "messages": conversation,
                 "prompt_ids": list(ids),
