@@ -104,13 +104,7 @@ def extract(
     ``on_page(done, total)`` is called after each PDF page. Raises :class:`ExtractionFailed` with a
     reason from :data:`REASONS` instead of ever returning an extraction without text.
     """
-    if not data:
-        raise ExtractionFailed("empty", "the file is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise ExtractionFailed(
-            "too_large",
-            f"file is {_mib(len(data))}, over the {_mib(max_bytes)} limit",
-        )
+    preflight(data, max_bytes=max_bytes)
     container = sniff(data)
     if container == "pdf":
         from ingest_worker import pdf
@@ -137,6 +131,18 @@ def extract(
         f"not a PDF or DOCX{_named(filename)}",
         hint="upload a PDF or a Word .docx file",
     )
+
+
+def preflight(data: bytes, *, max_bytes: int) -> None:
+    """The checks that need no parsing (empty, over the size limit): callers that hand the work
+    to another process run them first, so a refused file never travels."""
+    if not data:
+        raise ExtractionFailed("empty", "the file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ExtractionFailed(
+            "too_large",
+            f"file is {_mib(len(data))}, over the {_mib(max_bytes)} limit",
+        )
 
 
 def _named(filename: str) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, get_args
 
-from ingest_worker.extraction import Block, BlockKind, Extraction, ExtractionFailed
+from ingest_worker.extraction import Block, BlockKind, Extraction, ExtractionFailed, preflight
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
 
@@ -93,6 +93,7 @@ class ExtractorPool:
         """Extract ``data`` in a child; see the module docstring for failures and cancellation."""
         if self._closed:
             raise RuntimeError("the extractor pool is closed")
+        preflight(data, max_bytes=max_bytes)
         request = (
             json.dumps(
                 {

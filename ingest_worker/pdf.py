@@ -43,6 +43,7 @@ SCAN_TEXT_FLOOR = 100
 #: page numbers or stray marks as text.
 SPARSE_CHARS_PER_PAGE = 4
 _OUTLINE_MAX = 5000
+_OBJECTS_MAX = 20000
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,15 @@ def _pdfium_page_images(page: pdfium.PdfPage) -> tuple[float, bool]:
     area = max(width * height, 1.0)
     cover = 0.0
     has_objects = False
-    for obj in page.get_objects(max_depth=3):
+    for seen, obj in enumerate(page.get_objects(max_depth=3)):
         has_objects = True
         if obj.type == pdfium_c.FPDF_PAGEOBJ_IMAGE:
             left, bottom, right, top = obj.get_bounds()
             cover = max(cover, min(1.0, (right - left) * (top - bottom) / area))
+            if cover >= SCAN_IMAGE_COVER:
+                break
+        if seen >= _OBJECTS_MAX:  # a drawing of countless paths: looking further costs seconds
+            break
     return cover, has_objects
 
 

@@ -175,3 +175,13 @@ async def test_extract_isolated_uses_the_loops_default_pool() -> None:
         assert result.blocks[0].text == "Default pool."
     finally:
         await close_default_pool()
+
+
+async def test_refusals_that_need_no_parsing_never_start_a_child(pool: ExtractorPool) -> None:
+    with pytest.raises(ExtractionFailed) as caught:
+        await pool.extract(b"x" * 2048, "big.pdf", timeout=TIMEOUT, max_pages=10, max_bytes=1024)
+    assert caught.value.reason == "too_large"
+    with pytest.raises(ExtractionFailed) as empty:
+        await pool.extract(b"", "empty.pdf", timeout=TIMEOUT, **LIMITS)
+    assert empty.value.reason == "empty"
+    assert pool.pids() == []
