@@ -39,6 +39,12 @@ def servicebus_peer() -> Iterator[ServiceBusPeer]:
         yield peer
 
 
+@pytest.fixture
+def lease(broker: Broker) -> float:
+    """The lease (lock duration) of ``lease-*`` queues on this adapter."""
+    return SERVICEBUS_SHORT_LOCK if isinstance(broker, ServiceBusBroker) else SHORT_LEASE
+
+
 @pytest.fixture(params=["redis", "servicebus"])
 async def broker(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Broker]:
     if request.param == "redis":

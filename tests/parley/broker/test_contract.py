@@ -8,8 +8,6 @@ from collections.abc import Callable
 
 from parley.broker import Broker, Message
 
-from .conftest import SHORT_LEASE
-
 
 async def receive_all(broker: Broker, queue: str, n: int, timeout: float = 10.0) -> list[Message]:
     got: list[Message] = []
@@ -95,25 +93,27 @@ async def test_dead_letter_keeps_reason_and_attempt(
 
 
 async def test_unsettled_message_comes_back_after_lease(
-    broker: Broker, queue_name: Callable[[str], str], redis_url: str
+    broker: Broker, queue_name: Callable[[str], str], lease: float
 ) -> None:
     """A consumer that dies holding a message: another consumer gets it after the lease."""
     q = queue_name("lease-expiry")
     await broker.publish(q, b"orphan")
     [msg] = await receive_all(broker, q, 1)
     await broker.close()  # stops lease keeping, like a killed process; msg never settled
-    await asyncio.sleep(SHORT_LEASE * 1.5)
-    [again] = await receive_all(broker, q, 1, timeout=SHORT_LEASE * 10)
+    await asyncio.sleep(lease * 1.5)
+    [again] = await receive_all(broker, q, 1, timeout=lease * 10)
     assert again.body == b"orphan"
     assert again.attempt == msg.attempt + 1
     await broker.ack(again)
 
 
-async def test_lease_is_kept_while_held(broker: Broker, queue_name: Callable[[str], str]) -> None:
+async def test_lease_is_kept_while_held(
+    broker: Broker, queue_name: Callable[[str], str], lease: float
+) -> None:
     """A live consumer holding a message longer than the lease keeps it (lease renewal)."""
     q = queue_name("lease-kept")
     await broker.publish(q, b"slow")
     [msg] = await receive_all(broker, q, 1)
-    await asyncio.sleep(SHORT_LEASE * 2.5)
+    await asyncio.sleep(lease * 2.5)
     assert await broker.receive(q, max_messages=1, wait=0.2) == []
     await broker.ack(msg)
