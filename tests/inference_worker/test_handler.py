@@ -314,3 +314,25 @@ async def test_concurrent_turns_are_served_together(redis: aioredis.Redis) -> No
     assert all(f.kind == "final" and f.data["text"] == "a" * 10 for f in finals)
     # concurrency 8: every turn had started before the first one finished
     assert max(s.started_at for s in model.streams) < min(s.ended_at for s in model.streams)
+
+
+async def test_the_local_model_end_to_end(redis: aioredis.Redis) -> None:
+    """The in-process numpy model (tiny random weights: gibberish, same streaming path)."""
+    from inference_worker.local import LocalChatModel
+
+    model = LocalChatModel.tiny(seed=3)
+    try:
+        async with worker(redis, model) as w:
+            chat = turn(max_tokens=40, temperature=0.0)
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+    finally:
+        await model.close()
+    final = events[-1]
+    assert final.kind == "final", final
+    assert final.data["text"] == text_of(events) and final.data["text"]
+    assert final.data["usage"]["source"] == "backend"
+    assert 1 <= final.data["usage"]["completion_tokens"] <= 40
+    assert final.data["usage"]["prompt_tokens"] > 10
+    assert final.data["model"] == "tiny-random-3"
