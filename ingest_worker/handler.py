@@ -183,13 +183,18 @@ class IngestHandler:
             info.metadata.get("filename") or request.filename or posixpath.basename(where.path)
         )
         version = version_of(data, self.settings, self.tokenizer_id)
-        if current is not None and current.stage == Stage.READY and current.version == version:
+        if current is not None and current.version == version:
+            # The served version is this very content: nothing to extract or embed. A version
+            # still in flight from an upload in between is dropped (the latest upload wins).
             log.info("unchanged_skipped", version=version)
             await self.status.update(
                 where.tenant,
                 where.document_id,
+                stage=Stage.READY,
+                pending_version=None,
                 etag=info.etag,
                 sequencer=request.sequencer,
+                reason=None,
                 message="unchanged re-upload: nothing to do",
             )
             return

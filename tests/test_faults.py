@@ -175,7 +175,7 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
                 assert status.stage == Stage.READY, (name, status)
                 assert status.chunks == expected[name], name
                 assert ready_events[doc] == 1, (name, ready_events[doc])
-                chunk_ids = await helper.clients.vectors.ids(tenant, doc)  # type: ignore[attr-defined]
+                chunk_ids = await helper.clients.vectors.ids(tenant, doc)
                 assert len(chunk_ids) == len(set(chunk_ids)) == expected[name], name
             total = await helper.clients.vectors.count(tenant)
             assert total == sum(expected.values())

@@ -1,0 +1,1 @@
+"""Parley's benchmarks: each module prints a table; ``python -m bench [NAME...]`` runs them."""
