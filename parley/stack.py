@@ -57,7 +57,7 @@ def run_stack(state: Path, *, with_chat: bool = True) -> int:
             servers.append(chroma)
             env["PARLEY_CHROMA_URL"] = chroma.url
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-        settings = Settings(_env_file=str(env_file))  # type: ignore[call-arg]
+        settings = Settings(_env_file=str(env_file))
         for module in WORKERS + (CHAT if with_chat else ()):
             log = (logs / f"{module}.log").open("ab")
             process = subprocess.Popen(
