@@ -77,7 +77,7 @@ async def test_unchanged_reupload_is_skipped(pipeline: Pipeline) -> None:
     assert again[doc].stage == Stage.READY
     assert again[doc].version == first.version
     assert "unchanged" in (again[doc].message or "")
-    assert await pipeline.clients.vectors.ids(pipeline.tenant, doc) == ids_before  # type: ignore[attr-defined]
+    assert await pipeline.clients.vectors.ids(pipeline.tenant, doc) == ids_before
 
 
 async def test_changed_reupload_swaps_chunks_with_no_gap_and_no_stale(pipeline: Pipeline) -> None:
