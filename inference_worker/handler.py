@@ -46,7 +46,7 @@ from parley.chatmodel import ChatModel, Usage
 from parley.consumer import backoff
 from parley.contracts import ChatTurn
 from parley.errors import ParleyError, Reject, Retry
-from parley.turnstream import TERMINAL, TurnWriter, is_cancelled, turn_key
+from parley.turnstream import TERMINAL, TurnWriter, turn_key
 
 SCHEMA = "parley.chat.v1"
 ENQUEUED_HEADER = "parley-enqueued-at"
@@ -77,6 +77,7 @@ class HandlerOptions:
 @dataclass
 class _Progress:
     received: float  # monotonic
+    received_at: float  # unix time
     pieces: list[str] = field(default_factory=list)
     first_token: float | None = None
     cancelled: bool = False
@@ -101,14 +102,14 @@ class TurnHandler:
         self._count = count_tokens
 
     async def __call__(self, message: Message) -> None:
-        received = time.monotonic()
+        received, received_at = time.monotonic(), time.time()
         turn = await self._parse(message)
         with structlog.contextvars.bound_contextvars(turn_id=turn.turn_id):
             writer = TurnWriter(
                 self._redis, turn.turn_id, prefix=self.options.prefix,
                 ttl=self.options.stream_ttl, flush_interval=self.options.flush_interval,
             )
-            last = await self._last_event(turn.turn_id)
+            last, cancelled = await self._state(turn.turn_id)
             if last in TERMINAL:
                 log.info("turn_already_finished", last_event=last, attempt=message.attempt)
                 return
@@ -116,7 +117,7 @@ class TurnHandler:
                 log.warning("turn_lost_mid_answer", attempt=message.attempt)
                 await writer.emit("error", WORKER_LOST)
                 return
-            if await is_cancelled(self._redis, turn.turn_id, prefix=self.options.prefix):
+            if cancelled:
                 await writer.emit("cancelled", {"completion_tokens": 0})
                 return
             if turn.deadline is not None and time.time() > turn.deadline:
@@ -125,7 +126,9 @@ class TurnHandler:
                     "message": "no model worker took the question in time; ask again",
                 })
                 return
-            await self._answer(message, turn, writer, _Progress(received=received))
+            await self._answer(
+                message, turn, writer, _Progress(received=received, received_at=received_at)
+            )
 
     # parsing ----------------------------------------------------------------------------------
     async def _parse(self, message: Message) -> ChatTurn:
@@ -161,14 +164,18 @@ class TurnHandler:
                                     ttl=self.options.stream_ttl)
                 await writer.emit("error", {"code": "bad_turn", "message": reason})
 
-    async def _last_event(self, turn_id: str) -> str | None:
-        entries: Any = await self._redis.xrevrange(
-            turn_key(self.options.prefix, turn_id), count=1
-        )
+    async def _state(self, turn_id: str) -> tuple[str | None, bool]:
+        """The kind of the stream's last event (None: no event yet) and the cancel flag, in one
+        round trip."""
+        key = turn_key(self.options.prefix, turn_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(key, count=1)
+            pipe.exists(f"{key}:cancel")
+            entries, cancelled = await pipe.execute()
         if not entries:
-            return None
+            return None, bool(cancelled)
         kind = entries[0][1].get(b"k", entries[0][1].get("k"))
-        return kind.decode() if isinstance(kind, bytes) else kind
+        return (kind.decode() if isinstance(kind, bytes) else kind), bool(cancelled)
 
     # answering --------------------------------------------------------------------------------
     async def _answer(
@@ -295,7 +302,7 @@ class TurnHandler:
             "model": self.model.name,
             "usage": usage,
             "timings": {
-                "queue_ms": _queue_ms(turn, message.headers),
+                "queue_ms": _queue_ms(turn, message.headers, progress.received_at),
                 "ttft_ms": _ms(progress.first_token - progress.received)
                 if progress.first_token is not None else None,
                 "total_ms": _ms(now - progress.received),
@@ -321,11 +328,11 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 2)
 
 
-def _queue_ms(turn: ChatTurn, headers: Mapping[str, str]) -> float | None:
+def _queue_ms(turn: ChatTurn, headers: Mapping[str, str], received_at: float) -> float | None:
     enqueued = turn.enqueued_at
     if enqueued is None:
         try:
             enqueued = float(headers[ENQUEUED_HEADER])
         except (KeyError, ValueError):
             return None
-    return _ms(max(0.0, time.time() - enqueued))
+    return _ms(max(0.0, received_at - enqueued))

@@ -34,6 +34,7 @@ async def test_tokens_arrive_in_order_and_final_has_text_citations_usage_timings
         chat = turn()
         await w.ask(chat)
         events = await w.events(chat.turn_id)
+        done = time.time()
         await w.settled()
     kinds = [e.kind for e in events]
     assert kinds[0] == "sources" and kinds[-1] == "final"
@@ -50,6 +51,8 @@ async def test_tokens_arrive_in_order_and_final_has_text_citations_usage_timings
     assert final["finish_reason"] == "stop" and final["model"] == "scripted"
     timings = final["timings"]
     assert timings["queue_ms"] is not None and timings["queue_ms"] >= 0
+    assert chat.enqueued_at is not None  # queue wait and run time do not overlap:
+    assert timings["queue_ms"] + timings["total_ms"] <= (done - chat.enqueued_at) * 1000 + 1
     assert 0 <= timings["ttft_ms"] <= timings["total_ms"]
     messages, max_tokens, _ = model.calls[0]
     assert messages == list(chat.messages) and max_tokens == 64

@@ -1,0 +1,222 @@
+"""Time to first token added by Parley's queue + inference worker (+ gateway) over calling the
+same upstream model directly, at 1 and 200 concurrent streams.
+
+    python -m bench.ttft [--concurrency 1,200] [--turns 400] [--first-token-ms 50]
+
+The upstream is ``tests.peers.openai_chat`` in its own process: an OpenAI-compatible endpoint
+that answers every request after a fixed delay and then streams at a fixed rate, so the model's
+own speed is out of the measure. Each client runs turns back to back (closed loop) and records
+the time from starting a turn to receiving its first token:
+
+* ``direct``: the official ``openai`` client streaming from the upstream;
+* ``worker``: what the gateway does after retrieval - write the ``sources`` event, publish the
+  ChatTurn on the chat queue (Redis Streams) - then tail the turn's stream (XREAD) for the first
+  ``token``; one ``python -m inference_worker`` process (openai-compatible backend, concurrency =
+  the client count) calls the upstream and writes the tokens.
+
+``added`` = the path's percentile minus direct's at the same concurrency. Goal (issue 3): added
+<= 5 ms p50 and <= 20 ms p99. Every process (upstream, Redis, worker, clients) shares this
+machine's cores, so at 200 streams the figures include queueing for CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis.asyncio as aioredis  # noqa: E402
+from openai import AsyncOpenAI  # noqa: E402
+
+from bench.table import render  # noqa: E402
+from parley import localstack  # noqa: E402
+from parley.broker.redis import RedisBroker  # noqa: E402
+from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, dump  # noqa: E402
+from parley.ids import ConversationId, TenantId, new_turn_id  # noqa: E402
+from parley.turnstream import TurnWriter, tail  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+QUEUE = "parley-chat"
+MESSAGES = [ChatMessage(role="system", content="Answer from the sources; cite them as [n]."),
+            ChatMessage(role="user", content="How did revenue change in the third quarter?")]
+# A turn is one round: TTFT is timed per turn. Cost of a turn: first-token delay + tokens / rate.
+ANSWER_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class Upstream:
+    process: subprocess.Popen[str]
+    base_url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start_upstream(first_token_ms: float, tokens_per_second: float) -> Upstream:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.peers.openai_chat", "--port", "0",
+         "--tokens", str(ANSWER_TOKENS), "--tokens-per-second", str(tokens_per_second),
+         "--first-token-delay", str(first_token_ms / 1000)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    return Upstream(process, process.stdout.readline().strip())
+
+
+def start_worker(redis_url: str, prefix: str, upstream: str, concurrency: int,
+                 log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PARLEY_REDIS_URL": redis_url,
+        "PARLEY_REDIS_PREFIX": prefix,
+        "PARLEY_CHAT_BACKEND": "openai-compatible",
+        "PARLEY_CHAT_BASE_URL": upstream,
+        "PARLEY_CHAT_MODEL": "peer-model",
+        "PARLEY_QUEUES__CHAT__CONCURRENCY": str(concurrency),
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen([sys.executable, "-m", "inference_worker"], cwd=ROOT, env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+# one turn per path: returns seconds to the first token ---------------------------------------
+TurnFn = Callable[[], Awaitable[float]]
+
+
+def direct(client: AsyncOpenAI) -> TurnFn:
+    async def turn() -> float:
+        started = time.perf_counter()
+        first = None
+        stream = await client.chat.completions.create(
+            model="peer-model", messages=[m.model_dump() for m in MESSAGES],  # type: ignore[misc]
+            max_tokens=64, temperature=0.2, stream=True,
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - started
+        assert first is not None
+        return first
+
+    return turn
+
+
+def through_worker(redis: aioredis.Redis, broker: RedisBroker, prefix: str) -> TurnFn:
+    async def turn() -> float:
+        started = time.perf_counter()
+        turn_id = new_turn_id()
+        writer = TurnWriter(redis, turn_id, prefix=prefix, ttl=600)
+        await writer.emit("sources", {"sources": []})
+        chat = ChatTurn(turn_id=turn_id, tenant=TenantId("bench"),
+                        conversation_id=ConversationId("bench"), messages=MESSAGES,
+                        max_tokens=64, enqueued_at=time.time(), deadline=time.time() + 120)
+        await broker.publish(QUEUE, dump(chat), {TURN_HEADER: turn_id})
+        first = None
+        async for event in tail(redis, turn_id, prefix=prefix, block=30):
+            if first is None and event.kind == "token":
+                first = time.perf_counter() - started
+            if event.kind in {"error", "cancelled"}:
+                raise RuntimeError(f"turn ended with {event.kind}: {dict(event.data)}")
+        assert first is not None
+        return first
+
+    return turn
+
+
+async def closed_loop(turn: TurnFn, clients: int, turns: int) -> list[float]:
+    """``clients`` concurrent loops sharing ``turns`` turns; a short warm-up is not recorded."""
+    remaining = turns
+    samples: list[float] = []
+
+    async def client() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            samples.append(await turn())
+
+    warm = [asyncio.create_task(turn()) for _ in range(min(clients, 20))]
+    await asyncio.gather(*warm)
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return samples
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def run(args: argparse.Namespace) -> None:
+    upstream = start_upstream(args.first_token_ms, args.tokens_per_second)
+    workdir = Path(tempfile.mkdtemp(prefix="ttft-"))
+    server = localstack.start_redis(workdir)
+    rows: list[list[object]] = []
+    try:
+        redis = aioredis.Redis.from_url(server.url, max_connections=None)
+        for clients in args.concurrency:
+            turns = max(args.turns, clients * 3) if clients > 1 else args.turns
+            prefix = f"ttft{uuid.uuid4().hex[:6]}"
+            worker = start_worker(server.url, prefix, upstream.base_url, clients,
+                                  workdir / f"worker-{clients}.log")
+            broker = RedisBroker(redis, prefix=prefix)
+            openai = AsyncOpenAI(base_url=upstream.base_url, api_key="unused", max_retries=0)
+            results: dict[str, list[float]] = {}
+            try:
+                # Interleave the paths so drift on a shared machine hits both alike.
+                for _ in range(2):
+                    for name, fn in (("direct", direct(openai)),
+                                     ("worker", through_worker(redis, broker, prefix))):
+                        results.setdefault(name, []).extend(
+                            await closed_loop(fn, clients, turns // 2))
+            finally:
+                await openai.close()
+                worker.terminate()
+                worker.wait(30)
+            base = results["direct"]
+            for name, samples in results.items():
+                p50, p99 = pct(samples, 0.50), pct(samples, 0.99)
+                added50 = p50 - pct(base, 0.50)
+                added99 = p99 - pct(base, 0.99)
+                rows.append([
+                    clients, name, len(samples), round(statistics.fmean(samples) * 1000, 2),
+                    round(p50, 2), round(p99, 2),
+                    "-" if name == "direct" else round(added50, 2),
+                    "-" if name == "direct" else round(added99, 2),
+                    "-" if name == "direct" else
+                    ("yes" if added50 <= 5 and added99 <= 20 else "no"),
+                ])
+        await redis.aclose()
+    finally:
+        upstream.stop()
+        server.stop()
+    print(render(
+        f"TTFT: upstream first token after {args.first_token_ms:.0f} ms, then "
+        f"{args.tokens_per_second:.0f} tok/s; {ANSWER_TOKENS} tokens a turn",
+        ["streams", "path", "turns", "mean ms", "p50 ms", "p99 ms", "added p50", "added p99",
+         "goal (<=5/<=20)"],
+        rows,
+    ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", default="1,200",
+                        type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--turns", type=int, default=400, help="turns per path and concurrency")
+    parser.add_argument("--first-token-ms", type=float, default=50.0)
+    parser.add_argument("--tokens-per-second", type=float, default=200.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
