@@ -28,7 +28,13 @@ NAME = "inference-worker"
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
     """Open Redis, the broker and the model on ``stack``; one consumer on the chat queue."""
     queue = settings.queues.chat
-    client = aioredis.Redis.from_url(settings.redis_url)
+    # Every running turn may hold one connection at a time (a flush), plus the receive loop and
+    # the lease keeper. A blocking pool waits for a free connection instead of failing the turn
+    # (redis-py's default pool raises past 100 connections).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=queue.concurrency + 8, timeout=10
+    )
+    client = aioredis.Redis(connection_pool=pool)
     stack.push_async_callback(client.aclose)
     broker = RedisBroker(
         client, prefix=settings.redis_prefix, lease_seconds={queue.name: queue.lease_seconds}

@@ -41,6 +41,7 @@ import structlog
 from pydantic import ValidationError
 
 from inference_worker.citations import citations
+from parley import metrics
 from parley.broker import Message
 from parley.chatmodel import ChatModel, Usage
 from parley.consumer import backoff
@@ -216,7 +217,7 @@ class TurnHandler:
                 pending = asyncio.ensure_future(_next(stream))
                 # While the model is silent: flush the tokens still buffered after one flush
                 # interval, then read the cancel flag every cancel_poll seconds.
-                wait = self.options.flush_interval if progress.pieces else self.options.cancel_poll
+                wait = self.options.flush_interval if writer.pending else self.options.cancel_poll
                 while not pending.done():
                     await asyncio.wait({pending}, timeout=wait)
                     if pending.done():
@@ -283,6 +284,7 @@ class TurnHandler:
     def _final(self, message: Message, turn: ChatTurn, progress: _Progress) -> dict[str, Any]:
         text = "".join(progress.pieces)
         now = time.monotonic()
+        _observe(progress, now)
         stream = progress.stream
         reported = getattr(stream, "usage", None)
         finish = getattr(stream, "finish_reason", None)
@@ -308,6 +310,17 @@ class TurnHandler:
                 "total_ms": _ms(now - progress.received),
             },
         }
+
+
+def _observe(progress: _Progress, now: float) -> None:
+    """Metrics of one finished answer: time to first token and the decode rate after it."""
+    metrics.CHAT_TOKENS.inc(len(progress.pieces))
+    if progress.first_token is None:
+        return
+    metrics.CHAT_TTFT.observe(progress.first_token - progress.received)
+    decoding = now - progress.first_token
+    if len(progress.pieces) > 1 and decoding > 0:
+        metrics.CHAT_TOKENS_PER_SECOND.observe((len(progress.pieces) - 1) / decoding)
 
 
 def _raise_if_cancelling() -> None:

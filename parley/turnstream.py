@@ -66,6 +66,11 @@ class TurnWriter:
         self.cancelled = False
         self.tokens = 0
 
+    @property
+    def pending(self) -> int:
+        """Tokens buffered and not yet written (a writer whose model pauses flushes them)."""
+        return len(self._pending)
+
     async def emit(self, kind: EventKind, data: Mapping[str, Any]) -> str:
         """Flush buffered tokens, then append one event now; returns its offset."""
         await self.flush()

@@ -21,6 +21,7 @@ class ScriptedStream:
     fail: Exception | None
     fail_after: int
     report: Usage | None
+    delays: Sequence[float] | None = None  # before each piece; overrides first_delay/interval
     closed: bool = False
     yielded: int = 0
     started_at: float = 0.0  # monotonic, at the first __anext__
@@ -44,7 +45,10 @@ class ScriptedStream:
                 self.finish_reason = "stop" if self.report is not None else None
                 self._end()
                 raise StopAsyncIteration
-            await asyncio.sleep(self.first_delay if self.yielded == 0 else self.interval)
+            if self.delays is not None:
+                await asyncio.sleep(self.delays[self.yielded])
+            else:
+                await asyncio.sleep(self.first_delay if self.yielded == 0 else self.interval)
         except BaseException:
             self._end()
             raise
@@ -67,6 +71,7 @@ class ScriptedModel:
     fail: Exception | None = None
     fail_after: int = 0
     report: Usage | None = None
+    delays: Sequence[float] | None = None
     name: str = "scripted"
     streams: list[ScriptedStream] = field(default_factory=list)
     calls: list[tuple[list[ChatMessage], int, float]] = field(default_factory=list)
@@ -78,7 +83,7 @@ class ScriptedModel:
         self.calls.append((list(messages), max_tokens, temperature))
         stream = ScriptedStream(
             self.pieces[:max_tokens], self.interval, self.first_delay, self.fail,
-            self.fail_after, self.report,
+            self.fail_after, self.report, self.delays,
         )
         self.streams.append(stream)
         self.called.set()

@@ -18,7 +18,7 @@ from parley import localstack
 from parley.chatmodel import Usage
 from parley.contracts import dump
 from parley.errors import ParleyError
-from parley.turnstream import TurnWriter, cancel
+from parley.turnstream import TurnWriter, cancel, tail
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.inference_worker.scripted import ScriptedModel
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
@@ -80,6 +80,26 @@ async def test_the_first_token_is_written_at_once(redis: aioredis.Redis) -> None
         assert model.streams[0].yielded == 1  # the second has not been generated yet
         await cancel(redis, chat.turn_id, prefix=w.prefix)
         await w.events(chat.turn_id)
+
+
+async def test_tokens_buffered_when_the_model_pauses_are_written(
+    redis: aioredis.Redis,
+) -> None:
+    # "b" follows "a" within the batching interval, then the model is silent for 30 s: "b" must
+    # not wait in the buffer for "c".
+    model = ScriptedModel(pieces=["a", "b", "c"], delays=[0.0, 0.001, 30.0])
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        seen = ""
+        async with asyncio.timeout(10):
+            async for event in tail(redis, chat.turn_id, prefix=w.prefix, block=0.2):
+                seen += str(event.data.get("text", "")) if event.kind == "token" else ""
+                if seen == "ab":
+                    break
+        assert model.streams[0].yielded == 2  # "c" has not been generated
+        await cancel(redis, chat.turn_id, prefix=w.prefix)
+        assert (await w.events(chat.turn_id))[-1].kind == "cancelled"
 
 
 async def test_cancel_while_streaming_stops_within_one_second(redis: aioredis.Redis) -> None:
