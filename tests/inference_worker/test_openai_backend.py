@@ -20,12 +20,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from inference_worker.openai_backend import OpenAIChatModel, retry_after
 from parley import localstack
 from parley.chatmodel import ChatModel, Usage
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError, Retry
+from parley.turnstream import cancel
+from tests.inference_worker.conftest import text_of, turn, worker
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
 
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
@@ -242,3 +245,33 @@ async def test_real_server_survives_an_abandoned_stream(llama_server: str) -> No
     again = model.stream(QUESTION, max_tokens=8, temperature=0.0)
     assert "".join(await asyncio.wait_for(collect(again), 60)).strip()
     await model.close()
+
+
+async def test_worker_streams_a_real_servers_answer_and_cancels_it(
+    llama_server: str, redis: aioredis.Redis
+) -> None:
+    model = OpenAIChatModel.compatible(llama_server, "smollm2")
+    try:
+        async with worker(redis, model) as w:
+            chat = turn(messages=QUESTION, max_tokens=24, temperature=0.0)
+            await w.ask(chat)
+            events = await w.events(chat.turn_id, timeout=60)
+            final = events[-1]
+            assert final.kind == "final", final
+            assert final.data["text"] == text_of(events) and "paris" in final.data["text"].lower()
+            # llama_cpp.server takes stream_options but sends no usage: the worker counts.
+            assert final.data["usage"]["source"] in {"backend", "worker"}
+            assert final.data["usage"]["completion_tokens"] >= 2
+
+            story = turn(messages=[ChatMessage(role="user", content="Tell a very long story.")],
+                         max_tokens=2000, temperature=0.7)
+            await w.ask(story)
+            await w.first_token(story.turn_id, timeout=60)
+            await cancel(redis, story.turn_id, prefix=w.prefix)
+            assert (await w.events(story.turn_id))[-1].kind == "cancelled"
+            # The server's single slot is free again at once: the next turn is answered.
+            again = turn(messages=QUESTION, max_tokens=8, temperature=0.0)
+            await w.ask(again)
+            assert (await w.events(again.turn_id, timeout=60))[-1].kind == "final"
+    finally:
+        await model.close()
