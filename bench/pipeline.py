@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.table import render
+from parley.ids import TenantId
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DOCS = ROOT.parent / "shared" / "eval" / "sec10q-dev" / "docs"
@@ -197,25 +198,25 @@ async def parley_run(
             result["seconds"] = time.perf_counter() - start
             result["chunks"] = total
             if first_chunk_of is not None:
-                tenant = "first"
+                tenant = TenantId("first")
                 start = time.perf_counter()
                 request, _ = await upload(
                     settings,
                     blobs=clients.blobs,
                     broker=broker,
                     tenant=tenant,
-                    filename="fifty.pdf",  # type: ignore[arg-type]
+                    filename="fifty.pdf",
                     data=first_chunk_of,
                     status=clients.status,
                 )
                 doc = document_id(tenant, request.path)
                 while True:
-                    hits = await searcher.search(tenant, "lorem ipsum", k=1)  # type: ignore[arg-type]
+                    hits = await searcher.search(tenant, "lorem ipsum", k=1)
                     if any(h.document_id == doc for h in hits):
                         break
                     await asyncio.sleep(0.02)
                 result["first_chunk"] = time.perf_counter() - start
-                while (await clients.status.get(tenant, doc)).stage != Stage.READY:  # type: ignore[arg-type, union-attr]
+                while (await clients.status.get(tenant, doc)).stage != Stage.READY:  # type: ignore[union-attr]
                     await asyncio.sleep(0.05)
                 result["fifty_ready"] = time.perf_counter() - start
     finally:
@@ -234,6 +235,7 @@ async def _ingest(
     from parley.ids import document_id
     from parley.uploads import upload
 
+    tenant = TenantId(tenant)
     ids = []
     for name, data in pdfs.items():
         request, _ = await upload(

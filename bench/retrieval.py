@@ -62,8 +62,14 @@ def parley_passages(pdfs: dict[str, bytes]) -> list[Passage]:
             overlap_tokens=settings.chunk_overlap_tokens,
         )
         batch = ChunkBatch(
-            tenant="t", document_id="d", version="v", filename=name, path=name,  # type: ignore[arg-type]
-            batch_index=0, batch_count=1, chunks=[],
+            tenant="t",
+            document_id="d",
+            version="v",
+            filename=name,
+            path=name,
+            batch_index=0,
+            batch_count=1,
+            chunks=[],
         )
         out += [Passage(name, d.text, embedding_text(batch, d.text, d.heading)) for d in drafts]
     return out
@@ -90,7 +96,9 @@ async def evaluate(passages: list[Passage], questions: list[dict[str, str]]) -> 
 
     embedder = LocalEmbedder()
     try:
-        matrix = np.asarray(await embedder.embed([p.embed_text for p in passages]), dtype=np.float32)
+        matrix = np.asarray(
+            await embedder.embed([p.embed_text for p in passages]), dtype=np.float32
+        )
         queries = np.asarray(
             await embedder.embed([q["Question"] for q in questions]), dtype=np.float32
         )
@@ -119,11 +127,16 @@ def all_documents() -> list[str]:
 
 def main() -> str:
     if not EVAL.exists():
-        return f"retrieval: skipped: {EVAL} is absent (../shared is beside the project only in CI)\n"
+        return (
+            f"retrieval: skipped: {EVAL} is absent (../shared is beside the project only in CI)\n"
+        )
     pdfs = {p.name: p.read_bytes() for p in sorted((EVAL / "docs").glob("*.pdf"))}
     questions = list(csv.DictReader((EVAL / "qna.csv").open(encoding="utf-8")))
     rows = []
-    for label, build in (("parley", parley_passages), ("seed (pypdf + recursive 1000/10)", seed_passages)):
+    for label, build in (
+        ("parley", parley_passages),
+        ("seed (pypdf + recursive 1000/10)", seed_passages),
+    ):
         passages = build(pdfs)
         recall, coverage = asyncio.run(evaluate(passages, questions))
         rows.append([label, len(passages), f"{recall:.3f}", f"{coverage:.3f}"])

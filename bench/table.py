@@ -10,7 +10,9 @@ def render(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) 
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [title, "-" * len(title)]
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        lines.append(
+            "  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths, strict=True))
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"

@@ -22,14 +22,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
-from parley.chunking import ChunkDraft, chunk
 
 from ingest_worker.extraction import ExtractionFailed
 from ingest_worker.isolation import extract_isolated
-from parley import events
+from parley import events, metrics, tracing
 from parley.blobstore import BlobStore
 from parley.broker import Broker, Message
-from parley.contracts import DOCUMENT_HEADER, TRACE_HEADER, Chunk, ChunkBatch, IngestRequest, dump
+from parley.chunking import ChunkDraft, chunk
+from parley.contracts import (
+    CHUNKED_AT_HEADER,
+    DOCUMENT_HEADER,
+    INGEST_STARTED_HEADER,
+    TRACE_HEADER,
+    Chunk,
+    ChunkBatch,
+    IngestRequest,
+    dump,
+)
 from parley.embedder import Tokenizer
 from parley.errors import NotFound, Reject
 from parley.ids import ChunkId, DocumentId, TenantId, document_id, new_trace_id
@@ -132,6 +141,7 @@ class IngestHandler:
     async def __call__(self, message: Message) -> None:
         requests = events.latest(events.parse(message.body))
         headers = dict(message.headers)
+        tracing.inject(headers)  # batches become children of this delivery's span
         headers.setdefault(TRACE_HEADER, f"00-{new_trace_id()}-{new_trace_id()[:16]}-01")
         for request in requests:
             where = target(request, self.settings)
@@ -187,6 +197,7 @@ class IngestHandler:
             # The served version is this very content: nothing to extract or embed. A version
             # still in flight from an upload in between is dropped (the latest upload wins).
             log.info("unchanged_skipped", version=version)
+            metrics.DOCUMENTS.labels("unchanged").inc()
             await self.status.update(
                 where.tenant,
                 where.document_id,
@@ -212,17 +223,20 @@ class IngestHandler:
             pages_total=None,
             attempts=attempt,
         )
+        started = time.time()
         try:
-            extraction = await extract_isolated(
-                data,
-                filename,
-                max_pages=self.settings.max_pages,
-                max_bytes=self.settings.max_document_bytes,
-                timeout=self.extract_timeout,
-                on_progress=self._progress(where),
-            )
+            with tracing.span("extract", document_id=where.document_id):
+                extraction = await extract_isolated(
+                    data,
+                    filename,
+                    max_pages=self.settings.max_pages,
+                    max_bytes=self.settings.max_document_bytes,
+                    timeout=self.extract_timeout,
+                    on_progress=self._progress(where),
+                )
         except ExtractionFailed as failed:
             log.warning("extraction_failed", reason=failed.reason, error=failed.message)
+            metrics.DOCUMENTS.labels("failed").inc()
             await self.status.update(
                 where.tenant,
                 where.document_id,
@@ -231,6 +245,9 @@ class IngestHandler:
                 message=failed.message,
             )
             return
+        extracted = time.time()
+        metrics.STAGE_SECONDS.labels("extracting").observe(extracted - started)
+        metrics.PAGES.inc(extraction.pages or 0)
         await self.status.update(
             where.tenant,
             where.document_id,
@@ -246,6 +263,7 @@ class IngestHandler:
             overlap_tokens=self.settings.chunk_overlap_tokens,
         )
         if not drafts:
+            metrics.DOCUMENTS.labels("failed").inc()
             await self.status.update(
                 where.tenant,
                 where.document_id,
@@ -270,8 +288,13 @@ class IngestHandler:
             chunks=len(drafts),
             chunks_done=0,
         )
+        chunked = time.time()
+        metrics.STAGE_SECONDS.labels("chunking").observe(chunked - extracted)
+        metrics.CHUNKS_CREATED.inc(len(drafts))
+        timing = {INGEST_STARTED_HEADER: repr(started), CHUNKED_AT_HEADER: repr(chunked)}
         await self.broker.publish_many(
-            self.settings.queues.embed.name, [(dump(batch), dict(headers)) for batch in out]
+            self.settings.queues.embed.name,
+            [(dump(batch), {**headers, **timing}) for batch in out],
         )
         log.info(
             "chunked",

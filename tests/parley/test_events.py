@@ -10,6 +10,7 @@ import pytest
 from parley import events
 from parley.contracts import IngestRequest
 from parley.errors import Reject
+from parley.ids import TenantId
 
 # From "Azure Blob Storage as an Event Grid source" (EventGridEvent schema), unchanged.
 EVENT_GRID_CREATED = {
@@ -113,7 +114,7 @@ def test_nested_path_and_percent_encoding() -> None:
 def test_plain_request_and_array_of_requests() -> None:
     one = {"schema": "parley.ingest.v1", "path": "acme/a.pdf", "tenant": "acme"}
     [request] = events.parse(body(one))
-    assert request == IngestRequest(path="acme/a.pdf", tenant="acme")  # type: ignore[arg-type]
+    assert request == IngestRequest(path="acme/a.pdf", tenant=TenantId("acme"))
     two = events.parse(body([one, {**one, "action": "delete", "path": "acme/b.pdf"}]))
     assert [r.action for r in two] == ["upsert", "delete"]
 
