@@ -14,11 +14,22 @@ from typing import Any
 
 import httpx
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from chat_gateway import openai_face
+from chat_gateway import documents, openai_face
 from chat_gateway.services import GatewayOptions, Services, open_services
 from chat_gateway.session import Session
-from chat_gateway.web import Receive, Request, Router, Scope, Send, json_response, static_handler
+from chat_gateway.web import (
+    Receive,
+    Request,
+    Router,
+    Scope,
+    Send,
+    json_response,
+    respond,
+    static_handler,
+)
+from parley import metrics
 from parley.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -43,7 +54,9 @@ class Gateway:
         self.router = Router()
         self.router.add("GET", "/healthz", self._healthz)
         self.router.add("GET", "/readyz", self._readyz)
+        self.router.add("GET", "/metrics", self._metrics)
         openai_face.install(self)
+        self.documents = documents.install(self)
         if static_dir is not None and static_dir.is_dir():
             serve = static_handler(static_dir)
             self.router.add("GET", "/", serve)
@@ -58,8 +71,11 @@ class Gateway:
     async def startup(self) -> None:
         if self._services is None:
             self._services = await open_services(self.settings, self.options)
+        metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
 
     async def shutdown(self) -> None:
+        await self.documents.close()
+        metrics.untrack_queue(self.settings.queues.chat.name)
         if self._services is not None:
             await self._services.close()
 
@@ -105,6 +121,9 @@ class Gateway:
     async def _healthz(self, request: Request) -> None:
         await json_response(request, 200, {"status": "alive",
                                            "uptime": round(time.time() - self.started_at, 1)})
+
+    async def _metrics(self, request: Request) -> None:
+        await respond(request, 200, await metrics.scrape(), CONTENT_TYPE_LATEST)
 
     async def _readyz(self, request: Request) -> None:
         checks: dict[str, Any] = {}

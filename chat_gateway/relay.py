@@ -26,7 +26,7 @@ from chat_gateway.conversation import Conversations
 from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.turns import TurnMeta
-from parley import turnstream
+from parley import metrics, turnstream
 from parley.contracts import ChatMessage
 from parley.turnstream import TurnEvent, TurnWriter, turn_key
 
@@ -160,6 +160,10 @@ class Relay:
 
         The terminal event is sent last, after the hold is released, so that once a client has
         it the connection is free for its next question."""
+        with metrics.CHAT_STREAMS.track_inprogress():
+            return await self._relay(turn_id, meta, send, after)
+
+    async def _relay(self, turn_id: str, meta: TurnMeta, send: Send, after: str) -> str:
         terminal: dict[str, Any] | None = None
         async with self.attachments.hold(turn_id):
             last = after

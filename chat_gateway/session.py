@@ -24,7 +24,7 @@ from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import Ask, Auth, Cancel, ErrorCode, Ping, ProtocolError, Resume
 from chat_gateway.relay import cancel_unless_resumed
 from chat_gateway.services import Services
-from parley import turnstream
+from parley import metrics, tracing, turnstream
 from parley.errors import ParleyError, Retry
 
 log = structlog.get_logger(__name__)
@@ -96,6 +96,7 @@ class Session:
         await self._send({"type": "websocket.accept"})
         code = 1006
         unsubscribe = None
+        metrics.WS_SESSIONS.inc()
         try:
             if self.principal is None and not await self._first_message_auth():
                 return
@@ -104,6 +105,7 @@ class Session:
             unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
             code = await self._loop()
         finally:
+            metrics.WS_SESSIONS.dec()
             if unsubscribe is not None:
                 unsubscribe()
             self.closed = True
@@ -189,6 +191,12 @@ class Session:
 
     # turns ----------------------------------------------------------------------------------------
     async def _ask(self, ask: Ask) -> None:
+        # One trace per turn: this span is the parent of the worker's (the chat message carries
+        # its context) and of the relay back to the client.
+        with tracing.span("chat turn"):
+            await self._ask_traced(ask)
+
+    async def _ask_traced(self, ask: Ask) -> None:
         assert self.principal is not None
         try:
             started = await self.s.turns.start(

@@ -26,6 +26,7 @@ from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, Source, dump
 from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
+from parley.tracing import inject
 from parley.turnstream import TurnWriter, turn_key
 
 
@@ -178,5 +179,7 @@ class Turns:
             "enqueued_at": time.time(),
         }
         turn = ChatTurn.model_validate(fields)
-        await self._broker.publish(self.options.queue, dump(turn), {TURN_HEADER: turn_id})
+        await self._broker.publish(
+            self.options.queue, dump(turn), dict(inject({TURN_HEADER: turn_id}))
+        )
         return Started(turn_id, cid, built.sources, offset)

@@ -8,13 +8,17 @@ meanwhile) is dropped, and anything it wrote is removed.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
+import time
+from collections.abc import Mapping
 
 import structlog
 from pydantic import ValidationError
 
+from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import ChunkBatch
+from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
 from parley.errors import Reject
 from parley.status import StatusStore
@@ -47,16 +51,19 @@ class EmbedHandler:
         with structlog.contextvars.bound_contextvars(
             document_id=batch.document_id, tenant=batch.tenant, batch=batch.batch_index
         ):
-            await self.handle(batch)
+            await self.handle(batch, message.headers)
 
-    async def handle(self, batch: ChunkBatch) -> None:
+    async def handle(self, batch: ChunkBatch, headers: Mapping[str, str] | None = None) -> None:
         current = await self.status.get(batch.tenant, batch.document_id)
         if current is None or batch.version not in (current.pending_version, current.version):
             log.info("stale_batch_dropped", version=batch.version)
             return
-        vectors = await self.embedder.embed(
-            [embedding_text(batch, c.text, c.heading) for c in batch.chunks]
-        )
+        started = time.monotonic()
+        with tracing.span("embed", document_id=batch.document_id, batch=batch.batch_index):
+            vectors = await self.embedder.embed(
+                [embedding_text(batch, c.text, c.heading) for c in batch.chunks]
+            )
+        metrics.EMBED_BATCH_SECONDS.observe(time.monotonic() - started)
         records = [
             ChunkRecord(
                 chunk_id=c.chunk_id,
@@ -80,6 +87,7 @@ class EmbedHandler:
             for c, vector in zip(batch.chunks, vectors, strict=True)
         ]
         await self.vectors.upsert(batch.tenant, records)
+        metrics.CHUNKS_EMBEDDED.inc(len(records))
         landed = await self.status.batch_landed(
             batch.tenant, batch.document_id, batch.version, batch.batch_index, len(records)
         )
@@ -90,6 +98,7 @@ class EmbedHandler:
             )
             if landed == 1:
                 log.info("document_ready", version=batch.version, old_chunks_removed=removed)
+                _observe_ready(headers or {})
         elif landed == -1:
             latest = await self.status.get(batch.tenant, batch.document_id)
             if latest is None:
@@ -99,3 +108,12 @@ class EmbedHandler:
                     batch.tenant, batch.document_id, except_version=latest.version
                 )
             log.info("superseded_batch_removed", version=batch.version)
+
+
+def _observe_ready(headers: Mapping[str, str]) -> None:
+    metrics.DOCUMENTS.labels("ready").inc()
+    now = time.time()
+    for stage, header in (("embedding", CHUNKED_AT_HEADER), ("total", INGEST_STARTED_HEADER)):
+        # Missing or odd on a batch from an older ingest worker or another tool: not observed.
+        with contextlib.suppress(KeyError, ValueError):
+            metrics.STAGE_SECONDS.labels(stage).observe(max(0.0, now - float(headers[header])))

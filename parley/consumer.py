@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from parley import metrics, tracing
 from parley.broker import Broker, Message
 from parley.contracts import DOCUMENT_HEADER, TRACE_HEADER, TURN_HEADER
 from parley.errors import Reject, Retry
@@ -70,6 +71,14 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain. Receive errors (broker down) are logged and
         retried with backoff, so a worker outlives a broker restart."""
+        name = self.queue.name
+        metrics.track_queue(self.broker, name)
+        try:
+            await self._consume(stop)
+        finally:
+            metrics.untrack_queue(name)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         failures = 0
         name = self.queue.name
         while not stop.is_set():
@@ -120,26 +129,31 @@ class Consumer:
         }
         started = time.monotonic()
         self.stats.in_flight += 1
+        name = message.queue
         with structlog.contextvars.bound_contextvars(
             **{k: v for k, v in bound.items() if v is not None}
-        ):
+        ), tracing.consuming(name, message.id, headers):
             try:
                 await self.handler(message)
             except Reject as exc:
+                metrics.MESSAGES_FAILED.labels(name).inc()
                 log.warning("rejected", reason=exc.reason, error=str(exc))
                 await self._dead_letter(message, str(exc))
             except asyncio.CancelledError:
                 log.warning("cancelled_unsettled")  # redelivered after the lease
                 raise
             except Exception as exc:
+                metrics.MESSAGES_FAILED.labels(name).inc()
                 delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
                 await self._retry(message, exc, delay)
             else:
                 await self.broker.ack(message)
                 self.stats.handled += 1
+                metrics.MESSAGES_HANDLED.labels(name).inc()
                 log.info("handled", seconds=round(time.monotonic() - started, 3))
             finally:
                 self.stats.in_flight -= 1
+                metrics.HANDLE_SECONDS.labels(name).observe(time.monotonic() - started)
 
     async def _retry(self, message: Message, exc: Exception, delay: float | None) -> None:
         error = str(exc) if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
@@ -158,6 +172,7 @@ class Consumer:
     async def _dead_letter(self, message: Message, reason: str) -> None:
         await self.broker.dead_letter(message, reason=reason)
         self.stats.dead_lettered += 1
+        metrics.MESSAGES_DEAD_LETTERED.labels(message.queue).inc()
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -19,6 +19,9 @@ from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId
 TRACE_HEADER = "traceparent"
 DOCUMENT_HEADER = "parley-document-id"
 TURN_HEADER = "parley-turn-id"
+# Unix times on chunk batches, for the stage latencies the embed worker reports (metrics only).
+INGEST_STARTED_HEADER = "parley-ingest-started"
+CHUNKED_AT_HEADER = "parley-chunked-at"
 
 
 class Wire(BaseModel):

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from parley import metrics
 
 
 async def serve_health(
@@ -19,7 +21,7 @@ async def serve_health(
             request = await asyncio.wait_for(reader.readline(), timeout=5)
             path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else "/"
             if path.startswith("/metrics"):
-                status, body, kind = "200 OK", generate_latest(), CONTENT_TYPE_LATEST
+                status, body, kind = "200 OK", await metrics.scrape(), CONTENT_TYPE_LATEST
             elif path.startswith("/healthz"):
                 status, body, kind = "200 OK", b"ok\n", "text/plain"
             elif path.startswith("/readyz"):

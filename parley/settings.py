@@ -135,6 +135,16 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     otlp_endpoint: str | None = None
 
+    # --- maintenance (parley/maintenance.py, parley/reconcile.py) ---------------------------
+    maintenance_interval_seconds: float = Field(default=300.0, gt=0)
+    # A document whose record has not moved for this long in a non-terminal stage is stuck:
+    # re-posted, and failed with reason "stuck" after stuck_max_retries re-posts. Keep it above
+    # the longest queue wait you expect (a backlog looks the same as a lost message).
+    stuck_after_seconds: float = Field(default=1800.0, gt=0)
+    stuck_max_retries: int = Field(default=3, ge=0)
+    # Blobs and records changed this recently are left to the normal event path.
+    reconcile_grace_seconds: float = Field(default=300.0, ge=0)
+
     def key(self, *parts: str) -> str:
         """A Redis key under this stack's prefix."""
         return ":".join((self.redis_prefix, *parts))

@@ -39,6 +39,13 @@ async def serve(
     """Run until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None)."""
     stop = stop or _signal_stop()
     async with contextlib.AsyncExitStack() as stack:
+        from parley import tracing
+
+        provider = tracing.configure(settings, name)
+        if provider is not None:
+            shutdown = getattr(provider, "shutdown", None)
+            if shutdown is not None:
+                stack.callback(shutdown)  # flushes the last spans
         consumers = await setup(stack, settings)
         if settings.metrics_port:
             from parley.health import serve_health

@@ -91,6 +91,19 @@ class Broker(Protocol):
         """The oldest dead letters of ``queue``, without removing them."""
         ...
 
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """Seconds since the oldest waiting or leased message was enqueued; None when empty."""
+        ...
+
+    async def replay_dead_letter(self, queue: str, dead_letter_id: str) -> bool:
+        """Put one dead letter back on ``queue`` (body and headers, attempts counted afresh)
+        and remove it from the dead letters. False when there is no such dead letter."""
+        ...
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        """Remove every dead letter of ``queue``; returns how many."""
+        ...
+
     async def close(self) -> None:
         """Release connections. In-flight leases are not settled: they expire and redeliver."""
         ...

@@ -57,6 +57,26 @@ return #due
 """
 
 
+# Moves one dead letter back into the stream, atomically (two replays of one id add it once).
+# KEYS: dead stream, stream; ARGV: dead letter id. Returns 1 if moved, 0 if not there.
+_REPLAY = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return 0 end
+local fields = found[1][2]
+local keep = {}
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if name == 'body' or string.sub(name, 1, 2) == 'h:' then
+    keep[#keep + 1] = name
+    keep[#keep + 1] = fields[i + 1]
+  end
+end
+redis.call('XADD', KEYS[2], '*', unpack(keep))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 def _fields(
     body: bytes, headers: Mapping[str, str] | None, attempts: int = 0
 ) -> dict[bytes, bytes]:
@@ -97,6 +117,7 @@ class RedisBroker:
         self._groups: set[str] = set()
         self._held: dict[str, set[bytes]] = {}
         self._promote = self._redis.register_script(_PROMOTE)
+        self._replay = self._redis.register_script(_REPLAY)
         self._keeper: asyncio.Task[None] | None = None
 
     # keys ------------------------------------------------------------------------------------
@@ -251,6 +272,33 @@ class RedisBroker:
             )
             for entry_id, fields in entries
         ]
+
+    async def oldest_message_age(self, queue: str) -> float | None:
+        # An entry id starts with its enqueue time in ms; a retry's copy is a new entry, so this
+        # is the age of the oldest *delivery* waiting or leased (delayed retries not counted).
+        first: Any = await self._redis.xrange(self.stream_key(queue), count=1)
+        if not first:
+            return None
+        millis = int(first[0][0].split(b"-")[0])
+        return max(0.0, time.time() - millis / 1000.0)
+
+    async def replay_dead_letter(self, queue: str, dead_letter_id: str) -> bool:
+        key = self.stream_key(queue)
+        try:
+            moved = await self._replay(keys=[f"{key}:dead", key], args=[dead_letter_id])
+        except ResponseError as exc:
+            if "Invalid stream ID" in str(exc):
+                return False  # not an id of this adapter (e.g. a Service Bus uuid)
+            raise
+        return bool(moved)
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        key = f"{self.stream_key(queue)}:dead"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(key)
+            pipe.delete(key)
+            count, _ = await pipe.execute()
+        return int(count)
 
     async def close(self) -> None:
         if self._keeper is not None:

@@ -154,6 +154,7 @@ class ServiceBusBroker:
         self._renewer: AutoLockRenewer | None = None
         self._senders: dict[str, ServiceBusSender] = {}
         self._receivers: dict[str, ServiceBusReceiver] = {}
+        self._peekers: dict[str, ServiceBusReceiver] = {}  # for oldest_message_age only
         self._open_lock = asyncio.Lock()
         self._depth_failed: set[str] = set()
 
@@ -377,9 +378,64 @@ class ServiceBusBroker:
             )
         return out
 
+    async def oldest_message_age(self, queue: str) -> float | None:
+        """Peeks the first active message (waiting or locked) on a receiver of its own, so a
+        scrape never disturbs the consumer's link."""
+        peeker = self._peekers.get(queue)
+        if peeker is None:
+            peeker = self._client_now().get_queue_receiver(queue, prefetch_count=0)
+            await peeker.__aenter__()
+            self._peekers[queue] = peeker
+        page = await peeker.peek_messages(max_message_count=1, sequence_number=1)
+        if not page or page[0].enqueued_time_utc is None:
+            return None
+        return max(0.0, time.time() - page[0].enqueued_time_utc.timestamp())
+
+    async def replay_dead_letter(self, queue: str, dead_letter_id: str) -> bool:
+        """Receives the dead-letter queue under lock until the message turns up, sends a copy
+        (new message id, attempts afresh) to ``queue``, then completes the dead letter; the
+        others are abandoned at the end (they stay dead letters). A crash between send and
+        complete leaves both: at-least-once, as everywhere."""
+        found = False
+        async with self._client_now().get_queue_receiver(
+            queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
+        ) as dlq:
+            skipped: list[ServiceBusReceivedMessage] = []
+            try:
+                while not found:
+                    page = await dlq.receive_messages(max_message_count=50, max_wait_time=0.5)
+                    if not page:
+                        break
+                    for sb in page:
+                        if found or _str(sb.message_id or sb.sequence_number) != dead_letter_id:
+                            skipped.append(sb)
+                            continue
+                        await (await self._sender(queue)).send_messages(_revived(sb))
+                        await dlq.complete_message(sb)
+                        found = True
+            finally:
+                for sb in skipped:
+                    await _quietly(dlq.abandon_message(sb))
+        return found
+
+    async def purge_dead_letters(self, queue: str) -> int:
+        removed = 0
+        async with self._client_now().get_queue_receiver(
+            queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
+        ) as dlq:
+            while True:
+                page = await dlq.receive_messages(max_message_count=100, max_wait_time=0.5)
+                if not page:
+                    return removed
+                for sb in page:
+                    await dlq.complete_message(sb)
+                    removed += 1
+
     async def close(self) -> None:
         renewer, self._renewer = self._renewer, None
         receivers, self._receivers = list(self._receivers.values()), {}
+        receivers += list(self._peekers.values())
+        self._peekers = {}
         senders, self._senders = list(self._senders.values()), {}
         admin, self._admin = self._admin, None
         client, self._client = self._client, None
@@ -413,6 +469,13 @@ def _outgoing(
         message_id=message_id or uuid.uuid4().hex,
         application_properties={k: str(v) for k, v in (headers or {}).items()} or None,
     )
+
+
+def _revived(dead: ServiceBusReceivedMessage) -> ServiceBusMessage:
+    """A dead letter as a new message: same body and headers, no dead-letter properties and no
+    prior attempts (a replay starts counting again)."""
+    headers = {k: v for k, v in properties_of(dead).items() if k not in _HIDDEN}
+    return _outgoing(body_of(dead), headers)
 
 
 def _receipt(message: Message) -> _Receipt:

@@ -37,6 +37,7 @@ from typing import Any
 import openai
 from azure.core.exceptions import ClientAuthenticationError
 
+from parley import metrics
 from parley.embedder import Tokenizer
 from parley.errors import ConfigError, Reject, Retry
 from parley.settings import Settings
@@ -239,6 +240,7 @@ class AzureOpenAIEmbedder:
                     input=inputs, model=self.deployment, **extra
                 )
             except openai.RateLimitError as error:
+                metrics.EMBEDDER_THROTTLED.inc()
                 asked = retry_after(error.response.headers)
                 delay = asked if asked is not None else backoff(attempt)
                 reason, text = "embedder_throttled", "Azure OpenAI is throttling (429)"
