@@ -69,16 +69,37 @@ async def upload(
         content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
         metadata={"filename": filename},
     )
+    request = await announce(
+        settings, broker=broker, tenant=tenant, path=path, etag=info.etag, filename=filename,
+        redis=redis, status=status,
+    )
+    return request, info
+
+
+async def announce(
+    settings: Settings,
+    *,
+    broker: Broker,
+    tenant: TenantId,
+    path: str,
+    etag: str,
+    filename: str,
+    redis: aioredis.Redis | None = None,
+    status: StatusStore | None = None,
+) -> IngestRequest:
+    """Post an ingest request for a blob already in the store (put by :func:`upload`, or by a
+    client through a SAS URL, or re-posted to retry a failed document); ``redis`` and
+    ``status`` as for :func:`upload`."""
     request = IngestRequest(
         action="upsert",
         container=settings.blob_container,
         path=path,
         tenant=tenant,
-        etag=info.etag,
+        etag=etag,
         filename=filename,
     )
     if redis is not None:
-        await redis.hset(settings.key("watch", settings.blob_container), path, info.etag)
+        await redis.hset(settings.key("watch", settings.blob_container), path, etag)
     if status is not None:
         await status.update(
             tenant,
@@ -90,4 +111,4 @@ async def upload(
             message=None,
         )
     await broker.publish(settings.queues.ingest.name, dump(request))
-    return request, info
+    return request
