@@ -30,7 +30,12 @@ log = structlog.get_logger(__name__)
 def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
     """What is embedded for a chunk: a short header naming the document (and section) before
     the text, so questions that name a document or section find its chunks."""
-    title = posixpath.splitext(batch.filename)[0]
+    return document_text(batch.filename, text, heading)
+
+
+def document_text(filename: str, text: str, heading: str | None) -> str:
+    """:func:`embedding_text` from the file name alone (re-embedding reads chunks from Chroma)."""
+    title = posixpath.splitext(filename)[0]
     header = f"{title} — {heading}" if heading else title
     return f"{header}\n{text}"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -31,6 +32,19 @@ def collection_name(tenant: str, model_id: str) -> str:
     digest = hashlib.sha256(f"{tenant}\x00{model_id}".encode()).hexdigest()[:10]
     readable = _UNSAFE.sub("-", f"{tenant}-{model_id}").strip("-_")[:40]
     return f"parley-{readable}-{digest}"
+
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """What a collection holds of one document (for reconciliation and re-embedding)."""
+
+    document_id: DocumentId
+    path: str
+    versions: frozenset[str]
+    chunks: int
 
 
 class ChromaStore:
@@ -52,8 +66,11 @@ class ChromaStore:
         )
         return cls(client, model_id)
 
-    async def _collection(self, tenant: str, *, create: bool = True) -> Any | None:
-        name = collection_name(tenant, self.model_id)
+    async def _collection(
+        self, tenant: str, *, create: bool = True, model_id: str | None = None
+    ) -> Any | None:
+        model_id = model_id or self.model_id
+        name = collection_name(tenant, model_id)
         found = self._collections.get(name)
         if found is not None:
             return found
@@ -62,7 +79,7 @@ class ChromaStore:
                 found = await self._client.get_or_create_collection(
                     name,
                     configuration={"hnsw": {"space": "cosine"}},
-                    metadata={"tenant": tenant, "model_id": self.model_id},
+                    metadata={"tenant": tenant, "model_id": model_id},
                     embedding_function=None,
                 )
             else:
@@ -158,6 +175,89 @@ class ChromaStore:
             return []
         found = await collection.get(where={"document_id": document_id}, include=[])
         return list(found["ids"])
+
+    # maintenance (parley/reconcile.py) -------------------------------------------------------
+    async def models(self, tenant: TenantId) -> list[str]:
+        """The embedding models the tenant has a collection for (this store's included)."""
+        try:
+            collections = await self._client.list_collections()
+        except Exception as exc:
+            raise _transient(exc) from exc
+        found = {
+            str(c.metadata["model_id"])
+            for c in collections
+            if (c.metadata or {}).get("tenant") == tenant and "model_id" in (c.metadata or {})
+        }
+        return sorted(found)
+
+    async def stored_documents(
+        self, tenant: TenantId, *, model_id: str | None = None
+    ) -> dict[DocumentId, StoredDocument]:
+        """Every document with chunks in the tenant's collection of ``model_id`` (default: this
+        store's), read page by page."""
+        collection = await self._collection(tenant, create=False, model_id=model_id)
+        if collection is None:
+            return {}
+        paths: dict[str, str] = {}
+        versions: dict[str, set[str]] = {}
+        counts: dict[str, int] = {}
+        offset = 0
+        while True:
+            try:
+                page = await collection.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            except Exception as exc:
+                raise _transient(exc) from exc
+            metadatas = page["metadatas"] or []
+            for meta in metadatas:
+                doc = str((meta or {}).get("document_id", ""))
+                paths.setdefault(doc, str((meta or {}).get("path", "")))
+                versions.setdefault(doc, set()).add(str((meta or {}).get("version", "")))
+                counts[doc] = counts.get(doc, 0) + 1
+            if len(metadatas) < _PAGE:
+                break
+            offset += _PAGE
+        return {
+            DocumentId(d): StoredDocument(
+                DocumentId(d), paths[d], frozenset(versions[d]), counts[d]
+            )
+            for d in paths
+        }
+
+    async def chunks(
+        self, tenant: TenantId, document_id: DocumentId, version: str, *, model_id: str
+    ) -> list[ChunkRecord]:
+        """One version of a document as stored under ``model_id``, vectors left out (empty)."""
+        collection = await self._collection(tenant, create=False, model_id=model_id)
+        if collection is None:
+            return []
+        where = {"$and": [{"document_id": document_id}, {"version": version}]}
+        try:
+            found = await collection.get(where=where, include=["metadatas", "documents"])
+        except Exception as exc:
+            raise _transient(exc) from exc
+        records = []
+        for chunk_id, text, metadata in zip(
+            found["ids"], found["documents"], found["metadatas"], strict=True
+        ):
+            meta = {
+                k: v for k, v in (metadata or {}).items() if k not in ("document_id", "version")
+            }
+            records.append(
+                ChunkRecord(ChunkId(chunk_id), document_id, version, text or "", (), meta)
+            )
+        return records
+
+    async def drop(self, tenant: TenantId, model_id: str) -> bool:
+        """Delete the tenant's whole collection of ``model_id``; False when there was none."""
+        name = collection_name(tenant, model_id)
+        self._collections.pop(name, None)
+        try:
+            await self._client.delete_collection(name)
+        except Exception as exc:
+            if "does not exist" in str(exc).lower() or "not found" in str(exc).lower():
+                return False
+            raise _transient(exc) from exc
+        return True
 
     async def close(self) -> None:
         self._collections.clear()  # the HTTP client has no close; its pool dies with the loop
