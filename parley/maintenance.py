@@ -217,7 +217,7 @@ def _register(celery: Celery, sweep: str) -> None:
 
     task.__name__ = sweep
     task.__doc__ = f"The {sweep!r} sweep (parley.reconcile), under its lease."
-    celery.task(name=f"parley.maintenance.{sweep}")(task)
+    celery.task(name=f"parley.maintenance.{sweep}", shared=False)(task)
 
 
 app = create_app()
