@@ -76,7 +76,8 @@ async def test_two_replicas_running_one_sweep_do_the_work_once(settings: Setting
         later = await maintenance.run_sweep("reconcile", settings)
         assert "skipped" not in later and "reposted" not in later["counts"]
         assert await ingest.depth(settings.queues.ingest.name) == 1
-        stored = json.loads(await clients.redis.get(maintenance.last_key(settings, "reconcile")) or "{}")
+        raw = await clients.redis.get(maintenance.last_key(settings, "reconcile"))
+        stored = json.loads(raw or "{}")
         assert stored["counts"] == later["counts"]
 
 
