@@ -1,0 +1,280 @@
+// The documents view: upload (drag-and-drop or the file picker, many at once, progress per
+// file), the tenant's documents updated live from the websocket's "document" events, delete
+// and retry. The server enforces size and type; the checks here only answer faster.
+
+import { $, bytes, h } from "./dom.js";
+
+const STAGES = {
+  queued: "Queued",
+  extracting: "Reading",
+  chunking: "Splitting",
+  embedding: "Indexing",
+  ready: "Ready",
+  failed: "Failed",
+};
+// Plain words for failure codes, when the record carries no message of its own.
+const REASONS = {
+  encrypted: "Encrypted: the file is password-protected.",
+  no_text_layer: "Scanned or image-only: there is no text layer to read.",
+  garbled_text: "The text layer does not map to readable characters.",
+  malformed: "The file is damaged or not a valid PDF/DOCX.",
+  too_large: "The file is over the size limit.",
+  too_many_pages: "The PDF has more pages than the limit.",
+  unsupported_type: "Not a PDF or DOCX file.",
+  empty: "The document holds no text.",
+  timeout: "Reading the file took too long.",
+  extractor_crashed: "The reader crashed on this file.",
+  gave_up: "Processing failed repeatedly.",
+};
+const PARALLEL_UPLOADS = 3;
+const TERMINAL = new Set(["ready", "failed", "deleted"]);
+
+export class DocumentsView extends EventTarget {
+  constructor(api) {
+    super();
+    this.api = api;
+    this.docs = new Map(); // document_id -> status record
+    this.limit = 100 * 1024 * 1024;
+    this.waiting = [];
+    this.running = 0;
+    this.list = $("#doc-list");
+    this.uploads = $("#uploads");
+  }
+
+  // --- the list ----------------------------------------------------------------------------
+  async refresh() {
+    const body = await this.api.get("/api/documents");
+    this.limit = body.limits.max_upload_bytes;
+    $("#limits").textContent = `PDF or DOCX, up to ${bytes(this.limit)} each.`;
+    const seen = new Set();
+    for (const doc of body.documents) {
+      seen.add(doc.document_id);
+      this.merge(doc);
+    }
+    for (const id of [...this.docs.keys()]) if (!seen.has(id)) this.docs.delete(id);
+    this.render();
+  }
+
+  /** A "document" event from the websocket, or a record from the API. */
+  update(doc) {
+    if (doc.stage === "deleted") this.docs.delete(doc.document_id);
+    else this.merge(doc);
+    this.render();
+  }
+
+  merge(doc) {
+    const known = this.docs.get(doc.document_id);
+    // Events and list replies can cross: keep the newer record.
+    if (known && (known.updated_at || 0) > (doc.updated_at || 0)) return;
+    this.docs.set(doc.document_id, doc);
+  }
+
+  get counts() {
+    let ready = 0;
+    let busy = 0;
+    for (const doc of this.docs.values()) {
+      if (doc.stage === "ready") ready += 1;
+      else if (!TERMINAL.has(doc.stage)) busy += 1;
+    }
+    return { total: this.docs.size, ready, busy };
+  }
+
+  render() {
+    const docs = [...this.docs.values()].sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
+    $("#docs-empty").hidden = docs.length > 0 || this.uploads.children.length > 0;
+    const rows = docs.map((doc) => this.row(doc));
+    this.list.replaceChildren(...rows);
+    this.dispatchEvent(new CustomEvent("change", { detail: this.counts }));
+  }
+
+  row(doc) {
+    const stage = doc.stage;
+    const label = STAGES[stage] || stage;
+    const meta = [h("span", { class: "stage", dataset: { stage } }, label)];
+    const busy = !TERMINAL.has(stage);
+    if (stage === "extracting" && doc.pages_total) {
+      meta.push(this.progress(doc.pages_done, doc.pages_total, `Pages read of ${doc.filename}`));
+      meta.push(h("span", {}, `${doc.pages_done} of ${doc.pages_total} pages`));
+    } else if (stage === "embedding" && doc.chunks) {
+      meta.push(this.progress(doc.chunks_done, doc.chunks, `Chunks indexed of ${doc.filename}`));
+      meta.push(h("span", {}, `${doc.chunks_done} of ${doc.chunks} chunks`));
+    } else if (busy) {
+      meta.push(this.progress(null, null, `Progress of ${doc.filename}`));
+    }
+    if (stage === "ready") {
+      if (doc.pages_total) meta.push(h("span", {}, plural(doc.pages_total, "page")));
+      meta.push(h("span", { class: "chunks" }, plural(doc.chunks, "chunk")));
+    }
+    if (doc.message && stage !== "failed") meta.push(h("span", {}, doc.message));
+    const actions = h("div", { class: "actions" });
+    if (stage === "failed") {
+      actions.append(h("button", { type: "button", onclick: () => this.retry(doc) }, "Retry"));
+    }
+    actions.append(this.deleteButton(doc));
+    return h("li", { class: "document", dataset: { id: doc.document_id, stage } },
+      h("span", { class: "name" }, doc.filename || doc.path),
+      h("div", { class: "meta" }, meta),
+      actions,
+      stage === "failed"
+        ? h("p", { class: "reason" }, doc.message || REASONS[doc.reason] || doc.reason || "Failed.")
+        : null,
+    );
+  }
+
+  progress(done, total, label) {
+    const bar = h("progress", { "aria-label": label });
+    if (total) {
+      bar.max = total;
+      bar.value = done;
+    }
+    return bar;
+  }
+
+  deleteButton(doc) {
+    // Two steps instead of a blocking confirm(): the first press asks, the second deletes.
+    const button = h("button", { type: "button", class: "quiet" }, "Delete");
+    let armed = false;
+    button.addEventListener("click", async () => {
+      if (!armed) {
+        armed = true;
+        button.textContent = "Really delete?";
+        button.setAttribute("aria-label", `Really delete ${doc.filename}?`);
+        setTimeout(() => {
+          armed = false;
+          if (button.isConnected) button.textContent = "Delete";
+        }, 4000);
+        return;
+      }
+      button.disabled = true;
+      try {
+        const body = await this.api.send("DELETE", `/api/documents/${doc.document_id}`);
+        this.update(body.document);
+      } catch (err) {
+        this.notice(err.message);
+        button.disabled = false;
+      }
+    });
+    button.setAttribute("aria-label", `Delete ${doc.filename}`);
+    return button;
+  }
+
+  async retry(doc) {
+    try {
+      const body = await this.api.send("POST", `/api/documents/${doc.document_id}/retry`);
+      this.update(body.document);
+    } catch (err) {
+      this.notice(err.message);
+    }
+  }
+
+  notice(message) {
+    this.dispatchEvent(new CustomEvent("notice", { detail: message }));
+  }
+
+  // --- uploads -----------------------------------------------------------------------------
+  add(files) {
+    for (const file of files) {
+      const item = { file, row: this.uploadRow(file) };
+      this.uploads.append(item.row);
+      this.waiting.push(item);
+    }
+    $("#docs-empty").hidden = true;
+    this.pump();
+  }
+
+  uploadRow(file) {
+    return h("li", { dataset: { state: "waiting", name: file.name } },
+      h("span", { class: "file" }, `${file.name} (${bytes(file.size)})`),
+      h("progress", { max: file.size || 1, value: 0, "aria-label": `Upload of ${file.name}` }),
+      h("span", { class: "msg" }, "waiting"),
+    );
+  }
+
+  pump() {
+    while (this.running < PARALLEL_UPLOADS && this.waiting.length) {
+      const item = this.waiting.shift();
+      this.running += 1;
+      this.uploadOne(item).finally(() => {
+        this.running -= 1;
+        this.pump();
+      });
+    }
+  }
+
+  async uploadOne({ file, row }) {
+    const say = (state, text) => {
+      row.dataset.state = state;
+      row.querySelector(".msg").textContent = text;
+    };
+    const progress = row.querySelector("progress");
+    try {
+      const problem = await precheck(file, this.limit);
+      if (problem) {
+        say("rejected", problem);
+        return;
+      }
+      say("uploading", "uploading…");
+      const onProgress = (sent) => {
+        progress.value = sent;
+        say("uploading", `${Math.floor((100 * sent) / (file.size || 1))}%`);
+      };
+      const target = await this.api.send("POST", "/api/uploads", { name: file.name, size: file.size });
+      let body;
+      if (target.method === "sas") {
+        await this.api.upload("PUT", target.url, file, target.headers, onProgress, false);
+        body = await this.api.send("POST", target.commit.url, target.commit.body);
+      } else {
+        body = await this.api.upload("POST", target.url, file, {}, onProgress, true);
+      }
+      progress.value = progress.max;
+      say("done", "uploaded");
+      this.update(body.document);
+      // The document's own row takes over from here.
+      setTimeout(() => row.remove(), 1500);
+    } catch (err) {
+      say("rejected", err.message);
+    }
+  }
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** Size and type by the first bytes, as the server checks them (null when fine). */
+async function precheck(file, limit) {
+  if (file.size === 0) return "the file is empty";
+  if (file.size > limit) return `${bytes(file.size)} is over the ${bytes(limit)} limit`;
+  const head = new Uint8Array(await file.slice(0, 1024).arrayBuffer());
+  const text = String.fromCharCode(...head);
+  if (text.includes("%PDF-")) return null;
+  if (text.startsWith("PK\x03\x04")) return null; // a Word package (the server checks inside)
+  if (text.startsWith("\xd0\xcf\x11\xe0")) return null; // encrypted DOCX or legacy .doc: server decides
+  return "not a PDF or DOCX file";
+}
+
+/** Files from the picker or dropped anywhere on the page go to ``onFiles`` (bound once). */
+export function bindDropZone(onFiles) {
+  const drop = $("#drop");
+  const input = $("#file-input");
+  $("#pick").addEventListener("click", () => input.click());
+  input.addEventListener("change", () => {
+    onFiles([...input.files]);
+    input.value = "";
+  });
+  // Anywhere on the page: a file dropped outside the zone must not replace the page.
+  document.addEventListener("dragover", (e) => {
+    if (![...(e.dataTransfer?.types || [])].includes("Files")) return;
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  document.addEventListener("dragleave", (e) => {
+    if (e.relatedTarget === null) drop.classList.remove("over");
+  });
+  document.addEventListener("drop", (e) => {
+    if (!e.dataTransfer?.files?.length) return;
+    e.preventDefault();
+    drop.classList.remove("over");
+    onFiles([...e.dataTransfer.files]);
+  });
+}

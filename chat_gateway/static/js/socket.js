@@ -1,0 +1,127 @@
+// The websocket to the gateway (docs/chat-protocol.md): authenticates with an "auth" message,
+// reconnects with backoff when the connection drops, and hands every server event on.
+//
+// Events (EventTarget): "state" {state: "connecting"|"online"|"reconnecting"|"offline", retryIn},
+// "ready" {tenant, reconnected}, "message" {the server event}, "denied" {message, hint}.
+//
+// A page reload or a dropped network closes without code 1000, so the gateway keeps a running
+// answer going for its resume grace; close() (sign out) sends 1000, which cancels it at once.
+
+const BACKOFF = [500, 1000, 2000, 4000, 8000];
+const CLOSE_UNAUTHENTICATED = 4401;
+
+export class Connection extends EventTarget {
+  constructor(token) {
+    super();
+    this.token = token;
+    this.ws = null;
+    this.attempt = 0;
+    this.readyOnce = false;
+    this.stopped = false;
+    this.timer = null;
+    this.countdown = null;
+  }
+
+  get open() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN && this.authed;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    clearInterval(this.countdown);
+    this.authed = false;
+    this.emit("state", { state: this.readyOnce ? "reconnecting" : "connecting", retryIn: 0 });
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    this.ws = ws;
+    ws.addEventListener("open", () => ws.send(JSON.stringify({ type: "auth", token: this.token })));
+    ws.addEventListener("message", (e) => this.onMessage(ws, e));
+    ws.addEventListener("close", (e) => this.onClose(ws, e));
+    // "error" is always followed by "close", which decides what to do.
+  }
+
+  onMessage(ws, e) {
+    if (ws !== this.ws) return;
+    let event;
+    try {
+      event = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    if (!this.authed) {
+      if (event.type === "ready") {
+        this.authed = true;
+        const reconnected = this.readyOnce;
+        this.readyOnce = true;
+        this.attempt = 0;
+        this.emit("state", { state: "online" });
+        this.emit("ready", { tenant: event.tenant, reconnected });
+        return;
+      }
+      if (event.type === "error" && event.code === "unauthenticated") {
+        this.deny(event.message, event.hint);
+        return;
+      }
+    }
+    this.emit("message", event);
+  }
+
+  onClose(ws, e) {
+    if (ws !== this.ws) return;
+    this.ws = null;
+    this.authed = false;
+    if (this.stopped) return;
+    if (e.code === CLOSE_UNAUTHENTICATED) {
+      this.deny("the token was not accepted");
+      return;
+    }
+    const delay = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
+    this.attempt += 1;
+    let left = Math.ceil(delay / 1000);
+    this.emit("state", { state: this.readyOnce ? "reconnecting" : "connecting", retryIn: left });
+    this.countdown = setInterval(() => {
+      left = Math.max(0, left - 1);
+      this.emit("state", { state: this.readyOnce ? "reconnecting" : "connecting", retryIn: left });
+    }, 1000);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  deny(message, hint) {
+    this.stopped = true;
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.emit("state", { state: "offline" });
+    this.emit("denied", { message, hint });
+  }
+
+  /** Send a client message; false when not connected (the caller says so to the user). */
+  send(message) {
+    if (!this.open) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Close for good ("I am done": a running answer is cancelled). */
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.countdown);
+    if (this.ws) this.ws.close(1000);
+    this.ws = null;
+    this.emit("state", { state: "offline" });
+  }
+
+  /** Drop the connection as a network failure would (for trying reconnects by hand). */
+  drop() {
+    if (this.ws) this.ws.close(4000, "dropped by the page");
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
