@@ -144,6 +144,18 @@ async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout)
 
 
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from parley.deadletters import command
+
+    return await command(settings, args)
+
+
+async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from parley.doctor import command
+
+    return await command(settings, args)
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     tenant = args.tenant or settings.default_tenant
     for pair in settings.local_tokens.get_secret_value().split(","):
@@ -205,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the queue messages")
     schemas.add_argument("--out", default="docs/contracts")
+
+    from parley import deadletters, doctor
+
+    deadletters.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 
@@ -213,15 +230,25 @@ COMMANDS = {
     "status": cmd_status,
     "search": cmd_search,
     "ask": cmd_ask,
+    "dlq": cmd_dlq,
+    "doctor": cmd_doctor,
 }
 SYNC_COMMANDS = {"token": cmd_token, "schemas": cmd_schemas, "up": cmd_up}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
     from parley import logs
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        from parley.doctor import explain_settings_error
+
+        print(explain_settings_error(exc), file=sys.stderr)
+        return 2
     logs.configure("WARNING", json=False)
     try:
         if args.command in SYNC_COMMANDS:
