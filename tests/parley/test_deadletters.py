@@ -17,6 +17,7 @@ from parley import deadletters
 from parley.broker.redis import RedisBroker
 from parley.cli import main
 from parley.contracts import IngestRequest, dump
+from parley.errors import NotFound, ParleyError
 from parley.ids import TenantId, document_id
 from parley.settings import Settings
 from parley.status import Stage
@@ -104,7 +105,7 @@ async def test_poison_message_listed_replayed_after_the_fix_and_purged(
             raise AssertionError(f"not ready: {status}")
         assert status.chunks > 0
         assert await deadletters.dead_letters(pipeline.clients.brokers, fixed) == []
-        with pytest.raises(deadletters.NotFound):
+        with pytest.raises(NotFound):
             await deadletters.replay(pipeline.clients.brokers, fixed, letter.id)
 
         # Two more poison messages; purge removes them.
@@ -173,6 +174,6 @@ def test_dlq_command_line(
 
 def test_unknown_queue_is_named(redis_url: str) -> None:
     settings = Settings(redis_url=redis_url)
-    with pytest.raises(deadletters.ParleyError, match="parley-ingest"):
+    with pytest.raises(ParleyError, match="parley-ingest"):
         deadletters.queues(settings, "ingset")
     assert [q.name for q in deadletters.queues(settings, "parley-chat")] == ["parley-chat"]
