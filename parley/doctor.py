@@ -245,6 +245,12 @@ async def check_chat_model(settings: Settings) -> Check:
     except ParleyError as exc:
         return fail("chat model", exc.message, exc.hint)
     where = settings.chat_base_url or settings.azure_openai_endpoint
+    fix = (
+        "is the model server up? check PARLEY_CHAT_BASE_URL, PARLEY_CHAT_MODEL and "
+        "PARLEY_CHAT_API_KEY" if settings.chat_backend == "openai-compatible" else
+        "check PARLEY_AZURE_OPENAI_ENDPOINT, PARLEY_AZURE_OPENAI_CHAT_DEPLOYMENT and the key "
+        "or the identity's 'Cognitive Services OpenAI User' role"
+    )
     try:
         stream = model.stream([ChatMessage(role="user", content="Say OK.")], max_tokens=1,
                               temperature=0.0)
@@ -255,11 +261,9 @@ async def check_chat_model(settings: Settings) -> Check:
             await closing()
         return ok("chat model", f"{settings.chat_backend} at {where} streamed a token")
     except ParleyError as exc:
-        return fail("chat model", f"{settings.chat_backend} at {where}: {exc.message}",
-                    exc.hint or "check PARLEY_CHAT_BASE_URL / PARLEY_CHAT_MODEL and the key")
+        return fail("chat model", f"{settings.chat_backend} at {where}: {exc.message}", fix)
     except Exception as exc:
-        return fail("chat model", f"{settings.chat_backend} at {where}: {_error(exc)}",
-                    "check PARLEY_CHAT_BASE_URL / PARLEY_CHAT_MODEL and the key")
+        return fail("chat model", f"{settings.chat_backend} at {where}: {_error(exc)}", fix)
     finally:
         await model.close()
 
