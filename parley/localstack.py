@@ -85,17 +85,21 @@ def _spawn(
     )
     server = Server(name, url, process, log_path)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise ParleyError(
-                f"{name} exited with code {process.returncode} while starting",
-                reason="server_start_failed",
-                hint=f"its log ({log_path}) ends with:\n{tail}",
-            )
-        if ready():
-            return server
-        time.sleep(0.1)
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ParleyError(
+                    f"{name} exited with code {process.returncode} while starting",
+                    reason="server_start_failed",
+                    hint=f"its log ({log_path}) ends with:\n{tail}",
+                )
+            if ready():
+                return server
+            time.sleep(0.1)
+    except BaseException:  # interrupted (Ctrl-C) while waiting: do not leave it running
+        server.stop(grace=2)
+        raise
     server.stop(grace=2)
     raise ParleyError(
         f"{name} did not become ready within {timeout:.0f} s",
