@@ -17,6 +17,7 @@ from parley.errors import Reject
 from parley.ids import TenantId, document_id
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
+from parley.tracing import inject
 
 CONTENT_TYPES = {
     ".pdf": "application/pdf",
@@ -110,5 +111,6 @@ async def announce(
             reason=None,
             message=None,
         )
-    await broker.publish(settings.queues.ingest.name, dump(request))
+    # The ingest message carries the current trace (the gateway's upload request, if any).
+    await broker.publish(settings.queues.ingest.name, dump(request), dict(inject({})))
     return request
