@@ -53,7 +53,8 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 RUN = uuid.uuid4().hex[:6]
-TENANT = TenantId(f"portal{RUN}")
+# Unique per run (Chroma is shared by the suite); a plain name for the saved screenshots.
+TENANT = TenantId("acme" if os.environ.get("PARLEY_SCREENSHOTS") else f"portal{RUN}")
 TOKEN = "dev-token"
 # The scripted answer: cites source 1 and 2, about 100 pieces at PIECE_SECONDS each (~4 s).
 ANSWER_WORDS = (
