@@ -189,9 +189,9 @@ class _Turn:
         self.sources = list(started.sources)
 
     def _events(self) -> Any:
-        return turnstream.tail(
-            self.g.services.redis, self.started.turn_id, prefix=self.g.settings.redis_prefix,
-            after=self.started.offset, idle_timeout=self.g.services.options.first_event_timeout,
+        return self.g.services.tailer.tail(
+            self.started.turn_id, after=self.started.offset,
+            idle_timeout=self.g.services.options.first_event_timeout,
         )
 
     def _extension(self, **extra: Any) -> dict[str, Any]:

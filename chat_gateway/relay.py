@@ -1,8 +1,9 @@
 """Relaying a turn's event stream (Redis Streams, :mod:`parley.turnstream`) to one client, and
 the bookkeeping that lets a client leave and come back through any replica.
 
-- Every event goes out as one JSON text frame with ``type``, ``turn_id`` and ``offset``; tokens
-  take a short path (no model validation) because they are most of the traffic.
+- Every event goes out as a JSON text frame with ``type``, ``turn_id`` and ``offset``. Token
+  events read in one batch are coalesced into one frame (text joined, ``offset`` the last one's),
+  since the cost of relaying is per frame, not per token.
 - On ``final`` (which carries the worker's ``citations``) the gateway records the answer in the
   conversation (idempotent: replicas relaying the same final record it once).
 - While a replica relays a turn it holds ``<turn>:attached`` (refreshed every second by one task
@@ -25,6 +26,7 @@ import structlog
 from chat_gateway.conversation import Conversations
 from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
+from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
 from parley import metrics, turnstream
 from parley.contracts import ChatMessage
@@ -43,11 +45,13 @@ return 0
 """
 
 
-def token_frame(turn_id: str, event: TurnEvent) -> str:
-    data = event.data
+def token_frame(turn_id: str, events: list[TurnEvent]) -> str:
+    """One frame for token events read together: their text joined, ``n`` summed, ``offset``
+    the last one's (resuming from it continues right after the text received)."""
+    text = "".join(str(e.data.get("text", "")) for e in events)
+    n = sum(int(e.data.get("n", 1)) for e in events)
     return json.dumps(
-        {"type": "token", "turn_id": turn_id, "offset": event.offset,
-         "text": data.get("text", ""), "n": data.get("n", 1)},
+        {"type": "token", "turn_id": turn_id, "offset": events[-1].offset, "text": text, "n": n},
         separators=(",", ":"), ensure_ascii=False,
     )
 
@@ -131,6 +135,7 @@ class Relay:
         client: aioredis.Redis,
         conversations: Conversations,
         attachments: Attachments,
+        tailer: TurnTailer,
         *,
         prefix: str,
         stream_ttl: int,
@@ -139,6 +144,7 @@ class Relay:
         self._redis = client
         self._conversations = conversations
         self.attachments = attachments
+        self.tailer = tailer
         self._prefix = prefix
         self._ttl = stream_ttl
         self._idle = idle_timeout
@@ -168,21 +174,27 @@ class Relay:
         async with self.attachments.hold(turn_id):
             last = after
             try:
-                async for event in turnstream.tail(
-                    self._redis, turn_id, prefix=self._prefix, after=after,
-                    idle_timeout=self._idle,
+                async for batch in self.tailer.batches(
+                    turn_id, after=after, idle_timeout=self._idle
                 ):
-                    last = event.offset
-                    if event.kind == "token":
-                        await send(token_frame(turn_id, event))
-                        continue
-                    payload = client_event(turn_id, event)
-                    if event.kind == "final":
-                        await self._finish(turn_id, meta, payload)
-                    if event.kind in turnstream.TERMINAL:
-                        terminal = payload
-                        break
-                    await send(encode(payload))
+                    last = batch[-1].offset
+                    tokens: list[TurnEvent] = []
+                    for event in batch:
+                        if event.kind == "token":
+                            tokens.append(event)
+                            continue
+                        if tokens:
+                            await send(token_frame(turn_id, tokens))
+                            tokens = []
+                        payload = client_event(turn_id, event)
+                        if event.kind == "final":
+                            await self._finish(turn_id, meta, payload)
+                        if event.kind in turnstream.TERMINAL:
+                            terminal = payload
+                            break
+                        await send(encode(payload))
+                    if tokens:
+                        await send(token_frame(turn_id, tokens))
             except TimeoutError:
                 terminal = await self._give_up(turn_id, last)
         assert terminal is not None, "tail only ends on a terminal event"

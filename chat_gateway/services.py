@@ -16,6 +16,7 @@ from chat_gateway.conversation import Conversations
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
+from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
 from parley.broker import Broker
 from parley.clients import open_clients
@@ -24,6 +25,8 @@ from parley.search import Searcher
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectorstore import VectorStore
+
+REDIS_CONNECTIONS = 256
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Services:
     status: StatusStore
     auth: Authenticator
     turns: Turns
+    tailer: TurnTailer
     relay: Relay
     hub: ProgressHub
     attachments: Attachments
@@ -92,6 +96,7 @@ class Services:
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(Searcher(embedder, store, status), k=settings.retrieval_k)
         attachments = Attachments(redis, prefix)
+        tailer = TurnTailer(redis, prefix=prefix)
         return cls(
             settings=settings,
             options=options,
@@ -103,7 +108,8 @@ class Services:
             auth=auth or Authenticator.from_settings(settings),
             turns=Turns(redis, broker, retriever, conversations, turn_options,
                         tokenizer=getattr(embedder, "tokenizer", None)),
-            relay=Relay(redis, conversations, attachments, prefix=prefix,
+            tailer=tailer,
+            relay=Relay(redis, conversations, attachments, tailer, prefix=prefix,
                         stream_ttl=settings.stream_ttl_seconds,
                         idle_timeout=options.first_event_timeout),
             hub=ProgressHub(redis, prefix=prefix),
@@ -125,6 +131,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.hub.close()
+        await self.tailer.close()
         await self.attachments.close()
         if self.stack is not None:
             await self.stack.aclose()
@@ -136,8 +143,17 @@ async def open_services(settings: Settings, options: GatewayOptions | None = Non
     stack = contextlib.AsyncExitStack()
     try:
         clients = await open_clients(stack, settings, vectors=True, embedder=True)
+        # The gateway's own pool: a burst of asks must wait for a connection, not fail with
+        # MaxConnectionsError (redis-py's default pool holds 100 and raises beyond).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10,
+            health_check_interval=30,
+        )
+        redis = aioredis.Redis(connection_pool=pool)
+        stack.push_async_callback(pool.aclose)
+        stack.push_async_callback(redis.aclose)
         return Services.assemble(
-            settings, redis=clients.redis, broker=clients.brokers.for_queue(settings.queues.chat),
+            settings, redis=redis, broker=clients.brokers.for_queue(settings.queues.chat),
             embedder=clients.embedder, store=clients.vectors, options=options, stack=stack,
         )
     except BaseException:

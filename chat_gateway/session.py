@@ -24,6 +24,7 @@ from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import Ask, Auth, Cancel, ErrorCode, Ping, ProtocolError, Resume
 from chat_gateway.relay import cancel_unless_resumed
 from chat_gateway.services import Services
+from chat_gateway.turns import TurnMeta
 from parley import metrics, tracing, turnstream
 from parley.errors import ParleyError, Retry
 
@@ -222,7 +223,7 @@ class Session:
                                "conversation_id": started.conversation_id})
         meta = await self.s.turns.meta(started.turn_id)
         assert meta is not None
-        await self.s.relay.run(started.turn_id, meta, self.send_text)
+        await self._relay(started.turn_id, meta, "0-0")
 
     async def _resume(self, resume: Resume) -> None:
         assert self.principal is not None
@@ -236,7 +237,17 @@ class Session:
         self.turn_id = resume.turn_id
         await self.send_event({"type": "turn", "turn_id": resume.turn_id,
                                "conversation_id": meta.conversation_id, "resumed": True})
-        await self.s.relay.run(resume.turn_id, meta, self.send_text, after=resume.offset)
+        await self._relay(resume.turn_id, meta, resume.offset)
+
+    async def _relay(self, turn_id: str, meta: TurnMeta, after: str) -> None:
+        try:
+            await self.s.relay.run(turn_id, meta, self.send_text, after=after)
+        except Exception as exc:
+            log.exception("relay_failed", turn_id=turn_id)
+            await self.send_event(protocol.error(
+                ErrorCode.INTERNAL, f"the gateway lost the answer stream ({type(exc).__name__})",
+                hint="resume the turn, or ask again", turn_id=turn_id,
+            ))
 
     async def _cancel(self, turn_id: str | None) -> None:
         assert self.principal is not None

@@ -1,0 +1,120 @@
+"""A chat gateway process for the benches (``bench/relay.py``, ``bench/sessions.py``).
+
+    python bench/gateway_server.py --redis-url URL --prefix P --port N [--ws IMPL] [--deflate]
+
+``--ws``: ``websockets-sansio`` (what the gateway ships with), ``websockets`` (uvicorn's legacy
+protocol of the same library) or ``raw`` (``websockets.asyncio.server.serve`` with a handler that
+only checks the token and waits: the floor for memory per connection). Retrieval is never used by
+the benches, so the embedder and vector store are inert stand-ins. Prints READY when serving."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from chat_gateway.app import Gateway
+from chat_gateway.server import config
+from chat_gateway.services import GatewayOptions, Services
+from parley.broker.redis import RedisBroker
+from parley.settings import Settings
+from parley.vectorstore import Hit
+
+TOKEN = "bench-token"
+TENANT = "bench"
+
+
+class Inert:
+    """Stands in for the embedder and the vector store, which the benches never reach."""
+
+    model_id = "inert"
+    dimensions = 1
+    max_tokens = 1
+    tokenizer = None
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [[0.0] for _ in texts]
+
+    async def query(self, tenant: str, embedding: Sequence[float], *, k: int) -> list[Hit]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+def raise_fd_limit() -> int:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def serve_raw(port: int) -> None:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def handler(ws: ServerConnection) -> None:
+        if ws.request is None or f"token={TOKEN}" not in ws.request.path:
+            await ws.close(4401)
+            return
+        await ws.send('{"type":"ready"}')
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20,
+                     backlog=4096):
+        print("READY", flush=True)
+        await asyncio.Future()
+
+
+async def serve_gateway(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = Settings(redis_url=args.redis_url, redis_prefix=args.prefix,
+                        local_tokens=SecretStr(f"{TOKEN}:{TENANT}"))
+    pool = aioredis.BlockingConnectionPool.from_url(args.redis_url, max_connections=256,
+                                                    timeout=10)
+    client = aioredis.Redis(connection_pool=pool)
+    inert: Any = Inert()
+    services = Services.assemble(
+        settings, redis=client, broker=RedisBroker(client, prefix=args.prefix),
+        embedder=inert, store=inert, options=GatewayOptions(asks_per_minute=0),
+    )
+    gateway = Gateway(settings, services=services, static_dir=None)
+    server = uvicorn.Server(config(gateway, host="127.0.0.1", port=args.port, ws=args.ws,
+                                   ws_per_message_deflate=args.deflate))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    print("READY", flush=True)
+    await task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ws", default="websockets-sansio")
+    parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--loop", default="asyncio", choices=["uvloop", "asyncio"],
+                        help="uvicorn picks uvloop when installed (not a dependency)")
+    args = parser.parse_args()
+    raise_fd_limit()
+    main_coro = serve_raw(args.port) if args.ws == "raw" else serve_gateway(args)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main_coro)
+    else:
+        asyncio.run(main_coro)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Every turn stream this gateway process relays, read by one task with one blocking ``XREAD``.
+
+One blocking read per turn would hold one Redis connection per streaming client (redis-py's
+pool holds 100 by default: the 101st stream would wait forever) and return one or two entries
+per round trip. Here a single loop reads all active turn streams at once, plus a per-process
+wake stream: a new subscriber appends to it so the blocked read returns at once and the next one
+includes the new turn (so the first token is not delayed by the block time).
+
+Each subscriber has its own queue and offset; a subscriber whose queue is above ``high_water``
+batches (a slow client) is left out of the read until it catches up, so it cannot make the
+process buffer a whole stream. Nothing is consumed from Redis: other replicas and resumed
+clients read the same entries from their own offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from parley.turnstream import TERMINAL, TurnEvent, _event, turn_key
+
+log = structlog.get_logger(__name__)
+
+
+def _id(offset: str) -> tuple[int, int]:
+    ms, _, seq = offset.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    key: str
+    last: str
+    queue: asyncio.Queue[list[TurnEvent]] = field(default_factory=asyncio.Queue)
+
+
+class TurnTailer:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str,
+        block: float = 5.0,
+        count: int = 512,
+        high_water: int = 64,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._block_ms = int(block * 1000)
+        self._count = count
+        self._high_water = high_water
+        self._wake_key = f"{prefix}:gw:{uuid.uuid4().hex}:wake"
+        self._subscribers: set[_Subscriber] = set()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by every new subscriber
+        self._waking = False
+
+    @property
+    def active(self) -> int:
+        return len(self._subscribers)
+
+    async def tail(
+        self, turn_id: str, *, after: str = "0-0", idle_timeout: float | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        """Events of the turn after ``after`` until its terminal event (as
+        :func:`parley.turnstream.tail`). Raises TimeoutError after ``idle_timeout`` seconds
+        without an event. Closing the iterator unsubscribes at once."""
+        async for batch in self.batches(turn_id, after=after, idle_timeout=idle_timeout):
+            for event in batch:
+                yield event
+
+    async def batches(
+        self, turn_id: str, *, after: str = "0-0", idle_timeout: float | None = None
+    ) -> AsyncIterator[list[TurnEvent]]:
+        """As :meth:`tail`, in the batches read together (the last one ends with the terminal
+        event), so a relay can coalesce tokens that arrived together into one frame."""
+        sub = _Subscriber(turn_key(self._prefix, turn_id), after)
+        self._subscribers.add(sub)
+        self._generation += 1
+        self._changed.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="turn-tailer")
+        elif not self._waking:
+            await self._wake()
+        try:
+            while True:
+                batch = await asyncio.wait_for(sub.queue.get(), idle_timeout)
+                for i, event in enumerate(batch):
+                    if event.kind in TERMINAL:
+                        yield batch[: i + 1]
+                        return
+                yield batch
+        finally:
+            self._subscribers.discard(sub)
+
+    async def _wake(self) -> None:
+        """Unblock the loop's read. One wake in flight at a time (a burst of new subscribers
+        costs a few round trips, not one each); repeated while subscribers arrived during it,
+        since the loop may have started its next read before they did."""
+        self._waking = True
+        try:
+            seen = -1
+            while seen != self._generation:
+                seen = self._generation
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1)
+                    pipe.expire(self._wake_key, 60)
+                    await pipe.execute()
+        finally:
+            self._waking = False
+
+    async def _run(self) -> None:
+        while True:
+            if not self._subscribers:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("turn_tail_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _step(self) -> None:
+        by_key: dict[str, list[_Subscriber]] = {}
+        for sub in self._subscribers:
+            if sub.queue.qsize() < self._high_water:
+                by_key.setdefault(sub.key, []).append(sub)
+        if not by_key:
+            await asyncio.sleep(0.01)  # every reader is behind: let them drain
+            return
+        streams: dict[Any, Any] = {self._wake_key: "$"}
+        for key, subs in by_key.items():
+            streams[key] = min((s.last for s in subs), key=_id)
+        reply: Any = await self._redis.xread(streams, count=self._count, block=self._block_ms)
+        for raw_key, entries in reply or []:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            readers = by_key.get(key)
+            if not readers:
+                continue
+            events = [
+                _event(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), fields)
+                for entry_id, fields in entries
+            ]
+            for sub in readers:
+                if sub not in self._subscribers:
+                    continue
+                floor = _id(sub.last)
+                fresh = [e for e in events if _id(e.offset) > floor]
+                if fresh:
+                    sub.last = fresh[-1].offset
+                    sub.queue.put_nowait(fresh)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
