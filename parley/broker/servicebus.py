@@ -155,6 +155,7 @@ class ServiceBusBroker:
         self._senders: dict[str, ServiceBusSender] = {}
         self._receivers: dict[str, ServiceBusReceiver] = {}
         self._peekers: dict[str, ServiceBusReceiver] = {}  # for oldest_message_age only
+        self._dead: dict[str, ServiceBusReceiver] = {}  # dead-letter queues (replay, purge)
         self._open_lock = asyncio.Lock()
         self._depth_failed: set[str] = set()
 
@@ -397,45 +398,52 @@ class ServiceBusBroker:
         others are abandoned at the end (they stay dead letters). A crash between send and
         complete leaves both: at-least-once, as everywhere."""
         found = False
-        async with self._client_now().get_queue_receiver(
-            queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
-        ) as dlq:
-            skipped: list[ServiceBusReceivedMessage] = []
-            try:
-                while not found:
-                    page = await dlq.receive_messages(max_message_count=50, max_wait_time=0.5)
-                    if not page:
-                        break
-                    for sb in page:
-                        if found or _str(sb.message_id or sb.sequence_number) != dead_letter_id:
-                            skipped.append(sb)
-                            continue
-                        await (await self._sender(queue)).send_messages(_revived(sb))
-                        await dlq.complete_message(sb)
-                        found = True
-            finally:
-                for sb in skipped:
-                    await _quietly(dlq.abandon_message(sb))
+        dlq = await self._dead_receiver(queue)
+        skipped: list[ServiceBusReceivedMessage] = []
+        try:
+            while not found:
+                page = await dlq.receive_messages(max_message_count=50, max_wait_time=0.5)
+                if not page:
+                    break
+                for sb in page:
+                    if found or _str(sb.message_id or sb.sequence_number) != dead_letter_id:
+                        skipped.append(sb)
+                        continue
+                    await (await self._sender(queue)).send_messages(_revived(sb))
+                    await dlq.complete_message(sb)
+                    found = True
+        finally:
+            for sb in skipped:
+                await _quietly(dlq.abandon_message(sb))
         return found
 
     async def purge_dead_letters(self, queue: str) -> int:
         removed = 0
-        async with self._client_now().get_queue_receiver(
-            queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
-        ) as dlq:
-            while True:
-                page = await dlq.receive_messages(max_message_count=100, max_wait_time=0.5)
-                if not page:
-                    return removed
-                for sb in page:
-                    await dlq.complete_message(sb)
-                    removed += 1
+        dlq = await self._dead_receiver(queue)
+        while True:
+            page = await dlq.receive_messages(max_message_count=100, max_wait_time=0.5)
+            if not page:
+                return removed
+            for sb in page:
+                await dlq.complete_message(sb)
+                removed += 1
+
+    async def _dead_receiver(self, queue: str) -> ServiceBusReceiver:
+        """A peek-lock receiver on ``<queue>/$DeadLetterQueue``, opened once and kept."""
+        receiver = self._dead.get(queue)
+        if receiver is None:
+            receiver = self._client_now().get_queue_receiver(
+                queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
+            )
+            await receiver.__aenter__()
+            self._dead[queue] = receiver
+        return receiver
 
     async def close(self) -> None:
         renewer, self._renewer = self._renewer, None
         receivers, self._receivers = list(self._receivers.values()), {}
-        receivers += list(self._peekers.values())
-        self._peekers = {}
+        receivers += [*self._peekers.values(), *self._dead.values()]
+        self._peekers, self._dead = {}, {}
         senders, self._senders = list(self._senders.values()), {}
         admin, self._admin = self._admin, None
         client, self._client = self._client, None
