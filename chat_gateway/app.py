@@ -29,7 +29,7 @@ from chat_gateway.web import (
     respond,
     static_handler,
 )
-from parley import metrics
+from parley import metrics, tracing
 from parley.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -69,6 +69,7 @@ class Gateway:
         return self._services
 
     async def startup(self) -> None:
+        tracing.configure(self.settings, "gateway")  # OTLP export when PARLEY_OTLP_ENDPOINT set
         if self._services is None:
             self._services = await open_services(self.settings, self.options)
         metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
