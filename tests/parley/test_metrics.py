@@ -24,6 +24,8 @@ from parley.uploads import upload
 from tests.fixtures import documents
 from tests.pipeline import pipeline_settings, running_pipeline
 
+ROOT = Path(__file__).resolve().parents[2]
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -112,3 +114,29 @@ async def test_worker_metrics_follow_a_small_run(
     assert delta("parley_embed_batch_seconds_count") == batches
     for stage in ("extracting", "chunking", "embedding", "total"):
         assert delta("parley_document_stage_seconds_count", stage=stage) == 3, stage
+
+
+def test_the_dashboard_queries_only_metrics_that_exist() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    dashboard = json.loads((ROOT / "dashboards" / "parley.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bparley_[a-z_]+", e)}
+    exposed = {
+        sample.name for family in REGISTRY.collect() if family.name.startswith("parley_")
+        for sample in family.samples
+    } | {
+        f"{family.name}{suffix}" for family in REGISTRY.collect()
+        if family.name.startswith("parley_") for suffix in ("", "_bucket", "_total")
+    }
+    assert used, "no queries found"
+    assert used <= exposed, used - exposed
+    # Every metric family of parley.metrics is on the dashboard.
+    families = {name.removesuffix("_total") for name in (
+        v._name for v in vars(metrics).values() if hasattr(v, "_name")
+    )}
+    shown = {re.sub(r"_(bucket|total)$", "", m) for m in used}
+    assert families <= shown, families - shown
