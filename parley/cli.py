@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from parley.errors import ParleyError
 from parley.settings import Settings
 
@@ -259,9 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
+    except (OSError, RedisConnectionError) as exc:
         print(
-            f"parley: {exc}\n(is the local stack running? start it with: parley up)",
+            f"parley: cannot reach a service: {exc}\n"
+            "(is the local stack running? start it with: parley up)",
             file=sys.stderr,
         )
         return 2
