@@ -1,0 +1,74 @@
+"""Document status on a real Redis: the version swap happens once, at the last batch; redelivered
+and superseded batches change nothing; progress events follow every change."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from parley.ids import DocumentId, TenantId
+from parley.status import Stage, StatusStore, parse_progress
+
+T = TenantId("acme")
+D = DocumentId("doc1")
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[StatusStore]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield StatusStore(client, prefix=f"s{uuid.uuid4().hex[:8]}")
+    await client.aclose()
+
+
+async def test_update_creates_lists_and_publishes(store: StatusStore) -> None:
+    first = await store.update(T, D, filename="a.pdf", stage=Stage.QUEUED)
+    assert first.stage == Stage.QUEUED and first.created_at == first.updated_at
+    second = await store.update(T, D, stage=Stage.EXTRACTING, pages_done=1, pages_total=3)
+    assert second.created_at == first.created_at and second.pages_total == 3
+    assert [d.document_id for d in await store.documents(T)] == [D]
+    assert await store.tenants() == [T]
+    events: Any = await store._redis.xrange(store.progress_key(T))
+    stages = [parse_progress(fields).stage for _id, fields in events]
+    assert stages == [Stage.QUEUED, Stage.EXTRACTING]
+    cleared = await store.update(T, D, reason=None)
+    assert cleared.reason is None
+
+
+async def test_last_batch_swaps_version_exactly_once(store: StatusStore) -> None:
+    await store.update(T, D, stage=Stage.READY, version="v1")
+    await store.update(T, D, stage=Stage.EMBEDDING, pending_version="v2", batches_total=3)
+    assert (await store.served_versions(T, [D]))[D] == "v1"  # old served until complete
+    assert await store.batch_landed(T, D, "v2", 0, 5) == 0
+    assert await store.batch_landed(T, D, "v2", 0, 5) == 0  # redelivered batch: counted once
+    assert await store.batch_landed(T, D, "v2", 2, 5) == 0
+    assert (await store.served_versions(T, [D]))[D] == "v1"
+    results = await asyncio.gather(*(store.batch_landed(T, D, "v2", 1, 5) for _ in range(5)))
+    assert sorted(results) == [1, 2, 2, 2, 2]  # one call made it ready; the others saw it ready
+    status = await store.get(T, D)
+    assert status is not None
+    assert (status.stage, status.version, status.pending_version) == (Stage.READY, "v2", None)
+    assert status.chunks_done == 15
+    assert (await store.served_versions(T, [D]))[D] == "v2"
+    assert await store.batch_landed(T, D, "v1", 0, 5) == -1  # superseded version
+
+
+async def test_first_version_is_served_while_pending(store: StatusStore) -> None:
+    await store.update(T, D, stage=Stage.EMBEDDING, pending_version="v1", batches_total=2)
+    assert (await store.served_versions(T, [D, DocumentId("unknown")])) == {
+        D: "v1",
+        DocumentId("unknown"): None,
+    }
+
+
+async def test_remove_forgets_and_publishes_deleted(store: StatusStore) -> None:
+    await store.update(T, D, filename="a.pdf", stage=Stage.READY)
+    await store.remove(T, D)
+    assert await store.get(T, D) is None
+    assert await store.documents(T) == []
+    events: Any = await store._redis.xrange(store.progress_key(T))
+    assert parse_progress(events[-1][1]).stage == Stage.DELETED
