@@ -170,6 +170,10 @@ class CompletionStream:
                     continue  # blank separators, ": keep-alive" comments, "event:" lines
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    # Read the body to its end: an HTTP/1.1 connection closed with unread bytes
+                    # is dropped, not reused, and every turn would pay a new connection.
+                    async for _ in self._lines:
+                        pass
                     raise StopAsyncIteration
                 text = self._take(json.loads(data))
                 if text:

@@ -74,6 +74,15 @@ async def test_streams_pieces_with_the_backends_usage(peer: OpenAIChatPeer) -> N
     await model.close()
 
 
+async def test_finished_streams_reuse_the_connection(peer: OpenAIChatPeer) -> None:
+    model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
+    for _ in range(3):
+        assert await collect(model.stream(QUESTION, max_tokens=8, temperature=0.0))
+    ports = {seen.client_port for seen in peer.seen}
+    assert len(peer.seen) == 3 and len(ports) == 1, ports
+    await model.close()
+
+
 async def test_length_limit_is_reported(peer: OpenAIChatPeer) -> None:
     model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
     stream = model.stream(QUESTION, max_tokens=3, temperature=0.0)

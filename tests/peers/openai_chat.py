@@ -65,6 +65,7 @@ class Seen:
     path: str
     query: str
     headers: dict[str, str]
+    client_port: int  # the client's end of the TCP connection: equal ports = a reused connection
 
 
 @dataclass
@@ -137,6 +138,7 @@ class OpenAIChatPeer:
         self.seen.append(Seen(
             method, path, scope.get("query_string", b"").decode(),
             {k.decode().lower(): v.decode() for k, v in scope["headers"]},
+            int((scope.get("client") or ("", 0))[1]),
         ))
         if method == "GET" and path.endswith("/models"):
             await _json(send, 200, {"object": "list", "data": [{"id": self.model,
