@@ -78,8 +78,13 @@ async def serve_gateway(args: argparse.Namespace) -> None:
 
     settings = Settings(redis_url=args.redis_url, redis_prefix=args.prefix,
                         local_tokens=SecretStr(f"{TOKEN}:{TENANT}"))
+    extra: dict[str, Any] = {}
+    if args.parser == "python":
+        from redis._parsers import _AsyncRESP3Parser
+
+        extra["parser_class"] = _AsyncRESP3Parser
     pool = aioredis.BlockingConnectionPool.from_url(args.redis_url, max_connections=256,
-                                                    timeout=10)
+                                                    timeout=10, **extra)
     client = aioredis.Redis(connection_pool=pool)
     inert: Any = Inert()
     services = Services.assemble(
@@ -103,6 +108,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--parser", default="auto", choices=["auto", "python"],
+                        help="auto: hiredis when installed; python: redis-py's own parser")
     parser.add_argument("--loop", default="asyncio", choices=["uvloop", "asyncio"],
                         help="uvicorn picks uvloop when installed (not a dependency)")
     args = parser.parse_args()

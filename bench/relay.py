@@ -8,6 +8,10 @@ turn metadata a gateway needs; clients (websockets, in this process) ``resume`` 
 offset 0 and read until ``final``. Nothing else runs through the gateway, so this measures the
 relay path: XREAD -> JSON frame -> websocket write.
 
+The gateway parses Redis replies with hiredis when it is installed (a runtime dependency);
+each case runs against two gateway processes: ``hiredis`` and ``python`` (redis-py's own
+parser), side by side.
+
 Rows: ``backlog`` streams are written before the clients connect (the gateway reads up to 512
 entries per XREAD); ``live`` streams are written while the clients read (the worker's own
 batching: one entry per 20 ms flush, so entries carry several tokens when the model is fast).
@@ -77,16 +81,18 @@ async def write_live(redis: aioredis.Redis, turn_id: str, tokens: int) -> None:
     await writer.emit("final", {"text": "", "citations": []})
 
 
-async def read_turn(url: str, turn_id: str) -> int:
-    """Frames received for the turn (its events after 'turn'), until final."""
-    frames = 0
+async def read_turn(url: str, turn_id: str) -> tuple[int, int]:
+    """(frames, tokens) received for the turn, until final."""
+    frames = tokens = 0
     async with connect(url, compression=None, max_size=2**22, proxy=None) as ws:
         await ws.recv()  # ready
         await ws.send(json.dumps({"type": "resume", "turn_id": turn_id, "offset": "0-0"}))
         async for raw in ws:
             frames += 1
-            if '"type":"final"' in str(raw):
-                return frames
+            event = json.loads(raw)
+            tokens += int(event.get("n", 0)) if event["type"] == "token" else 0
+            if event["type"] == "final":
+                return frames, tokens
     raise RuntimeError(f"turn {turn_id}: connection ended before final")
 
 
@@ -104,10 +110,13 @@ async def run_case(case: Case, total: int, redis: aioredis.Redis, url: str, pid:
     readers = [asyncio.create_task(read_turn(url, t)) for t in turns]
     if case.mode == "live":
         await asyncio.gather(*(write_live(redis, t, per_stream) for t in turns))
-    frames = sum(await asyncio.gather(*readers))
+    counts = await asyncio.gather(*readers)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(pid) - cpu0
-    tokens = per_stream * case.streams
+    frames = sum(f for f, _ in counts)
+    tokens = sum(t for _, t in counts)
+    if tokens != per_stream * case.streams:
+        raise RuntimeError(f"{case}: relayed {tokens} of {per_stream * case.streams} tokens")
     return {
         "mode": case.mode, "streams": case.streams,
         "tok/entry": str(case.tokens_per_entry) if case.mode == "backlog" else "20ms",
@@ -122,47 +131,52 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=200_000, help="tokens per row")
     args = parser.parse_args()
     raise_fd_limit()
+    # Backlog streams stay under the turn stream's cap (MAX_EVENTS entries).
     cases = [
-        Case("backlog", 1, 1), Case("backlog", 100, 1), Case("backlog", 100, 8),
+        Case("backlog", 10, 1), Case("backlog", 100, 1), Case("backlog", 100, 8),
         Case("live", 1, 0), Case("live", 100, 0),
     ]
+    rows: list[dict[str, float | int | str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         server_redis = localstack.start_redis(Path(tmp))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        gateway = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("gateway_server.py")),
-             "--redis-url", server_redis.url, "--prefix", PREFIX, "--port", str(port)],
-            stdout=subprocess.PIPE, text=True,
-        )
         redis = aioredis.Redis.from_url(server_redis.url)
         try:
-            assert gateway.stdout is not None
-            if gateway.stdout.readline().strip() != "READY":
-                raise RuntimeError("gateway did not start")
-            url = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
-            await run_case(Case("backlog", 4, 4), 4000, redis, url, gateway.pid)  # warm-up
-            rows = []
-            for case in cases:
-                rows.append(await run_case(case, args.tokens, redis, url, gateway.pid))
-                print(f"done: {case}", file=sys.stderr, flush=True)
+            for parser_name in ("hiredis", "python"):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    port = sock.getsockname()[1]
+                gateway = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).with_name("gateway_server.py")),
+                     "--redis-url", server_redis.url, "--prefix", PREFIX, "--port", str(port),
+                     "--parser", "auto" if parser_name == "hiredis" else "python"],
+                    stdout=subprocess.PIPE, text=True,
+                )
+                try:
+                    assert gateway.stdout is not None
+                    if gateway.stdout.readline().strip() != "READY":
+                        raise RuntimeError("gateway did not start")
+                    url = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
+                    await run_case(Case("backlog", 4, 4), 4000, redis, url, gateway.pid)
+                    for case in cases:
+                        row = await run_case(case, args.tokens, redis, url, gateway.pid)
+                        rows.append({**row, "parser": parser_name})
+                finally:
+                    gateway.terminate()
+                    gateway.wait(10)
         finally:
             await redis.aclose()
-            gateway.terminate()
-            gateway.wait(10)
             server_redis.stop()
     load = os.getloadavg()[0]
     print(f"\nTokens relayed by one gateway process ({os.cpu_count()} cores, load average "
           f"{load:.1f}; goal >= 50,000 tokens/s)\n")
-    header = (f"{'mode':<8} {'streams':>7} {'tok/entry':>9} {'tokens':>8} {'frames':>8} "
-              f"{'seconds':>8} {'tokens/s':>10} {'frames/s':>9} {'gw CPU s':>9} "
+    header = (f"{'parser':<8} {'mode':<8} {'streams':>7} {'tok/entry':>9} {'tokens':>8} "
+              f"{'frames':>8} {'seconds':>8} {'tokens/s':>10} {'frames/s':>9} {'gw CPU s':>9} "
               f"{'tok per gw CPU s':>17} {'x goal':>7}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['mode']:<8} {r['streams']:>7} {r['tok/entry']:>9} {r['tokens']:>8} "
-              f"{r['frames']:>8} {r['seconds']:>8.2f} {r['tok/s']:>10,.0f} "
+        print(f"{r['parser']:<8} {r['mode']:<8} {r['streams']:>7} {r['tok/entry']:>9} "
+              f"{r['tokens']:>8} {r['frames']:>8} {r['seconds']:>8.2f} {r['tok/s']:>10,.0f} "
               f"{r['frames/s']:>9,.0f} {r['gw_cpu']:>9.2f} {r['tok/cpu_s']:>17,.0f} "
               f"{float(r['tok/s']) / 50_000:>7.2f}")
 

@@ -48,7 +48,7 @@ class TurnTailer:
         *,
         prefix: str,
         block: float = 5.0,
-        count: int = 512,
+        count: int = 128,
         high_water: int = 64,
     ) -> None:
         self._redis = client
