@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     local_tokens: SecretStr = SecretStr("dev-token:default")
     entra_tenant_id: str | None = None
     entra_audience: str | None = None
+    # The JWT claim naming the Parley tenant ("tid", "groups"...), and an optional map of claim
+    # values to tenants ("<group-id>:<tenant>,..."); without a map the value is the tenant.
+    entra_tenant_claim: str = "tid"
+    entra_tenant_map: str = ""
     max_upload_bytes: int = 100 * 1024 * 1024
 
     # --- runtime ------------------------------------------------------------------------------
