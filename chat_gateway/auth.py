@@ -172,8 +172,8 @@ class Authenticator:
             entra = EntraVerifier.for_entra_tenant(
                 settings.entra_tenant_id,
                 settings.entra_audience,
-                tenant_claim=getattr(settings, "entra_tenant_claim", "tid"),
-                tenant_map=parse_pairs(getattr(settings, "entra_tenant_map", "")),
+                tenant_claim=settings.entra_tenant_claim,
+                tenant_map=parse_pairs(settings.entra_tenant_map),
             )
         return cls(LocalTokens(settings.local_tokens.get_secret_value()), entra)
 
