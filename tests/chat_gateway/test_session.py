@@ -297,3 +297,21 @@ async def test_dropped_client_not_resuming_is_cancelled_after_the_grace(world: W
         started = asyncio.get_running_loop().time()
         ws.transport.abort()
         await _assert_stops_within(world, turn_id, started, 0.5 + 1.0)
+
+
+async def test_gateway_opens_its_own_services_from_settings(world: World) -> None:
+    """The production path: lifespan startup builds Redis, broker, embedder and Chroma from
+    the settings alone."""
+    import httpx
+
+    from chat_gateway.app import Gateway
+    from chat_gateway.server import running
+
+    gateway = Gateway(world.settings)
+    async with running(gateway) as base, httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        async with connect(ws_url(base, "tok-alpha")) as ws:
+            await ws.recv()
+            await send(ws, {"type": "ask", "question": "What was Orchard's revenue?"})
+            events = await receive_until(ws, {"final", "error"})
+    assert events[-1]["type"] == "final", events[-1]
