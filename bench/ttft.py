@@ -1,15 +1,18 @@
 """Time to first token added by Parley's queue + inference worker (+ gateway) over calling the
 same upstream model directly, at 1 and 200 concurrent streams.
 
-    python -m bench.ttft [--concurrency 1,200] [--first-token-ms 50] [--quick]
+    python -m bench.ttft [--concurrency 1,200] [--first-token-ms 50] [--workers 1] [--quick]
 
 The upstream is ``tests.peers.openai_chat`` in its own process: an OpenAI-compatible endpoint
 that answers every request after a fixed delay and then streams at a fixed rate, so the model's
 own speed is out of the measure. Each client runs turns back to back (closed loop), reads every
 answer to its end, and records the time from starting a turn to receiving its first token. With
-200 clients, 200 streams are open at any time (answers of 30 tokens at 10 tokens/s: ~2,000
-tokens/s in flight), so each first token is measured while 199 other answers stream. One client
-gets short answers (8 tokens at 200/s) so that enough turns fit in the run.
+200 clients, 200 streams are open at any time (answers of 30 tokens at ``--rate`` tokens/s,
+default 10: ~2,000 tokens/s in flight), so each first token is measured while 199 other answers
+stream. One client gets short answers (8 tokens at 200/s) so that enough turns fit in the run.
+``worker CPU us/token`` is the worker processes' CPU time per token streamed (including each
+turn's fixed cost): one worker process saturates at about 1e6 / that many tokens/s, and past
+that point the queue, not the plumbing, sets the latency (``--workers`` adds processes).
 
 * ``direct``: the official ``openai`` client streaming from the upstream;
 * ``worker``: what the gateway does after retrieval - write the ``sources`` event, publish the
@@ -69,10 +72,12 @@ class Case:
     seconds: float  # per path and round (two rounds, the paths interleaved)
 
 
-def case_for(clients: int, quick: bool) -> Case:
+def case_for(clients: int, quick: bool, rate: float) -> Case:
     if clients == 1:
         return Case(1, tokens=8, rate=200.0, seconds=4 if quick else 15)
-    return Case(clients, tokens=30, rate=10.0, seconds=8 if quick else 20)
+    # Long enough for the ramp (one answer) to be a small part of the run.
+    seconds = max(8.0 if quick else 20.0, 3 * (0.05 + 30 / rate))
+    return Case(clients, tokens=30, rate=rate, seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -203,12 +208,15 @@ async def run(args: argparse.Namespace) -> None:
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             server.url, max_connections=max(args.concurrency) * 2 + 16))
         for clients in args.concurrency:
-            case = case_for(clients, args.quick)
+            case = case_for(clients, args.quick, args.rate)
             upstream = start_upstream(args.first_token_ms, case)
             spread = args.first_token_ms / 1000 + case.tokens / case.rate
             prefix = f"ttft{uuid.uuid4().hex[:6]}"
-            worker = start_worker(server.url, prefix, upstream.base_url, clients,
-                                  workdir / f"worker-{clients}.log")
+            workers = [
+                start_worker(server.url, prefix, upstream.base_url,
+                             -(-clients // args.workers), workdir / f"worker-{clients}-{i}.log")
+                for i in range(args.workers)
+            ]
             broker = RedisBroker(redis, prefix=prefix)
             openai = AsyncOpenAI(base_url=upstream.base_url, api_key="unused", max_retries=0)
             results: dict[str, list[float]] = {}
@@ -218,16 +226,18 @@ async def run(args: argparse.Namespace) -> None:
                 for _ in range(2):
                     for name, fn in (("direct", direct(openai)),
                                      ("worker", through_worker(redis, broker, prefix))):
-                        cpu = cpu_seconds(worker.pid)
+                        cpu = sum(cpu_seconds(w.pid) for w in workers)
                         samples, ran = await closed_loop(fn, clients, case.seconds, spread)
                         results.setdefault(name, []).extend(samples)
                         if name == "worker":
-                            worker_cpu += cpu_seconds(worker.pid) - cpu
+                            worker_cpu += sum(cpu_seconds(w.pid) for w in workers) - cpu
                             worker_turns += ran
             finally:
                 await openai.close()
-                worker.terminate()
-                worker.wait(30)
+                for w in workers:
+                    w.terminate()
+                for w in workers:
+                    w.wait(30)
                 upstream.stop()
             base = results["direct"]
             for name, samples in results.items():
@@ -249,7 +259,8 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         server.stop()
     print(render(
-        f"Time to first token (upstream: first token after {args.first_token_ms:.0f} ms)",
+        f"Time to first token (upstream: first token after {args.first_token_ms:.0f} ms; "
+        f"{args.workers} worker process{'es' if args.workers > 1 else ''})",
         ["streams", "answers", "path", "turns", "mean ms", "p50 ms", "p99 ms", "added p50",
          "added p99", "goal (<=5/<=20)", "worker CPU us/token"],
         rows,
@@ -264,6 +275,10 @@ def main() -> None:
                         type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--first-token-ms", type=float, default=50.0)
     parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
+    parser.add_argument("--rate", type=float, default=10.0,
+                        help="tokens/s of each answer when several clients run")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))
 
 
