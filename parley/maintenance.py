@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 import structlog
 from celery import Celery
 
-from parley import reconcile
+from parley import logs, reconcile
 from parley.clients import Clients, open_clients
 from parley.settings import Settings
 
@@ -181,7 +181,9 @@ async def run_sweep(sweep: str, settings: Settings) -> dict[str, Any]:
 
 def run(sweep: str) -> dict[str, Any]:
     """A Celery task body: settings from the environment, one event loop per run."""
-    return asyncio.run(run_sweep(sweep, Settings()))
+    settings = Settings()
+    logs.configure(settings.log_level, json=settings.log_json, component="maintenance")
+    return asyncio.run(run_sweep(sweep, settings))
 
 
 def create_app(settings: Settings | None = None) -> Celery:
