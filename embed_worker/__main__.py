@@ -15,9 +15,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     from embed_worker.handler import EmbedHandler
 
     clients = await open_clients(stack, settings, vectors=True, embedder=True)
-    handler = EmbedHandler(
-        embedder=clients.embedder, vectors=clients.vectors, status=clients.status
-    )
+    handler = EmbedHandler.from_clients(clients)
     queue = settings.queues.embed
     return [
         Consumer(

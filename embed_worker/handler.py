@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from parley import metrics, tracing
 from parley.broker import Message
+from parley.clients import Clients
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
 from parley.errors import Reject
@@ -45,6 +46,10 @@ class EmbedHandler:
         self.embedder = embedder
         self.vectors = vectors
         self.status = status
+
+    @classmethod
+    def from_clients(cls, clients: Clients) -> EmbedHandler:
+        return cls(embedder=clients.embedder, vectors=clients.vectors, status=clients.status)
 
     async def __call__(self, message: Message) -> None:
         try:

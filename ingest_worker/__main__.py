@@ -17,15 +17,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
 
     clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
     stack.push_async_callback(close_default_pool)  # closed first: no extraction outlives us
-    handler = IngestHandler(
-        settings,
-        blobs=clients.blobs,
-        broker=clients.brokers.for_queue(settings.queues.embed),
-        status=clients.status,
-        vectors=clients.vectors,
-        tokenizer=clients.embedder.tokenizer,
-        tokenizer_id=clients.embedder.model_id,
-    )
+    handler = IngestHandler.from_clients(clients)
     queue = settings.queues.ingest
     runners: list[Runnable] = []
     if settings.blob_watch_seconds > 0:

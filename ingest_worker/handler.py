@@ -29,6 +29,7 @@ from parley import events, metrics, tracing
 from parley.blobstore import BlobStore
 from parley.broker import Broker, Message
 from parley.chunking import ChunkDraft, chunk
+from parley.clients import Clients
 from parley.contracts import (
     CHUNKED_AT_HEADER,
     DOCUMENT_HEADER,
@@ -137,6 +138,21 @@ class IngestHandler:
         self.tokenizer = tokenizer
         self.tokenizer_id = tokenizer_id
         self.extract_timeout = extract_timeout
+
+    @classmethod
+    def from_clients(cls, clients: Clients) -> IngestHandler:
+        """Wired as ``python -m ingest_worker`` wires it: publishes to the embed queue, sizes
+        chunks with the embedder's tokenizer."""
+        settings = clients.settings
+        return cls(
+            settings,
+            blobs=clients.blobs,
+            broker=clients.brokers.for_queue(settings.queues.embed),
+            status=clients.status,
+            vectors=clients.vectors,
+            tokenizer=clients.embedder.tokenizer,
+            tokenizer_id=clients.embedder.model_id,
+        )
 
     async def __call__(self, message: Message) -> None:
         requests = events.latest(events.parse(message.body))

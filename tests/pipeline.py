@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -23,6 +27,8 @@ from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus
 from parley.uploads import upload
 from parley.watcher import Watcher
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def pipeline_settings(redis_url: str, chroma_url: str, blob_dir: Path, **extra: Any) -> Settings:
@@ -88,6 +94,60 @@ class Pipeline:
         raise AssertionError(f"not finished within {timeout} s: {missing}")
 
 
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes a worker process use ``settings``' servers and prefix."""
+    return {
+        **os.environ,
+        "PARLEY_REDIS_URL": settings.redis_url,
+        "PARLEY_CHROMA_URL": settings.chroma_url,
+        "PARLEY_BLOB_DIR": str(settings.blob_dir),
+        "PARLEY_REDIS_PREFIX": settings.redis_prefix,
+        "PARLEY_BLOB_WATCH_SECONDS": "0",
+        "PARLEY_CHUNK_TOKENS": str(settings.chunk_tokens),
+        "PARLEY_CHUNK_OVERLAP_TOKENS": str(settings.chunk_overlap_tokens),
+        "PARLEY_EMBED_BATCH_SIZE": str(settings.embed_batch_size),
+        **extra,
+    }
+
+
+def spawn_worker(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m <module>`` from the project root, output appended to ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_workers(workers: Iterable[subprocess.Popen[bytes]], grace: float = 40.0) -> None:
+    """SIGTERM all (they drain), then wait; kill what is still running after ``grace``."""
+    workers = list(workers)
+    for process in workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in workers:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def idle_queues(settings: Settings) -> Settings:
+    """``settings`` whose ingest and embed queues nobody posts to: for an in-process pipeline
+    used only for its clients while worker processes do the work."""
+    queues = settings.queues.model_copy(
+        update={
+            "ingest": settings.queues.ingest.model_copy(
+                update={"name": f"idle-{uuid.uuid4().hex}"}
+            ),
+            "embed": settings.queues.embed.model_copy(update={"name": f"idle-{uuid.uuid4().hex}"}),
+        }
+    )
+    return settings.model_copy(update={"queues": queues})
+
+
 @contextlib.asynccontextmanager
 async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncIterator[Pipeline]:
     async with contextlib.AsyncExitStack() as stack:
@@ -95,18 +155,8 @@ async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncI
         from ingest_worker.isolation import close_default_pool
 
         stack.push_async_callback(close_default_pool)
-        ingest = IngestHandler(
-            settings,
-            blobs=clients.blobs,
-            broker=clients.brokers.for_queue(settings.queues.embed),
-            status=clients.status,
-            vectors=clients.vectors,
-            tokenizer=clients.embedder.tokenizer,
-            tokenizer_id=clients.embedder.model_id,
-        )
-        embed = EmbedHandler(
-            embedder=clients.embedder, vectors=clients.vectors, status=clients.status
-        )
+        ingest = IngestHandler.from_clients(clients)
+        embed = EmbedHandler.from_clients(clients)
         queues = settings.queues
         consumers = [
             Consumer(

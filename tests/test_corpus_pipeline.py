@@ -5,11 +5,6 @@ chunks in Chroma, and neither worker process dies on the way."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +12,14 @@ import pytest
 from parley.status import Stage
 from tests.conftest import shared_path
 from tests.ingest_worker.test_corpus import EXPECTED
-from tests.pipeline import pipeline_settings, running_pipeline
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.pipeline import (
+    idle_queues,
+    pipeline_settings,
+    running_pipeline,
+    spawn_worker,
+    stop_workers,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 
@@ -30,35 +30,12 @@ async def test_whole_corpus_reaches_defined_outcomes_and_no_worker_dies(
     corpus = shared_path("corpus")
     files = sorted(p for p in corpus.rglob("*") if p.suffix in (".pdf", ".docx"))
     settings = pipeline_settings(redis_url, chroma_url, tmp_path / "blobs", blob_watch_seconds=0)
-    env = {
-        **os.environ,
-        "PARLEY_REDIS_URL": redis_url,
-        "PARLEY_CHROMA_URL": chroma_url,
-        "PARLEY_BLOB_DIR": str(tmp_path / "blobs"),
-        "PARLEY_REDIS_PREFIX": settings.redis_prefix,
-        "PARLEY_BLOB_WATCH_SECONDS": "0",
-        "PARLEY_CHUNK_TOKENS": str(settings.chunk_tokens),
-        "PARLEY_CHUNK_OVERLAP_TOKENS": str(settings.chunk_overlap_tokens),
-    }
-    # Only the clients of the in-process pipeline are used: its consumers listen elsewhere.
-    idle = settings.queues.model_copy(
-        update={
-            "ingest": settings.queues.ingest.model_copy(update={"name": "idle-i"}),
-            "embed": settings.queues.embed.model_copy(update={"name": "idle-e"}),
-        }
-    )
+    env = worker_env(settings)
     workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=ROOT,
-            env=env,
-            stdout=(tmp_path / f"{module}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        for module in ("ingest_worker", "embed_worker")
+        spawn_worker(m, env, tmp_path / f"{m}.log") for m in ("ingest_worker", "embed_worker")
     ]
     try:
-        async with running_pipeline(settings.model_copy(update={"queues": idle})) as helper:
+        async with running_pipeline(idle_queues(settings)) as helper:
             helper.settings = settings
             ids = {
                 path.relative_to(corpus).as_posix(): await helper.upload(
@@ -81,11 +58,4 @@ async def test_whole_corpus_reaches_defined_outcomes_and_no_worker_dies(
             for worker in workers:
                 assert worker.poll() is None, "a worker process died on the corpus"
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(40)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        await asyncio.sleep(0)
+        stop_workers(workers)

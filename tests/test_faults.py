@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,14 @@ from parley.embedder.local import MiniLMTokenizer
 from parley.ids import DocumentId
 from parley.status import Stage
 from tests.fixtures import documents
-from tests.pipeline import pipeline_settings, running_pipeline
+from tests.pipeline import (
+    idle_queues,
+    pipeline_settings,
+    running_pipeline,
+    spawn_worker,
+    stop_workers,
+    worker_env,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = 50
@@ -57,16 +61,6 @@ def clean_chunk_count(data: bytes, chunk_tokens: int, overlap: int) -> int:
     return len(drafts)
 
 
-def spawn(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", module],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.mark.slow
 async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
     redis_url: str, chroma_url: str, tmp_path: Path
@@ -74,19 +68,12 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
     settings = pipeline_settings(
         redis_url, chroma_url, tmp_path / "blobs", blob_watch_seconds=0, embed_batch_size=4
     )
-    env = {
-        "PARLEY_REDIS_URL": redis_url,
-        "PARLEY_CHROMA_URL": chroma_url,
-        "PARLEY_BLOB_DIR": str(tmp_path / "blobs"),
-        "PARLEY_REDIS_PREFIX": settings.redis_prefix,
-        "PARLEY_BLOB_WATCH_SECONDS": "0",
-        "PARLEY_CHUNK_TOKENS": str(settings.chunk_tokens),
-        "PARLEY_CHUNK_OVERLAP_TOKENS": str(settings.chunk_overlap_tokens),
-        "PARLEY_EMBED_BATCH_SIZE": "4",
-        "PARLEY_QUEUES__INGEST__LEASE_SECONDS": str(LEASE),
-        "PARLEY_QUEUES__EMBED__LEASE_SECONDS": str(LEASE),
-        "PARLEY_EMBED_THREADS": "1",
-    }
+    env = worker_env(
+        settings,
+        PARLEY_QUEUES__INGEST__LEASE_SECONDS=str(LEASE),
+        PARLEY_QUEUES__EMBED__LEASE_SECONDS=str(LEASE),
+        PARLEY_EMBED_THREADS="1",
+    )
     files = corpus()
     expected = {
         name: clean_chunk_count(data, settings.chunk_tokens, settings.chunk_overlap_tokens)
@@ -95,22 +82,8 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
     logs = tmp_path / "logs"
     logs.mkdir()
     redis = aioredis.Redis.from_url(redis_url)
-    # The in-process pipeline is only used for its clients (upload, status, Chroma): its own
-    # consumers listen on other queues so that the worker processes do all the work.
-    probe = settings.model_copy(
-        update={
-            "queues": settings.queues.model_copy(
-                update={
-                    "ingest": settings.queues.ingest.model_copy(
-                        update={"name": f"idle-{uuid.uuid4().hex}"}
-                    ),
-                    "embed": settings.queues.embed.model_copy(
-                        update={"name": f"idle-{uuid.uuid4().hex}"}
-                    ),
-                }
-            )
-        }
-    )
+    # The in-process pipeline is only used for its clients (upload, status, Chroma).
+    probe = idle_queues(settings)
     workers: list[subprocess.Popen[bytes]] = []
     try:
         async with running_pipeline(probe) as helper:
@@ -120,8 +93,8 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
                 ids[name] = await helper.upload(name, data)
             tenant = helper.tenant
 
-            ingest = spawn("ingest_worker", env, logs / "ingest-1.log")
-            embed = spawn("embed_worker", env, logs / "embed-1.log")
+            ingest = spawn_worker("ingest_worker", env, logs / "ingest-1.log")
+            embed = spawn_worker("embed_worker", env, logs / "embed-1.log")
             workers += [ingest, embed]
 
             # Kill both once real work is under way: some documents done, most not.
@@ -149,8 +122,8 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
             assert held, "the workers held no message when killed: the test proved nothing"
 
             workers += [
-                spawn("ingest_worker", env, logs / "ingest-2.log"),
-                spawn("embed_worker", env, logs / "embed-2.log"),
+                spawn_worker("ingest_worker", env, logs / "ingest-2.log"),
+                spawn_worker("embed_worker", env, logs / "embed-2.log"),
             ]
             # The killed workers' messages are redelivered after the lease and finished.
             while held and time.monotonic() - killed_at < 60:
@@ -181,12 +154,5 @@ async def test_sigkill_workers_mid_work_loses_and_doubles_nothing(
             assert total == sum(expected.values())
             print(f"\nrecovery after SIGKILL: {recovery:.1f} s; chunks: {total}")
     finally:
-        for process in workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in workers:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_workers(workers, grace=30)
         await redis.aclose()
