@@ -88,10 +88,29 @@ def chunk_id(document: DocumentId, version: str, ordinal: int) -> ChunkId:
     return ChunkId(hashlib.sha256(f"{document}|{version}|{ordinal}".encode()).hexdigest()[:32])
 
 
+FIRST_BATCH = 4
+
+
+def batch_sizes(total: int, size: int) -> list[int]:
+    """Batch sizes that start small and double up to ``size``: the first chunks of a long
+    document become searchable after one small batch, the rest go in full batches. Pure."""
+    sizes: list[int] = []
+    step = min(FIRST_BATCH, size)
+    while total > 0:
+        sizes.append(min(step, total))
+        total -= sizes[-1]
+        step = min(step * 2, size)
+    return sizes
+
+
 def batches(
     drafts: list[ChunkDraft], *, target: Target, version: str, filename: str, size: int
 ) -> list[ChunkBatch]:
-    groups = [drafts[i : i + size] for i in range(0, len(drafts), size)]
+    groups: list[list[ChunkDraft]] = []
+    start = 0
+    for count in batch_sizes(len(drafts), size):
+        groups.append(drafts[start : start + count])
+        start += count
     return [
         ChunkBatch(
             tenant=target.tenant,

@@ -1,0 +1,51 @@
+"""Pure parts of the ingest handler: targets, versions, chunk ids and batching."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest_worker.handler import batch_sizes, batches, chunk_id, target, version_of
+from parley.chunking import ChunkDraft
+from parley.contracts import IngestRequest
+from parley.errors import Reject
+from parley.ids import DocumentId, TenantId
+from parley.settings import Settings
+
+
+def test_batch_sizes_start_small_and_cover_everything() -> None:
+    assert batch_sizes(0, 32) == []
+    assert batch_sizes(3, 32) == [3]
+    assert batch_sizes(100, 32) == [4, 8, 16, 32, 32, 8]
+    assert batch_sizes(10, 2) == [2, 2, 2, 2, 2]
+    assert all(sum(batch_sizes(n, 8)) == n for n in range(50))
+
+
+def test_batches_number_their_chunks_in_order() -> None:
+    drafts = [ChunkDraft(i, f"t{i}", 1, None, 3) for i in range(30)]
+    where = target(IngestRequest(path="acme/a.pdf"), Settings())
+    out = batches(drafts, target=where, version="v", filename="a.pdf", size=8)
+    assert [len(b.chunks) for b in out] == [4, 8, 8, 8, 2]
+    assert [c.ordinal for b in out for c in b.chunks] == list(range(30))
+    assert {b.batch_count for b in out} == {5}
+    assert len({c.chunk_id for b in out for c in b.chunks}) == 30
+
+
+def test_target_takes_tenant_from_the_path_or_the_default() -> None:
+    settings = Settings()
+    assert target(IngestRequest(path="acme/x/a.pdf"), settings).tenant == "acme"
+    assert target(IngestRequest(path="a.pdf"), settings).tenant == settings.default_tenant
+    explicit = IngestRequest(path="x/a.pdf", tenant=TenantId("other"))
+    assert target(explicit, settings).tenant == "other"
+    with pytest.raises(Reject) as caught:
+        target(IngestRequest(path="a.pdf", container="elsewhere"), settings)
+    assert caught.value.reason == "unknown_container"
+
+
+def test_version_changes_with_content_and_chunking_config() -> None:
+    settings = Settings()
+    base = version_of(b"data", settings, "model")
+    assert base == version_of(b"data", settings, "model")
+    assert base != version_of(b"other", settings, "model")
+    assert base != version_of(b"data", settings.model_copy(update={"chunk_tokens": 99}), "model")
+    assert base != version_of(b"data", settings, "another-model")
+    assert chunk_id(DocumentId("d"), base, 0) != chunk_id(DocumentId("d"), base, 1)
