@@ -43,6 +43,7 @@ export class DocumentsView extends EventTarget {
 
   // --- the list ----------------------------------------------------------------------------
   async refresh() {
+    const asked = Date.now() / 1000;
     const body = await this.api.get("/api/documents");
     this.limit = body.limits.max_upload_bytes;
     $("#limits").textContent = `PDF or DOCX, up to ${bytes(this.limit)} each.`;
@@ -51,7 +52,10 @@ export class DocumentsView extends EventTarget {
       seen.add(doc.document_id);
       this.merge(doc);
     }
-    for (const id of [...this.docs.keys()]) if (!seen.has(id)) this.docs.delete(id);
+    // Gone from the list: deleted, unless it changed after we asked (an upload in between).
+    for (const [id, doc] of this.docs) {
+      if (!seen.has(id) && (doc.updated_at || 0) < asked - 5) this.docs.delete(id);
+    }
     this.render();
   }
 
