@@ -16,6 +16,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
 
     clients = await open_clients(stack, settings, vectors=True, embedder=True)
     handler = EmbedHandler.from_clients(clients)
+    stack.push_async_callback(handler.close)  # before the clients close: clean-ups use them
     queue = settings.queues.embed
     return [
         Consumer(

@@ -8,10 +8,12 @@ meanwhile) is dropped, and anything it wrote is removed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import posixpath
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import structlog
 from pydantic import ValidationError
@@ -22,10 +24,13 @@ from parley.clients import Clients
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
 from parley.errors import Reject
+from parley.ids import DocumentId, TenantId
 from parley.status import StatusStore
 from parley.vectorstore import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
+
+CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see parley.search)
 
 
 def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
@@ -42,10 +47,20 @@ def document_text(filename: str, text: str, heading: str | None) -> str:
 
 
 class EmbedHandler:
-    def __init__(self, *, embedder: Embedder, vectors: VectorStore, status: StatusStore) -> None:
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        vectors: VectorStore,
+        status: StatusStore,
+        cleanup_grace: float = CLEANUP_GRACE,
+    ) -> None:
         self.embedder = embedder
         self.vectors = vectors
         self.status = status
+        self.cleanup_grace = cleanup_grace
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()
 
     @classmethod
     def from_clients(cls, clients: Clients) -> EmbedHandler:
@@ -101,23 +116,44 @@ class EmbedHandler:
         landed = await self.status.batch_landed(
             batch.tenant, batch.document_id, batch.version, batch.batch_index, len(records)
         )
+        if landed == 1:
+            log.info("document_ready", version=batch.version)
+            _observe_ready(headers or {})
         if landed in (1, 2):
-            # Ready with this version: every other version's chunks go (again, on redelivery).
-            removed = await self.vectors.delete_document(
-                batch.tenant, batch.document_id, except_version=batch.version
-            )
-            if landed == 1:
-                log.info("document_ready", version=batch.version, old_chunks_removed=removed)
-                _observe_ready(headers or {})
+            # Ready with this version (again, on redelivery): the other versions go, after a
+            # grace so that a search that read the served versions just before the swap still
+            # finds the chunks it will keep (see parley.search).
+            self._later(self._remove_superseded(batch.tenant, batch.document_id))
         elif landed == -1:
-            latest = await self.status.get(batch.tenant, batch.document_id)
-            if latest is None:
-                await self.vectors.delete_document(batch.tenant, batch.document_id)
-            elif latest.version:
-                await self.vectors.delete_document(
-                    batch.tenant, batch.document_id, except_version=latest.version
-                )
+            # This version was replaced while its batches were on the way: nobody serves it.
+            await self.vectors.delete_version(batch.tenant, batch.document_id, batch.version)
             log.info("superseded_batch_removed", version=batch.version)
+
+    def _later(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _remove_superseded(self, tenant: TenantId, document: DocumentId) -> None:
+        await self._closing_or(self.cleanup_grace)
+        status = await self.status.get(tenant, document)
+        if status is None:
+            return  # deleted meanwhile: the delete removes every chunk
+        keep = {v for v in (status.version, status.pending_version) if v}
+        removed = await self.vectors.delete_document(tenant, document, keep=keep)
+        log.info("superseded_versions_removed", document_id=document, chunks=removed)
+
+    async def _closing_or(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+
+    async def close(self) -> None:
+        """Run pending clean-ups now (skipping their grace) and wait for them. A worker killed
+        before that leaves superseded chunks behind: never served (search filters by served
+        version), removed by the next swap of that document or the reconciliation sweep."""
+        self._closing.set()
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
 
 def _observe_ready(headers: Mapping[str, str]) -> None:

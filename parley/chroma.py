@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -143,14 +143,14 @@ class ChromaStore:
         return hits
 
     async def delete_document(
-        self, tenant: TenantId, document_id: DocumentId, *, except_version: str | None = None
+        self, tenant: TenantId, document_id: DocumentId, *, keep: Collection[str] = ()
     ) -> int:
         collection = await self._collection(tenant, create=False)
         if collection is None:
             return 0
         where: dict[str, Any] = {"document_id": document_id}
-        if except_version is not None:
-            where = {"$and": [where, {"version": {"$ne": except_version}}]}
+        if keep:
+            where = {"$and": [where, {"version": {"$nin": sorted(keep)}}]}
         try:
             found = await collection.get(where=where, include=[])
             ids = found["ids"]
@@ -159,6 +159,19 @@ class ChromaStore:
         except Exception as exc:
             raise _transient(exc) from exc
         return len(ids)
+
+    async def delete_version(self, tenant: TenantId, document_id: DocumentId, version: str) -> int:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return 0
+        where = {"$and": [{"document_id": document_id}, {"version": version}]}
+        try:
+            found = await collection.get(where=where, include=[])
+            if found["ids"]:
+                await collection.delete(ids=found["ids"])
+        except Exception as exc:
+            raise _transient(exc) from exc
+        return len(found["ids"])
 
     async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int:
         collection = await self._collection(tenant, create=False)

@@ -1,7 +1,13 @@
 """Search a tenant's chunks: embed the query with the indexing Embedder, ask the VectorStore for
 more than ``k`` hits, and keep only chunks of each document's served version (see
 :mod:`parley.status`), so a document being replaced shows its old chunks until the new version
-is complete and then only the new ones — never both, never neither."""
+is complete and then only the new ones — never both, never neither.
+
+Order matters: the served versions are read *before* the vector query. A swap that happens
+between the two still finds the old chunks in the store, because the embed worker deletes a
+superseded version only a grace period after the swap; reading them after the query could see the
+new version while the query ran before its chunks were written (both then filtered out).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ class Searcher:
         return await self.nearest(tenant, vector, k=k)
 
     async def nearest(self, tenant: TenantId, vector: list[float], *, k: int) -> list[Hit]:
+        served = await self.status.served_map(tenant)
+        if not served:
+            return []
         hits = await self.vectors.query(tenant, vector, k=k * OVERFETCH + 2)
-        served = await self.status.served_versions(tenant, [h.document_id for h in hits])
         return [h for h in hits if served.get(h.document_id) == h.version][:k]

@@ -67,7 +67,7 @@ class DocumentStatus(BaseModel):
     updated_at: float = 0.0
 
 
-# KEYS: record, landed set, index. ARGV: version, batch index, chunks in batch,
+# KEYS: record, landed set, index, served map. ARGV: version, batch index, chunks in batch,
 # now, tenant, document id. Returns 1 when this call made the document ready, 2 when it was
 # already ready with this version (redelivery), 0 otherwise (more batches to come or stale).
 _LANDED = """
@@ -87,6 +87,7 @@ local result = 0
 if redis.call('SCARD', KEYS[2]) >= total then
   redis.call('HSET', KEYS[1], 'version', ARGV[1], 'pending_version', '', 'stage', 'ready',
              'reason', '', 'message', '')
+  redis.call('HSET', KEYS[4], ARGV[6], ARGV[1])
   redis.call('DEL', KEYS[2])
   result = 1
 end
@@ -114,6 +115,9 @@ class StatusStore:
     def progress_key(self, tenant: str) -> str:
         return f"{self._prefix}:progress:{tenant}"
 
+    def served_key(self, tenant: str) -> str:
+        return f"{self._prefix}:served:{tenant}"
+
     # reading ----------------------------------------------------------------------------------
     async def get(self, tenant: TenantId, document_id: DocumentId) -> DocumentStatus | None:
         raw = await self._redis.hgetall(self.record_key(tenant, document_id))
@@ -131,6 +135,12 @@ class StatusStore:
     async def tenants(self) -> list[TenantId]:
         members: Any = await self._redis.smembers(f"{self._prefix}:tenants")
         return sorted(TenantId(m.decode()) for m in members)
+
+    async def served_map(self, tenant: TenantId) -> dict[DocumentId, str]:
+        """Every document's served version, as one consistent read (a hash kept in step with
+        the records: written by the swap script and by updates that set a version)."""
+        raw: Any = await self._redis.hgetall(self.served_key(tenant))
+        return {DocumentId(k.decode()): v.decode() for k, v in raw.items()}
 
     async def served_versions(
         self, tenant: TenantId, document_ids: Iterable[DocumentId]
@@ -165,6 +175,14 @@ class StatusStore:
             pipe.hgetall(key)
             replies = await pipe.execute()
         status = _status(replies[-1])
+        if "version" in fields or "pending_version" in fields:
+            # Safe outside the transaction: a swap to a pending version needs its batches,
+            # which are published only after this update returns.
+            served = status.version or status.pending_version
+            if served:
+                await self._redis.hset(self.served_key(tenant), document_id, served)
+            else:
+                await self._redis.hdel(self.served_key(tenant), document_id)
         await self.publish(status)
         return status
 
@@ -189,7 +207,12 @@ class StatusStore:
         version, 0 if batches are still missing, -1 if ``version`` is no longer wanted."""
         key = self.record_key(tenant, document_id)
         result = await self._landed(
-            keys=[key, f"{key}:landed:{version}", self.index_key(tenant)],
+            keys=[
+                key,
+                f"{key}:landed:{version}",
+                self.index_key(tenant),
+                self.served_key(tenant),
+            ],
             args=[version, batch_index, chunks, repr(time.time()), tenant, document_id],
         )
         if int(result) in (0, 1):  # a redelivery (2) or a stale batch (-1) changes nothing
@@ -204,6 +227,7 @@ class StatusStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.record_key(tenant, document_id))
             pipe.zrem(self.index_key(tenant), document_id)
+            pipe.hdel(self.served_key(tenant), document_id)
             await pipe.execute()
         if status is not None:
             await self.publish(

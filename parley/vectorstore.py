@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -38,16 +38,19 @@ class VectorStore(Protocol):
         """Insert or overwrite by ``chunk_id`` (idempotent: redelivery writes the same rows)."""
         ...
 
-    async def query(
-        self, tenant: TenantId, embedding: Sequence[float], *, k: int
-    ) -> list[Hit]:
+    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
         """The ``k`` nearest chunks, best first. An unknown tenant has no chunks: []."""
         ...
 
     async def delete_document(
-        self, tenant: TenantId, document_id: DocumentId, *, except_version: str | None = None
+        self, tenant: TenantId, document_id: DocumentId, *, keep: Collection[str] = ()
     ) -> int:
-        """Remove the document's chunks (all, or all but ``except_version``); returns how many."""
+        """Remove the document's chunks, all or all but the versions in ``keep``; returns how
+        many."""
+        ...
+
+    async def delete_version(self, tenant: TenantId, document_id: DocumentId, version: str) -> int:
+        """Remove the chunks of one version of the document; returns how many."""
         ...
 
     async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int: ...

@@ -157,6 +157,7 @@ async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncI
         stack.push_async_callback(close_default_pool)
         ingest = IngestHandler.from_clients(clients)
         embed = EmbedHandler.from_clients(clients)
+        stack.push_async_callback(embed.close)
         queues = settings.queues
         consumers = [
             Consumer(

@@ -111,8 +111,12 @@ async def test_changed_reupload_swaps_chunks_with_no_gap_and_no_stale(pipeline: 
     # At every moment exactly one version was served: never none, never both.
     assert all(len(versions) == 1 for versions in seen), [v for v in seen if len(v) != 1][:3]
     assert {first.version, second.version} == set().union(*seen)
-    # Old chunks are gone from the store, not just hidden.
-    remaining = await pipeline.clients.vectors.count(pipeline.tenant, doc)
+    # Old chunks are gone from the store, not just hidden (after the clean-up grace).
+    for _ in range(150):
+        remaining = await pipeline.clients.vectors.count(pipeline.tenant, doc)
+        if remaining == second.chunks:
+            break
+        await asyncio.sleep(0.1)
     assert remaining == second.chunks
 
 
