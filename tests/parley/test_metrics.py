@@ -89,7 +89,17 @@ async def test_worker_metrics_follow_a_small_run(
                 if all(s is not None and s.stage is Stage.READY for s in states):
                     break
                 await asyncio.sleep(0.1)
-            during = await scrape()
+            for _ in range(100):  # the last acks follow the status by a moment
+                during = await scrape()
+                if value(during, "parley_queue_depth", queue=ingest) == 0 and value(
+                    during, "parley_queue_depth", queue=embed
+                ) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert ("parley_queue_depth", (("queue", embed),)) in during  # reported, and 0
+        # The pipeline has stopped: every handler finished (a status reads ready a moment
+        # before its handler counts it).
+        after = await scrape()
         metrics.untrack_queue(ingest)
 
     done = [s for s in states if s is not None]
@@ -98,7 +108,7 @@ async def test_worker_metrics_follow_a_small_run(
     chunks = sum(s.chunks for s in done)
 
     def delta(name: str, **labels: str) -> float:
-        return value(during, name, **labels) - value(before, name, **labels)
+        return value(after, name, **labels) - value(before, name, **labels)
 
     assert value(during, "parley_queue_depth", queue=ingest) == 0  # and falls
     assert value(during, "parley_queue_depth", queue=embed) == 0

@@ -16,7 +16,7 @@ from parley.chroma import ChromaStore
 from parley.clients import Clients, open_clients
 from parley.contracts import IngestRequest
 from parley.ids import ChunkId, DocumentId, TenantId, document_id
-from parley.settings import Settings
+from parley.settings import Queues, QueueSettings, Settings
 from parley.status import Stage
 from parley.vectorstore import ChunkRecord
 from tests.fixtures import documents
@@ -219,11 +219,16 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
     assert await store.drop(tenant, current)
     assert await store.models(tenant) == ["old-model/v1"]
 
+    # The sweep's re-posts go to a queue nobody consumes, so the first sweep deterministically
+    # sees lambda missing (a running ingest worker could re-index it before the sweep ends).
+    parked = pipeline.settings.model_copy(
+        update={"queues": Queues(ingest=QueueSettings(name=f"parked-{tenant}"))}
+    )
+
     async def sweep() -> reconcile.SweepReport:
         return await reconcile.reembed(
-            pipeline.settings, redis=clients.redis, status=clients.status, store=store,
-            embedder=clients.embedder,
-            broker=clients.brokers.for_queue(pipeline.settings.queues.ingest),
+            parked, redis=clients.redis, status=clients.status, store=store,
+            embedder=clients.embedder, broker=clients.brokers.for_queue(parked.queues.ingest),
             tenants=[tenant],
         )
 
@@ -236,6 +241,16 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
     hits = await pipeline.searcher.search(tenant, "how long do Kappa bearings last", k=1)
     assert "9,000 hours" in hits[0].text  # copied chunks are searchable with the new model
 
+    lost_status = await clients.status.get(tenant, lost)
+    assert lost_status is not None and lost_status.stage is Stage.QUEUED
+    assert lost_status.version is None  # forgotten, so the ingest worker will not skip it
+    # Deliver the re-post to the real ingest queue: lambda is indexed again.
+    [reposted] = await clients.brokers.for_queue(parked.queues.ingest).receive(
+        parked.queues.ingest.name, max_messages=1, wait=1
+    )
+    await clients.brokers.for_queue(pipeline.settings.queues.ingest).publish(
+        pipeline.settings.queues.ingest.name, reposted.body
+    )
     await pipeline.wait(
         [lost], until=lambda s: s is not None and s.stage is Stage.READY and bool(s.version)
     )
