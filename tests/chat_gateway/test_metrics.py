@@ -42,8 +42,13 @@ async def test_gateway_metrics_follow_sessions_and_streams(
             await receive_until(ws, {"token"})
             streaming = await scrape()
             await receive_until(ws, {"final"})
-            await asyncio.sleep(0.05)  # the relay leaves after sending its final event
-            answered = await scrape()
+            for _ in range(100):  # the relay leaves just after sending its final event
+                answered = await scrape()
+                if value(answered, "parley_chat_streams_active") == value(
+                    before, "parley_chat_streams_active"
+                ):
+                    break
+                await asyncio.sleep(0.05)
         for _ in range(100):
             closed = await scrape()
             if value(closed, "parley_ws_sessions_active") == value(before,
