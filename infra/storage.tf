@@ -17,6 +17,15 @@ resource "azurerm_storage_account" "documents" {
   tags                              = var.tags
 
   blob_properties {
+    # The portal uploads large files straight from the browser with a short-lived SAS URL
+    # (POST /api/uploads): the browser's cross-origin PUT needs this rule, for the portal only.
+    cors_rule {
+      allowed_origins    = ["https://${var.gateway_host}"]
+      allowed_methods    = ["PUT", "OPTIONS"]
+      allowed_headers    = ["x-ms-blob-type", "x-ms-blob-content-type", "content-type", "x-ms-version", "x-ms-client-request-id"]
+      exposed_headers    = ["etag", "x-ms-request-id"]
+      max_age_in_seconds = 3600
+    }
     delete_retention_policy {
       days = 7
     }
