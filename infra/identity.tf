@@ -13,6 +13,7 @@ locals {
 
   scopes = {
     documents  = azurerm_storage_container.documents.id
+    account    = azurerm_storage_account.documents.id
     ingest     = azurerm_servicebus_queue.ingest.id
     embed      = azurerm_servicebus_queue.embed.id
     openai     = azurerm_cognitive_account.openai.id
@@ -23,6 +24,9 @@ locals {
     # The portal uploads documents (user-delegation SAS) and re-emits an ingest request on retry;
     # retrieval embeds the question.
     { workload = "gateway", role = "Storage Blob Data Contributor", scope = "documents" },
+    # A user delegation key (to sign the SAS) can only be asked for at the account scope; this
+    # role grants that one action and no data access.
+    { workload = "gateway", role = "Storage Blob Delegator", scope = "account" },
     { workload = "gateway", role = "Azure Service Bus Data Sender", scope = "ingest" },
     { workload = "gateway", role = "Cognitive Services OpenAI User", scope = "openai" },
     # Ingest reads blobs and its queue, and sends chunk batches on.

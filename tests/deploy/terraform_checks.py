@@ -183,7 +183,11 @@ def check_openai(m: Module, env: dict[str, str]) -> list[str]:
     return problems
 
 
-_DATA_ROLES = re.compile(r"Data (Sender|Receiver|Owner|Reader|Contributor)$|OpenAI User$")
+# Data roles, plus Storage Blob Delegator: it grants only generateUserDelegationKey (needed at
+# the account scope to sign the portal's upload SAS), no data and no management access.
+_DATA_ROLES = re.compile(
+    r"Data (Sender|Receiver|Owner|Reader|Contributor)$|OpenAI User$|^Storage Blob Delegator$"
+)
 
 
 def check_identities(m: Module, service_accounts: set[str]) -> list[str]:
