@@ -38,7 +38,7 @@ import structlog
 
 from parley.blobstore import BlobInfo, BlobStore
 from parley.broker import Broker
-from parley.chroma import ChromaStore
+from parley.chroma import ChromaStore, StoredDocument
 from parley.contracts import IngestRequest, dump
 from parley.embedder import Embedder
 from parley.ids import DocumentId, TenantId
@@ -149,7 +149,13 @@ async def reconcile_blobs(
     known = {(r.tenant, r.document_id) for r in records}
     for tenant in {r.tenant for r in records} | set(await status.tenants()):
         for doc, stored in (await store.stored_documents(tenant)).items():
-            if (tenant, doc) in known or (stored.path and stored.path in listing):
+            if (tenant, doc) in known:
+                removed = await _purge_superseded(status, store, tenant, doc, stored, grace, now)
+                if removed:
+                    report.add("superseded_purged", removed)
+                    report.notes.append(f"purged {removed} superseded chunks of {stored.path}")
+                continue
+            if stored.path and stored.path in listing:
                 continue
             if stored.path and await blobs.stat(stored.path) is not None:
                 continue
@@ -157,6 +163,28 @@ async def reconcile_blobs(
             report.add("vectors_purged", removed)
             report.notes.append(f"purged {removed} orphaned chunks of {stored.path or doc}")
     return report
+
+
+async def _purge_superseded(
+    status: StatusStore,
+    store: ChromaStore,
+    tenant: TenantId,
+    doc: DocumentId,
+    stored: StoredDocument,
+    grace: float,
+    now: float,
+) -> int:
+    """Chunks of versions that are neither served nor pending (an embed worker killed within
+    its clean-up grace leaves them): never served, only wasted space. The record is read again
+    just before, and a document updated within ``grace`` is left alone, so a version that became
+    pending since the listing is never touched."""
+    record = await status.get(tenant, doc)
+    if record is None or now - record.updated_at < grace:
+        return 0
+    keep = {v for v in (record.version, record.pending_version) if v}
+    if not keep or not stored.versions - keep:
+        return 0
+    return await store.delete_document(tenant, doc, keep=keep)
 
 
 # --- stuck documents -------------------------------------------------------------------------
@@ -297,9 +325,7 @@ async def _reembed_tenant(
     old_models = [m for m in await store.models(tenant) if m != target]
     if not old_models:
         return
-    served = {
-        d.document_id: d for d in await status.documents(tenant) if d.version
-    }
+    served = {d.document_id: d for d in await status.documents(tenant) if d.version}
     present = await store.stored_documents(tenant)
     missing = {
         doc: record
@@ -322,21 +348,27 @@ async def _reembed_tenant(
             # so forgetting it hides nothing, and the ingest worker will not skip the content
             # as "already served".
             await status.update(
-                tenant, doc, version=None, stage=Stage.QUEUED,
+                tenant,
+                doc,
+                version=None,
+                stage=Stage.QUEUED,
                 message="re-indexing: its chunks were missing",
             )
             await _post(
                 settings,
                 broker,
                 IngestRequest(
-                    container=settings.blob_container, path=record.path, tenant=tenant,
+                    container=settings.blob_container,
+                    path=record.path,
+                    tenant=tenant,
                     filename=record.filename or None,
                 ),
             )
             report.add("reposted")
     present = await store.stored_documents(tenant)
     still = [
-        doc for doc, record in served.items()
+        doc
+        for doc, record in served.items()
         if doc not in present or record.version not in present[doc].versions
     ]
     if still:

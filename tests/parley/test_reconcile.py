@@ -87,8 +87,8 @@ async def test_a_missed_blob_and_a_changed_blob_are_ingested(pipeline: Pipeline)
     )
     assert (await reconcile_once(pipeline)).counts.get("reposted") == 1
     changed = await pipeline.wait(
-        [doc], until=lambda s: s is not None and s.stage is Stage.READY
-        and s.version != first_version,
+        [doc],
+        until=lambda s: s is not None and s.stage is Stage.READY and s.version != first_version,
     )
     assert changed[doc].etag == (await pipeline.clients.blobs.stat(path)).etag  # type: ignore[union-attr]
     hits = await pipeline.searcher.search(pipeline.tenant, "Zeta coolant flow rate", k=1)
@@ -108,7 +108,11 @@ async def test_records_and_vectors_of_deleted_blobs_are_purged(pipeline: Pipelin
         pipeline.tenant,
         [
             ChunkRecord(
-                ChunkId(f"ghost-{i}"), ghost, "v1", "ghost text", [1.0] + [0.0] * 383,
+                ChunkId(f"ghost-{i}"),
+                ghost,
+                "v1",
+                "ghost text",
+                [1.0] + [0.0] * 383,
                 {"path": f"{pipeline.tenant}/ghost.pdf"},
             )
             for i in range(3)
@@ -227,8 +231,12 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
 
     async def sweep() -> reconcile.SweepReport:
         return await reconcile.reembed(
-            parked, redis=clients.redis, status=clients.status, store=store,
-            embedder=clients.embedder, broker=clients.brokers.for_queue(parked.queues.ingest),
+            parked,
+            redis=clients.redis,
+            status=clients.status,
+            store=store,
+            embedder=clients.embedder,
+            broker=clients.brokers.for_queue(parked.queues.ingest),
             tenants=[tenant],
         )
 
@@ -265,3 +273,35 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
 def _with_vector(record: ChunkRecord, vector: list[float]) -> ChunkRecord:
     fields: dict[str, Any] = {**record.__dict__, "embedding": vector}
     return ChunkRecord(**fields)
+
+
+async def test_superseded_chunks_left_behind_are_purged_and_served_ones_kept(
+    pipeline: Pipeline,
+) -> None:
+    """An embed worker killed within its clean-up grace leaves a superseded version's chunks:
+    the sweep removes them and keeps the served version's."""
+    doc = await pipeline.upload("swap.pdf", pdf("Iota gears turn twice."))
+    status = (await pipeline.wait([doc]))[doc]
+    assert status.version
+    store = store_of(pipeline)
+    served = await store.count(pipeline.tenant, doc)
+    await store.upsert(
+        pipeline.tenant,
+        [
+            ChunkRecord(
+                ChunkId(f"left-{i}"),
+                doc,
+                "old-version",
+                "left behind",
+                [1.0] + [0.0] * 383,
+                {"path": status.path},
+            )
+            for i in range(2)
+        ],
+    )
+    report = await reconcile_once(pipeline)
+    assert report.counts.get("superseded_purged") == 2
+    assert await store.count(pipeline.tenant, doc) == served
+    assert "old-version" not in (await store.stored_documents(pipeline.tenant))[doc].versions
+    again = await reconcile_once(pipeline)
+    assert "superseded_purged" not in again.counts
