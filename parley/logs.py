@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr is looked up per logger, not bound once: a stream swapped and closed later (a
+    # test's capture, a daemonizer) must not turn every later log call into an error.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def configure(level: str = "INFO", *, json: bool = True, component: str | None = None) -> None:
@@ -26,7 +33,7 @@ def configure(level: str = "INFO", *, json: bool = True, component: str | None =
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(name)s %(message)s")
