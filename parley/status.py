@@ -145,18 +145,13 @@ class StatusStore:
     async def served_versions(
         self, tenant: TenantId, document_ids: Iterable[DocumentId]
     ) -> dict[DocumentId, str | None]:
-        """The version whose chunks may be served, per document (None: serve nothing)."""
+        """The version whose chunks may be served, per document (None: serve nothing), from
+        the same served map search reads."""
         ids = list(dict.fromkeys(document_ids))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for document_id in ids:
-                pipe.hmget(self.record_key(tenant, document_id), "version", "pending_version")
-            rows = await pipe.execute()
-        served: dict[DocumentId, str | None] = {}
-        for document_id, (active, pending) in zip(ids, rows, strict=True):
-            active_s = active.decode() if active else ""
-            pending_s = pending.decode() if pending else ""
-            served[document_id] = active_s or pending_s or None
-        return served
+        if not ids:
+            return {}
+        values: Any = await self._redis.hmget(self.served_key(tenant), ids)
+        return {d: v.decode() if v else None for d, v in zip(ids, values, strict=True)}
 
     # writing ----------------------------------------------------------------------------------
     async def update(
