@@ -6,6 +6,9 @@ the bookkeeping that lets a client leave and come back through any replica.
   since the cost of relaying is per frame, not per token.
 - On ``final`` (which carries the worker's ``citations``) the gateway records the answer in the
   conversation (idempotent: replicas relaying the same final record it once).
+- Each relay is a ``chat relay`` span (attributes ``turn_id``, ``after`` offset, ``tokens``
+  relayed, ``terminal`` kind). For an ``ask`` it sits inside the gateway's ``chat turn`` span,
+  so the answer's way back is in the same trace as the worker that produced it.
 - While a replica relays a turn it holds ``<turn>:attached`` (refreshed every second by one task
   per process). When a client drops without a clean close, :func:`cancel_unless_resumed` waits
   the resume grace and cancels the turn unless some replica holds it again by then.
@@ -18,6 +21,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,7 +32,7 @@ from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
-from parley import metrics, turnstream
+from parley import metrics, tracing, turnstream
 from parley.contracts import ChatMessage
 from parley.turnstream import TurnEvent, TurnWriter, turn_key
 
@@ -49,11 +53,16 @@ def token_frame(turn_id: str, events: list[TurnEvent]) -> str:
     """One frame for token events read together: their text joined, ``n`` summed, ``offset``
     the last one's (resuming from it continues right after the text received)."""
     text = "".join(str(e.data.get("text", "")) for e in events)
-    n = sum(int(e.data.get("n", 1)) for e in events)
+    n = token_count(events)
     return json.dumps(
         {"type": "token", "turn_id": turn_id, "offset": events[-1].offset, "text": text, "n": n},
         separators=(",", ":"), ensure_ascii=False,
     )
+
+
+def token_count(events: list[TurnEvent]) -> int:
+    """Tokens in token events (a worker's batched append carries ``n``)."""
+    return sum(int(e.data.get("n", 1)) for e in events)
 
 
 def client_event(turn_id: str, event: TurnEvent) -> dict[str, Any]:
@@ -129,6 +138,11 @@ async def cancel_unless_resumed(
     return True
 
 
+@dataclass
+class _Relayed:
+    tokens: int = 0  # sent to the client so far
+
+
 class Relay:
     def __init__(
         self,
@@ -166,10 +180,20 @@ class Relay:
 
         The terminal event is sent last, after the hold is released, so that once a client has
         it the connection is free for its next question."""
-        with metrics.CHAT_STREAMS.track_inprogress():
-            return await self._relay(turn_id, meta, send, after)
+        with metrics.CHAT_STREAMS.track_inprogress(), tracing.span(
+            "chat relay", turn_id=turn_id, after=after
+        ) as span:
+            relayed = _Relayed()
+            try:
+                kind = await self._relay(turn_id, meta, send, after, relayed)
+            finally:  # also on cancel (the client left): what was relayed until then
+                span.set_attribute("tokens", relayed.tokens)
+            span.set_attribute("terminal", kind)
+            return kind
 
-    async def _relay(self, turn_id: str, meta: TurnMeta, send: Send, after: str) -> str:
+    async def _relay(
+        self, turn_id: str, meta: TurnMeta, send: Send, after: str, relayed: _Relayed
+    ) -> str:
         terminal: dict[str, Any] | None = None
         async with self.attachments.hold(turn_id):
             last = after
@@ -185,6 +209,7 @@ class Relay:
                             continue
                         if tokens:
                             await send(token_frame(turn_id, tokens))
+                            relayed.tokens += token_count(tokens)
                             tokens = []
                         payload = client_event(turn_id, event)
                         if event.kind == "final":
@@ -195,6 +220,7 @@ class Relay:
                         await send(encode(payload))
                     if tokens:
                         await send(token_frame(turn_id, tokens))
+                        relayed.tokens += token_count(tokens)
             except TimeoutError:
                 terminal = await self._give_up(turn_id, last)
         assert terminal is not None, "tail only ends on a terminal event"

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
+from opentelemetry import trace
 
 from chat_gateway import protocol
 from chat_gateway.auth import AuthError, Principal, bearer
@@ -193,7 +194,7 @@ class Session:
     # turns ----------------------------------------------------------------------------------------
     async def _ask(self, ask: Ask) -> None:
         # One trace per turn: this span is the parent of the worker's (the chat message carries
-        # its context) and of the relay back to the client.
+        # its context) and of the relay back to the client ("chat relay", chat_gateway.relay).
         with tracing.span("chat turn"):
             await self._ask_traced(ask)
 
@@ -219,6 +220,7 @@ class Session:
             ))
             return
         self.turn_id = started.turn_id
+        trace.get_current_span().set_attribute("turn_id", started.turn_id)  # the "chat turn"
         await self.send_event({"type": "turn", "turn_id": started.turn_id,
                                "conversation_id": started.conversation_id})
         meta = await self.s.turns.meta(started.turn_id)
