@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from parley.turnstream import TERMINAL, TurnEvent, _event, turn_key
+from parley.turnstream import TERMINAL, TurnEvent, parse_entry, turn_key
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +47,9 @@ class TurnTailer:
         client: aioredis.Redis,
         *,
         prefix: str,
-        block: float = 5.0,
+        # Below redis-py's default socket_timeout (5 s): a read blocked that long is cut by the
+        # client as a timeout, dropping the connection and pausing the relay.
+        block: float = 2.0,
         count: int = 128,
         high_water: int = 64,
     ) -> None:
@@ -149,7 +151,9 @@ class TurnTailer:
             if not readers:
                 continue
             events = [
-                _event(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), fields)
+                parse_entry(
+                    entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), fields
+                )
                 for entry_id, fields in entries
             ]
             for sub in readers:

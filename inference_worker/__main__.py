@@ -28,9 +28,10 @@ NAME = "inference-worker"
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
     """Open Redis, the broker and the model on ``stack``; one consumer on the chat queue."""
     queue = settings.queues.chat
-    # Every running turn may hold one connection at a time (a flush), plus the receive loop and
-    # the lease keeper. A blocking pool waits for a free connection instead of failing the turn
-    # (redis-py's default pool raises past 100 connections).
+    # Every starting turn reads its stream's state on its own connection; the outbox writes all
+    # turns' tokens on one; plus the receive loop and the lease keeper. A blocking pool waits
+    # for a free connection instead of failing the turn (redis-py's default pool raises past
+    # 100 connections).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=queue.concurrency + 8, timeout=10
     )
@@ -51,6 +52,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
             max_attempts=queue.max_attempts,
         ),
     )
+    stack.push_async_callback(handler.close)
     return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
 
 

@@ -10,10 +10,11 @@ Per delivery, in order:
    mid-answer: ``error`` ``worker_lost`` (tokens are never written twice; see
    docs/chat-protocol.md); otherwise the turn starts from the beginning;
 3. a turn cancelled before it started -> ``cancelled``; past its deadline -> ``error``;
-4. tokens stream into the :class:`~parley.turnstream.TurnWriter`. The first token is flushed at
-   once; later ones in batches, and a batch also goes out when the model pauses. The cancel flag
-   is read on every flush and every ``cancel_poll`` seconds while the model is silent; once set,
-   the model's iterator is closed (the backend frees the slot) and ``cancelled`` is written;
+4. tokens go to the worker's :class:`~inference_worker.outbox.Outbox`, which writes the tokens
+   of every running turn together: a turn's first token at once, later ones within
+   ``flush_interval``. The outbox reads all running turns' cancel flags every ``cancel_poll``
+   seconds; once a turn's flag is set, its generation task is cancelled (the backend closes the
+   model's stream and frees the slot) and ``cancelled`` is written;
 5. ``final`` carries the full text, the citations the text actually uses (``[n]`` markers
    resolved against the turn's sources), usage (the backend's figures, else counted here) and
    timings.
@@ -32,7 +33,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,8 @@ import structlog
 from pydantic import ValidationError
 
 from inference_worker.citations import citations
-from parley import metrics
+from inference_worker.outbox import Outbox, TurnOutput
+from parley import metrics, tracing
 from parley.broker import Message
 from parley.chatmodel import ChatModel, Usage
 from parley.consumer import backoff
@@ -101,15 +103,23 @@ class TurnHandler:
         self._redis = redis
         self.options = options or HandlerOptions()
         self._count = count_tokens
+        self.outbox = Outbox(
+            redis, prefix=self.options.prefix, ttl=self.options.stream_ttl,
+            flush_interval=self.options.flush_interval, cancel_poll=self.options.cancel_poll,
+        )
+
+    async def close(self) -> None:
+        """Wait until the events of finished turns are written. Running turns are the consumer
+        runtime's to drain or cancel first."""
+        await self.outbox.close()
 
     async def __call__(self, message: Message) -> None:
         received, received_at = time.monotonic(), time.time()
         turn = await self._parse(message)
-        with structlog.contextvars.bound_contextvars(turn_id=turn.turn_id):
-            writer = TurnWriter(
-                self._redis, turn.turn_id, prefix=self.options.prefix,
-                ttl=self.options.stream_ttl, flush_interval=self.options.flush_interval,
-            )
+        with (
+            structlog.contextvars.bound_contextvars(turn_id=turn.turn_id),
+            self.outbox.open(turn.turn_id) as writer,
+        ):
             last, cancelled = await self._state(turn.turn_id)
             if last in TERMINAL:
                 log.info("turn_already_finished", last_event=last, attempt=message.attempt)
@@ -180,16 +190,24 @@ class TurnHandler:
 
     # answering --------------------------------------------------------------------------------
     async def _answer(
-        self, message: Message, turn: ChatTurn, writer: TurnWriter, progress: _Progress
+        self, message: Message, turn: ChatTurn, writer: TurnOutput, progress: _Progress
     ) -> None:
+        # Generation runs in its own task so that the outbox can stop it when the turn's cancel
+        # flag is seen, even while the model is silent, without cancelling this handler.
+        generating = asyncio.create_task(self._generate(turn, writer, progress))
+        writer.on_cancel = generating.cancel
         try:
-            await self._generate(turn, writer, progress)
+            await generating
         except asyncio.CancelledError:
-            # The worker is stopping and its drain time is over: end the stream now rather than
-            # leave the client waiting for the lease to expire (the redelivery then just acks).
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(writer.emit("error", WORKER_LOST), 2.0))
-            raise
+            current = asyncio.current_task()
+            if not writer.cancelled or (current is not None and current.cancelling()):
+                # The worker is stopping and its drain time is over: end the stream now rather
+                # than leave the client waiting for the lease to expire (the redelivery then
+                # just acks).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.wait_for(writer.emit("error", WORKER_LOST), 2.0))
+                raise
+            progress.cancelled = True
         except ParleyError as exc:
             await self._failed(message, turn, writer, progress, exc)
             return
@@ -205,58 +223,34 @@ class TurnHandler:
             return
         await writer.emit("final", self._final(message, turn, progress))
 
-    async def _generate(self, turn: ChatTurn, writer: TurnWriter, progress: _Progress) -> None:
-        stream = self.model.stream(
-            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-        )
-        progress.stream = stream
-        pending: asyncio.Task[str] | None = None
-        try:
-            while True:
-                _raise_if_cancelling()
-                pending = asyncio.ensure_future(_next(stream))
-                # While the model is silent: flush the tokens still buffered after one flush
-                # interval, then read the cancel flag every cancel_poll seconds.
-                wait = self.options.flush_interval if writer.pending else self.options.cancel_poll
-                while not pending.done():
-                    await asyncio.wait({pending}, timeout=wait)
-                    if pending.done():
-                        break
-                    if not await writer.flush():
+    async def _generate(self, turn: ChatTurn, writer: TurnOutput, progress: _Progress) -> None:
+        """Pull the model's pieces into the outbox until the end, a cancel flag seen on a write
+        (returns) or a cancel of this task (raises); the model's stream is closed either way."""
+        with tracing.span("chat model", model=self.model.name, max_tokens=turn.max_tokens) as span:
+            stream = self.model.stream(
+                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+            )
+            progress.stream = stream
+            try:
+                async for piece in stream:
+                    progress.pieces.append(piece)
+                    if progress.first_token is None:
+                        progress.first_token = time.monotonic()
+                    if not writer.token(piece):
                         progress.cancelled = True
                         return
-                    _raise_if_cancelling()
-                    wait = self.options.cancel_poll
-                try:
-                    piece = pending.result()
-                except StopAsyncIteration:
-                    return
-                pending = None
-                progress.pieces.append(piece)
-                if progress.first_token is None:
-                    progress.first_token = time.monotonic()
-                    await writer.token(piece)
-                    if not await writer.flush():  # the first token goes out at once
-                        progress.cancelled = True
-                        return
-                elif not await writer.token(piece):
-                    progress.cancelled = True
-                    return
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            finally:
+                span.set_attribute("completion_tokens", len(progress.pieces))
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    with contextlib.suppress(Exception):
+                        await aclose()
 
     async def _failed(
         self,
         message: Message,
         turn: ChatTurn,
-        writer: TurnWriter,
+        writer: TurnOutput,
         progress: _Progress,
         exc: ParleyError,
     ) -> None:
@@ -321,20 +315,6 @@ def _observe(progress: _Progress, now: float) -> None:
     decoding = now - progress.first_token
     if len(progress.pieces) > 1 and decoding > 0:
         metrics.CHAT_TOKENS_PER_SECOND.observe((len(progress.pieces) - 1) / decoding)
-
-
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a Redis call swallowed. Python 3.11's ``asyncio.wait_for``
-    returns the result when the awaited send completes in the same loop turn as the cancel, and
-    redis-py wraps every send in it when ``socket_timeout`` is set (its default: 5 s). Measured
-    here: 29 of 30 cancels of a task looping on ``EXISTS`` were lost that way."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-async def _next(stream: AsyncIterator[str]) -> str:
-    return await stream.__anext__()
 
 
 def _ms(seconds: float) -> float:

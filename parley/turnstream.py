@@ -75,7 +75,7 @@ class TurnWriter:
         """Flush buffered tokens, then append one event now; returns its offset."""
         await self.flush()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.key, _fields(kind, data), maxlen=MAX_EVENTS, approximate=True)
+            pipe.xadd(self.key, entry_fields(kind, data), maxlen=MAX_EVENTS, approximate=True)
             pipe.expire(self.key, self._ttl)
             pipe.exists(self._cancel_key)
             entry, _, cancelled = await pipe.execute()
@@ -99,7 +99,9 @@ class TurnWriter:
         async with self._redis.pipeline(transaction=False) as pipe:
             if self._pending:
                 data = {"text": "".join(self._pending), "n": len(self._pending)}
-                pipe.xadd(self.key, _fields("token", data), maxlen=MAX_EVENTS, approximate=True)
+                pipe.xadd(
+                    self.key, entry_fields("token", data), maxlen=MAX_EVENTS, approximate=True
+                )
                 pipe.expire(self.key, self._ttl)
                 self._pending = []
             pipe.exists(self._cancel_key)
@@ -123,7 +125,7 @@ async def tail(
     *,
     prefix: str = "parley",
     after: str = "0-0",
-    block: float = 5.0,
+    block: float = 2.0,  # below redis-py's default socket_timeout (5 s), which would cut it
     idle_timeout: float | None = None,
 ) -> AsyncIterator[TurnEvent]:
     """Events of the turn after offset ``after``, waiting for new ones, until a terminal event.
@@ -145,17 +147,19 @@ async def tail(
         for _key, entries in reply:
             for entry_id, fields in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                event = _event(last, fields)
+                event = parse_entry(last, fields)
                 yield event
                 if event.kind in TERMINAL:
                     return
 
 
-def _fields(kind: EventKind, data: Mapping[str, Any]) -> dict[Any, Any]:
+def entry_fields(kind: EventKind, data: Mapping[str, Any]) -> dict[Any, Any]:
+    """The fields of one stream entry: ``k`` the kind, ``d`` the data as compact JSON."""
     return {"k": kind, "d": json.dumps(data, separators=(",", ":"), ensure_ascii=False)}
 
 
-def _event(offset: str, fields: Mapping[bytes | str, bytes | str]) -> TurnEvent:
+def parse_entry(offset: str, fields: Mapping[bytes | str, bytes | str]) -> TurnEvent:
+    """One stream entry as an event (the inverse of :func:`entry_fields`)."""
     def get(name: str) -> str:
         value = fields.get(name.encode(), fields.get(name, b""))
         return value.decode() if isinstance(value, bytes) else str(value)

@@ -124,6 +124,7 @@ async def worker(
     finally:
         stop.set()
         await asyncio.wait_for(running, drain_seconds + 10)
+        await handler.close()
         await broker.close()
 
 

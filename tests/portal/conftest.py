@@ -180,6 +180,7 @@ async def stack(
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(inference, 10)
+        await handler.close()
         for process in workers:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
