@@ -1,6 +1,7 @@
 """Retrieval: embed the question (with the conversation's recent questions) through the same
 Embedder that indexed the documents, and search the tenant's chunks with
-:class:`parley.search.Searcher` (only each document's served version).
+:class:`parley.search.Searcher` (only each document's served version; during a switch of
+embedding model, the previous model's collection too until the tenant's switch is complete).
 
 Tenant isolation is the store's: every query names the tenant and tenants never share a
 collection, so no filter mistake here can leak another tenant's chunks."""

@@ -21,7 +21,7 @@ from chat_gateway.turns import TurnOptions, Turns
 from parley.broker import Broker
 from parley.clients import open_clients
 from parley.embedder import Embedder
-from parley.search import Searcher
+from parley.search import ModelSwitch, Searcher, open_switch
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectorstore import VectorStore
@@ -76,8 +76,11 @@ class Services:
         auth: Authenticator | None = None,
         options: GatewayOptions | None = None,
         stack: contextlib.AsyncExitStack | None = None,
+        switch: ModelSwitch | None = None,
     ) -> Services:
-        """Wire the parts; ``redis`` must use ``decode_responses=False``."""
+        """Wire the parts; ``redis`` must use ``decode_responses=False``. ``switch``: the
+        embedding model being left, searched too until each tenant's switch is complete
+        (:mod:`parley.search`)."""
         options = options or GatewayOptions()
         prefix = settings.redis_prefix
         conversations = Conversations(
@@ -94,7 +97,9 @@ class Services:
             first_event_timeout=options.first_event_timeout,
         )
         status = StatusStore(redis, prefix=prefix)
-        retriever = Retriever(Searcher(embedder, store, status), k=settings.retrieval_k)
+        retriever = Retriever(
+            Searcher(embedder, store, status, switch=switch), k=settings.retrieval_k
+        )
         attachments = Attachments(redis, prefix)
         tailer = TurnTailer(redis, prefix=prefix)
         return cls(
@@ -139,7 +144,8 @@ class Services:
 
 async def open_services(settings: Settings, options: GatewayOptions | None = None) -> Services:
     """Connect to Redis, the chat queue's broker, the embedder and the Chroma server named by
-    the settings (closed again by :meth:`Services.close`)."""
+    the settings, and the previous embedding model's when ``PARLEY_EMBEDDING_PREVIOUS__*`` is
+    set (closed again by :meth:`Services.close`)."""
     stack = contextlib.AsyncExitStack()
     try:
         clients = await open_clients(stack, settings, vectors=True, embedder=True)
@@ -152,9 +158,11 @@ async def open_services(settings: Settings, options: GatewayOptions | None = Non
         redis = aioredis.Redis(connection_pool=pool)
         stack.push_async_callback(pool.aclose)
         stack.push_async_callback(redis.aclose)
+        switch = await open_switch(stack, settings, redis)
         return Services.assemble(
             settings, redis=redis, broker=clients.brokers.for_queue(settings.queues.chat),
             embedder=clients.embedder, store=clients.vectors, options=options, stack=stack,
+            switch=switch,
         )
     except BaseException:
         await stack.aclose()

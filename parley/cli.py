@@ -108,11 +108,12 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
     from parley.clients import open_clients
     from parley.ids import TenantId
-    from parley.search import Searcher
+    from parley.search import Searcher, open_switch
 
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, vectors=True)
-        searcher = Searcher(clients.embedder, clients.vectors, clients.status)
+        switch = await open_switch(stack, settings, clients.redis)
+        searcher = Searcher(clients.embedder, clients.vectors, clients.status, switch=switch)
         hits = await searcher.search(
             TenantId(args.tenant or settings.default_tenant), args.query, k=args.k
         )

@@ -4,7 +4,8 @@ is wrong and how to fix it. Exit code 0 when nothing failed (warnings allowed), 
 Checks, all at once, each with a time limit: the settings themselves (pure), Redis, Chroma,
 the blob store, every queue on its backend (reachable, backlog, dead letters), the embedder
 (one real embedding), the chat model (the local model file, or one streamed token from the
-endpoint), and whether the maintenance sweeps have been running.
+endpoint), whether the maintenance sweeps have been running, and whether a switch of embedding
+model is under way with searches that cannot see the old collection.
 """
 
 from __future__ import annotations
@@ -289,6 +290,66 @@ async def check_maintenance(settings: Settings) -> Check:
     return ok("maintenance", f"last sweep {age:.0f} s ago ({', '.join(sorted(runs))})")
 
 
+async def check_model_switch(settings: Settings) -> Check:
+    """Tenants with a collection of another embedding model whose marker does not name the
+    current one are mid-switch (:mod:`parley.search`): searches see every document only when
+    ``PARLEY_EMBEDDING_PREVIOUS__*`` names that model. One collection listing per tenant."""
+    from parley.chroma import ChromaStore
+    from parley.embedder.factory import model_id_of, previous_settings
+    from parley.search import ModelMarkers
+    from parley.status import StatusStore
+
+    name = "model switch"
+    try:
+        current = await model_id_of(settings)
+        before = previous_settings(settings)
+        previous = await model_id_of(before) if before is not None else None
+    except ParleyError as exc:
+        return fail(name, exc.message, exc.hint)
+    if previous == current:
+        return fail(name, f"PARLEY_EMBEDDING_PREVIOUS__* names the current model {current}",
+                    "set them to the model being switched away from, or unset them")
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    store = await ChromaStore.connect(settings.chroma_url, current)
+    try:
+        markers = ModelMarkers(client, prefix=settings.redis_prefix)
+        switching: dict[str, list[str]] = {}
+        for tenant in sorted(await StatusStore(client, prefix=settings.redis_prefix).tenants()):
+            if await markers.model(tenant) == current:
+                continue
+            older = [m for m in await store.models(tenant) if m != current]
+            if older:
+                switching[tenant] = older
+    finally:
+        await store.close()
+        await client.aclose()
+    if not switching:
+        if previous is not None:
+            return ok(name, f"no tenant is still switching from {previous}; "
+                            "PARLEY_EMBEDDING_PREVIOUS__* can be removed")
+        return ok(name, f"every tenant is on {current}")
+    olds = sorted({m for models in switching.values() for m in models})
+    what = (f"{len(switching)} tenant{'s' * (len(switching) > 1)} still being re-embedded from "
+            f"{', '.join(olds)} to {current}")
+    sweep = "and keep the maintenance worker running: its reembed sweep completes the switch"
+    if previous is None:
+        return warn(
+            name, f"{what}; until that is done searches see only the documents already in "
+                  f"{current}",
+            "where searches run (gateway, CLI), set PARLEY_EMBEDDING_PREVIOUS__EMBEDDER and the "
+            f"other PARLEY_EMBEDDING_PREVIOUS__* settings of {olds[-1]} so searches read its "
+            f"collection too; {sweep}",
+        )
+    unread = [m for m in olds if m != previous]
+    if unread:
+        return warn(
+            name, f"{what}, but PARLEY_EMBEDDING_PREVIOUS__* names {previous}: searches do not "
+                  f"read {', '.join(unread)}",
+            f"set PARLEY_EMBEDDING_PREVIOUS__* to the settings of {unread[-1]}; {sweep}",
+        )
+    return ok(name, f"{what}; searches read both until then")
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -318,6 +379,7 @@ async def diagnose(settings: Settings, *, timeout: float = TIMEOUT) -> list[Chec
         ("embedder", lambda: check_embedder(settings)),
         ("chat model", lambda: check_chat_model(settings)),
         ("maintenance", lambda: check_maintenance(settings)),
+        ("model switch", lambda: check_model_switch(settings)),
     ]
     try:
         results = await asyncio.gather(*(_bounded(n, f(), timeout) for n, f in named))

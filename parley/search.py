@@ -7,26 +7,136 @@ Order matters: the served versions are read *before* the vector query. A swap th
 between the two still finds the old chunks in the store, because the embed worker deletes a
 superseded version only a grace period after the swap; reading them after the query could see the
 new version while the query ran before its chunks were written (both then filtered out).
+
+**During a switch of embedding model.** Collections are per tenant and model
+(:mod:`parley.chroma`). After a deployment moves to a new model, the reembed sweep
+(:func:`parley.reconcile.reembed`) fills the tenant's collection of the new model from the old one
+and, only once it holds every served version, names the new model in the tenant's marker
+``<prefix>:embedding-model:<tenant>`` and drops the old collection. Until then the new collection
+holds what was copied so far plus what the embed workers wrote since the switch, and the old one
+holds everything served before it. A :class:`Searcher` given a :class:`ModelSwitch` (the previous
+model's embedder and store, ``PARLEY_EMBEDDING_PREVIOUS__*``) therefore checks per tenant whether
+the marker names the current model; if not, and the tenant still has chunks under the previous
+model, it embeds the query with both models, reads the served map, queries both collections and
+merges them with :func:`merge_hits`: documents the old collection returned are ranked there, the
+others are placed among them through the copied chunks both collections returned (scores of two
+embedding spaces are not on one scale). The ordering argument above holds for both collections:
+an embed worker deletes superseded chunks only from its own model's collection and only after the
+grace, and the old collection is otherwise only dropped whole, after the marker.
+
+The answer "switched or not" is remembered per tenant: "switched" (the marker names the current
+model) for the Searcher's life, since only a newer model's sweep could move the marker on; "not
+switched" for ``recheck_seconds`` (5 s). A completed switch is therefore seen within 5 s, or at
+once by a search whose query of the dropped old collection fails (the marker is then read again
+and, naming the current model, the new collection alone answers: it is complete). Without a
+:class:`ModelSwitch` a search never reads the marker: the plain path, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+import structlog
+
 from parley.embedder import Embedder
-from parley.ids import TenantId
+from parley.errors import ConfigError
+from parley.ids import DocumentId, TenantId
+from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectorstore import Hit, VectorStore
 
+log = structlog.get_logger(__name__)
+
 OVERFETCH = 3  # hits fetched per hit wanted, to survive filtering of superseded versions
+RECHECK_SECONDS = 5.0  # how long "not yet switched" is believed before the marker is read again
+
+
+class Markers(Protocol):
+    """Where each tenant's switch of embedding model stands."""
+
+    async def model(self, tenant: TenantId) -> str | None:
+        """The model whose collection the reembed sweep found complete for ``tenant``; None
+        when no switch was ever completed for it."""
+        ...
+
+
+class ModelMarkers:
+    """:class:`Markers` read from Redis: ``<prefix>:embedding-model:<tenant>``, the key
+    :func:`parley.reconcile.model_key` writes (JSON ``{"model_id": ..., "since": ...}``)."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    def key(self, tenant: str) -> str:
+        return f"{self._prefix}:embedding-model:{tenant}"
+
+    async def model(self, tenant: TenantId) -> str | None:
+        raw: Any = await self._redis.get(self.key(tenant))
+        if raw is None:
+            return None
+        try:
+            return str(json.loads(raw)["model_id"])
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: treated as not switched, the safe side (both are read)
+
+
+@dataclass(frozen=True)
+class ModelSwitch:
+    """The embedding model a deployment is switching away from: its embedder, a store bound to
+    its collections, and where each tenant's progress is recorded."""
+
+    embedder: Embedder
+    vectors: VectorStore
+    markers: Markers
 
 
 class Searcher:
-    def __init__(self, embedder: Embedder, vectors: VectorStore, status: StatusStore) -> None:
+    """Searches of every tenant through one embedder (and, during a switch of embedding model,
+    the previous one too). Raises :class:`ConfigError` when ``switch`` names the current model."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        vectors: VectorStore,
+        status: StatusStore,
+        *,
+        switch: ModelSwitch | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if switch is not None and switch.embedder.model_id == embedder.model_id:
+            raise ConfigError(
+                f"the previous embedding model is the current one ({embedder.model_id})",
+                hint="set PARLEY_EMBEDDING_PREVIOUS__* to the model being switched away from, "
+                "or unset them",
+            )
         self.embedder = embedder
         self.vectors = vectors
         self.status = status
+        self.switch = switch
+        self.recheck_seconds = recheck_seconds
+        self._clock = clock
+        self._known: dict[TenantId, tuple[bool, float]] = {}  # tenant -> (switching, until)
 
     async def search(self, tenant: TenantId, query: str, *, k: int = 5) -> list[Hit]:
-        """The ``k`` best served chunks, best first; [] for a tenant with no documents."""
+        """The ``k`` best served chunks, best first; [] for a tenant with no documents. Errors
+        of the current embedder and store (:class:`parley.errors.Retry`) propagate; during a
+        switch, a failure of the previous model's side (its embedder, its collection) is logged
+        and the search answers from the current collection alone. Cancelling stops the
+        embeddings and queries still running (a local embedding already on its thread ends
+        there and is dropped)."""
+        if self.switch is not None and await self.switching(tenant):
+            return await self._search_both(self.switch, tenant, query, k)
         [vector] = await self.embedder.embed([query])
         return await self.nearest(tenant, vector, k=k)
 
@@ -36,3 +146,129 @@ class Searcher:
             return []
         hits = await self.vectors.query(tenant, vector, k=k * OVERFETCH + 2)
         return [h for h in hits if served.get(h.document_id) == h.version][:k]
+
+    async def switching(self, tenant: TenantId) -> bool:
+        """Whether ``tenant``'s searches must also read the previous model's collection: its
+        marker does not name the current model and it has chunks under the previous one.
+        Remembered as the module docstring says; False without a :class:`ModelSwitch`, and
+        (not remembered) when the old collection cannot be asked."""
+        if self.switch is None:
+            return False
+        now = self._clock()
+        known = self._known.get(tenant)
+        if known is not None and now < known[1]:
+            return known[0]
+        if await self.switch.markers.model(tenant) == self.embedder.model_id:
+            self._known[tenant] = (False, math.inf)
+            return False
+        try:
+            switching = await self.switch.vectors.count(tenant) > 0
+        except Exception as exc:
+            self._degraded(tenant, exc)
+            return False
+        self._known[tenant] = (switching, now + self.recheck_seconds)
+        return switching
+
+    async def _search_both(
+        self, switch: ModelSwitch, tenant: TenantId, query: str, k: int
+    ) -> list[Hit]:
+        current, previous = await asyncio.gather(
+            self.embedder.embed([query]), switch.embedder.embed([query]), return_exceptions=True
+        )
+        if isinstance(current, BaseException):
+            raise current
+        if isinstance(previous, BaseException):
+            if not isinstance(previous, Exception):
+                raise previous
+            self._degraded(tenant, previous)
+            return await self.nearest(tenant, current[0], k=k)
+        served = await self.status.served_map(tenant)  # before the queries: see the docstring
+        if not served:
+            return []
+        fetch = k * OVERFETCH + 2
+        new, old = await asyncio.gather(
+            self.vectors.query(tenant, current[0], k=fetch),
+            switch.vectors.query(tenant, previous[0], k=fetch),
+            return_exceptions=True,
+        )
+        if isinstance(new, BaseException):
+            raise new
+        if isinstance(old, BaseException):
+            if not isinstance(old, Exception):
+                raise old
+            # The sweep drops the old collection right after naming the current model in the
+            # marker: if that is why the query failed, the new collection is complete.
+            self._known.pop(tenant, None)
+            if await self.switching(tenant):
+                self._degraded(tenant, old)
+            return [h for h in new if served.get(h.document_id) == h.version][:k]
+        return merge_hits(old, new, served, k=k)
+
+    def _degraded(self, tenant: TenantId, exc: Exception) -> None:
+        assert self.switch is not None
+        log.warning(
+            "search_previous_model_failed",
+            tenant=tenant,
+            model_id=self.switch.embedder.model_id,
+            error=f"{type(exc).__name__}: {exc}",
+            effect="answered from the current model's collection only",
+        )
+
+
+def merge_hits(
+    old: Sequence[Hit], new: Sequence[Hit], served: Mapping[DocumentId, str], *, k: int
+) -> list[Hit]:
+    """The ``k`` best served chunks of two result lists of one query, best first: ``old`` from
+    the previous model's collection (every document served before the switch), ``new`` from the
+    current model's (copies so far, and documents embedded since).
+
+    - A document with served chunks in ``old`` is ranked by those alone: its copies in ``new``
+      are dropped, so a copied document neither appears twice nor gets two votes.
+    - The other documents' chunks in ``new`` are placed among ``old``'s. Cosine scores of two
+      embedding spaces are not on one scale, but the chunks found in both lists (copies) are
+      measured in both: the median of their (old - new) score differences shifts the new
+      scores onto the old scale, and everything is ordered by score.
+    - With no chunk in both lists there is nothing to calibrate with: the lists are merged by
+      rank (reciprocal rank fusion with each chunk in one list), rank in ``new`` counted among
+      all its served chunks, and the old list's chunk first on equal ranks.
+
+    Hits keep their own cosine score (meaningful within its space only); the order is the
+    merged one. A copied document whose chunks are all too far down ``old`` to be fetched is
+    placed by its chunks in ``new``."""
+    kept_old = [h for h in old if served.get(h.document_id) == h.version]
+    kept_new = [h for h in new if served.get(h.document_id) == h.version]
+    held = {h.document_id for h in kept_old}
+    old_scores = {h.chunk_id: h.score for h in kept_old}
+    shifts = [old_scores[h.chunk_id] - h.score for h in kept_new if h.chunk_id in old_scores]
+    ranked: list[tuple[float, int, int, Hit]] = []
+    if shifts:
+        offset = statistics.median(shifts)
+        ranked += [(-h.score, 0, i, h) for i, h in enumerate(kept_old)]
+        ranked += [
+            (-(h.score + offset), 1, i, h)
+            for i, h in enumerate(kept_new)
+            if h.document_id not in held
+        ]
+    else:
+        ranked += [(i, 0, i, h) for i, h in enumerate(kept_old)]
+        ranked += [(i, 1, i, h) for i, h in enumerate(kept_new) if h.document_id not in held]
+    ranked.sort(key=lambda item: item[:3])
+    return [hit for *_key, hit in ranked[:k]]
+
+
+async def open_switch(
+    stack: contextlib.AsyncExitStack, settings: Settings, redis: aioredis.Redis
+) -> ModelSwitch | None:
+    """The previous model's embedder and a Chroma store bound to its collections (closed by
+    ``stack``) when ``PARLEY_EMBEDDING_PREVIOUS__*`` is set; None otherwise. Raises
+    :class:`ConfigError` as :func:`parley.embedder.factory.build_embedder` does."""
+    from parley.chroma import ChromaStore
+    from parley.embedder.factory import build_previous_embedder
+
+    embedder = build_previous_embedder(settings)
+    if embedder is None:
+        return None
+    stack.push_async_callback(embedder.close)
+    store = await ChromaStore.connect(settings.chroma_url, embedder.model_id)
+    stack.push_async_callback(store.close)
+    return ModelSwitch(embedder, store, ModelMarkers(redis, prefix=settings.redis_prefix))

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +50,27 @@ class Queues(BaseModel):
             if isinstance(value, dict) and isinstance(field.default, QueueSettings):
                 merged[name] = {**field.default.model_dump(), **value}
         return merged
+
+
+class PreviousEmbedding(BaseModel):
+    """The embedding model a switch is leaving (``PARLEY_EMBEDDING_PREVIOUS__<FIELD>``), with the
+    same fields as the current embedder's settings. While a tenant's re-embedding into the
+    current model is not complete, searches also read the tenant's collection of this model
+    (:mod:`parley.search`). The endpoint, key and API version default to the current ones; the
+    other fields have the same defaults as the current embedder's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    embedder: str = Field(pattern="^(local|azure-openai)$")
+    embed_device: str = "auto"
+    embed_threads: int = Field(default=0, ge=0)
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_version: str | None = None
+    azure_openai_embedding_deployment: str = "text-embedding-3-small"
+    azure_openai_embedding_dimensions: int | None = None
+    azure_openai_embedding_max_inputs: int = 2048
+    azure_openai_embedding_max_tokens: int = 300_000
 
 
 class Settings(BaseSettings):
@@ -105,6 +126,9 @@ class Settings(BaseSettings):
     # Deployment limits: inputs per request and tokens per request.
     azure_openai_embedding_max_inputs: int = 2048
     azure_openai_embedding_max_tokens: int = 300_000
+    # During a switch of embedding model: the model being left (see PreviousEmbedding). Set it
+    # where searches run (gateway, CLI) until `parley doctor` says no tenant is switching.
+    embedding_previous: PreviousEmbedding | None = None
 
     # --- chat -------------------------------------------------------------------------------
     chat_backend: str = Field(default="local", pattern="^(local|azure-openai|openai-compatible)$")

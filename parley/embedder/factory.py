@@ -1,5 +1,7 @@
 """Builds the embedder the settings name: Azure OpenAI, or all-MiniLM-L6-v2 on a GPU
-(sentence-transformers, the ``gpu`` extra) or on the CPU (onnxruntime, the default)."""
+(sentence-transformers, the ``gpu`` extra) or on the CPU (onnxruntime, the default); and, during
+a switch of embedding model, the embedder of the model being left
+(``PARLEY_EMBEDDING_PREVIOUS__*``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ from parley.errors import ConfigError
 from parley.settings import Settings
 
 DEVICES = ("auto", "cpu", "cuda")
+
+# Fields of the previous embedder that default to the current one's when unset: where the
+# service is and how to sign in, not which model it is.
+_INHERITED = ("azure_openai_endpoint", "azure_openai_api_key", "azure_openai_api_version")
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -33,3 +39,43 @@ def build_embedder(settings: Settings) -> Embedder:
     from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
 
     return LocalEmbedder(LocalEmbedderConfig(threads=settings.embed_threads))
+
+
+def previous_settings(settings: Settings) -> Settings | None:
+    """``settings`` with the embedding fields of ``PARLEY_EMBEDDING_PREVIOUS__*`` in place of the
+    current ones (endpoint, key and API version inherited when unset); None when no previous
+    embedding model is configured."""
+    previous = settings.embedding_previous
+    if previous is None:
+        return None
+    fields = {name: getattr(previous, name) for name in type(previous).model_fields}
+    for name in _INHERITED:
+        if fields[name] is None:
+            fields[name] = getattr(settings, name)
+    return settings.model_copy(update={**fields, "embedding_previous": None})
+
+
+def build_previous_embedder(settings: Settings) -> Embedder | None:
+    """The embedder of the model a switch is leaving, built like :func:`build_embedder`; None
+    when ``PARLEY_EMBEDDING_PREVIOUS__*`` is not set."""
+    previous = previous_settings(settings)
+    return None if previous is None else build_embedder(previous)
+
+
+async def model_id_of(settings: Settings) -> str:
+    """The ``model_id`` :func:`build_embedder` would give, without loading a local model (the
+    CPU and GPU embedders share one id by design). Raises :class:`ConfigError` as it does."""
+    if settings.embedder == "local":
+        if settings.embed_device not in DEVICES:
+            raise ConfigError(
+                f"unknown embedding device {settings.embed_device!r}",
+                hint="set PARLEY_EMBED_DEVICE to auto, cpu or cuda",
+            )
+        from parley.embedder.local import MODEL_ID
+
+        return MODEL_ID
+    embedder = build_embedder(settings)  # Azure: builds a client, sends nothing
+    try:
+        return embedder.model_id
+    finally:
+        await embedder.close()
