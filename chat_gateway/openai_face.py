@@ -8,6 +8,11 @@ Bearer``). Extension field ``parley`` (top level of the completion, and of the f
 chunk of a stream): ``turn_id``, ``sources`` (numbered as cited in the text), ``citations``
 (the sources the answer used, as in the websocket ``final`` event). A client that disconnects
 mid-stream cancels the turn.
+
+Traces, as on the websocket: a ``chat turn`` span (SERVER; ``turn_id``, ``stream``) around
+retrieval, publishing and the relay, continuing the caller's ``traceparent`` header when it sends
+one; it is the parent of the worker's delivery span (through the chat message) and of the
+``chat relay`` span of the answer's way back (``tokens``, ``terminal``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import ErrorCode
+from chat_gateway.relay import Relayed, relay_span
 from chat_gateway.turns import Started
 from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
-from parley import turnstream
+from parley import tracing, turnstream
 from parley.contracts import ChatMessage, Source
 from parley.errors import ParleyError, Retry
 
@@ -141,6 +148,19 @@ async def _completions(gateway: Gateway, request: Request) -> None:
     except (ValueError, ValidationError) as exc:
         raise FaceError(ErrorCode.BAD_REQUEST, f"bad request body: {exc}") from None
     question, history = split(body.messages)
+    # One trace per turn: this span is the parent of the worker's (the chat message carries its
+    # context) and of the relay back ("chat relay"). An instrumented caller's trace goes on.
+    with tracing.tracer().start_as_current_span(
+        "chat turn", context=tracing.extract(request.headers), kind=trace.SpanKind.SERVER,
+        attributes={"stream": body.stream},
+    ):
+        await _answer(gateway, request, principal, body, question, history)
+
+
+async def _answer(
+    gateway: Gateway, request: Request, principal: Principal, body: CompletionRequest,
+    question: str, history: list[ChatMessage],
+) -> None:
     services = gateway.services
     try:
         started = await services.turns.start(
@@ -152,6 +172,7 @@ async def _completions(gateway: Gateway, request: Request) -> None:
         raise FaceError(exc.reason, exc.message, hint=exc.hint, retry_after=exc.delay) from None
     except ParleyError as exc:
         raise FaceError(exc.reason, exc.message, hint=exc.hint) from None
+    trace.get_current_span().set_attribute("turn_id", started.turn_id)  # the "chat turn"
     model = body.model or gateway.settings.chat_model
     turn = _Turn(gateway, started, model)
     watcher = asyncio.create_task(_disconnected(request))
@@ -215,49 +236,59 @@ class _Turn:
                                 prefix=self.g.settings.redis_prefix)
 
     async def stream(self, request: Request, include_usage: bool) -> None:
-        out = EventStream(request)
-        await out.start()
-        ext = self._extension(sources=sources_json(self.sources))
-        await out.data(self._chunk({"role": "assistant", "content": ""}, parley=ext))
-        tokens = 0
-        try:
-            async for event in self._events():
-                if event.kind == "token":
-                    tokens += int(event.data.get("n", 1))
-                    await out.data(self._chunk({"content": event.data.get("text", "")}))
-                elif event.kind == "final":
-                    finish = str(event.data.get("finish_reason") or "stop")
-                    ext = self._extension(citations=event.data.get("citations", []))
-                    await out.data(self._chunk({}, finish, parley=ext))
-                    if include_usage:
-                        usage = self._usage(dict(event.data), tokens)
-                        await out.data(json.dumps({
-                            "id": self.id, "object": "chat.completion.chunk",
-                            "created": self.created, "model": self.model, "choices": [],
-                            "usage": usage}))
-                elif event.kind in ("error", "cancelled"):
-                    code = str(event.data.get("code") or event.data.get("reason") or event.kind)
-                    message = str(event.data.get("message") or f"the turn ended: {event.kind}")
-                    await out.data(json.dumps(error_body(code, message)))
-        except TimeoutError:
-            await self._timeout()
-            await out.data(json.dumps(error_body(
-                ErrorCode.MODEL_UNAVAILABLE, "no answer from the model in time; try again later")))
-        await out.data("[DONE]")
-        await out.end()
+        with relay_span(self.started.turn_id, self.started.offset) as relayed:
+            out = EventStream(request)
+            await out.start()
+            ext = self._extension(sources=sources_json(self.sources))
+            await out.data(self._chunk({"role": "assistant", "content": ""}, parley=ext))
+            try:
+                async for event in self._events():
+                    if event.kind == "token":
+                        await out.data(self._chunk({"content": event.data.get("text", "")}))
+                        relayed.tokens += int(event.data.get("n", 1))
+                    elif event.kind == "final":
+                        finish = str(event.data.get("finish_reason") or "stop")
+                        ext = self._extension(citations=event.data.get("citations", []))
+                        await out.data(self._chunk({}, finish, parley=ext))
+                        if include_usage:
+                            usage = self._usage(dict(event.data), relayed.tokens)
+                            await out.data(json.dumps({
+                                "id": self.id, "object": "chat.completion.chunk",
+                                "created": self.created, "model": self.model, "choices": [],
+                                "usage": usage}))
+                        relayed.terminal = event.kind
+                    elif event.kind in ("error", "cancelled"):
+                        code = str(event.data.get("code") or event.data.get("reason")
+                                   or event.kind)
+                        message = str(event.data.get("message")
+                                      or f"the turn ended: {event.kind}")
+                        await out.data(json.dumps(error_body(code, message)))
+                        relayed.terminal = event.kind
+            except TimeoutError:
+                await self._timeout()
+                await out.data(json.dumps(error_body(
+                    ErrorCode.MODEL_UNAVAILABLE,
+                    "no answer from the model in time; try again later")))
+                relayed.terminal = "error"
+            await out.data("[DONE]")
+            await out.end()
 
     async def complete(self, request: Request) -> None:
+        with relay_span(self.started.turn_id, self.started.offset) as relayed:
+            await self._complete(request, relayed)
+
+    async def _complete(self, request: Request, relayed: Relayed) -> None:
         parts: list[str] = []
-        tokens = 0
         final: dict[str, Any] | None = None
         try:
             async for event in self._events():
                 if event.kind == "token":
                     parts.append(str(event.data.get("text", "")))
-                    tokens += int(event.data.get("n", 1))
+                    relayed.tokens += int(event.data.get("n", 1))
                 elif event.kind == "final":
                     final = dict(event.data)
                 elif event.kind in ("error", "cancelled"):
+                    relayed.terminal = event.kind
                     code = str(event.data.get("code") or event.data.get("reason") or event.kind)
                     retry = event.data.get("retry_after")
                     raise FaceError(
@@ -267,6 +298,7 @@ class _Turn:
                     )
         except TimeoutError:
             await self._timeout()
+            relayed.terminal = "error"
             raise FaceError(ErrorCode.MODEL_UNAVAILABLE,
                             "no answer from the model in time; try again later") from None
         except FaceError as exc:
@@ -279,7 +311,8 @@ class _Turn:
             "model": self.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": str(final.get("finish_reason") or "stop")}],
-            "usage": self._usage(final, tokens),
+            "usage": self._usage(final, relayed.tokens),
             "parley": self._extension(sources=sources_json(self.sources),
                                       citations=final.get("citations", [])),
         })
+        relayed.terminal = "final"

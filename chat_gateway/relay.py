@@ -7,8 +7,10 @@ the bookkeeping that lets a client leave and come back through any replica.
 - On ``final`` (which carries the worker's ``citations``) the gateway records the answer in the
   conversation (idempotent: replicas relaying the same final record it once).
 - Each relay is a ``chat relay`` span (attributes ``turn_id``, ``after`` offset, ``tokens``
-  relayed, ``terminal`` kind). For an ``ask`` it sits inside the gateway's ``chat turn`` span,
-  so the answer's way back is in the same trace as the worker that produced it.
+  relayed, ``terminal`` kind; :func:`relay_span`, also used by the OpenAI-compatible face), a
+  child of the current span. For an ``ask`` that is the gateway's ``chat turn`` span, so the
+  answer's way back is in the same trace as the worker that produced it; a ``resume`` runs in
+  the turn's stored context (:attr:`TurnMeta.traceparent`), so it lands in the same trace too.
 - While a replica relays a turn it holds ``<turn>:attached`` (refreshed every second by one task
   per process). When a client drops without a clean close, :func:`cancel_unless_resumed` waits
   the resume grace and cancels the turn unless some replica holds it again by then.
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,8 +141,27 @@ async def cancel_unless_resumed(
 
 
 @dataclass
-class _Relayed:
+class Relayed:
+    """What one relay has delivered, for its span."""
+
     tokens: int = 0  # sent to the client so far
+    terminal: str | None = None  # the kind of the terminal event, once sent
+
+
+@contextlib.contextmanager
+def relay_span(turn_id: str, after: str) -> Iterator[Relayed]:
+    """The ``chat relay`` span of one relay of a turn's events after offset ``after``, a child of
+    the current span. The caller counts into the yielded :class:`Relayed`; its ``tokens`` become
+    an attribute when the span ends (also when the relay is cancelled: what was relayed until
+    then), ``terminal`` when it was set."""
+    with tracing.span("chat relay", turn_id=turn_id, after=after) as span:
+        relayed = Relayed()
+        try:
+            yield relayed
+        finally:
+            span.set_attribute("tokens", relayed.tokens)
+            if relayed.terminal is not None:
+                span.set_attribute("terminal", relayed.terminal)
 
 
 class Relay:
@@ -180,19 +201,12 @@ class Relay:
 
         The terminal event is sent last, after the hold is released, so that once a client has
         it the connection is free for its next question."""
-        with metrics.CHAT_STREAMS.track_inprogress(), tracing.span(
-            "chat relay", turn_id=turn_id, after=after
-        ) as span:
-            relayed = _Relayed()
-            try:
-                kind = await self._relay(turn_id, meta, send, after, relayed)
-            finally:  # also on cancel (the client left): what was relayed until then
-                span.set_attribute("tokens", relayed.tokens)
-            span.set_attribute("terminal", kind)
-            return kind
+        with metrics.CHAT_STREAMS.track_inprogress(), relay_span(turn_id, after) as relayed:
+            relayed.terminal = await self._relay(turn_id, meta, send, after, relayed)
+            return relayed.terminal
 
     async def _relay(
-        self, turn_id: str, meta: TurnMeta, send: Send, after: str, relayed: _Relayed
+        self, turn_id: str, meta: TurnMeta, send: Send, after: str, relayed: Relayed
     ) -> str:
         terminal: dict[str, Any] | None = None
         async with self.attachments.hold(turn_id):

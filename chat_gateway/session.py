@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from chat_gateway import protocol
@@ -27,6 +28,7 @@ from chat_gateway.relay import cancel_unless_resumed
 from chat_gateway.services import Services
 from chat_gateway.turns import TurnMeta
 from parley import metrics, tracing, turnstream
+from parley.contracts import TRACE_HEADER
 from parley.errors import ParleyError, Retry
 
 log = structlog.get_logger(__name__)
@@ -195,7 +197,8 @@ class Session:
     async def _ask(self, ask: Ask) -> None:
         # One trace per turn: this span is the parent of the worker's (the chat message carries
         # its context) and of the relay back to the client ("chat relay", chat_gateway.relay).
-        with tracing.span("chat turn"):
+        # SERVER: the handling of a client's request, like the OpenAI face's "chat turn".
+        with tracing.tracer().start_as_current_span("chat turn", kind=trace.SpanKind.SERVER):
             await self._ask_traced(ask)
 
     async def _ask_traced(self, ask: Ask) -> None:
@@ -239,7 +242,14 @@ class Session:
         self.turn_id = resume.turn_id
         await self.send_event({"type": "turn", "turn_id": resume.turn_id,
                                "conversation_id": meta.conversation_id, "resumed": True})
-        await self._relay(resume.turn_id, meta, resume.offset)
+        # The relay continues the turn's trace (its "chat turn" span maybe on another replica,
+        # and ended): a child of the context stored with the turn, not a trace of its own.
+        token = otel_context.attach(tracing.extract(
+            {TRACE_HEADER: meta.traceparent} if meta.traceparent else {}))
+        try:
+            await self._relay(resume.turn_id, meta, resume.offset)
+        finally:
+            otel_context.detach(token)
 
     async def _relay(self, turn_id: str, meta: TurnMeta, after: str) -> None:
         try:

@@ -3,8 +3,9 @@ rate limit -> history -> retrieval -> prompt -> turn metadata + ``sources`` even
 stream -> publish the :class:`ChatTurn` on the chat queue. The inference worker takes it from
 there and writes tokens to the same stream; :mod:`chat_gateway.relay` reads them back.
 
-A turn's metadata (``<prefix>:turn:<id>:meta``: tenant, conversation) lets any replica check
-that a resuming client is of the turn's tenant and record the answer in the conversation."""
+A turn's metadata (``<prefix>:turn:<id>:meta``: tenant, conversation, trace context) lets any
+replica check that a resuming client is of the turn's tenant, record the answer in the
+conversation and relay a resumed turn in the turn's own trace."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from chat_gateway.conversation import Conversations, new_conversation_id
 from chat_gateway.protocol import ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
-from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, Source, dump
+from parley.contracts import TRACE_HEADER, TURN_HEADER, ChatMessage, ChatTurn, Source, dump
 from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
@@ -35,6 +36,9 @@ class TurnMeta:
     tenant: TenantId
     conversation_id: ConversationId
     persist: bool  # record the answer in the conversation (websocket turns, not the OpenAI face)
+    # The W3C traceparent of the span that started the turn (None outside any, or for a turn
+    # stored before it was kept): a resumed relay continues that trace on any replica.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ class Turns:
             return None
         data = json.loads(raw)
         return TurnMeta(TenantId(data["tenant"]), ConversationId(data["conversation_id"]),
-                        bool(data.get("persist")))
+                        bool(data.get("persist")), data.get("traceparent"))
 
     async def _rate_limit(self, principal: Principal) -> None:
         if self.options.asks_per_minute <= 0:
@@ -155,7 +159,9 @@ class Turns:
             count=self._count,
         )
         turn_id = new_turn_id()
-        meta = {"tenant": tenant, "conversation_id": cid, "persist": persist}
+        headers = dict(inject({TURN_HEADER: turn_id}))  # the current span's context, if any
+        meta = {"tenant": tenant, "conversation_id": cid, "persist": persist,
+                "traceparent": headers.get(TRACE_HEADER)}
         await self._redis.set(
             self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl
         )
@@ -179,7 +185,5 @@ class Turns:
             "enqueued_at": time.time(),
         }
         turn = ChatTurn.model_validate(fields)
-        await self._broker.publish(
-            self.options.queue, dump(turn), dict(inject({TURN_HEADER: turn_id}))
-        )
+        await self._broker.publish(self.options.queue, dump(turn), headers)
         return Started(turn_id, cid, built.sources, offset)
