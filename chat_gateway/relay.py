@@ -36,7 +36,7 @@ from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
 from parley import metrics, tracing, turnstream
 from parley.contracts import ChatMessage
-from parley.turnstream import TurnEvent, TurnWriter, turn_key
+from parley.turnstream import TurnEvent, TurnWriter, attached_key
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +88,7 @@ class Attachments:
         self._task: asyncio.Task[None] | None = None
 
     def key(self, turn_id: str) -> str:
-        return f"{turn_key(self._prefix, turn_id)}:attached"
+        return attached_key(self._prefix, turn_id)
 
     async def is_held(self, turn_id: str) -> bool:
         return bool(await self._redis.exists(self.key(turn_id)))

@@ -14,7 +14,9 @@ Per delivery, in order:
    of every running turn together: a turn's first token at once, later ones within
    ``flush_interval``. The outbox reads all running turns' cancel flags every ``cancel_poll``
    seconds; once a turn's flag is set, its generation task is cancelled (the backend closes the
-   model's stream and frees the slot) and ``cancelled`` is written;
+   model's stream and frees the slot) and ``cancelled`` is written. A turn whose gateway hold
+   lapsed for ``orphan_after`` seconds (the gateway died) ends the same way, reason
+   ``orphaned``;
 5. ``final`` carries the full text, the citations the text actually uses (``[n]`` markers
    resolved against the turn's sources), usage (the backend's figures, else counted here) and
    timings.
@@ -75,6 +77,9 @@ class HandlerOptions:
     max_attempts: int = 5  # the chat queue's: past it the runtime dead-letters, so give up first
     flush_interval: float = 0.02
     cancel_poll: float = 0.25
+    # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
+    # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
+    orphan_after: float = 15.0
 
 
 @dataclass
@@ -106,6 +111,7 @@ class TurnHandler:
         self.outbox = Outbox(
             redis, prefix=self.options.prefix, ttl=self.options.stream_ttl,
             flush_interval=self.options.flush_interval, cancel_poll=self.options.cancel_poll,
+            orphan_after=self.options.orphan_after,
         )
 
     async def close(self) -> None:
@@ -129,7 +135,7 @@ class TurnHandler:
                 await writer.emit("error", WORKER_LOST)
                 return
             if cancelled:
-                await writer.emit("cancelled", {"completion_tokens": 0})
+                await writer.emit("cancelled", {"completion_tokens": 0, "reason": "cancelled"})
                 return
             if turn.deadline is not None and time.time() > turn.deadline:
                 await writer.emit("error", {
@@ -218,8 +224,11 @@ class TurnHandler:
             })
             return
         if progress.cancelled:
-            await writer.emit("cancelled", {"completion_tokens": len(progress.pieces)})
-            log.info("turn_cancelled", completion_tokens=len(progress.pieces))
+            reason = writer.cancel_reason or "cancelled"
+            await writer.emit(
+                "cancelled", {"completion_tokens": len(progress.pieces), "reason": reason}
+            )
+            log.info("turn_cancelled", completion_tokens=len(progress.pieces), reason=reason)
             return
         await writer.emit("final", self._final(message, turn, progress))
 

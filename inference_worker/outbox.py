@@ -4,15 +4,22 @@ One background task, the *flusher*, writes what all running turns produced since
 in ONE Redis pipeline: per turn one ``XADD`` per event (a run of tokens is joined into one
 ``token`` event, as :class:`parley.turnstream.TurnWriter` does), an ``EXPIRE`` on the turn's
 first write and on its terminal event, and every ``cancel_poll`` seconds one ``MGET`` of all
-running turns' cancel flags. A turn's first token, a full buffer and every other event wake the
-flusher at once; other tokens wait at most ``flush_interval``. What arrives while a flush is in
-flight goes out with the next one (group commit).
+running turns' cancel flags and gateway holds. A turn's first token, a full buffer and every
+other event wake the flusher at once; other tokens wait at most ``flush_interval``. What arrives
+while a flush is in flight goes out with the next one (group commit).
 
 Why: a writer per turn costs one round trip per turn per flush, plus a cancel poll per turn
 while its model is silent, so the worker's Redis work grew with turns x tokens and, at 200
 concurrent streams, the event loop queued first tokens behind other turns' round trips
 (``python -m bench.ttft``, figures in ARCHITECTURE.md). Here the round trips per second stay
 about ``1 / flush_interval`` + first tokens, whatever the number of turns.
+
+Orphans: a gateway replica relaying a turn holds ``<turn>:attached`` (refreshed every second,
+expiring after 3 s; :mod:`chat_gateway.relay`). A client that drops is given a resume grace by
+its gateway, which then cancels the turn; if that gateway process dies, its timer dies with it.
+So a turn whose hold was seen and then stays absent for ``orphan_after`` seconds (longer than
+the gateway's grace plus the hold's expiry) is cancelled here, reason ``orphaned``. A turn never
+held (a producer other than the gateway, a bench) is never cancelled this way.
 
 Failure: when a flush fails (Redis unreachable), the turns it carried fail: their pending and
 later ``emit`` calls raise the error, and so does their next ``token``; other turns carry on.
@@ -32,7 +39,14 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from parley.turnstream import MAX_EVENTS, TERMINAL, EventKind, entry_fields, turn_key
+from parley.turnstream import (
+    MAX_EVENTS,
+    TERMINAL,
+    EventKind,
+    attached_key,
+    entry_fields,
+    turn_key,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +70,10 @@ class TurnOutput:
         self._outbox = outbox
         self.key = turn_key(outbox.prefix, turn_id)
         self.cancel_key = f"{self.key}:cancel"
+        self.attached_key = attached_key(outbox.prefix, turn_id)
+        self.held = False  # a gateway's hold was seen at least once
+        self.unheld_since: float | None = None
+        self.cancel_reason: str | None = None  # "cancelled" (asked for) or "orphaned"
         self.on_cancel = on_cancel  # settable later: the flusher reads it when the flag is seen
         self._tokens: list[str] = []
         self._queue: list[_Item] = []
@@ -112,10 +130,11 @@ class TurnOutput:
         items, self._queue = self._queue, []
         return items
 
-    def _cancel(self) -> None:
+    def _cancel(self, reason: str) -> None:
         if self.cancelled:
             return
         self.cancelled = True
+        self.cancel_reason = reason
         if self.on_cancel is not None:
             self.on_cancel()
 
@@ -141,8 +160,10 @@ class Outbox:
         flush_interval: float = 0.02,
         cancel_poll: float = 0.25,
         max_pending: int = 256,
+        orphan_after: float = 15.0,
     ) -> None:
         self._redis = client
+        self.orphan_after = orphan_after
         self.prefix = prefix
         self.ttl = ttl
         self.interval = flush_interval
@@ -240,7 +261,7 @@ class Outbox:
                     pipe.expire(turn.key, self.ttl)
                 plan.append((turn, items, expire))
             if watched:
-                pipe.mget([t.cancel_key for t in watched])
+                pipe.mget([key for t in watched for key in (t.cancel_key, t.attached_key)])
             if not plan and not watched:
                 self._settle()
                 return
@@ -267,10 +288,23 @@ class Outbox:
                 turn._expiry_set = True
                 at += 1
         if watched:
-            for turn, flag in zip(watched, replies[at], strict=True):
-                if flag:
-                    turn._cancel()
+            flags = replies[at]
+            for i, turn in enumerate(watched):
+                self._check(turn, cancel=flags[2 * i], attached=flags[2 * i + 1], now=now)
         self._settle()
+
+    def _check(self, turn: TurnOutput, *, cancel: object, attached: object, now: float) -> None:
+        if cancel:
+            turn._cancel("cancelled")
+        elif attached:
+            turn.held, turn.unheld_since = True, None
+        elif turn.held:
+            if turn.unheld_since is None:
+                turn.unheld_since = now
+            elif now - turn.unheld_since >= self.orphan_after:
+                log.warning("turn_orphaned", key=turn.key,
+                            unheld_for=round(now - turn.unheld_since, 1))
+                turn._cancel("orphaned")
 
     def _settle(self) -> None:
         """Forget turns that ended, or were left with nothing more to write."""

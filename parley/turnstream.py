@@ -39,6 +39,12 @@ def turn_key(prefix: str, turn_id: str) -> str:
     return f"{prefix}:turn:{turn_id}"
 
 
+def attached_key(prefix: str, turn_id: str) -> str:
+    """Held (with a short expiry, refreshed) by a gateway replica while it relays the turn; the
+    inference worker cancels a turn whose hold has lapsed for too long (its gateway died)."""
+    return f"{turn_key(prefix, turn_id)}:attached"
+
+
 class TurnWriter:
     """Appends one turn's events. Tokens are buffered and written every ``flush_interval`` seconds
     (or ``max_pending`` tokens), in one round trip that also reads the cancel flag.

@@ -108,13 +108,15 @@ async def worker(
     lease_seconds: float = 30.0,
     drain_seconds: float = 5.0,
     stop: asyncio.Event | None = None,
+    orphan_after: float = 15.0,
 ) -> AsyncIterator[Harness]:
     """A running worker; stopped (drained) on exit."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     queue = QueueSettings(name="parley-chat", concurrency=8, max_attempts=max_attempts,
                           lease_seconds=lease_seconds)
     broker = RedisBroker(redis, prefix=prefix, lease_seconds={queue.name: lease_seconds})
-    handler = TurnHandler(model, redis, HandlerOptions(prefix=prefix, max_attempts=max_attempts))
+    handler = TurnHandler(model, redis, HandlerOptions(prefix=prefix, max_attempts=max_attempts,
+                                                       orphan_after=orphan_after))
     consumer = Consumer(broker, queue, handler, drain_seconds=drain_seconds, receive_wait=0.1,
                         backoff_base=0.05, backoff_cap=0.2)
     stop = stop or asyncio.Event()

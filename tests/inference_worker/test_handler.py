@@ -18,7 +18,7 @@ from parley import localstack
 from parley.chatmodel import Usage
 from parley.contracts import dump
 from parley.errors import ParleyError
-from parley.turnstream import TurnWriter, cancel, tail
+from parley.turnstream import TurnWriter, attached_key, cancel, tail
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.inference_worker.scripted import ScriptedModel
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
@@ -325,6 +325,26 @@ async def test_stopping_worker_ends_a_running_turn_with_worker_lost(
     assert model.streams[0].closed
     # The message was left unsettled for the broker to redeliver; the next worker will ack it.
     assert await w.broker.depth(w.queue.name) == 1
+
+
+async def test_a_turn_whose_gateway_died_is_cancelled_as_orphaned(
+    redis: aioredis.Redis,
+) -> None:
+    # The gateway holds <turn>:attached for 3 s and refreshes it every second while it relays;
+    # here it "dies" right after the first token: the hold is never refreshed and expires.
+    model = ScriptedModel(pieces=[f" w{i}" for i in range(100_000)], interval=0.01)
+    async with worker(redis, model, orphan_after=1.0) as w:
+        chat = turn(max_tokens=32768)
+        await redis.set(attached_key(w.prefix, chat.turn_id), b"gateway-1", px=3000)
+        await w.ask(chat)
+        await w.first_token(chat.turn_id)
+        events = await w.events(chat.turn_id, timeout=10)
+        await w.settled()
+    assert events[-1].kind == "cancelled"
+    assert events[-1].data["reason"] == "orphaned"
+    assert model.streams[0].closed
+    assert model.streams[0].yielded < 1000  # stopped ~4 s in, not at max_tokens
+    assert w.consumer.stats.handled == 1
 
 
 async def test_concurrent_turns_are_served_together(redis: aioredis.Redis) -> None:

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from inference_worker.outbox import Outbox
-from parley.turnstream import cancel, tail
+from parley.turnstream import attached_key, cancel, tail
 
 
 @pytest.fixture
@@ -136,3 +136,29 @@ async def test_the_flusher_runs_only_while_turns_are_open(redis: aioredis.Redis)
         assert outbox._task is not None and outbox._task is not task
         assert not outbox._task.done()
         await out.emit("final", {})
+
+
+async def test_a_turn_whose_gateway_hold_lapses_is_cancelled_as_orphaned(
+    redis: aioredis.Redis,
+) -> None:
+    p = prefix()
+    outbox = Outbox(redis, prefix=p, cancel_poll=0.05, orphan_after=0.3)
+    orphaned = asyncio.Event()
+    await redis.set(attached_key(p, "held"), b"gw-1", px=3000)
+    with (
+        outbox.open("held", on_cancel=orphaned.set) as held,
+        outbox.open("never-held") as free,
+    ):
+        held.token("a")
+        free.token("a")
+        await asyncio.sleep(0.5)  # held throughout: not an orphan
+        assert not held.cancelled
+        await redis.delete(attached_key(p, "held"))  # the gateway died: its hold lapses
+        lapsed = asyncio.get_running_loop().time()
+        async with asyncio.timeout(2):
+            await orphaned.wait()
+        assert asyncio.get_running_loop().time() - lapsed >= 0.3
+        assert held.cancel_reason == "orphaned" and not held.token("b")
+        assert not free.cancelled  # no hold ever seen: another producer's turn, left alone
+        await held.emit("cancelled", {})
+        await free.emit("final", {})
