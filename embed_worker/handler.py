@@ -25,6 +25,7 @@ from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatc
 from parley.embedder import Embedder
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
+from parley.reconcile import WriteMarks
 from parley.status import StatusStore
 from parley.vectorstore import ChunkRecord, VectorStore
 
@@ -54,17 +55,24 @@ class EmbedHandler:
         vectors: VectorStore,
         status: StatusStore,
         cleanup_grace: float = CLEANUP_GRACE,
+        writes: WriteMarks | None = None,
     ) -> None:
         self.embedder = embedder
         self.vectors = vectors
         self.status = status
         self.cleanup_grace = cleanup_grace
+        self.writes = writes
         self._cleanups: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()
 
     @classmethod
     def from_clients(cls, clients: Clients) -> EmbedHandler:
-        return cls(embedder=clients.embedder, vectors=clients.vectors, status=clients.status)
+        return cls(
+            embedder=clients.embedder,
+            vectors=clients.vectors,
+            status=clients.status,
+            writes=WriteMarks(clients.redis, prefix=clients.settings.redis_prefix),
+        )
 
     async def __call__(self, message: Message) -> None:
         try:
@@ -111,6 +119,10 @@ class EmbedHandler:
             )
             for c, vector in zip(batch.chunks, vectors, strict=True)
         ]
+        if self.writes is not None:
+            # Before the upsert: the reembed sweep drops an old model's collection only when
+            # it has not been marked for a while, and sees a mark that races its drop.
+            await self.writes.mark(batch.tenant, self.embedder.model_id)
         await self.vectors.upsert(batch.tenant, records)
         metrics.CHUNKS_EMBEDDED.inc(len(records))
         landed = await self.status.batch_landed(

@@ -121,6 +121,11 @@ async def _expire(settings: Settings, clients: Clients) -> reconcile.SweepReport
 
 
 async def _reembed(settings: Settings, clients: Clients) -> reconcile.SweepReport:
+    from parley.embedder.factory import model_id_of, previous_settings
+
+    # PARLEY_EMBEDDING_PREVIOUS__* here says which model a switch leaves: only needed to go
+    # back to a model the deployment left before (parley.reconcile.next_target).
+    before = previous_settings(settings)
     return await reconcile.reembed(
         settings,
         redis=clients.redis,
@@ -128,6 +133,7 @@ async def _reembed(settings: Settings, clients: Clients) -> reconcile.SweepRepor
         store=_chroma(clients),
         embedder=clients.embedder,
         broker=clients.brokers.for_queue(settings.queues.ingest),
+        previous_model=await model_id_of(before) if before is not None else None,
     )
 
 
