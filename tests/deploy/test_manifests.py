@@ -147,3 +147,34 @@ def test_network_policies_deny_by_default(rendered: dict[str, list[Doc]]) -> Non
         deny = checks.find(docs, "NetworkPolicy", "default-deny")
         assert deny is not None
         assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+EMBEDDING_USERS = ("parley-gateway", "parley-ingest-worker", "parley-embed-worker",
+                   "parley-maintenance-worker")
+
+
+def embedding_model(settings: Settings) -> tuple[str, ...]:
+    """What decides the vectors (and the collection): the model, not the device it runs on."""
+    if settings.embedder == "azure-openai":
+        return ("azure-openai", str(settings.azure_openai_embedding_deployment),
+                str(settings.azure_openai_embedding_dimensions))
+    return ("local",)
+
+
+@pytest.mark.parametrize("variant", ["dev", "aks", "aks+kaito", "aks+gpu-embed"])
+def test_every_component_that_embeds_uses_one_model(
+    rendered: dict[str, list[Doc]], variant: str
+) -> None:
+    # A gateway embedding questions with another model than the embed worker's would search a
+    # collection nobody fills.
+    docs = rendered[variant]
+    models = {}
+    for name in EMBEDDING_USERS:
+        workload = checks.find(docs, "Deployment", name)
+        assert workload is not None, name
+        models[name] = embedding_model(checks.settings_for(checks.env_of(docs, workload)))
+    assert len(set(models.values())) == 1, models
+    if variant == "aks+gpu-embed":
+        embed = checks.find(docs, "Deployment", "parley-embed-worker")
+        assert embed is not None
+        assert checks.settings_for(checks.env_of(docs, embed)).embed_device == "cuda"
