@@ -1,7 +1,7 @@
 """Time to first token added by Parley's queue + inference worker (+ gateway) over calling the
 same upstream model directly, at 1 and 200 concurrent streams.
 
-    python -m bench.ttft [--concurrency 1,200] [--first-token-ms 50] [--workers 1] [--quick]
+    python -m bench.ttft [--concurrency 1,200] [--rate 10] [--spare 0.25] [--workers 1] [--quick]
 
 The upstream is ``tests.peers.openai_chat`` in its own process: an OpenAI-compatible endpoint
 that answers every request after a fixed delay and then streams at a fixed rate, so the model's
@@ -17,8 +17,17 @@ that point the queue, not the plumbing, sets the latency (``--workers`` adds pro
 * ``direct``: the official ``openai`` client streaming from the upstream;
 * ``worker``: what the gateway does after retrieval - write the ``sources`` event, publish the
   ChatTurn on the chat queue (Redis Streams) - then tail the turn's stream (XREAD) for the first
-  ``token``; one ``python -m inference_worker`` process (openai-compatible backend, concurrency =
-  the client count) calls the upstream and writes the tokens.
+  ``token``; ``python -m inference_worker`` (openai-compatible backend) calls the upstream and
+  writes the tokens. Its slots (``PARLEY_QUEUES__CHAT__CONCURRENCY``) are the client count plus
+  ``--spare`` (25 %), as a deployment is sized;
+* ``worker, no spare slot`` (several clients only): the same with exactly one slot per client,
+  so every new turn waits for the slot of the client's previous turn (its ack): what a fleet
+  running at its limit adds.
+
+A second table splits each worker path's time to first token (from the final event's timings):
+publish + queue wait, the worker until the model's first token (the upstream's delay is in it),
+and the rest (the ``sources`` write, the outbox flush, the client's read). ``machine CPU %`` is
+the whole machine's busy share while the path ran (100 = both cores saturated).
 
 ``added`` = the path's percentile minus direct's at the same concurrency. Goal (issue 3): added
 <= 5 ms p50 and <= 20 ms p99. Every process (upstream, Redis, worker, clients) shares this
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -138,7 +148,21 @@ def direct(client: AsyncOpenAI) -> TurnFn:
     return turn
 
 
-def through_worker(redis: aioredis.Redis, broker: RedisBroker, prefix: str) -> TurnFn:
+@dataclass
+class Breakdown:
+    """Where a worker-path turn's first token spent its time (ms, one entry per turn): before
+    the worker received it (publish, queue), in the worker until the model's first token
+    (includes the upstream's own delay), and the rest (the ``sources`` write before publishing,
+    the outbox flush, the client's XREAD wake-up)."""
+
+    queue: list[float]
+    worker: list[float]
+    delivery: list[float]
+
+
+def through_worker(
+    redis: aioredis.Redis, broker: RedisBroker, prefix: str, breakdown: Breakdown | None = None
+) -> TurnFn:
     async def turn() -> float:
         started = time.perf_counter()
         turn_id = new_turn_id()
@@ -154,6 +178,12 @@ def through_worker(redis: aioredis.Redis, broker: RedisBroker, prefix: str) -> T
                 first = time.perf_counter() - started
             if event.kind in {"error", "cancelled"}:
                 raise RuntimeError(f"turn ended with {event.kind}: {dict(event.data)}")
+            if event.kind == "final" and breakdown is not None and first is not None:
+                timings = event.data["timings"]
+                queue = float(timings["queue_ms"] or 0.0)
+                breakdown.queue.append(queue)
+                breakdown.worker.append(float(timings["ttft_ms"]))
+                breakdown.delivery.append(first * 1000 - queue - float(timings["ttft_ms"]))
         assert first is not None
         return first
 
@@ -193,6 +223,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat, in clock ticks."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def machine_busy(since: tuple[int, int]) -> float:
+    """Percent of all cores busy since ``since`` (100 = every core saturated)."""
+    busy, total = machine_jiffies()
+    return 100.0 * (busy - since[0]) / max(1, total - since[1])
+
+
+def pct_ms(values: list[float], q: float) -> str:
+    """A percentile of values already in ms, rounded for a table cell."""
+    return f"{pct(values, q) / 1000:.1f}" if values else "-"
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -203,6 +251,7 @@ async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ttft-"))
     server = localstack.start_redis(workdir)
     rows: list[list[object]] = []
+    split: list[list[object]] = []
     try:
         # Every client tails its turn with a blocking XREAD: one connection each.
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
@@ -211,59 +260,92 @@ async def run(args: argparse.Namespace) -> None:
             case = case_for(clients, args.quick, args.rate)
             upstream = start_upstream(args.first_token_ms, case)
             spread = args.first_token_ms / 1000 + case.tokens / case.rate
-            prefix = f"ttft{uuid.uuid4().hex[:6]}"
-            workers = [
-                start_worker(server.url, prefix, upstream.base_url,
-                             -(-clients // args.workers), workdir / f"worker-{clients}-{i}.log")
-                for i in range(args.workers)
-            ]
-            broker = RedisBroker(redis, prefix=prefix)
+            # Worker fleets, each on its own queue prefix: slots (turns the fleet takes at once)
+            # with some to spare, as a deployment is sized; and, with several clients, exactly
+            # as many slots as streams, where a new turn waits for the previous one's slot.
+            fleets = {"worker": math.ceil(clients * (1 + args.spare))}
+            if clients > 1:
+                fleets["worker, no spare slot"] = clients
+            started: dict[str, tuple[str, list[subprocess.Popen[bytes]]]] = {}
+            for name, slots in fleets.items():
+                prefix = f"ttft{uuid.uuid4().hex[:6]}"
+                started[name] = (prefix, [
+                    start_worker(server.url, prefix, upstream.base_url,
+                                 -(-slots // args.workers),
+                                 workdir / f"worker-{clients}-{prefix}-{i}.log")
+                    for i in range(args.workers)
+                ])
             openai = AsyncOpenAI(base_url=upstream.base_url, api_key="unused", max_retries=0)
+            paths: dict[str, TurnFn] = {"direct": direct(openai)}
+            parts: dict[str, Breakdown] = {}
+            for name, (prefix, _) in started.items():
+                parts[name] = Breakdown([], [], [])
+                paths[name] = through_worker(redis, RedisBroker(redis, prefix=prefix), prefix,
+                                             parts[name])
             results: dict[str, list[float]] = {}
-            worker_cpu, worker_turns = 0.0, 0
+            busy: dict[str, list[float]] = {}
+            cpu_used: dict[str, float] = {}
+            turns_run: dict[str, int] = {}
             try:
-                # Interleave the paths so drift on a shared machine hits both alike.
+                # Interleave the paths so drift on a shared machine hits all alike.
                 for _ in range(2):
-                    for name, fn in (("direct", direct(openai)),
-                                     ("worker", through_worker(redis, broker, prefix))):
-                        cpu = sum(cpu_seconds(w.pid) for w in workers)
+                    for name, fn in paths.items():
+                        fleet = started[name][1] if name in started else []
+                        cpu = sum(cpu_seconds(w.pid) for w in fleet)
+                        machine = machine_jiffies()
                         samples, ran = await closed_loop(fn, clients, case.seconds, spread)
+                        busy.setdefault(name, []).append(machine_busy(machine))
                         results.setdefault(name, []).extend(samples)
-                        if name == "worker":
-                            worker_cpu += sum(cpu_seconds(w.pid) for w in workers) - cpu
-                            worker_turns += ran
+                        cpu_used[name] = cpu_used.get(name, 0.0) + sum(
+                            cpu_seconds(w.pid) for w in fleet) - cpu
+                        turns_run[name] = turns_run.get(name, 0) + ran
             finally:
                 await openai.close()
-                for w in workers:
-                    w.terminate()
-                for w in workers:
-                    w.wait(30)
+                for _prefix, fleet in started.values():
+                    for w in fleet:
+                        w.terminate()
+                    for w in fleet:
+                        w.wait(30)
                 upstream.stop()
             base = results["direct"]
             for name, samples in results.items():
                 p50, p99 = pct(samples, 0.50), pct(samples, 0.99)
                 added50 = p50 - pct(base, 0.50)
                 added99 = p99 - pct(base, 0.99)
+                worker = name != "direct"
                 rows.append([
-                    clients, f"{case.tokens}@{case.rate:.0f}/s", name, len(samples),
+                    clients, f"{case.tokens}@{case.rate:.0f}/s", name,
+                    fleets.get(name, "-"), len(samples),
                     round(statistics.fmean(samples) * 1000, 2),
                     round(p50, 2), round(p99, 2),
-                    "-" if name == "direct" else round(added50, 2),
-                    "-" if name == "direct" else round(added99, 2),
-                    "-" if name == "direct" else
-                    ("yes" if added50 <= 5 and added99 <= 20 else "no"),
-                    "-" if name == "direct" else
-                    round(worker_cpu * 1e6 / (worker_turns * case.tokens), 1),
+                    round(added50, 2) if worker else "-",
+                    round(added99, 2) if worker else "-",
+                    ("yes" if added50 <= 5 and added99 <= 20 else "no") if worker else "-",
+                    round(cpu_used[name] * 1e6 / (turns_run[name] * case.tokens), 1)
+                    if worker else "-",
+                    round(statistics.fmean(busy[name])),
+                ])
+            for name, breakdown in parts.items():
+                split.append([
+                    clients, f"{case.tokens}@{case.rate:.0f}/s", name,
+                    *(f"{pct_ms(values, 0.5)} / {pct_ms(values, 0.99)}"
+                      for values in (breakdown.queue, breakdown.worker, breakdown.delivery)),
                 ])
         await redis.aclose()
     finally:
         server.stop()
     print(render(
         f"Time to first token (upstream: first token after {args.first_token_ms:.0f} ms; "
-        f"{args.workers} worker process{'es' if args.workers > 1 else ''})",
-        ["streams", "answers", "path", "turns", "mean ms", "p50 ms", "p99 ms", "added p50",
-         "added p99", "goal (<=5/<=20)", "worker CPU us/token"],
+        f"{args.workers} worker process{'es' if args.workers > 1 else ''} per fleet)",
+        ["streams", "answers", "path", "slots", "turns", "mean ms", "p50 ms", "p99 ms",
+         "added p50", "added p99", "goal (<=5/<=20)", "worker CPU us/token", "machine CPU %"],
         rows,
+    ))
+    print(render(
+        "Worker paths, where the time to first token goes (ms, p50 / p99 over all their turns)",
+        ["streams", "answers", "path", "publish + queue", "worker to model's first token",
+         "sources write + flush + client read"],
+        split,
     ))
     print(f"load average (1 min) at start {load:.1f}, at end {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores: other work on the machine inflates every column")
@@ -277,6 +359,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer turns (a smoke run)")
     parser.add_argument("--rate", type=float, default=10.0,
                         help="tokens/s of each answer when several clients run")
+    parser.add_argument("--spare", type=float, default=0.25,
+                        help="worker slots to spare, as a fraction of the streams (0.25: 250 "
+                             "slots for 200 streams)")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))

@@ -160,6 +160,57 @@ async def test_drain_timeout_leaves_message_for_redelivery(broker: RedisBroker) 
     assert await broker.depth(q.name) == 1  # still there: another worker will get it
 
 
+async def test_stop_is_seen_while_every_slot_is_busy(broker: RedisBroker) -> None:
+    # All slots taken: the receive loop waits for one to free up; a stop must not wait for that.
+    q = queue(concurrency=1)
+    started = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await broker.publish(q.name, b"long")
+    stop = asyncio.Event()
+    consumer = Consumer(broker, q, handler, receive_wait=0.1, drain_seconds=0.2)
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.3)  # the loop is now waiting for a free slot
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert loop.time() - stopped_at < 2.0  # drain time (0.2 s), not the handler's 60 s
+    assert await broker.depth(q.name) == 1
+
+
+async def test_a_handler_that_swallows_the_drain_cancel_is_cancelled_again(
+    broker: RedisBroker,
+) -> None:
+    # redis-py on Python 3.11 can swallow a cancel that lands while a command is sent; the
+    # handler then carries on. The drain must not wait for it to finish on its own.
+    q = queue()
+    started = asyncio.Event()
+    swallowed = asyncio.Event()
+
+    async def handler(message: Message) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            swallowed.set()  # lost, as in redis-py's send
+        await asyncio.sleep(60)
+
+    await broker.publish(q.name, b"stubborn")
+    stop = asyncio.Event()
+    consumer = Consumer(broker, q, handler, receive_wait=0.1, drain_seconds=0.2)
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 5)  # drain 0.2 s + one re-cancel after 0.5 s
+    assert swallowed.is_set()
+    assert await broker.depth(q.name) == 1  # unsettled: redelivered after the lease
+
+
 async def test_receive_errors_do_not_kill_the_consumer() -> None:
     dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     adapter = RedisBroker(dead)
