@@ -151,10 +151,14 @@ class Relayed:
 @contextlib.contextmanager
 def relay_span(turn_id: str, after: str) -> Iterator[Relayed]:
     """The ``chat relay`` span of one relay of a turn's events after offset ``after``, a child of
-    the current span. The caller counts into the yielded :class:`Relayed`; its ``tokens`` become
-    an attribute when the span ends (also when the relay is cancelled: what was relayed until
-    then), ``terminal`` when it was set."""
-    with tracing.span("chat relay", turn_id=turn_id, after=after) as span:
+    the current span, counted in ``parley_chat_streams_active`` while it runs. The caller counts
+    into the yielded :class:`Relayed`; its ``tokens`` become an attribute when the span ends
+    (also when the relay is cancelled: what was relayed until then), ``terminal`` when it was
+    set."""
+    with (
+        metrics.CHAT_STREAMS.track_inprogress(),  # both faces: websocket and OpenAI-compatible
+        tracing.span("chat relay", turn_id=turn_id, after=after) as span,
+    ):
         relayed = Relayed()
         try:
             yield relayed
@@ -201,7 +205,7 @@ class Relay:
 
         The terminal event is sent last, after the hold is released, so that once a client has
         it the connection is free for its next question."""
-        with metrics.CHAT_STREAMS.track_inprogress(), relay_span(turn_id, after) as relayed:
+        with relay_span(turn_id, after) as relayed:
             relayed.terminal = await self._relay(turn_id, meta, send, after, relayed)
             return relayed.terminal
 

@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from websockets.asyncio.client import connect
 
@@ -67,3 +68,33 @@ async def test_gateway_metrics_follow_sessions_and_streams(
     # The gateway publishes to the chat queue and reports its depth.
     chat = world.settings.queues.chat.name
     assert ("parley_queue_depth", (("queue", chat),)) in streaming
+
+
+async def test_openai_face_streams_are_counted_too(world: World, fresh_probes: None) -> None:
+    async with world.make_gateway() as base, httpx.AsyncClient(base_url=base) as http:
+
+        async def streams() -> float:
+            return value(parse((await http.get("/metrics")).text), "parley_chat_streams_active")
+
+        before = await streams()
+        world.worker.delay = 0.05
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="tok-alpha", max_retries=0)
+        try:
+            stream = await client.chat.completions.create(
+                model="parley", messages=[{"role": "user", "content": "Orchard revenue?"}],
+                stream=True,
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    break
+            during = await streams()
+            await stream.close()
+        finally:
+            await client.close()
+        for _ in range(100):
+            after = await streams()
+            if after == before:
+                break
+            await asyncio.sleep(0.05)
+    assert during - before == 1
+    assert after == before
