@@ -25,7 +25,7 @@ from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatc
 from parley.embedder import Embedder
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
-from parley.reconcile import WriteMarks
+from parley.reembedding import WriteMarks
 from parley.status import StatusStore
 from parley.vectorstore import ChunkRecord, VectorStore
 

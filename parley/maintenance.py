@@ -3,8 +3,8 @@
 
 The broker is Parley's Redis (``PARLEY_REDIS_URL``), with Celery's keys under
 ``<prefix>:celery:`` and its own queue ``parley-maintenance``; no result backend. Celery is only
-the clock and the runner here: the sweeps are :mod:`parley.reconcile`'s functions, and the event
-path never goes through Celery (DESIGN.md, decision 1).
+the clock and the runner here: the sweeps are functions of :mod:`parley.reconcile` and
+:mod:`parley.reembedding`, and the event path never goes through Celery (DESIGN.md, decision 1).
 
 Safe on several replicas at once: each run takes a lease in Redis for its sweep
 (``SET <p>:maintenance:lease:<sweep> <token> NX EX``), renewed while it runs and released only by
@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 import structlog
 from celery import Celery
 
-from parley import logs, reconcile
+from parley import logs, reconcile, reembedding
 from parley.clients import Clients, open_clients
 from parley.settings import Settings
 
@@ -124,9 +124,9 @@ async def _reembed(settings: Settings, clients: Clients) -> reconcile.SweepRepor
     from parley.embedder.factory import model_id_of, previous_settings
 
     # PARLEY_EMBEDDING_PREVIOUS__* here says which model a switch leaves: only needed to go
-    # back to a model the deployment left before (parley.reconcile.next_target).
+    # back to a model the deployment left before (parley.reembedding.next_target).
     before = previous_settings(settings)
-    return await reconcile.reembed(
+    return await reembedding.reembed(
         settings,
         redis=clients.redis,
         status=clients.status,

@@ -10,7 +10,7 @@ new version while the query ran before its chunks were written (both then filter
 
 **During a switch of embedding model.** Collections are per tenant and model
 (:mod:`parley.chroma`). After a deployment moves to a new model, the reembed sweep
-(:func:`parley.reconcile.reembed`) fills the tenant's collection of the new model from the old one
+(:func:`parley.reembedding.reembed`) fills the tenant's collection of the new model from the old one
 and, only once it holds every served version, names the new model in the tenant's marker
 ``<prefix>:embedding-model:<tenant>`` and drops the old collection. Until then the new collection
 holds what was copied so far plus what the embed workers wrote since the switch, and the old one
@@ -71,7 +71,7 @@ class Markers(Protocol):
 
 class ModelMarkers:
     """:class:`Markers` read from Redis: ``<prefix>:embedding-model:<tenant>``, the key
-    :func:`parley.reconcile.model_key` writes (JSON ``{"model_id": ..., "since": ...}``)."""
+    :func:`parley.reembedding.model_key` writes (JSON ``{"model_id": ..., "since": ...}``)."""
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str) -> None:
         self._redis = redis

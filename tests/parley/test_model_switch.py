@@ -23,7 +23,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from embed_worker.handler import document_text
-from parley import doctor, reconcile
+from parley import doctor, reconcile, reembedding
 from parley.chroma import ChromaStore
 from parley.doctor import Outcome
 from parley.embedder import Embedder, Tokenizer
@@ -202,7 +202,7 @@ async def mid_switch(
 async def sweep(pipeline: Pipeline, tenant: TenantId) -> reconcile.SweepReport:
     """The reembed sweep for one tenant, with the pipeline's (current) model."""
     clients = pipeline.clients
-    return await reconcile.reembed(
+    return await reembedding.reembed(
         pipeline.settings, redis=clients.redis, status=clients.status, store=store_of(pipeline),
         embedder=clients.embedder,
         broker=clients.brokers.for_queue(pipeline.settings.queues.ingest), tenants=[tenant],
@@ -219,7 +219,8 @@ async def test_mid_switch_a_search_finds_old_only_and_new_only_documents(
     assert await state.old.count(tenant, docs["lambda"]) > 0
     assert await state.old.count(tenant, docs["omega"]) == 0
     assert await store.count(tenant, docs["omega"]) > 0
-    assert await pipeline.clients.redis.get(reconcile.model_key(pipeline.settings, tenant)) is None
+    marker = reembedding.model_key(pipeline.settings, tenant)
+    assert await pipeline.clients.redis.get(marker) is None
 
     # The plain search (no previous model configured) misses what is not copied yet.
     plain = await pipeline.searcher.search(tenant, QUESTIONS["lambda"], k=5)
@@ -472,7 +473,7 @@ async def test_doctor_says_what_to_set_while_a_tenant_is_mid_switch(
         assert (await doctor.check_model_switch(same)).outcome is Outcome.FAIL
 
         # Switched (the sweep names the current model): nothing left to read.
-        await client.set(reconcile.model_key(settings, tenant),
+        await client.set(reembedding.model_key(settings, tenant),
                          json.dumps({"model_id": MODEL_ID, "since": time.time()}))
         check = await doctor.check_model_switch(with_ada)
         assert check.outcome is Outcome.OK and "can be removed" in check.detail, check
@@ -487,4 +488,4 @@ async def test_doctor_says_what_to_set_while_a_tenant_is_mid_switch(
 def test_the_marker_key_is_the_sweeps() -> None:
     settings = Settings(redis_prefix="p")
     markers = ModelMarkers(None, prefix="p")  # type: ignore[arg-type]
-    assert markers.key("t1") == reconcile.model_key(settings, "t1")
+    assert markers.key("t1") == reembedding.model_key(settings, "t1")

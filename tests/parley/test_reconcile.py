@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from parley import reconcile
+from parley import reconcile, reembedding
 from parley.chroma import ChromaStore
 from parley.clients import Clients, open_clients
 from parley.contracts import IngestRequest
@@ -230,7 +230,7 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
     )
 
     async def sweep() -> reconcile.SweepReport:
-        return await reconcile.reembed(
+        return await reembedding.reembed(
             parked,
             redis=clients.redis,
             status=clients.status,
@@ -245,7 +245,7 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
     assert first.counts.get("reposted") == 1  # lambda: nothing to copy from
     assert "collections_dropped" not in first.counts  # not complete: the old one stays
     assert sorted(await store.models(tenant)) == sorted([current, "old-model/v1"])
-    assert await clients.redis.get(reconcile.model_key(pipeline.settings, tenant)) is None
+    assert await clients.redis.get(reembedding.model_key(pipeline.settings, tenant)) is None
     hits = await pipeline.searcher.search(tenant, "how long do Kappa bearings last", k=1)
     assert "9,000 hours" in hits[0].text  # copied chunks are searchable with the new model
 
@@ -265,7 +265,7 @@ async def test_reembed_fills_the_new_collection_and_drops_the_old_only_when_comp
     second = await sweep()
     assert second.counts.get("collections_dropped") == 1
     assert await store.models(tenant) == [current]
-    assert await clients.redis.get(reconcile.model_key(pipeline.settings, tenant)) is not None
+    assert await clients.redis.get(reembedding.model_key(pipeline.settings, tenant)) is not None
     hits = await pipeline.searcher.search(tenant, "what do Lambda filters trap", k=1)
     assert "99 percent" in hits[0].text
 

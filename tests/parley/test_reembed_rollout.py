@@ -18,13 +18,13 @@ import pytest
 
 from embed_worker.handler import EmbedHandler
 from ingest_worker.handler import chunk_id
-from parley import reconcile
+from parley import reconcile, reembedding
 from parley.chroma import ChromaStore
 from parley.contracts import Chunk, ChunkBatch
 from parley.embedder import Embedder
 from parley.embedder.local import MODEL_ID
 from parley.ids import DocumentId, TenantId, document_id
-from parley.reconcile import SwitchTarget, WriteMarks, next_target
+from parley.reembedding import SwitchTarget, WriteMarks, next_target
 from parley.settings import Queues, QueueSettings, Settings
 from parley.status import Stage
 from parley.uploads import blob_path
@@ -72,7 +72,7 @@ async def sweep(
     """One reembed sweep of the pipeline's tenant by a maintenance worker running ``embedder``."""
     clients = pipeline.clients
     settings = settings or parked(pipeline.settings, pipeline.tenant)
-    return await reconcile.reembed(
+    return await reembedding.reembed(
         settings,
         redis=clients.redis,
         status=clients.status,
@@ -154,12 +154,13 @@ async def models(pipeline: Pipeline) -> list[str]:
 
 
 async def marker(pipeline: Pipeline) -> str | None:
-    raw = await pipeline.clients.redis.get(reconcile.model_key(pipeline.settings, pipeline.tenant))
+    marker = reembedding.model_key(pipeline.settings, pipeline.tenant)
+    raw = await pipeline.clients.redis.get(marker)
     return None if raw is None else str(json.loads(raw)["model_id"])
 
 
 async def target(pipeline: Pipeline) -> SwitchTarget | None:
-    raw = await pipeline.clients.redis.get(reconcile.target_key(pipeline.settings))
+    raw = await pipeline.clients.redis.get(reembedding.target_key(pipeline.settings))
     return SwitchTarget.parse(raw)
 
 
@@ -364,7 +365,7 @@ async def test_a_write_racing_the_drop_is_found_and_the_document_reindexed(
     finally:
         await racing.worker.close()
     assert report.counts == {"drops_raced": 1, "collections_dropped": 1}, report
-    assert await clients.redis.exists(reconcile.verify_key(pipeline.settings, tenant))
+    assert await clients.redis.exists(reembedding.verify_key(pipeline.settings, tenant))
     record = await clients.status.get(tenant, raced_doc)
     assert record is not None and record.stage is Stage.READY  # but its chunks went
     assert await store_of(pipeline).count(tenant, raced_doc) == 0
@@ -378,7 +379,7 @@ async def test_a_write_racing_the_drop_is_found_and_the_document_reindexed(
                         and bool(s.version) and s.version != "v-raced")
     report = await sweep(pipeline, store_of(pipeline), clients.embedder, quiet=0)
     assert report.counts == {}, report
-    assert not await clients.redis.exists(reconcile.verify_key(pipeline.settings, tenant))
+    assert not await clients.redis.exists(reembedding.verify_key(pipeline.settings, tenant))
     [top] = await pipeline.searcher.search(tenant, "How much can Iota cranes lift?", k=1)
     assert top.document_id == raced_doc
 
