@@ -1,11 +1,14 @@
-"""A chat gateway process for the benches (``bench/relay.py``, ``bench/sessions.py``).
+"""A chat gateway process for the benches (``bench/relay.py``, ``bench/sessions.py``,
+``bench/ttft.py``).
 
     python bench/gateway_server.py --redis-url URL --prefix P --port N [--ws IMPL] [--deflate]
+        [--documents N]
 
 ``--ws``: ``websockets-sansio`` (what the gateway ships with), ``websockets`` (uvicorn's legacy
 protocol of the same library) or ``raw`` (``websockets.asyncio.server.serve`` with a handler that
-only checks the token and waits: the floor for memory per connection). Retrieval is never used by
-the benches, so the embedder and vector store are inert stand-ins. Prints READY when serving."""
+only checks the token and waits: the floor for memory per connection). The embedder and vector
+store are inert stand-ins (``--documents``: the chunks every retrieval returns). Prints READY
+when serving."""
 
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from chat_gateway.app import Gateway
 from chat_gateway.server import config
 from chat_gateway.services import GatewayOptions, Services
 from parley.broker.redis import RedisBroker
+from parley.ids import ChunkId, DocumentId
 from parley.settings import Settings
+from parley.status import StatusStore
 from parley.vectorstore import Hit
 
 TOKEN = "bench-token"
@@ -34,18 +39,23 @@ TENANT = "bench"
 
 
 class Inert:
-    """Stands in for the embedder and the vector store, which the benches never reach."""
+    """Stands in for the embedder and the vector store (the benches measure the gateway's
+    plumbing, not retrieval). ``hits``: the chunks every query returns (none: every ask ends
+    with ``no_documents``)."""
 
     model_id = "inert"
     dimensions = 1
     max_tokens = 1
     tokenizer = None
 
+    def __init__(self, hits: Sequence[Hit] = ()) -> None:
+        self.hits = list(hits)
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [[0.0] for _ in texts]
 
     async def query(self, tenant: str, embedding: Sequence[float], *, k: int) -> list[Hit]:
-        return []
+        return self.hits[:k]
 
     async def close(self) -> None:
         pass
@@ -86,7 +96,14 @@ async def serve_gateway(args: argparse.Namespace) -> None:
     pool = aioredis.BlockingConnectionPool.from_url(args.redis_url, max_connections=256,
                                                     timeout=10, **extra)
     client = aioredis.Redis(connection_pool=pool)
-    inert: Any = Inert()
+    hits = [Hit(chunk_id=ChunkId(f"bench-{i}"), document_id=DocumentId("bench-doc"),
+                version="v1", text=f"Revenue rose {i} percent in the third quarter.",
+                score=0.9 - i / 100, metadata={"filename": "bench.pdf", "page": i + 1})
+            for i in range(args.documents)]
+    if hits:  # served, so that search keeps them (parley.status's served map)
+        await client.hset(StatusStore(client, prefix=args.prefix).served_key(TENANT),
+                          "bench-doc", "v1")
+    inert: Any = Inert(hits)
     services = Services.assemble(
         settings, redis=client, broker=RedisBroker(client, prefix=args.prefix),
         embedder=inert, store=inert, options=GatewayOptions(asks_per_minute=0),
@@ -108,6 +125,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--documents", type=int, default=0,
+                        help="chunks every retrieval returns (0: asks end with no_documents)")
     parser.add_argument("--parser", default="auto", choices=["auto", "python"],
                         help="auto: hiredis when installed; python: redis-py's own parser")
     parser.add_argument("--loop", default="asyncio", choices=["uvloop", "asyncio"],

@@ -22,7 +22,11 @@ that point the queue, not the plumbing, sets the latency (``--workers`` adds pro
   ``--spare`` (25 %), as a deployment is sized;
 * ``worker, no spare slot`` (several clients only): the same with exactly one slot per client,
   so every new turn waits for the slot of the client's previous turn (its ack): what a fleet
-  running at its limit adds.
+  running at its limit adds;
+* ``gateway + worker``: the whole path as a portal or SDK client sees it: ``ask`` over a kept
+  websocket to a real gateway process (``bench/gateway_server.py``: auth, session, retrieval
+  whose embedder and store are stand-ins returning three fixed chunks, the served-map read,
+  prompt, metadata + ``sources`` write, publish, relay), in front of the spare-slot fleet.
 
 A second table splits each worker path's time to first token (from the final event's timings):
 publish + queue wait, the worker until the model's first token (the upstream's delay is in it),
@@ -38,8 +42,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis.asyncio as aioredis
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench.table import render
 from parley import localstack
@@ -65,6 +72,7 @@ from parley.ids import ConversationId, TenantId, new_turn_id
 from parley.turnstream import TurnWriter, tail
 
 ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_TOKEN = "bench-token"  # bench/gateway_server.py's
 QUEUE = "parley-chat"
 MESSAGES = [ChatMessage(role="system", content="Answer from the sources; cite them as [n]."),
             ChatMessage(role="user", content="How did revenue change in the third quarter?")]
@@ -190,6 +198,65 @@ def through_worker(
     return turn
 
 
+def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
+    """A turn as a portal or SDK client sees it: ``ask`` over a websocket to a real gateway
+    process (its retrieval returns fixed chunks), first ``token`` frame, then to ``final``.
+    Connections are kept open and reused across turns (one per client in flight)."""
+    idle: list[ClientConnection] = []
+
+    async def turn() -> float:
+        if idle:
+            ws = idle.pop()
+        else:
+            ws = await connect(url, compression=None, max_size=2**22)
+            while json.loads(await ws.recv())["type"] != "ready":
+                pass
+        started = time.perf_counter()
+        await ws.send('{"type":"ask","question":"How did revenue change in the third quarter?"}')
+        first = None
+        while True:
+            frame = json.loads(await ws.recv())
+            kind = frame["type"]
+            if kind == "token" and first is None:
+                first = time.perf_counter() - started
+            elif kind in {"error", "cancelled"}:
+                raise RuntimeError(f"turn ended with {kind}: {frame}")
+            elif kind == "final":
+                if breakdown is not None and first is not None:
+                    timings = frame["timings"]
+                    queue = float(timings["queue_ms"] or 0.0)
+                    breakdown.queue.append(queue)
+                    breakdown.worker.append(float(timings["ttft_ms"]))
+                    breakdown.delivery.append(first * 1000 - queue - float(timings["ttft_ms"]))
+                break
+        idle.append(ws)
+        assert first is not None
+        return first
+
+    async def close() -> None:
+        for ws in idle:
+            await ws.close()
+
+    turn.close = close  # type: ignore[attr-defined]
+    return turn
+
+
+def start_gateway(redis_url: str, prefix: str) -> tuple[subprocess.Popen[str], str]:
+    """bench/gateway_server.py on a free port, retrieval returning three fixed chunks."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), "--redis-url", redis_url,
+         "--prefix", prefix, "--port", str(port), "--documents", "3"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "READY":
+        raise RuntimeError("the gateway did not start")
+    return process, f"ws://127.0.0.1:{port}/ws?token={GATEWAY_TOKEN}"
+
+
 async def closed_loop(
     turn: TurnFn, clients: int, seconds: float, spread: float
 ) -> tuple[list[float], int]:
@@ -282,6 +349,12 @@ async def run(args: argparse.Namespace) -> None:
                 parts[name] = Breakdown([], [], [])
                 paths[name] = through_worker(redis, RedisBroker(redis, prefix=prefix), prefix,
                                              parts[name])
+            # The whole path: a gateway process in front of the spare-slot fleet.
+            gateway, gateway_url = start_gateway(server.url, started["worker"][0])
+            parts["gateway + worker"] = Breakdown([], [], [])
+            paths["gateway + worker"] = through_gateway(gateway_url, parts["gateway + worker"])
+            fleets["gateway + worker"] = fleets["worker"]
+            started["gateway + worker"] = started["worker"]
             results: dict[str, list[float]] = {}
             busy: dict[str, list[float]] = {}
             cpu_used: dict[str, float] = {}
@@ -301,7 +374,10 @@ async def run(args: argparse.Namespace) -> None:
                         turns_run[name] = turns_run.get(name, 0) + ran
             finally:
                 await openai.close()
-                for _prefix, fleet in started.values():
+                await paths["gateway + worker"].close()  # type: ignore[attr-defined]
+                gateway.terminate()
+                gateway.wait(30)
+                for fleet in {id(f): f for _p, f in started.values()}.values():
                     for w in fleet:
                         w.terminate()
                     for w in fleet:
@@ -344,7 +420,7 @@ async def run(args: argparse.Namespace) -> None:
     print(render(
         "Worker paths, where the time to first token goes (ms, p50 / p99 over all their turns)",
         ["streams", "answers", "path", "publish + queue", "worker to model's first token",
-         "sources write + flush + client read"],
+         "the rest (sources, publish, flush, relay, client read)"],
         split,
     ))
     print(f"load average (1 min) at start {load:.1f}, at end {os.getloadavg()[0]:.1f} "

@@ -9,6 +9,7 @@ conversation and relay a resumed turn in the turn's own trace."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
 from parley.tracing import inject
-from parley.turnstream import TurnWriter, turn_key
+from parley.turnstream import MAX_EVENTS, entry_fields, turn_key
 
 
 @dataclass(frozen=True)
@@ -162,17 +163,16 @@ class Turns:
         headers = dict(inject({TURN_HEADER: turn_id}))  # the current span's context, if any
         meta = {"tenant": tenant, "conversation_id": cid, "persist": persist,
                 "traceparent": headers.get(TRACE_HEADER)}
-        await self._redis.set(
-            self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl
-        )
-        writer = TurnWriter(
-            self._redis, turn_id, prefix=self.options.prefix, ttl=self.options.stream_ttl
-        )
-        offset = await writer.emit("sources", source_event_data(built.sources, cid))
-        if persist:
-            await self.conversations.append(
-                tenant, cid, turn_id, ChatMessage(role="user", content=question)
-            )
+        # The turn's metadata and its ``sources`` event in one round trip: the ask path is on
+        # every question's time to first token.
+        key = turn_key(self.options.prefix, turn_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl)
+            pipe.xadd(key, entry_fields("sources", source_event_data(built.sources, cid)),
+                      maxlen=MAX_EVENTS, approximate=True)
+            pipe.expire(key, self.options.stream_ttl)
+            _, entry, _ = await pipe.execute()
+        offset = entry.decode() if isinstance(entry, bytes) else str(entry)
         fields: dict[str, Any] = {
             "turn_id": turn_id,
             "tenant": tenant,
@@ -185,5 +185,16 @@ class Turns:
             "enqueued_at": time.time(),
         }
         turn = ChatTurn.model_validate(fields)
-        await self._broker.publish(self.options.queue, dump(turn), headers)
+        publish = self._broker.publish(self.options.queue, dump(turn), headers)
+        if persist:
+            # Recording the question and queueing the turn are independent (the answer is
+            # recorded after both), so they share one wait.
+            await asyncio.gather(
+                self.conversations.append(
+                    tenant, cid, turn_id, ChatMessage(role="user", content=question)
+                ),
+                publish,
+            )
+        else:
+            await publish
         return Started(turn_id, cid, built.sources, offset)
