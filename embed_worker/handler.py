@@ -78,8 +78,14 @@ class EmbedHandler:
         try:
             batch = ChunkBatch.model_validate_json(message.body)
         except ValidationError as exc:
+            # Where and what only: an error's ``input`` may be the whole batch (a missing
+            # top-level field), and the reason goes to the dead letters and the log.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
             raise Reject(
-                f"not a parley.chunks.v1 batch: {exc.errors()[:3]}", reason="malformed_message"
+                f"not a parley.chunks.v1 batch: {problems}", reason="malformed_message"
             ) from exc
         with structlog.contextvars.bound_contextvars(
             document_id=batch.document_id, tenant=batch.tenant, batch=batch.batch_index
@@ -134,7 +140,7 @@ class EmbedHandler:
         if landed in (1, 2):
             # Ready with this version (again, on redelivery): the other versions go, after a
             # grace so that a search that read the served versions just before the swap still
-            # finds the chunks it will keep (see parley.search).
+            # finds the chunks it will keep (see parley.search and _remove_superseded).
             self._later(self._remove_superseded(batch.tenant, batch.document_id))
         elif landed == -1:
             # This version was replaced while its batches were on the way: nobody serves it.
@@ -145,13 +151,30 @@ class EmbedHandler:
         task = asyncio.create_task(cleanup)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+        task.add_done_callback(_log_failure)
 
     async def _remove_superseded(self, tenant: TenantId, document: DocumentId) -> None:
+        """After the grace, delete the document's chunks of every version that was neither
+        served nor pending when this clean-up started, nor is now.
+
+        The versions of the start are kept because a version swapped out after this clean-up
+        started (by this worker or another) must get the whole grace from that swap, not the
+        rest of this one's; the swap itself schedules the clean-up that removes it. A version
+        swapped out before the start has had its swap before the grace begins. A failure (Redis
+        or Chroma down) is logged and not retried: the next swap of the document or the
+        reconciliation sweep removes what is left."""
+        before = await self.status.get(tenant, document)
         await self._closing_or(self.cleanup_grace)
         status = await self.status.get(tenant, document)
         if status is None:
             return  # deleted meanwhile: the delete removes every chunk
-        keep = {v for v in (status.version, status.pending_version) if v}
+        keep = {
+            v
+            for s in (before, status)
+            if s is not None
+            for v in (s.version, s.pending_version)
+            if v
+        }
         removed = await self.vectors.delete_document(tenant, document, keep=keep)
         log.info("superseded_versions_removed", document_id=document, chunks=removed)
 
@@ -166,6 +189,11 @@ class EmbedHandler:
         self._closing.set()
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("cleanup_failed", error=repr(exc), exc_info=exc)
 
 
 def _observe_ready(headers: Mapping[str, str]) -> None:

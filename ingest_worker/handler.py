@@ -314,14 +314,13 @@ class IngestHandler:
             filename=filename,
             size=self.settings.embed_batch_size,
         )
-        await self.status.update(
+        await self.status.begin_version(
             where.tenant,
             where.document_id,
-            stage=Stage.EMBEDDING,
-            pending_version=version,
+            version,
             batches_total=len(out),
             chunks=len(drafts),
-            chunks_done=0,
+            stage=Stage.EMBEDDING,
         )
         chunked = time.time()
         metrics.STAGE_SECONDS.labels("chunking").observe(chunked - extracted)

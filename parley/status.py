@@ -67,9 +67,10 @@ class DocumentStatus(BaseModel):
     updated_at: float = 0.0
 
 
-# KEYS: record, landed set, index, served map. ARGV: version, batch index, chunks in batch,
-# now, tenant, document id. Returns 1 when this call made the document ready, 2 when it was
-# already ready with this version (redelivery), 0 otherwise (more batches to come or stale).
+# KEYS: record, landed set (emptied by StatusStore.begin_version), index, served map. ARGV:
+# version, batch index, chunks in batch, now, tenant, document id. Returns 1 when this call
+# made the document ready, 2 when it was already ready with this version (redelivery), 0
+# otherwise (more batches to come), -1 when the version is no longer wanted (stale).
 _LANDED = """
 local pending = redis.call('HGET', KEYS[1], 'pending_version')
 local active = redis.call('HGET', KEYS[1], 'version')
@@ -118,6 +119,10 @@ class StatusStore:
     def served_key(self, tenant: str) -> str:
         return f"{self._prefix}:served:{tenant}"
 
+    def _landed_key(self, tenant: str, document_id: str, version: str) -> str:
+        """The set of batch indexes of ``version`` stored so far (see :meth:`batch_landed`)."""
+        return f"{self.record_key(tenant, document_id)}:landed:{version}"
+
     # reading ----------------------------------------------------------------------------------
     async def get(self, tenant: TenantId, document_id: DocumentId) -> DocumentStatus | None:
         raw = await self._redis.hgetall(self.record_key(tenant, document_id))
@@ -158,11 +163,55 @@ class StatusStore:
         self, tenant: TenantId, document_id: DocumentId, **fields: Any
     ) -> DocumentStatus:
         """Set fields (None clears one), bump ``updated_at``, publish the record as progress."""
+        return await self._update(tenant, document_id, fields)
+
+    async def begin_version(
+        self,
+        tenant: TenantId,
+        document_id: DocumentId,
+        version: str,
+        *,
+        batches_total: int,
+        chunks: int,
+        **fields: Any,
+    ) -> DocumentStatus:
+        """Start embedding ``version`` from nothing: make it the pending version with
+        ``chunks_done`` 0 and forget which of its batches landed, in the same transaction, then
+        publish. Called before its batches are published, so every one of them counts anew.
+
+        The forgotten set may be a run of this version that never finished (replaced meanwhile,
+        its chunks deleted since): counting it would make the version ``ready`` too early. It may
+        also be this very run, when an ingest request is redelivered after it published its
+        batches: those counts are lost, but the redelivery publishes every batch again and each
+        counts once when it lands (a batch of the first publication counts the same, same ids)."""
+        return await self._update(
+            tenant,
+            document_id,
+            {
+                **fields,
+                "pending_version": version,
+                "batches_total": batches_total,
+                "chunks": chunks,
+                "chunks_done": 0,
+            },
+            forget=self._landed_key(tenant, document_id, version),
+        )
+
+    async def _update(
+        self,
+        tenant: TenantId,
+        document_id: DocumentId,
+        fields: Mapping[str, Any],
+        *,
+        forget: str | None = None,
+    ) -> DocumentStatus:
         now = time.time()
         key = self.record_key(tenant, document_id)
         mapping: dict[Any, Any] = {k: _encode(v) for k, v in fields.items()}
         mapping["updated_at"] = repr(now)
         async with self._redis.pipeline(transaction=True) as pipe:
+            if forget is not None:
+                pipe.delete(forget)
             pipe.hsetnx(key, "created_at", repr(now))
             pipe.hset(key, mapping={"document_id": document_id, "tenant": tenant, **mapping})
             pipe.zadd(self.index_key(tenant), {document_id: now})
@@ -204,7 +253,7 @@ class StatusStore:
         result = await self._landed(
             keys=[
                 key,
-                f"{key}:landed:{version}",
+                self._landed_key(tenant, document_id, version),
                 self.index_key(tenant),
                 self.served_key(tenant),
             ],
