@@ -137,11 +137,20 @@ class Searcher:
         there and is dropped)."""
         if self.switch is not None and await self.switching(tenant):
             return await self._search_both(self.switch, tenant, query, k)
-        [vector] = await self.embedder.embed([query])
-        return await self.nearest(tenant, vector, k=k)
+        # The served map is read while the question is embedded (one round trip off every
+        # question's path), and still before the vector query, as the ordering above needs.
+        served, [vector] = await asyncio.gather(
+            self.status.served_map(tenant), self.embedder.embed([query])
+        )
+        return await self._served_hits(tenant, vector, served, k)
 
     async def nearest(self, tenant: TenantId, vector: list[float], *, k: int) -> list[Hit]:
         served = await self.status.served_map(tenant)
+        return await self._served_hits(tenant, vector, served, k)
+
+    async def _served_hits(
+        self, tenant: TenantId, vector: list[float], served: Mapping[DocumentId, str], k: int
+    ) -> list[Hit]:
         if not served:
             return []
         hits = await self.vectors.query(tenant, vector, k=k * OVERFETCH + 2)
