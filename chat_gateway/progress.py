@@ -13,13 +13,14 @@ block: a session queues the send on its own task.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+
+from parley import tasks
 
 log = structlog.get_logger(__name__)
 
@@ -109,7 +110,4 @@ class ProgressHub:
                     callback(event)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)

@@ -34,7 +34,7 @@ from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
-from parley import metrics, tracing, turnstream
+from parley import metrics, tasks, tracing, turnstream
 from parley.contracts import ChatMessage
 from parley.turnstream import TurnEvent, TurnWriter, attached_key
 
@@ -120,10 +120,7 @@ class Attachments:
                 log.warning("attach_refresh_failed", error=str(exc))
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
 
 
 async def cancel_unless_resumed(

@@ -18,6 +18,7 @@ from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
+from parley import tasks
 from parley.broker import Broker
 from parley.clients import open_clients
 from parley.embedder import Embedder
@@ -132,9 +133,7 @@ class Services:
     async def close(self) -> None:
         """Stop the background readers. Pending resume-grace timers are dropped: their turns
         run to their end (bounded by max_tokens) unless a client cancels them elsewhere."""
-        for task in list(self.background):
-            task.cancel()
-        await asyncio.gather(*self.background, return_exceptions=True)
+        await asyncio.gather(*(tasks.stop(task) for task in list(self.background)))
         await self.hub.close()
         await self.tailer.close()
         await self.attachments.close()

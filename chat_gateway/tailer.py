@@ -15,7 +15,6 @@ clients read the same entries from their own offsets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from parley import tasks
 from parley.turnstream import TERMINAL, TurnEvent, parse_entry, turn_key
 
 log = structlog.get_logger(__name__)
@@ -49,7 +49,7 @@ class TurnTailer:
         prefix: str,
         # Below redis-py's default socket_timeout (5 s): a read blocked that long is cut by the
         # client as a timeout, dropping the connection and pausing the relay.
-        block: float = 2.0,
+        block: float = 4.0,
         count: int = 128,
         high_water: int = 64,
     ) -> None:
@@ -166,7 +166,4 @@ class TurnTailer:
                     sub.queue.put_nowait(fresh)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
