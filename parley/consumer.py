@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from parley import metrics, tracing
+from parley import metrics, tasks, tracing
 from parley.broker import Broker, Message
 from parley.contracts import DOCUMENT_HEADER, TRACE_HEADER, TURN_HEADER
 from parley.errors import Reject, Retry
@@ -28,7 +28,6 @@ from parley.settings import QueueSettings
 Handler = Callable[[Message], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
-CANCEL_AGAIN_AFTER = 0.5  # seconds a cancelled handler has to end before it is cancelled again
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
@@ -133,12 +132,8 @@ class Consumer:
         _done, pending = await asyncio.wait(self._tasks, timeout=self.drain_seconds)
         if pending:
             log.warning("drain_timeout", queue=self.queue.name, abandoned=len(pending))
-        while pending:
-            # Cancelled again until they end: redis-py (Python 3.11's wait_for) can swallow a
-            # cancel that lands while a command is being sent, and the handler would carry on.
-            for task in pending:
-                task.cancel()
-            _done, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
+        # Cancelled again until they end (a cancel swallowed by redis-py: see parley.tasks).
+        await asyncio.gather(*(tasks.stop(task) for task in pending))
 
     async def _handle(self, message: Message) -> None:
         headers = message.headers
