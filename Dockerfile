@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1.7
 # One image for every Parley process; the Kubernetes manifests pick the part by command:
 #   python -m chat_gateway | ingest_worker | embed_worker | inference_worker
-#   celery -A parley.maintenance worker | beat
+#   python -m maintenance_worker worker | beat
 #   chroma run --path /data --host 0.0.0.0 --port 8000   (the pinned chromadb server)
 # Build arguments:
 #   EXTRAS=gpu               the GPU embedder (sentence-transformers + CUDA torch, several GB):

@@ -3,7 +3,7 @@
     python -m bench.extraction [--repeat 3]
 
 1. PDF text extraction over ../shared/corpus/pdf and ../shared/eval/sec10q-dev/docs: Parley's path
-   (``ingest_worker.extraction.extract``: pypdfium2, page classification, cleaning) against pypdf
+   (``ingest_worker.extract.types.extract``: pypdfium2, page classification, cleaning) against pypdf
    alone (``PdfReader`` + ``page.extract_text()`` on every page, the library the customer named).
    Per file: best-of-``repeat`` seconds, the pypdf/Parley time ratio, and visible characters each
    extracted; then the median per-file ratio, the summed ratio, and the characters summed over the
@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.table import render
-from ingest_worker.extraction import Extraction, ExtractionFailed, count_visible, extract
-from ingest_worker.isolation import ExtractorPool
-from parley.chunking import chunk
+from ingest_worker.chunking import chunk
+from ingest_worker.extract.dispatch import extract
+from ingest_worker.extract.isolation import ExtractorPool
+from ingest_worker.extract.types import Extraction, ExtractionFailed, count_visible
 from parley.embedder.local import MiniLMTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

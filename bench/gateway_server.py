@@ -32,7 +32,7 @@ from parley.broker.redis import RedisBroker
 from parley.ids import ChunkId, DocumentId
 from parley.settings import Settings
 from parley.status import StatusStore
-from parley.vectorstore import Hit
+from parley.vectors.store import Hit
 
 TOKEN = "bench-token"
 TENANT = "bench"

@@ -58,8 +58,8 @@ def fifty_page_pdf() -> bytes:
 def chunk_texts(pdfs: dict[str, bytes]) -> list[str]:
     """What the embed worker embeds for these files, computed with the workers' own functions."""
     from embed_worker.handler import embedding_text
-    from ingest_worker.extraction import extract
-    from parley.chunking import chunk
+    from ingest_worker.chunking import chunk
+    from ingest_worker.extract.dispatch import extract
     from parley.contracts import ChunkBatch
     from parley.embedder.local import MiniLMTokenizer
     from parley.settings import Settings
@@ -149,13 +149,13 @@ def seed(pdfs: dict[str, bytes]) -> tuple[float, int]:
 async def parley_run(
     pdfs: dict[str, bytes], state: Path, *, first_chunk_of: bytes | None = None
 ) -> dict[str, Any]:
-    from parley import localstack
-    from parley.clients import open_clients
     from parley.ids import document_id
+    from parley.runtime.clients import open_clients
     from parley.search import Searcher
     from parley.settings import Settings
     from parley.status import Stage
     from parley.uploads import upload
+    from parley_cli import localstack
 
     redis = localstack.start_redis(state / "redis")
     chroma = localstack.start_chroma(state)

@@ -41,8 +41,8 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from bench.gateway_server import TENANT, TOKEN, raise_fd_limit
-from parley import localstack
 from parley.turnstream import TurnWriter, turn_key
+from parley_cli import localstack
 
 PREFIX = "relaybench"
 

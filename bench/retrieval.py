@@ -44,8 +44,8 @@ def numbers(text: str) -> set[str]:
 
 def parley_passages(pdfs: dict[str, bytes]) -> list[Passage]:
     from embed_worker.handler import embedding_text
-    from ingest_worker.extraction import extract
-    from parley.chunking import chunk
+    from ingest_worker.chunking import chunk
+    from ingest_worker.extract.dispatch import extract
     from parley.contracts import ChunkBatch
     from parley.embedder.local import MiniLMTokenizer
     from parley.settings import Settings

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.gateway_server import TOKEN, raise_fd_limit
-from parley import localstack
+from parley_cli import localstack
 
 VARIANTS: dict[str, list[str]] = {
     "sansio": ["--ws", "websockets-sansio"],

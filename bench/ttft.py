@@ -65,11 +65,11 @@ from openai.types.chat import ChatCompletionMessageParam
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.table import render
-from parley import localstack
 from parley.broker.redis import RedisBroker
 from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, dump
 from parley.ids import ConversationId, TenantId, new_turn_id
 from parley.turnstream import TurnWriter, tail
+from parley_cli import localstack
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_TOKEN = "bench-token"  # bench/gateway_server.py's

@@ -31,25 +31,22 @@ import urllib.parse
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import structlog
 
 from chat_gateway.auth import AuthError, Principal, bearer
+from chat_gateway.services import Host, Services
 from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
-from parley.clients import Brokers
 from parley.contracts import IngestRequest, dump
 from parley.errors import ParleyError, Reject
 from parley.ids import DocumentId, TenantId, document_id
+from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
 from parley.uploads import CONTENT_TYPES, announce, blob_path, safe_name, upload
-
-if TYPE_CHECKING:
-    from chat_gateway.app import Gateway
-    from chat_gateway.services import Services
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +177,7 @@ class Documents:
     """The routes above, on one gateway. The blob store and the ingest queue's broker are
     opened from the gateway's settings on first use and closed by :meth:`close`."""
 
-    gateway: Gateway
+    gateway: Host
     _blobs: BlobStore | None = None
     _brokers: Brokers | None = None
 
@@ -444,7 +441,7 @@ async def error(
     await json_response(request, status, {"error": body}, headers or [])
 
 
-def install(gateway: Gateway) -> Documents:
+def install(gateway: Host) -> Documents:
     """Register the document routes on ``gateway``; close the result on shutdown."""
     documents = Documents(gateway)
     documents.install()

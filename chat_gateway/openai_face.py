@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,14 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import ErrorCode
 from chat_gateway.relay import Relayed, relay_span
+from chat_gateway.services import Host
 from chat_gateway.turns import Started
 from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
 from parley import tracing, turnstream
 from parley.contracts import ChatMessage, Source
 from parley.errors import ParleyError, Retry
-
-if TYPE_CHECKING:
-    from chat_gateway.app import Gateway
 
 MAX_BODY = 1024 * 1024
 STATUS = {
@@ -109,7 +107,7 @@ def sources_json(sources: list[Source]) -> list[dict[str, Any]]:
     return [s.model_dump(mode="json") for s in sources]
 
 
-def install(gateway: Gateway) -> None:
+def install(gateway: Host) -> None:
     async def models(request: Request) -> None:
         try:
             await _principal(gateway, request)
@@ -132,14 +130,14 @@ def install(gateway: Gateway) -> None:
     gateway.router.add("POST", "/v1/chat/completions", completions)
 
 
-async def _principal(gateway: Gateway, request: Request) -> Principal:
+async def _principal(gateway: Host, request: Request) -> Principal:
     try:
         return await gateway.services.auth.authenticate(bearer(request.headers, {}))
     except AuthError as exc:
         raise FaceError(ErrorCode.UNAUTHENTICATED, exc.message, hint=exc.hint) from None
 
 
-async def _completions(gateway: Gateway, request: Request) -> None:
+async def _completions(gateway: Host, request: Request) -> None:
     principal = await _principal(gateway, request)
     try:
         body = CompletionRequest.model_validate(await request.json(MAX_BODY))
@@ -158,7 +156,7 @@ async def _completions(gateway: Gateway, request: Request) -> None:
 
 
 async def _answer(
-    gateway: Gateway, request: Request, principal: Principal, body: CompletionRequest,
+    gateway: Host, request: Request, principal: Principal, body: CompletionRequest,
     question: str, history: list[ChatMessage],
 ) -> None:
     services = gateway.services
@@ -201,7 +199,7 @@ async def _disconnected(request: Request) -> None:
 
 
 class _Turn:
-    def __init__(self, gateway: Gateway, started: Started, model: str) -> None:
+    def __init__(self, gateway: Host, started: Started, model: str) -> None:
         self.g = gateway
         self.started = started
         self.model = model

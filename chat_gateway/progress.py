@@ -20,7 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from parley import tasks
+from parley.runtime import tasks
 
 log = structlog.get_logger(__name__)
 

@@ -34,8 +34,9 @@ from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
-from parley import metrics, tasks, tracing, turnstream
+from parley import metrics, tracing, turnstream
 from parley.contracts import ChatMessage
+from parley.runtime import tasks
 from parley.turnstream import TurnEvent, TurnWriter, attached_key
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,7 @@ from chat_gateway import prompt
 from parley.contracts import ChatMessage, Source
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.search import Searcher
-from parley.vectorstore import Hit
+from parley.vectors.store import Hit
 
 
 def to_source(n: int, hit: Hit) -> Source:

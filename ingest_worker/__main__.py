@@ -5,15 +5,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from parley.clients import open_clients
-from parley.consumer import Consumer
+from parley.runtime.clients import open_clients
+from parley.runtime.consumer import Consumer
+from parley.runtime.worker import Runnable, main
 from parley.settings import Settings
-from parley.worker import Runnable, main
 
 
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Runnable]:
+    from ingest_worker.extract.isolation import close_default_pool
     from ingest_worker.handler import IngestHandler
-    from ingest_worker.isolation import close_default_pool
 
     clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
     stack.push_async_callback(close_default_pool)  # closed first: no extraction outlives us
@@ -21,7 +21,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     queue = settings.queues.ingest
     runners: list[Runnable] = []
     if settings.blob_watch_seconds > 0:
-        from parley.watcher import Watcher
+        from ingest_worker.watcher import Watcher
 
         ingest_broker = clients.brokers.for_queue(queue)
         runners.append(

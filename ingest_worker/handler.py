@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from ingest_worker.extraction import ExtractionFailed
-from ingest_worker.isolation import extract_isolated
-from parley import events, metrics, tracing
+from ingest_worker import events
+from ingest_worker.chunking import ChunkDraft, chunk
+from ingest_worker.extract.isolation import extract_isolated
+from ingest_worker.extract.types import ExtractionFailed
+from parley import metrics, tracing
 from parley.blobstore import BlobStore
 from parley.broker import Broker, Message
-from parley.chunking import ChunkDraft, chunk
-from parley.clients import Clients
 from parley.contracts import (
     CHUNKED_AT_HEADER,
     DOCUMENT_HEADER,
@@ -43,9 +43,10 @@ from parley.contracts import (
 from parley.embedder import Tokenizer
 from parley.errors import NotFound, Reject
 from parley.ids import ChunkId, DocumentId, TenantId, document_id, new_trace_id
+from parley.runtime.clients import Clients
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
-from parley.vectorstore import VectorStore
+from parley.vectors.store import VectorStore
 
 log = structlog.get_logger(__name__)
 

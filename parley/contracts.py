@@ -1,7 +1,7 @@
 """Versioned JSON messages on Parley's queues, validated with pydantic at the edge.
 
-Anyone may post to the ingest queue: an Event Grid ``BlobCreated``/``BlobDeleted`` event (see
-:mod:`parley.events`) or a plain :class:`IngestRequest`. The embed and chat queues carry Parley's
+Anyone may post to the ingest queue: an Event Grid ``BlobCreated``/``BlobDeleted`` event (parsed
+by the ingest worker) or a plain :class:`IngestRequest`. The embed and chat queues carry Parley's
 own messages. Every message has ``schema``: a name and a major version; a consumer rejects a
 major version it does not know (dead letter with the reason) instead of guessing.
 JSON Schemas of these models are exported to ``docs/contracts/`` (``parley schemas``).

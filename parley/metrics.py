@@ -1,6 +1,7 @@
 """Prometheus metrics of every component, in the process-wide default registry.
 
-Workers serve them on ``PARLEY_METRICS_PORT`` (:mod:`parley.health`), the gateway on ``/metrics``.
+Workers serve them on ``PARLEY_METRICS_PORT`` (:mod:`parley.runtime.health`), the gateway on
+``/metrics``.
 Counters and histograms are updated where the work happens (consumer runtime, ingest and embed
 handlers, embedder, inference worker, gateway sessions). Queue depth and oldest-message age are
 asked of the broker at scrape time (:func:`scrape`), at most once per :data:`QUEUE_PROBE_TTL`

@@ -9,8 +9,8 @@ superseded version only a grace period after the swap; reading them after the qu
 new version while the query ran before its chunks were written (both then filtered out).
 
 **During a switch of embedding model.** Collections are per tenant and model
-(:mod:`parley.chroma`). After a deployment moves to a new model, the reembed sweep
-(:func:`parley.reembedding.reembed`) fills the tenant's collection of the new model from the old one
+(:mod:`parley.vectors.chroma`). After a deployment moves to a new model, the reembed sweep (the
+maintenance worker) fills the tenant's collection of the new model from the old one
 and, only once it holds every served version, names the new model in the tenant's marker
 ``<prefix>:embedding-model:<tenant>`` and drops the old collection. Until then the new collection
 holds what was copied so far plus what the embed workers wrote since the switch, and the old one
@@ -52,7 +52,7 @@ from parley.errors import ConfigError
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import StatusStore
-from parley.vectorstore import Hit, VectorStore
+from parley.vectors.store import Hit, VectorStore
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +71,7 @@ class Markers(Protocol):
 
 class ModelMarkers:
     """:class:`Markers` read from Redis: ``<prefix>:embedding-model:<tenant>``, the key
-    :func:`parley.reembedding.model_key` writes (JSON ``{"model_id": ..., "since": ...}``)."""
+    the reembed sweep writes (JSON ``{"model_id": ..., "since": ...}``)."""
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str) -> None:
         self._redis = redis
@@ -271,8 +271,8 @@ async def open_switch(
     """The previous model's embedder and a Chroma store bound to its collections (closed by
     ``stack``) when ``PARLEY_EMBEDDING_PREVIOUS__*`` is set; None otherwise. Raises
     :class:`ConfigError` as :func:`parley.embedder.factory.build_embedder` does."""
-    from parley.chroma import ChromaStore
     from parley.embedder.factory import build_previous_embedder
+    from parley.vectors.chroma import ChromaStore
 
     embedder = build_previous_embedder(settings)
     if embedder is None:

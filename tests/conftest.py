@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parley import localstack
+from parley_cli import localstack
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -19,14 +19,14 @@ from typing import Any
 
 from embed_worker.handler import EmbedHandler
 from ingest_worker.handler import IngestHandler
-from parley.clients import Clients, open_clients
-from parley.consumer import Consumer
+from ingest_worker.watcher import Watcher
 from parley.ids import DocumentId, TenantId, document_id
+from parley.runtime.clients import Clients, open_clients
+from parley.runtime.consumer import Consumer
 from parley.search import Searcher
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus
 from parley.uploads import upload
-from parley.watcher import Watcher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,7 +152,7 @@ def idle_queues(settings: Settings) -> Settings:
 async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncIterator[Pipeline]:
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
-        from ingest_worker.isolation import close_default_pool
+        from ingest_worker.extract.isolation import close_default_pool
 
         stack.push_async_callback(close_default_pool)
         ingest = IngestHandler.from_clients(clients)

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from chat_gateway.app import create_app
 from chat_gateway.server import running
-from ingest_worker.extraction import extract
+from ingest_worker.extract.dispatch import extract
 from parley.status import Stage
 from tests.conftest import shared_path
 from tests.pipeline import Pipeline, pipeline_settings, running_pipeline

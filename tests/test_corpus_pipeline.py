@@ -11,7 +11,7 @@ import pytest
 
 from parley.status import Stage
 from tests.conftest import shared_path
-from tests.ingest_worker.test_corpus import EXPECTED
+from tests.ingest_worker.extract.test_corpus import EXPECTED
 from tests.pipeline import (
     idle_queues,
     pipeline_settings,

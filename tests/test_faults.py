@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from ingest_worker.extraction import extract
+from ingest_worker.chunking import chunk
+from ingest_worker.extract.dispatch import extract
 from parley.broker.redis import GROUP
-from parley.chunking import chunk
 from parley.embedder.local import MiniLMTokenizer
 from parley.ids import DocumentId
 from parley.status import Stage

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from parley import events
+from ingest_worker import events
 from parley.contracts import IngestRequest, dump
 from parley.ids import document_id
 from parley.status import Stage

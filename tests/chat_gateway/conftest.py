@@ -25,14 +25,14 @@ from chat_gateway.auth import Authenticator
 from chat_gateway.server import running
 from chat_gateway.services import GatewayOptions, Services
 from parley.broker.redis import RedisBroker
-from parley.chroma import ChromaStore
 from parley.contracts import ChatTurn
 from parley.embedder.local import LocalEmbedder
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
 from parley.turnstream import TurnWriter
-from parley.vectorstore import ChunkRecord
+from parley.vectors.chroma import ChromaStore
+from parley.vectors.store import ChunkRecord
 
 RUN = uuid.uuid4().hex[:6]
 ALPHA = TenantId(f"alpha{RUN}")

@@ -27,13 +27,13 @@ from chat_gateway.services import Services
 from parley.blobstore import BlobStore
 from parley.blobstore.factory import open_blob_store
 from parley.broker.redis import RedisBroker
-from parley.chroma import ChromaStore
 from parley.contracts import IngestRequest
 from parley.embedder.local import LocalEmbedder
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId, document_id
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
+from parley.vectors.chroma import ChromaStore
 from tests.chat_gateway.conftest import receive_until, ws_url
 from tests.fixtures import documents as fx
 

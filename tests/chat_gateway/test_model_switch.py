@@ -16,12 +16,12 @@ from websockets.asyncio.client import connect
 from chat_gateway import prompt
 from chat_gateway.app import Gateway
 from chat_gateway.server import running
-from parley.chroma import ChromaStore
 from parley.embedder.local import LocalEmbedder
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.settings import PreviousEmbedding
 from parley.status import Stage
-from parley.vectorstore import ChunkRecord
+from parley.vectors.chroma import ChromaStore
+from parley.vectors.store import ChunkRecord
 from tests.chat_gateway.conftest import World, receive_until, ws_url
 from tests.parley.embedder.azure_fake import FakeAzureOpenAI
 

@@ -41,11 +41,11 @@ from chat_gateway.services import Services
 from inference_worker.__main__ import setup as worker_setup
 from parley import tracing
 from parley.broker.redis import RedisBroker
-from parley.chroma import ChromaStore
 from parley.embedder.local import LocalEmbedder
 from parley.ids import DocumentId
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
+from parley.vectors.chroma import ChromaStore
 from tests.chat_gateway.conftest import ALPHA, DOCUMENTS, receive_until, ws_url
 from tests.peers.openai_chat import OpenAIChatPeer
 

@@ -184,7 +184,7 @@ def runs_parley(doc: Doc) -> bool:
     commands = [list(c.get("command") or []) for c in pod_spec(doc)["containers"]]
     return any(
         (cmd[:2] == ["python", "-m"] and cmd[2:3] and cmd[2] in PARLEY_MODULES)
-        or (cmd[:3] == ["celery", "-A", "parley.maintenance"])
+        or cmd[:3] == ["python", "-m", "maintenance_worker"]
         for cmd in commands
     )
 

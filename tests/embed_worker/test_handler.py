@@ -18,21 +18,22 @@ import pytest
 import redis.asyncio as aioredis
 import structlog.testing
 
-from embed_worker.handler import EmbedHandler, document_text
+from embed_worker.handler import EmbedHandler
+from ingest_worker.chunking import ChunkDraft
 from ingest_worker.handler import Target, batches
 from parley.broker import Message
 from parley.broker.redis import RedisBroker
-from parley.chroma import ChromaStore
-from parley.chunking import ChunkDraft
-from parley.consumer import Consumer, Stats
 from parley.contracts import ChunkBatch, dump
 from parley.embedder import Embedder
 from parley.embedder.local import MODEL_ID, LocalEmbedder, LocalEmbedderConfig
+from parley.embedder.text import document_text
 from parley.errors import Reject, Retry
 from parley.ids import MessageId, TenantId, document_id
-from parley.reembedding import WriteMarks
+from parley.runtime.consumer import Consumer, Stats
 from parley.settings import QueueSettings
 from parley.status import DocumentStatus, Stage, StatusStore, parse_progress
+from parley.vectors.chroma import ChromaStore
+from parley.vectors.marks import WriteMarks
 
 LEASE = 0.5  # seconds: a crashed consumer's message is reclaimed after this
 

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from inference_worker.chatmodel import ChatModel
 from inference_worker.handler import HandlerOptions, TurnHandler
 from parley.broker.redis import RedisBroker
-from parley.chatmodel import ChatModel
-from parley.consumer import Consumer
 from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, Source, dump
 from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId, new_turn_id
+from parley.runtime.consumer import Consumer
 from parley.settings import QueueSettings
 from parley.turnstream import TurnEvent, TurnWriter, tail
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from parley.chatmodel import Usage
+from inference_worker.chatmodel import Usage
 from parley.contracts import ChatMessage
 
 

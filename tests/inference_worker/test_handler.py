@@ -13,12 +13,12 @@ import time
 
 import redis.asyncio as aioredis
 
+from inference_worker.chatmodel import Usage
 from inference_worker.openai_backend import OpenAIChatModel
-from parley import localstack
-from parley.chatmodel import Usage
 from parley.contracts import dump
 from parley.errors import ParleyError
 from parley.turnstream import TurnWriter, attached_key, cancel, tail
+from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.inference_worker.scripted import ScriptedModel
 from tests.peers.openai_chat import Failure, OpenAIChatPeer

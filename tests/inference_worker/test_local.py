@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from inference_worker.chatmodel import ChatModel
 from inference_worker.llama import Llama, LlamaConfig, greedy
 from inference_worker.local import (
     TINY_CONFIG,
@@ -21,7 +22,6 @@ from inference_worker.local import (
     fit_prompt,
 )
 from inference_worker.vocab import Turn, Vocab
-from parley.chatmodel import ChatModel
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError
 from tests.inference_worker.smollm2 import REFERENCE, smollm2

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from inference_worker.chatmodel import ChatModel, Usage
 from inference_worker.openai_backend import OpenAIChatModel, retry_after
-from parley import localstack
-from parley.chatmodel import ChatModel, Usage
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError, Retry
 from parley.turnstream import cancel
+from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ingest_worker.chunking import ChunkDraft
 from ingest_worker.handler import batch_sizes, batches, chunk_id, target, version_of
-from parley.chunking import ChunkDraft
 from parley.contracts import IngestRequest
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId

