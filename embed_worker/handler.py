@@ -21,7 +21,7 @@ from parley import metrics, tracing
 from parley.broker import Message
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
-from parley.embedder.text import document_text
+from parley.embedder.text import context_metadata, document_text
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
 from parley.runtime.clients import Clients
@@ -35,9 +35,9 @@ CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see pa
 
 
 def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
-    """What is embedded for a chunk: a short header naming the document (and section) before
-    the text, so questions that name a document or section find its chunks."""
-    return document_text(batch.filename, text, heading)
+    """What is embedded for a chunk: a short header naming the document (its context, file name
+    and section) before the text (:func:`parley.embedder.text.document_text`)."""
+    return document_text(batch.filename, text, heading, batch.context)
 
 
 class EmbedHandler:
@@ -112,6 +112,7 @@ class EmbedHandler:
                         "heading": c.heading,
                         "ordinal": c.ordinal,
                         "tokens": c.tokens,
+                        **context_metadata(batch.context),
                     }.items()
                     if v is not None
                 },

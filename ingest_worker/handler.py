@@ -25,6 +25,7 @@ import structlog
 
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
+from ingest_worker.context import document_context, docx_properties
 from ingest_worker.extract.isolation import extract_isolated
 from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
@@ -37,6 +38,7 @@ from parley.contracts import (
     TRACE_HEADER,
     Chunk,
     ChunkBatch,
+    DocumentContext,
     IngestRequest,
     dump,
 )
@@ -105,7 +107,13 @@ def batch_sizes(total: int, size: int) -> list[int]:
 
 
 def batches(
-    drafts: list[ChunkDraft], *, target: Target, version: str, filename: str, size: int
+    drafts: list[ChunkDraft],
+    *,
+    target: Target,
+    version: str,
+    filename: str,
+    size: int,
+    context: DocumentContext | None = None,
 ) -> list[ChunkBatch]:
     groups: list[list[ChunkDraft]] = []
     start = 0
@@ -132,6 +140,7 @@ def batches(
                 )
                 for d in group
             ],
+            context=context,
         )
         for index, group in enumerate(groups)
     ]
@@ -308,12 +317,20 @@ class IngestHandler:
                 message="the document holds no text to index",
             )
             return
+        # What the document says about itself (company, period, title): in every chunk's
+        # metadata and embedded text, so "the quarter ended July 1, 2023" finds this report.
+        context = document_context(
+            extraction.blocks,
+            filename,
+            docx_properties(data) if extraction.kind == "docx" else None,
+        )
         out = batches(
             drafts,
             target=where,
             version=version,
             filename=filename,
             size=self.settings.embed_batch_size,
+            context=context,
         )
         await self.status.begin_version(
             where.tenant,

@@ -26,7 +26,7 @@ from maintenance_worker import reconcile, reembedding
 from parley.embedder import Embedder, Tokenizer
 from parley.embedder.factory import build_previous_embedder, model_id_of, previous_settings
 from parley.embedder.local import MODEL_ID
-from parley.embedder.text import document_text
+from parley.embedder.text import context_of, document_text
 from parley.errors import ConfigError, Retry
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
@@ -180,7 +180,8 @@ async def mid_switch(
         rows = await store.chunks(tenant, doc, record.version, model_id=store.model_id)
         texts = [
             document_text(str(r.metadata.get("filename", "")), r.text,
-                          str(r.metadata["heading"]) if r.metadata.get("heading") else None)
+                          str(r.metadata["heading"]) if r.metadata.get("heading") else None,
+                          context_of(r.metadata))
             for r in rows
         ]
         vectors = await previous.embed(texts)
