@@ -23,7 +23,7 @@ from parley.broker import Broker
 from parley.embedder import Embedder
 from parley.runtime import tasks
 from parley.runtime.clients import open_clients
-from parley.search import ModelSwitch, Searcher, open_switch
+from parley.search import Lexical, ModelSwitch, Searcher, open_switch
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectors.store import VectorStore
@@ -100,7 +100,11 @@ class Services:
         )
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(
-            Searcher(embedder, store, status, switch=switch), k=settings.retrieval_k
+            Searcher(
+                embedder, store, status, switch=switch,
+                lexical=Lexical.for_store(store, redis, prefix=prefix),
+            ),
+            k=settings.retrieval_k,
         )
         attachments = Attachments(redis, prefix)
         tailer = TurnTailer(redis, prefix=prefix)

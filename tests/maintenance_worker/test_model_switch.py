@@ -14,7 +14,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,12 @@ class CountingStore(ChromaStore):
     queries = 0
     counts = 0
 
-    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
+    async def query(
+        self, tenant: TenantId, embedding: Sequence[float], *, k: int,
+        documents: Collection[DocumentId] | None = None,
+    ) -> list[Hit]:
         self.queries += 1
-        return await super().query(tenant, embedding, k=k)
+        return await super().query(tenant, embedding, k=k, documents=documents)
 
     async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int:
         self.counts += 1
