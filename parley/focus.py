@@ -5,8 +5,8 @@ the tenant's documents gave themselves at ingest (:class:`parley.contracts.Docum
   of it; a quarter ("Q3 2023", "third quarter of 2023") those whose period label is that quarter;
   a fiscal year ("fiscal 2022", "FY22") those whose label or period end is in that year. The
   first of these the question holds decides.
-- An entity ("Apple", "Contoso") named in the question narrows to the documents of that entity
-  when the tenant holds documents of several.
+- An entity ("Apple", "Contoso", "Northwind" for Northwind Traders Inc.) named in the question
+  narrows to the documents of that entity when the tenant holds documents of several.
 - "latest", "most recent", "last quarter" without a named period pick the documents of the
   latest period end (of the named entity, if any).
 - A question that spans periods ("over time", "across quarters", "in these 10-Qs", "compared
@@ -97,11 +97,19 @@ def _by_entity(
     keys = {d: entity_key(c.entity) for d, c in contexts.items() if c.entity}
     if len(set(keys.values())) < 2:
         return None  # one entity (or none): naming it picks nothing out
-    text = question.lower()
-    named = {
-        d for d, key in keys.items() if key and re.search(rf"(?<!\w){re.escape(key)}(?!\w)", text)
-    }
+    named = {d for d, key in keys.items() if key and _names(question, key)}
     return named or None
+
+
+def _names(question: str, key: str) -> bool:
+    """Whether ``question`` names the entity whose key is ``key``: the whole key, any case, or
+    its first word capitalised as a name ("Northwind" for Northwind Traders Inc.)."""
+    if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", question, re.IGNORECASE):
+        return True
+    first = key.split()[0]
+    if len(first) < 4 or first == key:
+        return False
+    return re.search(rf"(?<!\w){re.escape(first.capitalize())}(?!\w)", question) is not None
 
 
 def _by_date(question: str, pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:

@@ -50,7 +50,20 @@ MAX_TENANTS = 64  # indexes kept per process; the least recently used goes first
 _WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _STEMMER = Stemmer.Stemmer("english")
-_STOP = frozenset(bm25s.stopwords.STOPWORDS_EN)
+# English function words (the usual IR list): they match everywhere and rank nothing.
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        """a about above after again against all am an and any are as at be because been before
+        being below between both but by can could did do does doing down during each few for from
+        further had has have having he her here hers herself him himself his how i if in into is
+        it its itself just me more most my myself no nor not now of off on once only or other our
+        ours ourselves out over own same she should so some such than that the their theirs them
+        themselves then there these they this those through to too under until up very was we
+        were what when where which while who whom why will with would you your yours yourself
+        yourselves""",
+    )
+)
 
 
 def tokenize(text: str) -> list[str]:
