@@ -45,6 +45,24 @@ _SUFFIXES = re.compile(
     re.IGNORECASE,
 )
 DATE_TOLERANCE_DAYS = 3
+# Abbreviations business questions use where reports spell the words out ("R&D expenditure"
+# vs "Research and development expense"): a question gets the spelled-out words added.
+ABBREVIATIONS = {
+    "r&d": "research and development",
+    "sg&a": "selling, general and administrative",
+    "m&a": "mergers and acquisitions",
+    "fx": "foreign exchange currency",
+    "eps": "earnings per share",
+    "capex": "capital expenditures",
+    "opex": "operating expenses",
+    "cogs": "cost of sales",
+    "yoy": "year over year",
+    "qoq": "quarter over quarter",
+    "d&a": "depreciation and amortization",
+}
+_ABBREVIATION = re.compile(
+    r"(?<![\w&])(" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")(?![\w&])", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +97,15 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
     if entity_docs is not None:
         return Focus(frozenset(entity_docs), "entity", spread=spread)
     return Focus(None, "", spread=spread)
+
+
+def expanded(question: str) -> str:
+    """``question`` with the spelled-out words of the abbreviations it uses added after it
+    (:data:`ABBREVIATIONS`): what is embedded and matched for it. Pure."""
+    found = dict.fromkeys(
+        ABBREVIATIONS[m.group(1).lower()] for m in _ABBREVIATION.finditer(question)
+    )
+    return f"{question} ({'; '.join(found)})" if found else question
 
 
 def entity_key(entity: str) -> str:

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from parley.contracts import DocumentContext
-from parley.focus import entity_key, focus
+from parley.focus import entity_key, expanded, focus
 from parley.ids import DocumentId
 from parley.periods import fiscal_year, parse_date, quarter_label
 
@@ -97,3 +97,11 @@ def test_entity_keys_drop_legal_suffixes() -> None:
     assert entity_key("Fabrikam Corporation") == "fabrikam"
     assert entity_key("Litware Holdings plc") == "litware"
     assert entity_key("Northwind Traders, Inc.") == "northwind traders"
+
+
+def test_abbreviations_are_spelled_out_for_the_search() -> None:
+    assert expanded("How did R&D spending change?") == (
+        "How did R&D spending change? (research and development)")
+    assert expanded("SG&A and FX effects") == (
+        "SG&A and FX effects (selling, general and administrative; foreign exchange currency)")
+    assert expanded("Effects on the fxo desk and R&Dx") == "Effects on the fxo desk and R&Dx"
