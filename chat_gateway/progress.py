@@ -58,10 +58,6 @@ class ProgressHub:
 
         return unsubscribe
 
-    @property
-    def subscribers(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
-
     async def _start_ids(self, tenants: list[str]) -> None:
         """Pin '$' to a concrete id for newly watched tenants, so nothing written between two
         reads is missed."""

@@ -108,8 +108,3 @@ class Watcher:
             return len(items)
         finally:
             await self.redis.delete(self.lease_key)
-
-    async def remember(self, info: BlobInfo) -> None:
-        """Record a blob whose event was already posted (an upload through Parley), so the next
-        round does not announce it again."""
-        await self.redis.hset(self.key, info.path, info.etag)

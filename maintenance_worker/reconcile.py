@@ -31,10 +31,11 @@ import structlog
 
 from parley.blobstore import BlobInfo, BlobStore
 from parley.broker import Broker
-from parley.contracts import IngestRequest, dump
+from parley.contracts import IngestRequest
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
+from parley.uploads import post_ingest
 from parley.vectors.chroma import ChromaStore, StoredDocument
 
 log = structlog.get_logger(__name__)
@@ -60,11 +61,6 @@ class SweepReport:
 
 async def _records(status: StatusStore) -> list[DocumentStatus]:
     return [d for tenant in await status.tenants() for d in await status.documents(tenant)]
-
-
-async def post_ingest(settings: Settings, broker: Broker, request: IngestRequest) -> None:
-    """Post an ingest request to the ingest queue (the ingest worker skips content it serves)."""
-    await broker.publish(settings.queues.ingest.name, dump(request))
 
 
 # --- blobs vs index --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport, post_ingest
+from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport
 from parley.broker import Broker
 from parley.contracts import IngestRequest
 from parley.embedder import Embedder
@@ -32,6 +32,7 @@ from parley.embedder.text import document_text
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
+from parley.uploads import post_ingest
 from parley.vectors.chroma import ChromaStore, StoredDocument
 from parley.vectors.marks import WriteMarks
 from parley.vectors.store import ChunkRecord
