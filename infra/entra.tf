@@ -33,6 +33,11 @@ resource "azuread_application" "gateway" {
   single_page_application {
     redirect_uris = ["https://${var.gateway_host}/"]
   }
+
+  # Managed by the azuread_application_identifier_uri and _api_access resources below.
+  lifecycle {
+    ignore_changes = [identifier_uris, required_resource_access]
+  }
 }
 
 # api://<client id>: the default form, which tenants that restrict custom URIs still accept.
@@ -52,4 +57,13 @@ resource "azuread_service_principal" "gateway" {
   client_id                    = azuread_application.gateway.client_id
   app_role_assignment_required = false
   owners                       = [data.azuread_client_config.current.object_id]
+}
+
+# Azure CLI (Microsoft's first-party client) may ask for the scope without a consent prompt, so
+# that scripts and the OpenAI-compatible face's clients get a token with
+# `az account get-access-token --scope api://<client id>/access_as_user`.
+resource "azuread_application_pre_authorized" "azure_cli" {
+  application_id       = azuread_application.gateway.id
+  authorized_client_id = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+  permission_ids       = [random_uuid.gateway_scope.result]
 }

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from chat_gateway import auth
 from parley.settings import BrokerBackend, Settings
 
 from . import checks
@@ -180,3 +181,20 @@ def test_every_component_that_embeds_uses_one_model(
         embed = checks.find(docs, "Deployment", "parley-embed-worker")
         assert embed is not None
         assert checks.settings_for(checks.env_of(docs, embed)).embed_device == "cuda"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_gateway_starts_with_its_sign_in_settings(
+    deployed: dict[str, list[Doc]], variant: str
+) -> None:
+    # The gateway's own startup rule (chat_gateway.auth.problems) on the environment its pod gets.
+    docs = deployed[variant]
+    gateway = checks.find(docs, "Deployment", "parley-gateway")
+    assert gateway is not None
+    settings = checks.settings_for(checks.env_of(docs, gateway))
+    assert [p.message for p in auth.problems(settings)] == []
+    if variant.startswith("aks"):
+        # Entra ID only: tenant, audience and the portal's client id; no local token at all.
+        assert settings.entra_tenant_id and settings.entra_audience and settings.entra_client_id
+        assert auth.parse_pairs(settings.local_tokens.get_secret_value()) == {}
+        assert auth.portal_config(settings)["entra"] is not None
