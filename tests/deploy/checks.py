@@ -482,7 +482,7 @@ def kaito_presets() -> frozenset[str]:
 
 
 # The AKS AI toolchain operator add-on runs Kaito 0.6, which serves the Workspace API only (the
-# InferenceSet came with Kaito 0.8); the CRDs in crds/ are 0.12's, a superset.
+# InferenceSet came in later releases); the CRDs in crds/ are 0.12's, a superset.
 ADDON_KAITO_KINDS = {("kaito.sh/v1beta1", "Workspace"), ("kaito.sh/v1alpha1", "Workspace")}
 # Pod Security levels that admit Kaito's inference pods (they set no securityContext).
 KAITO_POD_SECURITY = {"baseline", "privileged"}
