@@ -73,6 +73,9 @@ class Gateway:
     async def startup(self) -> None:
         tracing.configure(self.settings, "gateway")  # OTLP export when PARLEY_OTLP_ENDPOINT set
         if self._services is None:
+            # Before connecting anything: a gateway whose sign-in settings are wrong must not
+            # start (chat_gateway.auth.problems).
+            auth.require_startable(self.settings)
             self._services = await open_services(self.settings, self.options)
         metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
 

@@ -264,6 +264,18 @@ def problems(settings: Settings) -> list[Problem]:
     return found
 
 
+def require_startable(settings: Settings) -> list[Problem]:
+    """:class:`ConfigError` when the sign-in settings must stop the gateway; else the problems
+    it works around (to be logged)."""
+    found = problems(settings)
+    fatal = [p for p in found if p.stops]
+    if fatal:
+        raise ConfigError(
+            "; ".join(p.message for p in fatal), hint="; ".join(p.fix for p in fatal)
+        )
+    return found
+
+
 def portal_config(settings: Settings) -> dict[str, Any]:
     """What the portal needs to sign in with Entra ID (authorization code + PKCE, MSAL.js), or
     ``{"entra": None}``: it then asks for a token. Public: nothing in it is a secret."""
@@ -288,13 +300,7 @@ class Authenticator:
     def from_settings(cls, settings: Settings) -> Authenticator:
         """The gateway's authenticator; :class:`ConfigError` on a settings error (see
         :func:`problems`), so that a misconfigured gateway does not start."""
-        found = problems(settings)
-        fatal = [p for p in found if p.stops]
-        if fatal:
-            raise ConfigError(
-                "; ".join(p.message for p in fatal), hint="; ".join(p.fix for p in fatal)
-            )
-        for problem in found:
+        for problem in require_startable(settings):
             log.warning("auth_settings", problem=problem.message, fix=problem.fix)
         entra = None
         if settings.entra_tenant_id and settings.entra_audience:

@@ -182,10 +182,15 @@ def settings(**values: Any) -> Settings:
     return Settings(**values)
 
 
-def test_half_the_entra_settings_stop_the_gateway() -> None:
+async def test_half_the_entra_settings_stop_the_gateway() -> None:
     for half in ({"entra_tenant_id": TENANT_ID}, {"entra_audience": f"api://{CLIENT_ID}"}):
+        half_set = settings(local_tokens="mine:alpha", **half)
         with pytest.raises(ConfigError, match="half configured"):
-            Authenticator.from_settings(settings(local_tokens="mine:alpha", **half))
+            Authenticator.from_settings(half_set)
+        # The gateway's startup refuses before it connects to anything (no Redis here).
+        unreachable = half_set.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+        with pytest.raises(ConfigError, match="half configured"):
+            await Gateway(unreachable).startup()
 
 
 async def test_builtin_dev_token_only_on_loopback_or_with_the_flag() -> None:
