@@ -32,6 +32,7 @@ class Backend(StrEnum):
     STORAGE = "Blob Storage"
     AZURE_OPENAI = "Azure OpenAI"
     ENTRA = "Entra ID (signing keys)"
+    ENTRA_TOKENS = "Entra ID (workload identity tokens)"
     CHAT_ENDPOINT = "OpenAI-compatible chat endpoint (Kaito/vLLM)"
     MODEL_WEIGHTS = "model weights (HTTPS)"
     DNS = "DNS"
@@ -71,6 +72,23 @@ def _entra(s: Settings) -> bool:
     return bool(s.entra_tenant_id and s.entra_audience)
 
 
+def _azure_identity(*queues: str, blobs: bool = False, openai: str = "") -> Condition:
+    """Whether the component signs in to Azure as its workload identity (a token from Entra ID
+    over HTTPS) for one of the backends it uses without a key: Service Bus on a namespace,
+    Blob Storage on an account URL, Azure OpenAI without an API key (``openai``: "embed" or
+    "chat", the use that calls it)."""
+
+    def check(s: Settings) -> bool:
+        bus = _on_service_bus(*queues)(s) and s.servicebus_connection_string is None
+        store = blobs and _blob_store(s) and s.blob_connection_string is None
+        model = (
+            (openai == "embed" and _embeds_on_azure(s)) or (openai == "chat" and _chats_on_azure(s))
+        ) and s.azure_openai_api_key is None
+        return bus or store or model
+
+    return check
+
+
 # component -> backend -> when its code connects there (its own settings decide).
 USES: dict[str, dict[Backend, Condition]] = {
     # Turns and token streams (Redis), retrieval (Chroma, and the question's embedding), the
@@ -82,6 +100,7 @@ USES: dict[str, dict[Backend, Condition]] = {
         Backend.SERVICE_BUS: _on_service_bus("ingest"),
         Backend.AZURE_OPENAI: _embeds_on_azure,
         Backend.ENTRA: _entra,
+        Backend.ENTRA_TOKENS: _azure_identity("ingest", blobs=True, openai="embed"),
         Backend.DNS: always,
     },
     # Status records (Redis), old chunks deleted from Chroma (it opens Chroma at start), the
@@ -91,6 +110,7 @@ USES: dict[str, dict[Backend, Condition]] = {
         Backend.CHROMA: always,
         Backend.STORAGE: _blob_store,
         Backend.SERVICE_BUS: _on_service_bus("ingest", "embed"),
+        Backend.ENTRA_TOKENS: _azure_identity("ingest", "embed", blobs=True),
         Backend.DNS: always,
     },
     "embed-worker": {
@@ -98,12 +118,14 @@ USES: dict[str, dict[Backend, Condition]] = {
         Backend.CHROMA: always,
         Backend.SERVICE_BUS: _on_service_bus("embed"),
         Backend.AZURE_OPENAI: _embeds_on_azure,
+        Backend.ENTRA_TOKENS: _azure_identity("embed", openai="embed"),
         Backend.DNS: always,
     },
     "inference-worker": {
         Backend.REDIS: always,
         Backend.AZURE_OPENAI: _chats_on_azure,
         Backend.CHAT_ENDPOINT: _chats_on_endpoint,
+        Backend.ENTRA_TOKENS: _azure_identity(openai="chat"),
         Backend.DNS: always,
     },
     # Celery's broker and the sweeps' leases (Redis); reconcile lists blobs and re-emits events;
@@ -114,6 +136,7 @@ USES: dict[str, dict[Backend, Condition]] = {
         Backend.STORAGE: _blob_store,
         Backend.SERVICE_BUS: _on_service_bus("ingest", "embed"),
         Backend.AZURE_OPENAI: _embeds_on_azure,
+        Backend.ENTRA_TOKENS: _azure_identity("ingest", "embed", blobs=True, openai="embed"),
         Backend.DNS: always,
     },
     "maintenance-beat": {Backend.REDIS: always, Backend.DNS: always},
@@ -201,7 +224,8 @@ AMQPS = 5671
 
 def external_port(backend: Backend, settings: Settings) -> int | None:
     """The port a backend outside the cluster is reached on (None: it is not outside)."""
-    if backend in (Backend.AZURE_OPENAI, Backend.ENTRA, Backend.MODEL_WEIGHTS):
+    https = (Backend.AZURE_OPENAI, Backend.ENTRA, Backend.ENTRA_TOKENS, Backend.MODEL_WEIGHTS)
+    if backend in https:
         return HTTPS
     if backend is Backend.SERVICE_BUS:
         return AMQPS

@@ -75,3 +75,18 @@ def test_kaito_reached_from_the_inference_worker_only(deployed: dict[str, list[D
         "missing egress: parley/inference-worker -> parley-llm/phi-4-mini:5000/TCP"
         " (inference-worker uses OpenAI-compatible chat endpoint (Kaito/vLLM))"
     ]
+
+
+def test_service_bus_through_workload_identity_needs_entra_over_https(
+    deployed: dict[str, list[Doc]],
+) -> None:
+    # With the GPU embedder the embed worker calls no Azure OpenAI, but it still signs in to
+    # Service Bus as its workload identity: a token from Entra ID over HTTPS.
+    docs = copy.deepcopy(deployed["aks+gpu-embed"])
+    _policy(docs, "azure-https")["spec"]["podSelector"]["matchExpressions"][0]["values"].remove(
+        "embed-worker"
+    )
+    assert check_reachability(docs) == [
+        "missing egress: parley/embed-worker -> internet:443/TCP"
+        " (embed-worker uses Entra ID (workload identity tokens))"
+    ]
