@@ -211,11 +211,13 @@ async function init() {
     show("docs");
     app.docs.add(files);
   });
+  // Which sign-in to offer is known once the gateway answers: neither card shows before.
   const config = await entraConfig();
   if (config) {
     await startEntra(config);
     return;
   }
+  $("#signin-form").hidden = false;
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) {
     show(location.hash === "#documents" ? "docs" : "chat");
