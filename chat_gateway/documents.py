@@ -356,7 +356,7 @@ class Documents:
                                      message="being deleted")
         await self.blobs.delete(current.path)
         # The watcher must not announce this deletion a second time.
-        await self.services.redis.hdel(settings.key("watch", settings.blob_container),
+        await self.services.redis.hdel(settings.keys.watched(settings.blob_container),
                                        current.path)
         removal = IngestRequest(action="delete", container=settings.blob_container,
                                 path=current.path, tenant=principal.tenant)

@@ -160,7 +160,7 @@ SWEEPS: dict[str, tuple[Sweep, bool, bool]] = {
 
 
 def last_key(settings: Settings, sweep: str) -> str:
-    return settings.key("maintenance", "last", sweep)
+    return settings.keys.sweep_last(sweep)
 
 
 async def run_sweep(sweep: str, settings: Settings) -> dict[str, Any]:
@@ -169,7 +169,7 @@ async def run_sweep(sweep: str, settings: Settings) -> dict[str, Any]:
     function, blobs, vectors = SWEEPS[sweep]
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, blobs=blobs, vectors=vectors)
-        lease = Lease(clients.redis, settings.key("maintenance", "lease", sweep))
+        lease = Lease(clients.redis, settings.keys.sweep_lease(sweep))
         started = time.time()
         async with lease as held:
             if not held:
@@ -213,7 +213,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         # the server's certificate as redis-py does for Parley's own connections.
         celery.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     celery.conf.update(
-        broker_transport_options={"global_keyprefix": f"{settings.redis_prefix}:celery:"},
+        broker_transport_options={"global_keyprefix": settings.keys.celery()},
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE,
         task_ignore_result=True,

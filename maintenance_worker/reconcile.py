@@ -104,7 +104,7 @@ async def reconcile_blobs(
         else:
             continue
         # Once per ETag per stuck_after_seconds: a backlog must not collect copies every run.
-        marker = settings.key("reconcile", "posted", path)
+        marker = settings.keys.reconcile_posted(path)
         memory = max(1, int(settings.stuck_after_seconds * 1000))
         if not await redis.set(marker, info.etag, nx=True, px=memory):
             seen: Any = await redis.get(marker)
@@ -192,7 +192,7 @@ async def retry_stuck(
             continue
         waited = _duration(now - record.updated_at)
         # Counted per content (ETag): a new upload of the document gets its own tries.
-        key = settings.key("stuck", record.tenant, record.document_id, record.etag or "-")
+        key = settings.keys.stuck_retries(record.tenant, record.document_id, record.etag or "-")
         tries = int(await redis.incr(key))
         await redis.expire(key, RETRY_MEMORY_SECONDS)
         if tries > settings.stuck_max_retries or not record.path:
@@ -249,8 +249,8 @@ def _duration(seconds: float) -> str:
 async def expire_chat_state(settings: Settings, *, redis: aioredis.Redis) -> SweepReport:
     report = SweepReport("expire")
     patterns = (
-        (settings.key("turn", "*"), settings.stream_ttl_seconds),
-        (settings.key("conv", "*"), settings.conversation_ttl_seconds),
+        (settings.keys.turns_pattern(), settings.stream_ttl_seconds),
+        (settings.keys.conversations_pattern(), settings.conversation_ttl_seconds),
     )
     for pattern, ttl in patterns:
         cursor: Any = 0

@@ -43,17 +43,17 @@ _REEMBED_BATCH = 64
 
 def model_key(settings: Settings, tenant: str) -> str:
     """Redis key naming the model whose collection is complete for ``tenant``."""
-    return settings.key("embedding-model", tenant)
+    return settings.keys.embedding_model(tenant)
 
 
 def target_key(settings: Settings) -> str:
     """Redis key of the deployment's :class:`SwitchTarget`."""
-    return settings.key("embedding-target")
+    return settings.keys.embedding_target()
 
 
 def verify_key(settings: Settings, tenant: str) -> str:
     """Redis key set when a drop of one of ``tenant``'s collections raced a write to it."""
-    return settings.key("reembed", "verify", tenant)
+    return settings.keys.reembed_verify(tenant)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.keys import Keys
+
 
 class BrokerBackend(StrEnum):
     REDIS = "redis"
@@ -175,7 +177,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     otlp_endpoint: str | None = None
 
-    # --- maintenance (parley/maintenance.py, parley/reconcile.py) ---------------------------
+    # --- maintenance (maintenance_worker/) ---------------------------
     maintenance_interval_seconds: float = Field(default=300.0, gt=0)
     # A document whose record has not moved for this long in a non-terminal stage is stuck:
     # re-posted, and failed with reason "stuck" after stuck_max_retries re-posts. Keep it above
@@ -185,6 +187,7 @@ class Settings(BaseSettings):
     # Blobs and records changed this recently are left to the normal event path.
     reconcile_grace_seconds: float = Field(default=300.0, ge=0)
 
-    def key(self, *parts: str) -> str:
-        """A Redis key under this stack's prefix."""
-        return ":".join((self.redis_prefix, *parts))
+    @property
+    def keys(self) -> Keys:
+        """The Redis key names under this stack's prefix."""
+        return Keys(self.redis_prefix)

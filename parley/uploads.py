@@ -100,7 +100,7 @@ async def announce(
         filename=filename,
     )
     if redis is not None:
-        await redis.hset(settings.key("watch", settings.blob_container), path, etag)
+        await redis.hset(settings.keys.watched(settings.blob_container), path, etag)
     if status is not None:
         await status.update(
             tenant,

@@ -460,7 +460,7 @@ def _queue_trigger(trigger: Doc, settings: Settings, qs: QueueSettings) -> list[
             found.append(f"messageCount {meta.get('messageCount')} != concurrency {qs.concurrency}")
         return found
     if trigger["type"] == "redis-streams":
-        stream = settings.key("q", qs.name)
+        stream = settings.keys.queue(qs.name)
         found = []
         if meta.get("stream") != stream:
             found.append(f"stream {meta.get('stream')!r} != the code's {stream!r}")

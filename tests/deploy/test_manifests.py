@@ -36,7 +36,7 @@ def test_dev_scales_every_queue_on_redis_streams(rendered: dict[str, list[Doc]])
     ]:
         trigger = _trigger(docs, f"parley-{worker}-worker")
         assert trigger["type"] == "redis-streams"
-        assert trigger["metadata"]["stream"] == settings.key("q", queue.name)
+        assert trigger["metadata"]["stream"] == settings.keys.queue(queue.name)
 
 
 def test_aks_scales_ingest_and_embed_on_service_bus_and_chat_on_redis(
