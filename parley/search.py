@@ -65,6 +65,7 @@ from parley.embedder import Embedder
 from parley.errors import ConfigError
 from parley.focus import Focus, expanded, focus
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.keys import Keys
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectors.lexical import ChunkSource, Generations, LexicalIndex, LexicalIndexes, top_rows
@@ -97,10 +98,10 @@ class ModelMarkers:
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def key(self, tenant: str) -> str:
-        return f"{self._prefix}:embedding-model:{tenant}"
+        return self._keys.embedding_model(tenant)
 
     async def model(self, tenant: TenantId) -> str | None:
         raw: Any = await self._redis.get(self.key(tenant))

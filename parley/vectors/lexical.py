@@ -42,6 +42,7 @@ import Stemmer
 from parley.contracts import DocumentContext
 from parley.embedder.text import context_of, document_text
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.keys import Keys
 from parley.vectors.store import ChunkRecord, Hit
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
@@ -78,10 +79,10 @@ class Generations:
 
     def __init__(self, redis: Any, *, prefix: str) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def key(self, tenant: str) -> str:
-        return f"{self._prefix}:chunk-generation:{tenant}"
+        return self._keys.chunk_generation(tenant)
 
     async def bump(self, tenant: TenantId) -> None:
         await self._redis.incr(self.key(tenant))
