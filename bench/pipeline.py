@@ -151,9 +151,9 @@ def seed(pdfs: dict[str, bytes]) -> tuple[float, int]:
 async def parley_run(
     pdfs: dict[str, bytes], state: Path, *, first_chunk_of: bytes | None = None
 ) -> dict[str, Any]:
+    from chat_gateway.search import Searcher
     from parley.ids import document_id
     from parley.runtime.clients import open_clients
-    from parley.search import Searcher
     from parley.settings import Settings
     from parley.status import Stage
     from parley.uploads import upload

@@ -8,10 +8,10 @@ always run). Rankers, side by side, over the same chunks and the same embedder (
 - *seed*: the seed's approach: pypdf + RecursiveCharacterTextSplitter(1000, 10), dense only;
 - *dense*: Parley's extraction and chunking, chunks embedded with their document context header;
 - *lexical*: BM25 alone (:mod:`parley.vectors.lexical`);
-- *hybrid*: both fused by reciprocal rank (:func:`parley.search.rank`, no focus);
-- *hybrid + focus*: what :class:`parley.search.Searcher` does: hybrid on the question with its
+- *hybrid*: both fused by reciprocal rank (:func:`chat_gateway.search.rank`, no focus);
+- *hybrid + focus*: what :class:`chat_gateway.search.Searcher` does: hybrid on the question with its
   abbreviations spelled out, the documents it names by period or entity first, and one chunk per
-  document for questions that span periods (:mod:`parley.focus`); also at other fusion weights
+  document for questions that span periods (:mod:`chat_gateway.focus`); also at other fusion weights
   (how the weights were chosen);
 - *hybrid + rerank*: not run: no cross-encoder ships inside a registry package (ARCHITECTURE.md).
 
@@ -54,16 +54,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.table import render
+from chat_gateway.focus import Focus, expanded, focus
+from chat_gateway.search import rank
 from parley.embedder.text import context_metadata, document_text
-from parley.focus import Focus, expanded, focus
 from parley.ids import ChunkId, DocumentId
-from parley.search import rank
 from parley.vectors.lexical import LexicalIndex, top_rows
 from parley.vectors.store import ChunkRecord, Hit
 
 EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
 K = 5
-POOL = 40  # candidates each side ranks (parley.search.CANDIDATES)
+POOL = 40  # candidates each side ranks (chat_gateway.search.CANDIDATES)
 NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 STOP = frozenset(
     re.findall(
@@ -309,7 +309,7 @@ async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
                  *measure(seed, cases, vectors, dense)])
     rows.append(["seed chunks, hybrid (no context)", len(seed.records),
                  *measure(seed, cases, vectors, hybrid((1.0, 1.0), focused=False))])
-    from parley.search import DENSE_WEIGHT, LEXICAL_WEIGHT
+    from chat_gateway.search import DENSE_WEIGHT, LEXICAL_WEIGHT
 
     shipped = (DENSE_WEIGHT, LEXICAL_WEIGHT)
     others = [w for w in ((1.0, 1.0), (2.0, 1.0), (1.0, 2.0)) if w != shipped]
@@ -322,7 +322,7 @@ async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
         *((f"parley hybrid + focus (RRF {w[0]:g}:{w[1]:g})", hybrid(w, focused=True), True)
           for w in others),
     ):
-        # "focus" rows ask as the Searcher does: abbreviations spelled out (parley.focus).
+        # "focus" rows ask as the Searcher does: abbreviations spelled out (chat_gateway.focus).
         asked = expanded_vectors if focused else vectors
         rows.append([label, len(parley.records), *measure(parley, cases, asked, ranker)])
     rows.append(["parley hybrid + rerank", "-", "n/a", "n/a", "n/a"])
@@ -340,9 +340,9 @@ async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
 async def latency(files: dict[str, bytes], cases: list[Case], rounds: int) -> str:
     import redis.asyncio as aioredis
 
+    from chat_gateway.search import Lexical, Searcher
     from parley.embedder.local import LocalEmbedder
     from parley.ids import TenantId
-    from parley.search import Lexical, Searcher
     from parley.status import Stage, StatusStore
     from parley.vectors.chroma import ChromaStore
     from parley.vectors.lexical import Generations

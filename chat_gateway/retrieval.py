@@ -1,6 +1,6 @@
 """Retrieval: embed the question (with the conversation's recent questions) through the same
 Embedder that indexed the documents, and search the tenant's chunks with
-:class:`parley.search.Searcher` (only each document's served version; during a switch of
+:class:`chat_gateway.search.Searcher` (only each document's served version; during a switch of
 embedding model, the previous model's collection too until the tenant's switch is complete).
 
 Tenant isolation is the store's: every query names the tenant and tenants never share a
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chat_gateway import prompt
+from chat_gateway.search import Searcher
 from parley.contracts import ChatMessage, Source
 from parley.ids import ChunkId, DocumentId, TenantId
-from parley.search import Searcher
 from parley.vectors.store import Hit
 
 

@@ -31,7 +31,7 @@ from parley.vectors.store import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
 
-CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see parley.search)
+CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see chat_gateway.search)
 
 
 def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
@@ -128,7 +128,7 @@ class EmbedHandler:
         if landed in (1, 2):
             # Ready with this version (again, on redelivery): the other versions go, after a
             # grace so that a search that read the served versions just before the swap still
-            # finds the chunks it will keep (see parley.search and _remove_superseded).
+            # finds the chunks it will keep (see chat_gateway.search and _remove_superseded).
             self._later(self._remove_superseded(batch.tenant, batch.document_id))
         elif landed == -1:
             # This version was replaced while its batches were on the way: nobody serves it.

@@ -106,9 +106,9 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
+    from chat_gateway.search import Lexical, Searcher, open_switch
     from parley.ids import TenantId
     from parley.runtime.clients import open_clients
-    from parley.search import Lexical, Searcher, open_switch
 
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, vectors=True)

@@ -26,7 +26,7 @@ class Hit:
     version: str
     text: str
     # Higher is better. From the vector store: cosine similarity. From a hybrid search
-    # (parley.search): the fused rank score; the cosine, when the vectors found the chunk, is
+    # (chat_gateway.search): the fused rank score; the cosine, when the vectors found the chunk, is
     # in metadata["similarity"].
     score: float
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)

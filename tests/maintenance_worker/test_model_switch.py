@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from chat_gateway.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
 from maintenance_worker import reconcile, reembedding
 from parley.embedder import Embedder, Tokenizer
 from parley.embedder.factory import build_previous_embedder, model_id_of, previous_settings
@@ -29,7 +30,6 @@ from parley.embedder.local import MODEL_ID
 from parley.embedder.text import context_of, document_text
 from parley.errors import ConfigError, Retry
 from parley.ids import ChunkId, DocumentId, TenantId
-from parley.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
 from parley.settings import PreviousEmbedding, Settings
 from parley.status import Stage
 from parley.vectors.chroma import ChromaStore

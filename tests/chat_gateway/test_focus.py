@@ -1,4 +1,4 @@
-"""Which documents a question is about (parley.focus) and the period vocabulary it reads
+"""Which documents a question is about (chat_gateway.focus) and the period vocabulary it reads
 (parley.periods). Pure."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
+from chat_gateway.focus import entity_key, expanded, focus
 from parley.contracts import DocumentContext
-from parley.focus import entity_key, expanded, focus
 from parley.ids import DocumentId
 from parley.periods import fiscal_year, parse_date, quarter_label
 

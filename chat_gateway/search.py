@@ -35,7 +35,7 @@ and, naming the current model, the new collection alone answers: it is complete)
 served map and the tenant's chunk generation are read in one ``MULTI`` while the question is
 embedded; the tenant's BM25 index (:mod:`parley.vectors.lexical`, rebuilt from the collection
 when the generation moved) gives the served documents' contexts, from which
-:func:`parley.focus.focus` tells which documents the question is about (a period, an entity,
+:func:`chat_gateway.focus.focus` tells which documents the question is about (a period, an entity,
 "the latest"). Then, concurrently, the vector store is asked for the nearest chunks (and, with a
 focus, for the nearest chunks of the focused documents alone) while BM25 scores the served
 chunks. Each side keeps served versions only, the two rankings are fused by reciprocal rank
@@ -61,9 +61,9 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 import structlog
 
+from chat_gateway.focus import Focus, expanded, focus
 from parley.embedder import Embedder
 from parley.errors import ConfigError
-from parley.focus import Focus, expanded, focus
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.keys import Keys
 from parley.settings import Settings

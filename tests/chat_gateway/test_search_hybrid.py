@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
+from chat_gateway.search import Lexical, Searcher
 from embed_worker.handler import EmbedHandler
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.context import document_context
@@ -29,7 +30,6 @@ from ingest_worker.handler import Target, batches
 from parley.contracts import ChunkBatch
 from parley.embedder.local import MODEL_ID, LocalEmbedder, LocalEmbedderConfig, MiniLMTokenizer
 from parley.ids import DocumentId, TenantId, document_id
-from parley.search import Lexical, Searcher
 from parley.status import Stage, StatusStore
 from parley.vectors.chroma import ChromaStore
 from parley.vectors.lexical import Generations
