@@ -24,7 +24,6 @@ Errors are ``{"error": {"code", "message", "hint"?}}`` with a message a person c
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import re
 import urllib.parse
@@ -41,7 +40,7 @@ from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
-from parley.contracts import IngestRequest, dump
+from parley.contracts import IngestRequest, dump, loads
 from parley.errors import ParleyError, Reject
 from parley.ids import DocumentId, TenantId, document_id
 from parley.runtime.clients import Brokers
@@ -420,7 +419,7 @@ def public(status: DocumentStatus) -> dict[str, Any]:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.body(JSON_LIMIT))
+        data = loads(await request.body(JSON_LIMIT))
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from parley.contracts import loads
+
 MAX_QUESTION_CHARS = 4000
 # A client message above this many bytes gets a ``too_large`` error and the connection carries
 # on; above the transport limit (``ws_max_size``, larger) the library closes with 1009.
@@ -94,7 +96,7 @@ def parse(raw: str | bytes) -> ClientMessage:
             ErrorCode.TOO_LARGE, f"message larger than {MAX_MESSAGE_BYTES} bytes"
         )
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):

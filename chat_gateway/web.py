@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from parley.contracts import loads
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -70,7 +72,8 @@ class Request:
                 return b"".join(chunks)
 
     async def json(self, limit: int) -> Any:
-        return json.loads(await self.body(limit))
+        """The body as JSON; ValueError for malformed JSON (too deeply nested included)."""
+        return loads(await self.body(limit))
 
 
 Headers = Iterable[tuple[str, str]]

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,7 @@ from inference_worker.citations import citations
 from inference_worker.outbox import Outbox, TurnOutput
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import ChatTurn
+from parley.contracts import ChatTurn, loads
 from parley.errors import ParleyError, Reject, Retry
 from parley.runtime.consumer import backoff
 from parley.turnstream import TERMINAL, TurnWriter, turn_key
@@ -150,7 +149,7 @@ class TurnHandler:
     # parsing ----------------------------------------------------------------------------------
     async def _parse(self, message: Message) -> ChatTurn:
         try:
-            raw = json.loads(message.body)
+            raw = loads(message.body)
         except ValueError as exc:
             raise Reject(f"chat turn is not JSON: {exc}", reason="bad_turn") from exc
         schema = raw.get("schema") if isinstance(raw, dict) else None

@@ -9,7 +9,8 @@ JSON Schemas of these models are exported to ``docs/contracts/`` (``parley schem
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -115,6 +116,16 @@ class ChatTurn(Wire):
     )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def loads(raw: str | bytes | bytearray) -> Any:
+    """``json.loads`` for untrusted input: JSON nested deeper than the interpreter's recursion
+    limit (``[[[[...``) is a :class:`ValueError` like any other malformed JSON. ``json`` raises
+    RecursionError for it, which every ``except ValueError`` misses."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dump(message: BaseModel) -> bytes:

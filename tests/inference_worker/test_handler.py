@@ -201,17 +201,19 @@ async def test_malformed_turns_are_dead_lettered_with_the_reason(redis: aioredis
         broken["max_tokens"] = -5
         await w.publish(json.dumps(broken).encode(), chat.turn_id)
         await w.publish(b"{not json")
+        await w.publish(b'{"schema": ' + b"[" * 20_000)  # json raises RecursionError on this
         future = {**json.loads(dump(turn())), "schema": "parley.chat.v2"}
         await w.publish(json.dumps(future).encode())
         events = await w.events(chat.turn_id)
         await w.settled()
         dead = await w.broker.dead_letters(w.queue.name)
     reasons = sorted(d.reason for d in dead)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert reasons[0].startswith("chat turn is not JSON")
-    assert reasons[1].startswith("malformed chat turn")
-    assert "messages: Field required" in reasons[1] and "max_tokens" in reasons[1]
-    assert reasons[2].startswith("unknown schema 'parley.chat.v2'")
+    assert reasons[1].startswith("chat turn is not JSON: JSON nested too deeply")
+    assert reasons[2].startswith("malformed chat turn")
+    assert "messages: Field required" in reasons[2] and "max_tokens" in reasons[2]
+    assert reasons[3].startswith("unknown schema 'parley.chat.v2'")
     assert all(d.attempt == 1 for d in dead)  # rejected at once, not retried
     # The client of the malformed turn is told instead of waiting forever.
     assert events[-1].kind == "error" and events[-1].data["code"] == "bad_turn"
