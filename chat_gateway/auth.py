@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,10 +23,8 @@ from typing import Any, Literal
 import jwt
 
 from parley.errors import ParleyError
-from parley.ids import TenantId
+from parley.ids import TENANT_PATTERN, TenantId
 from parley.settings import Settings
-
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class AuthError(ParleyError):

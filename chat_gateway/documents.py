@@ -42,7 +42,7 @@ from parley.blobstore.names import check_path
 from parley.broker import Broker
 from parley.contracts import IngestRequest, dump, loads
 from parley.errors import ParleyError, Reject
-from parley.ids import DocumentId, TenantId, document_id
+from parley.ids import DocumentId, TenantId, document_id, path_tenant
 from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
 from parley.uploads import CONTENT_TYPES, announce, blob_path, safe_name, upload
@@ -391,7 +391,9 @@ class Documents:
         self, request: Request, principal: Principal, *, suffix: str
     ) -> DocumentStatus | None:
         """The document named by the path's ``{id}`` (+ ``suffix``), or None after answering
-        404 (unknown id, another tenant's document, or an unknown sub-path)."""
+        404 (unknown id, another tenant's document, or an unknown sub-path). A record whose
+        stored path is not under the tenant's prefix is answered 404 too: whatever wrote it,
+        deleting or re-posting through it would act on another tenant's blob."""
         rest = request.params.get("rest", "")
         raw = rest[: -len(suffix)] if suffix and rest.endswith(suffix) else rest
         if (suffix and not rest.endswith(suffix)) or not _DOCUMENT_ID.match(raw):
@@ -401,6 +403,12 @@ class Documents:
         if current is None or not current.path:
             await error(request, 404, "not_found", "no such document",
                         hint="it may have been deleted; reload the list")
+            return None
+        owner = path_tenant(current.path, self.gateway.settings.default_tenant)
+        if owner != principal.tenant:
+            log.warning("foreign_path_refused", document_id=current.document_id,
+                        tenant=principal.tenant, path_tenant=owner)
+            await error(request, 404, "not_found", "no such document")
             return None
         return current
 
