@@ -36,6 +36,9 @@ class Principal:
     tenant: TenantId
     subject: str
     method: Literal["local", "entra"]
+    # Unix time the token stops being valid (a JWT's ``exp``); None for tokens that do not
+    # expire (local tokens). A websocket session ends then unless it re-authenticates.
+    expires_at: float | None = None
 
 
 def parse_pairs(spec: str) -> dict[str, str]:
@@ -139,7 +142,7 @@ class EntraVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {exc}", hint="sign in again") from None
         return Principal(self._map_tenant(claims), str(claims.get("oid", claims.get("sub", ""))),
-                         "entra")
+                         "entra", expires_at=float(claims["exp"]))
 
     def _map_tenant(self, claims: Mapping[str, Any]) -> TenantId:
         value = claims.get(self._claim)

@@ -28,6 +28,7 @@ CLOSE_GOING_AWAY = 1001  # server shutdown; clients reconnect and resume elsewhe
 
 class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
+    TOKEN_EXPIRED = "token_expired"
     BAD_REQUEST = "bad_request"
     TOO_LARGE = "too_large"
     UNKNOWN_TYPE = "unknown_type"
@@ -45,7 +46,9 @@ class _Client(BaseModel):
 
 
 class Auth(_Client):
-    """First message of a browser, which cannot set an Authorization header on a websocket."""
+    """First message of a browser, which cannot set an Authorization header on a websocket;
+    sent again later with a fresh token of the same tenant, it re-authenticates the session
+    (before the first token expires, or the session ends with ``token_expired``)."""
 
     type: Literal["auth"]
     token: str = Field(min_length=1, max_length=8192)

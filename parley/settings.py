@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     entra_tenant_claim: str = "tid"
     entra_tenant_map: str = ""
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Browser pages of other origins allowed to open a websocket session, comma-separated
+    # ("https://portal.example.com"); the gateway's own origin is always allowed, and clients
+    # that are not browsers (no Origin header) are not concerned.
+    allowed_origins: str = ""
     # Uploads through one gateway replica at once (POST /api/documents), in all and per tenant;
     # more are refused with 429. Each is spooled to a temporary file of up to max_upload_bytes.
     max_concurrent_uploads: int = Field(default=4, ge=1)
