@@ -22,7 +22,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chat_gateway.auth import Authenticator, LocalTokens
 from chat_gateway.protocol import MAX_QUESTION_CHARS
 from chat_gateway.services import GatewayOptions
-from chat_gateway.session import origin_allowed
 from tests.chat_gateway.conftest import ALPHA, World, receive_until, ws_url
 from tests.chat_gateway.test_auth import Jwks, jwks, token, verifier
 
@@ -50,7 +49,7 @@ async def closed_code(ws: Any) -> int | None:
 async def test_nested_json_before_auth_is_refused_cleanly(world: World) -> None:
     async with world.make_gateway() as base, connect(ws_url(base)) as ws:
         await ws.send(NESTED)
-        event = json.loads(await ws.recv())
+        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert event["code"] == "unauthenticated" and "nested" in event["message"]
         assert await closed_code(ws) == 4401
 
@@ -61,7 +60,7 @@ async def test_nested_json_after_auth_is_a_bad_request_and_the_session_carries_o
     async with world.make_gateway() as base, connect(ws_url(base, "tok-alpha")) as ws:
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send(NESTED)
-        event = json.loads(await ws.recv())
+        event = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert event["code"] == "bad_request" and "nested" in event["message"]
         await send(ws, {"type": "ping"})
         assert json.loads(await ws.recv())["type"] == "pong"
@@ -183,6 +182,8 @@ async def test_query_token_only_on_the_websocket_and_never_logged(world: World) 
 
 
 def test_origin_allowed() -> None:
+    from chat_gateway.session import origin_allowed
+
     allowed = "https://portal.example.test, http://localhost:5173/"
     assert origin_allowed("https://parley.example.test", "parley.example.test", "")
     assert origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080", "")  # scheme not compared

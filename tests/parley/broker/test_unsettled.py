@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
-from parley.broker import Broker, Message
+from parley.broker import Broker, DeadLetter, Message
 from parley.broker.redis import RedisBroker
 from parley.broker.servicebus import ServiceBusBroker
 from parley.runtime.consumer import Consumer
@@ -78,6 +78,21 @@ async def die_holding(backend: Backend, queue: str) -> int:
     return messages[0].attempt
 
 
+async def consume_until_dead_lettered(
+    broker: Broker, consumer: Consumer, queue: str
+) -> list[DeadLetter]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while not (dead := await broker.dead_letters(queue)):
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    return dead
+
+
 async def test_a_message_that_kills_its_worker_is_dead_lettered_at_receive(
     backend: Backend,
 ) -> None:
@@ -87,27 +102,40 @@ async def test_a_message_that_kills_its_worker_is_dead_lettered_at_receive(
     assert [await die_holding(backend, q.name) for _ in range(q.max_attempts)] == [1, 2]
 
     calls: list[int] = []
-    given_up: list[tuple[int, str]] = []
 
     async def handler(message: Message) -> None:
         calls.append(message.attempt)
 
-    async def on_give_up(message: Message, reason: str) -> None:
-        given_up.append((message.attempt, reason))
-
-    consumer = Consumer(survivor, q, handler, receive_wait=0.5, on_give_up=on_give_up)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        async with asyncio.timeout(20):
-            while not await survivor.dead_letters(q.name):
-                await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    [dead] = await survivor.dead_letters(q.name)
+    consumer = Consumer(survivor, q, handler, receive_wait=0.5)
+    [dead] = await consume_until_dead_lettered(survivor, consumer, q.name)
     assert calls == []  # never run a third time
     assert dead.body == b'{"poison": true}'
-    assert "max_deliveries" in dead.reason and "3" in dead.reason
-    assert [attempt for attempt, _ in given_up] == [3]
+    assert "max_deliveries" in dead.reason and "delivered 3 times" in dead.reason
     assert consumer.stats.dead_lettered == 1
+
+
+async def test_the_give_up_hook_runs_before_the_dead_letter(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"p{uuid.uuid4().hex[:6]}"
+    backend = Backend(lambda: RedisBroker(client, prefix=prefix, default_lease=LEASE),
+                      lambda _queue: asyncio.sleep(LEASE * 1.2))
+    q = QueueSettings(name=f"poison-{uuid.uuid4().hex[:8]}", max_attempts=1)
+    survivor = backend.new()
+    await survivor.publish(q.name, b"x")
+    await die_holding(backend, q.name)
+    seen: list[tuple[int, str, int]] = []
+
+    async def handler(message: Message) -> None:
+        raise AssertionError("never run")
+
+    async def on_give_up(message: Message, reason: str) -> None:
+        seen.append((message.attempt, reason, len(await survivor.dead_letters(q.name))))
+
+    consumer = Consumer(survivor, q, handler, receive_wait=0.5, on_give_up=on_give_up)
+    try:
+        await consume_until_dead_lettered(survivor, consumer, q.name)
+    finally:
+        await survivor.close()
+        await client.aclose()
+    [(attempt, reason, dead_before)] = seen
+    assert attempt == 2 and reason.startswith("max_deliveries") and dead_before == 0
