@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from parley.ids import TENANT_PATTERN, ChunkId, ConversationId, DocumentId, TenantId, TurnId
 
@@ -134,3 +134,13 @@ def loads(raw: str | bytes | bytearray) -> Any:
 def dump(message: BaseModel) -> bytes:
     """Serialise a wire message with its ``schema`` field under its wire name."""
     return message.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def problems(exc: ValidationError, *, limit: int = 5) -> str:
+    """Where and what a message got wrong (``loc: msg; ...``, at most ``limit`` errors), never
+    the offending input: an error's ``input`` may be a whole document batch, and this text goes
+    to the dead letters and the logs."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors()[:limit]
+    )
