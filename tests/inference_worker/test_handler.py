@@ -15,8 +15,10 @@ import redis.asyncio as aioredis
 
 from inference_worker.chatmodel import Usage
 from inference_worker.openai_backend import OpenAIChatModel
+from parley.broker import Message
 from parley.contracts import dump
 from parley.errors import ParleyError
+from parley.ids import MessageId
 from parley.turnstream import TurnWriter, attached_key, cancel, tail
 from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
@@ -381,3 +383,24 @@ async def test_the_local_model_end_to_end(redis: aioredis.Redis) -> None:
     assert 1 <= final.data["usage"]["completion_tokens"] <= 40
     assert final.data["usage"]["prompt_tokens"] > 10
     assert final.data["model"] == "tiny-random-3"
+
+
+async def test_a_turn_given_up_on_ends_with_worker_lost(redis: aioredis.Redis) -> None:
+    """The consumer runtime gives up on a turn whose answering killed the worker again and again
+    (``max_deliveries``); the handler's hook ends its stream, so the client is not left waiting
+    for the gateway's timeout. A stream that already ended gets nothing more."""
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        waiting, finished = turn(), turn()
+        for chat in (waiting, finished):
+            await TurnWriter(redis, chat.turn_id, prefix=w.prefix).emit("sources", {"sources": []})
+        await TurnWriter(redis, finished.turn_id, prefix=w.prefix).emit("cancelled", {})
+        for chat in (waiting, finished):
+            message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=4)
+            await w.handler.given_up(message, "max_deliveries: delivered 4 times")
+        events = await w.events(waiting.turn_id)
+        ended = await w.events(finished.turn_id)
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "worker_lost"
+    assert [e.kind for e in ended] == ["sources", "cancelled"]
+    assert model.calls == []
