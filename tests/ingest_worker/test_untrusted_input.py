@@ -16,13 +16,6 @@ from typing import Any
 
 import pytest
 
-from ingest_worker.extract.isolation import (
-    DEFAULT_MEMORY_LIMIT,
-    WORKER_RESERVE,
-    ExtractorPool,
-    child_memory_limit,
-    container_memory_limit,
-)
 from parley.broker import DeadLetter, Message
 from parley.contracts import IngestRequest, dump
 from parley.errors import ConfigError
@@ -149,9 +142,16 @@ async def test_a_message_given_up_on_fails_its_document(pipeline: Pipeline) -> N
 
 
 # --- 8: the extraction children fit in the pod ---------------------------------------------------
+# (imported inside the tests: the functions are new, and the tests above must run without them)
 
 
 def test_child_memory_limit_keeps_every_child_and_the_worker_in_the_pod() -> None:
+    from ingest_worker.extract.isolation import (
+        DEFAULT_MEMORY_LIMIT,
+        WORKER_RESERVE,
+        child_memory_limit,
+    )
+
     gib = 1024 * MIB
     for pod, concurrency in ((2 * gib, 2), (4 * gib, 3), (8 * gib, 2), (1536 * MIB, 1)):
         limit = child_memory_limit(concurrency, container_limit=pod)
@@ -166,6 +166,8 @@ def test_child_memory_limit_keeps_every_child_and_the_worker_in_the_pod() -> Non
 
 
 def test_container_memory_limit_is_read_from_the_cgroup(tmp_path: Path) -> None:
+    from ingest_worker.extract.isolation import container_memory_limit
+
     assert container_memory_limit(tmp_path) is None
     (tmp_path / "memory.max").write_text("max\n")
     assert container_memory_limit(tmp_path) is None
@@ -180,6 +182,8 @@ def test_container_memory_limit_is_read_from_the_cgroup(tmp_path: Path) -> None:
 async def test_a_child_at_the_aks_limit_still_extracts(tmp_path: Path) -> None:
     """The ingest worker's pod on AKS has 2 GiB and consumes 2 documents at once: its children
     get (2 GiB - the worker's reserve) / 2 each, and a document of many pages extracts."""
+    from ingest_worker.extract.isolation import ExtractorPool, child_memory_limit
+
     limit = child_memory_limit(2, container_limit=2 * 1024 * MIB)
     pdf = tmp_path / "long.pdf"
     pdf.write_bytes(documents.text_pdf([TEXT] * 200))
