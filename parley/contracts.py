@@ -93,6 +93,11 @@ class Source(Wire):
     snippet: str
     text: str
     score: float
+    context: str = Field(
+        default="",
+        description="what the source's document says about itself (organisation, period, "
+        "title, section), from the chunk's metadata; '' when unknown",
+    )
 
 
 class ChatTurn(Wire):
