@@ -100,6 +100,9 @@ class Source(Wire):
     )
 
 
+AnswerMode = Literal["extractive", "generative"]
+
+
 class ChatTurn(Wire):
     """A user's turn, gateway -> inference worker. The prompt is assembled by the gateway, so the
     worker needs no access to Chroma; tokens go to the Redis stream named by ``turn_id``."""
@@ -117,6 +120,17 @@ class ChatTurn(Wire):
     )
     enqueued_at: float | None = Field(
         default=None, description="unix time the turn was queued: the worker reports queue wait"
+    )
+    question: str | None = Field(
+        default=None,
+        description="the question as retrieval read it (a follow-up completed from the "
+        "conversation): what an extractive answer answers, and a figure it names counts as "
+        "supported; None: the last user message",
+    )
+    answer_mode: AnswerMode = Field(
+        default="generative",
+        description="extractive: quote the sources' passages that answer (no model); "
+        "generative: the chat model writes the answer",
     )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
