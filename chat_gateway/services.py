@@ -97,6 +97,7 @@ class Services:
             max_tokens=settings.chat_max_tokens,
             asks_per_minute=options.asks_per_minute,
             first_event_timeout=options.first_event_timeout,
+            answer_mode=settings.answer_mode,
         )
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(

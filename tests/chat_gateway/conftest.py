@@ -33,12 +33,15 @@ from parley.status import Stage, StatusStore
 from parley.turnstream import TurnWriter
 from parley.vectors.chroma import ChromaStore
 from parley.vectors.store import ChunkRecord
+from tests.fixtures.quarterlies import reports
 
 RUN = uuid.uuid4().hex[:6]
 ALPHA = TenantId(f"alpha{RUN}")
 BETA = TenantId(f"beta{RUN}")
 EMPTY = TenantId(f"empty{RUN}")
-TOKENS = {"tok-alpha": ALPHA, "tok-beta": BETA, "tok-empty": EMPTY}
+GAMMA = TenantId(f"gamma{RUN}")  # look-alike reports of several companies, and a policy
+TOKENS = {"tok-alpha": ALPHA, "tok-beta": BETA, "tok-empty": EMPTY, "tok-gamma": GAMMA}
+REPORTS = [r for r in reports() if r.quarter == 1]
 
 DOCUMENTS: dict[TenantId, list[tuple[str, str, list[tuple[int, str]]]]] = {
     ALPHA: [
@@ -49,6 +52,15 @@ DOCUMENTS: dict[TenantId, list[tuple[str, str, list[tuple[int, str]]]]] = {
         ]),
         ("alpha-doc-2", "orchard-supply-chain.docx", [
             (1, "Most Orchard devices are assembled by contract manufacturers in Asia."),
+        ]),
+    ],
+    GAMMA: [
+        *((f"gamma-{r.filename}", r.filename, [(1, r.text)]) for r in REPORTS),
+        ("gamma-travel", "travel-policy.docx", [
+            (1, "Travel policy. Hotel rooms may cost at most 180 euros a night in Europe and "
+                "250 dollars elsewhere; the employee books them through the travel desk."),
+            (2, "Flights longer than six hours may be booked in premium economy; shorter flights "
+                "in economy. Train travel is preferred for trips under four hours."),
         ]),
     ],
     BETA: [
