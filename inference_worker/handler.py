@@ -93,6 +93,9 @@ class HandlerOptions:
     # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
     # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
     orphan_after: float = 15.0
+    # Generative turns: answer "not in the documents" without the model when the extractive
+    # answerer finds no passage covering the question (see the module's docstring).
+    not_found_guard: bool = True
 
 
 @dataclass
@@ -277,7 +280,8 @@ class TurnHandler:
         question = turn.question or _last_user(turn)
         found = extractive.answer(question, extractive.numbered(turn.sources))
         progress.found = found.found
-        if turn.answer_mode == "extractive" or not found.found:
+        if turn.answer_mode == "extractive" or (self.options.not_found_guard
+                                                 and not found.found):
             progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
             return _pieces(found.text)
         progress.mode = "generative"

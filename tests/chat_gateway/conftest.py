@@ -108,6 +108,7 @@ class StandInWorker:
     settings: Settings
     delay: float = 0.002
     answer: str = "Orchard reported revenue of 383 billion dollars [1]. Staff was 161,000 [2]."
+    final_extra: dict[str, Any] = field(default_factory=dict)  # merged into final events
     turns: list[ChatTurn] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)  # turn id -> tokens written
     ended: dict[str, str] = field(default_factory=dict)  # turn id -> terminal event
@@ -151,7 +152,7 @@ class StandInWorker:
             await writer.emit("final", {
                 "text": "".join(pieces), "citations": cited, "finish_reason": "stop",
                 "usage": {"prompt_tokens": 50, "completion_tokens": len(pieces)},
-                "timings": {"ttft_ms": 1.0},
+                "timings": {"ttft_ms": 1.0}, **self.final_extra,
             })
             self.ended[turn.turn_id] = "final"
         self.ended_at[turn.turn_id] = asyncio.get_running_loop().time()
