@@ -296,7 +296,7 @@ def answer(
     *,
     min_coverage: float = 0.5,
     max_units: int = 3,
-    near: float = 0.75,
+    near: float = 0.06,
 ) -> Answer:
     """The extractive answer to ``question`` from ``sources`` (in rank order)."""
     q_terms = terms(question)
@@ -380,7 +380,7 @@ def answer(
         candidates.remove(best)
         sc, _, u = best
         key = " ".join(u.text.split()).lower()
-        if key in seen or (chosen and sc < near * best_score and gain(u) < 0.15):
+        if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
             continue
         seen.add(key)
         covered |= unit_terms[id(u)]
