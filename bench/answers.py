@@ -190,8 +190,17 @@ def as_sources(chunks: Sequence[Chunk]) -> list[object]:
     from parley.ids import ChunkId, DocumentId
 
     return [Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId(c.document),
-                   document=c.document, snippet=snippet(c.text), text=c.text, score=1.0)
+                   document=c.document, snippet=snippet(c.text), text=c.text, score=1.0,
+                   context=context_of(c))
             for n, c in enumerate(chunks, start=1)]
+
+
+def context_of(chunk: Chunk) -> str:
+    """What the indexed text says about the chunk beyond the chunk itself (the document context
+    the embed worker prepends: title, heading, organisation, period), as the gateway passes it
+    on from the chunk's metadata."""
+    at = chunk.embed_text.find(chunk.text[:80])
+    return " ".join(chunk.embed_text[:at].split()) if at > 0 else ""
 
 
 # --- answering ------------------------------------------------------------------------------
@@ -365,7 +374,7 @@ async def run(generative: int, max_tokens: int, show: Callable[[str], None]) -> 
         f"max {max_tokens} tokens)",
         ["pipeline", "questions", "correct", "cited", "unsupported", "unflagged", "not found",
          "ttft s", "total s"],
-        [summary(r) for r in rows],
+        [summary(r) for r in rows if r.outcomes],
     )
     return table + "".join(f"{n}\n" for n in notes)
 

@@ -9,7 +9,8 @@ and what was wrong with it out. Run on every answer before its ``final`` event.
    words, when that source holds at least half of them; otherwise it stays uncited.
 3. **Numbers are checked.** Every figure of the answer (outside citation markers; one-digit
    counts and list numbers aside) must appear in one of the sources the answer cites, or in the
-   question itself; the others are ``unsupported_numbers``, as written in the answer. Figures
+   question itself (a source's figures include those of its document's name and context); the
+   others are ``unsupported_numbers``, as written in the answer. Figures
    compare without thousands separators, currency signs or trailing zeros after a point
    ("$81,797" = "81797", "12.50%" = "12.5"). An answer that cites nothing has every figure
    unsupported.
@@ -122,7 +123,9 @@ def check(
     by_number = {s.n: s for s in sources}
     allowed = source_figures(question)
     for n in cited:
-        allowed |= source_figures(by_number[n].text + " " + by_number[n].context)
+        cited_source = by_number[n]
+        allowed |= source_figures(
+            f"{cited_source.text} {cited_source.context} {cited_source.document}")
     unsupported: dict[str, None] = {}
     for written, value in figures(cleaned):
         if value not in allowed:
