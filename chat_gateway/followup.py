@@ -7,7 +7,9 @@ A question is a **follow-up** when it leans on the conversation for its subject:
 - it starts with a connective ("and", "also", "what about", "how about", "then", "same for"), or
 - it refers back with a pronoun or a demonstrative ("its margins", "that quarter", "they") and
   names no subject of its own (no proper name, no period, no file name), or
-- it is short (at most three content words) and names no subject of its own.
+- it is short (at most three content words) and names no subject of its own, or
+- it is a fragment that names only a subject ("Orchard, in 2023" answering "Which company?"):
+  it does not open with a question word or a request and has at most one other content word.
 
 Otherwise it is a **new topic**: it is searched alone, so the previous topic cannot pull the
 search back to its documents (asking about the travel-policy DOCX after three questions on a
@@ -54,6 +56,8 @@ your my more most other such only just very
 """)
 _QUESTION_WORDS = _words("what which who whom when where why how is are was were do does did "
                          "can could would should will may might tell show give list")
+_OPENERS = _QUESTION_WORDS | _words("summarize summarise compare describe explain find please "
+                                    "in for from according")
 
 
 @dataclass(frozen=True)
@@ -67,14 +71,17 @@ class Resolved:
 
 
 def names(text: str) -> list[str]:
-    """Capitalised words that are not the question's first word nor a question word: proper
-    names, mostly ("Kestrel", "Apple's" -> "Apple")."""
+    """Capitalised words other than question words: proper names, mostly ("Kestrel",
+    "Apple's" -> "Apple"). The first word counts only when the next is capitalised too (a
+    name of two words, "Norrland Timber?"), since every sentence starts with a capital."""
+    words = [m.group(0) for m in _WORD.finditer(text)]
     out: list[str] = []
-    for i, match in enumerate(_WORD.finditer(text)):
-        word = match.group(0)
+    for i, word in enumerate(words):
         bare = (word[:-2] if word.endswith("'s") else word).rstrip("'")
-        if (i == 0 or not bare[:1].isupper() or bare.lower() in _STOP | _QUESTION_WORDS
+        if (not bare[:1].isupper() or bare.lower() in _STOP | _OPENERS
                 or _LABEL.fullmatch(bare)):
+            continue
+        if i == 0 and not (len(words) > 1 and words[1][:1].isupper()):
             continue
         out.append(bare)
     return out
@@ -113,7 +120,11 @@ def is_follow_up(question: str) -> bool:
     if _CONNECTIVE.search(question):
         return True
     if has_own_subject(question):
-        return False
+        # A fragment naming only a subject ("Orchard, in 2023" answering "Which company?",
+        # "Norrland Timber?") continues the topic; a question or a request of its own starts one.
+        opener = _WORD.search(question)
+        return (opener is None or opener.group(0).lower() not in _OPENERS) and len(
+            parts(question).words) <= 1
     return bool(_BACK_REFERENCE.search(question)) or len(content_words(question)) <= 3
 
 

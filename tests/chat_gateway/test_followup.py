@@ -37,6 +37,10 @@ def test_a_follow_up_takes_the_subject_of_its_topic() -> None:
     assert resolve("And Norrland?", history(KESTREL)).subject == "Q1 2024 net sales"
     assert resolve("How many employees does it have?",
                    history("What is in onboarding.docx?")).subject == "onboarding.docx"
+    # A fragment answering the assistant's question continues the topic.
+    assert resolve("Orchard, in 2023", history("What was the revenue?")).query == (
+        "Orchard, in 2023 (revenue)")
+    assert resolve("Norrland Timber?", history(KESTREL)).subject == "Q1 2024 net sales"
 
 
 def test_a_new_topic_is_searched_alone() -> None:
@@ -44,6 +48,7 @@ def test_a_new_topic_is_searched_alone() -> None:
     assert resolve(question, history(KESTREL)) == resolve(question, [])
     assert resolve(question, []).query == question and not is_follow_up(question)
     assert not is_follow_up("How many employees did Norrland Timber have in March 2024?")
+    assert not is_follow_up("Summarize onboarding.docx")
     assert resolve("and its margins?", []).query == "and its margins?"  # nothing to follow
 
 
