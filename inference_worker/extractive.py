@@ -301,7 +301,8 @@ def answer(
     """The extractive answer to ``question`` from ``sources`` (in rank order)."""
     q_terms = terms(question)
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
-    if not q_terms or not pool:
+    if not any(t[0].isalpha() for t in q_terms) or not pool:
+        # Nothing to match but numbers (or nothing this reader can read: another script).
         return _not_found(sources, 0.0)
     weights = _weights(q_terms, pool)
     everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))

@@ -98,6 +98,14 @@ async def test_unauthenticated_and_bad_requests(world: World) -> None:
             await sdk(base, "tok-empty").chat.completions.create(
                 model="x", messages=[{"role": "user", "content": "hi"}])
         assert empty.value.code == "no_documents" and "upload" in empty.value.message
+        with pytest.raises(openai.BadRequestError) as blank:
+            await sdk(base).chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "  \n "}])
+        assert blank.value.code == "bad_request" and "empty" in blank.value.message
+        with pytest.raises(openai.APIStatusError) as huge:
+            await sdk(base).chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "revenue " * 2048}])
+        assert huge.value.status_code == 413 and "too long" in huge.value.message
         async with httpx.AsyncClient(base_url=base) as http:
             broken = await http.post("/v1/chat/completions", content=b"{",
                                      headers={"Authorization": "Bearer tok-alpha"})

@@ -66,6 +66,15 @@ def test_table_rows_are_quoted_with_their_column_headings() -> None:
     assert f"(columns: Three Months Ended {report.period_end}" in result.text
 
 
+@pytest.mark.parametrize("question", [
+    "Wie hoch war der Umsatz von Kestrel Avionics im zweiten Quartal 2024?",
+    "凯斯特雷尔航空电子公司2024年第二季度的净销售额是多少？",
+])
+def test_a_question_in_another_language_gets_the_closest_sources(question: str) -> None:
+    result = answer(question, retrieved(questions(DOCS)[5], 1))
+    assert not result.found and NOT_FOUND in result.text and result.cited == (1, 2, 3)
+
+
 def test_no_sources_or_no_content_words_is_not_found() -> None:
     assert not answer("What were net sales?", []).found
     assert not answer("what is it?", retrieved(questions(DOCS)[0], 0)).found
