@@ -318,6 +318,8 @@ def answer(
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
+    locators = set(terms(" ".join(names(question)))) | {
+        t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
 
     latest = _latest(sources) if _LATEST.search(question) else None
     asked = period_key(_normalise_period(question))
@@ -331,18 +333,19 @@ def answer(
         heading = set(terms(unit.context))
         got = 0.0
         for t, w in weights.items():
-            if t in own or t in title_terms[unit.n]:
-                # A term of the document's title (its organisation, its period) locates every
-                # passage of it equally: a sentence that repeats the company's name is no better
-                # an answer for it.
+            if t in own or t in title_terms[unit.n] or (
+                    t in locators and t in source_terms[unit.n]):
+                # A term of the document's title, or a name or period the question gives that
+                # the source holds, locates every passage of it equally: a sentence that
+                # repeats the company's name or the date is no better an answer for it.
                 got += w
             elif t in heading:
                 got += HEADING_CREDIT * w
             elif t in source_terms[unit.n]:
                 got += SOURCE_CREDIT * w
         coverage = got / total if total else 0.0
-        unit_terms[id(unit)] = {t for t in weights
-                                if (t in own or t in heading) and t not in title_terms[unit.n]}
+        unit_terms[id(unit)] = {t for t in weights if (t in own or t in heading)
+                                and t not in title_terms[unit.n] and t not in locators}
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
             coverage *= 0.5
