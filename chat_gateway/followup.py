@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chat_gateway.protocol import MAX_QUESTION_CHARS
 from parley.contracts import ChatMessage
 
 _CONNECTIVE = re.compile(
@@ -146,7 +147,9 @@ def inherited(question: str, topic: str) -> str:
 def resolve(question: str, history: Sequence[ChatMessage], *, depth: int = 6) -> Resolved:
     """The search for ``question`` after ``history`` (oldest first; only user messages count,
     the last ``depth`` of them)."""
-    earlier = [m.content for m in history if m.role == "user"][-depth:]
+    # An earlier question counts with its last MAX_QUESTION_CHARS characters at most: the
+    # OpenAI face's caller sends the history, of any length.
+    earlier = [m.content[-MAX_QUESTION_CHARS:] for m in history if m.role == "user"][-depth:]
     if not earlier or not is_follow_up(question):
         return Resolved(question, False)
     # Resolve the chain oldest first: each follow-up inherits its predecessor's subject.
