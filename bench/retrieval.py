@@ -7,7 +7,7 @@ always run). Rankers, side by side, over the same chunks and the same embedder (
 
 - *seed*: the seed's approach: pypdf + RecursiveCharacterTextSplitter(1000, 10), dense only;
 - *dense*: Parley's extraction and chunking, chunks embedded with their document context header;
-- *lexical*: BM25 alone (:mod:`parley.vectors.lexical`);
+- *lexical*: BM25 alone (:mod:`chat_gateway.lexical`);
 - *hybrid*: both fused by reciprocal rank (:func:`chat_gateway.search.rank`, no focus);
 - *hybrid + focus*: what :class:`chat_gateway.search.Searcher` does: hybrid on the question with its
   abbreviations spelled out, the documents it names by period or entity first, and one chunk per
@@ -55,10 +55,10 @@ import numpy as np
 
 from bench.table import render
 from chat_gateway.focus import Focus, expanded, focus
+from chat_gateway.lexical import LexicalIndex, top_rows
 from chat_gateway.search import rank
 from parley.embedder.text import context_metadata, document_text
 from parley.ids import ChunkId, DocumentId
-from parley.vectors.lexical import LexicalIndex, top_rows
 from parley.vectors.store import ChunkRecord, Hit
 
 EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
@@ -345,7 +345,7 @@ async def latency(files: dict[str, bytes], cases: list[Case], rounds: int) -> st
     from parley.ids import TenantId
     from parley.status import Stage, StatusStore
     from parley.vectors.chroma import ChromaStore
-    from parley.vectors.lexical import Generations
+    from parley.vectors.generations import Generations
     from parley_cli import localstack
 
     records = parley_records(files)

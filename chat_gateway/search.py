@@ -33,7 +33,7 @@ and, naming the current model, the new collection alone answers: it is complete)
 
 **Hybrid search** (a :class:`Lexical` given; the gateway and ``parley search`` give one). The
 served map and the tenant's chunk generation are read in one ``MULTI`` while the question is
-embedded; the tenant's BM25 index (:mod:`parley.vectors.lexical`, rebuilt from the collection
+embedded; the tenant's BM25 index (:mod:`chat_gateway.lexical`, rebuilt from the collection
 when the generation moved) gives the served documents' contexts, from which
 :func:`chat_gateway.focus.focus` tells which documents the question is about (a period, an entity,
 "the latest"). Then, concurrently, the vector store is asked for the nearest chunks (and, with a
@@ -42,7 +42,7 @@ chunks. Each side keeps served versions only, the two rankings are fused by reci
 (:func:`fuse`, weights :data:`DENSE_WEIGHT` and :data:`LEXICAL_WEIGHT`, chosen by
 ``python -m bench retrieval``), the focused documents' chunks come first, and a question that
 spans periods gets one chunk per document first (:func:`spread`). The lexical index obeys the
-same ordering argument as the vectors (see :mod:`parley.vectors.lexical`). During a switch of
+same ordering argument as the vectors (see :mod:`chat_gateway.lexical`). During a switch of
 embedding model the search stays dense-only (the two-collection merge above).
 """
 
@@ -62,13 +62,14 @@ import redis.asyncio as aioredis
 import structlog
 
 from chat_gateway.focus import Focus, expanded, focus
+from chat_gateway.lexical import ChunkSource, LexicalIndex, LexicalIndexes, top_rows
 from parley.embedder import Embedder
 from parley.errors import ConfigError
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.keys import Keys
 from parley.settings import Settings
 from parley.status import StatusStore
-from parley.vectors.lexical import ChunkSource, Generations, LexicalIndex, LexicalIndexes, top_rows
+from parley.vectors.generations import Generations
 from parley.vectors.store import Hit, VectorStore
 
 log = structlog.get_logger(__name__)

@@ -193,13 +193,14 @@ def _period_label(first: str, repeated: Sequence[str], filename: str) -> str | N
 _PROPS = {"docProps/core.xml": 64 * 1024, "docProps/app.xml": 256 * 1024}
 
 
-def docx_properties(data: bytes) -> dict[str, str]:
+def docx_properties(data: bytes | str) -> dict[str, str]:
     """A DOCX's ``title``, ``subject``, ``creator`` (core properties) and ``company`` (extended
-    properties); {} for anything that is not a readable DOCX. The parts are read only when
-    small (a zip bomb cannot grow here) and parsed without DTDs, entities or network."""
+    properties), from its bytes or its file's path; {} for anything that is not a readable
+    DOCX. The parts are read only when small (a zip bomb cannot grow here) and parsed without
+    DTDs, entities or network."""
     found: dict[str, str] = {}
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
             for part, limit in _PROPS.items():
                 try:
                     info = archive.getinfo(part)

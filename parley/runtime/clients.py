@@ -117,7 +117,7 @@ async def open_clients(
         stack.push_async_callback(clients.blobs.close)
     if vectors:
         from parley.vectors.chroma import ChromaStore
-        from parley.vectors.lexical import Generations
+        from parley.vectors.generations import Generations
 
         # Every write bumps the tenant's chunk generation: lexical indexes rebuild on it.
         clients.opened_vectors = await ChromaStore.connect(

@@ -64,7 +64,7 @@ class ChromaStore:
     ) -> ChromaStore:
         """``on_write(tenant)`` is awaited after every write to a tenant's collection of this
         store's model (upsert, delete), even one that failed half-way: the lexical index's
-        generation (:class:`parley.vectors.lexical.Generations`)."""
+        generation (:class:`parley.vectors.generations.Generations`)."""
         parsed = urlparse(url)
         client = await chromadb.AsyncHttpClient(
             host=parsed.hostname or "127.0.0.1",

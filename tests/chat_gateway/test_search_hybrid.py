@@ -32,7 +32,7 @@ from parley.embedder.local import MODEL_ID, LocalEmbedder, LocalEmbedderConfig, 
 from parley.ids import DocumentId, TenantId, document_id
 from parley.status import Stage, StatusStore
 from parley.vectors.chroma import ChromaStore
-from parley.vectors.lexical import Generations
+from parley.vectors.generations import Generations
 from tests.fixtures import filings
 
 

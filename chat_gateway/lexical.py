@@ -42,7 +42,6 @@ import Stemmer
 from parley.contracts import DocumentContext
 from parley.embedder.text import context_of, document_text
 from parley.ids import ChunkId, DocumentId, TenantId
-from parley.keys import Keys
 from parley.vectors.store import ChunkRecord, Hit
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
@@ -71,37 +70,6 @@ def tokenize(text: str) -> list[str]:
     """The index's terms of ``text`` (see the module docstring). Pure."""
     words = [w for w in _WORD.findall(_THOUSANDS.sub("", text.lower())) if w not in _STOP]
     return [w if w[0].isdigit() else _STEMMER.stemWord(w) for w in words]
-
-
-class Generations:
-    """``<prefix>:chunk-generation:<tenant>``: a counter every writer of a tenant's chunks
-    increments after each write (see the module docstring)."""
-
-    def __init__(self, redis: Any, *, prefix: str) -> None:
-        self._redis = redis
-        self._keys = Keys(prefix)
-
-    def key(self, tenant: str) -> str:
-        return self._keys.chunk_generation(tenant)
-
-    async def bump(self, tenant: TenantId) -> None:
-        await self._redis.incr(self.key(tenant))
-
-    async def read_with_served(
-        self, tenant: TenantId, served_key: str
-    ) -> tuple[dict[DocumentId, str], str]:
-        """The tenant's served map (the hash at ``served_key``) and its generation, read in one
-        ``MULTI`` so that the two are of one moment."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(served_key)
-            pipe.get(self.key(tenant))
-            raw, generation = await pipe.execute()
-        served = {DocumentId(_text(k)): _text(v) for k, v in raw.items()}
-        return served, _text(generation) if generation is not None else "0"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @runtime_checkable

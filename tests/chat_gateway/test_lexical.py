@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from chat_gateway.lexical import LexicalIndex, indexed_text, tokenize, top_rows
 from parley.contracts import DocumentContext
 from parley.embedder.text import context_metadata
 from parley.ids import ChunkId, DocumentId
-from parley.vectors.lexical import LexicalIndex, indexed_text, tokenize, top_rows
 from parley.vectors.store import ChunkRecord
 
 
