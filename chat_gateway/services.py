@@ -103,7 +103,7 @@ class Services:
             Searcher(embedder, store, status, switch=switch), k=settings.retrieval_k
         )
         attachments = Attachments(redis, prefix)
-        tailer = TurnTailer(redis, prefix=prefix)
+        tailer = TurnTailer(redis, prefix=prefix, stream_ttl=settings.stream_ttl_seconds)
         return cls(
             settings=settings,
             options=options,

@@ -51,15 +51,10 @@ from parley.broker import Message
 from parley.contracts import ChatTurn
 from parley.errors import ParleyError, Reject, Retry
 from parley.runtime.consumer import backoff
-from parley.turnstream import TERMINAL, TurnWriter, turn_key
+from parley.turnstream import TERMINAL, WORKER_LOST, TurnWriter, owner_key, turn_key
 
 SCHEMA = "parley.chat.v1"
 ENQUEUED_HEADER = "parley-enqueued-at"
-
-WORKER_LOST = {
-    "code": "worker_lost",
-    "message": "the model worker stopped mid-answer; ask again",
-}
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +75,10 @@ class HandlerOptions:
     # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
     # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
     orphan_after: float = 15.0
+    # This process's id, written to ``<turn>:worker`` when it takes a turn, with its heartbeat
+    # (parley.heartbeat) under ``turnstream.alive_key``: a gateway whose turn goes silent and
+    # whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within seconds.
+    worker_id: str | None = None
 
 
 @dataclass
@@ -183,12 +182,15 @@ class TurnHandler:
 
     async def _state(self, turn_id: str) -> tuple[str | None, bool]:
         """The kind of the stream's last event (None: no event yet) and the cancel flag, in one
-        round trip."""
+        round trip that also names this worker as the turn's (when it has an id)."""
         key = turn_key(self.options.prefix, turn_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrevrange(key, count=1)
             pipe.exists(f"{key}:cancel")
-            entries, cancelled = await pipe.execute()
+            if self.options.worker_id is not None:
+                pipe.set(owner_key(self.options.prefix, turn_id), self.options.worker_id,
+                         ex=self.options.stream_ttl)
+            entries, cancelled, *_ = await pipe.execute()
         if not entries:
             return None, bool(cancelled)
         kind = entries[0][1].get(b"k", entries[0][1].get("k"))
