@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from chat_gateway.auth import Authenticator
 from chat_gateway.conversation import Conversations
+from chat_gateway.drain import Drain
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
@@ -63,6 +64,7 @@ class Services:
     hub: ProgressHub
     attachments: Attachments
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    drain: Drain = field(default_factory=Drain)
     # Closes what open_services opened (None when the parts were handed in).
     stack: contextlib.AsyncExitStack | None = None
 

@@ -101,7 +101,11 @@ class Session:
         code = 1006
         unsubscribe = None
         metrics.WS_SESSIONS.inc()
+        unregister = self.s.drain.register(self.going_away)
         try:
+            if self.s.drain.draining:  # accepted while the drain began: nothing to keep
+                await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+                return
             if self.principal is None and not await self._first_message_auth():
                 return
             assert self.principal is not None
@@ -109,11 +113,31 @@ class Session:
             unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
             code = await self._loop()
         finally:
+            unregister()
             metrics.WS_SESSIONS.dec()
             if unsubscribe is not None:
                 unsubscribe()
             self.closed = True
             await self._detach(code)
+
+    async def going_away(self) -> None:
+        """The gateway is shutting down: stop relaying, tell the client to resume the turn it
+        was streaming (``error`` ``going_away``), close with 1001. The turn keeps generating
+        (see chat_gateway.drain)."""
+        task = self._turn_task
+        turn_id = self.turn_id
+        self._turn_task = None  # _detach must neither wait for it nor cancel the turn
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            if turn_id is not None:
+                await self.send_event(protocol.error(
+                    ErrorCode.GOING_AWAY, "the server is shutting down",
+                    hint="reconnect and resume the turn from the last offset received",
+                    turn_id=turn_id,
+                ))
+        await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
 
     async def _deny(self, exc: AuthError) -> None:
         """Refuse before the handshake: HTTP 401 where the server supports ASGI's denial
