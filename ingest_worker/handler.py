@@ -5,7 +5,8 @@ chunk batches on the embed queue. The document's status record follows every ste
 Outcomes, all acked unless said otherwise:
 - the same content as the served version (unchanged re-upload): nothing to do;
 - an event older (by ``sequencer``) than the last one applied to that blob: ignored;
-- a BlobCreated whose blob is gone by now (a delete overtook it): ignored;
+- a blob that does not exist: status ``failed`` with reason ``not_found``, except for a
+  BlobCreated event of a document without a record (a delete overtook it): ignored;
 - a file with no usable text (encrypted, scanned, broken, too large ...): status ``failed`` with
   the reason in plain words — a terminal outcome for the document, not a dead letter;
 - malformed messages: dead-lettered with the reason (``Reject``);
@@ -223,7 +224,18 @@ class IngestHandler:
         try:
             data, info = await self.blobs.get(where.path)
         except NotFound:
-            log.info("blob_gone_ignored")  # a delete overtook this create; its event handles it
+            if request.sequencer is not None and current is None:
+                log.info("blob_gone_ignored")  # a delete overtook this create and removed it
+                return
+            log.warning("blob_not_found")
+            named = {} if current is not None else {
+                "filename": request.filename or posixpath.basename(where.path)}
+            await self.status.update(
+                where.tenant, where.document_id, **named, path=where.path, stage=Stage.FAILED,
+                reason="not_found", sequencer=request.sequencer,
+                message=f"there is no file {where.path!r} in the store (deleted, or never "
+                "uploaded): upload it again",
+            )
             return
         filename = (
             info.metadata.get("filename") or request.filename or posixpath.basename(where.path)
