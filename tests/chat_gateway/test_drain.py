@@ -35,7 +35,8 @@ async def test_drain_ends_open_answers_with_a_typed_event_on_both_faces(
     world.worker.answer = " ".join(f"w{i}" for i in range(400))  # ~20 s: outlives the drain
     client = aioredis.Redis.from_url(redis_url)
     services = Services.assemble(
-        world.settings, redis=client, broker=RedisBroker(client, prefix=world.settings.redis_prefix),
+        world.settings, redis=client,
+        broker=RedisBroker(client, prefix=world.settings.redis_prefix),
         embedder=embedder, store=indexed, options=GatewayOptions(),
     )
     gateway = Gateway(world.settings, services=services)
