@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from parley_cli.localstack import free_port
-from parley_cli.stack import port_problem
+from parley_cli.stack import port_problem, restart_delay
 
 
 def env_for(port: int) -> dict[str, str]:
@@ -172,3 +172,12 @@ def test_ctrl_c_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     assert up.lines[-1] == "stopped."
     assert "Parley is up" not in up.output
     assert processes_mentioning(str(tmp_path / "state")) == []
+
+
+def test_restart_backoff_doubles_and_five_exits_in_a_minute_are_a_crash_loop() -> None:
+    assert restart_delay([100.0], 100.0) == 0.5
+    assert restart_delay([100.0, 101.0], 101.0) == 1.0
+    assert restart_delay([100.0, 101.0, 103.0, 107.0], 107.0) == 4.0
+    assert restart_delay([100.0, 101.0, 103.0, 107.0, 115.0], 115.0) is None
+    # Exits older than the window are forgiven: a child that ran for a while starts afresh.
+    assert restart_delay([10.0, 20.0, 30.0, 40.0, 200.0], 200.0) == 0.5
