@@ -36,11 +36,12 @@ def env_for(port: int) -> dict[str, str]:
 class Up:
     """``parley up`` in ``folder``; its output lines are collected as they come."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, *options: str) -> None:
         self.folder = folder
         self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "parley_cli.main", "up", "--state", str(folder / "state")],
+            [sys.executable, "-u", "-m", "parley_cli.main", "up", "--state", str(folder / "state"),
+             *options],
             cwd=folder, env=env_for(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )
