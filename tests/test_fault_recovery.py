@@ -104,7 +104,7 @@ def test_parley_up_restarts_what_dies_and_a_restart_embeds_nothing_again(
     tmp_path: Path,
 ) -> None:
     files = corpus(6)
-    blobs = tmp_path / "state" / "blobs" / TENANT
+    blobs = tmp_path / "state" / "blobs" / "documents" / TENANT  # <root>/<container>/<path>
     blobs.mkdir(parents=True)
     ids = [document_id(TENANT, f"{TENANT}/{name}") for name in files]
     up = Up(tmp_path, free_port(), "--no-chat")
@@ -125,7 +125,7 @@ def test_parley_up_restarts_what_dies_and_a_restart_embeds_nothing_again(
         [redis_pid] = processes_mentioning(f"127.0.0.1:{port}")  # its title names its port
         os.kill(redis_pid, signal.SIGKILL)
         up.wait_for(r"^restarted redis \(pid \d+\)", 15)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 150
         while not _statuses_ready(url, ids):
             assert up.process.poll() is None, up.output
             assert time.monotonic() < deadline, up.output
