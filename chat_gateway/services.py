@@ -131,6 +131,7 @@ class Services:
         task = asyncio.create_task(coro, name=name)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        task.add_done_callback(tasks.log_failure)
         return task
 
     async def close(self) -> None:

@@ -30,6 +30,7 @@ from chat_gateway.turns import TurnMeta
 from parley import metrics, tracing, turnstream
 from parley.contracts import TRACE_HEADER
 from parley.errors import ParleyError, Retry
+from parley.runtime import tasks
 
 log = structlog.get_logger(__name__)
 
@@ -213,9 +214,11 @@ class Session:
                 hint="wait for its final event or send cancel", turn_id=self.turn_id,
             ))
         elif isinstance(message, Ask):
-            self._turn_task = asyncio.create_task(self._ask(message))
+            self._turn_task = asyncio.create_task(self._ask(message), name="ask")
+            self._turn_task.add_done_callback(tasks.log_failure)
         elif isinstance(message, Resume):
-            self._turn_task = asyncio.create_task(self._resume(message))
+            self._turn_task = asyncio.create_task(self._resume(message), name="resume")
+            self._turn_task.add_done_callback(tasks.log_failure)
 
     # turns ----------------------------------------------------------------------------------------
     async def _ask(self, ask: Ask) -> None:
