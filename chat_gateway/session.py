@@ -129,9 +129,7 @@ class Session:
         turn_id = self.turn_id
         self._turn_task = None  # _detach must neither wait for it nor cancel the turn
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await tasks.stop(task)  # cancelled until it ends (redis-py can swallow one cancel)
             if turn_id is not None:
                 await self.send_event(protocol.error(
                     ErrorCode.GOING_AWAY, "the server is shutting down",

@@ -28,6 +28,7 @@ from parley.broker.redis import RedisBroker
 from parley.contracts import ChatTurn
 from parley.embedder.local import LocalEmbedder
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.runtime import tasks
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
 from parley.turnstream import TurnWriter
@@ -198,9 +199,9 @@ async def world(
             await client.aclose()
 
     yield World(settings, redis, status, worker, make_gateway)
-    worker_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker_task
+    # Cancelled until it ends: redis-py can swallow one cancel mid-command (parley.runtime.tasks),
+    # and a teardown awaiting a single cancel then hung now and then.
+    await tasks.stop(worker_task)
     await redis.aclose()
 
 
