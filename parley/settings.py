@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.keys import Keys
+
 
 class BrokerBackend(StrEnum):
     REDIS = "redis"
@@ -109,6 +111,14 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
     max_document_bytes: int = 100 * 1024 * 1024
     max_pages: int = 2000
+    # Caps on what one document may produce: characters of extracted text (reason
+    # too_much_text) and chunks (too_many_chunks). A small file can unpack to far more.
+    max_document_chars: int = Field(default=10_000_000, ge=1)
+    max_document_chunks: int = Field(default=20_000, ge=1)
+    # Address-space limit of each extraction child. None: derived from the container's memory
+    # limit (cgroup) so that every concurrent child fits beside the worker (see
+    # ingest_worker.extract.isolation.child_memory_limit), at most 3 GiB.
+    extract_memory_bytes: int | None = Field(default=None, ge=256 * 1024 * 1024)
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
     embed_batch_size: int = Field(default=32, ge=1)
@@ -146,15 +156,35 @@ class Settings(BaseSettings):
     # --- gateway ------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    # Local auth: token -> tenant. Format "token1:tenantA,token2:tenantB".
+    # Local auth: token -> tenant. Format "token1:tenantA,token2:tenantB". The built-in
+    # "dev-token" is accepted only on a loopback bind or with allow_dev_token (below).
     local_tokens: SecretStr = SecretStr("dev-token:default")
+    # Entra ID: both or neither (the gateway refuses to start with one). The audience is the API's
+    # application ID URI (api://<client id>), which v1 tokens carry; v2 tokens carry the client
+    # id, accepted as well when entra_client_id is set.
     entra_tenant_id: str | None = None
     entra_audience: str | None = None
+    # The portal's app registration (a single-page app; Terraform makes it the same as the API's):
+    # the portal signs users in with MSAL.js (authorization code + PKCE) and asks for
+    # <entra_audience>/<entra_scope>. Unset: the portal asks for a token to paste.
+    entra_client_id: str | None = None
+    entra_scope: str = "access_as_user"
+    # Accept the built-in "dev-token" on a non-loopback bind (a local dev cluster). Never on a
+    # shared deployment.
+    allow_dev_token: bool = False
     # The JWT claim naming the Parley tenant ("tid", "groups"...), and an optional map of claim
     # values to tenants ("<group-id>:<tenant>,..."); without a map the value is the tenant.
     entra_tenant_claim: str = "tid"
     entra_tenant_map: str = ""
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Browser pages of other origins allowed to open a websocket session, comma-separated
+    # ("https://portal.example.com"); the gateway's own origin is always allowed, and clients
+    # that are not browsers (no Origin header) are not concerned.
+    allowed_origins: str = ""
+    # Uploads through one gateway replica at once (POST /api/documents), in all and per tenant;
+    # more are refused with 429. Each is spooled to a temporary file of up to max_upload_bytes.
+    max_concurrent_uploads: int = Field(default=4, ge=1)
+    max_tenant_concurrent_uploads: int = Field(default=2, ge=1)
 
     # --- runtime ------------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -163,7 +193,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     otlp_endpoint: str | None = None
 
-    # --- maintenance (parley/maintenance.py, parley/reconcile.py) ---------------------------
+    # --- maintenance (maintenance_worker/) ---------------------------
     maintenance_interval_seconds: float = Field(default=300.0, gt=0)
     # A document whose record has not moved for this long in a non-terminal stage is stuck:
     # re-posted, and failed with reason "stuck" after stuck_max_retries re-posts. Keep it above
@@ -173,6 +203,7 @@ class Settings(BaseSettings):
     # Blobs and records changed this recently are left to the normal event path.
     reconcile_grace_seconds: float = Field(default=300.0, ge=0)
 
-    def key(self, *parts: str) -> str:
-        """A Redis key under this stack's prefix."""
-        return ":".join((self.redis_prefix, *parts))
+    @property
+    def keys(self) -> Keys:
+        """The Redis key names under this stack's prefix."""
+        return Keys(self.redis_prefix)

@@ -8,6 +8,7 @@ import hashlib
 import posixpath
 import re
 import unicodedata
+from typing import IO
 
 import redis.asyncio as aioredis
 
@@ -58,17 +59,24 @@ async def upload(
     broker: Broker,
     tenant: TenantId,
     filename: str,
-    data: bytes,
+    data: bytes | IO[bytes],
     folder: str = "",
     redis: aioredis.Redis | None = None,
     status: StatusStore | None = None,
 ) -> tuple[IngestRequest, BlobInfo]:
-    """Store ``data`` under ``<tenant>/<folder>/<filename>`` and post an ingest request.
-    With ``redis``, the blob watcher is told the blob is announced already; with ``status``,
-    the document shows as ``queued`` at once."""
-    if len(data) > settings.max_upload_bytes:
+    """Store ``data`` (bytes, or a file from its current position) under
+    ``<tenant>/<folder>/<filename>`` and post an ingest request. With ``redis``, the blob
+    watcher is told the blob is announced already; with ``status``, the document shows as
+    ``queued`` at once."""
+    if isinstance(data, bytes):
+        size = len(data)
+    else:
+        start = data.tell()
+        size = data.seek(0, 2) - start
+        data.seek(start)
+    if size > settings.max_upload_bytes:
         raise Reject(
-            f"{filename}: {len(data) / 2**20:.1f} MiB is over the "
+            f"{filename}: {size / 2**20:.1f} MiB is over the "
             f"{settings.max_upload_bytes / 2**20:.0f} MiB upload limit",
             reason="too_large",
         )
@@ -109,8 +117,6 @@ async def announce(
         etag=etag,
         filename=filename,
     )
-    if redis is not None:
-        await redis.hset(settings.key("watch", settings.blob_container), path, etag)
     if status is not None:
         await status.update(
             tenant,
@@ -121,6 +127,25 @@ async def announce(
             reason=None,
             message=None,
         )
-    # The ingest message carries the current trace (the gateway's upload request, if any).
-    await broker.publish(settings.queues.ingest.name, dump(request), dict(inject({})))
+    await post_ingest(settings, broker, request, redis=redis)
     return request
+
+
+async def post_ingest(
+    settings: Settings,
+    broker: Broker,
+    request: IngestRequest,
+    *,
+    redis: aioredis.Redis | None = None,
+) -> None:
+    """Post ``request`` to the ingest queue: the one way Parley itself does (uploads, retries,
+    deletes, the maintenance sweeps). With ``redis``, the blob watcher's view of the container
+    is updated first, so it does not announce the same blob (or its deletion) a second time.
+    The message carries the current trace (the gateway's upload request, if any)."""
+    if redis is not None:
+        watched = settings.keys.watched(settings.blob_container)
+        if request.action == "delete":
+            await redis.hdel(watched, request.path)
+        elif request.etag:
+            await redis.hset(watched, request.path, request.etag)
+    await broker.publish(settings.queues.ingest.name, dump(request), dict(inject({})))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -131,5 +132,5 @@ async def test_worker_lost_is_written_once_and_never_after_a_terminal_event(
     await TurnWriter(client, finished, prefix=prefix).emit("final", {"text": "x"})
     assert await lost.check([ended, finished, uuid.uuid4().hex]) == [ended]
     assert await lost.check([ended, finished]) == []  # already ended: nothing twice
-    entries = await client.xrange(f"{prefix}:turn:{ended}")
+    entries: Any = await client.xrange(f"{prefix}:turn:{ended}")
     assert [fields[b"k"] for _id, fields in entries] == [b"token", b"error"]
