@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -248,7 +249,9 @@ async def fault_stack(
     stack = contextlib.AsyncExitStack()
     try:
         clients = await open_clients(stack, config, blobs=True, vectors=True)
-        faults = FaultStack(state, config, env, redis, persist, clients)
+        # A tenant of its own: chunks another run left in a shared Chroma must not count.
+        tenant = TenantId(f"{TENANT}{uuid.uuid4().hex[:6]}")
+        faults = FaultStack(state, config, env, redis, persist, clients, tenant)
         for module in WORKERS:
             faults.start(module)
         yield faults
