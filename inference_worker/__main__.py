@@ -58,6 +58,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
             stream_ttl=settings.stream_ttl_seconds,
             max_attempts=queue.max_attempts,
             worker_id=broker.consumer,
+            not_found_guard=settings.answer_not_found_guard,
         ),
     )
     stack.push_async_callback(handler.close)
