@@ -75,9 +75,15 @@ class Up:
         return code
 
     def kill(self) -> None:
+        """Stop it (a test failed midway): Ctrl-C first, so that it stops its servers and
+        workers too; SIGKILL only if that does not end it."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def processes_mentioning(text: str) -> list[int]:
