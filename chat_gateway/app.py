@@ -79,6 +79,12 @@ class Gateway:
             self._services = await open_services(self.settings, self.options)
         metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
 
+    async def drain(self, seconds: float) -> None:
+        """Start the shutdown's drain (chat_gateway.drain): called by the server when it is
+        told to stop, before it waits for connections to end."""
+        if self._services is not None:
+            await self._services.drain.begin(seconds)
+
     async def shutdown(self) -> None:
         await self.documents.close()
         metrics.untrack_queue(self.settings.queues.chat.name)
@@ -91,7 +97,12 @@ class Gateway:
             await self._http(Request(scope, receive, send))
         elif kind == "websocket":
             if scope["path"] not in WS_PATHS:
-                await send({"type": "websocket.close", "code": 4404})
+                # Accepted, then closed with the documented code: a close before the accept
+                # is answered by the server with a bare HTTP 403, which says nothing.
+                if (await receive())["type"] == "websocket.connect":
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close", "code": 4404,
+                                "reason": "no websocket here: use /ws"})
                 return
             await Session(self.services, scope, receive, send).run()
         elif kind == "lifespan":
@@ -141,6 +152,8 @@ class Gateway:
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
         checks["chroma"] = await _chroma_ready(self.settings.chroma_url)
+        if self._services is not None and self._services.drain.draining:
+            checks["draining"] = "shutting down"
         ready = all(v is True for v in checks.values())
         await json_response(request, 200 if ready else 503,
                             {"status": "ready" if ready else "not ready", "checks": checks})

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from chat_gateway.auth import Authenticator
 from chat_gateway.conversation import Conversations
+from chat_gateway.drain import Drain
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
@@ -65,6 +66,7 @@ class Services:
     hub: ProgressHub
     attachments: Attachments
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    drain: Drain = field(default_factory=Drain)
     # Closes what open_services opened (None when the parts were handed in).
     stack: contextlib.AsyncExitStack | None = None
 
@@ -111,7 +113,7 @@ class Services:
             k=settings.retrieval_k,
         )
         attachments = Attachments(redis, prefix)
-        tailer = TurnTailer(redis, prefix=prefix)
+        tailer = TurnTailer(redis, prefix=prefix, stream_ttl=settings.stream_ttl_seconds)
         return cls(
             settings=settings,
             options=options,
@@ -137,6 +139,7 @@ class Services:
         task = asyncio.create_task(coro, name=name)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        task.add_done_callback(tasks.log_failure)
         return task
 
     async def close(self) -> None:

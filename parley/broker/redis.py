@@ -97,6 +97,10 @@ def _headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     }
 
 
+def _no_group(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
+
+
 class RedisBroker:
     """Work queues on Redis Streams. ``client`` must be created with ``decode_responses=False``;
     the broker does not close it (its owner does)."""
@@ -130,6 +134,7 @@ class RedisBroker:
         return self._leases.get(queue, self._default_lease)
 
     async def _ensure_group(self, queue: str) -> None:
+        """Create the queue's group (and stream) once per process; again after a NOGROUP."""
         if queue in self._groups:
             return
         try:
@@ -160,6 +165,20 @@ class RedisBroker:
 
     # receiving ----------------------------------------------------------------------------------
     async def receive(self, queue: str, *, max_messages: int, wait: float) -> list[Message]:
+        try:
+            return await self._receive(queue, max_messages, wait)
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+        # Redis restarted without its data (or failed over to a replica that lacks the group):
+        # the group is created again from the start of the stream, so entries posted since the
+        # restart (the blob watcher's, a reconcile's) are delivered. Another consumer may have
+        # recreated it first (BUSYGROUP is fine).
+        self._groups.discard(queue)
+        log.warning("consumer_group_recreated", queue=queue, group=GROUP)
+        return await self._receive(queue, max_messages, wait)
+
+    async def _receive(self, queue: str, max_messages: int, wait: float) -> list[Message]:
         await self._ensure_group(queue)
         key = self.stream_key(queue)
         await self._promote(
@@ -221,8 +240,12 @@ class RedisBroker:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                # Settled or not, stop refreshing the lease: a delivery whose settle failed
+                # (Redis down) is redelivered after the lease unless a later settle lands.
+                self._release(message)
 
     async def retry(self, message: Message, *, delay: float) -> None:
         key = self.stream_key(message.queue)
@@ -233,8 +256,10 @@ class RedisBroker:
             pipe.zadd(self._keys.delayed(message.queue), {token: time.time() + max(0.0, delay)})
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                self._release(message)  # as in ack()
 
     async def dead_letter(self, message: Message, *, reason: str) -> None:
         key = self.stream_key(message.queue)
@@ -252,8 +277,10 @@ class RedisBroker:
             pipe.xadd(dead, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                self._release(message)  # as in ack()
 
     # inspection ---------------------------------------------------------------------------------
     async def depth(self, queue: str) -> int:
@@ -340,5 +367,12 @@ class RedisBroker:
                         message_ids=list(held),
                         justid=True,
                     )
+                except ResponseError as exc:
+                    if not _no_group(exc):
+                        log.warning("lease_refresh_failed", queue=queue, error=str(exc))
+                        continue
+                    # The group is gone with Redis' data: so are these entries. Nothing to keep;
+                    # settling them later is harmless (XACK/XDEL of unknown ids do nothing).
+                    held.clear()
                 except Exception as exc:  # a blip must not kill the keeper; next round retries
                     log.warning("lease_refresh_failed", queue=queue, error=str(exc))
