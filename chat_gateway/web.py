@@ -9,10 +9,9 @@ which a returned ``StreamingResponse`` would hide. Each route module builds its 
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive as _Receive
 from starlette.types import Scope as _Scope
 from starlette.types import Send as _Send
+
+from parley.contracts import loads
 
 __all__ = [
     "BodyTooLarge", "ClientGone", "EventStream", "Handler", "Receive", "Request", "Scope", "Send",
@@ -65,28 +66,38 @@ class Request(starlette.requests.Request):
         return dict(self.query_params)
 
     async def body(self, limit: int | None = None) -> bytes:
-        """The whole body, read as it streams in; :class:`BodyTooLarge` past ``limit`` bytes
-        (before reading when ``Content-Length`` says so), :class:`ClientGone` when the client
-        disconnects first. Without ``limit``, Starlette's unlimited read."""
+        """The whole body; :class:`BodyTooLarge` past ``limit`` bytes, :class:`ClientGone`
+        when the client disconnects first. Holds it all: for large bodies use :meth:`stream`.
+        Without ``limit``, Starlette's unlimited read."""
         if limit is None:
             return await super().body()
+        return b"".join([chunk async for chunk in self.stream(limit)])
+
+    async def stream(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
+        """The body piece by piece as it arrives; :class:`BodyTooLarge` as soon as it passes
+        ``limit`` bytes (at once when its Content-Length says so), :class:`ClientGone` when the
+        client disconnects first. Without ``limit``, Starlette's own stream."""
+        if limit is None:
+            async for chunk in super().stream():
+                yield chunk
+            return
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(f"body larger than {limit} bytes")
-        chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in self.stream():
+            async for chunk in super().stream():
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(f"body larger than {limit} bytes")
-                chunks.append(chunk)
+                if chunk:
+                    yield chunk
         except ClientDisconnect:
             raise ClientGone() from None
-        return b"".join(chunks)
 
     async def json(self, limit: int | None = None) -> Any:
-        return json.loads(await self.body(limit))
+        """The body as JSON; ValueError for malformed JSON (too deeply nested included)."""
+        return loads(await self.body(limit))
 
 
 Handler = Callable[[Request], Awaitable[None]]
