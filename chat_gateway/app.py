@@ -2,8 +2,10 @@
 readiness, the OpenAI-compatible face and the portal's static files. Served by uvicorn with the
 ``websockets`` library as its websocket implementation (see docs/chat-protocol.md, Architecture).
 
-Adding an HTTP route: ``gateway.router.add("POST", "/api/documents", handler)`` where the
-handler takes a :class:`chat_gateway.web.Request` (``request.services`` via ``gateway``)."""
+HTTP is a Starlette app (:func:`chat_gateway.web.http_app`) built from each route module's routes
+(:func:`chat_gateway.web.route`: a handler taking a :class:`chat_gateway.web.Request`); a module
+gets the gateway as a :class:`chat_gateway.services.Host`. The websocket and the lifespan stay
+here: ``/ws`` goes straight to :class:`~chat_gateway.session.Session` on uvicorn's websocket."""
 
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ from chat_gateway.session import Session
 from chat_gateway.web import (
     Receive,
     Request,
-    Router,
     Scope,
     Send,
+    http_app,
     json_response,
     respond,
-    static_handler,
+    route,
+    static_routes,
 )
 from parley import metrics, tracing
 from parley.settings import Settings
@@ -51,18 +54,18 @@ class Gateway:
         self.options = options or (services.options if services else GatewayOptions())
         self._services = services
         self.started_at = time.time()
-        self.router = Router()
-        self.router.add("GET", "/healthz", self._healthz)
-        self.router.add("GET", "/readyz", self._readyz)
-        self.router.add("GET", "/metrics", self._metrics)
-        # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
-        self.router.add("GET", "/api/auth/config", self._auth_config)
-        openai_face.install(self)
-        self.documents = documents.install(self)
-        if static_dir is not None and static_dir.is_dir():
-            serve = static_handler(static_dir)
-            self.router.add("GET", "/", serve)
-            self.router.add("GET", "/static/", serve)
+        self.documents = documents.Documents(self)
+        self.http = http_app([
+            route("/healthz", GET=self._healthz),
+            route("/readyz", GET=self._readyz),
+            route("/metrics", GET=self._metrics),
+            # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
+            route("/api/auth/config", GET=self._auth_config),
+            *openai_face.routes(self),
+            *self.documents.routes(),
+            *(static_routes(static_dir) if static_dir is not None and static_dir.is_dir()
+              else []),
+        ])
 
     @property
     def services(self) -> Services:
@@ -94,7 +97,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send))
+            await self.http(scope, receive, send)
         elif kind == "websocket":
             if scope["path"] not in WS_PATHS:
                 # Accepted, then closed with the documented code: a close before the accept
@@ -123,17 +126,6 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _http(self, request: Request) -> None:
-        handler, params, known = self.router.match(request.method, request.path)
-        if handler is None:
-            status = 405 if known else 404
-            await json_response(request, status, {"error": {
-                "message": "method not allowed" if known else f"no route {request.path}",
-                "type": "invalid_request_error", "code": "not_found"}})
-            return
-        request.params = params
-        await handler(request)
 
     async def _healthz(self, request: Request) -> None:
         await json_response(request, 200, {"status": "alive",

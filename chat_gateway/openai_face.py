@@ -30,13 +30,21 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import BaseRoute
 
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import ErrorCode
 from chat_gateway.relay import Relayed, relay_span
 from chat_gateway.services import Host
 from chat_gateway.turns import Started
-from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
+from chat_gateway.web import (
+    BodyTooLarge,
+    ClientGone,
+    EventStream,
+    Request,
+    json_response,
+    route,
+)
 from parley import tracing, turnstream
 from parley.contracts import AnswerMode, ChatMessage, Source
 from parley.errors import ParleyError, Retry
@@ -116,7 +124,9 @@ def sources_json(sources: list[Source]) -> list[dict[str, Any]]:
     return [s.model_dump(mode="json") for s in sources]
 
 
-def install(gateway: Host) -> None:
+def routes(gateway: Host) -> list[BaseRoute]:
+    """``GET /v1/models`` and ``POST /v1/chat/completions`` on ``gateway``."""
+
     async def models(request: Request) -> None:
         try:
             await _principal(gateway, request)
@@ -135,8 +145,7 @@ def install(gateway: Host) -> None:
         except ClientGone:
             return
 
-    gateway.router.add("GET", "/v1/models", models)
-    gateway.router.add("POST", "/v1/chat/completions", completions)
+    return [route("/v1/models", GET=models), route("/v1/chat/completions", POST=completions)]
 
 
 async def _principal(gateway: Host, request: Request) -> Principal:

@@ -20,7 +20,6 @@ from chat_gateway.retrieval import Retriever
 from chat_gateway.search import Lexical, ModelSwitch, Searcher, open_switch
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
-from chat_gateway.web import Router
 from parley.broker import Broker
 from parley.embedder import Embedder
 from parley.runtime import tasks
@@ -181,11 +180,10 @@ async def open_services(settings: Settings, options: GatewayOptions | None = Non
 
 
 class Host(Protocol):
-    """What a route module (documents, the OpenAI face) needs of the gateway it is installed on:
-    its settings, its router, and its services once the lifespan has opened them."""
+    """What a route module (documents, the OpenAI face) needs of the gateway that serves its
+    routes: its settings, and its services once the lifespan has opened them."""
 
     settings: Settings
-    router: Router
 
     @property
     def services(self) -> Services: ...

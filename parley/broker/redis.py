@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from parley import lua
 from parley.broker import DeadLetter, Message
 from parley.ids import MessageId
 from parley.keys import Keys
@@ -43,39 +44,12 @@ _HEADER = b"h:"
 log = structlog.get_logger(__name__)
 
 # Moves due delayed retries into the stream. KEYS: zset, stream; ARGV: now, prefix of hash keys.
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  local key = ARGV[2] .. id
-  local fields = redis.call('HGETALL', key)
-  if #fields > 0 then
-    redis.call('XADD', KEYS[2], '*', unpack(fields))
-  end
-  redis.call('DEL', key)
-  redis.call('ZREM', KEYS[1], id)
-end
-return #due
-"""
+_PROMOTE = lua.script(__package__, "redis_promote.lua")
 
 
 # Moves one dead letter back into the stream, atomically (two replays of one id add it once).
 # KEYS: dead stream, stream; ARGV: dead letter id. Returns 1 if moved, 0 if not there.
-_REPLAY = """
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 then return 0 end
-local fields = found[1][2]
-local keep = {}
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if name == 'body' or string.sub(name, 1, 2) == 'h:' then
-    keep[#keep + 1] = name
-    keep[#keep + 1] = fields[i + 1]
-  end
-end
-redis.call('XADD', KEYS[2], '*', unpack(keep))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return 1
-"""
+_REPLAY = lua.script(__package__, "redis_replay.lua")
 
 
 def _fields(
