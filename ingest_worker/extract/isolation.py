@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, get_args
 
 from ingest_worker.extract.dispatch import preflight
+from ingest_worker.extract.ocr import OcrOptions
 from ingest_worker.extract.types import Block, BlockKind, Extraction, ExtractionFailed
+from parley.filetypes import KINDS
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
 
@@ -90,8 +92,11 @@ class ExtractorPool:
         max_bytes: int,
         timeout: float,
         on_progress: ProgressCallback | None = None,
+        ocr: OcrOptions | None = None,
     ) -> Extraction:
-        """Extract ``data`` in a child; see the module docstring for failures and cancellation."""
+        """Extract ``data`` in a child; see the module docstring for failures and cancellation.
+        With ``ocr``, the child does OCR within ``ocr.budget`` seconds, cut to leave a tenth of
+        ``timeout`` (at least 5 s) for the rest of the document."""
         if self._closed:
             raise RuntimeError("the extractor pool is closed")
         preflight(data, max_bytes=max_bytes)
@@ -102,6 +107,7 @@ class ExtractorPool:
                     "max_pages": max_pages,
                     "max_bytes": max_bytes,
                     "size": len(data),
+                    "ocr": None if ocr is None else _ocr_request(ocr, timeout),
                 }
             ).encode()
             + b"\n"
@@ -275,13 +281,21 @@ def _describe(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+def _ocr_request(ocr: OcrOptions, timeout: float) -> dict[str, Any]:
+    budget = min(ocr.budget, max(timeout - max(timeout / 10, 5.0), 0.1))
+    request = ocr.model_copy(update={"budget": budget}).model_dump(mode="json")
+    if ocr.azure_key is not None:  # the pipe is private to the child: the key may travel
+        request["azure_key"] = ocr.azure_key.get_secret_value()
+    return request
+
+
 def _encode(extraction: Extraction) -> dict[str, Any]:
     return {
         "kind": extraction.kind,
         "pages": extraction.pages,
         "extractor": extraction.extractor,
         "warnings": list(extraction.warnings),
-        "blocks": [[b.text, b.page, b.heading, b.kind] for b in extraction.blocks],
+        "blocks": [[b.text, b.page, b.heading, b.kind, b.ocr] for b in extraction.blocks],
     }
 
 
@@ -289,18 +303,19 @@ def _decode(payload: dict[str, Any]) -> Extraction:
     """Rebuild an extraction from the child's JSON, checking every field's type on the way."""
     kind = payload["kind"]
     pages = payload["pages"]
-    if kind not in ("pdf", "docx") or not (pages is None or isinstance(pages, int)):
+    if kind not in KINDS or not (pages is None or isinstance(pages, int)):
         raise ValueError("malformed extraction from child")
     blocks = []
-    for text, page, heading, block_kind in payload["blocks"]:
+    for text, page, heading, block_kind, ocr in payload["blocks"]:
         if (
             not isinstance(text, str)
             or not (page is None or isinstance(page, int))
             or not (heading is None or isinstance(heading, str))
             or block_kind not in _BLOCK_KINDS
+            or not isinstance(ocr, bool)
         ):
             raise ValueError("malformed block from child")
-        blocks.append(Block(text=text, page=page, heading=heading, kind=block_kind))
+        blocks.append(Block(text=text, page=page, heading=heading, kind=block_kind, ocr=ocr))
     return Extraction(
         kind=kind,
         pages=pages,
@@ -334,9 +349,11 @@ async def extract_isolated(
     max_bytes: int,
     timeout: float,
     on_progress: ProgressCallback | None = None,
+    ocr: OcrOptions | None = None,
 ) -> Extraction:
-    """:func:`~ingest_worker.extract.types.extract` in a warm child process of the running loop's
-    default pool; ``on_progress(done, total)`` relays PDF pages done. Raises
+    """:func:`~ingest_worker.extract.dispatch.extract` in a warm child process of the running
+    loop's default pool; ``on_progress(done, total)`` relays PDF pages (slides) done; ``ocr``
+    turns OCR on (see :meth:`ExtractorPool.extract`). Raises
     :class:`ExtractionFailed` (``timeout``, ``extractor_crashed`` and every reason of
     ``extract``); cancelling kills the child."""
     return await default_pool().extract(
@@ -346,6 +363,7 @@ async def extract_isolated(
         max_bytes=max_bytes,
         timeout=timeout,
         on_progress=on_progress,
+        ocr=ocr,
     )
 
 
@@ -400,6 +418,7 @@ def _child_main(argv: list[str]) -> None:
                 str(request["filename"]),
                 max_pages=int(request["max_pages"]),
                 max_bytes=int(request["max_bytes"]),
+                ocr=None if request.get("ocr") is None else OcrOptions(**request["ocr"]),
                 on_page=progress,
             )
             message: dict[str, Any] = {"ok": _encode(result)}
