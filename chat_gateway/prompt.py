@@ -51,7 +51,7 @@ class Prompt:
 
 
 def _source_block(source: Source, text: str) -> str:
-    where = f", page {source.page}" if source.page else ""
+    where = f", {source.location}" if source.location else ""
     return f"[{source.n}] {source.document}{where}\n{text}"
 
 

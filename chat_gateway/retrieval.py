@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chat_gateway import prompt
+from parley import citations
 from parley.contracts import ChatMessage, Source
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.search import Searcher
@@ -28,6 +29,9 @@ def to_source(n: int, hit: Hit) -> Source:
         document=str(document),
         page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) and page >= 1
         else None,
+        heading=str(meta["heading"]) if meta.get("heading") else None,
+        location=citations.from_metadata(meta),
+        ocr=meta.get("ocr") is True,
         snippet=prompt.snippet(hit.text),
         text=hit.text,
         score=round(float(hit.score), 4),

@@ -112,6 +112,8 @@ class EmbedHandler:
                         "heading": c.heading,
                         "ordinal": c.ordinal,
                         "tokens": c.tokens,
+                        "kind": batch.kind,
+                        "ocr": True if c.ocr else None,  # only OCR'd chunks carry the mark
                     }.items()
                     if v is not None
                 },

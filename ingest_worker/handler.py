@@ -26,6 +26,7 @@ import structlog
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.extract.isolation import extract_isolated
+from ingest_worker.extract.ocr import options_from
 from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
 from parley.blobstore import BlobStore
@@ -42,6 +43,7 @@ from parley.contracts import (
 )
 from parley.embedder import Tokenizer
 from parley.errors import NotFound, Reject
+from parley.filetypes import FileKind
 from parley.ids import ChunkId, DocumentId, TenantId, document_id, new_trace_id
 from parley.runtime.clients import Clients
 from parley.settings import Settings
@@ -105,7 +107,13 @@ def batch_sizes(total: int, size: int) -> list[int]:
 
 
 def batches(
-    drafts: list[ChunkDraft], *, target: Target, version: str, filename: str, size: int
+    drafts: list[ChunkDraft],
+    *,
+    target: Target,
+    version: str,
+    filename: str,
+    size: int,
+    kind: FileKind | None = None,
 ) -> list[ChunkBatch]:
     groups: list[list[ChunkDraft]] = []
     start = 0
@@ -121,6 +129,7 @@ def batches(
             path=target.path,
             batch_index=index,
             batch_count=len(groups),
+            kind=kind,
             chunks=[
                 Chunk(
                     chunk_id=chunk_id(target.document_id, version, d.ordinal),
@@ -129,6 +138,7 @@ def batches(
                     page=d.page,
                     heading=d.heading,
                     tokens=d.tokens,
+                    ocr=d.ocr,
                 )
                 for d in group
             ],
@@ -158,6 +168,7 @@ class IngestHandler:
         self.tokenizer = tokenizer
         self.tokenizer_id = tokenizer_id
         self.extract_timeout = extract_timeout
+        self.ocr = options_from(settings)
 
     @classmethod
     def from_clients(cls, clients: Clients) -> IngestHandler:
@@ -269,6 +280,7 @@ class IngestHandler:
                     max_bytes=self.settings.max_document_bytes,
                     timeout=self.extract_timeout,
                     on_progress=self._progress(where),
+                    ocr=self.ocr,
                 )
         except ExtractionFailed as failed:
             log.warning("extraction_failed", reason=failed.reason, error=failed.message)
@@ -314,6 +326,7 @@ class IngestHandler:
             version=version,
             filename=filename,
             size=self.settings.embed_batch_size,
+            kind=extraction.kind,
         )
         await self.status.begin_version(
             where.tenant,

@@ -79,15 +79,18 @@ def _main_part(page: str) -> str:
     except (etree.ParserError, ValueError):
         return page
     title = document.findtext(".//title") or ""
-    for element in list(document.iter(*_FURNITURE)):
-        if element.getparent() is None:
-            continue
-        if element.tag in ("header", "footer") and _inside_main(element):
-            continue  # an article's own header (its title, byline) is content
-        element.drop_tree()
-    for element in document.xpath("//*[@role]"):
-        if str(element.get("role")).lower() in _ROLES and element.getparent() is not None:
-            element.drop_tree()
+    furniture = [
+        element
+        for element in document.iter(*_FURNITURE)
+        # an article's own header (its title, byline) is content
+        if not (element.tag in ("header", "footer") and _inside_main(element))
+    ]
+    furniture += [
+        element for element in document.iter() if str(element.get("role") or "").lower() in _ROLES
+    ]
+    for element in furniture:
+        if isinstance(element, lxml_html.HtmlElement) and element.getparent() is not None:
+            element.drop_tree()  # keeps the text after the element (its tail)
     for tag in ("main", "article"):
         found = document.findall(f".//{tag}")
         if len(found) == 1:
@@ -136,7 +139,9 @@ def _inside(element: etree._Element, tags: tuple[str, ...]) -> bool:
 def _table(table: etree._Element) -> str:
     rows = []
     for row in table.iter("row"):
-        cells = [" ".join("".join(str(t) for t in cell.itertext()).split()) for cell in row.iter("cell")]
+        cells = [
+            " ".join("".join(str(t) for t in cell.itertext()).split()) for cell in row.iter("cell")
+        ]
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n".join(rows)

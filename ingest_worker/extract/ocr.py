@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 if TYPE_CHECKING:
     import httpx
 
+    from parley.settings import Settings
+
 Pixels = npt.NDArray[np.uint8]
 """An image as height x width x 3 (RGB) bytes."""
 
@@ -167,6 +169,18 @@ class PictureReader:
         if self.failed:
             out.append(f"OCR failed on {self.failed} pictures")
         return out
+
+
+def options_from(settings: Settings) -> OcrOptions | None:
+    """The OCR the settings ask for (``PARLEY_OCR``), ``None`` when it is off."""
+    if settings.ocr == "off":
+        return None
+    return OcrOptions(
+        backend="azure" if settings.ocr == "azure" else "local",
+        threads=settings.ocr_threads,
+        azure_endpoint=settings.azure_docintel_endpoint,
+        azure_key=settings.azure_docintel_key,
+    )
 
 
 def make_ocr(options: OcrOptions, *, client: httpx.Client | None = None) -> Ocr:

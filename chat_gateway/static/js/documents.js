@@ -15,12 +15,12 @@ const STAGES = {
 // Plain words for failure codes, when the record carries no message of its own.
 const REASONS = {
   encrypted: "Encrypted: the file is password-protected.",
-  no_text_layer: "Scanned or image-only: there is no text layer to read.",
+  no_text_layer: "Scanned or image-only, and OCR found no text to read.",
   garbled_text: "The text layer does not map to readable characters.",
-  malformed: "The file is damaged or not a valid PDF/DOCX.",
+  malformed: "The file is damaged or not a valid document of its type.",
   too_large: "The file is over the size limit.",
-  too_many_pages: "The PDF has more pages than the limit.",
-  unsupported_type: "Not a PDF or DOCX file.",
+  too_many_pages: "The document has more pages (slides) than the limit.",
+  unsupported_type: "Not a PDF, Word, PowerPoint, Excel, HTML, Markdown or text file.",
   empty: "The document holds no text.",
   timeout: "Reading the file took too long.",
   extractor_crashed: "The reader crashed on this file.",
