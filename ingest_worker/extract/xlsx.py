@@ -1,12 +1,12 @@
 """Excel (XLSX) with openpyxl in read-only mode (rows streamed, cached values of formulas).
 
-Each sheet is a section (its name is the heading of its blocks). A sheet's first row with at
-least two cells, all of them text, is its header row; every row after it is written with its
-header, ``Warehouse: Zephyr | City: Tromsø | Pallets: 4812``, so a chunk of rows stands on its own
-and a question about one row finds it. A sheet without a header row gives its rows as they are
-(cells joined with `` | ``). Empty rows and columns are skipped; a row's trailing empty cells are
-dropped. Dates are written ISO 8601; numbers as Excel would show them without formatting.
-Hidden sheets are read too. Reading stops at :data:`MAX_CELLS` cells (with a warning).
+Each sheet is a section (its name is the heading of its blocks). A sheet's first non-empty row
+is its header row when it has at least two cells, all of them text and not numbers; every row
+after it is written with its header, ``Warehouse: Zephyr | City: Tromsø | Pallets: 4812``, so a
+chunk of rows stands on its own and a question about one row finds it. A sheet without a header
+row gives its rows as they are (cells joined with `` | ``). Empty rows are skipped; a row's
+trailing empty cells are dropped. Dates are written ISO 8601, whole numbers without ``.0``. Hidden
+sheets are read too. Reading stops at :data:`MAX_CELLS` cells (with a warning).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def extract_xlsx(data: bytes, *, max_bytes: int) -> Extraction:
             name = " ".join(str(sheet.title).split()) or "Sheet"
             rows: list[str] = []
             header: list[str] | None = None
+            first = True  # only a sheet's first row can be its header
             for values in sheet.iter_rows(values_only=True):
                 cells += len(values)
                 if cells > MAX_CELLS:
@@ -55,9 +56,11 @@ def extract_xlsx(data: bytes, *, max_bytes: int) -> Extraction:
                 row = _cells(values)
                 if not any(row):
                     continue
-                if header is None and _is_header(row):
-                    header = row
-                    continue
+                if first:
+                    first = False
+                    if _is_header(row):
+                        header = row
+                        continue
                 rows.append(_with_header(row, header))
             for start in range(0, len(rows), ROWS_PER_BLOCK):
                 text = "\n".join(rows[start : start + ROWS_PER_BLOCK])
