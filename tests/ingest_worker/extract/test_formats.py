@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import TypedDict
 
 import pytest
 
@@ -12,12 +13,20 @@ from ingest_worker.extract.dispatch import extract
 from ingest_worker.extract.types import Block, ExtractionFailed
 from tests.fixtures import documents as docs
 
-LIMITS = {"max_pages": 50, "max_bytes": 20 * 1024 * 1024}
+
+class Limits(TypedDict):
+    max_pages: int
+    max_bytes: int
 
 
-def failure(data: bytes, **limits: int) -> ExtractionFailed:
+LIMITS: Limits = {"max_pages": 50, "max_bytes": 20 * 1024 * 1024}
+
+
+def failure(
+    data: bytes, *, max_pages: int = LIMITS["max_pages"], max_bytes: int = LIMITS["max_bytes"]
+) -> ExtractionFailed:
     with pytest.raises(ExtractionFailed) as caught:
-        extract(data, "upload.bin", **{**LIMITS, **limits})
+        extract(data, "upload.bin", max_pages=max_pages, max_bytes=max_bytes)
     return caught.value
 
 
