@@ -12,6 +12,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = [
     "extraction",
+    "ocr",
     "embedding",
     "pipeline",
     "retrieval",
