@@ -51,7 +51,8 @@ class Prompt:
 
 
 def _source_block(source: Source, text: str) -> str:
-    where = f", {source.location}" if source.location else ""
+    place = source.location or (f"page {source.page}" if source.page else None)
+    where = f", {place}" if place else ""
     return f"[{source.n}] {source.document}{where}\n{text}"
 
 
