@@ -21,7 +21,8 @@ from tests.pipeline import (
     worker_env,
 )
 
-pytestmark = [pytest.mark.shared, pytest.mark.slow]
+# OCR of the corpus's scans (minutes of CPU on 2 cores) competes with embedding 350 batches.
+pytestmark = [pytest.mark.shared, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 async def test_whole_corpus_reaches_defined_outcomes_and_no_worker_dies(
@@ -43,7 +44,7 @@ async def test_whole_corpus_reaches_defined_outcomes_and_no_worker_dies(
                 )
                 for path in files
             }
-            done = await helper.wait(ids.values(), timeout=600)
+            done = await helper.wait(ids.values(), timeout=1350)
             for name, doc in ids.items():
                 status = done[doc]
                 expected = {**EXPECTED, **WITH_OCR}[name]  # the workers do OCR by default
