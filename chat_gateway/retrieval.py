@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chat_gateway import prompt
-from parley import citations
+from chat_gateway import citations, prompt
 from parley.contracts import ChatMessage, Source
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.search import Searcher

@@ -37,16 +37,6 @@ EXTENSIONS: Final[dict[FileKind, tuple[str, ...]]] = {
     "markdown": (".md", ".markdown", ".mdown", ".mkd"),
     "text": (".txt", ".text", ".csv", ".tsv", ".log", ".rst", ".ini", ".json", ".xml", ".yaml"),
 }
-#: What the kinds are called in messages and the portal.
-NAMES: Final[dict[FileKind, str]] = {
-    "pdf": "PDF",
-    "docx": "Word document",
-    "pptx": "PowerPoint presentation",
-    "xlsx": "Excel workbook",
-    "html": "web page (HTML)",
-    "markdown": "Markdown file",
-    "text": "text file",
-}
 SUPPORTED: Final = "PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), HTML, Markdown or text"
 
 _OLE: Final = bytes.fromhex("d0cf11e0a1b11ae1")
@@ -262,11 +252,3 @@ def text_kind(text: str) -> Literal["html", "markdown", "text"]:
         return "markdown"
     return "text"
 
-
-def looks_like(data: bytes) -> str:
-    """What an unsupported file looks like, for messages ("a PNG image")."""
-    try:
-        detect(data)
-    except UnsupportedType as error:
-        return error.message
-    return "a supported document"

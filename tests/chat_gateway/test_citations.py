@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.citations import from_metadata, location
+from chat_gateway.citations import from_metadata, location
 
 
 def test_each_kind_says_where_in_its_own_terms() -> None:

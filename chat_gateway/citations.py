@@ -1,5 +1,5 @@
 """Where a cited chunk is in its document, in words: "page 3", "slide 2 · Roadmap", "sheet Stock",
-"§ Installation". Pure; used by the gateway for sources and by search results.
+"§ Installation". Pure; the gateway puts it on every source it shows.
 
 What a chunk's ``page`` means depends on the document: a PDF's page, a presentation's slide; a
 workbook's ``heading`` is the sheet's name; Markdown, HTML and Word give the nearest heading.
