@@ -63,14 +63,14 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
         documents.text_pdf(["Intro page. " + documents.lorem(50), "The boiler runs at 84 bar."])
     )
     (folder / "sub" / "scan.pdf").write_bytes(documents.scanned_pdf())
-    (folder / "ignored.txt").write_text("not a document")
+    (folder / "ignored.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not a document
     tenant = pipeline.tenant
 
     code, out, err = await parley(
         pipeline.settings, "ingest", str(folder), "--tenant", tenant, "--wait"
     )
     assert code == 1, (out, err)  # one document failed: the exit code says so
-    assert "ready" in out and "no text layer" in out.lower()
+    assert "ready" in out and "no readable text" in out.lower()  # OCR read the scan: nothing
 
     code, out, _ = await parley(pipeline.settings, "status", "--json", "--tenant", tenant)
     rows = {r["filename"]: r for r in json.loads(out)}
