@@ -53,7 +53,7 @@ class Corpus:
 
 
 def corpus() -> Corpus:
-    """Two real files of ../shared/corpus and a real scanned PDF; without ../shared, generated
+    """Two real files of ../shared/corpus and a real image-only PDF; without ../shared, generated
     files of the same kinds (that part of the test then proves less about real files)."""
     pdfs, docx = SHARED / "corpus" / "pdf", SHARED / "corpus" / "docx"
     if (pdfs / "f1040nr.pdf").exists() and (docx / "240-DOP-1013A Lay Down Tubulars.docx").exists():
@@ -61,8 +61,10 @@ def corpus() -> Corpus:
             good=(Upload("f1040nr.pdf", (pdfs / "f1040nr.pdf").read_bytes()),
                   Upload("240-DOP-1013A Lay Down Tubulars.docx",
                          (docx / "240-DOP-1013A Lay Down Tubulars.docx").read_bytes())),
-            broken=Upload("c02-22.pdf", (pdfs / "c02-22.pdf").read_bytes()),
-            broken_reason="scanned PDF: no text layer",
+            # Pictures of shapes: OCR reads them (c02-22.pdf, a scanned book page, is read now).
+            broken=Upload("imagemagick-images.pdf",
+                          (pdfs / "imagemagick-images.pdf").read_bytes()),
+            broken_reason="scanned PDF: OCR found no readable text",
             question="Who must file Form 1040-NR, the U.S. nonresident alien income tax return?",
             expected="f1040nr.pdf", origin="../shared/corpus",
         )
@@ -75,7 +77,7 @@ def corpus() -> Corpus:
                   "Lay down tubulars with the pipe handler; never stand under a suspended load.",
                   fx.lorem(80, seed=3)]))),
         broken=Upload("scan.pdf", fx.scanned_pdf(2)),
-        broken_reason="scanned PDF: no text layer",
+        broken_reason="scanned PDF: OCR found no readable text",
         question="What is the budget of the Zanzibar harbour project?",
         expected="zanzibar-plan.pdf", origin="generated (../shared is absent)",
     )
