@@ -203,3 +203,25 @@ def test_azure_errors_are_ocr_errors_and_a_missing_endpoint_is_refused() -> None
         engine.read(np.full((64, 64, 3), 255, dtype=np.uint8))
     with pytest.raises(OcrError, match="ENDPOINT"):
         make_ocr(OcrOptions(backend="azure"))
+
+
+def test_settings_choose_the_engine_and_the_child_gets_a_budget_short_of_its_limit() -> None:
+    from pydantic import SecretStr
+
+    from ingest_worker.extract.isolation import _ocr_request
+    from ingest_worker.extract.ocr import options_from
+    from parley.settings import Settings
+
+    assert options_from(Settings(ocr="off")) is None
+    assert options_from(Settings()) == OcrOptions(backend="local")
+    azure = options_from(
+        Settings(
+            ocr="azure",
+            azure_docintel_endpoint="https://di.example",
+            azure_docintel_key=SecretStr("k"),
+        )
+    )
+    assert azure is not None and azure.backend == "azure"
+    request = _ocr_request(azure, timeout=300)
+    assert request["budget"] == 240 and request["azure_key"] == "k"  # the private pipe carries it
+    assert _ocr_request(OcrOptions(), timeout=30)["budget"] == 25  # 5 s kept for the rest
