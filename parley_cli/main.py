@@ -125,11 +125,14 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         hits = await searcher.search(
             TenantId(args.tenant or settings.default_tenant), args.query, k=args.k
         )
+    from chat_gateway import citations
+
     rows = [
         {
             "document": h.metadata.get("filename", ""),
             "page": h.metadata.get("page"),
             "heading": h.metadata.get("heading"),
+            "location": citations.from_metadata(h.metadata),  # slide, sheet, heading, OCR
             "text": h.text,
             "score": round(h.score, 4),
             "chunk_id": h.chunk_id,
@@ -143,8 +146,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     if not rows:
         print("no matches (no documents ready for this tenant yet?)")
     for n, row in enumerate(rows, 1):
-        page = f" p.{row['page']}" if row["page"] else ""
-        print(f"[{n}] {row['document']}{page}  score {row['score']:.3f}")
+        where = f" ({row['location']})" if row["location"] else ""
+        print(f"[{n}] {row['document']}{where}  score {row['score']:.3f}")
         print("    " + str(row["text"])[:300].replace("\n", " ") + "\n")
     return 0
 

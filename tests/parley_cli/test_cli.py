@@ -87,6 +87,7 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
     assert code == 0 and 1 <= len(hits) <= 2
     assert {"document", "page", "text", "score", "chunk_id"} <= set(hits[0])
     assert hits[0]["document"] == "plant.pdf" and hits[0]["page"] == 2
+    assert hits[0]["location"] == "page 2"
     assert "84 bar" in hits[0]["text"]
 
     code, out, _ = await parley(pipeline.settings, "status", "--tenant", tenant)
