@@ -64,7 +64,8 @@ class Block:
 @dataclass(frozen=True)
 class Extraction:
     """The text of one document. ``blocks`` is never empty and holds no blank text; ``warnings``
-    say what was skipped (scanned pages, garbled pages, unreadable parts) in plain words."""
+    say in plain words what was read by OCR and what was skipped (scanned pages without OCR,
+    pages OCR found nothing in or had no time for, garbled pages, unreadable parts)."""
 
     kind: DocumentKind
     pages: int | None
