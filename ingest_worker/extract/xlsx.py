@@ -1,9 +1,10 @@
 """Excel (XLSX) with openpyxl in read-only mode (rows streamed, cached values of formulas).
 
-Each sheet is a section (its name is the heading of its blocks). A sheet's first non-empty row
-is its header row when it has at least two cells, all of them text and not numbers; every row
-after it is written with its header, ``Warehouse: Zephyr | City: Tromsø | Pallets: 4812``, so a
-chunk of rows stands on its own and a question about one row finds it. A sheet without a header
+Each sheet is a section (its name is the heading of its blocks). A sheet's first row of at least
+two cells (title rows of one cell above it are kept as text) is its header row when all of its
+cells are text, not numbers; every row after it is written with its header,
+``Warehouse: Zephyr | City: Tromsø | Pallets: 4812``, so a chunk of rows stands on its own and a
+question about one row finds it. A sheet without a header
 row gives its rows as they are (cells joined with `` | ``). Empty rows are skipped; a row's
 trailing empty cells are dropped. Dates are written ISO 8601, whole numbers without ``.0``. Hidden
 sheets are read too. Reading stops at :data:`MAX_CELLS` cells (with a warning).
@@ -47,7 +48,7 @@ def extract_xlsx(data: bytes, *, max_bytes: int) -> Extraction:
             name = " ".join(str(sheet.title).split()) or "Sheet"
             rows: list[str] = []
             header: list[str] | None = None
-            first = True  # only a sheet's first row can be its header
+            first = True  # no row of several cells seen yet: the header is the first one
             for values in sheet.iter_rows(values_only=True):
                 cells += len(values)
                 if cells > MAX_CELLS:
@@ -56,7 +57,9 @@ def extract_xlsx(data: bytes, *, max_bytes: int) -> Extraction:
                 row = _cells(values)
                 if not any(row):
                     continue
-                if first:
+                if first and sum(1 for c in row if c) >= 2:
+                    # The first row of several cells is the header when it is all text; rows of
+                    # one cell above it (a title, a date) are read as they are.
                     first = False
                     if _is_header(row):
                         header = row

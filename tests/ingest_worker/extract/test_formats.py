@@ -95,6 +95,21 @@ def test_xlsx_sheets_are_sections_and_rows_carry_their_header() -> None:
     )
 
 
+def test_xlsx_title_rows_above_the_header_are_kept_as_text() -> None:
+    book = docs.xlsx(
+        {
+            "Stock": [
+                ["Stock count, March"],
+                [],
+                ["Warehouse", "Pallets"],
+                ["Zephyr", 4812],
+            ]
+        }
+    )
+    out = extract(book, "stock.xlsx", **LIMITS)
+    assert [b.text for b in out.blocks] == ["Stock count, March\nWarehouse: Zephyr | Pallets: 4812"]
+
+
 def test_xlsx_dates_booleans_and_a_header_only_sheet() -> None:
     import datetime as dt
 
