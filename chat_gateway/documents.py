@@ -1,11 +1,14 @@
-"""The portal's document API on the gateway, authenticated like the websocket (bearer token:
-``Authorization: Bearer`` or ``?token=``; the tenant comes from the token).
+"""The portal's document API on the gateway, authenticated with ``Authorization: Bearer`` (a
+header only, never ``?token=``; the tenant comes from the token).
 
 - ``GET /api/documents``: the tenant's documents (status records) and the upload limits.
-- ``POST /api/documents?name=FILE``: one file per request, the body is the file's bytes. Size
-  limited on the server (``settings.max_upload_bytes``, 413), type checked by its bytes (PDF,
-  DOCX, PPTX, XLSX, HTML, Markdown or text: :mod:`parley.filetypes`; 415 with what the file
-  looks like instead); the name is untrusted (made safe by
+- ``POST /api/documents?name=FILE``: one file per request, the body is the file's bytes,
+  streamed to a temporary file as it arrives (never held whole in memory). Size limited on the
+  server (``settings.max_upload_bytes``: 413 the moment the body passes it), at most
+  ``max_concurrent_uploads`` at once per replica and ``max_tenant_concurrent_uploads`` per
+  tenant (429 ``too_many_uploads`` with Retry-After), type checked by its bytes (PDF, DOCX,
+  PPTX, XLSX, HTML, Markdown or text: :mod:`parley.filetypes`; 415 with what the file looks
+  like instead); the name is untrusted (made safe by
   :func:`parley.uploads.safe_name`, its extension set from the detected type). Stored, announced
   on the ingest queue and shown ``queued`` at once: 201.
 - ``POST /api/uploads`` ``{"name", "size"}``: where to send a file. With an Azure blob store, a
@@ -24,13 +27,16 @@ Errors are ``{"error": {"code", "message", "hint"?}}`` with a message a person c
 
 from __future__ import annotations
 
-import json
+import asyncio
+import io
 import posixpath
 import re
+import tempfile
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 import structlog
 
@@ -40,12 +46,12 @@ from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
-from parley.contracts import IngestRequest
+from parley.contracts import IngestRequest, loads
 from parley.errors import ParleyError, Reject
 from parley.filetypes import EXTENSIONS as FILE_EXTENSIONS
 from parley.filetypes import FileKind, UnsupportedType
 from parley.filetypes import detect as detect_kind
-from parley.ids import DocumentId, TenantId, document_id
+from parley.ids import DocumentId, TenantId, document_id, path_tenant
 from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
 from parley.uploads import CONTENT_TYPES, announce, blob_path, post_ingest, safe_name, upload
@@ -56,6 +62,9 @@ Kind = FileKind
 #: Every extension an uploaded file may keep (the first of each kind is the one it is given).
 EXTENSIONS: dict[Kind, str] = {kind: names[0] for kind, names in FILE_EXTENSIONS.items()}
 UPLOAD_URL_SECONDS = 15 * 60
+# An upload's first bytes stay in memory, the rest goes to a temporary file.
+SPOOL_BYTES = 1024 * 1024
+BUSY_RETRY_SECONDS = 5
 JSON_LIMIT = 16 * 1024
 _DOCUMENT_ID = re.compile(r"^[0-9a-f]{24}$")
 
@@ -67,15 +76,20 @@ class Rejected(ParleyError):
 # --- pure checks ------------------------------------------------------------------------------
 
 
-def detect(data: bytes) -> Kind:
+def detect(data: bytes | IO[bytes]) -> Kind:
     """The kind of document the bytes are (:func:`parley.filetypes.detect`: PDF, DOCX, PPTX,
     XLSX, HTML, Markdown, text; never the name), else :class:`Rejected` saying what the file
     looks like. An encrypted Office file is accepted: the ingest worker reports it as
-    ``encrypted``, which tells the user more."""
-    if not data:
+    ``encrypted``, which tells the user more. A file is read from its start, only as far as
+    needed (a ZIP's directory is read where it lies)."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    file.seek(0)
+    empty = not file.read(1)
+    file.seek(0)
+    if empty:
         raise Rejected("the file is empty (0 bytes)", reason="empty")
     try:
-        return detect_kind(data)
+        return detect_kind(file)
     except UnsupportedType as exc:
         raise Rejected(exc.message, reason="unsupported_type", hint=exc.hint) from None
 
@@ -120,6 +134,31 @@ def mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB" if size < 10 * 2**20 else f"{size / 2**20:.0f} MiB"
 
 
+@dataclass
+class UploadSlots:
+    """Uploads through this replica at once, per tenant and in all: a slot is taken before the
+    body is read, so a flood of uploads is refused (429) instead of filling the disk. Pure."""
+
+    per_tenant: int
+    total: int
+    _tenants: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def running(self) -> int:
+        return sum(self._tenants.values())
+
+    def take(self, tenant: str) -> bool:
+        if self.running >= self.total or self._tenants[tenant] >= self.per_tenant:
+            return False
+        self._tenants[tenant] += 1
+        return True
+
+    def give_back(self, tenant: str) -> None:
+        self._tenants[tenant] -= 1
+        if self._tenants[tenant] <= 0:
+            del self._tenants[tenant]
+
+
 # --- the HTTP layer ---------------------------------------------------------------------------
 
 Handler = Callable[[Request, Principal], Awaitable[None]]
@@ -133,10 +172,19 @@ class Documents:
     gateway: Host
     _blobs: BlobStore | None = None
     _brokers: Brokers | None = None
+    _slots: UploadSlots | None = None
 
     @property
     def services(self) -> Services:
         return self.gateway.services
+
+    @property
+    def slots(self) -> UploadSlots:
+        if self._slots is None:
+            settings = self.gateway.settings
+            self._slots = UploadSlots(per_tenant=settings.max_tenant_concurrent_uploads,
+                                      total=settings.max_concurrent_uploads)
+        return self._slots
 
     @property
     def blobs(self) -> BlobStore:
@@ -170,7 +218,9 @@ class Documents:
 
     def _authed(self, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
-            token = bearer(request.headers, request.query)
+            # A header only: every client of this API can send one (?token= would end up in
+            # access logs and browser history).
+            token = bearer(request.headers, {})
             try:
                 principal = await self.services.auth.authenticate(token)
             except AuthError as exc:
@@ -211,28 +261,50 @@ class Documents:
                         hint="POST /api/documents?name=<file name> with the file as the body")
             return
         shown = display_name(name) or "file"
+        slots = self.slots
+        if not slots.take(principal.tenant):
+            log.info("upload_refused_busy", tenant=principal.tenant, running=slots.running)
+            await error(request, 429, "too_many_uploads",
+                        f"{shown}: too many uploads at once; it was not stored",
+                        hint="wait for the others to finish, then upload it again",
+                        headers=[("retry-after", str(BUSY_RETRY_SECONDS))])
+            return
+        try:
+            await self._upload(request, principal, name, shown)
+        finally:
+            slots.give_back(principal.tenant)
+
+    async def _upload(self, request: Request, principal: Principal, name: str, shown: str
+                      ) -> None:
         settings = self.gateway.settings
-        try:
-            data = await request.body(settings.max_upload_bytes)
-        except BodyTooLarge:
-            await error(request, 413, "too_large",
-                        f"{shown}: over the {mib(settings.max_upload_bytes)} upload limit",
-                        hint="split it or upload a smaller file")
-            return
-        try:
-            kind = detect(data)
-        except Rejected as exc:
-            status = 400 if exc.reason == "empty" else 415
-            await error(request, status, exc.reason, f"{shown}: {exc.message}", hint=exc.hint)
-            return
-        ingest, _info = await upload(
-            settings, blobs=self.blobs, broker=self._broker(), tenant=principal.tenant,
-            filename=named(name, kind), data=data, redis=self.services.redis,
-            status=self.services.status,
-        )
+        # The body goes to a temporary file as it arrives (memory only for its first MiB) and
+        # is refused the moment it passes the limit: an upload is never held whole in memory.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as file:
+            try:
+                async for chunk in request.stream(settings.max_upload_bytes):
+                    file.write(chunk)
+            except BodyTooLarge:
+                await error(request, 413, "too_large",
+                            f"{shown}: over the {mib(settings.max_upload_bytes)} upload limit",
+                            hint="split it or upload a smaller file")
+                return
+            size = file.tell()
+            try:
+                kind = await asyncio.to_thread(detect, file)
+            except Rejected as exc:
+                status = 400 if exc.reason == "empty" else 415
+                await error(request, status, exc.reason, f"{shown}: {exc.message}",
+                            hint=exc.hint)
+                return
+            file.seek(0)
+            ingest, _info = await upload(
+                settings, blobs=self.blobs, broker=self._broker(), tenant=principal.tenant,
+                filename=named(name, kind), data=file, redis=self.services.redis,
+                status=self.services.status,
+            )
         document = document_id(principal.tenant, ingest.path)
         record = await self._record(principal.tenant, document)
-        log.info("document_uploaded", document_id=document, bytes=len(data), kind=kind)
+        log.info("document_uploaded", document_id=document, bytes=size, kind=kind)
         await json_response(request, 201, {"document": public(record), "path": ingest.path})
 
     async def upload_target(self, request: Request, principal: Principal) -> None:
@@ -342,7 +414,9 @@ class Documents:
         self, request: Request, principal: Principal, *, suffix: str
     ) -> DocumentStatus | None:
         """The document named by the path's ``{id}`` (+ ``suffix``), or None after answering
-        404 (unknown id, another tenant's document, or an unknown sub-path)."""
+        404 (unknown id, another tenant's document, or an unknown sub-path). A record whose
+        stored path is not under the tenant's prefix is answered 404 too: whatever wrote it,
+        deleting or re-posting through it would act on another tenant's blob."""
         rest = request.params.get("rest", "")
         raw = rest[: -len(suffix)] if suffix and rest.endswith(suffix) else rest
         if (suffix and not rest.endswith(suffix)) or not _DOCUMENT_ID.match(raw):
@@ -352,6 +426,12 @@ class Documents:
         if current is None or not current.path:
             await error(request, 404, "not_found", "no such document",
                         hint="it may have been deleted; reload the list")
+            return None
+        owner = path_tenant(current.path, self.gateway.settings.default_tenant)
+        if owner != principal.tenant:
+            log.warning("foreign_path_refused", document_id=current.document_id,
+                        tenant=principal.tenant, path_tenant=owner)
+            await error(request, 404, "not_found", "no such document")
             return None
         return current
 
@@ -370,7 +450,7 @@ def public(status: DocumentStatus) -> dict[str, Any]:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.body(JSON_LIMIT))
+        data = loads(await request.body(JSON_LIMIT))
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

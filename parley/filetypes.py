@@ -19,7 +19,7 @@ import codecs
 import io
 import re
 import zipfile
-from typing import Final, Literal, get_args
+from typing import IO, Final, Literal, get_args
 
 from parley.errors import ParleyError
 
@@ -107,14 +107,20 @@ class UnsupportedType(ParleyError):
         super().__init__(message, reason="unsupported_type", hint=hint)
 
 
-def detect(data: bytes) -> FileKind:
+def detect(data: bytes | IO[bytes]) -> FileKind:
     """The kind of document ``data`` is (see the module docstring), or :class:`UnsupportedType`.
-    Empty data is plain text here: callers refuse empty files before asking."""
-    if b"%PDF-" in data[:1024]:
+    Empty data is plain text here: callers refuse empty files before asking. A file is read from
+    its start, only as far as needed (a ZIP's directory is read where it lies)."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    file.seek(0)
+    head = file.read(_SNIFF_BYTES + 1)
+    file.seek(0)
+    partial, head = len(head) > _SNIFF_BYTES, head[:_SNIFF_BYTES]
+    if b"%PDF-" in head[:1024]:
         return "pdf"
-    if data.startswith(_ZIP):
-        kind = office_kind(data)
-        if kind is None and _is_opendocument(data):
+    if head.startswith(_ZIP):
+        kind = office_kind(file)
+        if kind is None and _is_opendocument(file):
             raise UnsupportedType(
                 "an OpenDocument file (LibreOffice), not a Word, PowerPoint or Excel file",
                 hint="save it as .docx, .pptx, .xlsx or .pdf and upload it again",
@@ -125,31 +131,32 @@ def detect(data: bytes) -> FileKind:
                 hint=f"upload {SUPPORTED} files; unpack archives first",
             )
         return kind
-    if data.startswith(_OLE):
-        if "EncryptedPackage".encode("utf-16-le") in data:
+    if head.startswith(_OLE):
+        if _contains(file, "EncryptedPackage".encode("utf-16-le")):
             return "docx"  # the worker reports it as encrypted, naming the real problem
         raise UnsupportedType(
             "a legacy Office file (Word, PowerPoint or Excel 97-2003)",
             hint="save it as .docx, .pptx, .xlsx or .pdf and upload it again",
         )
     for magic, what in _LOOKS_LIKE:
-        if data.startswith(magic):
+        if head.startswith(magic):
             raise UnsupportedType(
                 f"not a supported document: it looks like {what}", hint=f"upload {SUPPORTED} files"
             )
-    head = sniff_text(data[:_SNIFF_BYTES], partial=len(data) > _SNIFF_BYTES)
-    if head is None:
+    text = sniff_text(head, partial=partial)
+    if text is None:
         raise UnsupportedType(
             "not a supported document: it looks like some other binary file",
             hint=f"upload {SUPPORTED} files",
         )
-    return text_kind(head)
+    return text_kind(text)
 
 
-def office_kind(data: bytes) -> FileKind | None:
+def office_kind(file: IO[bytes]) -> FileKind | None:
     """DOCX, PPTX or XLSX by the package's main part, or ``None`` for another ZIP."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
             names = {name.lower() for name in archive.namelist()}
             for part, kind in _MAIN_PARTS:
                 if part in names:
@@ -167,20 +174,42 @@ def office_kind(data: bytes) -> FileKind | None:
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, NotImplementedError, EOFError):
         # A damaged package (cut off, no central directory) still names its parts in the local
         # headers: it is what they say, and its extractor reports it as damaged.
+        file.seek(0)
+        start = file.read(4 * 1024 * 1024)
         for prefix, kind in _LOCAL_NAMES:
-            if prefix in data[: 4 * 1024 * 1024]:
+            if prefix in start:
                 return kind
         return None
+    finally:
+        file.seek(0)
     return None
 
 
-def _is_opendocument(data: bytes) -> bool:
+def _is_opendocument(file: IO[bytes]) -> bool:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        file.seek(0)
+        with zipfile.ZipFile(file) as archive:
             names = set(archive.namelist())
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
         return False
+    finally:
+        file.seek(0)
     return "mimetype" in names and "content.xml" in names
+
+
+def _contains(file: IO[bytes], needle: bytes, block: int = 1024 * 1024) -> bool:
+    """Whether ``needle`` occurs in the file, read a block at a time (blocks overlap by the
+    needle's length, so a match across two blocks is found)."""
+    file.seek(0)
+    tail = b""
+    try:
+        while chunk := file.read(block):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle) :]
+        return False
+    finally:
+        file.seek(0)
 
 
 def sniff_text(data: bytes, *, partial: bool = False) -> str | None:

@@ -40,6 +40,7 @@ REASONS: dict[str, str] = {
     "malformed": "the file is damaged or not a valid document of its type",
     "too_large": "the file (or what it unpacks to) is over the size limit",
     "too_many_pages": "the PDF or presentation has more pages (slides) than the limit",
+    "too_much_text": "the document holds more characters of text than the limit",
     "unsupported_type": f"not a {SUPPORTED} file",
     "empty": "the document holds no text at all",
     "timeout": "extraction took longer than allowed",
