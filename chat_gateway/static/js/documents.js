@@ -26,7 +26,9 @@ const REASONS = {
   extractor_crashed: "The reader crashed on this file.",
   gave_up: "Processing failed repeatedly.",
 };
-const PARALLEL_UPLOADS = 3;
+// The gateway takes 2 uploads of a tenant at once (PARLEY_MAX_TENANT_CONCURRENT_UPLOADS): a third
+// would be refused (429) whenever the first two are still in flight.
+const PARALLEL_UPLOADS = 2;
 const TERMINAL = new Set(["ready", "failed", "deleted"]);
 
 export class DocumentsView extends EventTarget {
