@@ -16,6 +16,7 @@ ORDER = [
     "embedding",
     "pipeline",
     "retrieval",
+    "answers",
     "local_model",
     "ttft",
     "relay",
