@@ -16,7 +16,7 @@ import httpx
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from chat_gateway import auth, documents, openai_face
+from chat_gateway import auth, conversation_api, documents, openai_face
 from chat_gateway.services import GatewayOptions, Services, open_services
 from chat_gateway.session import Session
 from chat_gateway.web import (
@@ -58,6 +58,7 @@ class Gateway:
         # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
         self.router.add("GET", "/api/auth/config", self._auth_config)
         openai_face.install(self)
+        conversation_api.install(self)
         self.documents = documents.install(self)
         if static_dir is not None and static_dir.is_dir():
             serve = static_handler(static_dir)
