@@ -26,13 +26,26 @@ const REASONS = {
   extractor_crashed: "The reader crashed on this file.",
   gave_up: "Processing failed repeatedly.",
 };
+// Failures that trying the same file again cannot fix: the file itself has to change. Retry is
+// offered for the others (a time-out, a crash of the reader, a stuck or given-up run).
+const PERMANENT = new Set(["encrypted", "unsupported_type", "malformed", "too_large",
+  "too_many_pages", "empty", "no_text_layer", "garbled_text"]);
 const PARALLEL_UPLOADS = 3;
 const TERMINAL = new Set(["ready", "failed", "deleted"]);
 
+/** Whether "Retry" can help a failed document (its reason is not about the file itself). */
+export function retryable(doc) {
+  return doc.stage === "failed" && !PERMANENT.has(doc.reason);
+}
+
 export class DocumentsView extends EventTarget {
-  constructor(api) {
+  constructor(api, tenant = "") {
     super();
     this.api = api;
+    // Failures the user has seen in this view (document id -> updated_at), kept per tenant:
+    // the badge counts only failures that still need a look.
+    this.seenKey = `parley.seen-failures.${tenant}`;
+    this.seen = loadSeen(this.seenKey);
     this.docs = new Map(); // document_id -> status record
     this.limit = 100 * 1024 * 1024;
     this.waiting = [];
@@ -73,14 +86,35 @@ export class DocumentsView extends EventTarget {
     this.docs.set(doc.document_id, doc);
   }
 
+  /** total, ready, busy (in progress), failed, and attention: failures not yet seen here. */
   get counts() {
     let ready = 0;
     let busy = 0;
+    let failed = 0;
+    let attention = 0;
     for (const doc of this.docs.values()) {
       if (doc.stage === "ready") ready += 1;
-      else if (!TERMINAL.has(doc.stage)) busy += 1;
+      else if (doc.stage === "failed") {
+        failed += 1;
+        if (this.seen[doc.document_id] !== doc.updated_at) attention += 1;
+      } else if (!TERMINAL.has(doc.stage)) busy += 1;
     }
-    return { total: this.docs.size, ready, busy };
+    return { total: this.docs.size, ready, busy, failed, attention };
+  }
+
+  /** The user is looking at the list: its failures no longer need attention. */
+  acknowledge() {
+    const seen = {};
+    for (const doc of this.docs.values()) {
+      if (doc.stage === "failed") seen[doc.document_id] = doc.updated_at;
+    }
+    this.seen = seen;
+    try {
+      localStorage.setItem(this.seenKey, JSON.stringify(seen));
+    } catch {
+      // storage full or disabled: the badge counts them again after a reload
+    }
+    this.dispatchEvent(new CustomEvent("change", { detail: this.counts }));
   }
 
   render() {
@@ -111,8 +145,9 @@ export class DocumentsView extends EventTarget {
     }
     if (doc.message && stage !== "failed") meta.push(h("span", {}, doc.message));
     const actions = h("div", { class: "actions" });
-    if (stage === "failed") {
-      actions.append(h("button", { type: "button", onclick: () => this.retry(doc) }, "Retry"));
+    if (retryable(doc)) {
+      actions.append(h("button", { type: "button", onclick: () => this.retry(doc),
+        "aria-label": `Retry ${doc.filename}` }, "Retry"));
     }
     actions.append(this.deleteButton(doc));
     return h("li", { class: "document", dataset: { id: doc.document_id, stage } },
@@ -238,6 +273,15 @@ export class DocumentsView extends EventTarget {
     } catch (err) {
       say("rejected", err.message);
     }
+  }
+}
+
+function loadSeen(key) {
+  try {
+    const seen = JSON.parse(localStorage.getItem(key) || "{}");
+    return seen && typeof seen === "object" ? seen : {};
+  } catch {
+    return {};
   }
 }
 
