@@ -437,15 +437,19 @@ async def test_conversations_follow_the_user_to_another_browser(
         await expect(page.locator("#messages li.q").last).to_have_text(
             "A question from the second browser.")
         # Renamed in the second browser: the first shows the new title once it looks again.
-        second.once("dialog", lambda dialog: dialog.accept("Budget questions"))
         await entry.get_by_role("button", name=re.compile("^Rename")).click()
+        title = entry.get_by_role("textbox", name=re.compile("^New title for"))
+        await expect(title).to_be_focused()
+        await title.fill("Budget questions")
+        await title.press("Enter")
         await expect(entry.locator("button.open")).to_have_text("Budget questions")
         await page.reload()
         await expect(page.locator("#convo-list li button.open").first).to_have_text(
             "Budget questions")
         # Deleted in the second browser: gone from the first one's list after a reload.
-        second.once("dialog", lambda dialog: dialog.accept())
-        await entry.get_by_role("button", name=re.compile("^Delete")).click()
+        await entry.get_by_role("button", name="Delete Budget questions").click()
+        await entry.get_by_role("button", name=re.compile("^Really delete Budget questions")
+                                ).click()
         await expect(listed).to_have_count(0)
         await page.reload()
         await expect(page.locator("#convo-list li")).to_have_count(0)

@@ -86,12 +86,16 @@ export class ChatView extends EventTarget {
     const kept = body.conversations.map((s) => {
       const conv = byId.get(s.id) || { key: s.id, id: s.id, turns: [] };
       byId.delete(s.id);
+      conv.kept = true;
       conv.title = s.title;
       conv.updated = s.updated * 1000;
       if (conv.updated > (conv.synced || 0)) conv.stale = true; // changed since we loaded it
       return conv;
     });
-    const local = this.state.conversations.filter((c) => !c.id || c === live);
+    // Kept here: not sent yet (no id), streaming, or from before the server kept conversations
+    // (never listed nor loaded: its next question makes the server keep it).
+    const local = this.state.conversations.filter((c) => !c.id || c === live
+      || (!c.kept && !c.synced));
     this.state.conversations = [...local, ...kept.filter((c) => c !== live)]
       .slice(0, MAX_CONVERSATIONS);
     if (!this.active) this.state.active = null;
@@ -127,23 +131,76 @@ export class ChatView extends EventTarget {
     if (conv.stale || (conv.id && !conv.turns.length)) this.loadConversation(conv);
   }
 
-  async rename(conv) {
-    const title = window.prompt("Rename the conversation", conv.title);
-    if (!title || !title.trim()) return;
+  /** Edit the title in place: Enter saves, Escape or leaving the field cancels. */
+  startRename(conv, item) {
+    const input = h("input", { type: "text", class: "rename", maxlength: "200", value: conv.title,
+      "aria-label": `New title for ${conv.title}` });
+    let done = false;
+    const end = (save) => {
+      if (done) return;
+      done = true;
+      const title = input.value.trim();
+      if (save && title && title !== conv.title) this.rename(conv, title);
+      else this.renderConversations();
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") {
+        e.preventDefault();
+        end(true);
+      } else if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation(); // not a "stop the answer"
+        end(false);
+      }
+    });
+    input.addEventListener("blur", () => end(false));
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  async rename(conv, title) {
     if (conv.id && this.api) {
       try {
         const body = await this.api.send("PATCH", `/api/conversations/${encodeURIComponent(conv.id)}`,
-          { title: title.trim() });
+          { title });
         conv.title = body.title;
       } catch (err) {
         this.say(`Could not rename it: ${err.message}`);
+        this.renderConversations();
         return;
       }
     } else {
-      conv.title = title.trim();
+      conv.title = title;
     }
     this.save(true);
     this.renderConversations();
+  }
+
+  /** Two steps instead of a blocking confirm(), as for documents: the first press asks. */
+  deleteButton(conv) {
+    const label = `Delete ${conv.title}`;
+    const button = h("button", { type: "button", class: "tool quiet", title: "Delete",
+      "aria-label": label }, "\u00D7");
+    let armed = false;
+    button.addEventListener("click", () => {
+      if (armed) {
+        this.remove(conv);
+        return;
+      }
+      armed = true;
+      button.textContent = "Delete?";
+      button.classList.add("armed");
+      button.setAttribute("aria-label", `Really delete ${conv.title}? It goes on every device.`);
+      setTimeout(() => {
+        armed = false;
+        if (!button.isConnected) return;
+        button.textContent = "\u00D7";
+        button.classList.remove("armed");
+        button.setAttribute("aria-label", label);
+      }, 4000);
+    });
+    return button;
   }
 
   async remove(conv) {
@@ -151,7 +208,6 @@ export class ChatView extends EventTarget {
       this.say("Stop the answer before deleting its conversation.");
       return;
     }
-    if (!window.confirm(`Delete "${conv.title}"? It is removed on every device.`)) return;
     if (conv.id && this.api) {
       try {
         await this.api.send("DELETE", `/api/conversations/${encodeURIComponent(conv.id)}`);
@@ -412,9 +468,9 @@ export class ChatView extends EventTarget {
           "aria-current": conv.key === this.state.active ? "true" : "false",
           title: conv.title, onclick: () => this.select(conv) }, conv.title),
         h("button", { type: "button", class: "tool quiet", title: "Rename",
-          "aria-label": `Rename ${conv.title}`, onclick: () => this.rename(conv) }, "\u270E"),
-        h("button", { type: "button", class: "tool quiet", title: "Delete",
-          "aria-label": `Delete ${conv.title}`, onclick: () => this.remove(conv) }, "\u00D7"))));
+          "aria-label": `Rename ${conv.title}`,
+          onclick: (e) => this.startRename(conv, e.currentTarget.parentElement) }, "\u270E"),
+        this.deleteButton(conv))));
   }
 
   renderEmpty() {
