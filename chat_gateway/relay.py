@@ -268,16 +268,24 @@ class Relay:
         text = str(payload.get("text", ""))
         payload.setdefault("citations", [])
         if meta.persist and text:
-            await self._conversations.append(
+            recorded: list[Awaitable[Any]] = [self._conversations.append(
                 meta.tenant, meta.conversation_id, turn_id,
                 ChatMessage(role="assistant", content=text),
-            )
+            )]
             if self._store is not None:
-                await self._store.record_answer(
-                    meta.tenant, meta.conversation_id, turn_id, text=text,
-                    sources=await first_sources(self._redis, self._prefix, turn_id),
-                    citations=payload.get("citations") or [], model=payload.get("model"),
-                )
+                recorded.append(self._keep(turn_id, meta, text, payload))
+            await asyncio.gather(*recorded)
+
+    async def _keep(
+        self, turn_id: str, meta: TurnMeta, text: str, payload: dict[str, Any]
+    ) -> None:
+        """The answer in the conversation's kept transcript, with its sources and model."""
+        assert self._store is not None
+        await self._store.record_answer(
+            meta.tenant, meta.conversation_id, turn_id, text=text,
+            sources=await first_sources(self._redis, self._prefix, turn_id),
+            citations=payload.get("citations") or [], model=payload.get("model"),
+        )
 
     async def _give_up(self, turn_id: str, last: str) -> dict[str, Any]:
         await turnstream.cancel(self._redis, turn_id, prefix=self._prefix)

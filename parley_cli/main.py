@@ -31,7 +31,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-EXIT_TIMEOUT = 4
+EXIT_TIMEOUT = 4  # parley_cli.progress.TIMED_OUT
 EXIT_INTERRUPTED = 130
 
 
@@ -215,7 +215,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
         f"no local token for tenant {tenant!r}: add 'TOKEN:{tenant}' to PARLEY_LOCAL_TOKENS",
         file=sys.stderr,
     )
-    return 1
+    return EXIT_FAILED
 
 
 def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
