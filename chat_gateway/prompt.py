@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from chat_gateway.protocol import MAX_QUESTION_CHARS
 from parley.contracts import ChatMessage, Source
 from parley.errors import ParleyError
 
@@ -38,8 +39,10 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 def query_text(question: str, history: Sequence[ChatMessage], *, turns: int = 2) -> str:
     """What to embed for retrieval: the last ``turns`` user questions, then this one, so a
-    follow-up ("and in 2023?") retrieves with the conversation's subject."""
-    earlier = [m.content for m in history if m.role == "user"][-turns:]
+    follow-up ("and in 2023?") retrieves with the conversation's subject. An earlier question
+    counts with its last :data:`MAX_QUESTION_CHARS` characters at most (the OpenAI face's
+    caller sends the history, of any length; the embedding model reads a few hundred tokens)."""
+    earlier = [m.content[-MAX_QUESTION_CHARS:] for m in history if m.role == "user"][-turns:]
     return "\n".join([*earlier, question])
 
 

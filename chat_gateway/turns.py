@@ -22,7 +22,7 @@ from chat_gateway import prompt
 from chat_gateway.auth import Principal
 from chat_gateway.conversation import Conversations, new_conversation_id
 from chat_gateway.conversation_store import ConversationStore
-from chat_gateway.protocol import ErrorCode
+from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
 from parley.contracts import TRACE_HEADER, TURN_HEADER, ChatMessage, ChatTurn, Source, dump
@@ -60,6 +60,8 @@ class TurnOptions:
     context_tokens: int
     max_tokens: int
     asks_per_minute: int = 60
+    # All the users of one tenant together (0: no tenant limit).
+    tenant_asks_per_minute: int = 300
     # The gateway gives up on a turn that has produced no event for this long (no worker).
     first_event_timeout: float = 120.0
 
@@ -103,20 +105,32 @@ class Turns:
                         bool(data.get("persist")), data.get("traceparent"))
 
     async def _rate_limit(self, principal: Principal) -> None:
-        if self.options.asks_per_minute <= 0:
+        """Questions per minute, per user (subject) and per tenant (all its users together: one
+        tenant cannot take every worker by spreading its questions over many users)."""
+        per_user, per_tenant = self.options.asks_per_minute, self.options.tenant_asks_per_minute
+        if per_user <= 0 and per_tenant <= 0:
             return
         now = time.time()
         window = int(now // 60)
-        key = Keys(self.options.prefix).rate(principal.tenant, principal.subject, window)
+        keys = Keys(self.options.prefix)
+        user_key = keys.rate(principal.tenant, principal.subject, window)
+        tenant_key = keys.tenant_rate(principal.tenant, window)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 61)
-            used, _ = await pipe.execute()
-        if int(used) > self.options.asks_per_minute:
+            pipe.incr(user_key)
+            pipe.expire(user_key, 61)
+            pipe.incr(tenant_key)
+            pipe.expire(tenant_key, 61)
+            user_used, _, tenant_used, _ = await pipe.execute()
+        delay = (window + 1) * 60 - now
+        if per_user > 0 and int(user_used) > per_user:
             raise Retry(
-                f"more than {self.options.asks_per_minute} questions a minute",
-                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again",
-                delay=(window + 1) * 60 - now,
+                f"more than {per_user} questions a minute",
+                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again", delay=delay,
+            )
+        if per_tenant > 0 and int(tenant_used) > per_tenant:
+            raise Retry(
+                f"your tenant's users asked more than {per_tenant} questions this minute",
+                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again", delay=delay,
             )
 
     async def _history(
@@ -150,7 +164,14 @@ class Turns:
         conversation ``conversation_id`` (a new one when None) is read and the question recorded.
 
         Raises ParleyError with reason ``no_documents``, ``rate_limited`` (a Retry with the
-        delay), ``too_large`` or ``retrieval_unavailable``."""
+        delay), ``too_large`` (a question over :data:`MAX_QUESTION_CHARS`, refused before it is
+        embedded) or ``retrieval_unavailable``."""
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ParleyError(
+                f"the question is {len(question):,} characters long, over the limit of "
+                f"{MAX_QUESTION_CHARS:,}",
+                reason=ErrorCode.TOO_LARGE, hint="ask a shorter question",
+            )
         await self._rate_limit(principal)
         tenant = principal.tenant
         persist = history is None

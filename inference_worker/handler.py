@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +47,7 @@ from inference_worker.citations import citations
 from inference_worker.outbox import Outbox, TurnOutput
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import ChatTurn
+from parley.contracts import ChatTurn, loads
 from parley.errors import ParleyError, Reject, Retry
 from parley.keys import Keys
 from parley.runtime.consumer import backoff
@@ -151,7 +150,7 @@ class TurnHandler:
     # parsing ----------------------------------------------------------------------------------
     async def _parse(self, message: Message) -> ChatTurn:
         try:
-            raw = json.loads(message.body)
+            raw = loads(message.body)
         except ValueError as exc:
             raise Reject(f"chat turn is not JSON: {exc}", reason="bad_turn") from exc
         schema = raw.get("schema") if isinstance(raw, dict) else None
@@ -181,6 +180,30 @@ class TurnHandler:
                 writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
                                     ttl=self.options.stream_ttl)
                 await writer.emit("error", {"code": "bad_turn", "message": reason})
+
+    async def given_up(self, message: Message, reason: str) -> None:
+        """The consumer runtime gives up on a turn that was never settled (answering it killed
+        or hung the worker, again and again): its client gets a terminal ``error`` at once
+        instead of waiting for the gateway's timeout. Best effort, like :meth:`_tell_bad_turn`;
+        nothing is written after a terminal event."""
+        try:
+            raw = loads(message.body)
+        except ValueError:
+            return
+        turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
+        if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
+            return
+        with contextlib.suppress(Exception):
+            last, _ = await self._state(turn_id)
+            if last is None or last in TERMINAL:
+                return  # no client waits on a stream without events; a finished one is done
+            writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
+                                ttl=self.options.stream_ttl)
+            await writer.emit("error", {
+                "code": "worker_lost",
+                "message": "the model worker stopped every time it took this question "
+                "(out of memory?); it was not tried again",
+            })
 
     async def _state(self, turn_id: str) -> tuple[str | None, bool]:
         """The kind of the stream's last event (None: no event yet) and the cancel flag, in one

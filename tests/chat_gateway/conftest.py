@@ -180,16 +180,19 @@ async def world(
 
     @contextlib.asynccontextmanager
     async def make_gateway(
-        options: GatewayOptions | None = None, auth: Authenticator | None = None
+        options: GatewayOptions | None = None, auth: Authenticator | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[str]:
+        """A gateway replica; ``overrides`` change its settings (``allowed_origins=...``)."""
         # Each gateway has its own connections, as a separate replica would.
         client = aioredis.Redis.from_url(redis_url)
+        gateway_settings = settings.model_copy(update=overrides) if overrides else settings
         services = Services.assemble(
-            settings, redis=client, broker=RedisBroker(client, prefix=prefix),
+            gateway_settings, redis=client, broker=RedisBroker(client, prefix=prefix),
             embedder=embedder, store=indexed, auth=auth,
             options=options or GatewayOptions(resume_grace=10.0),
         )
-        gateway = Gateway(settings, services=services)
+        gateway = Gateway(gateway_settings, services=services)
         try:
             async with running(gateway) as url:
                 yield url

@@ -15,8 +15,10 @@ import redis.asyncio as aioredis
 
 from inference_worker.chatmodel import Usage
 from inference_worker.openai_backend import OpenAIChatModel
+from parley.broker import Message
 from parley.contracts import dump
 from parley.errors import ParleyError
+from parley.ids import MessageId
 from parley.turnstream import TurnWriter, attached_key, cancel, tail
 from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
@@ -201,17 +203,19 @@ async def test_malformed_turns_are_dead_lettered_with_the_reason(redis: aioredis
         broken["max_tokens"] = -5
         await w.publish(json.dumps(broken).encode(), chat.turn_id)
         await w.publish(b"{not json")
+        await w.publish(b'{"schema": ' + b"[" * 20_000)  # json raises RecursionError on this
         future = {**json.loads(dump(turn())), "schema": "parley.chat.v2"}
         await w.publish(json.dumps(future).encode())
         events = await w.events(chat.turn_id)
         await w.settled()
         dead = await w.broker.dead_letters(w.queue.name)
     reasons = sorted(d.reason for d in dead)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert reasons[0].startswith("chat turn is not JSON")
-    assert reasons[1].startswith("malformed chat turn")
-    assert "messages: Field required" in reasons[1] and "max_tokens" in reasons[1]
-    assert reasons[2].startswith("unknown schema 'parley.chat.v2'")
+    assert reasons[1].startswith("chat turn is not JSON: JSON nested too deeply")
+    assert reasons[2].startswith("malformed chat turn")
+    assert "messages: Field required" in reasons[2] and "max_tokens" in reasons[2]
+    assert reasons[3].startswith("unknown schema 'parley.chat.v2'")
     assert all(d.attempt == 1 for d in dead)  # rejected at once, not retried
     # The client of the malformed turn is told instead of waiting forever.
     assert events[-1].kind == "error" and events[-1].data["code"] == "bad_turn"
@@ -379,3 +383,24 @@ async def test_the_local_model_end_to_end(redis: aioredis.Redis) -> None:
     assert 1 <= final.data["usage"]["completion_tokens"] <= 40
     assert final.data["usage"]["prompt_tokens"] > 10
     assert final.data["model"] == "tiny-random-3"
+
+
+async def test_a_turn_given_up_on_ends_with_worker_lost(redis: aioredis.Redis) -> None:
+    """The consumer runtime gives up on a turn whose answering killed the worker again and again
+    (``max_deliveries``); the handler's hook ends its stream, so the client is not left waiting
+    for the gateway's timeout. A stream that already ended gets nothing more."""
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        waiting, finished = turn(), turn()
+        for chat in (waiting, finished):
+            await TurnWriter(redis, chat.turn_id, prefix=w.prefix).emit("sources", {"sources": []})
+        await TurnWriter(redis, finished.turn_id, prefix=w.prefix).emit("cancelled", {})
+        for chat in (waiting, finished):
+            message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=4)
+            await w.handler.given_up(message, "max_deliveries: delivered 4 times")
+        events = await w.events(waiting.turn_id)
+        ended = await w.events(finished.turn_id)
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "worker_lost"
+    assert [e.kind for e in ended] == ["sources", "cancelled"]
+    assert model.calls == []
