@@ -106,7 +106,7 @@ def authed(gateway: Host, handler: Handler) -> Callable[[Request], Awaitable[Non
     async def handle(request: Request) -> None:
         try:
             principal = await gateway.services.auth.authenticate(
-                bearer(request.headers, request.query))
+                bearer(request.headers, {}))
         except AuthError as exc:
             await json_response(request, 401, {"error": {
                 "code": "unauthenticated", "message": exc.message, "hint": exc.hint}},
