@@ -30,7 +30,7 @@ const REASONS = {
 // offered for the others (a time-out, a crash of the reader, a stuck or given-up run).
 const PERMANENT = new Set(["encrypted", "unsupported_type", "malformed", "too_large",
   "too_many_pages", "empty", "no_text_layer", "garbled_text"]);
-const PARALLEL_UPLOADS = 3;
+const PARALLEL_UPLOADS = 2; // until the gateway says how many it takes at once
 const TERMINAL = new Set(["ready", "failed", "deleted"]);
 
 /** Whether "Retry" can help a failed document (its reason is not about the file itself). */
@@ -59,6 +59,7 @@ export class DocumentsView extends EventTarget {
     const asked = Date.now() / 1000;
     const body = await this.api.get("/api/documents");
     this.limit = body.limits.max_upload_bytes;
+    this.parallel = body.limits.concurrent_uploads || PARALLEL_UPLOADS;
     $("#limits").textContent = `PDF or DOCX, up to ${bytes(this.limit)} each.`;
     const seen = new Set();
     for (const doc of body.documents) {
@@ -230,7 +231,7 @@ export class DocumentsView extends EventTarget {
   }
 
   pump() {
-    while (this.running < PARALLEL_UPLOADS && this.waiting.length) {
+    while (this.running < (this.parallel || PARALLEL_UPLOADS) && this.waiting.length) {
       const item = this.waiting.shift();
       this.running += 1;
       this.uploadOne(item).finally(() => {
