@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from parley.contracts import loads
+from parley.contracts import AnswerMode, loads
 
 MAX_QUESTION_CHARS = 4000
 # A client message above this many bytes gets a ``too_large`` error and the connection carries
@@ -59,6 +59,9 @@ class Ask(_Client):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     conversation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    answer_mode: AnswerMode | None = Field(
+        default=None, description="extractive or generative; default: the gateway's setting"
+    )
 
 
 class Cancel(_Client):

@@ -106,6 +106,7 @@ class Services:
             asks_per_minute=options.asks_per_minute,
             tenant_asks_per_minute=options.tenant_asks_per_minute,
             first_event_timeout=options.first_event_timeout,
+            answer_mode=settings.answer_mode,
         )
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(

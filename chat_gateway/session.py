@@ -285,7 +285,7 @@ class Session:
         try:
             started = await self.s.turns.start(
                 self.principal, ask.question, conversation_id=ask.conversation_id,
-                max_tokens=ask.max_tokens,
+                max_tokens=ask.max_tokens, answer_mode=ask.answer_mode,
             )
         except Retry as exc:
             await self.send_event(protocol.error(exc.reason, exc.message, hint=exc.hint,

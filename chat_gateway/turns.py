@@ -18,14 +18,22 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chat_gateway import prompt
+from chat_gateway import followup, prompt
 from chat_gateway.auth import Principal
 from chat_gateway.conversation import Conversations, new_conversation_id
 from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
-from parley.contracts import TRACE_HEADER, TURN_HEADER, ChatMessage, ChatTurn, Source, dump
+from parley.contracts import (
+    TRACE_HEADER,
+    TURN_HEADER,
+    AnswerMode,
+    ChatMessage,
+    ChatTurn,
+    Source,
+    dump,
+)
 from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
@@ -64,6 +72,7 @@ class TurnOptions:
     tenant_asks_per_minute: int = 300
     # The gateway gives up on a turn that has produced no event for this long (no worker).
     first_event_timeout: float = 120.0
+    answer_mode: AnswerMode = "extractive"  # when a question does not ask for one
 
 
 def source_event_data(sources: Sequence[Source], conversation_id: str) -> dict[str, Any]:
@@ -158,14 +167,24 @@ class Turns:
         history: Sequence[ChatMessage] | None = None,
         max_tokens: int | None = None,
         temperature: float = 0.2,
+        answer_mode: AnswerMode | None = None,
     ) -> Started:
         """Retrieve, write the ``sources`` event and queue the turn. With ``history`` given (the
         OpenAI face) the conversation is the caller's and nothing is recorded; otherwise the
         conversation ``conversation_id`` (a new one when None) is read and the question recorded.
 
-        Raises ParleyError with reason ``no_documents``, ``rate_limited`` (a Retry with the
-        delay), ``too_large`` (a question over :data:`MAX_QUESTION_CHARS`, refused before it is
-        embedded) or ``retrieval_unavailable``."""
+        A follow-up question is searched with the subject of the conversation
+        (:func:`chat_gateway.followup.resolve`); the turn carries that query as its
+        ``question``. ``answer_mode`` (None: the gateway's setting) says how the worker makes
+        the answer.
+
+        Raises ParleyError with reason ``bad_request`` (a question with nothing in it),
+        ``no_documents``, ``rate_limited`` (a Retry with the delay), ``too_large`` (a question
+        over :data:`MAX_QUESTION_CHARS`, refused before it is embedded) or
+        ``retrieval_unavailable``."""
+        if not question.strip():
+            raise ParleyError("the question is empty", reason=ErrorCode.BAD_REQUEST,
+                              hint="type a question about your documents")
         if len(question) > MAX_QUESTION_CHARS:
             raise ParleyError(
                 f"the question is {len(question):,} characters long, over the limit of "
@@ -179,7 +198,8 @@ class Turns:
         if history is None:
             history = await self._history(principal, cid) if conversation_id else []
         try:
-            sources = await self._retriever.retrieve(tenant, question, history)
+            resolved = followup.resolve(question, history)
+            sources = await self._retriever.retrieve(tenant, resolved.query)
         except Retry:
             raise
         except ParleyError:
@@ -227,6 +247,8 @@ class Turns:
             "deadline": time.time() + self.options.first_event_timeout,
             "sources": list(built.sources),
             "enqueued_at": time.time(),
+            "question": resolved.query,
+            "answer_mode": answer_mode or self.options.answer_mode,
         }
         turn = ChatTurn.model_validate(fields)
         publish = self._broker.publish(self.options.queue, dump(turn), headers)

@@ -97,6 +97,14 @@ class Source(Wire):
     snippet: str
     text: str
     score: float
+    context: str = Field(
+        default="",
+        description="what the source's document says about itself (organisation, period, "
+        "title, section), from the chunk's metadata; '' when unknown",
+    )
+
+
+AnswerMode = Literal["extractive", "generative"]
 
 
 class ChatTurn(Wire):
@@ -116,6 +124,17 @@ class ChatTurn(Wire):
     )
     enqueued_at: float | None = Field(
         default=None, description="unix time the turn was queued: the worker reports queue wait"
+    )
+    question: str | None = Field(
+        default=None,
+        description="the question as retrieval read it (a follow-up completed from the "
+        "conversation): what an extractive answer answers, and a figure it names counts as "
+        "supported; None: the last user message",
+    )
+    answer_mode: AnswerMode = Field(
+        default="generative",
+        description="extractive: quote the sources' passages that answer (no model); "
+        "generative: the chat model writes the answer",
     )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)

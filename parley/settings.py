@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     chat_api_key: SecretStr | None = None
     chat_model: str = "smollm2-135m-instruct"
     azure_openai_chat_deployment: str = "gpt-4o-mini"
+    # How answers are made (PARLEY_ANSWER_MODE; a question may ask for the other): extractive
+    # quotes the passages of the sources that answer, with [n], and invents nothing; generative
+    # has the chat model write it. Extractive is the default: on the answer benchmark with the
+    # embedded model it is right more often (python -m bench answers, README).
+    answer_mode: Literal["extractive", "generative"] = "extractive"
+    # Generative answers: say "not in the documents" (naming the closest sources) instead of
+    # asking the model when no passage of the sources covers the question's words. Turn it off
+    # for a strong served model that can judge paraphrases itself.
+    answer_not_found_guard: bool = True
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048
     retrieval_k: int = 5

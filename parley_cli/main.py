@@ -183,7 +183,7 @@ async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from chat_gateway.client import ask
 
     return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout,
-                     token=args.token, as_json=args.json)
+                     token=args.token, as_json=args.json, answer_mode=args.mode)
 
 
 async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="ask a question; the answer streams with its sources")
     ask.add_argument("question")
+    ask.add_argument("--mode", choices=("extractive", "generative"),
+                     help="how the answer is made (default: the gateway's PARLEY_ANSWER_MODE)")
     ask.add_argument("--tenant")
     ask.add_argument("--token", help="an access token (default: the tenant's local token)")
     ask.add_argument("--json", action="store_true",

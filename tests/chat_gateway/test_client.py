@@ -103,3 +103,19 @@ async def test_parley_ask_json_and_token(world: World) -> None:
         assert code == 2 and "401" in err
         code, _, err = await parley_ask(world, base, "q", "--bogus")
         assert code == 2 and "unrecognized arguments" in err
+
+
+async def test_ask_prints_the_checked_answer_and_warns_of_unsupported_figures(
+    world: World,
+) -> None:
+    world.worker.final_extra = {"text": "Orchard reported revenue of 383 billion dollars [1].",
+                                "unsupported_numbers": ["161,000"]}
+    out = io.StringIO()
+    async with world.make_gateway() as base:
+        code = await ask(world.settings, "What was Orchard's revenue?", ALPHA, out=out,
+                         url=ws_url(base), answer_mode="generative")
+    text = out.getvalue()
+    assert code == 0 and text.startswith(world.worker.answer + "\n")
+    assert "\nChecked answer:\nOrchard reported revenue of 383 billion dollars [1].\n" in text
+    assert "Warning: not found in the cited sources, check these figures: 161,000" in text
+    assert world.worker.turns[-1].answer_mode == "generative"
