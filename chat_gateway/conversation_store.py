@@ -81,7 +81,8 @@ class Summary:
 class Transcript:
     summary: Summary
     # Oldest first: {"turn_id", "role": "user", "content", "at"} and {"turn_id",
-    # "role": "assistant", "content", "sources", "citations", "model", "at"}.
+    # "role": "assistant", "content", "sources", "citations", "model", "unsupported_numbers",
+    # "at"}.
     messages: tuple[dict[str, Any], ...]
 
     def turn(self, turn_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -156,9 +157,11 @@ class ConversationStore:
         sources: Sequence[dict[str, Any]],
         citations: Sequence[dict[str, Any]],
         model: str | None,
+        unsupported: Sequence[str] = (),
     ) -> bool:
-        """Add a turn's answer with its sources and model; False when the conversation is gone
-        or the answer was already recorded."""
+        """Add a turn's answer with its sources, model and the figures the checks found in none
+        of the cited sources; False when the conversation is gone or the answer was already
+        recorded."""
         owner = await self._redis.hget(self._keys.conversation_meta(tenant, conversation_id),
                                        "owner")
         if owner is None:
@@ -167,7 +170,7 @@ class ConversationStore:
         now = time.time()
         entry = {"turn_id": turn_id, "role": "assistant", "content": text,
                  "sources": list(sources), "citations": list(citations), "model": model,
-                 "at": now}
+                 "unsupported_numbers": list(unsupported), "at": now}
         done = await self._answer(
             keys=self._keys_of(tenant, subject, conversation_id, turn_id, "assistant"),
             args=[subject, json.dumps(entry, ensure_ascii=False), now, self.retention,

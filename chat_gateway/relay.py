@@ -285,6 +285,7 @@ class Relay:
             meta.tenant, meta.conversation_id, turn_id, text=text,
             sources=await first_sources(self._redis, self._prefix, turn_id),
             citations=payload.get("citations") or [], model=payload.get("model"),
+            unsupported=payload.get("unsupported_numbers") or [],
         )
 
     async def _give_up(self, turn_id: str, last: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ async def test_a_conversation_is_its_first_askers_with_a_transcript(
     assert await store.owned("t", "ann", "c1")  # nobody's yet
     assert await store.record_question("t", "ann", "c1", "turn1", "What is  the\nbudget?")
     assert await store.record_answer("t", "c1", "turn1", text="42 [1]", sources=SOURCES,
-                                     citations=SOURCES, model="m1")
+                                     citations=SOURCES, model="m1", unsupported=["987"])
     # A relay on a second replica records the same answer once.
     assert not await store.record_answer("t", "c1", "turn1", text="42 [1]", sources=SOURCES,
                                          citations=SOURCES, model="m1")
@@ -53,6 +53,7 @@ async def test_a_conversation_is_its_first_askers_with_a_transcript(
     question, answer = transcript.turn("turn1")
     assert question is not None and answer is not None
     assert answer["sources"] == SOURCES and answer["model"] == "m1"
+    assert answer["unsupported_numbers"] == ["987"]
     assert await store.open("t", "bob", "c1") is None
 
 

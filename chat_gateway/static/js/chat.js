@@ -633,7 +633,8 @@ function turnsFrom(messages, ratings) {
       byId.set(m.turn_id, turn);
     } else if (m.role === "assistant" && byId.has(m.turn_id)) {
       Object.assign(byId.get(m.turn_id), { answer: m.content, sources: m.sources || [],
-        citations: m.citations || [], model: m.model || null, state: "done" });
+        citations: m.citations || [], model: m.model || null,
+        unsupported: m.unsupported_numbers || [], state: "done" });
     }
   }
   return turns.slice(-MAX_TURNS);
