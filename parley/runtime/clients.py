@@ -117,9 +117,13 @@ async def open_clients(
         stack.push_async_callback(clients.blobs.close)
     if vectors:
         from parley.vectors.chroma import ChromaStore
+        from parley.vectors.generations import Generations
 
+        # Every write bumps the tenant's chunk generation: lexical indexes rebuild on it.
         clients.opened_vectors = await ChromaStore.connect(
-            settings.chroma_url, clients.embedder.model_id
+            settings.chroma_url,
+            clients.embedder.model_id,
+            on_write=Generations(redis, prefix=settings.redis_prefix).bump,
         )
         stack.push_async_callback(clients.vectors.close)
     return clients
