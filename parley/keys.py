@@ -103,13 +103,11 @@ class Keys:
         return self._k("conv", "*")
 
     def conversation_meta(self, tenant: str, conversation_id: str) -> str:
-        """Hash: a kept conversation's owner (the subject), title, created, updated and turn
-        count (chat_gateway/conversation_store.py)."""
+        """Hash: a kept conversation's owner (subject), title, created, updated, turns."""
         return self._k("conv", tenant, conversation_id, "meta")
 
     def conversation_log(self, tenant: str, conversation_id: str) -> str:
-        """List of a kept conversation's whole transcript (JSON entries: questions, answers with
-        their sources and model), for the portal on any device."""
+        """List of a kept conversation's transcript: questions, answers with sources, model."""
         return self._k("conv", tenant, conversation_id, "log")
 
     def conversation_seen(self, tenant: str, conversation_id: str, turn_id: str, role: str) -> str:
@@ -121,8 +119,7 @@ class Keys:
         return self._k("convs", tenant, subject)
 
     def feedback(self) -> str:
-        """Hash: turn id -> the JSON feedback record on that answer (rating, comment, question,
-        answer, sources, model); kept until deleted (``parley feedback export`` reads it)."""
+        """Hash: turn id -> JSON feedback on that answer (rating, question, answer, sources)."""
         return self._k("feedback")
 
     def rate(self, tenant: str, subject: str, window: int) -> str:
