@@ -1,6 +1,7 @@
 """``python -m bench [NAME ...]`` (or ``./dev bench``): run benchmarks one after another, each in
 its own process (so one's threads and memory do not skew the next), and print their tables.
-With no name, runs them all."""
+With no name, runs them all. Options after the names go to each benchmark chosen:
+``python -m bench soak --documents 20``."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ ORDER = [
     "ttft",
     "relay",
     "sessions",
+    "soak",
 ]
 
 
 def main(argv: list[str]) -> int:
     available = [n for n in ORDER if (HERE / f"{n}.py").exists()]
-    chosen = argv or available
+    first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first_option], argv[first_option:]
+    chosen = names or available
     unknown = [n for n in chosen if n not in available]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {available}", file=sys.stderr)
@@ -34,7 +38,8 @@ def main(argv: list[str]) -> int:
     for name in chosen:
         started = time.monotonic()
         print(f"\n### {name}", flush=True)
-        code = subprocess.call([sys.executable, "-m", f"bench.{name}"], cwd=HERE.parent)
+        code = subprocess.call([sys.executable, "-m", f"bench.{name}", *options],
+                               cwd=HERE.parent)
         print(f"({name}: {time.monotonic() - started:.0f} s, exit {code})", flush=True)
         failed += code != 0
     return 1 if failed else 0

@@ -2,8 +2,10 @@
 readiness, the OpenAI-compatible face and the portal's static files. Served by uvicorn with the
 ``websockets`` library as its websocket implementation (see docs/chat-protocol.md, Architecture).
 
-Adding an HTTP route: ``gateway.router.add("POST", "/api/documents", handler)`` where the
-handler takes a :class:`chat_gateway.web.Request` (``request.services`` via ``gateway``)."""
+HTTP is a Starlette app (:func:`chat_gateway.web.http_app`) built from each route module's routes
+(:func:`chat_gateway.web.route`: a handler taking a :class:`chat_gateway.web.Request`); a module
+gets the gateway as a :class:`chat_gateway.services.Host`. The websocket and the lifespan stay
+here: ``/ws`` goes straight to :class:`~chat_gateway.session.Session` on uvicorn's websocket."""
 
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ from chat_gateway.session import Session
 from chat_gateway.web import (
     Receive,
     Request,
-    Router,
     Scope,
     Send,
+    http_app,
     json_response,
     respond,
-    static_handler,
+    route,
+    static_routes,
 )
 from parley import metrics, tracing
 from parley.settings import Settings
@@ -51,19 +54,19 @@ class Gateway:
         self.options = options or (services.options if services else GatewayOptions())
         self._services = services
         self.started_at = time.time()
-        self.router = Router()
-        self.router.add("GET", "/healthz", self._healthz)
-        self.router.add("GET", "/readyz", self._readyz)
-        self.router.add("GET", "/metrics", self._metrics)
-        # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
-        self.router.add("GET", "/api/auth/config", self._auth_config)
-        openai_face.install(self)
-        conversation_api.install(self)
-        self.documents = documents.install(self)
-        if static_dir is not None and static_dir.is_dir():
-            serve = static_handler(static_dir)
-            self.router.add("GET", "/", serve)
-            self.router.add("GET", "/static/", serve)
+        self.documents = documents.Documents(self)
+        self.http = http_app([
+            route("/healthz", GET=self._healthz),
+            route("/readyz", GET=self._readyz),
+            route("/metrics", GET=self._metrics),
+            # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
+            route("/api/auth/config", GET=self._auth_config),
+            *openai_face.routes(self),
+            *conversation_api.routes(self),
+            *self.documents.routes(),
+            *(static_routes(static_dir) if static_dir is not None and static_dir.is_dir()
+              else []),
+        ])
 
     @property
     def services(self) -> Services:
@@ -80,6 +83,12 @@ class Gateway:
             self._services = await open_services(self.settings, self.options)
         metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
 
+    async def drain(self, seconds: float) -> None:
+        """Start the shutdown's drain (chat_gateway.drain): called by the server when it is
+        told to stop, before it waits for connections to end."""
+        if self._services is not None:
+            await self._services.drain.begin(seconds)
+
     async def shutdown(self) -> None:
         await self.documents.close()
         metrics.untrack_queue(self.settings.queues.chat.name)
@@ -89,10 +98,15 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(Request(scope, receive, send))
+            await self.http(scope, receive, send)
         elif kind == "websocket":
             if scope["path"] not in WS_PATHS:
-                await send({"type": "websocket.close", "code": 4404})
+                # Accepted, then closed with the documented code: a close before the accept
+                # is answered by the server with a bare HTTP 403, which says nothing.
+                if (await receive())["type"] == "websocket.connect":
+                    await send({"type": "websocket.accept"})
+                    await send({"type": "websocket.close", "code": 4404,
+                                "reason": "no websocket here: use /ws"})
                 return
             await Session(self.services, scope, receive, send).run()
         elif kind == "lifespan":
@@ -114,17 +128,6 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, request: Request) -> None:
-        handler, params, known = self.router.match(request.method, request.path)
-        if handler is None:
-            status = 405 if known else 404
-            await json_response(request, status, {"error": {
-                "message": "method not allowed" if known else f"no route {request.path}",
-                "type": "invalid_request_error", "code": "not_found"}})
-            return
-        request.params = params
-        await handler(request)
-
     async def _healthz(self, request: Request) -> None:
         await json_response(request, 200, {"status": "alive",
                                            "uptime": round(time.time() - self.started_at, 1)})
@@ -142,6 +145,8 @@ class Gateway:
         except Exception as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
         checks["chroma"] = await _chroma_ready(self.settings.chroma_url)
+        if self._services is not None and self._services.drain.draining:
+            checks["draining"] = "shutting down"
         ready = all(v is True for v in checks.values())
         await json_response(request, 200 if ready else 503,
                             {"status": "ready" if ready else "not ready", "checks": checks})

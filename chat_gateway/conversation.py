@@ -13,20 +13,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from parley import lua
 from parley.contracts import ChatMessage
 from parley.ids import ConversationId, TenantId
 from parley.keys import Keys
 
 # KEYS: list, seen-marker; ARGV: entry, max entries, ttl.
-_APPEND = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  redis.call('RPUSH', KEYS[1], ARGV[1])
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  return 1
-end
-return 0
-"""
+_APPEND = lua.script(__package__, "conversation_append.lua")
 
 
 def new_conversation_id() -> ConversationId:

@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import BaseRoute
 
 from chat_gateway import feedback
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.services import Host
-from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response, respond
+from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response, respond, route
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _BODY_LIMIT = 16 * 1024
@@ -50,7 +51,7 @@ async def _not_found(request: Request) -> None:
 
 
 def _conversation_id(request: Request) -> str | None:
-    rest = request.params.get("rest", "")
+    rest = str(request.path_params.get("id", ""))
     return rest if CONVERSATION_ID.match(rest) else None
 
 
@@ -120,16 +121,18 @@ def authed(gateway: Host, handler: Handler) -> Callable[[Request], Awaitable[Non
     return handle
 
 
-def install(gateway: Host) -> None:
-    add = gateway.router.add
-    add("GET", "/api/conversations", authed(gateway, list_conversations))
-    add("GET", "/api/conversations/", authed(gateway, open_conversation))
-    add("PATCH", "/api/conversations/", authed(gateway, rename_conversation))
-    add("DELETE", "/api/conversations/", authed(gateway, delete_conversation))
-
+def routes(gateway: Host) -> list[BaseRoute]:
     async def rate(request: Request) -> None:
         services = gateway.services
         await feedback.post_feedback(request, services.auth.authenticate, services.redis,
                                      gateway.settings.keys, services.transcripts, services.feedback)
 
-    add("POST", "/v1/feedback", rate)
+    return [
+        route("/api/conversations", GET=authed(gateway, list_conversations)),
+        # {id:path}: any sub-path reaches the handler (after authentication), which answers 404
+        # unless it is a conversation id.
+        route("/api/conversations/{id:path}", GET=authed(gateway, open_conversation),
+              PATCH=authed(gateway, rename_conversation),
+              DELETE=authed(gateway, delete_conversation)),
+        route("/v1/feedback", POST=rate),
+    ]

@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
 import structlog
+from starlette.routing import BaseRoute
 
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.services import Host, Services
-from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
+from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response, route
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
@@ -253,14 +254,16 @@ class Documents:
             self._blobs = open_blob_store(self.gateway.settings)
         return self._blobs
 
-    def install(self) -> None:
-        add = self.gateway.router.add
-        add("GET", "/api/documents", self._authed(self.list))
-        add("POST", "/api/documents", self._authed(self.upload))
-        add("POST", "/api/uploads", self._authed(self.upload_target))
-        add("POST", "/api/documents/commit", self._authed(self.commit))
-        add("DELETE", "/api/documents/", self._authed(self.delete))
-        add("POST", "/api/documents/", self._authed(self.retry))
+    def routes(self) -> list[BaseRoute]:
+        # {rest:path}: any sub-path reaches the handler (after authentication), which answers
+        # 404 unless it names a document.
+        return [
+            route("/api/documents", GET=self._authed(self.list), POST=self._authed(self.upload)),
+            route("/api/uploads", POST=self._authed(self.upload_target)),
+            route("/api/documents/commit", POST=self._authed(self.commit)),
+            route("/api/documents/{rest:path}", DELETE=self._authed(self.delete),
+                  POST=self._authed(self.retry)),
+        ]
 
     async def close(self) -> None:
         if self._brokers is not None:
@@ -479,7 +482,7 @@ class Documents:
         404 (unknown id, another tenant's document, or an unknown sub-path). A record whose
         stored path is not under the tenant's prefix is answered 404 too: whatever wrote it,
         deleting or re-posting through it would act on another tenant's blob."""
-        rest = request.params.get("rest", "")
+        rest = str(request.path_params.get("rest", ""))
         raw = rest[: -len(suffix)] if suffix and rest.endswith(suffix) else rest
         if (suffix and not rest.endswith(suffix)) or not _DOCUMENT_ID.match(raw):
             await error(request, 404, "not_found", f"no route {request.path}")
@@ -531,10 +534,3 @@ async def error(
     if hint:
         body["hint"] = hint
     await json_response(request, status, {"error": body}, headers or [])
-
-
-def install(gateway: Host) -> Documents:
-    """Register the document routes on ``gateway``; close the result on shutdown."""
-    documents = Documents(gateway)
-    documents.install()
-    return documents

@@ -10,7 +10,9 @@ chunk of a stream): ``turn_id``, ``sources`` (numbered as cited in the text), ``
 (figures of the answer in none of its cited sources) and, in the last chunk of a stream,
 ``text``: the checked answer (unknown citations removed), which may differ from the streamed
 deltas. A request may set ``answer_mode`` (``extractive`` or ``generative``). A client that
-disconnects mid-stream cancels the turn.
+disconnects mid-stream cancels the turn. On a gateway shutdown an answer still running at the
+drain deadline ends with an error ``going_away`` (a last SSE chunk then ``[DONE]``, or HTTP 503)
+and its turn is cancelled (chat_gateway.drain).
 
 Traces, as on the websocket: a ``chat turn`` span (SERVER; ``turn_id``, ``stream``) around
 retrieval, publishing and the relay, continuing the caller's ``traceparent`` header when it sends
@@ -28,13 +30,21 @@ from typing import Any, Literal
 
 from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import BaseRoute
 
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.protocol import ErrorCode
 from chat_gateway.relay import Relayed, relay_span
 from chat_gateway.services import Host
 from chat_gateway.turns import Started
-from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
+from chat_gateway.web import (
+    BodyTooLarge,
+    ClientGone,
+    EventStream,
+    Request,
+    json_response,
+    route,
+)
 from parley import tracing, turnstream
 from parley.contracts import AnswerMode, ChatMessage, Source
 from parley.errors import ParleyError, Retry
@@ -44,7 +54,9 @@ STATUS = {
     ErrorCode.UNAUTHENTICATED: 401, ErrorCode.BAD_REQUEST: 400, ErrorCode.TOO_LARGE: 413,
     ErrorCode.NO_DOCUMENTS: 400, ErrorCode.RATE_LIMITED: 429, ErrorCode.NOT_FOUND: 404,
     ErrorCode.MODEL_UNAVAILABLE: 503, ErrorCode.RETRIEVAL_UNAVAILABLE: 503,
+    ErrorCode.GOING_AWAY: 503,
 }
+GOING_AWAY = "the server is shutting down before the answer ended; ask again"
 
 
 class _Message(BaseModel):
@@ -112,7 +124,9 @@ def sources_json(sources: list[Source]) -> list[dict[str, Any]]:
     return [s.model_dump(mode="json") for s in sources]
 
 
-def install(gateway: Host) -> None:
+def routes(gateway: Host) -> list[BaseRoute]:
+    """``GET /v1/models`` and ``POST /v1/chat/completions`` on ``gateway``."""
+
     async def models(request: Request) -> None:
         try:
             await _principal(gateway, request)
@@ -131,8 +145,7 @@ def install(gateway: Host) -> None:
         except ClientGone:
             return
 
-    gateway.router.add("GET", "/v1/models", models)
-    gateway.router.add("POST", "/v1/chat/completions", completions)
+    return [route("/v1/models", GET=models), route("/v1/chat/completions", POST=completions)]
 
 
 async def _principal(gateway: Host, request: Request) -> Principal:
@@ -180,23 +193,31 @@ async def _answer(
     model = body.model or gateway.settings.chat_model
     turn = _Turn(gateway, started, model)
     watcher = asyncio.create_task(_disconnected(request))
+    draining = asyncio.create_task(services.drain.deadline())
     runner = asyncio.create_task(
         turn.stream(request, bool((body.stream_options or {}).get("include_usage")))
         if body.stream else turn.complete(request)
     )
     try:
-        done, _ = await asyncio.wait({watcher, runner}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {watcher, runner, draining}, return_when=asyncio.FIRST_COMPLETED
+        )
         if runner not in done:
-            # The client went away: stop generating now (there is no resume on this face).
+            # The client went away, or the gateway is shutting down: stop generating now
+            # (there is no resume on this face).
             runner.cancel()
             await turnstream.cancel(services.redis, started.turn_id,
                                     prefix=gateway.settings.redis_prefix)
         with contextlib.suppress(asyncio.CancelledError, ClientGone, OSError):
             await runner
+        if draining in done and runner.cancelled():
+            with contextlib.suppress(ClientGone, OSError):
+                await turn.going_away(request)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, draining):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _disconnected(request: Request) -> None:
@@ -212,6 +233,7 @@ class _Turn:
         self.id = f"chatcmpl-{started.turn_id}"
         self.created = int(time.time())
         self.sources = list(started.sources)
+        self.out: EventStream | None = None  # once a stream's response started
 
     def _events(self) -> Any:
         return self.g.services.tailer.tail(
@@ -243,6 +265,7 @@ class _Turn:
         with relay_span(self.started.turn_id, self.started.offset) as relayed:
             out = EventStream(request)
             await out.start()
+            self.out = out
             ext = self._extension(sources=sources_json(self.sources))
             await out.data(self._chunk({"role": "assistant", "content": ""}, parley=ext))
             try:
@@ -279,6 +302,15 @@ class _Turn:
                 relayed.terminal = "error"
             await out.data("[DONE]")
             await out.end()
+
+    async def going_away(self, request: Request) -> None:
+        """End the answer because the gateway is shutting down (its runner was cancelled)."""
+        if self.out is None:
+            await send_error(request, FaceError(ErrorCode.GOING_AWAY, GOING_AWAY))
+            return
+        await self.out.data(json.dumps(error_body(ErrorCode.GOING_AWAY, GOING_AWAY)))
+        await self.out.data("[DONE]")
+        await self.out.end()
 
     async def complete(self, request: Request) -> None:
         with relay_span(self.started.turn_id, self.started.offset) as relayed:

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     MODEL_UNAVAILABLE = "model_unavailable"
     RETRIEVAL_UNAVAILABLE = "retrieval_unavailable"
     INTERNAL = "internal"
+    GOING_AWAY = "going_away"  # the gateway is shutting down: resume the turn elsewhere
 
 
 class _Client(BaseModel):

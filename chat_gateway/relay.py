@@ -35,7 +35,7 @@ from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnMeta
-from parley import metrics, tracing, turnstream
+from parley import lua, metrics, tracing, turnstream
 from parley.contracts import ChatMessage
 from parley.runtime import tasks
 from parley.turnstream import TurnEvent, TurnWriter, attached_key
@@ -47,10 +47,7 @@ ATTACH_REFRESH = 1.0
 ATTACH_TTL_MS = 3000
 
 # KEYS: attached key; ARGV: owner. Deletes the hold only if it is ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_RELEASE = lua.script(__package__, "relay_release.lua")
 
 
 def token_frame(turn_id: str, events: list[TurnEvent]) -> str:

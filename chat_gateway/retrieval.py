@@ -20,7 +20,7 @@ from parley.vectors.store import Hit
 # Chunk metadata that says what the document is about itself (written at ingest), in the order
 # it reads best: shown in the prompt's source header and matched by the extractive answerer.
 CONTEXT_KEYS = ("title", "organisation", "organization", "entity", "company", "period",
-                "date", "section", "heading")
+                "date", "period_end", "section", "heading")
 
 
 def context_of(meta: Mapping[str, object]) -> str:

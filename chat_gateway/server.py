@@ -42,9 +42,26 @@ def config(gateway: Gateway, **overrides: Any) -> uvicorn.Config:
     return uvicorn.Config(gateway, **options)
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server with the gateway's drain first on shutdown: listening stops, websocket
+    sessions are told ``going_away`` and closed with 1001, and OpenAI-face answers are ended
+    before the graceful-shutdown time (the drain time) is over; then uvicorn's own shutdown,
+    which then finds nothing to cancel."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connection while draining (clients go to other replicas)
+        await self.gateway.drain(float(self.config.timeout_graceful_shutdown or 0))
+        await super().shutdown(sockets)
+
+
 def serve(gateway: Gateway, **overrides: Any) -> None:
-    """Serve until SIGINT/SIGTERM; open connections get 1001 (going away) and resume elsewhere."""
-    uvicorn.Server(config(gateway, **overrides)).run()
+    """Serve until SIGINT/SIGTERM, then drain (see :class:`GatewayServer`)."""
+    GatewayServer(config(gateway, **overrides), gateway).run()
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +72,7 @@ async def running(gateway: Gateway, host: str = "127.0.0.1", **overrides: Any
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(config(gateway, host=host, port=port, **overrides))
+    server = GatewayServer(config(gateway, host=host, port=port, **overrides), gateway)
     server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

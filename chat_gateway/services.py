@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from chat_gateway.auth import Authenticator
 from chat_gateway.conversation import Conversations
 from chat_gateway.conversation_store import ConversationStore
+from chat_gateway.drain import Drain
 from chat_gateway.feedback import FeedbackStore
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
@@ -21,7 +22,6 @@ from chat_gateway.retrieval import Retriever
 from chat_gateway.search import Lexical, ModelSwitch, Searcher, open_switch
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
-from chat_gateway.web import Router
 from parley.broker import Broker
 from parley.embedder import Embedder
 from parley.runtime import tasks
@@ -69,6 +69,7 @@ class Services:
     transcripts: ConversationStore  # the kept conversations
     feedback: FeedbackStore
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    drain: Drain = field(default_factory=Drain)
     # Closes what open_services opened (None when the parts were handed in).
     stack: contextlib.AsyncExitStack | None = None
 
@@ -117,7 +118,7 @@ class Services:
             k=settings.retrieval_k,
         )
         attachments = Attachments(redis, prefix)
-        tailer = TurnTailer(redis, prefix=prefix)
+        tailer = TurnTailer(redis, prefix=prefix, stream_ttl=settings.stream_ttl_seconds)
         return cls(
             settings=settings,
             options=options,
@@ -145,6 +146,7 @@ class Services:
         task = asyncio.create_task(coro, name=name)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        task.add_done_callback(tasks.log_failure)
         return task
 
     async def close(self) -> None:
@@ -186,11 +188,10 @@ async def open_services(settings: Settings, options: GatewayOptions | None = Non
 
 
 class Host(Protocol):
-    """What a route module (documents, the OpenAI face) needs of the gateway it is installed on:
-    its settings, its router, and its services once the lifespan has opened them."""
+    """What a route module (documents, the OpenAI face) needs of the gateway that serves its
+    routes: its settings, and its services once the lifespan has opened them."""
 
     settings: Settings
-    router: Router
 
     @property
     def services(self) -> Services: ...

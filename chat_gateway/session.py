@@ -39,6 +39,7 @@ from chat_gateway.turns import TurnMeta
 from parley import metrics, tracing, turnstream
 from parley.contracts import TRACE_HEADER
 from parley.errors import ParleyError, Retry
+from parley.runtime import tasks
 
 log = structlog.get_logger(__name__)
 
@@ -135,7 +136,11 @@ class Session:
         code = 1006
         unsubscribe = None
         metrics.WS_SESSIONS.inc()
+        unregister = self.s.drain.register(self.going_away)
         try:
+            if self.s.drain.draining:  # accepted while the drain began: nothing to keep
+                await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
+                return
             if self.principal is None and not await self._first_message_auth():
                 return
             assert self.principal is not None
@@ -144,6 +149,7 @@ class Session:
             unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
             code = await self._loop()
         finally:
+            unregister()
             if self._expiry is not None:
                 self._expiry.cancel()
             metrics.WS_SESSIONS.dec()
@@ -151,6 +157,23 @@ class Session:
                 unsubscribe()
             self.closed = True
             await self._detach(code)
+
+    async def going_away(self) -> None:
+        """The gateway is shutting down: stop relaying, tell the client to resume the turn it
+        was streaming (``error`` ``going_away``), close with 1001. The turn keeps generating
+        (see chat_gateway.drain)."""
+        task = self._turn_task
+        turn_id = self.turn_id
+        self._turn_task = None  # _detach must neither wait for it nor cancel the turn
+        if task is not None and not task.done():
+            await tasks.stop(task)  # cancelled until it ends (redis-py can swallow one cancel)
+            if turn_id is not None:
+                await self.send_event(protocol.error(
+                    ErrorCode.GOING_AWAY, "the server is shutting down",
+                    hint="reconnect and resume the turn from the last offset received",
+                    turn_id=turn_id,
+                ))
+        await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
 
     async def _deny(self, exc: AuthError) -> None:
         """Refuse before the handshake: HTTP 401 where the server supports ASGI's denial
@@ -228,9 +251,11 @@ class Session:
                 hint="wait for its final event or send cancel", turn_id=self.turn_id,
             ))
         elif isinstance(message, Ask):
-            self._turn_task = asyncio.create_task(self._ask(message))
+            self._turn_task = asyncio.create_task(self._ask(message), name="ask")
+            self._turn_task.add_done_callback(tasks.log_failure)
         elif isinstance(message, Resume):
-            self._turn_task = asyncio.create_task(self._resume(message))
+            self._turn_task = asyncio.create_task(self._resume(message), name="resume")
+            self._turn_task.add_done_callback(tasks.log_failure)
 
     async def _reauthenticate(self, auth: Auth) -> None:
         """A fresh token for this session: of the same tenant, it replaces the current one

@@ -10,11 +10,17 @@ Each subscriber has its own queue and offset; a subscriber whose queue is above 
 batches (a slow client) is left out of the read until it catches up, so it cannot make the
 process buffer a whole stream. Nothing is consumed from Redis: other replicas and resumed
 clients read the same entries from their own offsets.
+
+A second task watches the workers: every ``watch_every`` seconds, the turns that have had no event
+for that long are checked against their worker's heartbeat (:class:`parley.turnstream.
+LostWorkers`); a turn whose worker died gets its ``worker_lost`` error written, which the read
+loop then delivers like any other event (to every replica relaying the turn).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ import structlog
 
 from parley.keys import Keys
 from parley.runtime import tasks
-from parley.turnstream import TERMINAL, TurnEvent, parse_entry, turn_key
+from parley.turnstream import TERMINAL, LostWorkers, TurnEvent, parse_entry, turn_key
 
 log = structlog.get_logger(__name__)
 
@@ -37,9 +43,11 @@ def _id(offset: str) -> tuple[int, int]:
 
 @dataclass(eq=False)
 class _Subscriber:
+    turn_id: str
     key: str
     last: str
     queue: asyncio.Queue[list[TurnEvent]] = field(default_factory=asyncio.Queue)
+    seen: float = field(default_factory=time.monotonic)  # when its last event arrived
 
 
 class TurnTailer:
@@ -53,6 +61,8 @@ class TurnTailer:
         block: float = 4.0,
         count: int = 128,
         high_water: int = 64,
+        stream_ttl: int = 3600,
+        watch_every: float | None = 1.0,  # None: no worker watch
     ) -> None:
         self._redis = client
         self._prefix = prefix
@@ -65,6 +75,9 @@ class TurnTailer:
         self._task: asyncio.Task[None] | None = None
         self._generation = 0  # bumped by every new subscriber
         self._waking = False
+        self._lost = LostWorkers(client, prefix=prefix, ttl=stream_ttl)
+        self._watch_every = watch_every
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> int:
@@ -85,10 +98,12 @@ class TurnTailer:
     ) -> AsyncIterator[list[TurnEvent]]:
         """As :meth:`tail`, in the batches read together (the last one ends with the terminal
         event), so a relay can coalesce tokens that arrived together into one frame."""
-        sub = _Subscriber(turn_key(self._prefix, turn_id), after)
+        sub = _Subscriber(turn_id, turn_key(self._prefix, turn_id), after)
         self._subscribers.add(sub)
         self._generation += 1
         self._changed.set()
+        if self._watch_every and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(self._watch_every), name="turn-watch")
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="turn-tailer")
         elif not self._waking:
@@ -164,7 +179,21 @@ class TurnTailer:
                 fresh = [e for e in events if _id(e.offset) > floor]
                 if fresh:
                     sub.last = fresh[-1].offset
+                    sub.seen = time.monotonic()
                     sub.queue.put_nowait(fresh)
 
+    async def _watch(self, every: float) -> None:
+        """Until no turn is relayed: every ``every`` s, end the silent turns whose worker died."""
+        while self._subscribers:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            silent = sorted({s.turn_id for s in self._subscribers if now - s.seen >= every})
+            try:
+                for turn_id in await self._lost.check(silent):
+                    log.warning("worker_lost_detected", turn_id=turn_id)
+            except Exception as exc:  # Redis hiccup: the next round tries again
+                log.warning("worker_watch_failed", error=str(exc))
+
     async def close(self) -> None:
+        await tasks.stop(self._watcher)
         await tasks.stop(self._task)

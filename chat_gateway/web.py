@@ -1,22 +1,44 @@
-"""A minimal ASGI HTTP toolkit: a request with a size-limited body, JSON/SSE/file responses and a
-method+path router. Enough for health checks, the OpenAI-compatible face, uploads and the
-portal's static files without pulling a web framework into the gateway."""
+"""The gateway's HTTP on Starlette: routes, the portal's static files (``StaticFiles``: read in a
+thread, ETag/Last-Modified, never blocking the event loop), one JSON shape for 404/405, a request
+whose body streams in under a size limit, and JSON/SSE responses.
+
+Handlers write their response (``await json_response(request, ...)``) instead of returning one:
+the OpenAI face's streamed answer races the client's disconnect on the same ``receive`` channel,
+which a returned ``StreamingResponse`` would hide. Each route module builds its own routes
+(:func:`route`); :func:`http_app` puts them together."""
 
 from __future__ import annotations
 
-import json
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+import os
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+
+import starlette.requests
+from starlette.applications import Starlette
+from starlette.datastructures import Headers as RequestHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import Receive as _Receive
+from starlette.types import Scope as _Scope
+from starlette.types import Send as _Send
 
 from parley.contracts import loads
 
+__all__ = [
+    "BodyTooLarge", "ClientGone", "EventStream", "Handler", "Receive", "Request", "Scope", "Send",
+    "http_app", "json_response", "respond", "route", "static_routes",
+]
+
+
+# The gateway's own ASGI aliases (the websocket session and the lifespan use plain dicts).
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = _Send
 
 
 class BodyTooLarge(Exception):
@@ -27,78 +49,93 @@ class ClientGone(Exception):
     pass
 
 
-@dataclass
-class Request:
-    scope: Scope
-    receive: Receive
-    send: Send
-    params: dict[str, str] = field(default_factory=dict)
+class Request(starlette.requests.Request):
+    """Starlette's request with what the handlers write through (``send``) and a body read
+    under a limit."""
 
     @property
-    def method(self) -> str:
-        return str(self.scope["method"])
+    def send(self) -> _Send:
+        return self._send
 
     @property
     def path(self) -> str:
         return str(self.scope["path"])
 
     @property
-    def headers(self) -> dict[str, str]:
-        return {k.decode("latin-1").lower(): v.decode("latin-1")
-                for k, v in self.scope.get("headers", [])}
-
-    @property
     def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        return dict(self.query_params)
 
-    async def body(self, limit: int) -> bytes:
+    async def body(self, limit: int | None = None) -> bytes:
         """The whole body; :class:`BodyTooLarge` past ``limit`` bytes, :class:`ClientGone`
-        when the client disconnects first. Holds it all: for large bodies use :meth:`stream`."""
+        when the client disconnects first. Holds it all: for large bodies use :meth:`stream`.
+        Without ``limit``, Starlette's unlimited read."""
+        if limit is None:
+            return await super().body()
         return b"".join([chunk async for chunk in self.stream(limit)])
 
-    async def stream(self, limit: int) -> AsyncIterator[bytes]:
+    async def stream(self, limit: int | None = None) -> AsyncGenerator[bytes, None]:
         """The body piece by piece as it arrives; :class:`BodyTooLarge` as soon as it passes
         ``limit`` bytes (at once when its Content-Length says so), :class:`ClientGone` when the
-        client disconnects first."""
+        client disconnects first. Without ``limit``, Starlette's own stream."""
+        if limit is None:
+            async for chunk in super().stream():
+                yield chunk
+            return
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(f"body larger than {limit} bytes")
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"body larger than {limit} bytes")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+        try:
+            async for chunk in super().stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"body larger than {limit} bytes")
+                if chunk:
+                    yield chunk
+        except ClientDisconnect:
+            raise ClientGone() from None
 
-    async def json(self, limit: int) -> Any:
+    async def json(self, limit: int | None = None) -> Any:
         """The body as JSON; ValueError for malformed JSON (too deeply nested included)."""
         return loads(await self.body(limit))
 
 
+Handler = Callable[[Request], Awaitable[None]]
 Headers = Iterable[tuple[str, str]]
+
+
+class _Endpoint:
+    """Handlers by method as one ASGI app (Starlette routes a non-function endpoint as one);
+    HEAD is answered by the GET handler (the server drops the body)."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._handlers = dict(handlers)
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        await self._handlers[method](Request(scope, receive, send))
+
+
+def route(path: str, **handlers: Handler) -> Route:
+    """One path (Starlette's syntax, e.g. ``/api/documents/{rest:path}``) with a handler per
+    method: ``route("/api/documents", GET=list_them, POST=upload)``. Another method gets 405
+    with ``Allow`` naming these."""
+    return Route(path, _Endpoint(handlers), methods=list(handlers))
 
 
 async def respond(
     request: Request, status: int, body: bytes, content_type: str, headers: Headers = ()
 ) -> None:
-    raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
-    raw += [(k.lower().encode(), v.encode()) for k, v in headers]
-    await request.send({"type": "http.response.start", "status": status, "headers": raw})
-    await request.send({"type": "http.response.body", "body": body})
+    response = Response(body, status, headers=dict(headers), media_type=content_type)
+    await response(request.scope, request.receive, request.send)
 
 
 async def json_response(
     request: Request, status: int, data: Any, headers: Headers = ()
 ) -> None:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    await respond(request, status, body, "application/json", headers)
+    """``data`` as compact JSON (UTF-8, not ASCII-escaped)."""
+    response = JSONResponse(data, status, headers=dict(headers))
+    await response(request.scope, request.receive, request.send)
 
 
 class EventStream:
@@ -123,51 +160,64 @@ class EventStream:
         await self._request.send({"type": "http.response.body", "body": b""})
 
 
-Handler = Callable[[Request], Awaitable[None]]
+class _Asset(FileResponse):
+    """A portal file, sent without watching ``receive`` for a disconnect (as FileResponse does
+    under ASGI 2.4): the assets are small, and a server drops what is sent to a gone client."""
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        asgi = {**scope.get("asgi", {}), "spec_version": "2.4"}
+        await super().__call__({**scope, "asgi": asgi}, receive, send)
 
 
-class Router:
-    """Exact paths, plus prefixes ending in ``/`` (the rest of the path in ``params['rest']``)."""
+class _PortalFiles(StaticFiles):
+    """The portal's assets: revalidated on every load (``no-cache``: a new release shows at
+    once, an unchanged file costs a 304), text and scripts marked UTF-8, ``{"error": "not
+    found"}`` for anything else."""
 
-    def __init__(self) -> None:
-        self._exact: dict[tuple[str, str], Handler] = {}
-        self._prefix: list[tuple[str, str, Handler]] = []
-
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        if path.endswith("/") and path != "/":
-            self._prefix.append((method.upper(), path, handler))
-        else:
-            self._exact[(method.upper(), path)] = handler
-
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
-        """(handler, params, path_known); ``path_known`` without handler means 405."""
-        method = "GET" if method == "HEAD" else method
-        handler = self._exact.get((method, path))
-        if handler is not None:
-            return handler, {}, True
-        known = any(p == path for _m, p in self._exact)
-        for m, prefix, h in sorted(self._prefix, key=lambda item: -len(item[1])):
-            if path.startswith(prefix):
-                if m == method:
-                    return h, {"rest": path[len(prefix):]}, True
-                known = True
-        return None, {}, known
-
-
-def static_handler(root: Path, index: str = "index.html") -> Handler:
-    """Serve files under ``root`` (no directory listing; paths cannot escape ``root``)."""
-    base = root.resolve()
-
-    async def handle(request: Request) -> None:
-        rest = request.params.get("rest", "") or index
-        target = (base / rest).resolve()
-        if not target.is_relative_to(base) or not target.is_file():
-            await json_response(request, 404, {"error": "not found"})
-            return
-        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    def file_response(
+        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: _Scope,
+        status_code: int = 200,
+    ) -> Response:
+        content_type = mimetypes.guess_type(str(full_path))[0] or "application/octet-stream"
         if content_type.startswith("text/") or content_type.endswith("javascript"):
             content_type += "; charset=utf-8"
-        await respond(request, 200, target.read_bytes(), content_type,
-                      [("cache-control", "no-cache")])
+        response = _Asset(full_path, status_code, headers={"cache-control": "no-cache"},
+                          media_type=content_type, stat_result=stat_result)
+        if self.is_not_modified(response.headers, RequestHeaders(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
 
-    return handle
+    async def get_response(self, path: str, scope: _Scope) -> Response:
+        if path == ".":  # the folder itself: its index page
+            path = "index.html"
+        try:
+            return await super().get_response(path, scope)
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            return JSONResponse({"error": "not found"}, 404)
+
+
+def static_routes(root: Path) -> list[BaseRoute]:
+    """The portal: ``/`` is ``root/index.html``, ``/static/...`` any file under ``root`` (no
+    listings; paths cannot escape ``root``)."""
+    files = _PortalFiles(directory=root)
+    return [Route("/", files, methods=["GET"]), Mount("/static", files)]
+
+
+async def _http_error(request: starlette.requests.Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: f"no route {request.scope['path']}", 405: "method not allowed"}.get(
+        exc.status_code, exc.detail)
+    return JSONResponse(
+        {"error": {"message": message, "type": "invalid_request_error", "code": "not_found"}},
+        exc.status_code, headers=exc.headers,
+    )
+
+
+def http_app(routes: Sequence[BaseRoute]) -> Starlette:
+    """The routes as one Starlette app: an unknown path 404, a known path with another method
+    405 (both ``{"error": {"message", "type", "code"}}``); ``/x/`` is not ``/x``."""
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.router.redirect_slashes = False
+    return app

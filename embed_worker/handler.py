@@ -84,11 +84,18 @@ class EmbedHandler:
         if current is None or batch.version not in (current.pending_version, current.version):
             log.info("stale_batch_dropped", version=batch.version)
             return
+        # Chunks stored already (same id = same document, version and ordinal, so the same
+        # text and vector): a redelivered batch, or work re-derived after Redis lost its data.
+        # Only the others are embedded; the batch still lands.
+        stored = await self.vectors.existing(batch.tenant, [c.chunk_id for c in batch.chunks])
+        missing = [c for c in batch.chunks if c.chunk_id not in stored]
+        log.info("batch_embedding", version=batch.version, chunks=len(batch.chunks),
+                 embedded=len(missing), already_stored=len(stored))
         started = time.monotonic()
         with tracing.span("embed", document_id=batch.document_id, batch=batch.batch_index):
             vectors = await self.embedder.embed(
-                [embedding_text(batch, c.text, c.heading) for c in batch.chunks]
-            )
+                [embedding_text(batch, c.text, c.heading) for c in missing]
+            ) if missing else []
         metrics.EMBED_BATCH_SECONDS.observe(time.monotonic() - started)
         records = [
             ChunkRecord(
@@ -111,16 +118,16 @@ class EmbedHandler:
                     if v is not None
                 },
             )
-            for c, vector in zip(batch.chunks, vectors, strict=True)
+            for c, vector in zip(missing, vectors, strict=True)
         ]
-        if self.writes is not None:
+        if self.writes is not None and records:
             # Before the upsert: the reembed sweep drops an old model's collection only when
             # it has not been marked for a while, and sees a mark that races its drop.
             await self.writes.mark(batch.tenant, self.embedder.model_id)
         await self.vectors.upsert(batch.tenant, records)
         metrics.CHUNKS_EMBEDDED.inc(len(records))
         landed = await self.status.batch_landed(
-            batch.tenant, batch.document_id, batch.version, batch.batch_index, len(records)
+            batch.tenant, batch.document_id, batch.version, batch.batch_index, len(batch.chunks)
         )
         if landed == 1:
             log.info("document_ready", version=batch.version)

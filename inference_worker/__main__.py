@@ -20,7 +20,9 @@ from inference_worker.handler import HandlerOptions, TurnHandler
 from parley.broker.redis import RedisBroker
 from parley.runtime import worker
 from parley.runtime.consumer import Consumer
+from parley.runtime.heartbeat import Heartbeat
 from parley.settings import Settings
+from parley.turnstream import alive_key
 
 NAME = "inference-worker"
 
@@ -41,6 +43,11 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         client, prefix=settings.redis_prefix, lease_seconds={queue.name: queue.lease_seconds}
     )
     stack.push_async_callback(broker.close)
+    # Beats until the consumer has drained (closed after it, by the stack): a gateway relaying
+    # one of this worker's turns sees it die within seconds (parley.turnstream.LostWorkers).
+    heartbeat = Heartbeat(client, alive_key(settings.redis_prefix, broker.consumer))
+    await heartbeat.start()
+    stack.push_async_callback(heartbeat.close)
     model = build_chat_model(settings)
     stack.push_async_callback(model.close)
     handler = TurnHandler(
@@ -50,6 +57,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
             prefix=settings.redis_prefix,
             stream_ttl=settings.stream_ttl_seconds,
             max_attempts=queue.max_attempts,
+            worker_id=broker.consumer,
             not_found_guard=settings.answer_not_found_guard,
         ),
     )

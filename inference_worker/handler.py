@@ -61,18 +61,13 @@ from parley.contracts import ChatTurn, loads
 from parley.errors import ParleyError, Reject, Retry
 from parley.keys import Keys
 from parley.runtime.consumer import backoff
-from parley.turnstream import TERMINAL, TurnWriter, turn_key
+from parley.turnstream import TERMINAL, WORKER_LOST, TurnWriter, owner_key, turn_key
 
 SCHEMA = "parley.chat.v1"
 EXTRACTIVE_MODEL = "extractive"  # the ``model`` of an answer quoted from the sources
 # Where the gateway's prompt puts the question, after the sources (chat_gateway.prompt).
 QUESTION_MARK = "Question:"
 ENQUEUED_HEADER = "parley-enqueued-at"
-
-WORKER_LOST = {
-    "code": "worker_lost",
-    "message": "the model worker stopped mid-answer; ask again",
-}
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +88,10 @@ class HandlerOptions:
     # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
     # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
     orphan_after: float = 15.0
+    # This process's id, written to ``<turn>:worker`` when it takes a turn; its heartbeat
+    # (parley.runtime.heartbeat) is ``turnstream.alive_key``: a gateway whose turn goes silent
+    # and whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within seconds.
+    worker_id: str | None = None
     # Generative turns: answer "not in the documents" without the model when the extractive
     # answerer finds no passage covering the question (see the module's docstring).
     not_found_guard: bool = True
@@ -225,12 +224,15 @@ class TurnHandler:
 
     async def _state(self, turn_id: str) -> tuple[str | None, bool]:
         """The kind of the stream's last event (None: no event yet) and the cancel flag, in one
-        round trip."""
+        round trip that also names this worker as the turn's (when it has an id)."""
         key = turn_key(self.options.prefix, turn_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrevrange(key, count=1)
             pipe.exists(Keys(self.options.prefix).turn_cancel(turn_id))
-            entries, cancelled = await pipe.execute()
+            if self.options.worker_id is not None:
+                pipe.set(owner_key(self.options.prefix, turn_id), self.options.worker_id,
+                         ex=self.options.stream_ttl)
+            entries, cancelled, *_ = await pipe.execute()
         if not entries:
             return None, bool(cancelled)
         kind = entries[0][1].get(b"k", entries[0][1].get("k"))

@@ -5,7 +5,8 @@ chunk batches on the embed queue. The document's status record follows every ste
 Outcomes, all acked unless said otherwise:
 - the same content as the served version (unchanged re-upload): nothing to do;
 - an event older (by ``sequencer``) than the last one applied to that blob: ignored;
-- a BlobCreated whose blob is gone by now (a delete overtook it): ignored;
+- a blob that does not exist: status ``failed`` with reason ``not_found``, except for a
+  BlobCreated event of a document without a record (a delete overtook it): ignored;
 - a file with no usable text (encrypted, scanned, broken, too large ...): status ``failed`` with
   the reason in plain words — a terminal outcome for the document, not a dead letter;
 - malformed messages: dead-lettered with the reason (``Reject``);
@@ -276,7 +277,7 @@ class IngestHandler:
                     where.path, file, max_bytes=self.settings.max_document_bytes
                 )
             except NotFound:
-                log.info("blob_gone_ignored")  # a delete overtook this create; its event does
+                await self._not_found(request, where, current)
                 return
             except TooLarge as exc:
                 await self._too_large(request, where, current, exc)
@@ -482,6 +483,24 @@ class IngestHandler:
                 message=f"the worker stopped {message.attempt - 1} times while processing this "
                 "file (out of memory or hung?); it was not tried again",
             )
+
+    async def _not_found(
+        self, request: IngestRequest, where: Target, current: DocumentStatus | None
+    ) -> None:
+        """No such blob: the document ends ``failed`` (``not_found``), except for a BlobCreated
+        event of a document without a record (a delete overtook it and removed it)."""
+        if request.sequencer is not None and current is None:
+            log.info("blob_gone_ignored")
+            return
+        log.warning("blob_not_found")
+        named = {} if current is not None else {
+            "filename": request.filename or posixpath.basename(where.path)}
+        await self.status.update(
+            where.tenant, where.document_id, **named, path=where.path, stage=Stage.FAILED,
+            reason="not_found", sequencer=request.sequencer,
+            message=f"there is no file {where.path!r} in the store (deleted, or never "
+            "uploaded): upload it again",
+        )
 
     async def _delete(self, request: IngestRequest, where: Target) -> None:
         if await self.blobs.stat(where.path) is not None:

@@ -6,8 +6,8 @@ the last listing. On Azure, Event Grid does this and the watcher is off
 
 The last listing is kept in Redis (hash ``<p>:watch:<container>``: path -> ETag), so a restart
 does not re-announce every blob, and a round is guarded by a short lease so several ingest
-replicas do not post the same events (a duplicate would be harmless: unchanged content is
-skipped; the lease only saves work).
+replicas do not post the same events (redis-py's ``Lock``, released only by its owner; a
+duplicate would be harmless: unchanged content is skipped; the lease only saves work).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import LockNotOwnedError
 
 from ingest_worker import events
 from parley.blobstore import BlobInfo, BlobStore
@@ -68,8 +69,10 @@ class Watcher:
 
     async def round(self) -> int:
         """One listing; returns how many events were posted."""
-        lease = max(5, int(self.settings.blob_watch_seconds * 3))
-        if not await self.redis.set(self.lease_key, self.owner, nx=True, ex=lease):
+        # A lock with an owner token: a round that outlived it never frees another's.
+        ttl = max(5, int(self.settings.blob_watch_seconds * 3))
+        lease = self.redis.lock(self.lease_key, timeout=ttl, blocking=False, thread_local=False)
+        if not await lease.acquire(token=self.owner):
             return 0
         try:
             raw: Any = await self.redis.hgetall(self.key)
@@ -107,4 +110,5 @@ class Watcher:
                 log.info("blob_events_posted", created=len(changed), deleted=len(deleted))
             return len(items)
         finally:
-            await self.redis.delete(self.lease_key)
+            with contextlib.suppress(LockNotOwnedError):
+                await lease.release()

@@ -9,12 +9,12 @@ and :mod:`maintenance_worker.reembedding`, and the event path never goes through
 (ARCHITECTURE.md, "Celery only for maintenance").
 
 Safe on several replicas at once: each run takes a lease in Redis for its sweep
-(``SET <p>:maintenance:lease:<sweep> <token> NX EX``), renewed while it runs and released only by
-its owner (compare-and-delete), so a second beat or worker replica that emits or picks up the
-same sweep meanwhile skips it. Sweeps are idempotent besides, so a run after a lost lease only
-repeats harmless work. Beat messages expire after one interval: a worker that was down does not
-run a pile of stale sweeps when it comes back. The last report of each sweep is kept in
-``<p>:maintenance:last:<sweep>`` (``parley doctor`` shows it).
+(redis-py's ``Lock`` on ``<p>:maintenance:lease:<sweep>``: ``SET NX PX`` with an owner token),
+renewed while it runs and released only by its owner, so a second beat or worker replica that
+emits or picks up the same sweep meanwhile skips it. Sweeps are idempotent besides, so a run
+after a lost lease only repeats harmless work. Beat messages expire after one interval: a worker
+that was down does not run a pile of stale sweeps when it comes back. The last report of each
+sweep is kept in ``<p>:maintenance:last:<sweep>`` (``parley doctor`` shows it).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from celery import Celery
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockNotOwnedError
 
 from maintenance_worker import reconcile, reembedding
 from parley import logs
@@ -43,34 +45,25 @@ QUEUE = "parley-maintenance"
 SWEEP_NAMES = ("reconcile", "stuck", "expire", "reembed")
 _LEASE_SECONDS = 120
 
-# KEYS: lease; ARGV: owner token[, ttl]. Only the owner may release or extend its lease.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_EXTEND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-
 class Lease:
-    """A Redis lease with an owner token, renewed every third of its ttl while held.
+    """A Redis lease with an owner token (redis-py's :class:`~redis.asyncio.lock.Lock`, not
+    blocking), renewed to its full ttl every third of it while held.
 
     ``async with lease as held:`` — ``held`` is False when another owner has it; the body
     should then do nothing. On exit the lease is released if still ours; cancelling the body
     releases it too."""
 
     def __init__(self, client: aioredis.Redis, key: str, *, ttl: int = _LEASE_SECONDS) -> None:
-        self._redis = client
         self.key = key
         self.ttl = ttl
         self.token = uuid.uuid4().hex
         self.lost = False
+        # Not thread-local: the keeper task renews what the sweep's task acquired.
+        self._lock = Lock(client, key, timeout=ttl, blocking=False, thread_local=False)
         self._keeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> bool:
-        held = bool(await self._redis.set(self.key, self.token, nx=True, ex=self.ttl))
+        held = bool(await self._lock.acquire(token=self.token))
         if held:
             self._keeper = asyncio.create_task(self._keep(), name=f"lease:{self.key}")
         return held
@@ -81,20 +74,21 @@ class Lease:
         self._keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._keeper
-        await asyncio.shield(self._redis.eval(_RELEASE, 1, self.key, self.token))
+        # Deletes the key only while it still holds our token (else it is someone else's now).
+        with contextlib.suppress(LockNotOwnedError):
+            await asyncio.shield(self._lock.release())
 
     async def _keep(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                extended = await self._redis.eval(_EXTEND, 1, self.key, self.token, self.ttl)
-            except Exception as exc:  # a blip: the next round tries again within the ttl
-                log.warning("lease_extend_failed", lease=self.key, error=str(exc))
-                continue
-            if not extended:
+                await self._lock.reacquire()
+            except LockNotOwnedError:
                 self.lost = True
                 log.warning("lease_lost", lease=self.key)
                 return
+            except Exception as exc:  # a blip: the next round tries again within the ttl
+                log.warning("lease_extend_failed", lease=self.key, error=str(exc))
 
 
 Sweep = Callable[[Settings, Clients], Awaitable[reconcile.SweepReport]]

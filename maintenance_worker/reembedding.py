@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport
+from parley import lua
 from parley.broker import Broker
 from parley.contracts import IngestRequest
 from parley.embedder import Embedder
@@ -126,12 +127,7 @@ def next_target(
 
 
 # KEYS: key; ARGV: expected value ('' = absent), new value. Compare-and-set.
-_SWAP = """
-if (redis.call('GET', KEYS[1]) or '') == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2]) return 1
-end
-return 0
-"""
+_SWAP = lua.script(__package__, "reembedding_swap.lua")
 # KEYS: hash; ARGV: field, expected value ('' = absent). Compare-and-delete of one field.
 async def reembed(
     settings: Settings,

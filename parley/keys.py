@@ -90,6 +90,14 @@ class Keys:
         """Held (short expiry, refreshed) by the gateway replica relaying the turn."""
         return self._k("turn", turn_id, "attached")
 
+    def turn_worker(self, turn_id: str) -> str:
+        """The id of the inference worker answering the turn (set when it takes it)."""
+        return self._k("turn", turn_id, "worker")
+
+    def worker_alive(self, worker_id: str) -> str:
+        """An inference worker's heartbeat: present (3 s expiry, renewed) while it runs."""
+        return self._k("worker", worker_id, "alive")
+
     def turns_pattern(self) -> str:
         """SCAN pattern of every turn key (the expire sweep)."""
         return self._k("turn", "*")

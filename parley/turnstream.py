@@ -173,3 +173,85 @@ def parse_entry(offset: str, fields: Mapping[bytes | str, bytes | str]) -> TurnE
         return value.decode() if isinstance(value, bytes) else str(value)
 
     return TurnEvent(offset=offset, kind=get("k"), data=json.loads(get("d") or "{}"))  # type: ignore[arg-type]
+
+
+# Liveness of the worker answering a turn ---------------------------------------------------------
+# A worker that takes a turn names itself in ``<turn>:worker``; while it runs, it keeps
+# ``<prefix>:worker:<id>:alive`` (:class:`parley.runtime.heartbeat.Heartbeat`, 3 s expiry renewed
+# every second). A gateway relaying a silent turn whose worker's key has lapsed ends the turn with
+# ``error`` ``worker_lost`` at once, instead of after the chat queue's lease and a redelivery.
+
+WORKER_LOST: dict[str, str] = {
+    "code": "worker_lost",
+    "message": "the model worker stopped mid-answer; ask again",
+}
+
+
+def owner_key(prefix: str, turn_id: str) -> str:
+    """The id of the worker answering the turn (written when it takes the turn)."""
+    return Keys(prefix).turn_worker(turn_id)
+
+
+def alive_key(prefix: str, worker_id: str) -> str:
+    """Present (with a short expiry, renewed) while the worker ``worker_id`` runs."""
+    return Keys(prefix).worker_alive(worker_id)
+
+
+# KEYS: turn stream, owner key, the owner's alive key; ARGV: owner, ttl, maxlen, k, d.
+# Appends the terminal event only if the turn is still the owner's, the owner is not alive and
+# the stream has no terminal event yet: exactly one terminal event, whoever writes it.
+_END_IF_LOST = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'k' then
+      local kind = fields[i + 1]
+      if kind == 'final' or kind == 'error' or kind == 'cancelled' then return 0 end
+    end
+  end
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'k', ARGV[4], 'd', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class LostWorkers:
+    """Ends turns whose worker died: :meth:`check` of a gateway's silent turns, one or two
+    pipelined round trips, plus one script call per turn found lost."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = "parley", ttl: int = 3600) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._ttl = ttl
+        self._end = client.register_script(_END_IF_LOST)
+
+    async def check(self, turn_ids: list[str]) -> list[str]:
+        """The turns among ``turn_ids`` that were ended now with ``worker_lost``."""
+        if not turn_ids:
+            return []
+        owners: list[Any] = await self._redis.mget([owner_key(self._prefix, t) for t in turn_ids])
+        taken = {
+            t: (o.decode() if isinstance(o, bytes) else str(o))
+            for t, o in zip(turn_ids, owners, strict=True)
+            if o is not None
+        }
+        if not taken:
+            return []
+        workers = sorted(set(taken.values()))
+        alive: list[Any] = await self._redis.mget([alive_key(self._prefix, w) for w in workers])
+        dead = {w for w, a in zip(workers, alive, strict=True) if a is None}
+        ended = []
+        fields = entry_fields("error", WORKER_LOST)
+        for turn_id, worker in taken.items():
+            if worker not in dead:
+                continue
+            keys = [turn_key(self._prefix, turn_id), owner_key(self._prefix, turn_id),
+                    alive_key(self._prefix, worker)]
+            args = [worker, self._ttl, MAX_EVENTS, fields["k"], fields["d"]]
+            if await self._end(keys=keys, args=args):
+                ended.append(turn_id)
+        return ended

@@ -4,6 +4,7 @@ watcher) and remembered by the watcher so it is not announced twice."""
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import unicodedata
@@ -29,11 +30,20 @@ _SAFE = re.compile(r"[^\w.\- ()]+", re.UNICODE)
 
 def safe_name(filename: str) -> str:
     """A blob-path-safe version of an untrusted file name: no directories, no control or
-    path characters, normalised unicode, at most 200 characters, never empty or dot-only."""
+    path characters, normalised unicode, at most 200 characters, never empty or dot-only.
+
+    A name that had to be changed gets 8 hex digits of a hash of the name before its extension
+    (``a:b.pdf`` -> ``a_b-<hash>.pdf``), so two different names never end up as one stored
+    name, where the second upload would silently replace the first; the same name always
+    maps to the same stored name (a new upload of it is a new version)."""
     base = unicodedata.normalize("NFC", filename.replace("\\", "/")).split("/")[-1]
     cleaned = _SAFE.sub("_", base).strip(" .")[:200]
     if not cleaned or set(cleaned) <= {"_", "."}:
         raise Reject(f"unusable file name {filename!r}", reason="bad_filename")
+    if cleaned != base:
+        stem, ext = posixpath.splitext(cleaned)
+        tag = hashlib.sha256(base.encode()).hexdigest()[:8]
+        cleaned = f"{stem[: 200 - len(ext) - 9]}-{tag}{ext}"
     return cleaned
 
 

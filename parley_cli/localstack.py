@@ -24,23 +24,29 @@ from pathlib import Path
 from parley.errors import ParleyError
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Ask a process to exit (SIGTERM) and wait; kill it if it does not within ``grace`` s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Server:
     name: str
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    port: int = 0
 
     def stop(self, grace: float = 10.0) -> None:
         """Ask the server to exit and wait; kill it if it does not within ``grace`` seconds."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace)
 
 
 def free_port() -> int:
@@ -71,6 +77,7 @@ def _spawn(
     url: str,
     timeout: float,
     env: dict[str, str] | None = None,
+    port: int = 0,
 ) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{name}.log"
@@ -83,7 +90,7 @@ def _spawn(
         env={**os.environ, **(env or {})},
         start_new_session=True,  # Ctrl-C in the terminal reaches us, not the server directly
     )
-    server = Server(name, url, process, log_path)
+    server = Server(name, url, process, log_path, port)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -125,15 +132,22 @@ def redis_binary() -> str:
     return str(path)
 
 
-def start_redis(workdir: Path, port: int | None = None, timeout: float = 15.0) -> Server:
-    """A private Redis-compatible server (no persistence) on 127.0.0.1."""
+def start_redis(
+    workdir: Path, port: int | None = None, timeout: float = 15.0, *, persist: bool = False
+) -> Server:
+    """A private Redis-compatible server on 127.0.0.1. ``persist``: an append-only file under
+    ``workdir`` (fsync every second), so a restart keeps queues and document status; without,
+    nothing is saved."""
     port = port or free_port()
+    workdir = workdir.resolve()  # the server runs with workdir as cwd: a relative --dir fails
     argv = [
         redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(workdir),
+        "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
+        "--dir", str(workdir),
     ]
     return _spawn(
-        "redis", argv, workdir, lambda: _port_open(port), f"redis://127.0.0.1:{port}/0", timeout
+        "redis", argv, workdir, lambda: _port_open(port), f"redis://127.0.0.1:{port}/0", timeout,
+        port=port,
     )
 
 
@@ -146,7 +160,7 @@ def start_chroma(workdir: Path, port: int | None = None, timeout: float = 60.0) 
     url = f"http://127.0.0.1:{port}"
     return _spawn(
         "chroma", argv, workdir, lambda: _http_ok(f"{url}/api/v2/heartbeat"), url, timeout,
-        env={"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY": "False"},
+        env={"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY": "False"}, port=port,
     )
 
 
@@ -185,5 +199,5 @@ def start_azurite(
             str(workdir / "azurite"), "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
     return _spawn(
         "azurite", argv, workdir, lambda: _port_open(port), azurite_connection_string(port),
-        timeout,
+        timeout, port=port,
     )

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -306,6 +308,7 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "feedback": cmd_feedback,
 }
+SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 SYNC_COMMANDS = {"token": cmd_token, "schemas": cmd_schemas, "up": cmd_up}
 
 
@@ -334,13 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("WARNING", json=False)
     try:
         if args.command in SYNC_COMMANDS:
-            return SYNC_COMMANDS[args.command](settings, args)
-        return asyncio.run(COMMANDS[args.command](settings, args))
+            code = SYNC_COMMANDS[args.command](settings, args)
+        else:
+            code = asyncio.run(COMMANDS[args.command](settings, args))
+        sys.stdout.flush()  # a reader gone shows here, inside this try, not at exit
+        return code
     except ParleyError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE if exc.reason.endswith("unreachable") else EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`parley status --json | head`): stop quietly, as a shell
+        # tool does on SIGPIPE. Stdout now points at /dev/null, so the interpreter's final
+        # flush of what is still buffered cannot complain either.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return SIGPIPE_EXIT
     except (OSError, RedisConnectionError) as exc:
         print(
             f"parley: cannot reach a service: {exc}\n"

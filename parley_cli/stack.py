@@ -8,9 +8,17 @@ writes the URLs to ``<state>/stack.env`` (read by every ``parley`` command run f
 folder), waits until the gateway answers ``/readyz``, and only then prints the portal's URL and
 how to sign in.
 
+Redis keeps an append-only file under ``<state>/redis`` (fsync every second), so stopping and
+starting ``parley up`` again keeps queues, document status and the blob watcher's listing:
+nothing ready is extracted or embedded again.
+
+Supervision: a child or server that exits on its own is said, with the end of its log, and
+started again (same port, same files) after a backoff of 0.5 s, doubling with each exit within
+a minute; the fifth exit within a minute is a crash loop, which stops the stack (exit code 1).
+
 Ctrl-C (or SIGTERM) at any moment, even while starting, stops everything in reverse order: the
 children get SIGTERM and drain for up to ``PARLEY_DRAIN_SECONDS`` (then SIGKILL), then the
-servers stop. A child that exits on its own stops the stack too, with the end of its log shown.
+servers stop.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ WORKERS = ("ingest_worker", "embed_worker")
 CHAT = ("inference_worker", "chat_gateway")
 READY_TIMEOUT = 180.0  # seconds for the gateway's /readyz (first start loads the embedder)
 LOG_TAIL_LINES = 20
+CRASH_WINDOW = 60.0  # seconds: exits within it count towards the backoff and the crash loop
+CRASH_LOOP = 5  # this many exits within the window stop the stack
+FIRST_BACKOFF = 0.5  # seconds before the first restart; doubled by each further exit
 
 
 class Stop(BaseException):
@@ -110,6 +121,16 @@ def _not_ready_why(url: str) -> str:
         return f"no answer ({exc})"
 
 
+def restart_delay(exits: list[float], now: float) -> float | None:
+    """Seconds to wait before starting again something that exited at the times ``exits``
+    (monotonic, oldest first), or None for a crash loop (``CRASH_LOOP`` exits within
+    ``CRASH_WINDOW``). Pure."""
+    recent = [t for t in exits if now - t <= CRASH_WINDOW]
+    if len(recent) >= CRASH_LOOP:
+        return None
+    return FIRST_BACKOFF * 2.0 ** max(0, len(recent) - 1)
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -119,13 +140,34 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 @dataclass
+class Unit:
+    """One supervised process: a server (Redis, Chroma) or a child (worker, gateway)."""
+
+    name: str
+    launch: Callable[[], subprocess.Popen[bytes]]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    exits: list[float] = field(default_factory=list)
+    restart_at: float | None = None  # set while waiting out the backoff
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.process = self.launch()
+        self.restart_at = None
+        return self.process
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
 class Stack:
-    """What ``parley up`` started, to be stopped in reverse order."""
+    """What ``parley up`` started, supervised, and stopped in reverse order."""
 
     state: Path
     out: TextIO = field(default=sys.stdout)
-    servers: list[localstack.Server] = field(default_factory=list)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    servers: list[Unit] = field(default_factory=list)
+    children: list[Unit] = field(default_factory=list)
 
     @property
     def logs(self) -> Path:
@@ -134,40 +176,81 @@ class Stack:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def serve(self, name: str, start: Callable[[int | None], localstack.Server]) -> str:
+        """Start a server with ``start(port)`` and supervise it; a restart reuses its port (the
+        URL the children were given). Returns its URL."""
+        first = start(None)
+        port = first.port
+        unit = Unit(name, lambda: start(port).process, first.log_path, first.process)
+        self.servers.append(unit)
+        return first.url
+
     def spawn(self, module: str, env: dict[str, str]) -> None:
         path = self.logs / f"{module}.log"
-        with path.open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-            )
-        self.children.append((module, process))
+
+        def launch() -> subprocess.Popen[bytes]:
+            with path.open("ab") as log:
+                return subprocess.Popen(
+                    [sys.executable, "-m", module],
+                    env={**os.environ, **env},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+                )
+
+        unit = Unit(module, launch, path)
+        process = unit.start()
+        self.children.append(unit)
         self.say(f"started {module} (pid {process.pid}, log {path})")
 
     def exited(self) -> tuple[str, int] | None:
-        for name, process in self.children:
-            if process.poll() is not None:
-                return name, int(process.returncode)
+        for unit in self.servers + self.children:
+            if unit.process is not None and unit.process.poll() is not None:
+                return unit.name, int(unit.process.returncode)
         return None
 
-    def report_exit(self, name: str, code: int) -> None:
-        self.say(f"\n{name} exited with code {code}; the end of {self.logs / name}.log:")
-        self.say(log_tail(self.logs / f"{name}.log"))
+    def report_exit(self, unit: Unit) -> None:
+        assert unit.process is not None
+        self.say(f"\n{unit.name} exited with code {unit.process.returncode}; "
+                 f"the end of {unit.log_path}:")
+        self.say(log_tail(unit.log_path))
+
+    def supervise(self, now: float) -> str | None:
+        """One round: say what exited and schedule its restart; start what is due. Returns
+        why the stack must stop (a crash loop), else None."""
+        for unit in self.servers + self.children:
+            if unit.restart_at is None:
+                if unit.running or unit.process is None:
+                    continue
+                self.report_exit(unit)
+                unit.exits.append(now)
+                delay = restart_delay(unit.exits, now)
+                if delay is None:
+                    return (f"{unit.name} exited {CRASH_LOOP} times within "
+                            f"{CRASH_WINDOW:.0f} s: stopping (see {unit.log_path})")
+                unit.restart_at = now + delay
+                self.say(f"restarting {unit.name} in {delay:g} s")
+            elif now >= unit.restart_at:
+                try:
+                    process = unit.start()
+                except ParleyError as exc:  # a server that could not start: counts as an exit
+                    self.say(f"{unit.name} did not start again: {exc}")
+                    unit.restart_at = None
+                    continue
+                self.say(f"restarted {unit.name} (pid {process.pid})")
+        return None
 
     def wait_ready(self, url: str, timeout: float, stopping: Callable[[], bool]) -> bool:
-        """Poll ``url`` until 200; False when a child exits, we are stopped, or time runs out
-        (having said which)."""
+        """Poll ``url`` until 200; False when we are stopped, something crash-loops, or time
+        runs out (having said which). What exits meanwhile is restarted."""
         deadline = time.monotonic() + timeout
         told = time.monotonic()
         while time.monotonic() < deadline and not stopping():
             if _get(url, timeout=2.0) is not None:
                 return True
-            gone = self.exited()
-            if gone is not None:
-                self.report_exit(*gone)
+            failed = self.supervise(time.monotonic())
+            if failed is not None:
+                self.say(failed)
                 return False
             if time.monotonic() - told > 15:
                 self.say(f"  still waiting for the gateway: {_not_ready_why(url)}")
@@ -181,22 +264,25 @@ class Stack:
     def stop(self, drain_seconds: float) -> None:
         """SIGTERM the children (newest first), wait for them to drain, kill the stragglers,
         then stop the servers. Safe to call more than once."""
-        running = [(n, p) for n, p in reversed(self.children) if p.poll() is None]
-        if running or self.servers:
+        running = [u for u in reversed(self.children) if u.running]
+        if running or any(u.running for u in self.servers):
             self.say("stopping ...")
-        for _name, process in running:
-            process.send_signal(signal.SIGTERM)
+        for unit in running:
+            assert unit.process is not None
+            unit.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + drain_seconds + 5
-        for name, process in running:
+        for unit in running:
+            assert unit.process is not None
             try:
-                process.wait(max(0.1, deadline - time.monotonic()))
+                unit.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(f"{name} did not stop in time: killed")
-                process.kill()
-                process.wait()
+                self.say(f"{unit.name} did not stop in time: killed")
+                unit.process.kill()
+                unit.process.wait()
         self.children.clear()
-        for server in reversed(self.servers):
-            server.stop()
+        for unit in reversed(self.servers):
+            if unit.process is not None:
+                localstack.stop_process(unit.process)
         self.servers.clear()
 
 
@@ -213,13 +299,13 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
             stack.say(f"parley up: {problem}")
             return 1
 
-    starting = True
+    interruptible = True  # while starting (or restarting a server), Ctrl-C raises Stop
     stopping = False
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if starting:
+        if interruptible:
             raise Stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -234,14 +320,14 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
         }
         if "PARLEY_REDIS_URL" not in os.environ:
             stack.say("starting redis ...")
-            redis = localstack.start_redis(state / "redis")
-            stack.servers.append(redis)
-            env["PARLEY_REDIS_URL"] = redis.url
+            env["PARLEY_REDIS_URL"] = stack.serve(
+                "redis", lambda port: localstack.start_redis(state / "redis", port, persist=True)
+            )
         if "PARLEY_CHROMA_URL" not in os.environ:
             stack.say("starting chroma ...")
-            chroma = localstack.start_chroma(state)
-            stack.servers.append(chroma)
-            env["PARLEY_CHROMA_URL"] = chroma.url
+            env["PARLEY_CHROMA_URL"] = stack.serve(
+                "chroma", lambda port: localstack.start_chroma(state, port)
+            )
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         settings = Settings(_env_file=str(env_file))
         for module in WORKERS + (CHAT if with_chat else ()):
@@ -259,11 +345,14 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
                       "a few seconds longer.")
         stack.say("Ingest from another terminal in this folder: parley ingest FILE... --wait")
         stack.say("Ctrl-C stops everything.\n")
-        starting = False
+        interruptible = False
         while not stopping:
-            gone = stack.exited()
-            if gone is not None:
-                stack.report_exit(*gone)
+            # A restart of a server waits for it to listen (seconds): interruptible meanwhile.
+            interruptible = True
+            failed = stack.supervise(time.monotonic())
+            interruptible = False
+            if failed is not None:
+                stack.say(failed)
                 code = 1
                 break
             time.sleep(0.5)
@@ -273,7 +362,7 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
         stack.say(f"parley up: {exc}")
         code = 1
     finally:
-        starting = False  # a second Ctrl-C now only marks us as stopping: let the drain finish
+        interruptible = False  # a second Ctrl-C now only marks us as stopping: let the drain end
         stack.stop(Settings(_env_file=None).drain_seconds)
         env_file.unlink(missing_ok=True)
         for sig, handler in previous.items():

@@ -168,6 +168,22 @@ async def test_event_grid_event_from_another_system_is_ingested(pipeline: Pipeli
     assert status.filename == "external.pdf"
 
 
+async def test_a_request_for_a_missing_blob_ends_failed_not_found(pipeline: Pipeline) -> None:
+    broker = pipeline.clients.brokers.for_queue(pipeline.settings.queues.ingest)
+    path = f"{pipeline.tenant}/never-uploaded.pdf"
+    await broker.publish(pipeline.settings.queues.ingest.name, dump(IngestRequest(path=path)))
+    doc = document_id(pipeline.tenant, path)
+    status = (await pipeline.wait([doc]))[doc]
+    assert (status.stage, status.reason) == (Stage.FAILED, "not_found")
+    assert status.filename == "never-uploaded.pdf" and "upload it again" in (status.message or "")
+    # A BlobCreated event overtaken by the blob's delete (no record) stays ignored.
+    late = IngestRequest(path=f"{pipeline.tenant}/deleted.pdf", sequencer="0" * 31 + "1")
+    await broker.publish(pipeline.settings.queues.ingest.name, dump(late))
+    await asyncio.sleep(1.0)
+    assert await pipeline.clients.status.get(pipeline.tenant, document_id(
+        pipeline.tenant, late.path)) is None
+
+
 async def test_out_of_order_events_use_the_sequencer(pipeline: Pipeline) -> None:
     doc = await pipeline.upload("order.pdf", documents.text_pdf([ALPHA]))
     status = (await pipeline.wait([doc]))[doc]

@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import ResponseError
 
+from parley import lua
 from parley.broker import DeadLetter, Message
 from parley.ids import MessageId
 from parley.keys import Keys
@@ -43,39 +44,12 @@ _HEADER = b"h:"
 log = structlog.get_logger(__name__)
 
 # Moves due delayed retries into the stream. KEYS: zset, stream; ARGV: now, prefix of hash keys.
-_PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, id in ipairs(due) do
-  local key = ARGV[2] .. id
-  local fields = redis.call('HGETALL', key)
-  if #fields > 0 then
-    redis.call('XADD', KEYS[2], '*', unpack(fields))
-  end
-  redis.call('DEL', key)
-  redis.call('ZREM', KEYS[1], id)
-end
-return #due
-"""
+_PROMOTE = lua.script(__package__, "redis_promote.lua")
 
 
 # Moves one dead letter back into the stream, atomically (two replays of one id add it once).
 # KEYS: dead stream, stream; ARGV: dead letter id. Returns 1 if moved, 0 if not there.
-_REPLAY = """
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if #found == 0 then return 0 end
-local fields = found[1][2]
-local keep = {}
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if name == 'body' or string.sub(name, 1, 2) == 'h:' then
-    keep[#keep + 1] = name
-    keep[#keep + 1] = fields[i + 1]
-  end
-end
-redis.call('XADD', KEYS[2], '*', unpack(keep))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return 1
-"""
+_REPLAY = lua.script(__package__, "redis_replay.lua")
 
 
 def _fields(
@@ -95,6 +69,10 @@ def _headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
         for k, v in fields.items()
         if k.startswith(_HEADER)
     }
+
+
+def _no_group(exc: ResponseError) -> bool:
+    return str(exc).startswith("NOGROUP")
 
 
 class RedisBroker:
@@ -130,6 +108,7 @@ class RedisBroker:
         return self._leases.get(queue, self._default_lease)
 
     async def _ensure_group(self, queue: str) -> None:
+        """Create the queue's group (and stream) once per process; again after a NOGROUP."""
         if queue in self._groups:
             return
         try:
@@ -160,6 +139,20 @@ class RedisBroker:
 
     # receiving ----------------------------------------------------------------------------------
     async def receive(self, queue: str, *, max_messages: int, wait: float) -> list[Message]:
+        try:
+            return await self._receive(queue, max_messages, wait)
+        except ResponseError as exc:
+            if not _no_group(exc):
+                raise
+        # Redis restarted without its data (or failed over to a replica that lacks the group):
+        # the group is created again from the start of the stream, so entries posted since the
+        # restart (the blob watcher's, a reconcile's) are delivered. Another consumer may have
+        # recreated it first (BUSYGROUP is fine).
+        self._groups.discard(queue)
+        log.warning("consumer_group_recreated", queue=queue, group=GROUP)
+        return await self._receive(queue, max_messages, wait)
+
+    async def _receive(self, queue: str, max_messages: int, wait: float) -> list[Message]:
         await self._ensure_group(queue)
         key = self.stream_key(queue)
         await self._promote(
@@ -221,8 +214,12 @@ class RedisBroker:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                # Settled or not, stop refreshing the lease: a delivery whose settle failed
+                # (Redis down) is redelivered after the lease unless a later settle lands.
+                self._release(message)
 
     async def retry(self, message: Message, *, delay: float) -> None:
         key = self.stream_key(message.queue)
@@ -233,8 +230,10 @@ class RedisBroker:
             pipe.zadd(self._keys.delayed(message.queue), {token: time.time() + max(0.0, delay)})
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                self._release(message)  # as in ack()
 
     async def dead_letter(self, message: Message, *, reason: str) -> None:
         key = self.stream_key(message.queue)
@@ -252,8 +251,10 @@ class RedisBroker:
             pipe.xadd(dead, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
-            await pipe.execute()
-        self._release(message)
+            try:
+                await pipe.execute()
+            finally:
+                self._release(message)  # as in ack()
 
     # inspection ---------------------------------------------------------------------------------
     async def depth(self, queue: str) -> int:
@@ -340,5 +341,12 @@ class RedisBroker:
                         message_ids=list(held),
                         justid=True,
                     )
+                except ResponseError as exc:
+                    if not _no_group(exc):
+                        log.warning("lease_refresh_failed", queue=queue, error=str(exc))
+                        continue
+                    # The group is gone with Redis' data: so are these entries. Nothing to keep;
+                    # settling them later is harmless (XACK/XDEL of unknown ids do nothing).
+                    held.clear()
                 except Exception as exc:  # a blip must not kill the keeper; next round retries
                     log.warning("lease_refresh_failed", queue=queue, error=str(exc))

@@ -32,6 +32,7 @@ from parley.settings import QueueSettings
 
 Handler = Callable[[Message], Awaitable[None]]
 GiveUp = Callable[[Message, str], Awaitable[None]]
+SETTLE_TRIES = 6  # about 0.5+1+2+4+5 s of backoff: a Redis restart or failover
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,8 @@ class Consumer:
         # every running task costs O(concurrency) (200 turns -> 400 callback edits per turn).
         self._slot_freed = asyncio.Event()
         self.idle = asyncio.Event()
+        # False from a failed receive (broker down) until one succeeds: the worker's /readyz.
+        self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain. Receive errors (broker down) are logged and
@@ -115,8 +118,10 @@ class Consumer:
                     name, max_messages=free, wait=self.receive_wait
                 )
                 failures = 0
+                self.ready = True
             except Exception as exc:
                 failures += 1
+                self.ready = False
                 delay = backoff(failures, base=0.5, cap=10.0)
                 log.error("receive_failed", queue=name, error=str(exc), retry_in=round(delay, 2))
                 await _sleep_or_stop(delay, stop)
@@ -132,6 +137,11 @@ class Consumer:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_freed.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # _handle logs and settles every handler outcome; this is a failure of its own
+            # (a settle given up on, a logging error): said here, never left unretrieved.
+            log.error("handling_failed", queue=self.queue.name, task=task.get_name(),
+                      error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
     async def drain(self) -> None:
         if not self._tasks:
@@ -176,7 +186,7 @@ class Consumer:
                 delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
                 await self._retry(message, exc, delay)
             else:
-                await self.broker.ack(message)
+                await self._settle("ack", lambda: self.broker.ack(message))
                 self.stats.handled += 1
                 metrics.MESSAGES_HANDLED.labels(name).inc()
                 log.info("handled", seconds=round(time.monotonic() - started, 3))
@@ -212,13 +222,30 @@ class Consumer:
         log.warning(
             "retrying", error=error, retry_in=round(delay, 2), exc_info=not isinstance(exc, Retry)
         )
-        await self.broker.retry(message, delay=delay)
+        await self._settle("retry", lambda: self.broker.retry(message, delay=delay))
         self.stats.retried += 1
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
-        await self.broker.dead_letter(message, reason=reason)
+        await self._settle("dead_letter", lambda: self.broker.dead_letter(message, reason=reason))
         self.stats.dead_lettered += 1
         metrics.MESSAGES_DEAD_LETTERED.labels(message.queue).inc()
+
+
+    async def _settle(self, action: str, settle: Callable[[], Awaitable[None]]) -> None:
+        """Run a settle, again with backoff while the broker is unreachable (a Redis restart
+        takes seconds), for up to ``SETTLE_TRIES`` tries. Given up on, the delivery is left to
+        its lease and delivered again (the handler is idempotent); never raised."""
+        for attempt in range(1, SETTLE_TRIES + 1):
+            try:
+                await settle()
+                return
+            except Exception as exc:
+                last = attempt == SETTLE_TRIES
+                log.warning("settle_failed", action=action, error=f"{type(exc).__name__}: {exc}",
+                            tries=attempt, given_up=last)
+                if last:
+                    return
+                await asyncio.sleep(backoff(attempt, base=0.5, cap=5.0))
 
 
 def _trace_id(traceparent: str | None) -> str | None:

@@ -1,5 +1,6 @@
 """The worker's HTTP port: ``/metrics`` (Prometheus text), ``/healthz`` (the event loop answers)
-and ``/readyz`` (its consumers are running). A tiny asyncio HTTP/1.0 responder, so a worker needs
+and ``/readyz`` (every consumer can receive: 503 from a failed receive, e.g. Redis down, until
+one succeeds again). A tiny asyncio HTTP/1.0 responder, so a worker needs
 no web framework."""
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ async def serve_health(
             elif path.startswith("/healthz"):
                 status, body, kind = "200 OK", b"ok\n", "text/plain"
             elif path.startswith("/readyz"):
-                ready = bool(consumers)
+                # Runnables without a ``ready`` flag (the blob watcher) do not decide.
+                ready = bool(consumers) and all(getattr(c, "ready", True) for c in consumers)
                 status = "200 OK" if ready else "503 Service Unavailable"
                 body, kind = (b"ready\n" if ready else b"starting\n"), "text/plain"
             else:

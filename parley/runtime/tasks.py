@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
+
 CANCEL_AGAIN_AFTER = 0.5  # seconds
+
+log = structlog.get_logger(__name__)
 
 
 async def stop(task: asyncio.Task[Any] | None) -> None:
@@ -20,3 +24,15 @@ async def stop(task: asyncio.Task[Any] | None) -> None:
         await asyncio.wait({task}, timeout=CANCEL_AGAIN_AFTER)
     if task is not None and not task.cancelled():
         task.exception()  # retrieved: a failure was already logged by the task's owner
+
+
+def log_failure(task: asyncio.Task[Any]) -> None:
+    """A done callback for a background task nobody awaits: its exception, if any, is logged
+    as a structured ``background_task_failed`` event (with the task's name) and retrieved, so
+    asyncio never reports "Task exception was never retrieved"."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("background_task_failed", task=task.get_name(),
+                  error=f"{type(exc).__name__}: {exc}", exc_info=exc)

@@ -260,6 +260,18 @@ class ChromaStore:
                 return out
             offset += _PAGE
 
+    async def existing(self, tenant: TenantId, chunk_ids: Sequence[ChunkId]) -> set[str]:
+        if not chunk_ids:
+            return set()
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return set()
+        try:
+            found = await collection.get(ids=list(chunk_ids), include=[])
+        except Exception as exc:
+            raise _transient(exc) from exc
+        return set(found["ids"])
+
     # maintenance (maintenance_worker) ----------------------------------------------------------
     async def models(self, tenant: TenantId) -> list[str]:
         """The embedding models the tenant has a collection for (this store's included)."""

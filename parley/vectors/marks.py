@@ -9,14 +9,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from parley import lua
 from parley.keys import Keys
 
-_CLEAR = """
-if (redis.call('HGET', KEYS[1], ARGV[1]) or '') == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1]) return 1
-end
-return 0
-"""
+_CLEAR = lua.script(__package__, "marks_clear.lua")
 
 
 class WriteMarks:

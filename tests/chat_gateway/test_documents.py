@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import re
 import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -214,12 +215,27 @@ async def test_the_bytes_decide_the_type_and_names_cannot_escape(make_api: MakeA
         sneaky = await api.upload("../../../etc/<img src=x onerror=alert(1)>.pdf", PDF)
         assert docx.status_code == sneaky.status_code == 201
         assert docx.json()["path"] == f"{ACME}/minutes.docx"
-        assert sneaky.json()["path"] == f"{ACME}/_img src_x onerror_alert(1)_.pdf"
+        # changed to be safe, so tagged with a hash of the name (see the next test)
+        assert re.fullmatch(rf"{ACME}/_img src_x onerror_alert\(1\)_-[0-9a-f]{{8}}\.pdf",
+                            sneaky.json()["path"])
         # shown as typed (the portal renders it as text), stored under a safe path
         assert sneaky.json()["document"]["filename"] == "<img src=x onerror=alert(1)>.pdf"
         paths = sorted([b.path async for b in api.blobs.list()])
         assert paths == sorted([docx.json()["path"], sneaky.json()["path"]])
         assert all(p.startswith(f"{ACME}/") and ".." not in p for p in paths)
+
+
+async def test_names_made_safe_alike_are_stored_apart(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        dots = await api.upload("....pdf", PDF)
+        spaces = await api.upload("  .pdf", PDF)
+        again = await api.upload("....pdf", PDF)
+        assert dots.status_code == spaces.status_code == again.status_code == 201
+        # Both would be "pdf.pdf" once made safe: neither may replace the other...
+        assert dots.json()["path"] != spaces.json()["path"]
+        # ...while the same name uploaded again is the same document (a new version).
+        assert again.json()["path"] == dots.json()["path"]
+        assert len([b async for b in api.blobs.list()]) == 2
 
 
 async def test_other_types_empty_files_and_bad_names_are_refused(make_api: MakeApi) -> None:

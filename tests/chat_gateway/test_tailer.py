@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from chat_gateway.tailer import TurnTailer
-from parley.turnstream import TurnWriter
+from parley.runtime import tasks
+from parley.runtime.heartbeat import Heartbeat
+from parley.turnstream import LostWorkers, TurnWriter, alive_key, owner_key
 
 
 @pytest.fixture
@@ -66,3 +69,68 @@ async def test_two_readers_of_one_turn_from_different_offsets(client: aioredis.R
     assert await asyncio.wait_for(early, 10) == ["a", "b", "end"]
     assert await asyncio.wait_for(late, 10) == ["b", "end"]
     await tailer.close()
+
+
+async def _lost_turn(
+    client: aioredis.Redis, *, worker_dies: bool, silent_for: float
+) -> tuple[list[str], float]:
+    """A turn taken by a worker (owner key + heartbeat) that writes a token and then goes
+    silent; the worker's process dies (its heartbeat stops without deleting its key, as a
+    SIGKILL leaves it) or keeps beating. Returns the events read and when the last came."""
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix)
+    turn_id = uuid.uuid4().hex
+    worker_id = f"w-{uuid.uuid4().hex[:6]}"
+    heartbeat = Heartbeat(client, alive_key(prefix, worker_id))
+    await heartbeat.start()
+    await client.set(owner_key(prefix, turn_id), worker_id)
+    writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
+    await writer.emit("token", {"text": "half an ans"})
+    kinds: list[str] = []
+
+    async def read() -> None:
+        async for event in tailer.tail(turn_id, idle_timeout=30):
+            kinds.append(str(event.data.get("code", event.kind)))
+
+    reader = asyncio.create_task(read())
+    started = asyncio.get_running_loop().time()
+    if worker_dies:
+        await tasks.stop(heartbeat._task)  # the beating stops; the key is left to expire
+    try:
+        await asyncio.wait_for(asyncio.shield(reader), silent_for)
+    except TimeoutError:
+        await writer.emit("final", {"text": "half an answer"})  # the live worker's end
+        await asyncio.wait_for(reader, 5)
+    took = asyncio.get_running_loop().time() - started
+    await heartbeat.close()
+    await tailer.close()
+    return kinds, took
+
+
+async def test_a_dead_workers_turn_ends_worker_lost_within_five_seconds(
+    client: aioredis.Redis,
+) -> None:
+    kinds, took = await _lost_turn(client, worker_dies=True, silent_for=10)
+    assert kinds == ["token", "worker_lost"]
+    assert took < 5.0, took
+
+
+async def test_a_silent_but_living_worker_is_not_declared_lost(client: aioredis.Redis) -> None:
+    kinds, _ = await _lost_turn(client, worker_dies=False, silent_for=6)
+    assert kinds == ["token", "final"]
+
+
+async def test_worker_lost_is_written_once_and_never_after_a_terminal_event(
+    client: aioredis.Redis,
+) -> None:
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    lost = LostWorkers(client, prefix=prefix)
+    ended, finished = uuid.uuid4().hex, uuid.uuid4().hex
+    for turn_id in (ended, finished):
+        await client.set(owner_key(prefix, turn_id), "gone-worker")  # no heartbeat at all
+        await TurnWriter(client, turn_id, prefix=prefix).emit("token", {"text": "x"})
+    await TurnWriter(client, finished, prefix=prefix).emit("final", {"text": "x"})
+    assert await lost.check([ended, finished, uuid.uuid4().hex]) == [ended]
+    assert await lost.check([ended, finished]) == []  # already ended: nothing twice
+    entries: Any = await client.xrange(f"{prefix}:turn:{ended}")
+    assert [fields[b"k"] for _id, fields in entries] == [b"token", b"error"]

@@ -61,9 +61,11 @@ class StandIn:
         self.model_id, self.dimensions = real.model_id, real.dimensions
         self.max_tokens, self.tokenizer = real.max_tokens, real.tokenizer
         self.calls: list[float] = []
+        self.texts: list[int] = []  # texts per call
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.calls.append(time.monotonic())
+        self.texts.append(len(texts))
         if len(self.calls) == 1:
             await self.before()
         return await self.real.embed(texts)
@@ -460,3 +462,28 @@ async def test_a_failed_cleanup_is_logged(bench: Bench) -> None:
         await asyncio.wait_for(handler.close(), 10)
     [failed] = [e for e in logs if e["event"] == "cleanup_failed"]
     assert "connection refused" in failed["error"] and failed["log_level"] == "warning"
+
+
+async def test_batches_rederived_after_redis_lost_its_data_embed_only_what_chroma_lacks(
+    bench: Bench,
+) -> None:
+    first, last = parts = bench.version("v1", 6)  # sizes 4, 2
+    await bench.chunked(parts)
+    await bench.handler()(message(first))  # in Chroma; then Redis loses every key
+    bench.prefix = f"e{uuid.uuid4().hex[:8]}"
+    bench.status = StatusStore(bench.redis, prefix=bench.prefix)
+
+    async def nothing() -> None:
+        pass
+
+    counting = StandIn(bench.local, nothing)
+    await bench.chunked(parts)  # the blob watcher's re-post, extracted and chunked again
+    handler = bench.handler(counting)
+    await handler(message(first))
+    assert counting.texts == []  # all four chunks were stored: nothing embedded again
+    await handler(message(last))
+    assert counting.texts == [2]  # only the chunks Chroma lacked
+    status = await bench.get()
+    assert (status.stage, status.version, status.chunks_done) == (Stage.READY, "v1", 6)
+    stored = await bench.chroma.ids(bench.tenant, bench.doc)
+    assert len(stored) == len(set(stored)) == 6

@@ -134,3 +134,20 @@ def test_files_finds_documents_in_folders_and_rejects_missing(tmp_path: Path) ->
     assert [(p.name, folder) for p, folder in found] == [("y.docx", "b"), ("x.PDF", "")]
     with pytest.raises(ParleyError):
         _files([str(tmp_path / "missing.pdf")])
+
+
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``parley schemas | head -0``: the reader is gone before the first write."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "parley_cli.main", "schemas"], cwd=tmp_path,
+            env=env_of(Settings()), stdout=write, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == 141  # as a shell reports a command ended by SIGPIPE

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from parley_cli.localstack import free_port
-from parley_cli.stack import port_problem
+from parley_cli.stack import port_problem, restart_delay
 
 
 def env_for(port: int) -> dict[str, str]:
@@ -36,11 +36,12 @@ def env_for(port: int) -> dict[str, str]:
 class Up:
     """``parley up`` in ``folder``; its output lines are collected as they come."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, *options: str) -> None:
         self.folder = folder
         self.port = port
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "parley_cli.main", "up", "--state", str(folder / "state")],
+            [sys.executable, "-u", "-m", "parley_cli.main", "up", "--state", str(folder / "state"),
+             *options],
             cwd=folder, env=env_for(port), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )
@@ -74,9 +75,15 @@ class Up:
         return code
 
     def kill(self) -> None:
+        """Stop it (a test failed midway): Ctrl-C first, so that it stops its servers and
+        workers too; SIGKILL only if that does not end it."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -172,3 +179,12 @@ def test_ctrl_c_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     assert up.lines[-1] == "stopped."
     assert "Parley is up" not in up.output
     assert processes_mentioning(str(tmp_path / "state")) == []
+
+
+def test_restart_backoff_doubles_and_five_exits_in_a_minute_are_a_crash_loop() -> None:
+    assert restart_delay([100.0], 100.0) == 0.5
+    assert restart_delay([100.0, 101.0], 101.0) == 1.0
+    assert restart_delay([100.0, 101.0, 103.0, 107.0], 107.0) == 4.0
+    assert restart_delay([100.0, 101.0, 103.0, 107.0, 115.0], 115.0) is None
+    # Exits older than the window are forgiven: a child that ran for a while starts afresh.
+    assert restart_delay([10.0, 20.0, 30.0, 40.0, 200.0], 200.0) == 0.5

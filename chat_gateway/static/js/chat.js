@@ -396,6 +396,12 @@ export class ChatView extends EventTarget {
         this.finish(turn, "stopped");
         return;
       case "error":
+        if (event.code === "going_away" && turn.turn_id) {
+          // The server is shutting down: the socket reconnects (to another replica) and
+          // onReady resumes the turn from the last offset seen.
+          this.say("The server is restarting: the answer will resume…");
+          return;
+        }
         this.finish(turn, "error", event);
         return;
       default:

@@ -1,0 +1,3 @@
+-- KEYS: attached key; ARGV: owner. Deletes the hold only if it is ours.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0

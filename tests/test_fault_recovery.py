@@ -1,0 +1,151 @@
+"""The fault suite: real servers and real worker processes broken on purpose; every part must
+recover by itself, losing and doubling nothing, and re-embedding nothing Chroma holds.
+
+- Redis killed mid-ingest and started again on its port, with its data (append-only file) and
+  without (a failover to an empty replica): every document ends ready with no worker
+  restarted, the workers report not ready while Redis is down and ready again after;
+- ``parley up``: a worker killed is back within 5 s and the work completes; Redis killed is
+  started again by the stack; ``parley up`` stopped and started again on a ready corpus embeds
+  no chunk again.
+
+Workers killed as separate processes: tests/test_faults.py. A gateway stopped with answers
+streaming on both faces: tests/chat_gateway/test_drain.py. A worker lost mid-answer:
+tests/chat_gateway/test_tailer.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from parley.ids import DocumentId, document_id
+from parley.status import Stage, StatusStore
+from parley_cli.localstack import free_port
+from tests.faultstack import TENANT, corpus, fault_stack
+from tests.parley_cli.test_stack import Up, processes_mentioning
+
+
+async def _until(check: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "not within the time limit"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep_data", [True, False], ids=["with-data", "without-data"])
+async def test_redis_killed_mid_ingest_every_document_ends_ready_without_restarts(
+    tmp_path: Path, chroma_url: str, keep_data: bool
+) -> None:
+    async with fault_stack(tmp_path, chroma_url, persist=keep_data) as stack:
+        await stack.upload(corpus(12))
+        await _until(lambda: all(stack.ready(m) for m in ("ingest_worker", "embed_worker")), 120)
+        deadline = time.monotonic() + 180
+        while (await stack.stages())[Stage.READY.value] < 2:
+            assert time.monotonic() < deadline, await stack.stages()
+            await asyncio.sleep(0.1)
+        print("\nat the kill:", dict(await stack.stages()))
+        stack.redis_down(keep_data=keep_data)
+        # A worker notices at its next receive (within a second or two): not ready.
+        await _until(lambda: stack.ready("ingest_worker") is False
+                     and stack.ready("embed_worker") is False, 10)
+        stack.redis_up()
+        took = await stack.wait_ready(300)
+        await _until(lambda: stack.ready("ingest_worker") and stack.ready("embed_worker"), 10)
+        outcome = await stack.outcome()
+        print(f"all ready {took:.1f} s after Redis came back; {outcome}")
+        assert dict(stack.incarnations) == {"ingest_worker": 1, "embed_worker": 1}
+        assert all(p.poll() is None for p in stack.workers.values())
+    assert outcome.lost == 0 and outcome.ready == 12
+    assert outcome.duplicated == 0
+    # Only batches in flight at the kill may be embedded twice (a batch embedded whose upsert
+    # failed); the work re-derived from the blobs embeds nothing Chroma already holds.
+    assert outcome.embedded_again <= 2 * stack.settings.embed_batch_size, outcome
+
+
+def _statuses_ready(url: str, ids: list[DocumentId]) -> bool:
+    async def check() -> bool:
+        client = aioredis.Redis.from_url(url)
+        try:
+            status = StatusStore(client, prefix="parley")
+            for doc in ids:
+                found = await status.get(TENANT, doc)
+                if found is None or found.stage != Stage.READY:
+                    return False
+            return True
+        finally:
+            await client.aclose()
+
+    return asyncio.run(check())
+
+
+def _redis_url(up: Up) -> str:
+    env = (up.folder / "state" / "stack.env").read_text()
+    match = re.search(r"PARLEY_REDIS_URL=(\S+)", env)
+    assert match, env
+    return match.group(1)
+
+
+def _embedded(logs: Path) -> int:
+    text = (logs / "embed_worker.log").read_text(errors="replace")
+    return sum(int(n) for n in re.findall(r'"embedded": (\d+)', text))
+
+
+@pytest.mark.slow
+def test_parley_up_restarts_what_dies_and_a_restart_embeds_nothing_again(
+    tmp_path: Path,
+) -> None:
+    files = corpus(6)
+    blobs = tmp_path / "state" / "blobs" / "documents" / TENANT  # <root>/<container>/<path>
+    blobs.mkdir(parents=True)
+    ids = [document_id(TENANT, f"{TENANT}/{name}") for name in files]
+    up = Up(tmp_path, free_port(), "--no-chat")
+    logs = tmp_path / "state" / "logs"
+    try:
+        up.wait_for(r"^Ctrl-C stops everything", 180)
+        url = _redis_url(up)
+        for name, data in files.items():  # dropped by another tool: the watcher finds them
+            (blobs / name).write_bytes(data)
+        pids = {m: int(p) for m, p in re.findall(r"started (\w+) \(pid (\d+),", up.output)}
+        time.sleep(3)
+        for module in ("ingest_worker", "embed_worker"):
+            killed = time.monotonic()
+            os.kill(pids[module], signal.SIGKILL)
+            up.wait_for(rf"^restarted {module} \(pid \d+\)", 5)
+            assert time.monotonic() - killed < 5
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        [redis_pid] = processes_mentioning(f"127.0.0.1:{port}")  # its title names its port
+        os.kill(redis_pid, signal.SIGKILL)
+        up.wait_for(r"^restarted redis \(pid \d+\)", 15)
+        deadline = time.monotonic() + 150
+        while not _statuses_ready(url, ids):
+            assert up.process.poll() is None, up.output
+            assert time.monotonic() < deadline, up.output
+            time.sleep(0.5)
+        assert "crash" not in up.output and up.process.poll() is None
+        up.process.send_signal(signal.SIGINT)
+        assert up.finish(60) == 0
+    finally:
+        up.kill()
+    embedded_first = _embedded(logs)
+    assert embedded_first > 0
+    shutil.move(logs / "embed_worker.log", logs / "embed_worker.first.log")
+
+    again = Up(tmp_path, free_port(), "--no-chat")
+    try:
+        again.wait_for(r"^Ctrl-C stops everything", 180)
+        time.sleep(6)  # a few rounds of the blob watcher and the workers
+        assert _statuses_ready(_redis_url(again), ids)
+        again.process.send_signal(signal.SIGINT)
+        assert again.finish(60) == 0
+    finally:
+        again.kill()
+    assert _embedded(logs) == 0
