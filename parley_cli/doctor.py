@@ -272,7 +272,8 @@ async def check_chat_model(settings: Settings) -> Check:
 
 def local_stack(settings: Settings) -> bool:
     """True when these settings are the running local stack's: ``parley up`` wrote its env file
-    (read by every command from the same folder) naming this Redis."""
+    (read by every command from the same folder) naming this Redis, or naming none (the stack
+    then uses ``PARLEY_REDIS_URL`` from the environment, as these settings do)."""
     env_file = settings.model_config.get("env_file")
     path = Path(str(env_file)) if isinstance(env_file, str | Path) else None
     if path is None or not path.is_file():
@@ -281,7 +282,7 @@ def local_stack(settings: Settings) -> bool:
         name, _, value = line.partition("=")
         if name.strip() == "PARLEY_REDIS_URL":
             return value.strip() == settings.redis_url
-    return False
+    return True
 
 
 async def check_maintenance(settings: Settings) -> Check:

@@ -111,6 +111,9 @@ async def test_doctor_knows_the_local_stack_runs_no_beat(
     env.write_text(f"PARLEY_BLOB_DIR=/x\nPARLEY_REDIS_URL={redis_url}\n")
     local = await doctor.check_maintenance(settings)
     assert local.outcome is doctor.Outcome.OK and "local stack" in local.detail
+    # `parley up` under PARLEY_REDIS_URL writes no Redis URL: the environment's is the stack's.
+    env.write_text("PARLEY_BLOB_DIR=/x\n")
+    assert (await doctor.check_maintenance(settings)).outcome is doctor.Outcome.OK
     # A stack file naming another Redis: these settings are not the local stack's.
     env.write_text("PARLEY_REDIS_URL=redis://elsewhere:6379/0\n")
     assert (await doctor.check_maintenance(settings)).outcome is doctor.Outcome.WARN
