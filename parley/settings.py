@@ -165,7 +165,9 @@ class Settings(BaseSettings):
     chat_context_tokens: int = 2048
     retrieval_k: int = 5
     stream_ttl_seconds: int = 3600
-    conversation_ttl_seconds: int = 7 * 24 * 3600
+    # The retention of conversations: a conversation (its list entry, transcript and history) is
+    # forgotten this long after its last turn.
+    conversation_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     history_turns: int = 6
 
     # --- gateway ------------------------------------------------------------------------------
