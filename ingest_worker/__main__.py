@@ -15,7 +15,8 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     from ingest_worker.extract.isolation import close_default_pool
     from ingest_worker.handler import IngestHandler
 
-    clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
+    # The model itself is not loaded: chunks are sized with its tokenizer alone.
+    clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=False)
     stack.push_async_callback(close_default_pool)  # closed first: no extraction outlives us
     handler = IngestHandler.from_clients(clients)
     queue = settings.queues.ingest
