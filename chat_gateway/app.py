@@ -16,7 +16,7 @@ import httpx
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from chat_gateway import documents, openai_face
+from chat_gateway import auth, documents, openai_face
 from chat_gateway.services import GatewayOptions, Services, open_services
 from chat_gateway.session import Session
 from chat_gateway.web import (
@@ -55,6 +55,8 @@ class Gateway:
         self.router.add("GET", "/healthz", self._healthz)
         self.router.add("GET", "/readyz", self._readyz)
         self.router.add("GET", "/metrics", self._metrics)
+        # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
+        self.router.add("GET", "/api/auth/config", self._auth_config)
         openai_face.install(self)
         self.documents = documents.install(self)
         if static_dir is not None and static_dir.is_dir():
@@ -71,6 +73,9 @@ class Gateway:
     async def startup(self) -> None:
         tracing.configure(self.settings, "gateway")  # OTLP export when PARLEY_OTLP_ENDPOINT set
         if self._services is None:
+            # Before connecting anything: a gateway whose sign-in settings are wrong must not
+            # start (chat_gateway.auth.problems).
+            auth.require_startable(self.settings)
             self._services = await open_services(self.settings, self.options)
         metrics.track_queue(self._services.broker, self.settings.queues.chat.name)
 
@@ -122,6 +127,9 @@ class Gateway:
     async def _healthz(self, request: Request) -> None:
         await json_response(request, 200, {"status": "alive",
                                            "uptime": round(time.time() - self.started_at, 1)})
+
+    async def _auth_config(self, request: Request) -> None:
+        await json_response(request, 200, auth.portal_config(self.settings))
 
     async def _metrics(self, request: Request) -> None:
         await respond(request, 200, await metrics.scrape(), CONTENT_TYPE_LATEST)

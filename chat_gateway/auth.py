@@ -2,11 +2,19 @@
 
 Two kinds of bearer token, tried in this order:
 
-- local tokens from ``settings.local_tokens`` (``"token:tenant,..."``), compared in constant time;
+- local tokens from ``settings.local_tokens`` (``"token:tenant,..."``), compared in constant time.
+  The built-in ``dev-token`` is accepted only when the gateway binds a loopback address or
+  ``PARLEY_ALLOW_DEV_TOKEN`` is set: a gateway on ``0.0.0.0`` ignores it;
 - on Azure, Entra ID access tokens (JWT, RS256) validated against the tenant's JWKS with PyJWT:
-  signature, issuer, audience and expiry (with a small leeway). A claim (``tid`` by default, or
-  ``groups``) is mapped to the Parley tenant: through ``entra_tenant_map`` (``"value:tenant,..."``;
-  with a list claim the first mapped value wins) or, without a map, the claim's value itself.
+  signature, issuer (the tenant's v2 ``login.microsoftonline.com/<tenant>/v2.0`` or v1
+  ``sts.windows.net/<tenant>/``), audience (the application ID URI, or the client id that v2
+  tokens carry) and expiry (with a small leeway). A claim (``tid`` by default, or ``groups``) is
+  mapped to the Parley tenant: through ``entra_tenant_map`` (``"value:tenant,..."``; with a list
+  claim the first mapped value wins) or, without a map, the claim's value itself.
+
+:func:`problems` is the startup rule, shared with ``parley doctor``: Entra ID takes both its
+tenant and its audience (the gateway refuses to start with one), and some way to sign in must
+remain. :func:`portal_config` is what the portal needs to sign in with Entra ID in the browser.
 
 The JWKS is fetched (urllib, in a thread) on first use and cached by ``PyJWKClient``; a token
 signed by an unknown key id triggers a refetch (key rotation), at most once per cooldown.
@@ -16,18 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+import structlog
 
-from parley.errors import ParleyError
+from parley.errors import ConfigError, ParleyError
 from parley.ids import TenantId
 from parley.settings import Settings
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+log = structlog.get_logger(__name__)
+DEV_TOKEN = "dev-token"  # the built-in token of the default PARLEY_LOCAL_TOKENS
+LOGIN = "https://login.microsoftonline.com"
 
 
 class AuthError(ParleyError):
@@ -65,8 +78,14 @@ def _tenant(value: str) -> TenantId:
 
 
 class LocalTokens:
-    def __init__(self, spec: str) -> None:
-        self._tokens = [(t.encode(), _tenant(tenant)) for t, tenant in parse_pairs(spec).items()]
+    def __init__(self, spec: str, *, allow_dev_token: bool = True) -> None:
+        pairs = parse_pairs(spec)
+        if not allow_dev_token:
+            pairs.pop(DEV_TOKEN, None)
+        self._tokens = [(t.encode(), _tenant(tenant)) for t, tenant in pairs.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
 
     def verify(self, token: str) -> Principal | None:
         given = token.encode()
@@ -93,8 +112,8 @@ class EntraVerifier:
         self,
         *,
         jwks_url: str,
-        issuer: str,
-        audience: str,
+        issuer: str | Sequence[str],
+        audience: str | Sequence[str],
         tenant_claim: str = "tid",
         tenant_map: Mapping[str, str] | None = None,
         leeway: float = 30.0,
@@ -106,21 +125,31 @@ class EntraVerifier:
             jwks_url, cache_jwk_set=True, lifespan=3600, timeout=10,
             cooldown_duration=refetch_cooldown,
         )
-        self._issuer = issuer
-        self._audience = audience
+        self._issuer = issuer if isinstance(issuer, str) else list(issuer)
+        self._audience = audience if isinstance(audience, str) else list(audience)
         self._claim = tenant_claim
         self._map = dict(tenant_map or {})
         self._leeway = leeway
 
     @classmethod
     def for_entra_tenant(
-        cls, tenant_id: str, audience: str, **kwargs: Any
+        cls, tenant_id: str, audience: str | Sequence[str], **kwargs: Any
     ) -> EntraVerifier:
-        base = f"https://login.microsoftonline.com/{tenant_id}"
+        """A verifier of the tenant's v1 and v2 access tokens (one signing key set)."""
         return cls(
-            jwks_url=f"{base}/discovery/v2.0/keys", issuer=f"{base}/v2.0", audience=audience,
+            jwks_url=f"{LOGIN}/{tenant_id}/discovery/v2.0/keys",
+            issuer=entra_issuers(tenant_id),
+            audience=audience,
             **kwargs,
         )
+
+    @property
+    def issuers(self) -> list[str]:
+        return [self._issuer] if isinstance(self._issuer, str) else list(self._issuer)
+
+    @property
+    def audiences(self) -> list[str]:
+        return [self._audience] if isinstance(self._audience, str) else list(self._audience)
 
     async def verify(self, token: str) -> Principal:
         try:
@@ -160,6 +189,108 @@ class EntraVerifier:
         return _tenant(str(values[0]))
 
 
+def entra_issuers(tenant_id: str) -> tuple[str, str]:
+    """The issuers of a tenant's access tokens: v2 (``requested_access_token_version = 2``) and
+    v1 (the default of an app registration)."""
+    return f"{LOGIN}/{tenant_id}/v2.0", f"https://sts.windows.net/{tenant_id}/"
+
+
+def entra_audiences(settings: Settings) -> list[str]:
+    """What the ``aud`` claim may be: the application ID URI (v1 tokens) and the client id (v2)."""
+    found = [a for a in (settings.entra_audience, settings.entra_client_id) if a]
+    return list(dict.fromkeys(found))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dev_token_allowed(settings: Settings) -> bool:
+    """The built-in dev token works only where nobody else can reach the gateway, or when a
+    development deployment says so explicitly."""
+    return settings.allow_dev_token or is_loopback(settings.gateway_host)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A sign-in setting that is wrong. ``error`` fails ``parley doctor``; ``stops`` also keeps
+    the gateway from starting (the others it works around, e.g. by ignoring the dev token)."""
+
+    severity: Literal["error", "warning"]
+    message: str
+    fix: str
+    stops: bool = False
+
+
+def problems(settings: Settings) -> list[Problem]:
+    """What is wrong with the sign-in settings (pure: no network)."""
+    found: list[Problem] = []
+    tenant, audience = bool(settings.entra_tenant_id), bool(settings.entra_audience)
+    if tenant != audience:
+        found.append(Problem(
+            "error",
+            "Entra ID is half configured: PARLEY_ENTRA_TENANT_ID and PARLEY_ENTRA_AUDIENCE go "
+            "together (with one, no token would be checked)",
+            "set both (Terraform's azure.env does) or neither",
+            stops=True,
+        ))
+    pairs = parse_pairs(settings.local_tokens.get_secret_value())
+    if DEV_TOKEN in pairs and not dev_token_allowed(settings):
+        found.append(Problem(
+            "error",
+            f"the built-in '{DEV_TOKEN}' is configured but the gateway binds "
+            f"{settings.gateway_host}: it is not accepted there",
+            "set PARLEY_LOCAL_TOKENS to your own tokens (or empty with Entra ID); on a private "
+            "dev cluster only, PARLEY_ALLOW_DEV_TOKEN=true",
+        ))
+    usable = [t for t in pairs if t != DEV_TOKEN or dev_token_allowed(settings)]
+    if not usable and not (tenant and audience):
+        found.append(Problem(
+            "error", "nobody can sign in: no local token and no Entra ID",
+            "set PARLEY_ENTRA_TENANT_ID and PARLEY_ENTRA_AUDIENCE, or PARLEY_LOCAL_TOKENS",
+            stops=True,
+        ))
+    if tenant and audience and not settings.entra_client_id:
+        found.append(Problem(
+            "warning",
+            "Entra ID checks tokens, but the portal cannot sign in in the browser (no client id)",
+            "set PARLEY_ENTRA_CLIENT_ID to the portal's app registration",
+        ))
+    return found
+
+
+def require_startable(settings: Settings) -> list[Problem]:
+    """:class:`ConfigError` when the sign-in settings must stop the gateway; else the problems
+    it works around (to be logged)."""
+    found = problems(settings)
+    fatal = [p for p in found if p.stops]
+    if fatal:
+        raise ConfigError(
+            "; ".join(p.message for p in fatal), hint="; ".join(p.fix for p in fatal)
+        )
+    return found
+
+
+def portal_config(settings: Settings) -> dict[str, Any]:
+    """What the portal needs to sign in with Entra ID (authorization code + PKCE, MSAL.js), or
+    ``{"entra": None}``: it then asks for a token. Public: nothing in it is a secret."""
+    if not (settings.entra_tenant_id and settings.entra_audience and settings.entra_client_id):
+        return {"entra": None}
+    audience = settings.entra_audience.rstrip("/")
+    return {
+        "entra": {
+            "clientId": settings.entra_client_id,
+            "authority": f"{LOGIN}/{settings.entra_tenant_id}",
+            "scopes": [f"{audience}/{settings.entra_scope}"],
+        }
+    }
+
+
 class Authenticator:
     def __init__(self, local: LocalTokens, entra: EntraVerifier | None = None) -> None:
         self.local = local
@@ -167,15 +298,22 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
+        """The gateway's authenticator; :class:`ConfigError` on a settings error (see
+        :func:`problems`), so that a misconfigured gateway does not start."""
+        for problem in require_startable(settings):
+            log.warning("auth_settings", problem=problem.message, fix=problem.fix)
         entra = None
         if settings.entra_tenant_id and settings.entra_audience:
             entra = EntraVerifier.for_entra_tenant(
                 settings.entra_tenant_id,
-                settings.entra_audience,
+                entra_audiences(settings),
                 tenant_claim=settings.entra_tenant_claim,
                 tenant_map=parse_pairs(settings.entra_tenant_map),
             )
-        return cls(LocalTokens(settings.local_tokens.get_secret_value()), entra)
+        local = LocalTokens(
+            settings.local_tokens.get_secret_value(), allow_dev_token=dev_token_allowed(settings)
+        )
+        return cls(local, entra)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The principal behind ``token``, or :class:`AuthError` with what to do about it."""

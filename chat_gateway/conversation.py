@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from parley.contracts import ChatMessage
 from parley.ids import ConversationId, TenantId
+from parley.keys import Keys
 
 # KEYS: list, seen-marker; ARGV: entry, max entries, ttl.
 _APPEND = """
@@ -37,13 +38,13 @@ class Conversations:
         self, client: aioredis.Redis, *, prefix: str, max_messages: int, ttl: int
     ) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keys(prefix)
         self._max = max(2, max_messages)
         self._ttl = ttl
         self._append = client.register_script(_APPEND)
 
     def key(self, tenant: TenantId, conversation: ConversationId) -> str:
-        return f"{self._prefix}:conv:{tenant}:{conversation}"
+        return self._keys.conversation(tenant, conversation)
 
     async def history(self, tenant: TenantId, conversation: ConversationId) -> list[ChatMessage]:
         """The kept messages, oldest first ([] for an unknown or expired conversation)."""

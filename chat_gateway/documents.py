@@ -41,12 +41,12 @@ from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
-from parley.contracts import IngestRequest, dump
+from parley.contracts import IngestRequest
 from parley.errors import ParleyError, Reject
 from parley.ids import DocumentId, TenantId, document_id
 from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
-from parley.uploads import CONTENT_TYPES, announce, blob_path, safe_name, upload
+from parley.uploads import CONTENT_TYPES, announce, blob_path, post_ingest, safe_name, upload
 
 log = structlog.get_logger(__name__)
 
@@ -355,12 +355,9 @@ class Documents:
         record = await status.update(principal.tenant, current.document_id,
                                      message="being deleted")
         await self.blobs.delete(current.path)
-        # The watcher must not announce this deletion a second time.
-        await self.services.redis.hdel(settings.key("watch", settings.blob_container),
-                                       current.path)
         removal = IngestRequest(action="delete", container=settings.blob_container,
                                 path=current.path, tenant=principal.tenant)
-        await self._broker().publish(settings.queues.ingest.name, dump(removal))
+        await post_ingest(settings, self._broker(), removal, redis=self.services.redis)
         log.info("document_delete_requested", document_id=current.document_id)
         await json_response(request, 202, {"document": public(record)})
 

@@ -20,6 +20,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from parley.keys import Keys
 from parley.runtime import tasks
 
 log = structlog.get_logger(__name__)
@@ -30,7 +31,7 @@ Subscriber = Callable[[dict[str, Any]], None]
 class ProgressHub:
     def __init__(self, client: aioredis.Redis, *, prefix: str, block: float = 1.0) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keys(prefix)
         self._block = block
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._last: dict[str, str] = {}
@@ -38,7 +39,7 @@ class ProgressHub:
         self._task: asyncio.Task[None] | None = None
 
     def key(self, tenant: str) -> str:
-        return f"{self._prefix}:progress:{tenant}"
+        return self._keys.progress(tenant)
 
     def subscribe(self, tenant: str, callback: Subscriber) -> Callable[[], None]:
         """Deliver the tenant's document events to ``callback``; returns the unsubscriber."""
@@ -56,10 +57,6 @@ class ProgressHub:
                     self._last.pop(tenant, None)
 
         return unsubscribe
-
-    @property
-    def subscribers(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
 
     async def _start_ids(self, tenants: list[str]) -> None:
         """Pin '$' to a concrete id for newly watched tenants, so nothing written between two

@@ -23,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from parley.keys import Keys
 from parley.runtime import tasks
 from parley.turnstream import TERMINAL, TurnEvent, parse_entry, turn_key
 
@@ -58,7 +59,7 @@ class TurnTailer:
         self._block_ms = int(block * 1000)
         self._count = count
         self._high_water = high_water
-        self._wake_key = f"{prefix}:gw:{uuid.uuid4().hex}:wake"
+        self._wake_key = Keys(prefix).gateway_wake(uuid.uuid4().hex)
         self._subscribers: set[_Subscriber] = set()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

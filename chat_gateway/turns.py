@@ -28,6 +28,7 @@ from parley.contracts import TRACE_HEADER, TURN_HEADER, ChatMessage, ChatTurn, S
 from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
+from parley.keys import Keys
 from parley.tracing import inject
 from parley.turnstream import MAX_EVENTS, entry_fields, turn_key
 
@@ -87,7 +88,7 @@ class Turns:
         self._count = tokenizer.count if tokenizer is not None else prompt.approx_tokens
 
     def meta_key(self, turn_id: str) -> str:
-        return f"{turn_key(self.options.prefix, turn_id)}:meta"
+        return Keys(self.options.prefix).turn_meta(turn_id)
 
     async def meta(self, turn_id: str) -> TurnMeta | None:
         raw = await self._redis.get(self.meta_key(turn_id))
@@ -102,7 +103,7 @@ class Turns:
             return
         now = time.time()
         window = int(now // 60)
-        key = f"{self.options.prefix}:rate:{principal.tenant}:{principal.subject}:{window}"
+        key = Keys(self.options.prefix).rate(principal.tenant, principal.subject, window)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, 61)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,13 +130,6 @@ class Router:
         else:
             self._exact[(method.upper(), path)] = handler
 
-    def route(self, method: str, path: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
-            self.add(method, path, handler)
-            return handler
-
-        return register
-
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
         """(handler, params, path_known); ``path_known`` without handler means 405."""
         method = "GET" if method == "HEAD" else method
@@ -169,10 +162,3 @@ def static_handler(root: Path, index: str = "index.html") -> Handler:
                       [("cache-control", "no-cache")])
 
     return handle
-
-
-def merged(*parts: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for part in parts:
-        out.update(part)
-    return out

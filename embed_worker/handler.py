@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
+from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch, problems
 from parley.embedder import Embedder
 from parley.embedder.text import document_text
 from parley.errors import Reject
@@ -71,14 +71,8 @@ class EmbedHandler:
         try:
             batch = ChunkBatch.model_validate_json(message.body)
         except ValidationError as exc:
-            # Where and what only: an error's ``input`` may be the whole batch (a missing
-            # top-level field), and the reason goes to the dead letters and the log.
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors()[:5]
-            )
             raise Reject(
-                f"not a parley.chunks.v1 batch: {problems}", reason="malformed_message"
+                f"not a parley.chunks.v1 batch: {problems(exc)}", reason="malformed_message"
             ) from exc
         with structlog.contextvars.bound_contextvars(
             document_id=batch.document_id, tenant=batch.tenant, batch=batch.batch_index

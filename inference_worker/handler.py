@@ -50,6 +50,7 @@ from parley import metrics, tracing
 from parley.broker import Message
 from parley.contracts import ChatTurn
 from parley.errors import ParleyError, Reject, Retry
+from parley.keys import Keys
 from parley.runtime.consumer import backoff
 from parley.turnstream import TERMINAL, TurnWriter, turn_key
 
@@ -187,7 +188,7 @@ class TurnHandler:
         key = turn_key(self.options.prefix, turn_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xrevrange(key, count=1)
-            pipe.exists(f"{key}:cancel")
+            pipe.exists(Keys(self.options.prefix).turn_cancel(turn_id))
             entries, cancelled = await pipe.execute()
         if not entries:
             return None, bool(cancelled)

@@ -39,6 +39,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from parley.keys import Keys
 from parley.turnstream import (
     MAX_EVENTS,
     TERMINAL,
@@ -69,7 +70,7 @@ class TurnOutput:
     ) -> None:
         self._outbox = outbox
         self.key = turn_key(outbox.prefix, turn_id)
-        self.cancel_key = f"{self.key}:cancel"
+        self.cancel_key = Keys(outbox.prefix).turn_cancel(turn_id)
         self.attached_key = attached_key(outbox.prefix, turn_id)
         self.held = False  # a gateway's hold was seen at least once
         self.unheld_since: float | None = None

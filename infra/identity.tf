@@ -12,12 +12,11 @@ locals {
   }
 
   scopes = {
-    documents  = azurerm_storage_container.documents.id
-    account    = azurerm_storage_account.documents.id
-    ingest     = azurerm_servicebus_queue.ingest.id
-    embed      = azurerm_servicebus_queue.embed.id
-    openai     = azurerm_cognitive_account.openai.id
-    prometheus = azurerm_monitor_workspace.main.id
+    documents = azurerm_storage_container.documents.id
+    account   = azurerm_storage_account.documents.id
+    ingest    = azurerm_servicebus_queue.ingest.id
+    embed     = azurerm_servicebus_queue.embed.id
+    openai    = azurerm_cognitive_account.openai.id
   }
 
   grants = [
@@ -47,10 +46,9 @@ locals {
     { workload = "maintenance", role = "Azure Service Bus Data Receiver", scope = "embed" },
     { workload = "maintenance", role = "Cognitive Services OpenAI User", scope = "openai" },
     # KEDA's Service Bus scaler reads queue runtime properties, which needs the Owner data role;
-    # it is held on the two queues only. Its Prometheus scaler queries the monitor workspace.
+    # it is held on the two queues only.
     { workload = "keda", role = "Azure Service Bus Data Owner", scope = "ingest" },
     { workload = "keda", role = "Azure Service Bus Data Owner", scope = "embed" },
-    { workload = "keda", role = "Monitoring Data Reader", scope = "prometheus" },
   ]
 }
 

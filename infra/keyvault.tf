@@ -1,5 +1,6 @@
 # Key Vault (Azure RBAC): the Redis access key, and the gateway's TLS certificate that the
-# application routing add-on reads (import it as certificate "parley-gateway", docs/deploy.md).
+# application routing add-on reads (import it as certificate "parley-gateway", docs/deploy.md)
+# and syncs into the Secret keyvault-parley-gateway that the Ingress names.
 resource "azurerm_key_vault" "main" {
   name                          = "kv-${local.name}"
   resource_group_name           = azurerm_resource_group.main.name
@@ -25,6 +26,15 @@ resource "azurerm_role_assignment" "deployer_secrets_officer" {
   principal_id         = data.azurerm_client_config.current.object_id
 }
 
+# A new role assignment takes minutes to reach Key Vault's data plane; writing the secret at once
+# fails with 403 on a fresh deployment. depends_on alone only orders the calls.
+resource "time_sleep" "deployer_secrets_officer_propagation" {
+  create_duration = "180s"
+  depends_on      = [azurerm_role_assignment.deployer_secrets_officer]
+}
+
+# A record of the key for rotation and audits; the cluster's Secrets come from the files
+# overlay.tf writes.
 resource "azurerm_key_vault_secret" "redis_key" {
   name         = "parley-redis-key"
   value        = azurerm_managed_redis.main.default_database[0].primary_access_key
@@ -32,7 +42,7 @@ resource "azurerm_key_vault_secret" "redis_key" {
   content_type = "Azure Managed Redis access key"
   tags         = var.tags
 
-  depends_on = [azurerm_role_assignment.deployer_secrets_officer]
+  depends_on = [time_sleep.deployer_secrets_officer_propagation]
 }
 
 # The application routing add-on reads the gateway's certificate.

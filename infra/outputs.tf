@@ -1,6 +1,7 @@
-# Two outputs are the inputs of k8s/overlays/aks (docs/deploy.md, step 5):
-#   terraform -chdir=infra output -raw parley_env  > k8s/overlays/aks/azure.env
-#   terraform -chdir=infra output -raw overlay_env > k8s/overlays/aks/identities.env
+# The inputs of k8s/overlays/aks, which overlay.tf writes into the overlay on every apply:
+#   parley_env  -> k8s/overlays/aks/azure.env
+#   overlay_env -> k8s/overlays/aks/identities.env
+# (and the secrets, in overlay.tf only).
 locals {
   parley_env = {
     PARLEY_SERVICEBUS_NAMESPACE              = "${azurerm_servicebus_namespace.main.name}.servicebus.windows.net"
@@ -8,20 +9,21 @@ locals {
     PARLEY_AZURE_OPENAI_ENDPOINT             = azurerm_cognitive_account.openai.endpoint
     PARLEY_AZURE_OPENAI_CHAT_DEPLOYMENT      = azurerm_cognitive_deployment.chat.name
     PARLEY_AZURE_OPENAI_EMBEDDING_DEPLOYMENT = azurerm_cognitive_deployment.embedding.name
-    PARLEY_ENTRA_TENANT_ID                   = data.azurerm_client_config.current.tenant_id
+    PARLEY_ENTRA_TENANT_ID                   = data.azuread_client_config.current.tenant_id
+    PARLEY_ENTRA_AUDIENCE                    = azuread_application_identifier_uri.gateway.identifier_uri
+    PARLEY_ENTRA_CLIENT_ID                   = azuread_application.gateway.client_id
   }
   overlay_env = {
-    IMAGE_REPOSITORY          = "${azurerm_container_registry.main.login_server}/parley"
-    GATEWAY_CLIENT_ID         = azurerm_user_assigned_identity.workload["gateway"].client_id
-    INGEST_CLIENT_ID          = azurerm_user_assigned_identity.workload["ingest"].client_id
-    EMBED_CLIENT_ID           = azurerm_user_assigned_identity.workload["embed"].client_id
-    INFERENCE_CLIENT_ID       = azurerm_user_assigned_identity.workload["inference"].client_id
-    MAINTENANCE_CLIENT_ID     = azurerm_user_assigned_identity.workload["maintenance"].client_id
-    KEDA_CLIENT_ID            = azurerm_user_assigned_identity.workload["keda"].client_id
-    SERVICEBUS_NAME           = azurerm_servicebus_namespace.main.name
-    GATEWAY_HOST              = var.gateway_host
-    TLS_CERT_KEYVAULT_URI     = "${azurerm_key_vault.main.vault_uri}certificates/parley-gateway"
-    PROMETHEUS_QUERY_ENDPOINT = azurerm_monitor_workspace.main.query_endpoint
+    IMAGE_REPOSITORY      = "${azurerm_container_registry.main.login_server}/parley"
+    GATEWAY_CLIENT_ID     = azurerm_user_assigned_identity.workload["gateway"].client_id
+    INGEST_CLIENT_ID      = azurerm_user_assigned_identity.workload["ingest"].client_id
+    EMBED_CLIENT_ID       = azurerm_user_assigned_identity.workload["embed"].client_id
+    INFERENCE_CLIENT_ID   = azurerm_user_assigned_identity.workload["inference"].client_id
+    MAINTENANCE_CLIENT_ID = azurerm_user_assigned_identity.workload["maintenance"].client_id
+    KEDA_CLIENT_ID        = azurerm_user_assigned_identity.workload["keda"].client_id
+    SERVICEBUS_NAME       = azurerm_servicebus_namespace.main.name
+    GATEWAY_HOST          = var.gateway_host
+    TLS_CERT_KEYVAULT_URI = "${azurerm_key_vault.main.vault_uri}certificates/parley-gateway"
   }
 }
 
@@ -56,13 +58,18 @@ output "key_vault_name" {
 }
 
 output "redis_host" {
-  description = "Azure Managed Redis host; Parley connects with TLS on redis_port."
+  description = "Azure Managed Redis host; Parley connects with TLS on redis_port (the URL is in k8s/overlays/aks/secrets/parley.env)."
   value       = azurerm_managed_redis.main.hostname
 }
 
 output "redis_port" {
   description = "Azure Managed Redis port (TLS)."
   value       = azurerm_managed_redis.main.default_database[0].port
+}
+
+output "entra_client_id" {
+  description = "Client id of the gateway's app registration (the portal signs in with it)."
+  value       = azuread_application.gateway.client_id
 }
 
 output "ingress_identity" {

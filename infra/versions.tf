@@ -5,12 +5,27 @@ terraform {
       source  = "hashicorp/azurerm"
       version = "~> 4.50"
     }
+    azuread = {
+      source  = "hashicorp/azuread"
+      version = "~> 3.0"
+    }
     random = {
       source  = "hashicorp/random"
       version = "~> 3.6"
     }
+    local = {
+      source  = "hashicorp/local"
+      version = "~> 2.5"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = "~> 0.12"
+    }
   }
 }
+
+# The gateway's app registration (entra.tf) is created in the tenant `az login` signed in to.
+provider "azuread" {}
 
 provider "azurerm" {
   subscription_id = var.subscription_id

@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from pydantic import ValidationError
 
-from parley.contracts import IngestRequest
+from parley.contracts import IngestRequest, problems
 from parley.errors import Reject
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -58,7 +58,7 @@ def _one(item: Mapping[str, Any], index: int) -> IngestRequest | None:
             return IngestRequest.model_validate(item)
         except ValidationError as exc:
             raise Reject(
-                f"item {index}: invalid ingest request: {_errors(exc)}", reason="malformed_message"
+                f"item {index}: invalid ingest request: {problems(exc)}", reason="malformed_message"
             ) from exc
     if not isinstance(event_type, str):
         raise Reject(
@@ -159,8 +159,3 @@ def blob_event(
         "metadataVersion": "1",
     }
 
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-    )

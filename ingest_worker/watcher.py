@@ -25,6 +25,7 @@ import structlog
 from ingest_worker import events
 from parley.blobstore import BlobInfo, BlobStore
 from parley.broker import Broker
+from parley.keys import Keys
 from parley.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -49,7 +50,9 @@ class Watcher:
         self.blobs = blobs
         self.broker = broker
         self.redis = redis
-        self.key = settings.key("watch", settings.blob_container)
+        keys = Keys(settings.redis_prefix)
+        self.key = keys.watched(settings.blob_container)
+        self.lease_key = keys.watcher_lease(settings.blob_container)
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -66,7 +69,7 @@ class Watcher:
     async def round(self) -> int:
         """One listing; returns how many events were posted."""
         lease = max(5, int(self.settings.blob_watch_seconds * 3))
-        if not await self.redis.set(f"{self.key}:lease", self.owner, nx=True, ex=lease):
+        if not await self.redis.set(self.lease_key, self.owner, nx=True, ex=lease):
             return 0
         try:
             raw: Any = await self.redis.hgetall(self.key)
@@ -104,9 +107,4 @@ class Watcher:
                 log.info("blob_events_posted", created=len(changed), deleted=len(deleted))
             return len(items)
         finally:
-            await self.redis.delete(f"{self.key}:lease")
-
-    async def remember(self, info: BlobInfo) -> None:
-        """Record a blob whose event was already posted (an upload through Parley), so the next
-        round does not announce it again."""
-        await self.redis.hset(self.key, info.path, info.etag)
+            await self.redis.delete(self.lease_key)

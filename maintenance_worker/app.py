@@ -2,7 +2,8 @@
 ``python -m maintenance_worker worker`` runs them (k8s/base/maintenance.yaml).
 
 The broker is Parley's Redis (``PARLEY_REDIS_URL``), with Celery's keys under
-``<prefix>:celery:`` and its own queue ``parley-maintenance``; no result backend. Celery is only
+``<prefix>:celery:`` and its own queue ``parley-maintenance``; no result backend. Over TLS
+(``rediss://``, Azure Managed Redis) the broker's certificate is verified. Celery is only
 the clock and the runner here: the sweeps are functions of :mod:`maintenance_worker.reconcile`
 and :mod:`maintenance_worker.reembedding`, and the event path never goes through Celery
 (ARCHITECTURE.md, "Celery only for maintenance").
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -158,7 +160,7 @@ SWEEPS: dict[str, tuple[Sweep, bool, bool]] = {
 
 
 def last_key(settings: Settings, sweep: str) -> str:
-    return settings.key("maintenance", "last", sweep)
+    return settings.keys.sweep_last(sweep)
 
 
 async def run_sweep(sweep: str, settings: Settings) -> dict[str, Any]:
@@ -167,7 +169,7 @@ async def run_sweep(sweep: str, settings: Settings) -> dict[str, Any]:
     function, blobs, vectors = SWEEPS[sweep]
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, blobs=blobs, vectors=vectors)
-        lease = Lease(clients.redis, settings.key("maintenance", "lease", sweep))
+        lease = Lease(clients.redis, settings.keys.sweep_lease(sweep))
         started = time.time()
         async with lease as held:
             if not held:
@@ -206,8 +208,12 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     celery = Celery("parley", broker=settings.redis_url, set_as_current=False)
     every = settings.maintenance_interval_seconds
+    if settings.redis_url.startswith("rediss://"):
+        # kombu connects to a rediss:// broker with ssl_cert_reqs=CERT_NONE unless told: verify
+        # the server's certificate as redis-py does for Parley's own connections.
+        celery.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     celery.conf.update(
-        broker_transport_options={"global_keyprefix": f"{settings.redis_prefix}:celery:"},
+        broker_transport_options={"global_keyprefix": settings.keys.celery()},
         broker_connection_retry_on_startup=True,
         task_default_queue=QUEUE,
         task_ignore_result=True,

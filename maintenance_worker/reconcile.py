@@ -31,10 +31,11 @@ import structlog
 
 from parley.blobstore import BlobInfo, BlobStore
 from parley.broker import Broker
-from parley.contracts import IngestRequest, dump
+from parley.contracts import IngestRequest
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
+from parley.uploads import post_ingest
 from parley.vectors.chroma import ChromaStore, StoredDocument
 
 log = structlog.get_logger(__name__)
@@ -60,11 +61,6 @@ class SweepReport:
 
 async def _records(status: StatusStore) -> list[DocumentStatus]:
     return [d for tenant in await status.tenants() for d in await status.documents(tenant)]
-
-
-async def post_ingest(settings: Settings, broker: Broker, request: IngestRequest) -> None:
-    """Post an ingest request to the ingest queue (the ingest worker skips content it serves)."""
-    await broker.publish(settings.queues.ingest.name, dump(request))
 
 
 # --- blobs vs index --------------------------------------------------------------------------
@@ -104,7 +100,7 @@ async def reconcile_blobs(
         else:
             continue
         # Once per ETag per stuck_after_seconds: a backlog must not collect copies every run.
-        marker = settings.key("reconcile", "posted", path)
+        marker = settings.keys.reconcile_posted(path)
         memory = max(1, int(settings.stuck_after_seconds * 1000))
         if not await redis.set(marker, info.etag, nx=True, px=memory):
             seen: Any = await redis.get(marker)
@@ -192,7 +188,7 @@ async def retry_stuck(
             continue
         waited = _duration(now - record.updated_at)
         # Counted per content (ETag): a new upload of the document gets its own tries.
-        key = settings.key("stuck", record.tenant, record.document_id, record.etag or "-")
+        key = settings.keys.stuck_retries(record.tenant, record.document_id, record.etag or "-")
         tries = int(await redis.incr(key))
         await redis.expire(key, RETRY_MEMORY_SECONDS)
         if tries > settings.stuck_max_retries or not record.path:
@@ -249,8 +245,8 @@ def _duration(seconds: float) -> str:
 async def expire_chat_state(settings: Settings, *, redis: aioredis.Redis) -> SweepReport:
     report = SweepReport("expire")
     patterns = (
-        (settings.key("turn", "*"), settings.stream_ttl_seconds),
-        (settings.key("conv", "*"), settings.conversation_ttl_seconds),
+        (settings.keys.turns_pattern(), settings.stream_ttl_seconds),
+        (settings.keys.conversations_pattern(), settings.conversation_ttl_seconds),
     )
     for pattern, ttl in patterns:
         cursor: Any = 0

@@ -24,7 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport, post_ingest
+from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport
 from parley.broker import Broker
 from parley.contracts import IngestRequest
 from parley.embedder import Embedder
@@ -32,6 +32,7 @@ from parley.embedder.text import document_text
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
+from parley.uploads import post_ingest
 from parley.vectors.chroma import ChromaStore, StoredDocument
 from parley.vectors.marks import WriteMarks
 from parley.vectors.store import ChunkRecord
@@ -43,17 +44,17 @@ _REEMBED_BATCH = 64
 
 def model_key(settings: Settings, tenant: str) -> str:
     """Redis key naming the model whose collection is complete for ``tenant``."""
-    return settings.key("embedding-model", tenant)
+    return settings.keys.embedding_model(tenant)
 
 
 def target_key(settings: Settings) -> str:
     """Redis key of the deployment's :class:`SwitchTarget`."""
-    return settings.key("embedding-target")
+    return settings.keys.embedding_target()
 
 
 def verify_key(settings: Settings, tenant: str) -> str:
     """Redis key set when a drop of one of ``tenant``'s collections raced a write to it."""
-    return settings.key("reembed", "verify", tenant)
+    return settings.keys.reembed_verify(tenant)
 
 
 @dataclass(frozen=True)

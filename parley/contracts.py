@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId
 
@@ -120,3 +120,13 @@ class ChatTurn(Wire):
 def dump(message: BaseModel) -> bytes:
     """Serialise a wire message with its ``schema`` field under its wire name."""
     return message.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def problems(exc: ValidationError, *, limit: int = 5) -> str:
+    """Where and what a message got wrong (``loc: msg; ...``, at most ``limit`` errors), never
+    the offending input: an error's ``input`` may be a whole document batch, and this text goes
+    to the dead letters and the logs."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors()[:limit]
+    )

@@ -50,6 +50,7 @@ import structlog
 from parley.embedder import Embedder
 from parley.errors import ConfigError
 from parley.ids import DocumentId, TenantId
+from parley.keys import Keys
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectors.store import Hit, VectorStore
@@ -75,10 +76,10 @@ class ModelMarkers:
 
     def __init__(self, redis: aioredis.Redis, *, prefix: str) -> None:
         self._redis = redis
-        self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def key(self, tenant: str) -> str:
-        return f"{self._prefix}:embedding-model:{tenant}"
+        return self._keys.embedding_model(tenant)
 
     async def model(self, tenant: TenantId) -> str | None:
         raw: Any = await self._redis.get(self.key(tenant))

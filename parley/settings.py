@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from parley.keys import Keys
+
 
 class BrokerBackend(StrEnum):
     REDIS = "redis"
@@ -150,10 +152,22 @@ class Settings(BaseSettings):
     # --- gateway ------------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
-    # Local auth: token -> tenant. Format "token1:tenantA,token2:tenantB".
+    # Local auth: token -> tenant. Format "token1:tenantA,token2:tenantB". The built-in
+    # "dev-token" is accepted only on a loopback bind or with allow_dev_token (below).
     local_tokens: SecretStr = SecretStr("dev-token:default")
+    # Entra ID: both or neither (the gateway refuses to start with one). The audience is the API's
+    # application ID URI (api://<client id>), which v1 tokens carry; v2 tokens carry the client
+    # id, accepted as well when entra_client_id is set.
     entra_tenant_id: str | None = None
     entra_audience: str | None = None
+    # The portal's app registration (a single-page app; Terraform makes it the same as the API's):
+    # the portal signs users in with MSAL.js (authorization code + PKCE) and asks for
+    # <entra_audience>/<entra_scope>. Unset: the portal asks for a token to paste.
+    entra_client_id: str | None = None
+    entra_scope: str = "access_as_user"
+    # Accept the built-in "dev-token" on a non-loopback bind (a local dev cluster). Never on a
+    # shared deployment.
+    allow_dev_token: bool = False
     # The JWT claim naming the Parley tenant ("tid", "groups"...), and an optional map of claim
     # values to tenants ("<group-id>:<tenant>,..."); without a map the value is the tenant.
     entra_tenant_claim: str = "tid"
@@ -167,7 +181,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = None
     otlp_endpoint: str | None = None
 
-    # --- maintenance (parley/maintenance.py, parley/reconcile.py) ---------------------------
+    # --- maintenance (maintenance_worker/) ---------------------------
     maintenance_interval_seconds: float = Field(default=300.0, gt=0)
     # A document whose record has not moved for this long in a non-terminal stage is stuck:
     # re-posted, and failed with reason "stuck" after stuck_max_retries re-posts. Keep it above
@@ -177,6 +191,7 @@ class Settings(BaseSettings):
     # Blobs and records changed this recently are left to the normal event path.
     reconcile_grace_seconds: float = Field(default=300.0, ge=0)
 
-    def key(self, *parts: str) -> str:
-        """A Redis key under this stack's prefix."""
-        return ":".join((self.redis_prefix, *parts))
+    @property
+    def keys(self) -> Keys:
+        """The Redis key names under this stack's prefix."""
+        return Keys(self.redis_prefix)

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 from parley.ids import DocumentId, TenantId
+from parley.keys import Keys
 
 PROGRESS_MAXLEN = 10_000
 
@@ -104,24 +105,25 @@ class StatusStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str = "parley") -> None:
         self._redis = client
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self._landed = client.register_script(_LANDED)
 
     # keys ------------------------------------------------------------------------------------
     def record_key(self, tenant: str, document_id: str) -> str:
-        return f"{self._prefix}:doc:{tenant}:{document_id}"
+        return self._keys.record(tenant, document_id)
 
     def index_key(self, tenant: str) -> str:
-        return f"{self._prefix}:docs:{tenant}"
+        return self._keys.documents(tenant)
 
     def progress_key(self, tenant: str) -> str:
-        return f"{self._prefix}:progress:{tenant}"
+        return self._keys.progress(tenant)
 
     def served_key(self, tenant: str) -> str:
-        return f"{self._prefix}:served:{tenant}"
+        return self._keys.served(tenant)
 
     def _landed_key(self, tenant: str, document_id: str, version: str) -> str:
         """The set of batch indexes of ``version`` stored so far (see :meth:`batch_landed`)."""
-        return f"{self.record_key(tenant, document_id)}:landed:{version}"
+        return self._keys.landed(tenant, document_id, version)
 
     # reading ----------------------------------------------------------------------------------
     async def get(self, tenant: TenantId, document_id: DocumentId) -> DocumentStatus | None:
@@ -138,7 +140,7 @@ class StatusStore:
         return [_status(r) for r in records if r]
 
     async def tenants(self) -> list[TenantId]:
-        members: Any = await self._redis.smembers(f"{self._prefix}:tenants")
+        members: Any = await self._redis.smembers(self._keys.tenants())
         return sorted(TenantId(m.decode()) for m in members)
 
     async def served_map(self, tenant: TenantId) -> dict[DocumentId, str]:
@@ -215,7 +217,7 @@ class StatusStore:
             pipe.hsetnx(key, "created_at", repr(now))
             pipe.hset(key, mapping={"document_id": document_id, "tenant": tenant, **mapping})
             pipe.zadd(self.index_key(tenant), {document_id: now})
-            pipe.sadd(f"{self._prefix}:tenants", tenant)
+            pipe.sadd(self._keys.tenants(), tenant)
             pipe.hgetall(key)
             replies = await pipe.execute()
         status = _status(replies[-1])

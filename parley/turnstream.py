@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from parley.keys import Keys
+
 EventKind = Literal["sources", "token", "final", "error", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"final", "error", "cancelled"})
 MAX_EVENTS = 20_000
@@ -36,13 +38,13 @@ class TurnEvent:
 
 
 def turn_key(prefix: str, turn_id: str) -> str:
-    return f"{prefix}:turn:{turn_id}"
+    return Keys(prefix).turn(turn_id)
 
 
 def attached_key(prefix: str, turn_id: str) -> str:
     """Held (with a short expiry, refreshed) by a gateway replica while it relays the turn; the
     inference worker cancels a turn whose hold has lapsed for too long (its gateway died)."""
-    return f"{turn_key(prefix, turn_id)}:attached"
+    return Keys(prefix).turn_attached(turn_id)
 
 
 class TurnWriter:
@@ -63,7 +65,7 @@ class TurnWriter:
     ) -> None:
         self._redis = client
         self.key = turn_key(prefix, turn_id)
-        self._cancel_key = f"{self.key}:cancel"
+        self._cancel_key = Keys(prefix).turn_cancel(turn_id)
         self._ttl = ttl
         self._interval = flush_interval
         self._max_pending = max_pending
@@ -118,11 +120,11 @@ class TurnWriter:
 
 async def cancel(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley") -> None:
     """Ask the writer of ``turn_id`` to stop. Idempotent; the flag expires on its own."""
-    await client.set(f"{turn_key(prefix, turn_id)}:cancel", b"1", ex=3600)
+    await client.set(Keys(prefix).turn_cancel(turn_id), b"1", ex=3600)
 
 
 async def is_cancelled(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley") -> bool:
-    return bool(await client.exists(f"{turn_key(prefix, turn_id)}:cancel"))
+    return bool(await client.exists(Keys(prefix).turn_cancel(turn_id)))
 
 
 async def tail(

@@ -99,8 +99,6 @@ async def announce(
         etag=etag,
         filename=filename,
     )
-    if redis is not None:
-        await redis.hset(settings.key("watch", settings.blob_container), path, etag)
     if status is not None:
         await status.update(
             tenant,
@@ -111,6 +109,25 @@ async def announce(
             reason=None,
             message=None,
         )
-    # The ingest message carries the current trace (the gateway's upload request, if any).
-    await broker.publish(settings.queues.ingest.name, dump(request), dict(inject({})))
+    await post_ingest(settings, broker, request, redis=redis)
     return request
+
+
+async def post_ingest(
+    settings: Settings,
+    broker: Broker,
+    request: IngestRequest,
+    *,
+    redis: aioredis.Redis | None = None,
+) -> None:
+    """Post ``request`` to the ingest queue: the one way Parley itself does (uploads, retries,
+    deletes, the maintenance sweeps). With ``redis``, the blob watcher's view of the container
+    is updated first, so it does not announce the same blob (or its deletion) a second time.
+    The message carries the current trace (the gateway's upload request, if any)."""
+    if redis is not None:
+        watched = settings.keys.watched(settings.blob_container)
+        if request.action == "delete":
+            await redis.hdel(watched, request.path)
+        elif request.etag:
+            await redis.hset(watched, request.path, request.etag)
+    await broker.publish(settings.queues.ingest.name, dump(request), dict(inject({})))

@@ -1,7 +1,9 @@
 """``parley doctor``: check the configuration and every dependency, and say in plain words what
 is wrong and how to fix it. Exit code 0 when nothing failed (warnings allowed), 1 otherwise.
 
-Checks, all at once, each with a time limit: the settings themselves (pure), Redis, Chroma,
+Checks, all at once, each with a time limit: the settings themselves (pure; sign-in by the
+gateway's own rules: Entra ID half configured, the built-in dev token on a public bind, nobody
+able to sign in), Redis, Chroma,
 the blob store, every queue on its backend (reachable, backlog, dead letters), the embedder
 (one real embedding), the chat model (the local model file, or one streamed token from the
 endpoint), whether the maintenance sweeps have been running, and whether a switch of embedding
@@ -25,6 +27,7 @@ import httpx
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
+from chat_gateway import auth
 from parley.errors import ParleyError
 from parley.settings import BrokerBackend, QueueSettings, Settings
 
@@ -113,13 +116,10 @@ def configuration(settings: Settings) -> list[Check]:
             f"the longest lease ({slowest:.0f} s): slow ones will be retried needlessly",
             "raise PARLEY_STUCK_AFTER_SECONDS",
         ))
-    tokens = settings.local_tokens.get_secret_value()
-    if not settings.entra_tenant_id and "dev-token:" in tokens:
-        found.append(warn(
-            "config", "the gateway accepts the built-in dev token (no Entra ID configured)",
-            "fine locally; elsewhere set PARLEY_ENTRA_TENANT_ID/PARLEY_ENTRA_AUDIENCE or "
-            "PARLEY_LOCAL_TOKENS",
-        ))
+    # Sign-in: the gateway's own startup rule (chat_gateway.auth.problems).
+    for problem in auth.problems(settings):
+        make = fail if problem.severity == "error" else warn
+        found.append(make("auth", problem.message, problem.fix))
     if not found:
         found.append(ok("config", "settings are consistent"))
     return found

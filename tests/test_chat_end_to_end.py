@@ -5,7 +5,7 @@ the ``websockets`` client and over ``/v1/chat/completions`` with the official ``
 streaming and not. The sources point at the right filing and page; tokens stream; the final
 event's text is the streamed text and its citations are among the sources.
 
-What a 135M-parameter model answers is not judged (DESIGN.md: fluent, partly made up): the test
+What a 135M-parameter model answers is not judged (fluent, partly made up): the test
 asserts the plumbing and the grounding, not the wording."""
 
 from __future__ import annotations

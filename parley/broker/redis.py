@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 
 from parley.broker import DeadLetter, Message
 from parley.ids import MessageId
+from parley.keys import Keys
 
 GROUP = "workers"
 _BODY = b"body"
@@ -111,6 +112,7 @@ class RedisBroker:
     ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self._leases = dict(lease_seconds or {})
         self._default_lease = default_lease
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -122,7 +124,7 @@ class RedisBroker:
 
     # keys ------------------------------------------------------------------------------------
     def stream_key(self, queue: str) -> str:
-        return f"{self._prefix}:q:{queue}"
+        return self._keys.queue(queue)
 
     def _lease(self, queue: str) -> float:
         return self._leases.get(queue, self._default_lease)
@@ -160,7 +162,10 @@ class RedisBroker:
     async def receive(self, queue: str, *, max_messages: int, wait: float) -> list[Message]:
         await self._ensure_group(queue)
         key = self.stream_key(queue)
-        await self._promote(keys=[f"{key}:delayed", key], args=[time.time(), f"{key}:delayed:"])
+        await self._promote(
+            keys=[self._keys.delayed(queue), key],
+            args=[time.time(), self._keys.delayed_prefix(queue)],
+        )
         messages = await self._reclaim(queue, max_messages)
         if len(messages) < max_messages:
             block = max(1, int(wait * 1000)) if not messages else None
@@ -224,8 +229,8 @@ class RedisBroker:
         token = uuid.uuid4().hex
         fields = _fields(message.body, message.headers, attempts=message.attempt)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(f"{key}:delayed:{token}", mapping=fields)  # type: ignore[arg-type]
-            pipe.zadd(f"{key}:delayed", {token: time.time() + max(0.0, delay)})
+            pipe.hset(self._keys.delayed_prefix(message.queue) + token, mapping=fields)  # type: ignore[arg-type]
+            pipe.zadd(self._keys.delayed(message.queue), {token: time.time() + max(0.0, delay)})
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
             await pipe.execute()
@@ -243,7 +248,8 @@ class RedisBroker:
             }
         )
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(f"{key}:dead", fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+            dead = self._keys.dead_letters(message.queue)
+            pipe.xadd(dead, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
             pipe.xack(key, GROUP, message.receipt)  # type: ignore[arg-type]
             pipe.xdel(key, message.receipt)  # type: ignore[arg-type]
             await pipe.execute()
@@ -254,12 +260,12 @@ class RedisBroker:
         key = self.stream_key(queue)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.xlen(key)
-            pipe.zcard(f"{key}:delayed")
+            pipe.zcard(self._keys.delayed(queue))
             waiting, delayed = await pipe.execute()
         return int(waiting) + int(delayed)
 
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
-        entries: Any = await self._redis.xrange(f"{self.stream_key(queue)}:dead", count=limit)
+        entries: Any = await self._redis.xrange(self._keys.dead_letters(queue), count=limit)
         return [
             DeadLetter(
                 queue=queue,
@@ -285,7 +291,9 @@ class RedisBroker:
     async def replay_dead_letter(self, queue: str, dead_letter_id: str) -> bool:
         key = self.stream_key(queue)
         try:
-            moved = await self._replay(keys=[f"{key}:dead", key], args=[dead_letter_id])
+            moved = await self._replay(
+                keys=[self._keys.dead_letters(queue), key], args=[dead_letter_id]
+            )
         except ResponseError as exc:
             if "Invalid stream ID" in str(exc):
                 return False  # not an id of this adapter (e.g. a Service Bus uuid)
@@ -293,7 +301,7 @@ class RedisBroker:
         return bool(moved)
 
     async def purge_dead_letters(self, queue: str) -> int:
-        key = f"{self.stream_key(queue)}:dead"
+        key = self._keys.dead_letters(queue)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.xlen(key)
             pipe.delete(key)

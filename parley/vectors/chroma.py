@@ -1,7 +1,7 @@
 """Chroma adapter of :class:`parley.vectors.store.VectorStore`, over HTTP to a Chroma server.
 
 Always a server (``chroma run``), never an embedded PersistentClient: two processes writing one
-embedded path corrupt it silently (measured, DESIGN.md). One collection per tenant and embedding
+embedded path corrupt it silently (measured). One collection per tenant and embedding
 model (``parley-<tenant>-<model>-<hash>``), cosine space, no embedding function attached (we always
 pass vectors; a collection with Chroma's default function tries to download a model).
 ``upsert`` only: ``add`` with an existing id is silently ignored (measured), which would make a
@@ -189,7 +189,7 @@ class ChromaStore:
         found = await collection.get(where={"document_id": document_id}, include=[])
         return list(found["ids"])
 
-    # maintenance (parley/reconcile.py) -------------------------------------------------------
+    # maintenance (maintenance_worker) ----------------------------------------------------------
     async def models(self, tenant: TenantId) -> list[str]:
         """The embedding models the tenant has a collection for (this store's included)."""
         try:

@@ -9,6 +9,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from parley.keys import Keys
+
 _CLEAR = """
 if (redis.call('HGET', KEYS[1], ARGV[1]) or '') == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1]) return 1
@@ -30,10 +32,10 @@ class WriteMarks:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def key(self, tenant: str) -> str:
-        return f"{self._prefix}:embedding-written:{tenant}"
+        return self._keys.embedding_written(tenant)
 
     async def mark(self, tenant: str, model_id: str) -> None:
         await self._redis.hset(self.key(tenant), model_id, repr(time.time()))

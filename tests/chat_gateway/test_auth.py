@@ -16,14 +16,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from websockets.asyncio.client import connect
 
+from chat_gateway.app import Gateway
 from chat_gateway.auth import (
     Authenticator,
     AuthError,
     EntraVerifier,
     LocalTokens,
     bearer,
+    entra_issuers,
     parse_pairs,
+    portal_config,
+    problems,
 )
+from parley.errors import ConfigError
+from parley.settings import Settings
 from tests.chat_gateway.conftest import ALPHA, World, ws_url
 
 ISSUER = "https://login.example.test/tid-1/v2.0"
@@ -165,3 +171,127 @@ async def test_jwt_over_the_websocket(world: World, jwks: Jwks) -> None:
             await ws.send(json.dumps({"type": "auth", "token": expired}))
             event = json.loads(await ws.recv())
             assert event["code"] == "unauthenticated" and "expired" in event["message"]
+
+
+# --- startup rules and the portal's sign-in -----------------------------------------------------
+TENANT_ID = "11111111-2222-3333-4444-555555555555"
+CLIENT_ID = "99999999-8888-7777-6666-555555555555"
+
+
+def settings(**values: Any) -> Settings:
+    return Settings(**values)
+
+
+async def test_half_the_entra_settings_stop_the_gateway() -> None:
+    for half in ({"entra_tenant_id": TENANT_ID}, {"entra_audience": f"api://{CLIENT_ID}"}):
+        half_set = settings(local_tokens="mine:alpha", **half)
+        with pytest.raises(ConfigError, match="half configured"):
+            Authenticator.from_settings(half_set)
+        # The gateway's startup refuses before it connects to anything (no Redis here).
+        unreachable = half_set.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+        with pytest.raises(ConfigError, match="half configured"):
+            await Gateway(unreachable).startup()
+
+
+async def test_builtin_dev_token_only_on_loopback_or_with_the_flag() -> None:
+    spec = "dev-token:default,mine:alpha"
+    public = Authenticator.from_settings(settings(gateway_host="0.0.0.0", local_tokens=spec))
+    with pytest.raises(AuthError, match="unknown token"):
+        await public.authenticate("dev-token")
+    assert (await public.authenticate("mine")).tenant == "alpha"
+    for allowed in (
+        settings(gateway_host="127.0.0.1", local_tokens=spec),
+        settings(gateway_host="::1", local_tokens=spec),
+        settings(gateway_host="0.0.0.0", local_tokens=spec, allow_dev_token=True),
+    ):
+        auth = Authenticator.from_settings(allowed)
+        assert (await auth.authenticate("dev-token")).tenant == "default"
+    # The default settings on a public bind leave nobody able to sign in: refuse to start.
+    with pytest.raises(ConfigError, match="nobody can sign in"):
+        Authenticator.from_settings(settings(gateway_host="0.0.0.0"))
+
+
+def test_problems_name_each_rule() -> None:
+    assert problems(settings()) == []  # loopback, the built-in token: the local default
+    [dev] = problems(settings(gateway_host="0.0.0.0", local_tokens="dev-token:default,x:y"))
+    assert dev.severity == "error" and not dev.stops and "PARLEY_ALLOW_DEV_TOKEN" in dev.fix
+    entra = settings(gateway_host="0.0.0.0", local_tokens="", entra_tenant_id=TENANT_ID,
+                     entra_audience=f"api://{CLIENT_ID}")
+    [portal] = problems(entra)
+    assert portal.severity == "warning" and "PARLEY_ENTRA_CLIENT_ID" in portal.fix
+    assert problems(entra.model_copy(update={"entra_client_id": CLIENT_ID})) == []
+
+
+async def test_v1_and_v2_tokens_of_the_tenant_are_accepted(jwks: Jwks) -> None:
+    v2, v1 = entra_issuers(TENANT_ID)
+    assert (v2, v1) == (
+        f"https://login.microsoftonline.com/{TENANT_ID}/v2.0",
+        f"https://sts.windows.net/{TENANT_ID}/",
+    )
+    built = EntraVerifier.for_entra_tenant(TENANT_ID, [f"api://{CLIENT_ID}", CLIENT_ID])
+    assert built.issuers == [v2, v1]
+    check = EntraVerifier(jwks_url=jwks.url, issuer=built.issuers, audience=built.audiences)
+    key = jwks.keys["k1"]
+    # v2: the client id as audience; v1: the application ID URI.
+    assert (await check.verify(token(key, iss=v2, aud=CLIENT_ID))).tenant == "contoso"
+    assert (await check.verify(token(key, iss=v1, aud=f"api://{CLIENT_ID}"))).tenant == "contoso"
+    with pytest.raises(AuthError, match=r"(?i)issuer"):
+        await check.verify(token(key, iss="https://sts.windows.net/other/", aud=CLIENT_ID))
+    with pytest.raises(AuthError, match=r"(?i)audience"):
+        await check.verify(token(key, iss=v2, aud="api://someone-else"))
+
+
+def test_the_authenticator_accepts_both_audiences() -> None:
+    auth = Authenticator.from_settings(settings(
+        local_tokens="", entra_tenant_id=TENANT_ID, entra_audience=f"api://{CLIENT_ID}",
+        entra_client_id=CLIENT_ID,
+    ))
+    assert auth.entra is not None
+    assert auth.entra.audiences == [f"api://{CLIENT_ID}", CLIENT_ID]
+    assert auth.entra.issuers == list(entra_issuers(TENANT_ID))
+
+
+async def _get(app: Gateway, path: str) -> tuple[int, bytes, dict[str, str]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    headers = {k.decode(): v.decode() for k, v in start.get("headers", [])}
+    return start["status"], body, headers
+
+
+async def test_the_portal_learns_how_to_sign_in() -> None:
+    entra = settings(local_tokens="", entra_tenant_id=TENANT_ID,
+                     entra_audience=f"api://{CLIENT_ID}", entra_client_id=CLIENT_ID)
+    status, body, _ = await _get(Gateway(entra), "/api/auth/config")
+    assert status == 200
+    assert json.loads(body) == {"entra": {
+        "clientId": CLIENT_ID,
+        "authority": f"https://login.microsoftonline.com/{TENANT_ID}",
+        "scopes": [f"api://{CLIENT_ID}/access_as_user"],
+    }}
+    assert portal_config(settings()) == {"entra": None}
+    status, body, _ = await _get(Gateway(settings()), "/api/auth/config")
+    assert (status, json.loads(body)) == (200, {"entra": None})
+
+
+async def test_msal_is_served_as_a_static_file_with_its_licence() -> None:
+    app = Gateway(settings())
+    status, body, headers = await _get(app, "/static/vendor/msal-browser.min.js")
+    assert status == 200 and "javascript" in headers["content-type"]
+    assert body.startswith(b"/*! @azure/msal-browser v") and b"PublicClientApplication" in body
+    status, licence, _ = await _get(app, "/static/vendor/msal-browser.LICENSE.txt")
+    assert status == 200 and b"MIT License" in licence
+    # The portal loads it only when the gateway says Entra ID is configured.
+    _, signin, _ = await _get(app, "/static/js/signin.js")
+    assert b'"/static/vendor/msal-browser.min.js"' in signin and b"loginRedirect" in signin
+    _, index, _ = await _get(app, "/")
+    assert b'id="signin-microsoft"' in index

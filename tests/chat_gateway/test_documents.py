@@ -281,7 +281,7 @@ async def test_delete_removes_the_blob_and_asks_the_worker_to_drop_the_chunks(
         doc = (await api.upload("plan.pdf", PDF)).json()["document"]
         await api.queued()
         path = f"{ACME}/plan.pdf"
-        await api.redis.hset(api.settings.key("watch", api.settings.blob_container), path, "e")
+        await api.redis.hset(api.settings.keys.watched(api.settings.blob_container), path, "e")
         foreign = await api.http.delete(f"/api/documents/{doc['document_id']}",
                                         headers={"Authorization": "Bearer tok-other"})
         unknown = await api.http.delete(f"/api/documents/{'a' * 24}", headers=AUTH)
@@ -293,7 +293,7 @@ async def test_delete_removes_the_blob_and_asks_the_worker_to_drop_the_chunks(
         assert response.json()["document"]["message"] == "being deleted"
         assert await api.blobs.stat(path) is None
         assert not await api.redis.hexists(
-            api.settings.key("watch", api.settings.blob_container), path)
+            api.settings.keys.watched(api.settings.blob_container), path)
         [request] = await api.queued()
         assert (request.action, request.path, request.tenant) == ("delete", path, ACME)
 

@@ -10,6 +10,7 @@ settings, and the pod hygiene the deploy issue asks for.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -209,12 +210,9 @@ def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 def pod_label_sets(docs: list[Doc]) -> list[dict[str, str]]:
     """Labels of every pod the rendering creates, including Kaito's vLLM pods, which carry
-    ``inferenceset.kaito.sh/created-by=<InferenceSet>`` (the InferenceSet's scale selector)."""
-    sets = [pod_labels(d) for d in of_kind(docs, *WORKLOAD_KINDS)]
-    sets += [
-        {"inferenceset.kaito.sh/created-by": d["metadata"]["name"]}
-        for d in of_kind(docs, "InferenceSet")
-    ]
+    ``kaito.sh/workspace=<Workspace>``."""
+    sets = [pod_labels(d) for d in of_kind(docs, *WORKLOAD_KINDS, "DaemonSet")]
+    sets += [{"kaito.sh/workspace": d["metadata"]["name"]} for d in of_kind(docs, "Workspace")]
     return sets
 
 
@@ -232,6 +230,9 @@ def env_of(docs: list[Doc], workload: Doc) -> dict[str, str]:
         elif "secretRef" in source:
             secret = find(docs, "Secret", source["secretRef"]["name"])
             if secret is not None:
+                env.update(
+                    {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+                )
                 env.update(secret.get("stringData") or {})
     for item in container.get("env") or []:
         if "value" in item:
@@ -395,7 +396,8 @@ def check_replica_bounds(docs: list[Doc]) -> list[str]:
 
 def check_scaled_objects(docs: list[Doc]) -> list[str]:
     """Every queue worker has exactly one ScaledObject; every ScaledObject's target exists and
-    has no other autoscaler; no worker Deployment pins `replicas` (KEDA owns it)."""
+    has no other autoscaler; nothing an autoscaler owns pins `replicas` (an apply would reset
+    the count the autoscaler chose)."""
     problems: list[str] = []
     targets: dict[tuple[str, str], list[str]] = {}
     for so in of_kind(docs, "ScaledObject"):
@@ -414,8 +416,14 @@ def check_scaled_objects(docs: list[Doc]) -> list[str]:
         owners = targets.get(("Deployment", dep["metadata"]["name"]), [])
         if len(owners) != 1:
             problems.append(f"{ident(dep)}: {len(owners)} ScaledObjects (want exactly one)")
-        if "replicas" in dep["spec"]:
-            problems.append(f"{ident(dep)}: sets replicas, which fights its ScaledObject")
+    autoscaled = set(targets) | {
+        (h["spec"]["scaleTargetRef"]["kind"], h["spec"]["scaleTargetRef"]["name"])
+        for h in of_kind(docs, "HorizontalPodAutoscaler")
+    }
+    for kind, name in sorted(autoscaled):
+        target = find(docs, kind, name)
+        if target is not None and "replicas" in (target.get("spec") or {}):
+            problems.append(f"{ident(target)}: sets replicas, which fights its autoscaler")
     return problems
 
 
@@ -452,7 +460,7 @@ def _queue_trigger(trigger: Doc, settings: Settings, qs: QueueSettings) -> list[
             found.append(f"messageCount {meta.get('messageCount')} != concurrency {qs.concurrency}")
         return found
     if trigger["type"] == "redis-streams":
-        stream = settings.key("q", qs.name)
+        stream = settings.keys.queue(qs.name)
         found = []
         if meta.get("stream") != stream:
             found.append(f"stream {meta.get('stream')!r} != the code's {stream!r}")
@@ -473,8 +481,18 @@ def kaito_presets() -> frozenset[str]:
     return frozenset(m["name"] for m in models if m["name"] != "base")
 
 
+# The AKS AI toolchain operator add-on runs Kaito 0.6, which serves the Workspace API only (the
+# InferenceSet came in later releases); the CRDs in crds/ are 0.12's, a superset.
+ADDON_KAITO_KINDS = {("kaito.sh/v1beta1", "Workspace"), ("kaito.sh/v1alpha1", "Workspace")}
+# Pod Security levels that admit Kaito's inference pods (they set no securityContext).
+KAITO_POD_SECURITY = {"baseline", "privileged"}
+
+
 def check_kaito(docs: list[Doc]) -> list[str]:
+    """Presets Kaito knows, kinds the AKS add-on serves, and a namespace whose Pod Security
+    admits Kaito's pods."""
     problems: list[str] = []
+    namespaces = {n["metadata"]["name"]: n for n in of_kind(docs, "Namespace")}
     for doc in of_kind(docs, "InferenceSet", "Workspace"):
         if doc["kind"] == "InferenceSet":
             inference = doc["spec"]["template"]["inference"]
@@ -483,6 +501,21 @@ def check_kaito(docs: list[Doc]) -> list[str]:
         preset = (inference.get("preset") or {}).get("name")
         if preset not in kaito_presets():
             problems.append(f"{ident(doc)}: preset {preset!r} is not in Kaito's supported models")
+        if (doc["apiVersion"], doc["kind"]) not in ADDON_KAITO_KINDS:
+            problems.append(
+                f"{ident(doc)}: {doc['apiVersion']} {doc['kind']} is not served by the AKS "
+                "add-on's Kaito (0.6: Workspace)"
+            )
+        namespace = namespaces.get(doc["metadata"].get("namespace", ""))
+        labels = (namespace or {}).get("metadata", {}).get("labels") or {}
+        level = labels.get("pod-security.kubernetes.io/enforce", "privileged")
+        if namespace is None:
+            problems.append(f"{ident(doc)}: its namespace is not in the manifests")
+        elif level not in KAITO_POD_SECURITY:
+            problems.append(
+                f"{ident(doc)}: namespace enforces Pod Security {level!r}, which rejects "
+                "Kaito's pods (they set no securityContext)"
+            )
     return problems
 
 
@@ -601,6 +634,143 @@ def check_ingress(docs: list[Doc], settings: Settings, min_stream_seconds: int =
     return problems
 
 
+# --- GPU ------------------------------------------------------------------------------------------
+DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:"
+
+
+def _gpu_requests(spec: Doc) -> bool:
+    return any(
+        "nvidia.com/gpu" in {**(c.get("resources") or {}).get("requests", {}),
+                             **(c.get("resources") or {}).get("limits", {})}
+        for c in spec["containers"]
+    )
+
+
+def _tolerates(tolerations: list[Doc], wanted: Doc) -> bool:
+    return any(
+        t.get("key") == wanted.get("key")
+        and t.get("effect", wanted.get("effect")) == wanted.get("effect")
+        and (t.get("operator") == "Exists" or t.get("value") == wanted.get("value"))
+        for t in tolerations
+    )
+
+
+def check_gpu(docs: list[Doc]) -> list[str]:
+    """A pod asking for nvidia.com/gpu needs NVIDIA's device plugin on the nodes it can land on
+    (they advertise no GPU otherwise, and the pod stays Pending): a DaemonSet running the plugin
+    whose node selector the pod's nodes satisfy and which tolerates the taints the pod does."""
+    problems: list[str] = []
+    plugins = [
+        pod_spec(d)
+        for d in of_kind(docs, "DaemonSet")
+        if any(str(c.get("image", "")).startswith(DEVICE_PLUGIN_IMAGE)
+               for c in pod_spec(d)["containers"])
+    ]
+    for wl in of_kind(docs, *WORKLOAD_KINDS):
+        spec = pod_spec(wl)
+        if not _gpu_requests(spec):
+            continue
+        nodes = spec.get("nodeSelector") or {}
+        taints = [t for t in spec.get("tolerations") or [] if t.get("effect") == "NoSchedule"]
+        if not any(
+            (p.get("nodeSelector") or {}).items() <= nodes.items()
+            and all(_tolerates(p.get("tolerations") or [], t) for t in taints)
+            for p in plugins
+        ):
+            problems.append(f"{ident(wl)}: asks for nvidia.com/gpu, but no NVIDIA device plugin "
+                            "runs on the nodes it selects")
+    return problems
+
+
+# --- storage --------------------------------------------------------------------------------------
+# AKS's built-in disk classes are locally redundant (zonal) disks.
+ZONAL_BUILTIN_CLASSES = {
+    "default", "managed", "managed-csi", "managed-premium", "managed-csi-premium",
+}
+
+
+def check_storage(docs: list[Doc], zoned: bool) -> list[str]:
+    """On a node pool spread over zones, a pod's disk must be zone-redundant (ZRS) or the pod
+    pinned to the disk's zone: a zonal disk cannot follow its pod to another zone."""
+    if not zoned:
+        return []
+    problems: list[str] = []
+    classes = {c["metadata"]["name"]: c for c in of_kind(docs, "StorageClass")}
+    for sts in of_kind(docs, "StatefulSet"):
+        pinned = "nodeAffinity" in (pod_spec(sts).get("affinity") or {})
+        for claim in sts["spec"].get("volumeClaimTemplates") or []:
+            name = claim["spec"].get("storageClassName", "default")
+            storage_class = classes.get(name)
+            parameters = (storage_class or {}).get("parameters") or {}
+            params = {k.lower(): v for k, v in parameters.items()}
+            zrs = str(params.get("skuname", "")).endswith("_ZRS")
+            if not zrs and not pinned:
+                where = "a built-in zonal class" if name in ZONAL_BUILTIN_CLASSES else "not ZRS"
+                problems.append(f"{ident(sts)}: volume {claim['metadata']['name']} uses {name!r} "
+                                f"({where}) on a zone-spread pool, and the pod is not pinned")
+    return problems
+
+
+# --- ingress TLS and public paths ---------------------------------------------------------------
+APP_ROUTING_CLASS = "webapprouting.kubernetes.azure.com"
+KEYVAULT_CERT = "kubernetes.azure.com/tls-cert-keyvault-uri"
+# The gateway's routes: what users and API clients reach, and what only the cluster reaches.
+PUBLIC_PATHS = ("/", "/static/portal.css", "/static/js/main.js", "/api/documents",
+                "/api/auth/config", "/ws", "/v1/chat/completions", "/v1/models")
+INTERNAL_PATHS = ("/metrics", "/readyz", "/healthz")
+
+
+def check_tls(docs: list[Doc]) -> list[str]:
+    """With the app-routing add-on's Key Vault integration, the certificate is synced into the
+    Secret ``keyvault-<ingress name>``; the Ingress must name that Secret (any other gets NGINX's
+    fake certificate)."""
+    problems: list[str] = []
+    for ing in of_kind(docs, "Ingress"):
+        notes = ing["metadata"].get("annotations") or {}
+        if ing["spec"].get("ingressClassName") != APP_ROUTING_CLASS or KEYVAULT_CERT not in notes:
+            continue
+        expected = f"keyvault-{ing['metadata']['name']}"
+        tls = ing["spec"].get("tls") or []
+        if not tls:
+            problems.append(f"{ident(ing)}: a Key Vault certificate but no tls section")
+        for entry in tls:
+            if entry.get("secretName") != expected:
+                problems.append(f"{ident(ing)}: tls secretName {entry.get('secretName')!r}, but "
+                                f"the add-on syncs the certificate into {expected!r}")
+    return problems
+
+
+def routed(ingress: Doc, path: str) -> bool:
+    """Whether an HTTP path matches one of the Ingress's rules (Exact, or Prefix by whole path
+    elements, as the Ingress API defines them)."""
+    for rule in ingress["spec"].get("rules") or []:
+        for entry in (rule.get("http") or {}).get("paths") or []:
+            wanted, kind = entry.get("path", "/"), entry.get("pathType")
+            if kind == "Exact" and path == wanted:
+                return True
+            if kind in ("Prefix", "ImplementationSpecific"):
+                prefix = wanted.rstrip("/")
+                if prefix == "" or path == prefix or path.startswith(prefix + "/"):
+                    return True
+    return False
+
+
+def check_public_paths(docs: list[Doc]) -> list[str]:
+    """The public ingress routes the portal, its API, the websocket and the OpenAI face, and
+    neither /metrics nor the probes."""
+    problems: list[str] = []
+    for ing in of_kind(docs, "Ingress"):
+        problems += [f"{ident(ing)}: {p} is reachable from outside"
+                     for p in INTERNAL_PATHS if routed(ing, p)]
+        problems += [f"{ident(ing)}: {p} is not routed" for p in PUBLIC_PATHS if not routed(ing, p)]
+    return problems
+
+
+def _zoned(docs: list[Doc]) -> bool:
+    return any(i["spec"].get("ingressClassName") == APP_ROUTING_CLASS
+               for i in of_kind(docs, "Ingress"))
+
+
 def all_checks(docs: list[Doc]) -> Iterator[tuple[str, list[str]]]:
     """Every check by name (schemas last: they are the slowest)."""
     settings = settings_for({})
@@ -612,4 +782,8 @@ def all_checks(docs: list[Doc]) -> Iterator[tuple[str, list[str]]]:
     yield "selectors", check_selectors(docs)
     yield "pods", check_pods(docs)
     yield "ingress", check_ingress(docs, settings)
+    yield "tls", check_tls(docs)
+    yield "public_paths", check_public_paths(docs)
+    yield "gpu", check_gpu(docs)
+    yield "storage", check_storage(docs, zoned=_zoned(docs))
     yield "schemas", check_schemas(docs)

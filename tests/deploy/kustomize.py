@@ -1,8 +1,10 @@
 """A small offline renderer of Parley's kustomizations, for tests on machines without kustomize.
 
 It implements the subset ``k8s/`` uses, with kustomize's semantics: ``resources`` (files and
-directories), ``components``, ``configMapGenerator`` (``envs``, without name hashes),
-``patches`` (strategic merge or JSON 6902, with ``target``), ``images``, ``replacements``
+directories), ``components``, ``configMapGenerator`` and ``secretGenerator`` (``envs``, without
+name hashes; a Secret's values base64-encoded in ``data``),
+``patches`` (strategic merge, including ``$patch: delete`` of a whole resource, or JSON 6902,
+with ``target``), ``images``, ``replacements``
 (with ``delimiter``/``index``/``create``) and the removal of ``local-config`` resources.
 Anything else in a kustomization raises :class:`Unsupported`, so a new feature cannot be
 silently ignored. ``tests/deploy/test_kustomize.py`` compares its output with
@@ -11,6 +13,7 @@ silently ignored. ``tests/deploy/test_kustomize.py`` compares its output with
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ _KNOWN_KEYS = {
     "resources",
     "components",
     "configMapGenerator",
+    "secretGenerator",
     "generatorOptions",
     "patches",
     "images",
@@ -93,11 +97,13 @@ def _build(root: Path, accumulated: list[Doc], extra_components: list[Path]) -> 
 # --- generators -------------------------------------------------------------------------------
 def _generate(root: Path, k: Doc) -> Iterator[Doc]:
     options = k.get("generatorOptions", {})
-    if k.get("configMapGenerator") and not options.get("disableNameSuffixHash"):
-        raise Unsupported("configMapGenerator with name hashes")
-    for gen in k.get("configMapGenerator", []):
-        if set(gen) - {"name", "namespace", "envs", "options"}:
-            raise Unsupported(f"configMapGenerator keys {sorted(gen)}")
+    generators = [("ConfigMap", g) for g in k.get("configMapGenerator", [])]
+    generators += [("Secret", g) for g in k.get("secretGenerator", [])]
+    if generators and not options.get("disableNameSuffixHash"):
+        raise Unsupported("generators with name hashes")
+    for kind, gen in generators:
+        if set(gen) - {"name", "namespace", "envs", "options", "type"}:
+            raise Unsupported(f"{kind} generator keys {sorted(gen)}")
         data: dict[str, str] = {}
         for env in gen.get("envs", []):
             data.update(_read_env(root / env))
@@ -110,7 +116,17 @@ def _generate(root: Path, k: Doc) -> Iterator[Doc]:
             meta["annotations"] = dict(annotations)
         if labels:
             meta["labels"] = labels
-        yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+        if kind == "ConfigMap":
+            yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+        else:
+            encoded = {key: base64.b64encode(v.encode()).decode() for key, v in data.items()}
+            yield {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": meta,
+                "type": gen.get("type", "Opaque"),
+                "data": encoded,
+            }
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -138,6 +154,9 @@ def _apply_patch(root: Path, docs: list[Doc], patch: Doc) -> None:
     matched = [d for d in docs if _selected(d, target)]
     if not matched:
         raise ValueError(f"patch target {target} matches no resource")
+    if isinstance(body, dict) and body.get("$patch") == "delete":
+        docs[:] = [d for d in docs if not any(d is m for m in matched)]
+        return
     for doc in matched:
         if isinstance(body, list):
             _json6902(doc, body)

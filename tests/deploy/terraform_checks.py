@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import hcl2
 
@@ -33,6 +34,7 @@ def _clean(node: Any) -> Any:
 @dataclass
 class Module:
     resources: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    data: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -64,6 +66,10 @@ def load(directory: Path) -> Module:
             for kind, named in block.items():
                 for name, body in named.items():
                     module.resources[(kind, name)] = body
+        for block in data.get("data", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    module.data[(kind, name)] = body
         for block in data.get("variable", []):
             module.variables.update(block)
         for block in data.get("locals", []):
@@ -240,3 +246,139 @@ def service_accounts_with_identity(docs: list[Doc]) -> set[str]:
             if labels.get("azure.workload.identity/use") == "true":
                 accounts.add(doc["spec"]["template"]["spec"]["serviceAccountName"])
     return accounts
+
+
+# --- sign-in, the overlay's files, Kaito's provisioner, Key Vault -------------------------------
+ENTRA_SETTINGS = ("PARLEY_ENTRA_TENANT_ID", "PARLEY_ENTRA_AUDIENCE", "PARLEY_ENTRA_CLIENT_ID")
+
+
+def check_entra(m: Module) -> list[str]:
+    """An app registration exposing a user scope, the portal as its single-page application, a
+    service principal, and every Entra setting the gateway needs in azure.env."""
+    problems = []
+    apps = {n: b for (k, n), b in m.resources.items() if k == "azuread_application"}
+    if not apps:
+        problems.append("Entra: no app registration (azuread_application)")
+    for name, app in apps.items():
+        scopes = _block(app, "api").get("oauth2_permission_scope") or []
+        if not any(s.get("type") == "User" and s.get("enabled", True) for s in scopes):
+            problems.append(f"Entra: application {name} exposes no user scope")
+        redirects = _block(app, "single_page_application").get("redirect_uris") or []
+        if not any(str(r).startswith("https://") for r in redirects):
+            problems.append(f"Entra: application {name} has no single-page-app redirect URI "
+                            "(the portal's authorization code + PKCE sign-in)")
+    if not any(k == "azuread_service_principal" for k, _ in m.resources):
+        problems.append("Entra: no service principal for the app registration")
+    env = m.locals.get("parley_env", {})
+    for setting in ENTRA_SETTINGS:
+        if not env.get(setting):
+            problems.append(f"Entra: azure.env gets no {setting}")
+    return problems
+
+
+# The files the AKS overlay reads, and whether each holds a secret.
+OVERLAY_FILES = {
+    "azure.env": False,
+    "identities.env": False,
+    "secrets/parley.env": True,
+    "secrets/redis-keda.env": True,
+}
+
+
+def check_overlay_files(m: Module) -> list[str]:
+    """Terraform writes every file the AKS overlay reads (nothing is copied by hand); secrets as
+    local_sensitive_file, readable by their owner only."""
+    problems = []
+    written: dict[str, tuple[str, dict[str, Any]]] = {}
+    for (kind, _), body in m.resources.items():
+        if kind in ("local_file", "local_sensitive_file"):
+            filename = re.sub(
+                r"\$\{local\.(\w+)\}",
+                lambda ref: str(m.locals.get(ref.group(1), ref.group(0))),
+                str(body.get("filename", "")),
+            )
+            for name in OVERLAY_FILES:
+                if filename.endswith(f"k8s/overlays/aks/{name}"):
+                    written[name] = (kind, body)
+    for name, secret in OVERLAY_FILES.items():
+        if name not in written:
+            problems.append(f"overlay: Terraform does not write k8s/overlays/aks/{name}")
+            continue
+        kind, body = written[name]
+        if secret and (kind != "local_sensitive_file" or body.get("file_permission") != "0600"):
+            problems.append(f"overlay: {name} holds a secret: local_sensitive_file, mode 0600")
+    return problems
+
+
+_INTERPOLATION = re.compile(r"\$\{([^{}]+)\}")
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    """A Terraform string template of references (``${local.x}``) and ``urlencode()`` calls,
+    with the references' values given: what Terraform writes."""
+
+    def evaluate(match: re.Match[str]) -> str:
+        expr = match.group(1).strip()
+        call = re.fullmatch(r"urlencode\((.+)\)", expr)
+        if call:
+            # Terraform's urlencode leaves letters, digits and -_.~ alone (RFC 3986 unreserved).
+            return quote(values[call.group(1).strip()], safe="-_.~")
+        return values[expr]
+
+    return _INTERPOLATION.sub(evaluate, template)
+
+
+def check_keyvault_waits(m: Module) -> list[str]:
+    """Secrets written by Terraform wait for their writer's role to propagate: each depends on a
+    time_sleep that itself depends on the role assignment."""
+    problems = []
+    for (kind, name), body in m.resources.items():
+        if kind != "azurerm_key_vault_secret":
+            continue
+        sleeps = [d for d in body.get("depends_on") or [] if "time_sleep." in str(d)]
+        if not sleeps:
+            problems.append(f"Key Vault: secret {name} is written as soon as the role is assigned "
+                            "(no time_sleep for RBAC propagation)")
+        for ref in sleeps:
+            sleep = m.resource("time_sleep", str(ref).strip("${}").split(".")[1])
+            after = " ".join(str(d) for d in sleep.get("depends_on") or [])
+            if "azurerm_role_assignment." not in after or not sleep.get("create_duration"):
+                problems.append(f"Key Vault: {ref} does not wait after a role assignment")
+    return problems
+
+
+KAITO_SUBJECT = "system:serviceaccount:kube-system:kaito-gpu-provisioner"
+
+
+def check_kaito_identity(m: Module) -> list[str]:
+    """The add-on's gpu-provisioner identity is federated with its service account and may add
+    node pools."""
+    aks = m.resource("azurerm_kubernetes_cluster", "main")
+    if aks.get("ai_toolchain_operator_enabled") is not True:
+        return []
+    identity = next(
+        (
+            n
+            for (k, n), b in m.data.items()
+            if k == "azurerm_user_assigned_identity"
+            and "ai-toolchain-operator-" in str(b.get("name"))
+        ),
+        None,
+    )
+    if identity is None:
+        return ["Kaito: the add-on's identity (ai-toolchain-operator-<cluster>) is not looked up"]
+    ref = f"data.azurerm_user_assigned_identity.{identity}."
+    problems = []
+    credentials = [
+        b for (k, _), b in m.resources.items()
+        if k == "azurerm_federated_identity_credential" and ref in str(b.get("parent_id"))
+    ]
+    if not any(c.get("subject") == KAITO_SUBJECT for c in credentials):
+        problems.append(f"Kaito: no federated credential for {KAITO_SUBJECT}")
+    if not any(
+        k == "azurerm_role_assignment" and ref in str(b.get("principal_id"))
+        and b.get("role_definition_name") == "Contributor"
+        for (k, _), b in m.resources.items()
+    ):
+        problems.append("Kaito: the gpu-provisioner identity may not add node pools (Contributor)")
+    return problems

@@ -93,8 +93,50 @@ def redis_worker_to_zero(docs: list[Doc]) -> None:
 
 
 def unknown_preset(docs: list[Doc]) -> None:
-    inference_set = _get(docs, "InferenceSet", "phi-4-mini")
-    inference_set["spec"]["template"]["inference"]["preset"]["name"] = "phi-5-mega-instruct"
+    _get(docs, "Workspace", "phi-4-mini")["inference"]["preset"]["name"] = "phi-5-mega-instruct"
+
+
+def kaito_inference_set(docs: list[Doc]) -> None:
+    # What the component used before: Kaito 0.12's InferenceSet, which the add-on does not serve.
+    workspace = _get(docs, "Workspace", "phi-4-mini")
+    docs.append({
+        "apiVersion": "kaito.sh/v1beta1", "kind": "InferenceSet",
+        "metadata": dict(workspace["metadata"]),
+        "spec": {"replicas": 1, "labelSelector": {"matchLabels": {"apps": "phi-4-mini"}},
+                 "template": {"resource": {"instanceType": "Standard_NC24ads_A100_v4"},
+                              "inference": workspace["inference"]}},
+    })
+    docs.remove(workspace)
+
+
+def kaito_in_restricted_namespace(docs: list[Doc]) -> None:
+    _get(docs, "Workspace", "phi-4-mini")["metadata"]["namespace"] = "parley"
+
+
+def gateway_pins_replicas(docs: list[Doc]) -> None:
+    _get(docs, "Deployment", "parley-gateway")["spec"]["replicas"] = 2
+
+
+def no_device_plugin(docs: list[Doc]) -> None:
+    docs.remove(_get(docs, "DaemonSet", "nvidia-device-plugin"))
+
+
+def device_plugin_elsewhere(docs: list[Doc]) -> None:
+    checks.pod_spec(_get(docs, "DaemonSet", "nvidia-device-plugin"))["tolerations"] = []
+
+
+def tls_secret_renamed(docs: list[Doc]) -> None:
+    _get(docs, "Ingress", "parley-gateway")["spec"]["tls"][0]["secretName"] = "parley-gateway-tls"
+
+
+def everything_public(docs: list[Doc]) -> None:
+    ingress = _get(docs, "Ingress", "parley-gateway")
+    ingress["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = "Prefix"
+
+
+def chroma_on_zonal_disk(docs: list[Doc]) -> None:
+    sts = _get(docs, "StatefulSet", "parley-chroma")
+    sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = "managed-csi-premium"
 
 
 def unknown_metadata_key(docs: list[Doc]) -> None:
@@ -206,10 +248,10 @@ def unknown_scaled_object_field(docs: list[Doc]) -> None:
     _get(docs, "ScaledObject", "parley-ingest-worker")["spec"]["minReplicas"] = 0
 
 
-def inference_set_field_misplaced(docs: list[Doc]) -> None:
-    # v1beta1 InferenceSet keeps `resource` under spec.template, not spec.
-    inference_set = _get(docs, "InferenceSet", "phi-4-mini")
-    inference_set["spec"]["resource"] = inference_set["spec"]["template"].pop("resource")
+def workspace_field_misplaced(docs: list[Doc]) -> None:
+    # A Workspace keeps `resource` and `inference` at the top, with no `spec`.
+    workspace = _get(docs, "Workspace", "phi-4-mini")
+    workspace["spec"] = {"resource": workspace.pop("resource")}
 
 
 def unknown_kind(docs: list[Doc]) -> None:
@@ -270,7 +312,15 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         "HorizontalPodAutoscaler parley-gateway: spec/maxReplicas",
     ),
     ("aks", unknown_scaled_object_field, "schemas", "'minReplicas' was unexpected"),
-    ("aks+kaito", inference_set_field_misplaced, "schemas", "'resource' was unexpected"),
+    ("aks+kaito", workspace_field_misplaced, "schemas", "'spec' was unexpected"),
+    ("aks+kaito", kaito_inference_set, "kaito", "is not served by the AKS add-on's Kaito"),
+    ("aks+kaito", kaito_in_restricted_namespace, "kaito", "enforces Pod Security 'restricted'"),
+    ("aks", gateway_pins_replicas, "scaled_objects", "parley-gateway: sets replicas"),
+    ("aks+gpu-embed", no_device_plugin, "gpu", "no NVIDIA device plugin runs"),
+    ("aks+gpu-embed", device_plugin_elsewhere, "gpu", "no NVIDIA device plugin runs"),
+    ("aks", tls_secret_renamed, "tls", "syncs the certificate into 'keyvault-parley-gateway'"),
+    ("dev", everything_public, "public_paths", "/metrics is reachable from outside"),
+    ("aks", chroma_on_zonal_disk, "storage", "'managed-csi-premium' (a built-in zonal class)"),
     ("dev", unknown_kind, "schemas", "no schema for ('keda.sh/v1alpha1', 'ScaledQueue')"),
 ]
 

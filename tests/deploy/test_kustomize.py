@@ -3,6 +3,7 @@ and refuses what it does not implement."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import K8S, VARIANTS, render_variant
+from .conftest import K8S, VARIANTS, aks_secrets_copy, render_aks_secrets, render_variant
 from .kustomize import Doc, Unsupported, render
 
 
@@ -57,6 +58,28 @@ def test_renderer_matches_kubectl_kustomize(variant: str, tmp_path: Path) -> Non
     assert sorted(ours) == sorted(theirs)
     for key, doc in ours.items():
         assert doc == theirs[key], key
+
+
+def _decoded(doc: Doc) -> Doc:
+    """A Secret with its values decoded (kubectl folds long base64 values over lines)."""
+    if doc["kind"] != "Secret":
+        return doc
+    data = {k: base64.b64decode(v).decode() for k, v in doc.get("data", {}).items()}
+    return {**doc, "data": data}
+
+
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed"
+)
+def test_secrets_match_kubectl_kustomize(tmp_path: Path) -> None:
+    copy = aks_secrets_copy(tmp_path)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(copy)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    theirs = {_key(d): _decoded(d) for d in yaml.safe_load_all(out) if d}
+    ours = {_key(d): _decoded(d) for d in render_aks_secrets()}
+    assert ours == theirs
+    assert {k[2] for k in ours if k[0] == "Secret"} == {"parley-secrets", "parley-redis-keda"}
 
 
 def test_local_config_inputs_are_left_out() -> None:

@@ -6,6 +6,7 @@ import tomllib
 
 import pytest
 
+from chat_gateway import auth
 from parley.settings import BrokerBackend, Settings
 
 from . import checks
@@ -35,7 +36,7 @@ def test_dev_scales_every_queue_on_redis_streams(rendered: dict[str, list[Doc]])
     ]:
         trigger = _trigger(docs, f"parley-{worker}-worker")
         assert trigger["type"] == "redis-streams"
-        assert trigger["metadata"]["stream"] == settings.key("q", queue.name)
+        assert trigger["metadata"]["stream"] == settings.keys.queue(queue.name)
 
 
 def test_aks_scales_ingest_and_embed_on_service_bus_and_chat_on_redis(
@@ -93,26 +94,23 @@ def test_aks_pods_use_their_own_workload_identity(rendered: dict[str, list[Doc]]
     assert len(client_ids) == 5
 
 
-def test_kaito_component_serves_a_supported_preset_scaled_on_vllm_queue(
+def test_kaito_component_serves_a_supported_preset_in_its_own_namespace(
     rendered: dict[str, list[Doc]],
 ) -> None:
     docs = rendered["aks+kaito"]
-    [inference_set] = checks.of_kind(docs, "InferenceSet")
-    assert inference_set["apiVersion"] == "kaito.sh/v1beta1"
-    assert (
-        inference_set["spec"]["template"]["inference"]["preset"]["name"] in checks.kaito_presets()
-    )
-    trigger = _trigger(docs, "parley-llm")
-    assert trigger["type"] == "prometheus"
-    assert "vllm:num_requests_waiting" in trigger["metadata"]["query"]
-    assert trigger["metadata"]["serverAddress"].startswith("https://")
+    [workspace] = checks.of_kind(docs, "Workspace")
+    assert workspace["apiVersion"] == "kaito.sh/v1beta1"
+    assert workspace["inference"]["preset"]["name"] in checks.kaito_presets()
+    namespace = checks.find(docs, "Namespace", workspace["metadata"]["namespace"])
+    assert namespace is not None and namespace["metadata"]["name"] != "parley"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
     worker = checks.find(docs, "Deployment", "parley-inference-worker")
     assert worker is not None
     settings = checks.settings_for(checks.env_of(docs, worker))
     assert settings.chat_backend == "openai-compatible"
-    # vLLM serves an InferenceSet's replicas under the InferenceSet's name.
-    assert settings.chat_model == inference_set["metadata"]["name"]
-    assert settings.chat_base_url == "http://parley-llm.parley.svc.cluster.local/v1"
+    # vLLM serves a Workspace's preset under the preset's name.
+    assert settings.chat_model == workspace["inference"]["preset"]["name"]
+    assert settings.chat_base_url == "http://parley-llm.parley-llm.svc.cluster.local/v1"
 
 
 def test_images_carry_the_project_version(rendered: dict[str, list[Doc]]) -> None:
@@ -128,17 +126,22 @@ def test_images_carry_the_project_version(rendered: dict[str, list[Doc]]) -> Non
             assert image == f"crparleyexample.azurecr.io/parley:{expected}", wl["metadata"]["name"]
 
 
-def test_everything_lives_in_the_parley_namespace(rendered: dict[str, list[Doc]]) -> None:
+CLUSTER_SCOPED = ("Namespace", "StorageClass")
+ELSEWHERE = {
+    ("ConfigMap", "ama-metrics-prometheus-config"): "kube-system",
+    ("DaemonSet", "nvidia-device-plugin"): "kube-system",
+}
+
+
+def test_everything_lives_in_parleys_namespaces(rendered: dict[str, list[Doc]]) -> None:
     for variant, docs in rendered.items():
         for doc in docs:
-            if doc["kind"] == "Namespace":
+            if doc["kind"] in CLUSTER_SCOPED:
                 continue
             where = doc["metadata"].get("namespace")
-            expected = (
-                "kube-system"
-                if doc["metadata"]["name"] == ("ama-metrics-prometheus-config")
-                else "parley"
-            )
+            expected = ELSEWHERE.get((doc["kind"], doc["metadata"]["name"]), "parley")
+            if where == "parley-llm":
+                expected = "parley-llm"  # Kaito's model (components/kaito-inference)
             assert where == expected, (variant, checks.ident(doc))
 
 
@@ -161,7 +164,7 @@ def embedding_model(settings: Settings) -> tuple[str, ...]:
     return ("local",)
 
 
-@pytest.mark.parametrize("variant", ["dev", "aks", "aks+kaito", "aks+gpu-embed"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_every_component_that_embeds_uses_one_model(
     rendered: dict[str, list[Doc]], variant: str
 ) -> None:
@@ -178,3 +181,20 @@ def test_every_component_that_embeds_uses_one_model(
         embed = checks.find(docs, "Deployment", "parley-embed-worker")
         assert embed is not None
         assert checks.settings_for(checks.env_of(docs, embed)).embed_device == "cuda"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_gateway_starts_with_its_sign_in_settings(
+    deployed: dict[str, list[Doc]], variant: str
+) -> None:
+    # The gateway's own startup rule (chat_gateway.auth.problems) on the environment its pod gets.
+    docs = deployed[variant]
+    gateway = checks.find(docs, "Deployment", "parley-gateway")
+    assert gateway is not None
+    settings = checks.settings_for(checks.env_of(docs, gateway))
+    assert [p.message for p in auth.problems(settings)] == []
+    if variant.startswith("aks"):
+        # Entra ID only: tenant, audience and the portal's client id; no local token at all.
+        assert settings.entra_tenant_id and settings.entra_audience and settings.entra_client_id
+        assert auth.parse_pairs(settings.local_tokens.get_secret_value()) == {}
+        assert auth.portal_config(settings)["entra"] is not None

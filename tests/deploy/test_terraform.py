@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
+from celery import Celery
 
 from parley.settings import Settings
 
@@ -34,6 +36,10 @@ def _problems(module: tc.Module, docs: list[Doc]) -> list[str]:
         *tc.check_openai(module, env),
         *tc.check_identities(module, tc.service_accounts_with_identity(docs)),
         *tc.check_interface(module, files),
+        *tc.check_entra(module),
+        *tc.check_overlay_files(module),
+        *tc.check_keyvault_waits(module),
+        *tc.check_kaito_identity(module),
     ]
 
 
@@ -127,11 +133,50 @@ BROKEN: list[tuple[str, str, str, str]] = [
     ),
     (
         "outputs.tf",
-        '    KEDA_CLIENT_ID            = azurerm_user_assigned_identity.workload["keda"]'
+        '    KEDA_CLIENT_ID        = azurerm_user_assigned_identity.workload["keda"]'
         ".client_id\n",
         "",
         "overlay_env gives ['KEDA_CLIENT_ID'] unlike identities.env",
     ),
+    ("entra.tf", '      type                       = "User"\n', "", "exposes no user scope"),
+    (
+        "entra.tf",
+        '    redirect_uris = ["https://${var.gateway_host}/"]',
+        "    redirect_uris = []",
+        "no single-page-app redirect URI",
+    ),
+    (
+        "outputs.tf",
+        "    PARLEY_ENTRA_AUDIENCE                    = azuread_application_identifier_uri"
+        ".gateway.identifier_uri\n",
+        "",
+        "azure.env gets no PARLEY_ENTRA_AUDIENCE",
+    ),
+    (
+        "overlay.tf",
+        'resource "local_sensitive_file" "redis_keda_env"',
+        'resource "local_file" "redis_keda_env"',
+        "redis-keda.env holds a secret",
+    ),
+    (
+        "overlay.tf",
+        '"${local.overlay_dir}/secrets/parley.env"',
+        '"${local.overlay_dir}/parley.env"',
+        "does not write k8s/overlays/aks/secrets/parley.env",
+    ),
+    (
+        "keyvault.tf",
+        "  depends_on = [time_sleep.deployer_secrets_officer_propagation]",
+        "  depends_on = [azurerm_role_assignment.deployer_secrets_officer]",
+        "no time_sleep for RBAC propagation",
+    ),
+    (
+        "kaito.tf",
+        '"system:serviceaccount:kube-system:kaito-gpu-provisioner"',
+        '"system:serviceaccount:kube-system:gpu-provisioner"',
+        "no federated credential for system:serviceaccount:kube-system:kaito-gpu-provisioner",
+    ),
+    ("kaito.tf", '"Contributor"', '"Reader"', "may not add node pools"),
     (
         "variables.tf",
         '  description = "Azure Managed Redis SKU (chat queue, token streams, Celery broker)."\n',
@@ -160,3 +205,34 @@ def test_unparseable_terraform_fails(tmp_path: Path) -> None:
     (tmp_path / "broken.tf").write_text('resource "azurerm_resource_group" "x" {\n  name = \n')
     with pytest.raises(Exception, match=r"(?i)unexpected|error"):
         tc.load(tmp_path)
+
+
+def test_the_redis_url_terraform_writes_survives_any_access_key() -> None:
+    # Azure's access keys are base64: '/', '+' and '=' must reach redis-py and kombu intact.
+    module = tc.load(INFRA)
+    template = module.locals["parley_secrets"]["PARLEY_REDIS_URL"]
+    key = "Ab/cd+EF=gh/Ij+Kl=="
+    url = tc.render_template(
+        template,
+        {"local.redis_key": key, "local.redis_host": "redis-x.westeurope.redis.azure.net",
+         "local.redis_port": "10000"},
+    )
+    kwargs = redis.Redis.from_url(url).connection_pool.connection_kwargs
+    assert (kwargs["password"], kwargs["host"], kwargs["port"]) == (
+        key, "redis-x.westeurope.redis.azure.net", 10000
+    )
+    celery = Celery("x", broker=url, set_as_current=False)
+    parsed = celery.connection_for_write()
+    assert (parsed.password, parsed.hostname, parsed.port) == (
+        key, "redis-x.westeurope.redis.azure.net", 10000
+    )
+    keda = module.locals["redis_keda"]
+    assert tc.render_template(keda["password"], {"local.redis_key": key}) == key
+
+
+def test_an_unencoded_key_breaks_the_url() -> None:
+    # Why the URL-encoding: the same key pasted into the URL as it is (what docs/deploy.md did).
+    key = "Ab/cd+EF=gh"
+    url = f"rediss://:{key}@redis-x.westeurope.redis.azure.net:10000/0"
+    with pytest.raises(ValueError, match="Port could not be cast"):
+        redis.Redis.from_url(url)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -193,3 +194,29 @@ async def test_beat_and_a_real_worker_run_the_sweeps(
         assert last["sweep"] == "stuck"
         ingest = clients.brokers.for_queue(settings.queues.ingest)
         assert await ingest.depth(settings.queues.ingest.name) == 2  # the two re-posts
+
+
+def _broker_connection_parameters(app: Any) -> dict[str, Any]:
+    """What kombu's Redis transport hands redis-py for the app's broker, without connecting
+    (kombu builds them on a channel; a bare one is enough to ask)."""
+    from kombu.transport import redis as kombu_redis
+
+    transport = app.connection_for_write().transport
+    channel = kombu_redis.Channel.__new__(kombu_redis.Channel)
+    channel.connection = transport
+    params: dict[str, Any] = channel._connparams()  # type: ignore[no-untyped-call]
+    return params
+
+
+def test_the_broker_over_tls_verifies_its_certificate() -> None:
+    # Azure Managed Redis: rediss://, with an access key that may hold '/', '+' or '='.
+    url = "rediss://:Ab%2Fcd%2BE%3D@redis-x.westeurope.redis.azure.net:10000/0"
+    params = _broker_connection_parameters(maintenance.create_app(Settings(redis_url=url)))
+    assert params["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert (params["host"], params["port"], params["password"]) == (
+        "redis-x.westeurope.redis.azure.net", 10000, "Ab/cd+E="
+    )
+    plain = _broker_connection_parameters(
+        maintenance.create_app(Settings(redis_url="redis://127.0.0.1:6379/0"))
+    )
+    assert "ssl_cert_reqs" not in plain

@@ -185,10 +185,10 @@ async def test_a_stuck_document_is_retried_then_failed_with_its_reason(
 async def test_chat_state_without_a_ttl_gets_one(settings: Settings) -> None:
     async with bare_clients(settings) as clients:
         redis = clients.redis
-        stream = settings.key("turn", "t1")
-        conversation = settings.key("conv", "acme", "c1")
-        expiring = settings.key("turn", "t2")
-        other = settings.key("doc", "acme", "d1")
+        stream = settings.keys.turn("t1")
+        conversation = settings.keys.conversation("acme", "c1")
+        expiring = settings.keys.turn("t2")
+        other = settings.keys.record("acme", "d1")
         await redis.xadd(stream, {"k": "final", "d": "{}"})
         await redis.rpush(conversation, "{}")
         await redis.xadd(expiring, {"k": "token", "d": "{}"})

@@ -99,11 +99,36 @@ def test_invalid_settings_name_the_variable(
 
 
 def test_configuration_checks_are_pure() -> None:
-    good = Settings(stuck_after_seconds=1800)
-    assert [c.outcome for c in doctor.configuration(good)] == [doctor.Outcome.WARN]  # dev token
+    good = Settings(stuck_after_seconds=1800)  # loopback bind, the built-in token: fine locally
+    assert [c.outcome for c in doctor.configuration(good)] == [doctor.Outcome.OK]
     bad = Settings(chunk_tokens=50, chunk_overlap_tokens=50, embedder="azure-openai",
                    stuck_after_seconds=30)
     problems = doctor.configuration(bad)
     fixes = " ".join(c.fix or "" for c in problems)
     assert "PARLEY_CHUNK_OVERLAP_TOKENS" in fixes and "PARLEY_AZURE_OPENAI_ENDPOINT" in fixes
     assert "PARLEY_STUCK_AFTER_SECONDS" in fixes
+
+
+def test_sign_in_settings_that_would_leave_the_gateway_open_or_shut_fail() -> None:
+    tenant, client = "11111111-2222-3333-4444-555555555555", "99999999-8888-7777-6666-5555"
+    cases = {
+        # Entra ID half configured (the gateway refuses to start).
+        "PARLEY_ENTRA_TENANT_ID and PARLEY_ENTRA_AUDIENCE go together": Settings(
+            gateway_host="0.0.0.0", local_tokens="mine:alpha", entra_tenant_id=tenant
+        ),
+        # The built-in token configured on a public bind (the gateway ignores it).
+        "PARLEY_ALLOW_DEV_TOKEN": Settings(
+            gateway_host="0.0.0.0", local_tokens="dev-token:default,mine:alpha"
+        ),
+        # Nothing left to sign in with.
+        "nobody can sign in": Settings(gateway_host="0.0.0.0", local_tokens=""),
+    }
+    for expected, settings in cases.items():
+        found = [c for c in doctor.configuration(settings) if c.name == "auth"]
+        assert [c.outcome for c in found] == [doctor.Outcome.FAIL], (expected, found)
+        assert expected in f"{found[0].detail} {found[0].fix}", found
+    entra = Settings(gateway_host="0.0.0.0", local_tokens="", entra_tenant_id=tenant,
+                     entra_audience=f"api://{client}", entra_client_id=client)
+    assert [c.outcome for c in doctor.configuration(entra)] == [doctor.Outcome.OK]
+    flagged = Settings(gateway_host="0.0.0.0", allow_dev_token=True)
+    assert [c.outcome for c in doctor.configuration(flagged)] == [doctor.Outcome.OK]

@@ -2,8 +2,9 @@
 // the server's own words ({"error": {"message", "hint"}}).
 
 export class Api {
+  /** `token`: the bearer token, or an async function that returns a current one. */
   constructor(token, onUnauthorized) {
-    this.token = token;
+    this.token = typeof token === "function" ? token : async () => token;
     this.onUnauthorized = onUnauthorized;
   }
 
@@ -12,7 +13,7 @@ export class Api {
   }
 
   async send(method, path, json) {
-    const headers = { Authorization: `Bearer ${this.token}` };
+    const headers = { Authorization: `Bearer ${await this.token()}` };
     const init = { method, headers };
     if (json !== undefined) {
       headers["Content-Type"] = "application/json";
@@ -28,11 +29,12 @@ export class Api {
   }
 
   /** Send a file with progress (fetch has no upload progress): XMLHttpRequest. */
-  upload(method, url, file, headers, onProgress, authed) {
+  async upload(method, url, file, headers, onProgress, authed) {
+    const token = authed ? await this.token() : null;
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open(method, url);
-      if (authed) xhr.setRequestHeader("Authorization", `Bearer ${this.token}`);
+      if (authed) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
       for (const [k, v] of Object.entries(headers || {})) xhr.setRequestHeader(k, v);
       xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded));
       xhr.addEventListener("load", () => {

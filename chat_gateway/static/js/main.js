@@ -1,10 +1,13 @@
 // The portal's entry point: sign in, the connection state, the two views (Chat, Documents) and
 // the keyboard shortcuts. No framework and no build step: ES modules served by the gateway.
+// Sign-in: with Entra ID in the browser when the gateway is configured for it (signin.js), else
+// with a pasted token (kept in localStorage).
 
 import { Api } from "./api.js";
 import { ChatView } from "./chat.js";
 import { DocumentsView, bindDropZone } from "./documents.js";
 import { $ } from "./dom.js";
+import { EntraSignIn, entraConfig } from "./signin.js";
 import { Connection } from "./socket.js";
 
 const TOKEN_KEY = "parley.token";
@@ -17,6 +20,7 @@ const app = {
   chat: null,
   bannerTimer: null,
   refreshTimer: null,
+  entra: null, // EntraSignIn when the gateway checks Entra ID tokens
 };
 // For people poking at the portal from the console (and the browser tests).
 window.parley = app;
@@ -87,7 +91,7 @@ function signIn(token) {
 
 async function onReady(token, { tenant, reconnected }) {
   if (!app.chat) {
-    localStorage.setItem(TOKEN_KEY, token);
+    if (typeof token === "string") localStorage.setItem(TOKEN_KEY, token);
     app.api = new Api(token, () => signOut("Your sign-in expired: sign in again."));
     app.docs = new DocumentsView(app.api);
     app.docs.addEventListener("change", (e) => {
@@ -99,7 +103,8 @@ async function onReady(token, { tenant, reconnected }) {
     app.chat = new ChatView(app.conn, tenant);
     app.chat.addEventListener("want-documents", () => go("docs"));
     app.chat.addEventListener("resumed", () => banner("Reconnected: the answer resumed.", "ok", 3000));
-    $("#who").textContent = `tenant ${tenant}`;
+    const who = app.entra?.account?.username;
+    $("#who").textContent = who ? `${who} (tenant ${tenant})` : `tenant ${tenant}`;
     go(location.hash === "#documents" ? "docs" : "chat");
     scheduleRefresh();
   } else if (reconnected) {
@@ -141,18 +146,45 @@ function signOut(message = "") {
   $("#conn").textContent = "";
   banner("");
   show("signin");
-  $("#signin-error").textContent = message;
+  $(app.entra ? "#signin-entra-error" : "#signin-error").textContent = message;
   $("#token").value = "";
-  $("#token").focus();
+  $(app.entra ? "#signin-microsoft" : "#token").focus();
 }
 
-function init() {
+/** Entra ID sign-in: finish a redirect back from Entra ID, then connect if someone is signed in. */
+async function startEntra(config) {
+  app.entra = new EntraSignIn(config);
+  $("#signin-form").hidden = true;
+  $("#signin-entra").hidden = false;
+  $("#signin-microsoft").addEventListener("click", () => {
+    app.entra.signIn().catch((err) => signOut(`Sign-in failed: ${err.message}.`));
+  });
+  try {
+    await app.entra.start();
+  } catch (err) {
+    signOut(`Sign-in failed: ${err.message}.`);
+    return;
+  }
+  if (!app.entra.account) {
+    show("signin");
+    $("#signin-microsoft").focus();
+    return;
+  }
+  show(location.hash === "#documents" ? "docs" : "chat");
+  signIn(() => app.entra.token());
+}
+
+async function init() {
   $("#signin-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const token = $("#token").value.trim();
     if (token) signIn(token);
   });
-  $("#signout").addEventListener("click", () => signOut());
+  $("#signout").addEventListener("click", () => {
+    const entra = app.entra;
+    signOut();
+    if (entra?.account) entra.signOut().catch(() => {});
+  });
   $("#tab-chat").addEventListener("click", () => go("chat"));
   $("#tab-docs").addEventListener("click", () => go("docs"));
   document.addEventListener("keydown", (e) => {
@@ -179,6 +211,13 @@ function init() {
     show("docs");
     app.docs.add(files);
   });
+  // Which sign-in to offer is known once the gateway answers: neither card shows before.
+  const config = await entraConfig();
+  if (config) {
+    await startEntra(config);
+    return;
+  }
+  $("#signin-form").hidden = false;
   const token = localStorage.getItem(TOKEN_KEY);
   if (token) {
     show(location.hash === "#documents" ? "docs" : "chat");

@@ -11,9 +11,11 @@ const BACKOFF = [500, 1000, 2000, 4000, 8000];
 const CLOSE_UNAUTHENTICATED = 4401;
 
 export class Connection extends EventTarget {
+  /** `token`: the bearer token, or an async function that returns a current one (Entra ID
+   * tokens expire; each connection asks for a fresh one). */
   constructor(token) {
     super();
-    this.token = token;
+    this.token = typeof token === "function" ? token : async () => token;
     this.ws = null;
     this.attempt = 0;
     this.readyOnce = false;
@@ -39,7 +41,16 @@ export class Connection extends EventTarget {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws`);
     this.ws = ws;
-    ws.addEventListener("open", () => ws.send(JSON.stringify({ type: "auth", token: this.token })));
+    ws.addEventListener("open", async () => {
+      let token;
+      try {
+        token = await this.token();
+      } catch (err) {
+        this.deny(`no token: ${err.message}`);
+        return;
+      }
+      if (ws === this.ws) ws.send(JSON.stringify({ type: "auth", token }));
+    });
     ws.addEventListener("message", (e) => this.onMessage(ws, e));
     ws.addEventListener("close", (e) => this.onClose(ws, e));
     // "error" is always followed by "close", which decides what to do.

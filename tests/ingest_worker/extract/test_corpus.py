@@ -51,8 +51,8 @@ EXPECTED: dict[str, Text | str] = {
     "pdf/pdflatex-forms.pdf": text("Name", "Submit", chars=16, pages=1),
     "pdf/google-doc-document.pdf": text("Beautiful is better than ugly", chars=900, pages=1),
     "pdf/libreoffice-form.pdf": text("Example for a Form", chars=90, pages=1),
-    # pdfium returns this file's Arabic in reversed (visual) order, as DESIGN.md warns: the letters
-    # are there, the word is not. Known limitation; multilang.pdf's Arabic comes out right.
+    # pdfium returns this file's Arabic in reversed (visual) order, as noted in ARCHITECTURE.md:
+    # the letters are there, the word is not. Known limitation; multilang.pdf's Arabic is right.
     "pdf/habibi.pdf": text("habibi", "ح", "ب", chars=18, pages=1),
     "pdf/habibi-rotated.pdf": text("habibi", chars=70, pages=4),
     "pdf/crazyones-pdfa.pdf": text("The Crazy Ones", chars=720, pages=1),
