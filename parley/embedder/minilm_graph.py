@@ -83,30 +83,15 @@ def packaged_weights(model: bytes) -> dict[str, npt.NDArray[np.float32]]:
 
 
 def required_names() -> list[str]:
-    names = [
-        f"embeddings.{n}"
-        for n in (
-            "word_embeddings.weight",
-            "position_embeddings.weight",
-            "token_type_embeddings.weight",
-            "LayerNorm.weight",
-            "LayerNorm.bias",
-        )
+    parts = ("attention.self.query", "attention.self.key", "attention.self.value",
+             "attention.output.dense", "intermediate.dense", "output.dense",
+             "attention.output.LayerNorm", "output.LayerNorm")
+    embeddings = ("word_embeddings.weight", "position_embeddings.weight",
+                  "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias")
+    return [f"embeddings.{n}" for n in embeddings] + [
+        f"encoder.layer.{i}.{part}.{kind}"
+        for i in range(LAYERS) for part in parts for kind in ("weight", "bias")
     ]
-    for i in range(LAYERS):
-        p = f"encoder.layer.{i}."
-        for part in (
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-            "intermediate.dense",
-            "output.dense",
-            "attention.output.LayerNorm",
-            "output.LayerNorm",
-        ):
-            names += [f"{p}{part}.weight", f"{p}{part}.bias"]
-    return names
 
 
 # --- int8 weights ---------------------------------------------------------------------------------
@@ -147,9 +132,8 @@ def fused_model(weights: Weights, *, int8: bool, parts: Collection[str] = INT8_P
 
     def node(op: str, inputs: list[str], outputs: list[str], **attributes: Any) -> None:
         domain = "" if op in ("Cast", "MatMul", "DynamicQuantizeLinear") else _MS
-        nodes.append(
-            helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain, **attributes)
-        )
+        nodes.append(helper.make_node(op, inputs, outputs, name=outputs[0], domain=domain,
+                                      **attributes))
 
     def matmul(x: str, weight: npt.NDArray[np.float32], name: str, part: str) -> str:
         if not int8 or part not in parts:
@@ -163,100 +147,49 @@ def fused_model(weights: Weights, *, int8: bool, parts: Collection[str] = INT8_P
 
     for name in ("input_ids", "token_type_ids", "attention_mask"):
         node("Cast", [name], [f"{name}.i32"], to=TensorProto.INT32)
-    e = "embeddings."
-    node(
-        "EmbedLayerNormalization",
-        [
-            "input_ids.i32",
-            "token_type_ids.i32",
-            const("word", weights[e + "word_embeddings.weight"]),
-            const("position", weights[e + "position_embeddings.weight"]),
-            const("segment", weights[e + "token_type_embeddings.weight"]),
-            const("embeddings.gamma", weights[e + "LayerNorm.weight"]),
-            const("embeddings.beta", weights[e + "LayerNorm.bias"]),
-            "attention_mask.i32",
-        ],
-        ["h0", "mask_index"],
-        epsilon=EPSILON,
-    )
+    e = [const(n, weights[f"embeddings.{n}"]) for n in (
+        "word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
+        "LayerNorm.weight", "LayerNorm.bias")]
+    node("EmbedLayerNormalization", ["input_ids.i32", "token_type_ids.i32", *e,
+                                     "attention_mask.i32"], ["h0", "mask_index"], epsilon=EPSILON)
+    def skip_norm(x: str, skip: str, norm: str, bias: str, out: str) -> None:
+        gamma, beta = (const(f"{norm}.{k}", weights[f"{norm}.{k}"]) for k in ("weight", "bias"))
+        node("SkipLayerNormalization", [x, skip, gamma, beta, const(bias, weights[bias])], [out],
+             epsilon=EPSILON)
+
     x = "h0"
     for i in range(LAYERS):
-        p = f"encoder.layer.{i}."
+        p, qkv = f"encoder.layer.{i}.", ("query", "key", "value")
         a = f"{p}attention."
-        qkv = ("query", "key", "value")
         qkv_w = np.concatenate([weights[f"{a}self.{t}.weight"] for t in qkv], axis=1)
         qkv_b = const(f"l{i}.qkv.b", np.concatenate([weights[f"{a}self.{t}.bias"] for t in qkv]))
         if int8 and "qkv" in parts:
             q, scale = quantize_columns(qkv_w)
+            zero = const(f"l{i}.qkv.z", np.zeros(q.shape[1], dtype=np.int8))
             node("DynamicQuantizeLinear", [x], [f"{x}.u8", f"{x}.scale", f"{x}.zero"])
-            zero = np.zeros(q.shape[1], dtype=np.int8)
-            node(
-                "QAttention",
-                [
-                    f"{x}.u8",
-                    const(f"l{i}.qkv.q", q),
-                    qkv_b,
-                    f"{x}.scale",
-                    const(f"l{i}.qkv.s", scale),
-                    "mask_index",
-                    f"{x}.zero",
-                    const(f"l{i}.qkv.z", zero),
-                ],
-                [f"l{i}.attention"],
-                num_heads=HEADS,
-            )
+            node("QAttention", [f"{x}.u8", const(f"l{i}.qkv.q", q), qkv_b, f"{x}.scale",
+                                const(f"l{i}.qkv.s", scale), "mask_index", f"{x}.zero", zero],
+                 [f"l{i}.attention"], num_heads=HEADS)
         else:
-            node(
-                "Attention",
-                [x, const(f"l{i}.qkv.w", qkv_w), qkv_b, "mask_index"],
-                [f"l{i}.attention"],
-                num_heads=HEADS,
-            )
+            node("Attention", [x, const(f"l{i}.qkv.w", qkv_w), qkv_b, "mask_index"],
+                 [f"l{i}.attention"], num_heads=HEADS)
         projected = matmul(f"l{i}.attention", weights[f"{a}output.dense.weight"], f"l{i}.ao",
                            "attention_output")
-        node(
-            "SkipLayerNormalization",
-            [
-                projected,
-                x,
-                const(f"l{i}.ln1.gamma", weights[f"{a}output.LayerNorm.weight"]),
-                const(f"l{i}.ln1.beta", weights[f"{a}output.LayerNorm.bias"]),
-                const(f"l{i}.ao.b", weights[f"{a}output.dense.bias"]),
-            ],
-            [f"l{i}.h1"],
-            epsilon=EPSILON,
-        )
+        skip_norm(projected, x, f"{a}output.LayerNorm", f"{a}output.dense.bias", f"l{i}.h1")
         inner = matmul(f"l{i}.h1", weights[f"{p}intermediate.dense.weight"], f"l{i}.fi",
                        "ffn_input")
         node("BiasGelu", [inner, const(f"l{i}.fi.b", weights[f"{p}intermediate.dense.bias"])],
              [f"l{i}.gelu"])
         matmul(f"l{i}.gelu", weights[f"{p}output.dense.weight"], f"l{i}.fo", "ffn_output")
         out = "last_hidden_state" if i == LAYERS - 1 else f"l{i}.h2"
-        node(
-            "SkipLayerNormalization",
-            [
-                f"l{i}.fo",
-                f"l{i}.h1",
-                const(f"l{i}.ln2.gamma", weights[f"{p}output.LayerNorm.weight"]),
-                const(f"l{i}.ln2.beta", weights[f"{p}output.LayerNorm.bias"]),
-                const(f"l{i}.fo.b", weights[f"{p}output.dense.bias"]),
-            ],
-            [out],
-            epsilon=EPSILON,
-        )
+        skip_norm(f"l{i}.fo", f"l{i}.h1", f"{p}output.LayerNorm", f"{p}output.dense.bias", out)
         x = out
-    inputs = [
-        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
-        for name in ("input_ids", "attention_mask", "token_type_ids")
-    ]
-    outputs = [
-        helper.make_tensor_value_info(
-            "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", HIDDEN]
-        )
-    ]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+              for name in ("input_ids", "attention_mask", "token_type_ids")]
+    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                             ["batch", "sequence", HIDDEN])]
     graph = helper.make_graph(nodes, "all-MiniLM-L6-v2", inputs, outputs, initializers)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(_MS, 1)]
-    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(_MS, 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return bytes(model.SerializeToString())
