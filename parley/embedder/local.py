@@ -7,7 +7,7 @@ Nothing is downloaded at run time.
 Which graph runs (``LocalEmbedderConfig.graph``, ``PARLEY_EMBED_GRAPH``):
 
 - ``int8`` (the default): the network rebuilt at load with onnxruntime's fused operators and int8
-  attention products (:mod:`parley.embedder.minilm_graph`): about 1.35-1.4x the packaged file's
+  attention products (:mod:`parley.embedder.minilm_graph`): about 1.3-1.4x the packaged file's
   speed, vectors at cosine >= 0.99 to the fp32 model. Its own ``model_id``
   (:data:`MODEL_ID`), since its vectors differ from the other two.
 - ``fp32``: the same fused graph in fp32: the packaged file's vectors, about 1.05-1.2x its speed.

@@ -17,7 +17,9 @@ activation scale per tensor.
 
 Measured on the dev filings' chunks, questions and 1- to 180-word cuts of them (2 cores): the
 fp32 fused graph gives the packaged model's vectors (cosine > 0.9999) at 1.2x its speed per
-CPU-second; the int8 one cosine >= 0.993 to the fp32 model, batched or alone, at 1.35-1.4x.
+CPU-second (one thread); the int8 one cosine >= 0.993 to the fp32 model, batched or alone, at
+1.3-1.4x. A text's int8 vector depends a little on its mini-batch (one activation scale per
+batch): cosine >= 0.995 between a text embedded alone and in a batch.
 """
 
 from __future__ import annotations
