@@ -15,6 +15,7 @@ ORDER = [
     "embedding",
     "pipeline",
     "retrieval",
+    "answers",
     "local_model",
     "ttft",
     "relay",

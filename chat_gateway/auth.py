@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,10 +33,9 @@ import jwt
 import structlog
 
 from parley.errors import ConfigError, ParleyError
-from parley.ids import TenantId
+from parley.ids import TENANT_PATTERN, TenantId
 from parley.settings import Settings
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 log = structlog.get_logger(__name__)
 DEV_TOKEN = "dev-token"  # the built-in token of the default PARLEY_LOCAL_TOKENS
 LOGIN = "https://login.microsoftonline.com"
@@ -52,6 +50,9 @@ class Principal:
     tenant: TenantId
     subject: str
     method: Literal["local", "entra"]
+    # Unix time the token stops being valid (a JWT's ``exp``); None for tokens that do not
+    # expire (local tokens). A websocket session ends then unless it re-authenticates.
+    expires_at: float | None = None
 
 
 def parse_pairs(spec: str) -> dict[str, str]:
@@ -171,7 +172,7 @@ class EntraVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {exc}", hint="sign in again") from None
         return Principal(self._map_tenant(claims), str(claims.get("oid", claims.get("sub", ""))),
-                         "entra")
+                         "entra", expires_at=float(claims["exp"]))
 
     def _map_tenant(self, claims: Mapping[str, Any]) -> TenantId:
         value = claims.get(self._claim)

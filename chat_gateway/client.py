@@ -1,5 +1,8 @@
 """A terminal client of the websocket protocol, behind ``parley ask``: it connects like any
-client, prints the answer's tokens as they arrive, then the sources the answer cited.
+client, prints the answer's tokens as they arrive, then the sources the answer cited. When the
+checked answer of the final event differs from what streamed (an unknown citation removed, a
+citation attributed), it is printed again; figures not found in the cited sources are listed
+after it with a warning.
 
 A dropped connection is resumed (from the last offset printed, so nothing is printed twice) up
 to ``retries`` times; Ctrl-C closes the socket cleanly (code 1000), which cancels the turn."""
@@ -28,6 +31,18 @@ def format_source(source: dict[str, Any]) -> str:
     return f"  [{source['n']}] {source['document']}{page}: {source.get('snippet', '')}"
 
 
+def write_checks(out: TextIO, final: dict[str, Any], streamed: str) -> None:
+    """What the final event's checks say, for a reader: the checked text when it differs from
+    the streamed one, and the figures the cited sources do not hold."""
+    text = final.get("text")
+    if isinstance(text, str) and text.strip() != streamed.strip():
+        out.write(f"\nChecked answer:\n{text}\n")
+    unsupported = final.get("unsupported_numbers") or []
+    if unsupported:
+        out.write("\nWarning: not found in the cited sources, check these figures: "
+                  f"{', '.join(map(str, unsupported))}\n")
+
+
 async def _events(ws: ClientConnection) -> Any:
     async for raw in ws:
         yield json.loads(raw)
@@ -43,6 +58,7 @@ async def ask(
     token: str | None = None,
     conversation_id: str | None = None,
     retries: int = 3,
+    answer_mode: str | None = None,
 ) -> int:
     """Ask over the websocket and print the streamed answer and its cited sources to ``out``
     (errors to stderr). Returns an exit code: 0 answered, 1 error, 2 cancelled."""
@@ -56,6 +72,9 @@ async def ask(
     message: dict[str, Any] = {"type": "ask", "question": question}
     if conversation_id:
         message["conversation_id"] = conversation_id
+    if answer_mode:
+        message["answer_mode"] = answer_mode
+    streamed: list[str] = []
     turn_id: str | None = None
     offset = "0-0"
     sources: list[dict[str, Any]] = []
@@ -78,10 +97,12 @@ async def ask(
                     elif kind == "sources":
                         sources = event["sources"]
                     elif kind == "token":
+                        streamed.append(event["text"])
                         out.write(event["text"])
                         out.flush()
                     elif kind == "final":
                         out.write("\n")
+                        write_checks(out, event, "".join(streamed))
                         cited = event.get("citations") or []
                         if cited or sources:
                             out.write("\nSources:\n")

@@ -1,9 +1,12 @@
-"""The portal's document API on the gateway, authenticated like the websocket (bearer token:
-``Authorization: Bearer`` or ``?token=``; the tenant comes from the token).
+"""The portal's document API on the gateway, authenticated with ``Authorization: Bearer`` (a
+header only, never ``?token=``; the tenant comes from the token).
 
 - ``GET /api/documents``: the tenant's documents (status records) and the upload limits.
-- ``POST /api/documents?name=FILE``: one file per request, the body is the file's bytes. Size
-  limited on the server (``settings.max_upload_bytes``, 413), type checked by its bytes (PDF or
+- ``POST /api/documents?name=FILE``: one file per request, the body is the file's bytes,
+  streamed to a temporary file as it arrives (never held whole in memory). Size limited on the
+  server (``settings.max_upload_bytes``: 413 the moment the body passes it), at most
+  ``max_concurrent_uploads`` at once per replica and ``max_tenant_concurrent_uploads`` per
+  tenant (429 ``too_many_uploads`` with Retry-After), type checked by its bytes (PDF or
   DOCX only, 415 with what the file looks like instead); the name is untrusted (made safe by
   :func:`parley.uploads.safe_name`, its extension set from the detected type). Stored, announced
   on the ingest queue and shown ``queued`` at once: 201.
@@ -23,15 +26,17 @@ Errors are ``{"error": {"code", "message", "hint"?}}`` with a message a person c
 
 from __future__ import annotations
 
+import asyncio
 import io
-import json
 import posixpath
 import re
+import tempfile
 import urllib.parse
 import zipfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import IO, Any, Literal
 
 import structlog
 
@@ -41,9 +46,9 @@ from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
 from parley.blobstore import BlobStore
 from parley.blobstore.names import check_path
 from parley.broker import Broker
-from parley.contracts import IngestRequest
+from parley.contracts import IngestRequest, loads
 from parley.errors import ParleyError, Reject
-from parley.ids import DocumentId, TenantId, document_id
+from parley.ids import DocumentId, TenantId, document_id, path_tenant
 from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
 from parley.uploads import CONTENT_TYPES, announce, blob_path, post_ingest, safe_name, upload
@@ -53,6 +58,9 @@ log = structlog.get_logger(__name__)
 Kind = Literal["pdf", "docx"]
 EXTENSIONS: dict[Kind, str] = {"pdf": ".pdf", "docx": ".docx"}
 UPLOAD_URL_SECONDS = 15 * 60
+# An upload's first bytes stay in memory, the rest goes to a temporary file.
+SPOOL_BYTES = 1024 * 1024
+BUSY_RETRY_SECONDS = 5
 JSON_LIMIT = 16 * 1024
 _DOCUMENT_ID = re.compile(r"^[0-9a-f]{24}$")
 _OLE = bytes.fromhex("d0cf11e0a1b11ae1")
@@ -79,36 +87,53 @@ class Rejected(ParleyError):
 # --- pure checks ------------------------------------------------------------------------------
 
 
-def detect(data: bytes) -> Kind:
+def detect(data: bytes | IO[bytes]) -> Kind:
     """PDF or DOCX, decided by the bytes (never the name), else :class:`Rejected` saying what
     the file looks like. An encrypted DOCX (an OLE container holding ``EncryptedPackage``) is
-    accepted: the ingest worker reports it as ``encrypted``, which tells the user more."""
-    if not data:
+    accepted: the ingest worker reports it as ``encrypted``, which tells the user more. A file
+    is read from its start, a block at a time (a ZIP's directory is read where it lies)."""
+    file = io.BytesIO(data) if isinstance(data, bytes) else data
+    file.seek(0)
+    head = file.read(4096)
+    file.seek(0)
+    if not head:
         raise Rejected("the file is empty (0 bytes)", reason="empty")
     # PDF readers accept the header anywhere in the first KiB (as the ingest worker does).
-    if b"%PDF-" in data[:1024]:
+    if b"%PDF-" in head[:1024]:
         return "pdf"
-    if data.startswith(b"PK\x03\x04"):
-        if _is_word_package(data):
+    if head.startswith(b"PK\x03\x04"):
+        if _is_word_package(file):
             return "docx"
         raise Rejected(
             "a ZIP archive that is not a Word document (.docx)", reason="unsupported_type",
             hint="upload PDF or Word .docx files; unpack archives first",
         )
-    if data.startswith(_OLE):
-        if "EncryptedPackage".encode("utf-16-le") in data:
+    if head.startswith(_OLE):
+        if _contains(file, "EncryptedPackage".encode("utf-16-le")):
             return "docx"
         raise Rejected(
             "a legacy Office file (Word 97-2003 .doc or similar), not a PDF or DOCX",
             reason="unsupported_type", hint="save it as .docx or .pdf and upload it again",
         )
-    raise Rejected(f"not a PDF or DOCX: it looks like {_looks_like(data)}",
+    raise Rejected(f"not a PDF or DOCX: it looks like {_looks_like(head)}",
                    reason="unsupported_type", hint="upload PDF or Word .docx files")
 
 
-def _is_word_package(data: bytes) -> bool:
+def _contains(file: IO[bytes], needle: bytes, block: int = 1024 * 1024) -> bool:
+    """Whether ``needle`` occurs in the file, read a block at a time (blocks overlap by the
+    needle's length, so a match across two blocks is found)."""
+    file.seek(0)
+    tail = b""
+    while chunk := file.read(block):
+        if needle in tail + chunk:
+            return True
+        tail = chunk[-len(needle):]
+    return False
+
+
+def _is_word_package(file: IO[bytes]) -> bool:
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(file) as archive:
             names = set(archive.namelist())
             if "word/document.xml" in names:
                 return True
@@ -167,6 +192,31 @@ def mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB" if size < 10 * 2**20 else f"{size / 2**20:.0f} MiB"
 
 
+@dataclass
+class UploadSlots:
+    """Uploads through this replica at once, per tenant and in all: a slot is taken before the
+    body is read, so a flood of uploads is refused (429) instead of filling the disk. Pure."""
+
+    per_tenant: int
+    total: int
+    _tenants: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def running(self) -> int:
+        return sum(self._tenants.values())
+
+    def take(self, tenant: str) -> bool:
+        if self.running >= self.total or self._tenants[tenant] >= self.per_tenant:
+            return False
+        self._tenants[tenant] += 1
+        return True
+
+    def give_back(self, tenant: str) -> None:
+        self._tenants[tenant] -= 1
+        if self._tenants[tenant] <= 0:
+            del self._tenants[tenant]
+
+
 # --- the HTTP layer ---------------------------------------------------------------------------
 
 Handler = Callable[[Request, Principal], Awaitable[None]]
@@ -180,10 +230,19 @@ class Documents:
     gateway: Host
     _blobs: BlobStore | None = None
     _brokers: Brokers | None = None
+    _slots: UploadSlots | None = None
 
     @property
     def services(self) -> Services:
         return self.gateway.services
+
+    @property
+    def slots(self) -> UploadSlots:
+        if self._slots is None:
+            settings = self.gateway.settings
+            self._slots = UploadSlots(per_tenant=settings.max_tenant_concurrent_uploads,
+                                      total=settings.max_concurrent_uploads)
+        return self._slots
 
     @property
     def blobs(self) -> BlobStore:
@@ -217,7 +276,9 @@ class Documents:
 
     def _authed(self, handler: Handler) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
-            token = bearer(request.headers, request.query)
+            # A header only: every client of this API can send one (?token= would end up in
+            # access logs and browser history).
+            token = bearer(request.headers, {})
             try:
                 principal = await self.services.auth.authenticate(token)
             except AuthError as exc:
@@ -258,28 +319,50 @@ class Documents:
                         hint="POST /api/documents?name=<file name> with the file as the body")
             return
         shown = display_name(name) or "file"
+        slots = self.slots
+        if not slots.take(principal.tenant):
+            log.info("upload_refused_busy", tenant=principal.tenant, running=slots.running)
+            await error(request, 429, "too_many_uploads",
+                        f"{shown}: too many uploads at once; it was not stored",
+                        hint="wait for the others to finish, then upload it again",
+                        headers=[("retry-after", str(BUSY_RETRY_SECONDS))])
+            return
+        try:
+            await self._upload(request, principal, name, shown)
+        finally:
+            slots.give_back(principal.tenant)
+
+    async def _upload(self, request: Request, principal: Principal, name: str, shown: str
+                      ) -> None:
         settings = self.gateway.settings
-        try:
-            data = await request.body(settings.max_upload_bytes)
-        except BodyTooLarge:
-            await error(request, 413, "too_large",
-                        f"{shown}: over the {mib(settings.max_upload_bytes)} upload limit",
-                        hint="split it or upload a smaller file")
-            return
-        try:
-            kind = detect(data)
-        except Rejected as exc:
-            status = 400 if exc.reason == "empty" else 415
-            await error(request, status, exc.reason, f"{shown}: {exc.message}", hint=exc.hint)
-            return
-        ingest, _info = await upload(
-            settings, blobs=self.blobs, broker=self._broker(), tenant=principal.tenant,
-            filename=named(name, kind), data=data, redis=self.services.redis,
-            status=self.services.status,
-        )
+        # The body goes to a temporary file as it arrives (memory only for its first MiB) and
+        # is refused the moment it passes the limit: an upload is never held whole in memory.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as file:
+            try:
+                async for chunk in request.stream(settings.max_upload_bytes):
+                    file.write(chunk)
+            except BodyTooLarge:
+                await error(request, 413, "too_large",
+                            f"{shown}: over the {mib(settings.max_upload_bytes)} upload limit",
+                            hint="split it or upload a smaller file")
+                return
+            size = file.tell()
+            try:
+                kind = await asyncio.to_thread(detect, file)
+            except Rejected as exc:
+                status = 400 if exc.reason == "empty" else 415
+                await error(request, status, exc.reason, f"{shown}: {exc.message}",
+                            hint=exc.hint)
+                return
+            file.seek(0)
+            ingest, _info = await upload(
+                settings, blobs=self.blobs, broker=self._broker(), tenant=principal.tenant,
+                filename=named(name, kind), data=file, redis=self.services.redis,
+                status=self.services.status,
+            )
         document = document_id(principal.tenant, ingest.path)
         record = await self._record(principal.tenant, document)
-        log.info("document_uploaded", document_id=document, bytes=len(data), kind=kind)
+        log.info("document_uploaded", document_id=document, bytes=size, kind=kind)
         await json_response(request, 201, {"document": public(record), "path": ingest.path})
 
     async def upload_target(self, request: Request, principal: Principal) -> None:
@@ -389,7 +472,9 @@ class Documents:
         self, request: Request, principal: Principal, *, suffix: str
     ) -> DocumentStatus | None:
         """The document named by the path's ``{id}`` (+ ``suffix``), or None after answering
-        404 (unknown id, another tenant's document, or an unknown sub-path)."""
+        404 (unknown id, another tenant's document, or an unknown sub-path). A record whose
+        stored path is not under the tenant's prefix is answered 404 too: whatever wrote it,
+        deleting or re-posting through it would act on another tenant's blob."""
         rest = request.params.get("rest", "")
         raw = rest[: -len(suffix)] if suffix and rest.endswith(suffix) else rest
         if (suffix and not rest.endswith(suffix)) or not _DOCUMENT_ID.match(raw):
@@ -399,6 +484,12 @@ class Documents:
         if current is None or not current.path:
             await error(request, 404, "not_found", "no such document",
                         hint="it may have been deleted; reload the list")
+            return None
+        owner = path_tenant(current.path, self.gateway.settings.default_tenant)
+        if owner != principal.tenant:
+            log.warning("foreign_path_refused", document_id=current.document_id,
+                        tenant=principal.tenant, path_tenant=owner)
+            await error(request, 404, "not_found", "no such document")
             return None
         return current
 
@@ -417,7 +508,7 @@ def public(status: DocumentStatus) -> dict[str, Any]:
 
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        data = json.loads(await request.body(JSON_LIMIT))
+        data = loads(await request.body(JSON_LIMIT))
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -6,8 +6,11 @@ caller keeps the conversation; nothing is stored). System messages from the call
 Parley's own grounding instructions apply. The API key is a Parley token (``Authorization:
 Bearer``). Extension field ``parley`` (top level of the completion, and of the first and last
 chunk of a stream): ``turn_id``, ``sources`` (numbered as cited in the text), ``citations``
-(the sources the answer used, as in the websocket ``final`` event). A client that disconnects
-mid-stream cancels the turn.
+(the sources the answer used, as in the websocket ``final`` event), ``unsupported_numbers``
+(figures of the answer in none of its cited sources) and, in the last chunk of a stream,
+``text``: the checked answer (unknown citations removed), which may differ from the streamed
+deltas. A request may set ``answer_mode`` (``extractive`` or ``generative``). A client that
+disconnects mid-stream cancels the turn.
 
 Traces, as on the websocket: a ``chat turn`` span (SERVER; ``turn_id``, ``stream``) around
 retrieval, publishing and the relay, continuing the caller's ``traceparent`` header when it sends
@@ -33,7 +36,7 @@ from chat_gateway.services import Host
 from chat_gateway.turns import Started
 from chat_gateway.web import BodyTooLarge, ClientGone, EventStream, Request, json_response
 from parley import tracing, turnstream
-from parley.contracts import ChatMessage, Source
+from parley.contracts import AnswerMode, ChatMessage, Source
 from parley.errors import ParleyError, Retry
 
 MAX_BODY = 1024 * 1024
@@ -65,6 +68,8 @@ class CompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     n: Literal[1] = 1
     stream_options: dict[str, Any] | None = None
+    # Parley's own: how the answer is made (default: the gateway's setting).
+    answer_mode: AnswerMode | None = None
 
 
 class FaceError(Exception):
@@ -165,6 +170,7 @@ async def _answer(
             principal, question, history=history,
             max_tokens=body.max_completion_tokens or body.max_tokens,
             temperature=0.2 if body.temperature is None else body.temperature,
+            answer_mode=body.answer_mode,
         )
     except Retry as exc:
         raise FaceError(exc.reason, exc.message, hint=exc.hint, retry_after=exc.delay) from None
@@ -246,7 +252,10 @@ class _Turn:
                         relayed.tokens += int(event.data.get("n", 1))
                     elif event.kind == "final":
                         finish = str(event.data.get("finish_reason") or "stop")
-                        ext = self._extension(citations=event.data.get("citations", []))
+                        ext = self._extension(
+                            citations=event.data.get("citations", []),
+                            unsupported_numbers=event.data.get("unsupported_numbers", []),
+                            text=event.data.get("text"))
                         await out.data(self._chunk({}, finish, parley=ext))
                         if include_usage:
                             usage = self._usage(dict(event.data), relayed.tokens)
@@ -311,6 +320,7 @@ class _Turn:
                          "finish_reason": str(final.get("finish_reason") or "stop")}],
             "usage": self._usage(final, relayed.tokens),
             "parley": self._extension(sources=sources_json(self.sources),
-                                      citations=final.get("citations", [])),
+                                      citations=final.get("citations", []),
+                                      unsupported_numbers=final.get("unsupported_numbers", [])),
         })
         relayed.terminal = "final"

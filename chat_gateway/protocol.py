@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from parley.contracts import AnswerMode, loads
+
 MAX_QUESTION_CHARS = 4000
 # A client message above this many bytes gets a ``too_large`` error and the connection carries
 # on; above the transport limit (``ws_max_size``, larger) the library closes with 1009.
@@ -26,6 +28,7 @@ CLOSE_GOING_AWAY = 1001  # server shutdown; clients reconnect and resume elsewhe
 
 class ErrorCode(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
+    TOKEN_EXPIRED = "token_expired"
     BAD_REQUEST = "bad_request"
     TOO_LARGE = "too_large"
     UNKNOWN_TYPE = "unknown_type"
@@ -43,7 +46,9 @@ class _Client(BaseModel):
 
 
 class Auth(_Client):
-    """First message of a browser, which cannot set an Authorization header on a websocket."""
+    """First message of a browser, which cannot set an Authorization header on a websocket;
+    sent again later with a fresh token of the same tenant, it re-authenticates the session
+    (before the first token expires, or the session ends with ``token_expired``)."""
 
     type: Literal["auth"]
     token: str = Field(min_length=1, max_length=8192)
@@ -54,6 +59,9 @@ class Ask(_Client):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
     conversation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    answer_mode: AnswerMode | None = Field(
+        default=None, description="extractive or generative; default: the gateway's setting"
+    )
 
 
 class Cancel(_Client):
@@ -94,7 +102,7 @@ def parse(raw: str | bytes) -> ClientMessage:
             ErrorCode.TOO_LARGE, f"message larger than {MAX_MESSAGE_BYTES} bytes"
         )
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except ValueError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -1,5 +1,6 @@
-"""Retrieval: embed the question (with the conversation's recent questions) through the same
-Embedder that indexed the documents, and search the tenant's chunks with
+"""Retrieval: embed the query (the question, completed from the conversation when it is a
+follow-up: :mod:`chat_gateway.followup`) through the same Embedder that indexed the documents,
+and search the tenant's chunks with
 :class:`parley.search.Searcher` (only each document's served version; during a switch of
 embedding model, the previous model's collection too until the tenant's switch is complete).
 
@@ -8,13 +9,29 @@ collection, so no filter mistake here can leak another tenant's chunks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 from chat_gateway import prompt
-from parley.contracts import ChatMessage, Source
+from parley.contracts import Source
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.search import Searcher
 from parley.vectors.store import Hit
+
+# Chunk metadata that says what the document is about itself (written at ingest), in the order
+# it reads best: shown in the prompt's source header and matched by the extractive answerer.
+CONTEXT_KEYS = ("title", "organisation", "organization", "entity", "company", "period",
+                "date", "section", "heading")
+
+
+def context_of(meta: Mapping[str, object]) -> str:
+    """The document context of a chunk's metadata: the distinct non-empty values of
+    :data:`CONTEXT_KEYS`, joined with " · "."""
+    values: dict[str, None] = {}
+    for key in CONTEXT_KEYS:
+        value = meta.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            values.setdefault(" ".join(str(value).split()), None)
+    return " · ".join(values)
 
 
 def to_source(n: int, hit: Hit) -> Source:
@@ -31,6 +48,7 @@ def to_source(n: int, hit: Hit) -> Source:
         snippet=prompt.snippet(hit.text),
         text=hit.text,
         score=round(float(hit.score), 4),
+        context=context_of(meta),
     )
 
 
@@ -39,12 +57,8 @@ class Retriever:
         self.searcher = searcher
         self.k = k
 
-    async def retrieve(
-        self, tenant: TenantId, question: str, history: Sequence[ChatMessage] = ()
-    ) -> list[Source]:
-        """The tenant's ``k`` best chunks for the question, numbered 1..k; [] when the tenant
-        has no documents. Embedder errors (:class:`parley.errors.Retry`) propagate."""
-        hits = await self.searcher.search(
-            tenant, prompt.query_text(question, history), k=self.k
-        )
+    async def retrieve(self, tenant: TenantId, query: str) -> list[Source]:
+        """The tenant's ``k`` best chunks for ``query``, numbered 1..k; [] when the tenant has
+        no documents. Embedder errors (:class:`parley.errors.Retry`) propagate."""
+        hits = await self.searcher.search(tenant, query, k=self.k)
         return [to_source(i, hit) for i, hit in enumerate(hits, start=1)]

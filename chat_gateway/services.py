@@ -43,7 +43,9 @@ class GatewayOptions:
     # Transport limit: a bigger frame closes the connection with 1009. Frames between
     # protocol.MAX_MESSAGE_BYTES and this get a ``too_large`` error and the connection carries on.
     ws_max_size: int = 1024 * 1024
+    # Questions a minute per user, and per tenant (all its users together).
     asks_per_minute: int = 60
+    tenant_asks_per_minute: int = 300
     first_event_timeout: float = 120.0
 
 
@@ -96,7 +98,9 @@ class Services:
             context_tokens=settings.chat_context_tokens,
             max_tokens=settings.chat_max_tokens,
             asks_per_minute=options.asks_per_minute,
+            tenant_asks_per_minute=options.tenant_asks_per_minute,
             first_event_timeout=options.first_event_timeout,
+            answer_mode=settings.answer_mode,
         )
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(

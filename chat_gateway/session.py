@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 from opentelemetry import context as otel_context
@@ -46,6 +46,19 @@ def query_of(scope: Scope) -> dict[str, str]:
     return dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
 
 
+def origin_allowed(origin: str, host: str | None, allowed: str) -> bool:
+    """Whether a browser page of ``origin`` may open a session: the gateway's own origin (the
+    ``Host`` the browser connected to, whatever the scheme: TLS may end at the ingress) or one
+    of ``allowed`` (``PARLEY_ALLOWED_ORIGINS``, comma-separated ``scheme://host[:port]``). Pure."""
+    parsed = urlsplit(origin.strip().lower())
+    if not parsed.scheme or not parsed.netloc:
+        return False  # "null" (a sandboxed page, a file://) or garbage
+    if host is not None and parsed.netloc == host.strip().lower():
+        return True
+    listed = {o.strip().lower().rstrip("/") for o in allowed.split(",") if o.strip()}
+    return f"{parsed.scheme}://{parsed.netloc}" in listed
+
+
 class Session:
     def __init__(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         self.s = services
@@ -57,6 +70,7 @@ class Session:
         self.turn_id: str | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._pushes: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.Task[None] | None = None
 
     # transport ----------------------------------------------------------------------------------
     async def send_text(self, text: str) -> None:
@@ -90,7 +104,18 @@ class Session:
         message = await self._receive()
         if message["type"] != "websocket.connect":
             return
-        token = bearer(headers_of(self.scope), query_of(self.scope))
+        headers = headers_of(self.scope)
+        origin = headers.get("origin")
+        if origin is not None and not origin_allowed(
+            origin, headers.get("host"), self.s.settings.allowed_origins
+        ):
+            # A browser page of another site (cross-site websocket hijacking): refused before
+            # the handshake (HTTP 403). Clients that are not browsers send no Origin.
+            log.info("ws_origin_refused", origin=origin[:200])
+            await self._send({"type": "websocket.close", "code": 4403})
+            return
+        # ?token= only here: a browser cannot send a header on a websocket.
+        token = bearer(headers, query_of(self.scope))
         if token is not None:
             try:
                 self.principal = await self.s.auth.authenticate(token)
@@ -106,9 +131,12 @@ class Session:
                 return
             assert self.principal is not None
             await self.send_event({"type": "ready", "tenant": self.principal.tenant})
+            self._watch_expiry()
             unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
             code = await self._loop()
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
             metrics.WS_SESSIONS.dec()
             if unsubscribe is not None:
                 unsubscribe()
@@ -180,7 +208,7 @@ class Session:
         if isinstance(message, Ping):
             await self.send_event({"type": "pong", "time": time.time()})
         elif isinstance(message, Auth):
-            await self.send_event(protocol.error(ErrorCode.BAD_REQUEST, "already authenticated"))
+            await self._reauthenticate(message)
         elif isinstance(message, Cancel):
             await self._cancel(message.turn_id)
         elif self._turn_task is not None and not self._turn_task.done():
@@ -192,6 +220,46 @@ class Session:
             self._turn_task = asyncio.create_task(self._ask(message))
         elif isinstance(message, Resume):
             self._turn_task = asyncio.create_task(self._resume(message))
+
+    async def _reauthenticate(self, auth: Auth) -> None:
+        """A fresh token for this session: of the same tenant, it replaces the current one
+        (and its expiry); anything else is an error event and the session carries on as it
+        was."""
+        assert self.principal is not None
+        try:
+            principal = await self.s.auth.authenticate(auth.token)
+        except AuthError as exc:
+            await self.send_event(protocol.error(ErrorCode.UNAUTHENTICATED, exc.message,
+                                                 hint=exc.hint))
+            return
+        if principal.tenant != self.principal.tenant:
+            await self.send_event(protocol.error(
+                ErrorCode.BAD_REQUEST, "that token is of another tenant than this session's",
+                hint="open a new connection to switch tenants",
+            ))
+            return
+        self.principal = principal
+        self._watch_expiry()
+        await self.send_event({"type": "ready", "tenant": principal.tenant,
+                               "reauthenticated": True})
+
+    def _watch_expiry(self) -> None:
+        """End the session when its token expires (unless re-authenticated before)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires_at = self.principal.expires_at if self.principal is not None else None
+        if expires_at is not None:
+            self._expiry = asyncio.create_task(self._expire(expires_at))
+
+    async def _expire(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        log.info("ws_token_expired")
+        await self.send_event(protocol.error(
+            ErrorCode.TOKEN_EXPIRED, "the session's token expired",
+            hint="sign in again; send an auth message with a fresh token before it expires",
+        ))
+        await self.close(protocol.CLOSE_UNAUTHENTICATED, "token expired")
 
     # turns ----------------------------------------------------------------------------------------
     async def _ask(self, ask: Ask) -> None:
@@ -206,7 +274,7 @@ class Session:
         try:
             started = await self.s.turns.start(
                 self.principal, ask.question, conversation_id=ask.conversation_id,
-                max_tokens=ask.max_tokens,
+                max_tokens=ask.max_tokens, answer_mode=ask.answer_mode,
             )
         except Retry as exc:
             await self.send_event(protocol.error(exc.reason, exc.message, hint=exc.hint,

@@ -18,13 +18,21 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from chat_gateway import prompt
+from chat_gateway import followup, prompt
 from chat_gateway.auth import Principal
 from chat_gateway.conversation import Conversations, new_conversation_id
-from chat_gateway.protocol import ErrorCode
+from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
-from parley.contracts import TRACE_HEADER, TURN_HEADER, ChatMessage, ChatTurn, Source, dump
+from parley.contracts import (
+    TRACE_HEADER,
+    TURN_HEADER,
+    AnswerMode,
+    ChatMessage,
+    ChatTurn,
+    Source,
+    dump,
+)
 from parley.embedder import Tokenizer
 from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
@@ -59,8 +67,11 @@ class TurnOptions:
     context_tokens: int
     max_tokens: int
     asks_per_minute: int = 60
+    # All the users of one tenant together (0: no tenant limit).
+    tenant_asks_per_minute: int = 300
     # The gateway gives up on a turn that has produced no event for this long (no worker).
     first_event_timeout: float = 120.0
+    answer_mode: AnswerMode = "extractive"  # when a question does not ask for one
 
 
 def source_event_data(sources: Sequence[Source], conversation_id: str) -> dict[str, Any]:
@@ -99,20 +110,32 @@ class Turns:
                         bool(data.get("persist")), data.get("traceparent"))
 
     async def _rate_limit(self, principal: Principal) -> None:
-        if self.options.asks_per_minute <= 0:
+        """Questions per minute, per user (subject) and per tenant (all its users together: one
+        tenant cannot take every worker by spreading its questions over many users)."""
+        per_user, per_tenant = self.options.asks_per_minute, self.options.tenant_asks_per_minute
+        if per_user <= 0 and per_tenant <= 0:
             return
         now = time.time()
         window = int(now // 60)
-        key = Keys(self.options.prefix).rate(principal.tenant, principal.subject, window)
+        keys = Keys(self.options.prefix)
+        user_key = keys.rate(principal.tenant, principal.subject, window)
+        tenant_key = keys.tenant_rate(principal.tenant, window)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 61)
-            used, _ = await pipe.execute()
-        if int(used) > self.options.asks_per_minute:
+            pipe.incr(user_key)
+            pipe.expire(user_key, 61)
+            pipe.incr(tenant_key)
+            pipe.expire(tenant_key, 61)
+            user_used, _, tenant_used, _ = await pipe.execute()
+        delay = (window + 1) * 60 - now
+        if per_user > 0 and int(user_used) > per_user:
             raise Retry(
-                f"more than {self.options.asks_per_minute} questions a minute",
-                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again",
-                delay=(window + 1) * 60 - now,
+                f"more than {per_user} questions a minute",
+                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again", delay=delay,
+            )
+        if per_tenant > 0 and int(tenant_used) > per_tenant:
+            raise Retry(
+                f"your tenant's users asked more than {per_tenant} questions this minute",
+                reason=ErrorCode.RATE_LIMITED, hint="wait and ask again", delay=delay,
             )
 
     async def start(
@@ -124,13 +147,30 @@ class Turns:
         history: Sequence[ChatMessage] | None = None,
         max_tokens: int | None = None,
         temperature: float = 0.2,
+        answer_mode: AnswerMode | None = None,
     ) -> Started:
         """Retrieve, write the ``sources`` event and queue the turn. With ``history`` given (the
         OpenAI face) the conversation is the caller's and nothing is recorded; otherwise the
         conversation ``conversation_id`` (a new one when None) is read and the question recorded.
 
-        Raises ParleyError with reason ``no_documents``, ``rate_limited`` (a Retry with the
-        delay), ``too_large`` or ``retrieval_unavailable``."""
+        A follow-up question is searched with the subject of the conversation
+        (:func:`chat_gateway.followup.resolve`); the turn carries that query as its
+        ``question``. ``answer_mode`` (None: the gateway's setting) says how the worker makes
+        the answer.
+
+        Raises ParleyError with reason ``bad_request`` (a question with nothing in it),
+        ``no_documents``, ``rate_limited`` (a Retry with the delay), ``too_large`` (a question
+        over :data:`MAX_QUESTION_CHARS`, refused before it is embedded) or
+        ``retrieval_unavailable``."""
+        if not question.strip():
+            raise ParleyError("the question is empty", reason=ErrorCode.BAD_REQUEST,
+                              hint="type a question about your documents")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ParleyError(
+                f"the question is {len(question):,} characters long, over the limit of "
+                f"{MAX_QUESTION_CHARS:,}",
+                reason=ErrorCode.TOO_LARGE, hint="ask a shorter question",
+            )
         await self._rate_limit(principal)
         tenant = principal.tenant
         persist = history is None
@@ -138,7 +178,8 @@ class Turns:
         if history is None:
             history = await self.conversations.history(tenant, cid) if conversation_id else []
         try:
-            sources = await self._retriever.retrieve(tenant, question, history)
+            resolved = followup.resolve(question, history)
+            sources = await self._retriever.retrieve(tenant, resolved.query)
         except Retry:
             raise
         except ParleyError:
@@ -184,6 +225,8 @@ class Turns:
             "deadline": time.time() + self.options.first_event_timeout,
             "sources": list(built.sources),
             "enqueued_at": time.time(),
+            "question": resolved.query,
+            "answer_mode": answer_mode or self.options.answer_mode,
         }
         turn = ChatTurn.model_validate(fields)
         publish = self._broker.publish(self.options.queue, dump(turn), headers)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
+
+from parley.contracts import loads
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -51,11 +53,16 @@ class Request:
 
     async def body(self, limit: int) -> bytes:
         """The whole body; :class:`BodyTooLarge` past ``limit`` bytes, :class:`ClientGone`
-        when the client disconnects first."""
+        when the client disconnects first. Holds it all: for large bodies use :meth:`stream`."""
+        return b"".join([chunk async for chunk in self.stream(limit)])
+
+    async def stream(self, limit: int) -> AsyncIterator[bytes]:
+        """The body piece by piece as it arrives; :class:`BodyTooLarge` as soon as it passes
+        ``limit`` bytes (at once when its Content-Length says so), :class:`ClientGone` when the
+        client disconnects first."""
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(f"body larger than {limit} bytes")
-        chunks: list[bytes] = []
         size = 0
         while True:
             message = await self.receive()
@@ -65,12 +72,14 @@ class Request:
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge(f"body larger than {limit} bytes")
-            chunks.append(chunk)
+            if chunk:
+                yield chunk
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return
 
     async def json(self, limit: int) -> Any:
-        return json.loads(await self.body(limit))
+        """The body as JSON; ValueError for malformed JSON (too deeply nested included)."""
+        return loads(await self.body(limit))
 
 
 Headers = Iterable[tuple[str, str]]

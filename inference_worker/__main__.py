@@ -50,10 +50,12 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
             prefix=settings.redis_prefix,
             stream_ttl=settings.stream_ttl_seconds,
             max_attempts=queue.max_attempts,
+            not_found_guard=settings.answer_not_found_guard,
         ),
     )
     stack.push_async_callback(handler.close)
-    return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
+    return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds,
+                     on_give_up=handler.given_up)]
 
 
 def main() -> None:

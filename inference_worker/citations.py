@@ -13,8 +13,8 @@ from typing import Any
 
 from parley.contracts import Source
 
-# "[1]", "[1, 2]", "[1,2 ; 3]", "[1-3]", "[source 2]", "[Sources 1 and 4]"
-_MARKER = re.compile(
+# A citation marker: "[1]", "[1, 2]", "[1,2 ; 3]", "[1-3]", "[source 2]", "[Sources 1 and 4]"
+MARKER = re.compile(
     r"\[\s*(?:sources?\s*)?(\d{1,3}(?:\s*(?:,|;|-|\u2013|and)\s*\d{1,3})*)\s*\]", re.IGNORECASE
 )
 _PART = re.compile(r"(\d{1,3})\s*(?:(?:-|\u2013)\s*(\d{1,3}))?")
@@ -24,7 +24,7 @@ _MAX_RANGE = 20  # "[1-999]" is not a citation of 999 sources
 def cited_numbers(text: str) -> list[int]:
     """Source numbers cited in ``text``, in order of first citation, without repeats."""
     seen: dict[int, None] = {}
-    for marker in _MARKER.finditer(text):
+    for marker in MARKER.finditer(text):
         for part in _PART.finditer(marker.group(1)):
             low = int(part.group(1))
             high = int(part.group(2)) if part.group(2) else low

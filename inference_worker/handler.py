@@ -17,9 +17,18 @@ Per delivery, in order:
    model's stream and frees the slot) and ``cancelled`` is written. A turn whose gateway hold
    lapsed for ``orphan_after`` seconds (the gateway died) ends the same way, reason
    ``orphaned``;
-5. ``final`` carries the full text, the citations the text actually uses (``[n]`` markers
-   resolved against the turn's sources), usage (the backend's figures, else counted here) and
-   timings.
+5. ``final`` carries the checked text (:mod:`inference_worker.grounding`: unknown ``[n]``
+   removed; in a generated answer, uncited sentences attributed to the source that holds
+   them), the citations that text uses, ``unsupported_numbers`` (figures in none of the cited
+   sources), ``removed_citations``, ``answer_mode``, ``found`` (whether the sources hold an
+   answer), usage (the backend's figures, else counted here) and timings.
+
+How the answer is made (the turn's ``answer_mode``): ``extractive`` quotes the passages of the
+sources that answer (:mod:`inference_worker.extractive`; no model); ``generative`` streams the
+model, except when the extractive answerer finds no passage covering the question: then the
+answer says it is not in the documents and names the closest sources, rather than let the model
+guess. Either way the pieces go through the same outbox, so cancel, resume and the terminal
+event behave the same.
 
 Failures: a rate limit (429) or an unreachable model before any token is retried through the
 queue (``Retry`` with the service's delay) while attempts and the turn's deadline allow; then
@@ -32,10 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,18 +51,22 @@ import redis.asyncio as aioredis
 import structlog
 from pydantic import ValidationError
 
+from inference_worker import extractive, grounding
 from inference_worker.chatmodel import ChatModel, Usage
 from inference_worker.citations import citations
 from inference_worker.outbox import Outbox, TurnOutput
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import ChatTurn
+from parley.contracts import ChatTurn, loads
 from parley.errors import ParleyError, Reject, Retry
 from parley.keys import Keys
 from parley.runtime.consumer import backoff
 from parley.turnstream import TERMINAL, TurnWriter, turn_key
 
 SCHEMA = "parley.chat.v1"
+EXTRACTIVE_MODEL = "extractive"  # the ``model`` of an answer quoted from the sources
+# Where the gateway's prompt puts the question, after the sources (chat_gateway.prompt).
+QUESTION_MARK = "Question:"
 ENQUEUED_HEADER = "parley-enqueued-at"
 
 WORKER_LOST = {
@@ -81,6 +93,9 @@ class HandlerOptions:
     # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
     # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
     orphan_after: float = 15.0
+    # Generative turns: answer "not in the documents" without the model when the extractive
+    # answerer finds no passage covering the question (see the module's docstring).
+    not_found_guard: bool = True
 
 
 @dataclass
@@ -90,6 +105,8 @@ class _Progress:
     pieces: list[str] = field(default_factory=list)
     first_token: float | None = None
     cancelled: bool = False
+    mode: str = "generative"  # how the answer was made: generative, extractive, not_found
+    found: bool = True  # the sources hold an answer (the extractive answerer found a passage)
     stream: object = None  # the model's iterator: may carry the backend's usage
 
 
@@ -151,7 +168,7 @@ class TurnHandler:
     # parsing ----------------------------------------------------------------------------------
     async def _parse(self, message: Message) -> ChatTurn:
         try:
-            raw = json.loads(message.body)
+            raw = loads(message.body)
         except ValueError as exc:
             raise Reject(f"chat turn is not JSON: {exc}", reason="bad_turn") from exc
         schema = raw.get("schema") if isinstance(raw, dict) else None
@@ -181,6 +198,30 @@ class TurnHandler:
                 writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
                                     ttl=self.options.stream_ttl)
                 await writer.emit("error", {"code": "bad_turn", "message": reason})
+
+    async def given_up(self, message: Message, reason: str) -> None:
+        """The consumer runtime gives up on a turn that was never settled (answering it killed
+        or hung the worker, again and again): its client gets a terminal ``error`` at once
+        instead of waiting for the gateway's timeout. Best effort, like :meth:`_tell_bad_turn`;
+        nothing is written after a terminal event."""
+        try:
+            raw = loads(message.body)
+        except ValueError:
+            return
+        turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
+        if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
+            return
+        with contextlib.suppress(Exception):
+            last, _ = await self._state(turn_id)
+            if last is None or last in TERMINAL:
+                return  # no client waits on a stream without events; a finished one is done
+            writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
+                                ttl=self.options.stream_ttl)
+            await writer.emit("error", {
+                "code": "worker_lost",
+                "message": "the model worker stopped every time it took this question "
+                "(out of memory?); it was not tried again",
+            })
 
     async def _state(self, turn_id: str) -> tuple[str | None, bool]:
         """The kind of the stream's last event (None: no event yet) and the cancel flag, in one
@@ -236,10 +277,9 @@ class TurnHandler:
     async def _generate(self, turn: ChatTurn, writer: TurnOutput, progress: _Progress) -> None:
         """Pull the model's pieces into the outbox until the end, a cancel flag seen on a write
         (returns) or a cancel of this task (raises); the model's stream is closed either way."""
-        with tracing.span("chat model", model=self.model.name, max_tokens=turn.max_tokens) as span:
-            stream = self.model.stream(
-                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-            )
+        name = EXTRACTIVE_MODEL if turn.answer_mode == "extractive" else self.model.name
+        with tracing.span("chat model", model=name, max_tokens=turn.max_tokens) as span:
+            stream = self._stream(turn, progress)
             progress.stream = stream
             try:
                 async for piece in stream:
@@ -255,6 +295,23 @@ class TurnHandler:
                 if aclose is not None:
                     with contextlib.suppress(Exception):
                         await aclose()
+
+    def _stream(self, turn: ChatTurn, progress: _Progress) -> AsyncIterator[str]:
+        """The answer's pieces. Extractive: the quoted passages, without the model. Generative:
+        the model's stream, unless the sources plainly do not hold the answer (the extractive
+        answerer finds no passage that covers the question), in which case it says so and
+        names the closest sources rather than let the model guess."""
+        question = turn.question or _last_user(turn)
+        found = extractive.answer(question, extractive.numbered(turn.sources))
+        progress.found = found.found
+        if turn.answer_mode == "extractive" or (self.options.not_found_guard
+                                                 and not found.found):
+            progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
+            return _pieces(found.text)
+        progress.mode = "generative"
+        return self.model.stream(
+            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+        )
 
     async def _failed(
         self,
@@ -301,11 +358,22 @@ class TurnHandler:
                      "source": "worker"}
         if not isinstance(finish, str):
             finish = "length" if len(progress.pieces) >= turn.max_tokens else "stop"
+        checked = grounding.check(
+            text, turn.sources, question=turn.question or _last_user(turn),
+            attribute_uncited=progress.mode == "generative",
+        )
+        if checked.unsupported_numbers or checked.removed_citations:
+            log.info("answer_checked", unsupported_numbers=list(checked.unsupported_numbers),
+                     removed_citations=list(checked.removed_citations))
         return {
-            "text": text,
-            "citations": citations(text, turn.sources),
+            "text": checked.text,
+            "citations": citations(checked.text, turn.sources),
+            "unsupported_numbers": list(checked.unsupported_numbers),
+            "removed_citations": list(checked.removed_citations),
+            "answer_mode": turn.answer_mode,
+            "found": progress.found,
             "finish_reason": finish,
-            "model": self.model.name,
+            "model": self.model.name if progress.mode == "generative" else EXTRACTIVE_MODEL,
             "usage": usage,
             "timings": {
                 "queue_ms": _queue_ms(turn, message.headers, progress.received_at),
@@ -314,6 +382,23 @@ class TurnHandler:
                 "total_ms": _ms(now - progress.received),
             },
         }
+
+
+def _last_user(turn: ChatTurn) -> str:
+    """The question of a turn that does not carry it: its last user message, after the
+    prompt's sources when the gateway's prompt put them there."""
+    for message in reversed(turn.messages):
+        if message.role == "user":
+            return message.content.rsplit(QUESTION_MARK, 1)[-1].strip()
+    return ""
+
+
+async def _pieces(text: str) -> AsyncIterator[str]:
+    """An extractive answer as a stream of word pieces, through the same outbox as a model's
+    tokens (one write per flush interval, cancel flags honoured)."""
+    for piece in re.findall(r"\s*\S+", text):
+        yield piece
+        await asyncio.sleep(0)
 
 
 def _observe(progress: _Progress, now: float) -> None:

@@ -338,26 +338,85 @@ def greedy(logits: Array) -> int:
 
 class Sampler:
     """Temperature + nucleus (top-p) sampling; temperature 0 is greedy. Seeded: the same seed,
-    prompt and settings give the same tokens."""
+    prompt and settings give the same tokens.
 
-    def __init__(self, temperature: float, top_p: float = 1.0, seed: int | None = None) -> None:
+    Repetition control, over the tokens this sampler has produced (not the prompt, so figures
+    and names are still copied from the sources): a token produced among the last
+    ``penalty_window`` has its logit divided by ``repetition_penalty`` (multiplied when
+    negative), and a token that would repeat an ``no_repeat_ngram``-token sequence already
+    produced is never chosen. A small model decoding greedily otherwise falls into a loop
+    (one paragraph again and again until ``max_tokens``). One sampler per generation: it keeps
+    that generation's history."""
+
+    def __init__(
+        self,
+        temperature: float,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        *,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram: int = 0,
+        penalty_window: int = 64,
+    ) -> None:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"temperature {temperature} / top_p {top_p} out of range")
+        if repetition_penalty < 1.0 or no_repeat_ngram < 0 or no_repeat_ngram == 1:
+            raise ValueError(
+                f"repetition_penalty {repetition_penalty} (>= 1) / no_repeat_ngram "
+                f"{no_repeat_ngram} (0 or >= 2) out of range"
+            )
         self.temperature = temperature
         self.top_p = top_p
         self.rng = np.random.default_rng(seed)
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram = no_repeat_ngram
+        self.penalty_window = penalty_window
+        self.history: list[int] = []
+        self._next: dict[tuple[int, ...], set[int]] = {}  # (n-1)-gram -> tokens that followed
+
+    def banned(self) -> set[int]:
+        """Tokens that would now complete an n-gram already produced."""
+        n = self.no_repeat_ngram
+        if not n or len(self.history) < n - 1:
+            return set()
+        return self._next.get(tuple(self.history[len(self.history) - n + 1:]), set())
+
+    def _control(self, logits: Array) -> Array:
+        if not self.history or (self.repetition_penalty == 1.0 and not self.no_repeat_ngram):
+            return logits
+        out = logits.astype(np.float32, copy=True)
+        if self.repetition_penalty != 1.0:
+            recent = np.unique(np.asarray(self.history[-self.penalty_window:]))
+            values = out[recent]
+            out[recent] = np.where(values > 0, values / self.repetition_penalty,
+                                   values * self.repetition_penalty)
+        banned = self.banned()
+        if banned and len(banned) < out.shape[0]:
+            out[np.fromiter(banned, dtype=np.int64)] = -np.inf
+        return out
+
+    def _record(self, token: int) -> None:
+        n = self.no_repeat_ngram
+        if n and len(self.history) >= n - 1:
+            prefix = tuple(self.history[len(self.history) - n + 1:])
+            self._next.setdefault(prefix, set()).add(token)
+        self.history.append(token)
 
     def __call__(self, logits: Array) -> int:
+        logits = self._control(logits)
         if self.temperature == 0:
-            return greedy(logits)
-        z = logits.astype(np.float64) / self.temperature
-        order = np.argsort(-z)
-        probs = np.exp(z[order] - z[order[0]])
-        probs /= probs.sum()
-        # The smallest prefix whose mass reaches top_p (at least one token).
-        keep = min(int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1, len(probs))
-        kept = probs[:keep] / probs[:keep].sum()
-        return int(order[self.rng.choice(keep, p=kept)])
+            token = greedy(logits)
+        else:
+            z = logits.astype(np.float64) / self.temperature
+            order = np.argsort(-z)
+            probs = np.exp(z[order] - z[order[0]])
+            probs /= probs.sum()
+            # The smallest prefix whose mass reaches top_p (at least one token).
+            keep = min(int(np.searchsorted(np.cumsum(probs), self.top_p)) + 1, len(probs))
+            kept = probs[:keep] / probs[:keep].sum()
+            token = int(order[self.rng.choice(keep, p=kept)])
+        self._record(token)
+        return token
 
 
 def _reader(path: Path) -> Any:

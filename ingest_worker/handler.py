@@ -15,20 +15,24 @@ Outcomes, all acked unless said otherwise:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import posixpath
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import structlog
 
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
-from ingest_worker.extract.isolation import extract_isolated
+from ingest_worker.extract.isolation import ExtractorPool, default_pool
 from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
-from parley.blobstore import BlobStore
+from parley.blobstore import BLOCK_BYTES, BlobInfo, BlobStore
 from parley.broker import Broker, Message
 from parley.contracts import (
     CHUNKED_AT_HEADER,
@@ -41,11 +45,19 @@ from parley.contracts import (
     dump,
 )
 from parley.embedder import Tokenizer
-from parley.errors import NotFound, Reject
-from parley.ids import ChunkId, DocumentId, TenantId, document_id, new_trace_id
+from parley.errors import NotFound, Reject, TooLarge
+from parley.ids import (
+    ChunkId,
+    DocumentId,
+    TenantId,
+    document_id,
+    is_tenant,
+    new_trace_id,
+    path_tenant,
+)
 from parley.runtime.clients import Clients
 from parley.settings import Settings
-from parley.status import Stage, StatusStore
+from parley.status import DocumentStatus, Stage, StatusStore
 from parley.vectors.store import VectorStore
 
 log = structlog.get_logger(__name__)
@@ -61,8 +73,11 @@ class Target:
 
 
 def target(request: IngestRequest, settings: Settings) -> Target:
-    """Which tenant and document a request is about. The first path segment names the tenant
-    unless the request says; a one-segment path belongs to the default tenant."""
+    """Which tenant and document a request is about: the path's first segment names the tenant;
+    a one-segment path belongs to the default tenant. Raises Reject (to the dead letters) for a
+    request whose ``tenant`` is not the path's (``tenant_mismatch``: it would index one
+    tenant's blob into another's collection, and let that tenant delete it) and for a path
+    whose tenant is not a valid tenant name (``invalid_tenant``)."""
     if request.container is not None and request.container != settings.blob_container:
         raise Reject(
             f"event for container {request.container!r}; this deployment ingests "
@@ -71,14 +86,33 @@ def target(request: IngestRequest, settings: Settings) -> Target:
             hint="check the Event Grid subscription's subject filter",
         )
     path = request.path.lstrip("/")
-    head, sep, _rest = path.partition("/")
-    tenant = request.tenant or (head if sep else settings.default_tenant)
+    tenant = path_tenant(path, settings.default_tenant)
+    if request.tenant is not None and request.tenant != tenant:
+        raise Reject(
+            f"the message names tenant {request.tenant!r} for {path!r}, a blob of tenant "
+            f"{tenant!r}",
+            reason="tenant_mismatch",
+            hint="a tenant's blobs live under '<tenant>/' in the container",
+        )
+    if not is_tenant(tenant):
+        raise Reject(
+            f"{tenant!r} (the first segment of {path!r}) is not a valid tenant name",
+            reason="invalid_tenant",
+            hint="tenant names are letters, digits, '_', '.' and '-' (at most 64)",
+        )
     return Target(TenantId(tenant), path, document_id(tenant, path))
 
 
-def version_of(data: bytes, settings: Settings, tokenizer_id: str) -> str:
-    """Content hash + the chunking config: a new chunking config is a new version too."""
-    digest = hashlib.sha256(data)
+def version_of(data: bytes | IO[bytes], settings: Settings, tokenizer_id: str) -> str:
+    """Content hash + the chunking config: a new chunking config is a new version too. A file
+    is hashed from its start, block by block."""
+    if isinstance(data, bytes):
+        digest = hashlib.sha256(data)
+    else:
+        data.seek(0)
+        digest = hashlib.sha256()
+        for block in iter(lambda: data.read(BLOCK_BYTES), b""):
+            digest.update(block)
     digest.update(
         f"|{settings.chunk_tokens}|{settings.chunk_overlap_tokens}|{tokenizer_id}".encode()
     )
@@ -149,7 +183,9 @@ class IngestHandler:
         tokenizer: Tokenizer,
         tokenizer_id: str,
         extract_timeout: float = 300.0,
+        pool: ExtractorPool | None = None,
     ) -> None:
+        """``pool``: the extraction children (default: the running loop's default pool)."""
         self.settings = settings
         self.blobs = blobs
         self.broker = broker
@@ -158,9 +194,10 @@ class IngestHandler:
         self.tokenizer = tokenizer
         self.tokenizer_id = tokenizer_id
         self.extract_timeout = extract_timeout
+        self.pool = pool
 
     @classmethod
-    def from_clients(cls, clients: Clients) -> IngestHandler:
+    def from_clients(cls, clients: Clients, *, pool: ExtractorPool | None = None) -> IngestHandler:
         """Wired as ``python -m ingest_worker`` wires it: publishes to the embed queue, sizes
         chunks with the configured embedder's tokenizer (the model itself is not loaded)."""
         from parley.embedder.factory import build_tokenizer
@@ -168,6 +205,7 @@ class IngestHandler:
         settings = clients.settings
         return cls(
             settings,
+            pool=pool,
             blobs=clients.blobs,
             broker=clients.brokers.for_queue(settings.queues.embed),
             status=clients.status,
@@ -222,15 +260,40 @@ class IngestHandler:
         if request.action == "delete":
             await self._delete(request, where)
             return
-        try:
-            data, info = await self.blobs.get(where.path)
-        except NotFound:
-            log.info("blob_gone_ignored")  # a delete overtook this create; its event handles it
-            return
+        # The blob goes to a temporary file, block by block (never whole into memory); its size
+        # is checked from its properties before the download starts. The extraction child reads
+        # the file itself.
+        with tempfile.NamedTemporaryFile(prefix="parley-ingest-") as file:
+            try:
+                info = await self.blobs.download(
+                    where.path, file, max_bytes=self.settings.max_document_bytes
+                )
+            except NotFound:
+                log.info("blob_gone_ignored")  # a delete overtook this create; its event does
+                return
+            except TooLarge as exc:
+                await self._too_large(request, where, current, exc)
+                return
+            file.flush()
+            await self._ingest(
+                request, where, headers, attempt=attempt, current=current, file=file, info=info
+            )
+
+    async def _ingest(
+        self,
+        request: IngestRequest,
+        where: Target,
+        headers: Mapping[str, str],
+        *,
+        attempt: int,
+        current: DocumentStatus | None,
+        file: IO[bytes],
+        info: BlobInfo,
+    ) -> None:
         filename = (
             info.metadata.get("filename") or request.filename or posixpath.basename(where.path)
         )
-        version = version_of(data, self.settings, self.tokenizer_id)
+        version = await asyncio.to_thread(version_of, file, self.settings, self.tokenizer_id)
         if current is not None and current.version == version:
             # The served version is this very content: nothing to extract or embed. A version
             # still in flight from an upload in between is dropped (the latest upload wins).
@@ -264,11 +327,12 @@ class IngestHandler:
         started = time.time()
         try:
             with tracing.span("extract", document_id=where.document_id):
-                extraction = await extract_isolated(
-                    data,
+                extraction = await (self.pool or default_pool()).extract(
+                    Path(file.name),
                     filename,
                     max_pages=self.settings.max_pages,
                     max_bytes=self.settings.max_document_bytes,
+                    max_chars=self.settings.max_document_chars,
                     timeout=self.extract_timeout,
                     on_progress=self._progress(where),
                 )
@@ -310,6 +374,18 @@ class IngestHandler:
                 message="the document holds no text to index",
             )
             return
+        if len(drafts) > self.settings.max_document_chunks:
+            log.warning("too_many_chunks", chunks=len(drafts))
+            metrics.DOCUMENTS.labels("failed").inc()
+            await self.status.update(
+                where.tenant,
+                where.document_id,
+                stage=Stage.FAILED,
+                reason="too_many_chunks",
+                message=f"the document makes {len(drafts):,} chunks of text, over the limit "
+                f"of {self.settings.max_document_chunks:,}; split it into smaller documents",
+            )
+            return
         out = batches(
             drafts,
             target=where,
@@ -341,6 +417,54 @@ class IngestHandler:
             pages=extraction.pages,
             extractor=extraction.extractor,
         )
+
+    async def _too_large(
+        self,
+        request: IngestRequest,
+        where: Target,
+        current: DocumentStatus | None,
+        exc: TooLarge,
+    ) -> None:
+        """A blob over ``max_document_bytes``, refused from its properties: not downloaded."""
+        size = f"{exc.size / 2**20:.1f} MiB" if exc.size is not None else "larger"
+        log.warning("too_large", bytes=exc.size, limit=exc.limit)
+        metrics.DOCUMENTS.labels("failed").inc()
+        await self.status.update(
+            where.tenant,
+            where.document_id,
+            filename=(current.filename if current is not None else None)
+            or request.filename
+            or posixpath.basename(where.path),
+            path=where.path,
+            stage=Stage.FAILED,
+            sequencer=request.sequencer,
+            reason="too_large",
+            message=f"the file is {size}, over the {exc.limit / 2**20:.1f} MiB limit",
+        )
+
+    async def given_up(self, message: Message, reason: str) -> None:
+        """The consumer runtime gives up on a message that was never settled (its handling
+        killed or hung the worker, again and again): its documents are ``failed`` with a
+        reason the user sees, instead of staying ``extracting`` until the stuck sweep."""
+        try:
+            requests = events.latest(events.parse(message.body))
+        except Reject:
+            return
+        for request in requests:
+            try:
+                where = target(request, self.settings)
+            except Reject:
+                continue
+            if request.action != "upsert":
+                continue
+            await self.status.update(
+                where.tenant,
+                where.document_id,
+                stage=Stage.FAILED,
+                reason="gave_up",
+                message=f"the worker stopped {message.attempt - 1} times while processing this "
+                "file (out of memory or hung?); it was not tried again",
+            )
 
     async def _delete(self, request: IngestRequest, where: Target) -> None:
         if await self.blobs.stat(where.path) is not None:

@@ -9,11 +9,12 @@ JSON Schemas of these models are exported to ``docs/contracts/`` (``parley schem
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId
+from parley.ids import TENANT_PATTERN, ChunkId, ConversationId, DocumentId, TenantId, TurnId
 
 # Message headers every adapter carries through (Redis stream fields / Service Bus properties).
 TRACE_HEADER = "traceparent"
@@ -37,7 +38,10 @@ class IngestRequest(Wire):
     container: str | None = None
     path: str = Field(min_length=1, max_length=1024, description="blob path inside the container")
     tenant: TenantId | None = Field(
-        default=None, description="defaults to the first path segment when the path has one"
+        default=None,
+        pattern=TENANT_PATTERN.pattern,
+        description="the first path segment (or the default tenant for a one-segment path); "
+        "a request naming another tenant is rejected",
     )
     etag: str | None = None
     sequencer: str | None = Field(
@@ -65,7 +69,7 @@ class ChunkBatch(Wire):
     batch of that version has landed (the document then turns ``ready``)."""
 
     schema_: Literal["parley.chunks.v1"] = Field(default="parley.chunks.v1", alias="schema")
-    tenant: TenantId
+    tenant: TenantId = Field(pattern=TENANT_PATTERN.pattern)
     document_id: DocumentId
     version: str
     filename: str
@@ -93,6 +97,14 @@ class Source(Wire):
     snippet: str
     text: str
     score: float
+    context: str = Field(
+        default="",
+        description="what the source's document says about itself (organisation, period, "
+        "title, section), from the chunk's metadata; '' when unknown",
+    )
+
+
+AnswerMode = Literal["extractive", "generative"]
 
 
 class ChatTurn(Wire):
@@ -101,7 +113,7 @@ class ChatTurn(Wire):
 
     schema_: Literal["parley.chat.v1"] = Field(default="parley.chat.v1", alias="schema")
     turn_id: TurnId
-    tenant: TenantId
+    tenant: TenantId = Field(pattern=TENANT_PATTERN.pattern)
     conversation_id: ConversationId
     messages: list[ChatMessage]
     max_tokens: int = Field(default=512, ge=1, le=32768)
@@ -113,8 +125,29 @@ class ChatTurn(Wire):
     enqueued_at: float | None = Field(
         default=None, description="unix time the turn was queued: the worker reports queue wait"
     )
+    question: str | None = Field(
+        default=None,
+        description="the question as retrieval read it (a follow-up completed from the "
+        "conversation): what an extractive answer answers, and a figure it names counts as "
+        "supported; None: the last user message",
+    )
+    answer_mode: AnswerMode = Field(
+        default="generative",
+        description="extractive: quote the sources' passages that answer (no model); "
+        "generative: the chat model writes the answer",
+    )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def loads(raw: str | bytes | bytearray) -> Any:
+    """``json.loads`` for untrusted input: JSON nested deeper than the interpreter's recursion
+    limit (``[[[[...``) is a :class:`ValueError` like any other malformed JSON. ``json`` raises
+    RecursionError for it, which every ``except ValueError`` misses."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def dump(message: BaseModel) -> bytes:

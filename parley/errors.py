@@ -56,3 +56,17 @@ class ConfigError(ParleyError):
 
 class NotFound(ParleyError):
     reason = "not_found"
+
+
+class TooLarge(ParleyError):
+    """Over a size limit of ``limit`` bytes; ``size`` is the whole size when it is known (a
+    stream refused at the limit is not read to its end)."""
+
+    reason = "too_large"
+
+    def __init__(
+        self, message: str, *, limit: int, size: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.limit = limit
+        self.size = size

@@ -106,6 +106,10 @@ class Keys:
         """Counter of a subject's asks in one minute window."""
         return self._k("rate", tenant, subject, str(window))
 
+    def tenant_rate(self, tenant: str, window: int) -> str:
+        """Counter of all of a tenant's asks in one minute window."""
+        return self._k("rate-tenant", tenant, str(window))
+
     def gateway_wake(self, gateway_id: str) -> str:
         """Stream a gateway process writes to wake its own blocked XREAD."""
         return self._k("gw", gateway_id, "wake")

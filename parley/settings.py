@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
     max_document_bytes: int = 100 * 1024 * 1024
     max_pages: int = 2000
+    # Caps on what one document may produce: characters of extracted text (reason
+    # too_much_text) and chunks (too_many_chunks). A small file can unpack to far more.
+    max_document_chars: int = Field(default=10_000_000, ge=1)
+    max_document_chunks: int = Field(default=20_000, ge=1)
+    # Address-space limit of each extraction child. None: derived from the container's memory
+    # limit (cgroup) so that every concurrent child fits beside the worker (see
+    # ingest_worker.extract.isolation.child_memory_limit), at most 3 GiB.
+    extract_memory_bytes: int | None = Field(default=None, ge=256 * 1024 * 1024)
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
     embed_batch_size: int = Field(default=32, ge=1)
@@ -142,6 +150,15 @@ class Settings(BaseSettings):
     chat_api_key: SecretStr | None = None
     chat_model: str = "smollm2-135m-instruct"
     azure_openai_chat_deployment: str = "gpt-4o-mini"
+    # How answers are made (PARLEY_ANSWER_MODE; a question may ask for the other): extractive
+    # quotes the passages of the sources that answer, with [n], and invents nothing; generative
+    # has the chat model write it. Extractive is the default: on the answer benchmark with the
+    # embedded model it is right more often (python -m bench answers, README).
+    answer_mode: Literal["extractive", "generative"] = "extractive"
+    # Generative answers: say "not in the documents" (naming the closest sources) instead of
+    # asking the model when no passage of the sources covers the question's words. Turn it off
+    # for a strong served model that can judge paraphrases itself.
+    answer_not_found_guard: bool = True
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048
     retrieval_k: int = 5
@@ -173,6 +190,14 @@ class Settings(BaseSettings):
     entra_tenant_claim: str = "tid"
     entra_tenant_map: str = ""
     max_upload_bytes: int = 100 * 1024 * 1024
+    # Browser pages of other origins allowed to open a websocket session, comma-separated
+    # ("https://portal.example.com"); the gateway's own origin is always allowed, and clients
+    # that are not browsers (no Origin header) are not concerned.
+    allowed_origins: str = ""
+    # Uploads through one gateway replica at once (POST /api/documents), in all and per tenant;
+    # more are refused with 429. Each is spooled to a temporary file of up to max_upload_bytes.
+    max_concurrent_uploads: int = Field(default=4, ge=1)
+    max_tenant_concurrent_uploads: int = Field(default=2, ge=1)
 
     # --- runtime ------------------------------------------------------------------------------
     log_level: str = "INFO"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import posixpath
 import re
 import unicodedata
+from typing import IO
 
 import redis.asyncio as aioredis
 
@@ -48,17 +49,24 @@ async def upload(
     broker: Broker,
     tenant: TenantId,
     filename: str,
-    data: bytes,
+    data: bytes | IO[bytes],
     folder: str = "",
     redis: aioredis.Redis | None = None,
     status: StatusStore | None = None,
 ) -> tuple[IngestRequest, BlobInfo]:
-    """Store ``data`` under ``<tenant>/<folder>/<filename>`` and post an ingest request.
-    With ``redis``, the blob watcher is told the blob is announced already; with ``status``,
-    the document shows as ``queued`` at once."""
-    if len(data) > settings.max_upload_bytes:
+    """Store ``data`` (bytes, or a file from its current position) under
+    ``<tenant>/<folder>/<filename>`` and post an ingest request. With ``redis``, the blob
+    watcher is told the blob is announced already; with ``status``, the document shows as
+    ``queued`` at once."""
+    if isinstance(data, bytes):
+        size = len(data)
+    else:
+        start = data.tell()
+        size = data.seek(0, 2) - start
+        data.seek(start)
+    if size > settings.max_upload_bytes:
         raise Reject(
-            f"{filename}: {len(data) / 2**20:.1f} MiB is over the "
+            f"{filename}: {size / 2**20:.1f} MiB is over the "
             f"{settings.max_upload_bytes / 2**20:.0f} MiB upload limit",
             reason="too_large",
         )

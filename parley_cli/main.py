@@ -144,7 +144,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from chat_gateway.client import ask
 
-    return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout)
+    return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout,
+                     answer_mode=args.mode)
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="ask a question; the answer streams with its sources")
     ask.add_argument("question")
+    ask.add_argument("--mode", choices=("extractive", "generative"),
+                     help="how the answer is made (default: the gateway's PARLEY_ANSWER_MODE)")
     ask.add_argument("--tenant")
 
     token = sub.add_parser("token", help="print a local access token for scripts")

@@ -136,6 +136,9 @@ async def test_ask_over_websocket(stack: tuple[Pipeline, str]) -> None:
     numbers = {s["n"] for s in events[1]["sources"]}
     assert all(c["n"] in numbers and c["document"] and "page" in c for c in final["citations"])
     assert final["usage"]["completion_tokens"] > 0
+    # The default answer quotes the sources: cited inline, no figure of its own.
+    assert final["answer_mode"] == "extractive" and final["model"] == "extractive"
+    assert final["citations"] and final["unsupported_numbers"] == []
 
 
 async def test_ask_with_the_openai_sdk(stack: tuple[Pipeline, str]) -> None:
@@ -159,6 +162,7 @@ async def test_ask_with_the_openai_sdk(stack: tuple[Pipeline, str]) -> None:
         messages=[{"role": "user", "content": QUESTION}],
         max_tokens=24,
         stream=True,
+        extra_body={"answer_mode": "generative"},  # the local model writes this one
     )
     pieces: list[str] = []
     parley_fields: list[dict[str, Any]] = []
@@ -169,5 +173,6 @@ async def test_ask_with_the_openai_sdk(stack: tuple[Pipeline, str]) -> None:
             pieces.append(chunk.choices[0].delta.content)
     assert "".join(pieces).strip()
     assert "sources" in parley_fields[0] and "citations" in parley_fields[-1]
+    assert isinstance(parley_fields[-1]["unsupported_numbers"], list)
     check_sources(parley_fields[0]["sources"], expected_pages)
     await client.close()

@@ -16,23 +16,26 @@ def extract(
     *,
     max_pages: int,
     max_bytes: int,
+    max_chars: int | None = None,
     on_page: PageCallback | None = None,
 ) -> Extraction:
     """Extract the text of a PDF or DOCX given as bytes; ``filename`` only colours messages.
 
     ``on_page(done, total)`` is called after each PDF page. Raises :class:`ExtractionFailed` with a
-    reason from :data:`REASONS` instead of ever returning an extraction without text.
+    reason from :data:`REASONS` instead of ever returning an extraction without text (or with
+    more than ``max_chars`` characters of it: ``too_much_text``).
     """
     preflight(data, max_bytes=max_bytes)
     container = sniff(data)
     if container == "pdf":
         from ingest_worker.extract import pdf
 
-        return pdf.extract_pdf(data, max_pages=max_pages, on_page=on_page)
+        extraction = pdf.extract_pdf(data, max_pages=max_pages, on_page=on_page)
+        return check_text(extraction, max_chars=max_chars)
     if container == "zip":
         from ingest_worker.extract import word
 
-        return word.extract_docx(data, max_bytes=max_bytes)
+        return check_text(word.extract_docx(data, max_bytes=max_bytes), max_chars=max_chars)
     if container == "ole":
         if "EncryptedPackage".encode("utf-16-le") in data:
             raise ExtractionFailed(
@@ -55,13 +58,35 @@ def extract(
 def preflight(data: bytes, *, max_bytes: int) -> None:
     """The checks that need no parsing (empty, over the size limit): callers that hand the work
     to another process run them first, so a refused file never travels."""
-    if not data:
+    check_size(len(data), max_bytes=max_bytes)
+
+
+def check_size(size: int, *, max_bytes: int) -> None:
+    """:func:`preflight` for a file of ``size`` bytes."""
+    if not size:
         raise ExtractionFailed("empty", "the file is empty (0 bytes)")
-    if len(data) > max_bytes:
+    if size > max_bytes:
         raise ExtractionFailed(
             "too_large",
-            f"file is {_mib(len(data))}, over the {_mib(max_bytes)} limit",
+            f"file is {_mib(size)}, over the {_mib(max_bytes)} limit",
         )
+
+
+def check_text(extraction: Extraction, *, max_chars: int | None) -> Extraction:
+    """The extraction, unless its text is over ``max_chars`` characters (``too_much_text``): a
+    small file can unpack to far more text than is worth indexing (and than the worker should
+    chunk and hold)."""
+    if max_chars is None:
+        return extraction
+    total = sum(len(block.text) for block in extraction.blocks)
+    if total > max_chars:
+        raise ExtractionFailed(
+            "too_much_text",
+            f"the document holds {total:,} characters of text, over the limit of "
+            f"{max_chars:,}",
+            hint="split it into smaller documents",
+        )
+    return extraction
 
 
 

@@ -32,13 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, get_args
 
-from ingest_worker.extract.dispatch import preflight
+from ingest_worker.extract.dispatch import check_size, preflight
 from ingest_worker.extract.types import Block, BlockKind, Extraction, ExtractionFailed
+from parley.errors import ConfigError
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
 
 #: Address-space limit of a child; generous for pdfium on a 100 MiB upload, fatal for bombs.
 DEFAULT_MEMORY_LIMIT = 3 * 1024 * 1024 * 1024
+#: What the worker process itself may use beside its children (Python, the tokenizer, clients;
+#: the document's bytes go to a temporary file, never into the worker).
+WORKER_RESERVE = 768 * 1024 * 1024
+#: Below this a child cannot extract much of anything.
+MIN_MEMORY_LIMIT = 384 * 1024 * 1024
 #: A child is replaced after this many documents, bounding what a slow leak can accumulate.
 MAX_DOCUMENTS_PER_CHILD = 500
 #: How long a child may take to start and import the extractors.
@@ -49,6 +55,52 @@ _FRAME = struct.Struct(">Q")
 _MAX_FRAME = 1 << 31
 _BLOCK_KINDS = frozenset(get_args(BlockKind))
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def container_memory_limit(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The memory limit of this container (cgroup v2 ``memory.max`` or v1
+    ``memory.limit_in_bytes``), or None when there is none."""
+    for file in (cgroup / "memory.max", cgroup / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = file.read_text().strip()
+        except OSError:
+            continue
+        if text == "max" or not text.isdigit() or int(text) >= 1 << 60:
+            return None
+        return int(text)
+    return None
+
+
+def child_memory_limit(
+    concurrency: int,
+    *,
+    container_limit: int | None,
+    explicit: int | None = None,
+    reserve: int = WORKER_RESERVE,
+) -> int:
+    """Each extraction child's address-space limit, such that ``concurrency`` children at their
+    limit and the worker (``reserve``) still fit in ``container_limit``: a hostile file then
+    costs its child (``too_large``), never an OOM kill of the whole pod (which redelivers the
+    message to the next worker). ``explicit`` (``PARLEY_EXTRACT_MEMORY_BYTES``) wins when it
+    fits; without a container limit, :data:`DEFAULT_MEMORY_LIMIT`. Raises ConfigError when the
+    children cannot fit. Pure."""
+    if container_limit is None:
+        return explicit or DEFAULT_MEMORY_LIMIT
+    room = (container_limit - reserve) // max(1, concurrency)
+    limit = min(explicit or DEFAULT_MEMORY_LIMIT, room)
+    if (explicit is not None and explicit > room) or limit < MIN_MEMORY_LIMIT:
+        raise ConfigError(
+            f"{concurrency} extraction children of {_mib(explicit or MIN_MEMORY_LIMIT)} each and "
+            f"the worker ({_mib(reserve)}) do not fit in the container's "
+            f"{_mib(container_limit)} memory limit",
+            hint="raise the pod's memory limit, or lower PARLEY_QUEUES__INGEST__CONCURRENCY or "
+            "PARLEY_EXTRACT_MEMORY_BYTES",
+        )
+    return limit
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
 
 
 class _ChildDied(Exception):
@@ -83,36 +135,40 @@ class ExtractorPool:
 
     async def extract(
         self,
-        data: bytes,
+        data: bytes | Path,
         filename: str,
         *,
         max_pages: int,
         max_bytes: int,
         timeout: float,
+        max_chars: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Extraction:
-        """Extract ``data`` in a child; see the module docstring for failures and cancellation."""
+        """Extract ``data`` in a child; see the module docstring for failures and cancellation.
+        Given a file path, the child reads the file itself: the bytes never pass through this
+        process. ``max_chars`` caps the text extracted (``too_much_text``)."""
         if self._closed:
             raise RuntimeError("the extractor pool is closed")
-        preflight(data, max_bytes=max_bytes)
-        request = (
-            json.dumps(
-                {
-                    "filename": filename,
-                    "max_pages": max_pages,
-                    "max_bytes": max_bytes,
-                    "size": len(data),
-                }
-            ).encode()
-            + b"\n"
-        )
+        fields: dict[str, Any] = {
+            "filename": filename, "max_pages": max_pages, "max_bytes": max_bytes,
+            "max_chars": max_chars,
+        }
+        if isinstance(data, Path):
+            check_size(os.stat(data).st_size, max_bytes=max_bytes)
+            fields.update(file=str(data), size=0)
+            payload = b""
+        else:
+            preflight(data, max_bytes=max_bytes)
+            fields["size"] = len(data)
+            payload = data
+        request = json.dumps(fields).encode() + b"\n"
         for attempt in range(2):
             child = await self._acquire(fresh=attempt > 0)
             reused = child.served > 0
             healthy = False
             try:
                 async with asyncio.timeout(timeout):
-                    outcome = await self._run(child, request, data, on_progress)
+                    outcome = await self._run(child, request, payload, on_progress)
                 healthy = True
             except TimeoutError:
                 raise ExtractionFailed(
@@ -395,11 +451,15 @@ def _child_main(argv: list[str]) -> None:
                 _send(out, {"progress": [done, total]})
 
         try:
+            if request.get("file"):
+                # Read here, under this child's memory limit: the worker never holds the bytes.
+                data = Path(str(request["file"])).read_bytes()
             result = extract(
                 data,
                 str(request["filename"]),
                 max_pages=int(request["max_pages"]),
                 max_bytes=int(request["max_bytes"]),
+                max_chars=request.get("max_chars"),
                 on_page=progress,
             )
             message: dict[str, Any] = {"ok": _encode(result)}

@@ -28,6 +28,7 @@ REASONS: dict[str, str] = {
     "malformed": "the file is damaged or not a valid PDF/DOCX",
     "too_large": "the file (or what it unpacks to) is over the size limit",
     "too_many_pages": "the PDF has more pages than the limit",
+    "too_much_text": "the document holds more characters of text than the limit",
     "unsupported_type": "not a PDF or DOCX",
     "empty": "the document holds no text at all",
     "timeout": "extraction took longer than allowed",

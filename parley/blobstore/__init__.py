@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
+
+#: Size of the blocks a store reads and writes when streaming a blob to or from a file.
+BLOCK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,25 @@ class BlobStore(Protocol):
     async def put(
         self,
         path: str,
-        data: bytes,
+        data: bytes | IO[bytes],
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
-        """Create or replace the blob; returns its new ETag."""
+        """Create or replace the blob from bytes, or from a binary file read (in blocks, never
+        whole) from its current position to its end; returns its new properties."""
         ...
 
     async def get(self, path: str) -> tuple[bytes, BlobInfo]:
-        """The blob's bytes and properties. Raises :class:`parley.errors.NotFound`."""
+        """The blob's bytes and properties. Raises :class:`parley.errors.NotFound`. Holds the
+        whole blob in memory: for untrusted sizes use :meth:`download`."""
+        ...
+
+    async def download(self, path: str, into: IO[bytes], *, max_bytes: int) -> BlobInfo:
+        """Write the blob's bytes into ``into`` block by block, never holding it whole; returns
+        the properties of the bytes written. Its size is read from its properties first: over
+        ``max_bytes`` raises :class:`parley.errors.TooLarge` before a byte is read (as does a
+        blob that grows past it while being read). Raises :class:`parley.errors.NotFound`."""
         ...
 
     async def stat(self, path: str) -> BlobInfo | None:

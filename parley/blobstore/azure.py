@@ -13,10 +13,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
+from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import (
     BlobProperties,
     BlobSasPermissions,
@@ -26,7 +31,7 @@ from azure.storage.blob import (
 )
 from azure.storage.blob.aio import BlobServiceClient
 
-from parley.blobstore import BlobInfo
+from parley.blobstore import BLOCK_BYTES, BlobInfo
 from parley.blobstore.names import (
     check_container,
     check_content_type,
@@ -36,13 +41,15 @@ from parley.blobstore.names import (
     decode_metadata_value,
     encode_metadata_value,
 )
-from parley.errors import ConfigError, NotFound, Reject
+from parley.errors import ConfigError, NotFound, Reject, Retry, TooLarge
 
 MAX_UPLOAD_URL_SECONDS = 24 * 3600
 # A user delegation key may live up to 7 days; ask for one day and renew it when a SAS would
 # outlive it.
 _DELEGATION_KEY_LIFETIME = timedelta(days=1)
 _CLOCK_SKEW = timedelta(minutes=5)
+# Downloads in blocks of this size (the SDK's first GET would otherwise take 32 MiB at once).
+_TRANSFER: dict[str, Any] = {"max_single_get_size": BLOCK_BYTES, "max_chunk_get_size": BLOCK_BYTES}
 
 
 def _etag(raw: str | None) -> str:
@@ -98,7 +105,7 @@ class AzureBlobStore:
         cls, connection_string: str, container: str, *, create_container: bool = False
     ) -> AzureBlobStore:
         """Key- or SAS-based access; Azurite's connection string works as is."""
-        service = BlobServiceClient.from_connection_string(connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string, **_TRANSFER)
         return cls(service, container, create_container=create_container)
 
     @classmethod
@@ -117,7 +124,7 @@ class AzureBlobStore:
             from azure.identity.aio import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        service = BlobServiceClient(account_url, credential=credential)
+        service = BlobServiceClient(account_url, credential=credential, **_TRANSFER)
         return cls(service, container, create_container=create_container, credential=credential)
 
     # --- BlobStore ------------------------------------------------------------------------------
@@ -125,19 +132,25 @@ class AzureBlobStore:
     async def put(
         self,
         path: str,
-        data: bytes,
+        data: bytes | IO[bytes],
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
-        """Create or replace the blob (one request up to 64 MiB, blocks beyond); returns its new
-        properties. The ETag changes on every put, even of the same bytes."""
+        """Create or replace the blob (one request up to 64 MiB, blocks beyond; a file is read
+        block by block); returns its new properties. The ETag changes on every put, even of the
+        same bytes."""
         check_path(path)
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type)
         encoded = {key: encode_metadata_value(value) for key, value in meta.items()}
         blob = self._client.get_blob_client(path)
+        start = 0 if isinstance(data, bytes) else data.tell()
+        size = len(data) if isinstance(data, bytes) else data.seek(0, 2) - start
+        if not isinstance(data, bytes):
+            data.seek(start)
         kwargs: dict[str, Any] = {
+            "length": size,
             "overwrite": True,
             "content_settings": ContentSettings(content_type=ctype),
             "metadata": encoded,
@@ -148,12 +161,14 @@ class AzureBlobStore:
             if getattr(exc, "error_code", None) != "ContainerNotFound":
                 raise
             await self._ensure_container(exc)
+            if not isinstance(data, bytes):
+                data.seek(start)
             result = await blob.upload_blob(data, **kwargs)
         modified: datetime | None = result.get("last_modified")
         return BlobInfo(
             path=path,
             etag=_etag(result.get("etag")),
-            size=len(data),
+            size=size,
             content_type=ctype,
             last_modified=modified.timestamp() if modified else None,
             metadata=meta,
@@ -170,6 +185,37 @@ class AzureBlobStore:
         props = downloader.properties
         props.name = path
         return data, _info(props)
+
+    async def download(self, path: str, into: IO[bytes], *, max_bytes: int) -> BlobInfo:
+        """The blob's properties first (TooLarge over ``max_bytes``, before any byte is read),
+        then its bytes, block by block, on the condition that it is still that blob (its ETag):
+        a blob replaced in between is a Retry."""
+        check_path(path)
+        blob = self._client.get_blob_client(path)
+        try:
+            props = await blob.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no blob {path!r} in {self.container!r}") from exc
+        if props.size > max_bytes:
+            raise TooLarge(f"blob {path!r} is over the {max_bytes} byte limit",
+                           size=int(props.size), limit=max_bytes)
+        try:
+            downloader = await blob.download_blob(
+                etag=props.etag, match_condition=MatchConditions.IfNotModified
+            )
+            written = 0
+            async for block in downloader.chunks():
+                written += len(block)
+                if written > max_bytes:
+                    raise TooLarge(f"blob {path!r} is over the {max_bytes} byte limit",
+                                   limit=max_bytes)
+                into.write(block)
+        except ResourceNotFoundError as exc:
+            raise NotFound(f"no blob {path!r} in {self.container!r}") from exc
+        except ResourceModifiedError as exc:
+            raise Retry(f"blob {path!r} changed while it was read", delay=1.0) from exc
+        props.name = path
+        return _info(props)
 
     async def stat(self, path: str) -> BlobInfo | None:
         """Properties, or None when there is no such blob (or container)."""

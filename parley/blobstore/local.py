@@ -34,9 +34,9 @@ import stat
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from parley.blobstore import BlobInfo
+from parley.blobstore import BLOCK_BYTES, BlobInfo
 from parley.blobstore.names import (
     DEFAULT_CONTENT_TYPE,
     check_container,
@@ -45,7 +45,7 @@ from parley.blobstore.names import (
     check_path,
     check_prefix,
 )
-from parley.errors import NotFound, Reject
+from parley.errors import NotFound, Reject, TooLarge
 
 _LIST_BATCH = 256
 
@@ -111,21 +111,29 @@ class LocalBlobStore:
     async def put(
         self,
         path: str,
-        data: bytes,
+        data: bytes | IO[bytes],
         *,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> BlobInfo:
-        """Create or replace the blob atomically; returns its properties (ETag = SHA-256)."""
+        """Create or replace the blob atomically (bytes, or a file copied block by block);
+        returns its properties (ETag = SHA-256)."""
         check_path(path)
         meta = check_metadata(metadata)
         ctype = check_content_type(content_type)
-        return await asyncio.to_thread(self._put, path, bytes(data), ctype, meta)
+        source = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data
+        return await asyncio.to_thread(self._put, path, source, ctype, meta)
 
     async def get(self, path: str) -> tuple[bytes, BlobInfo]:
         """The blob's bytes and properties. Raises :class:`parley.errors.NotFound`."""
         check_path(path)
         return await asyncio.to_thread(self._get, path)
+
+    async def download(self, path: str, into: IO[bytes], *, max_bytes: int) -> BlobInfo:
+        """Copy the blob into ``into`` block by block; TooLarge from its size before a byte is
+        copied. Raises :class:`parley.errors.NotFound`."""
+        check_path(path)
+        return await asyncio.to_thread(self._download, path, into, max_bytes)
 
     async def stat(self, path: str) -> BlobInfo | None:
         """Properties, or None when there is no such blob."""
@@ -193,30 +201,46 @@ class LocalBlobStore:
         except OSError:
             return None
 
-    def _write_temp(self, data: bytes) -> tuple[Path, os.stat_result]:
+    def _write_temp(self, data: bytes | IO[bytes]) -> tuple[Path, os.stat_result, str]:
+        """A temp file holding ``data`` (a file is copied block by block); with its stat and
+        the SHA-256 of what was written."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         temp = self._tmp / f"{secrets.token_hex(12)}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        digest = hashlib.sha256()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            blocks = [data] if isinstance(data, bytes) else iter(
+                lambda: data.read(BLOCK_BYTES), b""
+            )
+            for block in blocks:
+                digest.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view) :]
             os.fsync(fd)
-            return temp, os.fstat(fd)
-        finally:
+            return temp, os.fstat(fd), digest.hexdigest()
+        except BaseException:
             os.close(fd)
+            fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     # --- blocking operations (run in a thread) ------------------------------------------------
 
-    def _put(self, path: str, data: bytes, content_type: str, metadata: dict[str, str]) -> BlobInfo:
+    def _put(
+        self, path: str, data: bytes | IO[bytes], content_type: str, metadata: dict[str, str]
+    ) -> BlobInfo:
         target = self._data_path(path)
         sidecar_path = self._sidecar_path(path)
-        etag = hashlib.sha256(data).hexdigest()
-        data_temp, st = self._write_temp(data)
+        data_temp, st, etag = self._write_temp(data)
         sidecar = _Sidecar(etag, st.st_ino, st.st_size, st.st_mtime_ns, content_type, metadata)
         meta_temp: Path | None = None
         try:
-            meta_temp, _ = self._write_temp(sidecar.to_json(path))
+            meta_temp, _, _ = self._write_temp(sidecar.to_json(path))
             with self._locked(exclusive=True):
                 try:
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +292,7 @@ class LocalBlobStore:
     def _remember(self, path: str, st: os.stat_result, etag: str) -> None:
         """Record the ETag of a file changed behind our back, so it is hashed only once."""
         sidecar = _Sidecar(etag, st.st_ino, st.st_size, st.st_mtime_ns, _guess_content_type(path))
-        temp, _ = self._write_temp(sidecar.to_json(path))
+        temp, _, _ = self._write_temp(sidecar.to_json(path))
         try:
             with self._locked(exclusive=True):
                 try:
@@ -294,6 +318,28 @@ class LocalBlobStore:
         etag = hashlib.sha256(data).hexdigest()
         self._remember(path, st, etag)
         return data, self._info(path, st, None, etag)
+
+    def _download(self, path: str, into: IO[bytes], max_bytes: int) -> BlobInfo:
+        opened = self._open(path)
+        if opened is None:
+            raise NotFound(f"no blob {path!r} in {self.container!r}")
+        fd, st, sidecar = opened
+        with os.fdopen(fd, "rb") as file:
+            if st.st_size > max_bytes:
+                raise _too_large(path, st.st_size, max_bytes)
+            digest = hashlib.sha256()
+            written = 0
+            for block in iter(lambda: file.read(BLOCK_BYTES), b""):
+                written += len(block)
+                if written > max_bytes:  # grown behind the store's back since the stat
+                    raise _too_large(path, None, max_bytes)
+                digest.update(block)
+                into.write(block)
+        if sidecar is not None and sidecar.matches(st):
+            return self._info(path, st, sidecar, sidecar.etag)
+        etag = digest.hexdigest()
+        self._remember(path, st, etag)
+        return self._info(path, st, None, etag)
 
     def _stat(self, path: str) -> BlobInfo | None:
         opened = self._open(path)
@@ -362,3 +408,7 @@ class LocalBlobStore:
 
         visit(self._dir, "")
         return found
+
+
+def _too_large(path: str, size: int | None, limit: int) -> TooLarge:
+    return TooLarge(f"blob {path!r} is over the {limit} byte limit", size=size, limit=limit)

@@ -199,18 +199,31 @@ class ServiceBusBroker:
         return sender
 
     async def _receiver(self, queue: str) -> ServiceBusReceiver:
-        receiver = self._receivers.get(queue)
+        return await self._opened(
+            self._receivers, queue,
+            lambda: self._client_now().get_queue_receiver(
+                queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0
+            ),
+        )
+
+    async def _opened(
+        self,
+        cache: dict[str, ServiceBusReceiver],
+        queue: str,
+        make: Callable[[], ServiceBusReceiver],
+    ) -> ServiceBusReceiver:
+        """The receiver of ``cache`` for ``queue``, made and opened once under the open lock:
+        callers racing for it get the same receiver, never a second link."""
+        receiver = cache.get(queue)
         if receiver is None:
             async with self._open_lock:
-                receiver = self._receivers.get(queue)
+                receiver = cache.get(queue)
                 if receiver is None:
-                    receiver = self._client_now().get_queue_receiver(
-                        queue, receive_mode=ServiceBusReceiveMode.PEEK_LOCK, prefetch_count=0
-                    )
+                    receiver = make()
                     # Open now (connection, CBS, link: ~0.5 s of SDK pacing) so that the first
                     # receive's wait is spent waiting for messages, not opening.
                     await receiver.__aenter__()
-                    self._receivers[queue] = receiver
+                    cache[queue] = receiver
         return receiver
 
     # --- Broker ----------------------------------------------------------------------------
@@ -382,11 +395,10 @@ class ServiceBusBroker:
     async def oldest_message_age(self, queue: str) -> float | None:
         """Peeks the first active message (waiting or locked) on a receiver of its own, so a
         scrape never disturbs the consumer's link."""
-        peeker = self._peekers.get(queue)
-        if peeker is None:
-            peeker = self._client_now().get_queue_receiver(queue, prefetch_count=0)
-            await peeker.__aenter__()
-            self._peekers[queue] = peeker
+        peeker = await self._opened(
+            self._peekers, queue,
+            lambda: self._client_now().get_queue_receiver(queue, prefetch_count=0),
+        )
         page = await peeker.peek_messages(max_message_count=1, sequence_number=1)
         if not page or page[0].enqueued_time_utc is None:
             return None
@@ -430,14 +442,12 @@ class ServiceBusBroker:
 
     async def _dead_receiver(self, queue: str) -> ServiceBusReceiver:
         """A peek-lock receiver on ``<queue>/$DeadLetterQueue``, opened once and kept."""
-        receiver = self._dead.get(queue)
-        if receiver is None:
-            receiver = self._client_now().get_queue_receiver(
+        return await self._opened(
+            self._dead, queue,
+            lambda: self._client_now().get_queue_receiver(
                 queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0
-            )
-            await receiver.__aenter__()
-            self._dead[queue] = receiver
-        return receiver
+            ),
+        )
 
     async def close(self) -> None:
         renewer, self._renewer = self._renewer, None

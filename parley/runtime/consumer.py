@@ -3,9 +3,13 @@
 A handler returns normally to ack. It raises :class:`~parley.errors.Reject` to dead-letter the
 message with the error as reason, :class:`~parley.errors.Retry` (or any other exception) to have
 it delivered again after a backoff; after ``max_attempts`` deliveries the message is
-dead-lettered with the last error. On stop the runtime receives nothing more and waits up to
-``drain_seconds`` for in-flight handlers; handlers still running then are cancelled and their
-messages left unsettled, so the broker delivers them again (at-least-once).
+dead-lettered with the last error. A delivery whose ``attempt`` is already past ``max_attempts``
+(earlier deliveries were never settled: the handler killed or hung its worker, e.g. an OOM kill)
+is dead-lettered at receive without running the handler again (reason ``max_deliveries``), after
+the optional ``on_give_up(message, reason)`` hook has had its say. On stop the runtime receives
+nothing more and waits up to ``drain_seconds`` for in-flight handlers; handlers still running
+then are cancelled and their messages left unsettled, so the broker delivers them again
+(at-least-once).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from parley.runtime import tasks
 from parley.settings import QueueSettings
 
 Handler = Callable[[Message], Awaitable[None]]
+GiveUp = Callable[[Message, str], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +62,7 @@ class Consumer:
         receive_wait: float = 1.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
+        on_give_up: GiveUp | None = None,
     ) -> None:
         self.broker = broker
         self.queue = queue
@@ -65,6 +71,7 @@ class Consumer:
         self.receive_wait = receive_wait
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.on_give_up = on_give_up
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when a task ends: waiting on it costs O(1) per wake-up, where asyncio.wait over
@@ -152,6 +159,9 @@ class Consumer:
         with structlog.contextvars.bound_contextvars(
             **{k: v for k, v in bound.items() if v is not None}
         ), tracing.consuming(name, message.id, headers):
+            if message.attempt > self.queue.max_attempts:
+                await self._give_up_unsettled(message)
+                return
             try:
                 await self.handler(message)
             except Reject as exc:
@@ -173,6 +183,23 @@ class Consumer:
             finally:
                 self.stats.in_flight -= 1
                 metrics.HANDLE_SECONDS.labels(name).observe(time.monotonic() - started)
+
+    async def _give_up_unsettled(self, message: Message) -> None:
+        """Dead-letter a message delivered more often than ``max_attempts`` without ever being
+        settled: running it again would kill or hang this worker too."""
+        reason = (
+            f"max_deliveries: delivered {message.attempt} times, more than max_attempts "
+            f"{self.queue.max_attempts}, without being settled (its handling may kill or hang "
+            "the worker); not run again"
+        )
+        metrics.MESSAGES_FAILED.labels(message.queue).inc()
+        log.error("poison_message", reason="max_deliveries", attempt=message.attempt)
+        if self.on_give_up is not None:
+            try:
+                await self.on_give_up(message, reason)
+            except Exception as exc:  # the dead letter matters more than the hook
+                log.warning("give_up_hook_failed", error=f"{type(exc).__name__}: {exc}")
+        await self._dead_letter(message, reason)
 
     async def _retry(self, message: Message, exc: Exception, delay: float | None) -> None:
         error = str(exc) if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"

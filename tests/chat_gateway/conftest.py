@@ -28,17 +28,21 @@ from parley.broker.redis import RedisBroker
 from parley.contracts import ChatTurn
 from parley.embedder.local import LocalEmbedder
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.runtime import tasks
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
 from parley.turnstream import TurnWriter
 from parley.vectors.chroma import ChromaStore
 from parley.vectors.store import ChunkRecord
+from tests.fixtures.quarterlies import reports
 
 RUN = uuid.uuid4().hex[:6]
 ALPHA = TenantId(f"alpha{RUN}")
 BETA = TenantId(f"beta{RUN}")
 EMPTY = TenantId(f"empty{RUN}")
-TOKENS = {"tok-alpha": ALPHA, "tok-beta": BETA, "tok-empty": EMPTY}
+GAMMA = TenantId(f"gamma{RUN}")  # look-alike reports of several companies, and a policy
+TOKENS = {"tok-alpha": ALPHA, "tok-beta": BETA, "tok-empty": EMPTY, "tok-gamma": GAMMA}
+REPORTS = [r for r in reports() if r.quarter == 1]
 
 DOCUMENTS: dict[TenantId, list[tuple[str, str, list[tuple[int, str]]]]] = {
     ALPHA: [
@@ -49,6 +53,15 @@ DOCUMENTS: dict[TenantId, list[tuple[str, str, list[tuple[int, str]]]]] = {
         ]),
         ("alpha-doc-2", "orchard-supply-chain.docx", [
             (1, "Most Orchard devices are assembled by contract manufacturers in Asia."),
+        ]),
+    ],
+    GAMMA: [
+        *((f"gamma-{r.filename}", r.filename, [(1, r.text)]) for r in REPORTS),
+        ("gamma-travel", "travel-policy.docx", [
+            (1, "Travel policy. Hotel rooms may cost at most 180 euros a night in Europe and "
+                "250 dollars elsewhere; the employee books them through the travel desk."),
+            (2, "Flights longer than six hours may be booked in premium economy; shorter flights "
+                "in economy. Train travel is preferred for trips under four hours."),
         ]),
     ],
     BETA: [
@@ -96,6 +109,7 @@ class StandInWorker:
     settings: Settings
     delay: float = 0.002
     answer: str = "Orchard reported revenue of 383 billion dollars [1]. Staff was 161,000 [2]."
+    final_extra: dict[str, Any] = field(default_factory=dict)  # merged into final events
     turns: list[ChatTurn] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)  # turn id -> tokens written
     ended: dict[str, str] = field(default_factory=dict)  # turn id -> terminal event
@@ -139,7 +153,7 @@ class StandInWorker:
             await writer.emit("final", {
                 "text": "".join(pieces), "citations": cited, "finish_reason": "stop",
                 "usage": {"prompt_tokens": 50, "completion_tokens": len(pieces)},
-                "timings": {"ttft_ms": 1.0},
+                "timings": {"ttft_ms": 1.0}, **self.final_extra,
             })
             self.ended[turn.turn_id] = "final"
         self.ended_at[turn.turn_id] = asyncio.get_running_loop().time()
@@ -180,16 +194,19 @@ async def world(
 
     @contextlib.asynccontextmanager
     async def make_gateway(
-        options: GatewayOptions | None = None, auth: Authenticator | None = None
+        options: GatewayOptions | None = None, auth: Authenticator | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[str]:
+        """A gateway replica; ``overrides`` change its settings (``allowed_origins=...``)."""
         # Each gateway has its own connections, as a separate replica would.
         client = aioredis.Redis.from_url(redis_url)
+        gateway_settings = settings.model_copy(update=overrides) if overrides else settings
         services = Services.assemble(
-            settings, redis=client, broker=RedisBroker(client, prefix=prefix),
+            gateway_settings, redis=client, broker=RedisBroker(client, prefix=prefix),
             embedder=embedder, store=indexed, auth=auth,
             options=options or GatewayOptions(resume_grace=10.0),
         )
-        gateway = Gateway(settings, services=services)
+        gateway = Gateway(gateway_settings, services=services)
         try:
             async with running(gateway) as url:
                 yield url
@@ -198,9 +215,9 @@ async def world(
             await client.aclose()
 
     yield World(settings, redis, status, worker, make_gateway)
-    worker_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker_task
+    # Cancelled until it ends: redis-py can swallow one cancel, and a single cancel then left
+    # this teardown waiting forever (the 600 s hangs seen in CI).
+    await tasks.stop(worker_task)
     await redis.aclose()
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 from websockets.asyncio.client import connect
 
-from chat_gateway import prompt
+from chat_gateway import followup
 from chat_gateway.app import Gateway
 from chat_gateway.server import running
 from parley.embedder.local import LocalEmbedder
@@ -59,7 +59,7 @@ async def test_a_gateway_mid_switch_cites_old_only_and_new_only_documents(
                 "Quill Robotics moved its headquarters to Lyon in 2024.", hq)])
             # Only in the old model's collection: not re-embedded yet. The fake's vector of the
             # question itself, so the old model ranks it first for that question.
-            question_vector = FakeAzureOpenAI.vector(prompt.query_text(FOUNDED, []), DIMS)
+            question_vector = FakeAzureOpenAI.vector(followup.resolve(FOUNDED, []).query, DIMS)
             await old.upsert(tenant, [
                 record("old-doc", "quill-history.pdf",
                        "Quill Robotics was founded in 1998 by two engineers in Grenoble.",

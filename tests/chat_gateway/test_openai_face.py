@@ -37,6 +37,29 @@ async def test_non_streaming_completion_with_citations(world: World) -> None:
     assert extension["sources"][0]["document"] == "orchard-annual-report.pdf"
     assert [c["n"] for c in extension["citations"]] == [1, 2]
     assert extension["citations"][0]["page"] == 3
+    assert extension["unsupported_numbers"] == []
+    assert world.worker.turns[-1].answer_mode == "extractive"  # the gateway's default
+
+
+async def test_a_request_chooses_the_answer_mode_and_sees_the_checks(world: World) -> None:
+    world.worker.final_extra = {"unsupported_numbers": ["161,000"],
+                                "text": "Orchard reported 383 billion dollars [1]."}
+    async with world.make_gateway() as base:
+        completion = await sdk(base).chat.completions.create(
+            model="parley", messages=[{"role": "user", "content": "What was Orchard's revenue?"}],
+            extra_body={"answer_mode": "generative"},
+        )
+        stream = await sdk(base).chat.completions.create(
+            model="parley", stream=True, extra_body={"answer_mode": "generative"},
+            messages=[{"role": "user", "content": "What was Orchard's revenue?"}],
+        )
+        chunks = [chunk async for chunk in stream]
+    assert completion.choices[0].message.content == "Orchard reported 383 billion dollars [1]."
+    assert (completion.model_extra or {})["parley"]["unsupported_numbers"] == ["161,000"]
+    last = (chunks[-1].model_extra or {})["parley"]
+    assert last["unsupported_numbers"] == ["161,000"]
+    assert last["text"] == "Orchard reported 383 billion dollars [1]."
+    assert [t.answer_mode for t in world.worker.turns] == ["generative", "generative"]
 
 
 async def test_streaming_completion(world: World) -> None:
@@ -75,6 +98,14 @@ async def test_unauthenticated_and_bad_requests(world: World) -> None:
             await sdk(base, "tok-empty").chat.completions.create(
                 model="x", messages=[{"role": "user", "content": "hi"}])
         assert empty.value.code == "no_documents" and "upload" in empty.value.message
+        with pytest.raises(openai.BadRequestError) as blank:
+            await sdk(base).chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "  \n "}])
+        assert blank.value.code == "bad_request" and "empty" in blank.value.message
+        with pytest.raises(openai.APIStatusError) as huge:
+            await sdk(base).chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "revenue " * 2048}])
+        assert huge.value.status_code == 413 and "over the limit" in huge.value.message
         async with httpx.AsyncClient(base_url=base) as http:
             broken = await http.post("/v1/chat/completions", content=b"{",
                                      headers={"Authorization": "Bearer tok-alpha"})

@@ -130,7 +130,10 @@ async def test_full_turn_streams_sources_tokens_and_final(world: World) -> None:
     assert offsets == sorted(offsets, key=lambda o: tuple(map(int, o.split("-"))))
     # The worker got the numbered sources in its prompt.
     [turn] = world.worker.turns
-    assert "[1] orchard-annual-report.pdf, page 3" in turn.messages[-1].content
+    assert '<source n="1" document="orchard-annual-report.pdf" page="3">' in (
+        turn.messages[-1].content)
+    assert turn.answer_mode == "extractive"
+    assert turn.question == "What was Orchard's revenue in 2023?"
     assert turn.tenant == ALPHA
 
 

@@ -92,7 +92,7 @@ async def stack(
         redis_url=redis_url, chroma_url=chroma_url, redis_prefix=prefix,
         local_tokens=SecretStr(f"tok-alpha:{ALPHA}"),
         chat_backend="openai-compatible", chat_base_url=peer.base_url, chat_model="peer-model",
-        drain_seconds=5.0,
+        drain_seconds=5.0, answer_mode="generative",  # the model's way, traced through its server
     )
     redis = aioredis.Redis.from_url(redis_url)
     status = StatusStore(redis, prefix=prefix)

@@ -29,7 +29,7 @@ def sources(count: int = 2) -> list[Source]:
     return [
         Source(n=n, chunk_id=ChunkId(f"chunk-{n}"), document_id=DocumentId(f"doc-{n}"),
                document=f"report-{n}.pdf", page=n + 1, snippet=f"snippet {n}",
-               text=f"Full text of chunk {n}.", score=0.9 - n / 10)
+               text=f"Revenue grew 12% on cloud sales, says chunk {n}.", score=0.9 - n / 10)
         for n in range(1, count + 1)
     ]
 

@@ -38,7 +38,7 @@ def test_citations_resolve_in_order_of_use_and_drop_unknown_numbers() -> None:
     assert [c["n"] for c in cited] == [3, 1]
     assert cited[0] == {
         "n": 3, "chunk_id": "c3", "document_id": "d3", "document": "doc3.pdf", "page": 3,
-        "snippet": "snippet 3", "score": 0.5,
+        "snippet": "snippet 3", "score": 0.5, "context": "",
     }
     assert "text" not in cited[1]
 

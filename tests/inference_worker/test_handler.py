@@ -15,8 +15,10 @@ import redis.asyncio as aioredis
 
 from inference_worker.chatmodel import Usage
 from inference_worker.openai_backend import OpenAIChatModel
-from parley.contracts import dump
+from parley.broker import Message
+from parley.contracts import ChatMessage, dump
 from parley.errors import ParleyError
+from parley.ids import MessageId
 from parley.turnstream import TurnWriter, attached_key, cancel, tail
 from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
@@ -42,8 +44,10 @@ async def test_tokens_arrive_in_order_and_final_has_text_citations_usage_timings
     assert text_of(events) == "".join(ANSWER)
     assert sum(int(e.data["n"]) for e in events if e.kind == "token") == len(ANSWER)
     final = events[-1].data
-    assert final["text"] == "".join(ANSWER)
-    assert [c["n"] for c in final["citations"]] == [2]  # [9] has no source: dropped
+    assert final["text"] == "Revenue grew 12% [2] on cloud sales [2]."  # [9]: no such source
+    assert final["removed_citations"] == [9] and final["unsupported_numbers"] == []
+    assert final["answer_mode"] == "generative" and final["found"] is True
+    assert [c["n"] for c in final["citations"]] == [2]
     assert final["citations"][0]["chunk_id"] == "chunk-2"
     assert final["citations"][0]["page"] == 3
     assert final["usage"]["completion_tokens"] == len(ANSWER)
@@ -201,17 +205,19 @@ async def test_malformed_turns_are_dead_lettered_with_the_reason(redis: aioredis
         broken["max_tokens"] = -5
         await w.publish(json.dumps(broken).encode(), chat.turn_id)
         await w.publish(b"{not json")
+        await w.publish(b'{"schema": ' + b"[" * 20_000)  # json raises RecursionError on this
         future = {**json.loads(dump(turn())), "schema": "parley.chat.v2"}
         await w.publish(json.dumps(future).encode())
         events = await w.events(chat.turn_id)
         await w.settled()
         dead = await w.broker.dead_letters(w.queue.name)
     reasons = sorted(d.reason for d in dead)
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert reasons[0].startswith("chat turn is not JSON")
-    assert reasons[1].startswith("malformed chat turn")
-    assert "messages: Field required" in reasons[1] and "max_tokens" in reasons[1]
-    assert reasons[2].startswith("unknown schema 'parley.chat.v2'")
+    assert reasons[1].startswith("chat turn is not JSON: JSON nested too deeply")
+    assert reasons[2].startswith("malformed chat turn")
+    assert "messages: Field required" in reasons[2] and "max_tokens" in reasons[2]
+    assert reasons[3].startswith("unknown schema 'parley.chat.v2'")
     assert all(d.attempt == 1 for d in dead)  # rejected at once, not retried
     # The client of the malformed turn is told instead of waiting forever.
     assert events[-1].kind == "error" and events[-1].data["code"] == "bad_turn"
@@ -379,3 +385,71 @@ async def test_the_local_model_end_to_end(redis: aioredis.Redis) -> None:
     assert 1 <= final.data["usage"]["completion_tokens"] <= 40
     assert final.data["usage"]["prompt_tokens"] > 10
     assert final.data["model"] == "tiny-random-3"
+
+
+async def test_an_extractive_turn_streams_quoted_passages_without_the_model(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER)
+    async with worker(redis, model) as w:
+        chat = turn(answer_mode="extractive", question="How did revenue change?")
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    tokens = [e for e in events if e.kind == "token"]
+    final = events[-1].data
+    assert events[-1].kind == "final" and len(tokens) > 1  # streamed, not one blob
+    assert text_of(events) == final["text"]
+    assert final["text"].startswith("Revenue grew 12% on cloud sales, says chunk 1. [1]")
+    assert final["model"] == "extractive" and final["answer_mode"] == "extractive"
+    assert final["found"] is True and final["unsupported_numbers"] == []
+    assert final["citations"][0]["n"] == 1
+    assert model.calls == []
+
+
+async def test_a_question_the_sources_do_not_answer_is_not_guessed(
+    redis: aioredis.Redis,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER)
+    async with worker(redis, model) as w:
+        chat = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    final = events[-1].data
+    assert "not in the documents" in final["text"] and final["found"] is False
+    assert [c["n"] for c in final["citations"]] == [1, 2]  # the closest sources, shown
+    assert model.calls == []  # the model was not asked to guess
+
+
+async def test_a_figure_in_no_cited_source_is_flagged_in_final(redis: aioredis.Redis) -> None:
+    model = ScriptedModel(pieces=["Revenue", " grew", " 15%", " on cloud sales [1]."])
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    final = events[-1].data
+    assert final["unsupported_numbers"] == ["15%"]
+    assert final["text"] == "Revenue grew 15% on cloud sales [1]."
+
+
+async def test_a_turn_given_up_on_ends_with_worker_lost(redis: aioredis.Redis) -> None:
+    """The consumer runtime gives up on a turn whose answering killed the worker again and again
+    (``max_deliveries``); the handler's hook ends its stream, so the client is not left waiting
+    for the gateway's timeout. A stream that already ended gets nothing more."""
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        waiting, finished = turn(), turn()
+        for chat in (waiting, finished):
+            await TurnWriter(redis, chat.turn_id, prefix=w.prefix).emit("sources", {"sources": []})
+        await TurnWriter(redis, finished.turn_id, prefix=w.prefix).emit("cancelled", {})
+        for chat in (waiting, finished):
+            message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=4)
+            await w.handler.given_up(message, "max_deliveries: delivered 4 times")
+        events = await w.events(waiting.turn_id)
+        ended = await w.events(finished.turn_id)
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "worker_lost"
+    assert [e.kind for e in ended] == ["sources", "cancelled"]
+    assert model.calls == []

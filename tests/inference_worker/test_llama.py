@@ -155,6 +155,39 @@ def test_sampler_greedy_top_p_and_seed() -> None:
     assert draws_by_run[0] == draws_by_run[1] != draws_by_run[2]
 
 
+def repeats(tokens: list[int], n: int) -> int:
+    """How many n-token sequences of ``tokens`` occurred before."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def test_greedy_decoding_loops_without_repetition_control_and_not_with_it() -> None:
+    model = Llama.random(SMALL, seed=1)
+    plain = list(model.generate([1, 2, 3], model.new_cache(), max_tokens=150, sample=greedy))
+    assert repeats(plain, 8) > 20  # a loop: the failure the control exists for
+    controlled = Sampler(0.0, no_repeat_ngram=4)
+    tokens = list(model.generate([1, 2, 3], model.new_cache(), max_tokens=150, sample=controlled))
+    assert len(tokens) == 150 and repeats(tokens, 4) == 0
+    assert controlled.history == tokens
+    sampled = Sampler(0.7, seed=3, no_repeat_ngram=3, repetition_penalty=1.3)
+    tokens = list(model.generate([1, 2, 3], model.new_cache(), max_tokens=100, sample=sampled))
+    assert repeats(tokens, 3) == 0
+
+
+def test_repetition_penalty_lowers_recent_tokens_only() -> None:
+    logits = np.array([2.0, 1.9, -1.0, -1.05], dtype=np.float32)
+    sampler = Sampler(0.0, repetition_penalty=1.1, penalty_window=1)
+    assert [sampler(logits) for _ in range(3)] == [0, 1, 0]  # 2.0 / 1.1 < 1.9, and back
+    negative = Sampler(0.0, repetition_penalty=1.1)
+    negative.history = [3]
+    assert negative(np.array([-5.0, -5.0, -1.0, -0.95], dtype=np.float32)) == 2
+    assert Sampler(0.0)(logits) == 0  # off by default: greedy is greedy
+    with pytest.raises(ValueError):
+        Sampler(0.0, no_repeat_ngram=1)
+    with pytest.raises(ValueError):
+        Sampler(0.0, repetition_penalty=0.9)
+
+
 # --- the real model against transformers -------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from inference_worker.chatmodel import ChatModel
-from inference_worker.llama import Llama, LlamaConfig, greedy
+from inference_worker.llama import Llama, LlamaConfig, Sampler
 from inference_worker.local import (
     TINY_CONFIG,
     Loaded,
@@ -45,12 +45,15 @@ async def collect(stream: AsyncIterator[str]) -> list[str]:
 
 
 def expected_greedy(model: LocalChatModel, messages: list[ChatMessage], max_tokens: int) -> str:
-    """What the model answers, computed without the streaming adapter."""
+    """What the model answers (greedy, with the model's repetition control), computed without
+    the streaming adapter."""
     loaded = model.load()
+    sample = Sampler(0.0, repetition_penalty=model.repetition_penalty,
+                     no_repeat_ngram=model.no_repeat_ngram)
     prompt = loaded.vocab.chat_prompt(Turn(m.role, m.content) for m in messages)
     tokens = []
     for token in loaded.llama.generate(prompt, loaded.llama.new_cache(model.context_tokens),
-                                       max_tokens=max_tokens, sample=greedy):
+                                       max_tokens=max_tokens, sample=sample):
         if token in loaded.vocab.stop_ids:
             break
         tokens.append(token)
@@ -223,7 +226,9 @@ def test_the_shipped_gguf_is_found_without_importing_its_package() -> None:
 async def test_real_model_answers_like_transformers() -> None:
     loaded = smollm2()
     reference = REFERENCE["conversations"][0]
-    model = LocalChatModel(threads=1, loader=lambda: loaded)
+    # Without repetition control: transformers' reference is plain greedy decoding.
+    model = LocalChatModel(threads=1, loader=lambda: loaded, repetition_penalty=1.0,
+                           no_repeat_ngram=0)
     stream: LocalStream = model.stream(
         [ChatMessage(**m) for m in reference["messages"]], max_tokens=40, temperature=0
     )

@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,14 +25,25 @@ import redis.asyncio as aioredis
 
 from inference_worker.chatmodel import ChatModel, Usage
 from inference_worker.openai_backend import OpenAIChatModel, retry_after
-from parley.contracts import ChatMessage
+from parley.contracts import ChatMessage, Source
 from parley.errors import ParleyError, Retry
+from parley.ids import ChunkId, DocumentId
 from parley.turnstream import cancel
 from parley_cli import localstack
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
 
+
+def uncited(text: str) -> str:
+    return re.sub(r"\s*\[\d+\]", "", text)
+
+
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
+# Sources that hold the answers: a question its sources do not cover is answered "not in the
+# documents" without asking the model (inference_worker.handler).
+FRANCE = [Source(n=1, chunk_id=ChunkId("c1"), document_id=DocumentId("d1"), document="france.pdf",
+                 snippet="Paris", score=0.9,
+                 text="Paris is the capital of France. A very long story is told about it.")]
 
 
 @pytest.fixture
@@ -262,24 +274,27 @@ async def test_worker_streams_a_real_servers_answer_and_cancels_it(
     model = OpenAIChatModel.compatible(llama_server, "smollm2")
     try:
         async with worker(redis, model) as w:
-            chat = turn(messages=QUESTION, max_tokens=24, temperature=0.0)
+            chat = turn(messages=QUESTION, max_tokens=24, temperature=0.0, sources=FRANCE)
             await w.ask(chat)
             events = await w.events(chat.turn_id, timeout=60)
             final = events[-1]
             assert final.kind == "final", final
-            assert final.data["text"] == text_of(events) and "paris" in final.data["text"].lower()
+            # The final text is the streamed one, with citations attributed (grounding).
+            assert uncited(final.data["text"]) == uncited(text_of(events))
+            assert "paris" in final.data["text"].lower()
             # llama_cpp.server takes stream_options but sends no usage: the worker counts.
             assert final.data["usage"]["source"] in {"backend", "worker"}
             assert final.data["usage"]["completion_tokens"] >= 2
 
             story = turn(messages=[ChatMessage(role="user", content="Tell a very long story.")],
+                         sources=FRANCE,
                          max_tokens=2000, temperature=0.7)
             await w.ask(story)
             await w.first_token(story.turn_id, timeout=60)
             await cancel(redis, story.turn_id, prefix=w.prefix)
             assert (await w.events(story.turn_id))[-1].kind == "cancelled"
             # The server's single slot is free again at once: the next turn is answered.
-            again = turn(messages=QUESTION, max_tokens=8, temperature=0.0)
+            again = turn(messages=QUESTION, max_tokens=8, temperature=0.0, sources=FRANCE)
             await w.ask(again)
             assert (await w.events(again.turn_id, timeout=60))[-1].kind == "final"
     finally:

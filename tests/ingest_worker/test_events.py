@@ -138,6 +138,8 @@ def test_other_event_types_are_ignored_not_failed() -> None:
     [
         (b"not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
+        (b"[" * 20_000, "nested too deeply"),  # json raises RecursionError on this
+        (b'{"eventType": ' + b"[" * 20_000, "nested too deeply"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"hello": "world"}', "neither an Event Grid event"),
         (body({"schema": "parley.ingest.v1"}), "path"),

@@ -6,12 +6,13 @@ import contextlib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ingest_worker.chunking import ChunkDraft
 from ingest_worker.handler import batch_sizes, batches, chunk_id, target, version_of
-from parley.contracts import IngestRequest
+from parley.contracts import ChatTurn, ChunkBatch, IngestRequest
 from parley.errors import Reject
-from parley.ids import DocumentId, TenantId
+from parley.ids import ConversationId, DocumentId, TenantId, TurnId
 from parley.settings import Settings
 
 
@@ -37,11 +38,40 @@ def test_target_takes_tenant_from_the_path_or_the_default() -> None:
     settings = Settings()
     assert target(IngestRequest(path="acme/x/a.pdf"), settings).tenant == "acme"
     assert target(IngestRequest(path="a.pdf"), settings).tenant == settings.default_tenant
-    explicit = IngestRequest(path="x/a.pdf", tenant=TenantId("other"))
-    assert target(explicit, settings).tenant == "other"
+    explicit = IngestRequest(path="acme/a.pdf", tenant=TenantId("acme"))
+    assert target(explicit, settings) == target(IngestRequest(path="acme/a.pdf"), settings)
     with pytest.raises(Reject) as caught:
         target(IngestRequest(path="a.pdf", container="elsewhere"), settings)
     assert caught.value.reason == "unknown_container"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        # Alice's blob into Bob's collection (and Bob could then delete it).
+        (IngestRequest(path="alice/secret.pdf", tenant=TenantId("bob")), "tenant_mismatch"),
+        (IngestRequest(path="secret.pdf", tenant=TenantId("bob")), "tenant_mismatch"),
+        (IngestRequest(path="Evil tenant:../x/a.pdf"), "invalid_tenant"),
+        (IngestRequest(path="-x/a.pdf"), "invalid_tenant"),
+    ],
+)
+def test_target_refuses_a_tenant_that_does_not_own_the_path(
+    request_: IngestRequest, reason: str
+) -> None:
+    with pytest.raises(Reject) as caught:
+        target(request_, Settings())
+    assert caught.value.reason == reason
+
+
+def test_tenant_names_are_checked_in_every_message() -> None:
+    with pytest.raises(ValidationError):
+        IngestRequest(path="a/b.pdf", tenant=TenantId("Evil tenant:../x"))
+    with pytest.raises(ValidationError):
+        ChunkBatch(tenant=TenantId("../x"), document_id=DocumentId("d"), version="v",
+                   filename="f", path="p", batch_index=0, batch_count=1, chunks=[])
+    with pytest.raises(ValidationError):
+        ChatTurn(turn_id=TurnId("t"), tenant=TenantId("a b"),
+                 conversation_id=ConversationId("c"), messages=[])
 
 
 def test_version_changes_with_content_and_chunking_config() -> None:

@@ -778,6 +778,10 @@ class ServiceBusPeer:
 
         return self._call(snapshot)
 
+    def receiver_links(self, entity: str) -> int:
+        """Receiver links the clients hold open on ``entity`` (``q`` or ``q/$DeadLetterQueue``)."""
+        return self._call(lambda: len(self._broker.entity(entity).receivers))
+
     # --- interventions (any thread) ------------------------------------------------------
 
     def expire_locks(self, queue: str) -> int:

@@ -159,12 +159,13 @@ async def stack(
     settings = Settings(
         redis_url=redis_url, chroma_url=chroma_url, redis_prefix=prefix,
         blob_dir=state / "blobs", local_tokens=SecretStr(f"{TOKEN}:{TENANT}"),
-        _env_file=None,
+        # The scripted model's stream is what these tests watch: generative, never guarded.
+        answer_mode="generative", _env_file=None,
     )
     client = aioredis.Redis.from_url(redis_url)
     model = ScriptedModel(pieces=PIECES, interval=PIECE_SECONDS)
     queue = settings.queues.chat
-    handler = TurnHandler(model, client, HandlerOptions(prefix=prefix))
+    handler = TurnHandler(model, client, HandlerOptions(prefix=prefix, not_found_guard=False))
     consumer = Consumer(RedisBroker(client, prefix=prefix), queue, handler, drain_seconds=2.0,
                         receive_wait=0.2)
     stop = asyncio.Event()

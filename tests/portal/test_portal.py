@@ -329,6 +329,27 @@ async def test_a_lost_connection_reconnects_and_the_answer_resumes(
     assert any(f.get("resumed") and f["turn_id"] == turn_id for f in session.frames_of("turn"))
 
 
+async def test_a_figure_not_in_the_cited_sources_is_marked(
+    session: Session, stack: Stack
+) -> None:
+    session.needs("asked")
+    page = session.page
+    script = stack.model.pieces
+    # The worker's checks run on this answer: "[7]" names no source, 987,654 is in none.
+    stack.model.pieces = ("The", " budget", " was", " 987,654", " euros", " [1][7].")
+    try:
+        await page.fill("#question", "What was the budget?")
+        await page.keyboard.press("Enter")
+        turn = answer_of(page)
+        await expect(turn).to_have_attribute("data-state", "done")
+    finally:
+        stack.model.pieces = script
+    assert await text_of(turn) == "The budget was 987,654 euros [1]."  # the checked text
+    await expect(turn.locator("mark.unsupported")).to_have_text("987,654")
+    await expect(turn.locator(".note.warn")).to_contain_text("987,654")
+    await session.shot("unsupported-figure")
+
+
 async def test_retry_a_failed_document_and_delete_one(session: Session, stack: Stack) -> None:
     session.needs("documents")
     page, c = session.page, session.corpus

@@ -155,10 +155,11 @@ export class ChatView extends EventTarget {
         break;
       case "final":
         turn.citations = event.citations || [];
-        if (typeof event.text === "string" && event.text !== turn.answer) {
-          console.error("parley: the streamed answer differs from the final text", turn.turn_id);
-          turn.answer = event.text;
-        }
+        turn.unsupported = event.unsupported_numbers || [];
+        turn.found = event.found !== false;
+        // The final text is the checked one (unknown citations removed, uncited sentences
+        // attributed): it replaces what was streamed.
+        if (typeof event.text === "string") turn.answer = event.text;
         turn.offset = event.offset;
         this.finish(turn, "done");
         return;
@@ -290,7 +291,12 @@ export class ChatView extends EventTarget {
     const cited = new Set((turn.citations || []).map((c) => c.n));
     const answer = h("div", { class: "answer", dataset: { state: turn.state },
       "aria-busy": turn.state === "pending" || turn.state === "streaming" ? "true" : "false" },
-      h("span", { class: "text" }, withCitations(turn.answer, turn.sources, (s) => this.open(s))));
+      h("span", { class: "text" }, withCitations(turn.answer, turn.sources, (s) => this.open(s),
+        turn.unsupported || [])));
+    if (turn.unsupported && turn.unsupported.length) {
+      answer.append(h("span", { class: "note warn", role: "note" },
+        `Not found in the cited sources: ${turn.unsupported.join(", ")}. Check these figures.`));
+    }
     if (turn.state === "pending" && !turn.answer) answer.append(h("span", { class: "note" }, "Searching your documents…"));
     if (turn.state === "streaming" && !turn.answer) answer.append(h("span", { class: "note" }, "Waiting for the model…"));
     if (turn.state === "stopped") answer.append(h("span", { class: "note" }, "Stopped."));
@@ -329,15 +335,16 @@ function describe(source) {
   return `Source ${source.n}: ${source.document}${source.page ? `, page ${source.page}` : ""}`;
 }
 
-/** The answer's text with each [n] (also [1, 3], [1-3], [Source 2]) a button opening source n. */
-function withCitations(text, sources, open) {
+/** The answer's text with each [n] (also [1, 3], [1-3], [Source 2]) a button opening source n,
+ * and each figure in ``unsupported`` (not found in the cited sources) marked. */
+function withCitations(text, sources, open, unsupported = []) {
   const byN = new Map((sources || []).map((s) => [s.n, s]));
   const out = [];
   let last = 0;
   for (const match of text.matchAll(CITATION)) {
     const numbers = expand(match[1]);
     if (!numbers.some((n) => byN.has(n))) continue;
-    out.push(text.slice(last, match.index));
+    out.push(...markFigures(text.slice(last, match.index), unsupported));
     const inner = [];
     numbers.forEach((n, i) => {
       if (i) inner.push(", ");
@@ -348,6 +355,22 @@ function withCitations(text, sources, open) {
         : String(n));
     });
     out.push(h("span", { class: "cites" }, "[", inner, "]"));
+    last = match.index + match[0].length;
+  }
+  out.push(...markFigures(text.slice(last), unsupported));
+  return out;
+}
+
+/** ``text`` with each occurrence of the figures in ``unsupported`` in a <mark>. */
+function markFigures(text, unsupported) {
+  if (!unsupported.length) return [text];
+  const escaped = unsupported.map((f) => f.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const pattern = new RegExp(`(?<![\\w.,])(?:${escaped.join("|")})(?![\\w])`, "g");
+  const out = [];
+  let last = 0;
+  for (const match of text.matchAll(pattern)) {
+    out.push(text.slice(last, match.index));
+    out.push(h("mark", { class: "unsupported", title: "not found in the cited sources" }, match[0]));
     last = match.index + match[0].length;
   }
   out.push(text.slice(last));

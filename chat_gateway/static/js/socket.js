@@ -6,9 +6,15 @@
 //
 // A page reload or a dropped network closes without code 1000, so the gateway keeps a running
 // answer going for its resume grace; close() (sign out) sends 1000, which cancels it at once.
+//
+// The gateway ends a session when its token expires (error "token_expired", close 4401), so an
+// online connection sends a current token again every few minutes (an Entra ID token is renewed
+// by MSAL before it expires; the gateway then moves the session's expiry). Should the session
+// expire all the same, the connection reconnects with a fresh token instead of signing out.
 
 const BACKOFF = [500, 1000, 2000, 4000, 8000];
 const CLOSE_UNAUTHENTICATED = 4401;
+const REAUTH_MS = 4 * 60 * 1000;
 
 export class Connection extends EventTarget {
   /** `token`: the bearer token, or an async function that returns a current one (Entra ID
@@ -22,6 +28,8 @@ export class Connection extends EventTarget {
     this.stopped = false;
     this.timer = null;
     this.countdown = null;
+    this.refresh = null;
+    this.expired = false;
   }
 
   get open() {
@@ -67,9 +75,12 @@ export class Connection extends EventTarget {
     if (!this.authed) {
       if (event.type === "ready") {
         this.authed = true;
+        this.expired = false;
         const reconnected = this.readyOnce;
         this.readyOnce = true;
         this.attempt = 0;
+        clearInterval(this.refresh);
+        this.refresh = setInterval(() => this.reauthenticate(ws), REAUTH_MS);
         this.emit("state", { state: "online" });
         this.emit("ready", { tenant: event.tenant, reconnected });
         return;
@@ -79,15 +90,32 @@ export class Connection extends EventTarget {
         return;
       }
     }
+    if (event.type === "ready" && event.reauthenticated) return;
+    if (event.type === "error" && event.code === "token_expired") {
+      this.expired = true; // the close that follows reconnects with a fresh token
+      return;
+    }
     this.emit("message", event);
+  }
+
+  async reauthenticate(ws) {
+    if (ws !== this.ws || !this.authed) return;
+    let token;
+    try {
+      token = await this.token();
+    } catch {
+      return; // the session carries on until its token expires; then it reconnects
+    }
+    if (ws === this.ws && this.authed) ws.send(JSON.stringify({ type: "auth", token }));
   }
 
   onClose(ws, e) {
     if (ws !== this.ws) return;
+    clearInterval(this.refresh);
     this.ws = null;
     this.authed = false;
     if (this.stopped) return;
-    if (e.code === CLOSE_UNAUTHENTICATED) {
+    if (e.code === CLOSE_UNAUTHENTICATED && !this.expired) {
       this.deny("the token was not accepted");
       return;
     }
@@ -104,6 +132,7 @@ export class Connection extends EventTarget {
 
   deny(message, hint) {
     this.stopped = true;
+    clearInterval(this.refresh);
     if (this.ws) this.ws.close(1000);
     this.ws = null;
     this.emit("state", { state: "offline" });
@@ -120,6 +149,7 @@ export class Connection extends EventTarget {
   /** Close for good ("I am done": a running answer is cancelled). */
   close() {
     this.stopped = true;
+    clearInterval(this.refresh);
     clearTimeout(this.timer);
     clearInterval(this.countdown);
     if (this.ws) this.ws.close(1000);

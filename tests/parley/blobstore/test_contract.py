@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
+import tempfile
 
 import pytest
 
 from parley.blobstore import BlobInfo, BlobStore
 from parley.blobstore.local import LocalBlobStore
-from parley.errors import NotFound, Reject
+from parley.errors import NotFound, Reject, TooLarge
 
 UNICODE_NAME = "Отчёт 2024 — «final» 📄 100% done?.pdf"
 
@@ -158,6 +160,35 @@ async def test_large_blob(store: BlobStore) -> None:
     got, info = await store.get("big.bin")
     assert len(got) == len(data) and got == data
     assert info.size == len(data) and info.etag == put.etag
+
+
+async def test_put_from_a_file_and_download_into_one(store: BlobStore) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 7)  # several blocks, the last one short
+    with tempfile.TemporaryFile() as source:
+        source.write(b"skipped" + data)
+        source.seek(len(b"skipped"))  # a file is read from where it stands
+        put = await store.put("acme/file.bin", source, metadata={"filename": "f.bin"})
+    assert put.size == len(data)
+    with tempfile.TemporaryFile() as into:
+        info = await store.download("acme/file.bin", into, max_bytes=len(data))
+        into.seek(0)
+        assert hashlib.sha256(into.read()).digest() == hashlib.sha256(data).digest()
+    assert (info.etag, info.size) == (put.etag, len(data))
+    assert dict(info.metadata) == {"filename": "f.bin"}
+    with pytest.raises(NotFound):
+        await store.download("acme/none.bin", io.BytesIO(), max_bytes=10)
+
+
+async def test_download_over_the_limit_reads_nothing(store: BlobStore) -> None:
+    """The size comes from the blob's properties: a blob over the limit is refused before a
+    byte is written (on Azure, before its download starts)."""
+    await store.put("acme/big.bin", b"x" * 5000)
+    into = io.BytesIO()
+    with pytest.raises(TooLarge) as caught:
+        await store.download("acme/big.bin", into, max_bytes=4999)
+    assert into.getvalue() == b""
+    assert (caught.value.size, caught.value.limit) == (5000, 4999)
+    assert caught.value.reason == "too_large"
 
 
 async def test_odd_but_valid_names_stay_literal(store: BlobStore) -> None:

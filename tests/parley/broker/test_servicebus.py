@@ -172,3 +172,24 @@ async def test_depth_without_management_rights_is_minus_one(
         assert await broker.depth("anything") == -1
     finally:
         await broker.close()
+
+
+async def test_receivers_are_opened_once_when_callers_race(
+    sb: ServiceBusBroker, servicebus_peer: ServiceBusPeer
+) -> None:
+    """Dead-letter handling (replay, purge) and the metrics peek open their receivers under the
+    same lock as the consumer's: callers racing for one get the same link, never a second one
+    left open."""
+    queue = fresh("race")
+    await sb.publish(queue, b"x")
+    [message] = await sb.receive(queue, max_messages=1, wait=5)
+    await sb.dead_letter(message, reason="test: dead")
+    purged = await asyncio.gather(
+        sb.purge_dead_letters(queue), sb.purge_dead_letters(queue),
+        sb.replay_dead_letter(queue, "no-such-id"),
+    )
+    assert sorted(purged[:2]) == [0, 1] and purged[2] is False
+    ages = await asyncio.gather(*(sb.oldest_message_age(queue) for _ in range(3)))
+    assert ages == [None, None, None]
+    assert servicebus_peer.receiver_links(f"{queue}/$DeadLetterQueue") == 1
+    assert servicebus_peer.receiver_links(queue) == 2  # the consumer's and the peeker

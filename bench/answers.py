@@ -1,0 +1,393 @@
+"""Answer quality, measured at the answer: Parley's extractive and generative answers side by side
+with the seed's approach, on questions with a reference and on questions no document answers.
+
+    python -m bench answers [--generative N] [--max-tokens M]
+
+Question sets:
+
+- ``dev``: ../shared/eval/sec10q-dev (skipped, with the reason, when absent): the questions whose
+  reference answer is short (at most 400 characters before ``SOURCE(S)``) and holds at least one
+  key figure, plus ``dev-none``: ten questions about those filings whose answer is in none.
+- ``synthetic``: generated quarterly reports of three fictional companies over three quarters in
+  one layout (tests/fixtures/quarterlies.py), rendered to PDF; one question of each kind per
+  report, plus ``synthetic-none``: ten questions no report answers.
+
+Pipelines (all with the same embedder, all-MiniLM-L6-v2 int8, exact cosine top 5):
+
+- ``extractive``: Parley's extraction and chunking, then :mod:`inference_worker.extractive`;
+- ``generative``: Parley's extraction and chunking, Parley's prompt (chat_gateway.prompt), the
+  embedded model (SmolLM2-135M, numpy) with its repetition control, the not-found guard and the
+  final checks (:mod:`inference_worker.grounding`), as the inference worker runs them;
+- ``seed``: pypdf + RecursiveCharacterTextSplitter(1000, 10), the five chunks stuffed into a plain
+  prompt for the same model, no checks.
+
+Scoring (no model judges):
+
+- **correct**: every key figure of the reference appears in the answer (figures compare without
+  separators, currency signs or trailing zeros: "$81,797 million" holds 81797), or for a phrase
+  reference (synthetic "why" questions) the phrase appears, case-insensitive. Key figures of a
+  dev reference: its numbers other than dates ("July 1, 2023"), years and the "10" of "10-Q".
+- **cited**: the answer holds at least one ``[n]`` naming one of its sources.
+- **unsupported**: the share of answers with a figure that none of the sources it cites holds
+  (for the seed, none of its five chunks); **unflagged**: such figures missing from the answer's
+  ``unsupported_numbers`` (Parley flags every one by construction; the seed flags nothing).
+- **not found**: the share of unanswerable questions answered "not in the documents" (for a
+  generated answer: it says so in words such as "not in the documents", "cannot find").
+- **ttft / total**: seconds from the question to the first piece and to the end of the answer,
+  retrieval included (median), in this process.
+
+The model is slow on two shared cores, so the generative and seed rows answer only the first
+``--generative`` questions of each set (default 4); extractive answers all of them. The table
+says how many each row answered. Do not tune to the dev set: it is one company.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import re
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.table import render
+
+EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
+K = 5
+_DATE = re.compile(
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+    r"\s+\d{1,2},\s+\d{4}")
+_NOT_FOUND = re.compile(r"not in the (?:provided )?documents|cannot find|can't find|could not find|"
+                        r"no information|not (?:mentioned|provided|available)", re.IGNORECASE)
+DEV_NONE = (
+    "What was Apple's total net sales in fiscal 2031?",
+    "Who is the chief marketing officer's spouse?",
+    "What is the recipe for the company cafeteria's apple pie?",
+    "How many employees work in the Antarctica office?",
+    "What was the price of a Tesla Model 3 in 2023?",
+    "What dividend did Microsoft pay in the quarter ended July 1, 2023?",
+    "What is the weather forecast for Cupertino next week?",
+    "How many goals did the company football team score last season?",
+    "What was the revenue of the Vision Pro headset in Q1 2020?",
+    "Which law firm represents Apple in its divorce proceedings?",
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    question: str
+    figures: tuple[str, ...] = ()  # normalised key figures, all needed
+    phrases: tuple[str, ...] = ()  # or phrases, all needed
+    answerable: bool = True
+
+
+@dataclass(frozen=True)
+class Chunk:
+    document: str
+    text: str
+    embed_text: str
+
+
+@dataclass
+class Outcome:
+    text: str
+    cited: bool
+    unsupported: tuple[str, ...]
+    flagged: tuple[str, ...]
+    ttft: float
+    total: float
+
+
+@dataclass
+class Row:
+    pipeline: str
+    questions: str
+    outcomes: list[tuple[Item, Outcome]] = field(default_factory=list)
+
+
+# --- question sets ----------------------------------------------------------------------------
+
+
+def key_figures(reference: str) -> tuple[str, ...]:
+    from inference_worker.extractive import figure
+
+    text = _DATE.sub(" ", reference)
+    found = {figure(m) for m in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+    return tuple(sorted(f for f in found if len(f.replace(".", "")) >= 2
+                        and not re.fullmatch(r"(?:19|20)\d\d", f) and f != "10"))
+
+
+def dev_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    pdfs = {p.name: p.read_bytes() for p in sorted((EVAL / "docs").glob("*.pdf"))}
+    items = []
+    for row in csv.DictReader((EVAL / "qna.csv").open(encoding="utf-8")):
+        reference = row["Answer"].split("SOURCE(S)")[0].strip()
+        figures = key_figures(reference)
+        if len(reference) <= 400 and figures:
+            items.append(Item(row["Question"], figures=figures))
+    return pdfs, items, [Item(q, answerable=False) for q in DEV_NONE]
+
+
+def synthetic_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    from inference_worker.extractive import figure
+    from tests.fixtures.documents import text_pdf
+    from tests.fixtures.quarterlies import questions, reports, unanswerable
+
+    docs = reports()
+    pdfs = {r.filename: text_pdf([r.text]) for r in docs}
+    items = []
+    for i, q in enumerate(questions(docs)):
+        if i % 3:  # one question of each kind per report would be 45: take a third, all kinds
+            continue
+        is_figure = all(re.fullmatch(r"[\d,.]+", e) for e in q.expected)
+        items.append(Item(q.question, figures=tuple(figure(e) for e in q.expected))
+                     if is_figure else Item(q.question, phrases=q.expected))
+    return pdfs, items, [Item(q.question, answerable=False) for q in unanswerable()]
+
+
+# --- retrieval ------------------------------------------------------------------------------
+
+
+class Index:
+    """Exact cosine search over one pipeline's chunks."""
+
+    def __init__(self, chunks: list[Chunk], matrix: np.ndarray) -> None:
+        self.chunks = chunks
+        self.matrix = matrix
+
+    @classmethod
+    async def build(cls, chunks: list[Chunk], embedder: object) -> Index:
+        vectors = await embedder.embed([c.embed_text for c in chunks])  # type: ignore[attr-defined]
+        return cls(chunks, np.asarray(vectors, dtype=np.float32))
+
+    async def top(self, question: str, embedder: object) -> list[Chunk]:
+        [vector] = await embedder.embed([question])  # type: ignore[attr-defined]
+        order = np.argsort(-(self.matrix @ np.asarray(vector, dtype=np.float32)))[:K]
+        return [self.chunks[i] for i in order]
+
+
+def parley_chunks(pdfs: dict[str, bytes]) -> list[Chunk]:
+    from bench.retrieval import parley_passages
+
+    return [Chunk(p.document, p.text, p.embed_text) for p in parley_passages(pdfs)]
+
+
+def seed_chunks(pdfs: dict[str, bytes]) -> list[Chunk]:
+    from bench.retrieval import seed_passages
+
+    return [Chunk(p.document, p.text, p.embed_text) for p in seed_passages(pdfs)]
+
+
+def as_sources(chunks: Sequence[Chunk]) -> list[object]:
+    from chat_gateway.prompt import snippet
+    from parley.contracts import Source
+    from parley.ids import ChunkId, DocumentId
+
+    return [Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId(c.document),
+                   document=c.document, snippet=snippet(c.text), text=c.text, score=1.0,
+                   context=context_of(c))
+            for n, c in enumerate(chunks, start=1)]
+
+
+def context_of(chunk: Chunk) -> str:
+    """What the indexed text says about the chunk beyond the chunk itself (the document context
+    the embed worker prepends: title, heading, organisation, period), as the gateway passes it
+    on from the chunk's metadata."""
+    at = chunk.embed_text.find(chunk.text[:80])
+    return " ".join(chunk.embed_text[:at].split()) if at > 0 else ""
+
+
+# --- answering ------------------------------------------------------------------------------
+
+
+async def timed(pieces: AsyncIterator[str], started: float) -> tuple[str, float, float]:
+    parts: list[str] = []
+    first = None
+    async for piece in pieces:
+        if first is None:
+            first = time.perf_counter()
+        parts.append(piece)
+    end = time.perf_counter()
+    return "".join(parts), (first or end) - started, end - started
+
+
+async def extractive_answer(question: str, index: Index, embedder: object) -> Outcome:
+    from inference_worker import extractive, grounding
+
+    started = time.perf_counter()
+    sources = as_sources(await index.top(question, embedder))
+    answer = extractive.answer(question, extractive.numbered(sources))  # type: ignore[arg-type]
+
+    async def pieces() -> AsyncIterator[str]:
+        for piece in re.findall(r"\s*\S+", answer.text):
+            yield piece
+
+    text, ttft, total = await timed(pieces(), started)
+    checked = grounding.check(text, sources, question=question)  # type: ignore[arg-type]
+    return Outcome(checked.text, bool(checked.cited), checked.unsupported_numbers,
+                   checked.unsupported_numbers, ttft, total)
+
+
+async def generative_answer(
+    question: str, index: Index, embedder: object, model: object, max_tokens: int
+) -> Outcome:
+    from chat_gateway import prompt
+    from inference_worker import extractive, grounding
+
+    started = time.perf_counter()
+    sources = as_sources(await index.top(question, embedder))
+    found = extractive.answer(question, extractive.numbered(sources))  # type: ignore[arg-type]
+    if not found.found:  # the worker's guard: no model call
+        text, ttft, total = found.text, time.perf_counter() - started, time.perf_counter() - started
+        attribute = False
+    else:
+        built = prompt.build(question, sources, [], context_tokens=2048,  # type: ignore[arg-type]
+                             answer_tokens=max_tokens)
+        stream = model.stream(list(built.messages), max_tokens=max_tokens,  # type: ignore[attr-defined]
+                              temperature=0.0)
+        text, ttft, total = await timed(stream, started)
+        attribute = True
+    checked = grounding.check(text, sources, question=question,  # type: ignore[arg-type]
+                              attribute_uncited=attribute)
+    return Outcome(checked.text, bool(checked.cited), checked.unsupported_numbers,
+                   checked.unsupported_numbers, ttft, total)
+
+
+SEED_PROMPT = ("Use the following pieces of context to answer the question at the end. If you "
+               "don't know the answer, just say that you don't know.\n\n{context}\n\n"
+               "Question: {question}\nHelpful Answer:")
+
+
+async def seed_answer(
+    question: str, index: Index, embedder: object, model: object, max_tokens: int
+) -> Outcome:
+    from inference_worker import grounding
+    from parley.contracts import ChatMessage
+
+    started = time.perf_counter()
+    chunks = await index.top(question, embedder)
+    content = SEED_PROMPT.format(context="\n\n".join(c.text for c in chunks), question=question)
+    stream = model.stream([ChatMessage(role="user", content=content)],  # type: ignore[attr-defined]
+                          max_tokens=max_tokens, temperature=0.0)
+    text, ttft, total = await timed(stream, started)
+    # The seed cites nothing: its figures are checked against all five chunks it was given.
+    sources = as_sources(chunks)
+    allowed: set[str] = set()
+    for s in sources:
+        allowed |= grounding.source_figures(s.text)  # type: ignore[attr-defined]
+    allowed |= grounding.source_figures(question)
+    unsupported = tuple(w for w, v in grounding.figures(text) if v not in allowed)
+    cited = bool(re.search(r"\[\d+\]", text))
+    return Outcome(text, cited, unsupported, (), ttft, total)
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+def correct(item: Item, text: str) -> bool:
+    from inference_worker.extractive import numbers
+
+    have = set(numbers(text))
+    return (all(f in have for f in item.figures)
+            and all(p.lower() in text.lower() for p in item.phrases))
+
+
+def summary(row: Row) -> list[object]:
+    answerable = [(i, o) for i, o in row.outcomes if i.answerable]
+    none = [(i, o) for i, o in row.outcomes if not i.answerable]
+    n = len(row.outcomes)
+
+    def share(count: int, total: int) -> str:
+        return f"{count / total:.2f} ({count}/{total})" if total else "-"
+
+    unsupported = sum(bool(o.unsupported) for _, o in row.outcomes)
+    unflagged = sum(len(set(o.unsupported) - set(o.flagged)) for _, o in row.outcomes)
+    return [
+        row.pipeline, row.questions,
+        share(sum(correct(i, o.text) for i, o in answerable), len(answerable)),
+        share(sum(o.cited for _, o in row.outcomes), n),
+        share(unsupported, n), unflagged,
+        share(sum(bool(_NOT_FOUND.search(o.text)) for _, o in none), len(none)),
+        statistics.median(o.ttft for _, o in row.outcomes) if n else "-",
+        statistics.median(o.total for _, o in row.outcomes) if n else "-",
+    ]
+
+
+async def run(generative: int, max_tokens: int, show: Callable[[str], None]) -> str:
+    from inference_worker.local import LocalChatModel
+    from parley.embedder.local import LocalEmbedder
+    from parley.errors import ParleyError
+
+    sets: list[tuple[str, tuple[dict[str, bytes], list[Item], list[Item]]]] = []
+    notes = []
+    if EVAL.exists():
+        sets.append(("dev", dev_set()))
+    else:
+        notes.append(f"dev: skipped: {EVAL} is absent (../shared is beside the project only "
+                     "in CI and development)")
+    sets.append(("synthetic", synthetic_set()))
+    embedder = LocalEmbedder()
+    try:
+        model: object | None = LocalChatModel(threads=1)
+        model.load()  # type: ignore[union-attr]
+    except ParleyError as exc:
+        notes.append(f"generative and seed rows skipped: {exc}")
+        model = None
+    rows: list[Row] = []
+    try:
+        for name, (pdfs, items, none) in sets:
+            parley = await Index.build(parley_chunks(pdfs), embedder)
+            seed = await Index.build(seed_chunks(pdfs), embedder)
+            for label, chosen in ((name, items), (f"{name}-none", none)):
+                row = Row("extractive", label)
+                for item in chosen:
+                    row.outcomes.append((item, await extractive_answer(item.question, parley,
+                                                                       embedder)))
+                rows.append(row)
+                show(f"{label}: extractive done")
+                if model is None:
+                    continue
+                for pipeline in ("generative", "seed"):
+                    row = Row(pipeline, label)
+                    for item in chosen[:generative]:
+                        if pipeline == "generative":
+                            outcome = await generative_answer(item.question, parley, embedder,
+                                                              model, max_tokens)
+                        else:
+                            outcome = await seed_answer(item.question, seed, embedder, model,
+                                                        max_tokens)
+                        row.outcomes.append((item, outcome))
+                    rows.append(row)
+                    show(f"{label}: {pipeline} done")
+    finally:
+        await embedder.close()
+        if model is not None:
+            await model.close()  # type: ignore[attr-defined]
+    table = render(
+        f"Answers (top {K}, same embedder; generative/seed: first {generative} of each set, "
+        f"max {max_tokens} tokens)",
+        ["pipeline", "questions", "correct", "cited", "unsupported", "unflagged", "not found",
+         "ttft s", "total s"],
+        [summary(r) for r in rows if r.outcomes],
+    )
+    return table + "".join(f"{n}\n" for n in notes)
+
+
+def main(argv: Sequence[str] = ()) -> str:
+    parser = argparse.ArgumentParser(prog="python -m bench answers")
+    parser.add_argument("--generative", type=int, default=4,
+                        help="questions per set answered by the model rows (default 4)")
+    parser.add_argument("--max-tokens", type=int, default=96)
+    args = parser.parse_args(list(argv))
+    return asyncio.run(run(args.generative, args.max_tokens,
+                           lambda s: print(s, file=sys.stderr, flush=True)))
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))

@@ -1,0 +1,455 @@
+"""Extractive answers, pure: a question and its numbered sources -> the passages of those sources
+that answer it, each quoted with its ``[n]``; or, when no passage covers the question, a plain
+"not in the documents" with the closest sources named. Nothing is generated, so nothing is
+invented: every word of an answer but the connecting text is a source's.
+
+How a passage is chosen (no model, no I/O):
+
+- each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first), or a
+  table row (a line holding two or more figures) together with the column headings above it in
+  the same source (the lines naming periods, "Three Months Ended", dates), so a quoted row still
+  says which column is which;
+- a question's terms are its content words (a short stop list, a light stemmer, a few domain
+  synonyms such as revenue/sales) and its numbers; each term weighs its inverse document
+  frequency over the units of the sources (a term found in no unit weighs the most);
+- a unit's coverage is the weight of the question's terms found in the unit, its table headings
+  or its source's title, over the weight of all of them; the score adds a little for the
+  source's rank and for a figure when the question asks for an amount;
+- the best unit answers when its coverage reaches ``min_coverage`` and every number the question
+  names (a year, a date) appears in its source; then up to ``max_units`` more units whose score
+  is close to the best are quoted too, in source order.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from parley.contracts import Source
+
+NOT_FOUND = "not in the documents"
+RANK_STEP = 0.05
+# "the latest quarter": a source of the newest period named among the sources is preferred by
+# more than the ranking's spread (4 places), since the question says which period it wants.
+LATEST_BONUS = 0.25  # the score a source loses per place in the ranking
+_REASON = re.compile(r"\b(?:why|reasons?|drivers?|drove|driven|caus\w*|explain\w*|factors?)\b",
+                     re.IGNORECASE)
+_BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owing to|reflect)",
+                      re.IGNORECASE)
+_LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# A question term found in the passage's source but not in the passage itself (the company's
+# name on the cover page, the period in a heading): it locates the passage, partly.
+SOURCE_CREDIT = 0.6
+# A term found in a table row's headings or caption, not in the row: it says which table, not
+# which row, so it counts less than the row's own words.
+HEADING_CREDIT = 0.7
+
+_WORD = re.compile(r"\b[Qq][1-4]\b|[A-Za-z][A-Za-z&'\-]*|\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
+_FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
+_AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+# A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17"): never quoted.
+_FOOTER = re.compile(r"\s\|\s|^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+_HEADING = re.compile(
+    rf"\b(?:{_MONTHS})\b|\bended\b|\bfiscal\b|\bquarter\b|\byear\b|^\s*(?:19|20)\d\d\s*$",
+    re.IGNORECASE,
+)
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOP = _words("""
+a an the and or but of to in on at by for from with without as is are was were be been being do does
+did done has have had having it its it's this that these those there their they them he she his her
+we our you your i me my what which who whom whose when where why how much many any some all each
+every both either neither not no nor so than then too very can could should would may might must
+will shall about above after again against before below between into through during out over under
+up down off further once here more most other such only own same just also if whether per via
+tell show give list describe explain please report reported reports disclose disclosed mention
+mentioned according document documents filing filings 10-q 10-k company company's companies
+generate generated generating contribute contributed impact impacted affect affected relate related
+relating reflect reflected include included including provide provided regarding based respectively
+specifically identify identified find found see notable noted note state stated say said
+latest recent newest current last
+""")
+# Words that say what kind of answer is wanted, not what it is about: they count, but less.
+WEAK = _words("""
+total amount figure number value change changed changes compare compared comparison
+most quarter quarterly period periods year years annual month months ended ending specific
+significant major key main primary overall current previous prior same
+""")
+SYNONYMS = {
+    "revenue": "sale", "revenues": "sale", "sales": "sale", "turnover": "sale",
+    "r&d": "research", "profit": "income", "earnings": "income", "spend": "expense",
+    "spent": "expense", "increas": "chang", "decreas": "chang", "grew": "chang", "grow": "chang",
+    "declin": "chang", "rose": "chang", "fell": "chang", "spending": "expense",
+    "expenditure": "expense", "costs": "cost",
+    "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
+}
+AMOUNT_CUES = ("how much", "how many", "what was", "what were", "what is", "what are", "total",
+               "amount", "rate", "percentage", "margin", "revenue", "sales", "income", "cost",
+               "expense", "cash", "spend", "price", "figure")
+
+
+def stem(word: str) -> str:
+    """A light English stemmer: lower case, possessive, plural and -ing/-ed endings off."""
+    w = word.lower().strip("'-")
+    if w.endswith("'s"):
+        w = w[:-2]
+    w = SYNONYMS.get(w, w)
+    if len(w) > 4 and w.endswith("ies"):
+        w = w[:-3] + "y"
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if len(w) > 5 and w.endswith("ing"):
+        w = w[:-3]
+    elif len(w) > 4 and w.endswith("ed"):
+        w = w[:-2]
+    elif len(w) > 4 and w.endswith("e"):
+        w = w[:-1]
+    return SYNONYMS.get(w, w)
+
+
+def figure(token: str) -> str:
+    """A number as compared: no thousands separators, no trailing dot or zeros after a point."""
+    n = token.replace(",", "").rstrip(".")
+    if "." in n:
+        n = n.rstrip("0").rstrip(".")
+    return n
+
+
+_PHRASES = [(re.compile(p, re.IGNORECASE), r) for p, r in (
+    (r"\bthree[- ]months?\b", "quarter"), (r"\btwelve[- ]months?\b", "year"),
+    (r"\bresearch and development\b", "research"), (r"\bR&D\b", "research"),
+    (r"\bfirst quarter\b", "q1 quarter"), (r"\bsecond quarter\b", "q2 quarter"),
+    (r"\bthird quarter\b", "q3 quarter"), (r"\bfourth quarter\b", "q4 quarter"),
+)]
+
+
+def terms(text: str) -> list[str]:
+    """Content terms of ``text`` (stems, and numbers as :func:`figure`), in order."""
+    for pattern, replacement in _PHRASES:
+        text = pattern.sub(replacement, text)
+    out = []
+    for token in _WORD.findall(text):
+        if token[0].isdigit():
+            out.append(figure(token))
+            continue
+        low = token.lower().strip("'-")
+        if low in STOP or len(low) < 2:
+            continue
+        out.append(stem(low))
+    return out
+
+
+def numbers(text: str) -> list[str]:
+    """The figures in ``text`` as :func:`figure` normalises them."""
+    return [figure(m.group()) for m in _FIGURE.finditer(text)]
+
+
+@dataclass(frozen=True)
+class Numbered:
+    """A source as the answerer sees it: its number, what it is called, its text."""
+
+    n: int
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    n: int  # the source's number
+    rank: int  # position of the source, 0 = best
+    order: int  # position in the source
+    text: str  # as quoted
+    context: str  # a table row's caption and column headings: matched, not its own words
+    is_row: bool
+    columns: str = ""  # a table row's column headings, quoted after it
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the answerer says: ``text`` (with ``[n]`` markers), whether the sources answered,
+    and the numbers of the sources it quotes (or, when not found, the closest ones)."""
+
+    text: str
+    found: bool
+    cited: tuple[int, ...]
+    coverage: float
+
+
+def _amounts(line: str) -> int:
+    """How many figures of ``line`` are amounts: money, a percentage, a decimal, or a number of
+    three or more digits that is not a year (a "10" of "Form 10-Q" or a day of a date is not)."""
+    count = 0
+    for m in _AMOUNT.finditer(line):
+        token, percent = m.group(1), m.group(2)
+        digits = figure(token.strip("$()"))
+        if percent or "$" in token or "." in digits or (
+                len(digits.replace(".", "")) >= 3 and not _YEAR.fullmatch(digits)):
+            count += 1
+    return count
+
+
+def _is_row(line: str) -> bool:
+    if _amounts(line) < 2:
+        return False
+    words = re.findall(r"[A-Za-z]{2,}", line)
+    # A sentence of prose with two numbers in it is not a row: rows are mostly figures.
+    return len(words) <= 12 and not line.rstrip().endswith(".")
+
+
+def units(source: Numbered, rank: int) -> list[Unit]:
+    """Sentences and table rows of one source, in order."""
+    out: list[Unit] = []
+    lines = [ln.strip() for ln in source.text.splitlines()]
+    heading: list[str] = []  # heading lines seen since the last row
+    current_heading = ""
+    columns = ""
+    prose: list[str] = []
+
+    def flush() -> None:
+        if not prose:
+            return
+        joined = " ".join(prose)
+        prose.clear()
+        for sentence in _SENTENCE_END.split(joined):
+            sentence = sentence.strip()
+            if len(terms(sentence)) >= 3 and len(sentence.split()) >= 6:
+                out.append(Unit(source.n, rank, len(out), sentence, "", False))
+
+    for line in lines:
+        if not line or _FOOTER.search(line):
+            flush()
+            continue
+        if _is_row(line):
+            starts_table = not out or not out[-1].is_row or bool(heading)
+            flush()
+            if starts_table:
+                caption = out[-1].text if out and not out[-1].is_row else ""
+                columns = " ".join(heading)
+                current_heading = (caption + " " + columns).strip()
+                heading = []
+            out.append(Unit(source.n, rank, len(out), line, current_heading, True, columns))
+            continue
+        if _HEADING.search(line) and len(line) < 80 and not line.endswith("."):
+            # Column headings of a table to come ("Three Months Ended", "July 1,", "2023").
+            flush()
+            heading.append(line)
+            continue
+        if heading and len(line) < 40 and not line.endswith("."):
+            heading.append(line)
+            continue
+        heading = []
+        prose.append(line)
+    flush()
+    return out
+
+
+def names(question: str) -> list[str]:
+    """The proper names of a question: capitalised words after its first word (runs of them
+    as one name), other than question words, months and quarter labels."""
+    out: list[str] = []
+    current: list[str] = []
+    words = re.findall(r"[A-Za-z0-9][A-Za-z0-9&'\-]*|\S", question)
+    for i, word in enumerate(words):
+        bare = word[:-2] if word.endswith("'s") else word.rstrip("'")
+        low = bare.lower()
+        if (i > 0 and bare[:1].isupper() and low not in STOP and low not in WEAK
+                and not re.fullmatch(_MONTHS, low) and not re.fullmatch(r"q[1-4]", low)):
+            current.append(bare)
+            continue
+        if current:
+            out.append(" ".join(current))
+            current = []
+    if current:
+        out.append(" ".join(current))
+    return out
+
+
+def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
+    """Each question term's inverse document frequency over the units (weak words less)."""
+    docs = [set(terms(u.text + " " + u.context)) for u in pool]
+    n = max(1, len(docs))
+    weak = {stem(x) for x in WEAK}
+    out = {}
+    for t in set(question):
+        df = sum(t in d for d in docs)
+        w = math.log((n + 1) / (df + 0.5))
+        if t in weak:
+            w *= 0.35
+        out[t] = max(w, 0.05)
+    return out
+
+
+def answer(
+    question: str,
+    sources: Sequence[Numbered],
+    *,
+    min_coverage: float = 0.5,
+    max_units: int = 3,
+    near: float = 0.06,
+) -> Answer:
+    """The extractive answer to ``question`` from ``sources`` (in rank order)."""
+    q_terms = terms(question)
+    pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
+    if not any(t[0].isalpha() for t in q_terms) or not pool:
+        # Nothing to match but numbers (or nothing this reader can read: another script).
+        return _not_found(sources, 0.0)
+    weights = _weights(q_terms, pool)
+    everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))
+    missing = [name for name in names(question) if not set(terms(name)) <= everywhere]
+    if missing:
+        # The question is about something no source names (another company, a place): the
+        # sources cannot answer it, however well its other words match.
+        return _not_found(sources, 0.0)
+    total = sum(weights.values())
+    wants_reason = bool(_REASON.search(question))
+    wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
+    q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
+    source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
+    source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
+    title_terms = {s.n: set(terms(s.title)) for s in sources}
+    locators = set(terms(" ".join(names(question)))) | {
+        t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
+
+    latest = _latest(sources) if _LATEST.search(question) else None
+    asked = period_key(_normalise_period(question))
+    if asked[1]:  # the question names a quarter or a month: sources of that period first
+        matching = {s.n for s in sources if period_key(s.title) == asked}
+        latest = (latest or set()) | matching if matching else latest
+    scored: list[tuple[float, float, Unit]] = []
+    unit_terms: dict[int, set[str]] = {}
+    for unit in pool:
+        own = set(terms(unit.text))
+        heading = set(terms(unit.context))
+        got = 0.0
+        for t, w in weights.items():
+            if t in own or t in title_terms[unit.n] or (
+                    t in locators and t in source_terms[unit.n]):
+                # A term of the document's title, or a name or period the question gives that
+                # the source holds, locates every passage of it equally: a sentence that
+                # repeats the company's name or the date is no better an answer for it.
+                got += w
+            elif t in heading:
+                got += HEADING_CREDIT * w
+            elif t in source_terms[unit.n]:
+                got += SOURCE_CREDIT * w
+        coverage = got / total if total else 0.0
+        unit_terms[id(unit)] = {t for t in weights if (t in own or t in heading)
+                                and t not in title_terms[unit.n] and t not in locators}
+        # Question numbers (years, dates) must be in the source, or the passage is another period's.
+        if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
+            coverage *= 0.5
+        score = coverage - RANK_STEP * unit.rank
+        if latest is not None and unit.n in latest:
+            score += LATEST_BONUS
+        has_figure = unit.is_row or _has_amount(unit.text)
+        if wants_amount:
+            score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
+        elif wants_reason:
+            score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
+        if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
+            score -= 0.1  # the tail of a sentence cut at the start of the chunk
+        if unit.text.rstrip().endswith(":"):
+            score -= 0.15  # introduces a table or a list: says where the answer is, not what
+        if not unit.is_row and len(unit.text) > 400:
+            score -= 0.05
+        scored.append((score, coverage, unit))
+    scored.sort(key=lambda x: -x[0])
+    best_score, best_coverage, _ = scored[0]
+    if best_coverage < min_coverage:
+        return _not_found(sources, best_coverage)
+    chosen: list[Unit] = []
+    seen: set[str] = set()
+    covered: set[str] = set()
+    candidates = [(sc, c, u) for sc, c, u in scored[:12] if c >= min_coverage * 0.8]
+
+    def gain(unit: Unit) -> float:
+        """The share of the question's weight that ``unit`` would add to what is chosen."""
+        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / total
+
+    # Greedy: the best passage, then those that are nearly as good or cover what is missing
+    # ("operating expenses ... compared to revenue" wants two rows).
+    while candidates and len(chosen) < max_units:
+        best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2]))
+        candidates.remove(best)
+        sc, _, u = best
+        key = " ".join(u.text.split()).lower()
+        if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
+            continue
+        seen.add(key)
+        covered |= unit_terms[id(u)]
+        chosen.append(u)
+    # best first: the passage that answers most comes first
+    parts = []
+    for u in chosen:
+        body = _tidy(u.text, 600)
+        if u.is_row and u.columns:
+            body = f"{body} (columns: {_tidy(u.columns, 200)})"
+        parts.append(f"{body} [{u.n}]")
+    cited = tuple(dict.fromkeys(u.n for u in chosen))
+    return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+def _has_amount(text: str) -> bool:
+    return _amounts(text) > 0
+
+
+def period_key(text: str) -> tuple[int, int]:
+    """The latest (year, quarter-or-month) a title names: "2023 Q3" -> (2023, 9),
+    "July 1, 2023" -> (2023, 7); (0, 0) when it names no year."""
+    years = [int(y) for y in re.findall(r"\b((?:19|20)\d\d)\b", text)]
+    if not years:
+        return (0, 0)
+    year = max(years)
+    quarter = re.search(r"\bQ([1-4])\b", text, re.IGNORECASE)
+    if quarter:
+        return (year, int(quarter.group(1)) * 3)
+    months = [i for i, m in enumerate(_MONTH_NAMES, 1) if re.search(rf"\b{m}", text, re.IGNORECASE)]
+    return (year, max(months) if months else 0)
+
+
+def _normalise_period(text: str) -> str:
+    """ "the first quarter of 2023" -> "Q1 2023", so :func:`period_key` reads it."""
+    for word, q in (("first", 1), ("second", 2), ("third", 3), ("fourth", 4)):
+        text = re.sub(rf"\b{word} quarter\b", f"Q{q}", text, flags=re.IGNORECASE)
+    return text
+
+
+def _latest(sources: Sequence[Numbered]) -> set[int]:
+    keys = {s.n: period_key(s.title) for s in sources}
+    best = max(keys.values(), default=(0, 0))
+    return {n for n, k in keys.items() if k == best and best != (0, 0)}
+
+
+def _tidy(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def _not_found(sources: Sequence[Numbered], coverage: float) -> Answer:
+    closest = sources[:3]
+    if not closest:
+        return Answer(f"The answer is {NOT_FOUND}.", False, (), coverage)
+    names = "; ".join(f"{_tidy(s.title, 120)} [{s.n}]" for s in closest)
+    return Answer(
+        f"The answer is {NOT_FOUND} I searched: no passage covers this question. "
+        f"The closest sources: {names}.",
+        False, tuple(s.n for s in closest), coverage,
+    )
+
+
+def numbered(sources: Sequence[Source]) -> list[Numbered]:
+    """The turn's sources as the answerer reads them: the title is the document's name and what
+    it says about itself (its organisation, period, section: ``Source.context``)."""
+    return [Numbered(s.n, f"{s.document} {s.context}".strip(), s.text)
+            for s in sorted(sources, key=lambda s: s.n)]

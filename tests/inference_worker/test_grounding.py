@@ -1,0 +1,62 @@
+"""The checks every answer goes through before its final event: unknown citations removed,
+uncited sentences attributed, figures missing from the cited sources reported."""
+
+from __future__ import annotations
+
+from inference_worker.grounding import attribute, check, figures, strip_unknown
+from parley.contracts import Source
+
+
+def source(n: int, text: str, context: str = "") -> Source:
+    return Source(n=n, chunk_id=f"c{n}", document_id=f"d{n}", document=f"doc{n}.pdf",
+                  snippet=text[:40], text=text, score=0.5, context=context)
+
+
+SOURCES = [
+    source(1, "Total net sales 81,797 82,959 293,787 304,182", "Kestrel Avionics Q3 2023"),
+    source(2, "Research and development expense was $7,457 million. Effective tax rate 12.5 %."),
+]
+
+
+def test_unknown_citation_numbers_are_removed_and_reported() -> None:
+    text, removed = strip_unknown("Sales were 81,797 [1][7]. R&D was 7,457 [2, 9]. Fine [3-4].",
+                                  {1, 2})
+    assert text == "Sales were 81,797 [1]. R&D was 7,457 [2]. Fine."
+    assert removed == [7, 9, 3, 4]
+    assert strip_unknown("Nothing cited.", {1}) == ("Nothing cited.", [])
+
+
+def test_a_figure_in_no_cited_source_is_unsupported() -> None:
+    checked = check("Net sales were $81,797 million [1]; R&D was $7,460 million [2].", SOURCES)
+    assert checked.unsupported_numbers == ("$7,460",)
+    assert checked.cited == (1, 2)
+    # In a source, but not one the answer cites: still unsupported.
+    checked = check("R&D was 7,457 and net sales 81,797 [1].", SOURCES)
+    assert checked.unsupported_numbers == ("7,457",)
+
+
+def test_figures_compare_without_formatting_and_the_question_counts() -> None:
+    checked = check("The rate was 12.50% [2] in 2023, against 81797 [1].", SOURCES,
+                    question="What was the rate in 2023?")
+    assert checked.unsupported_numbers == ()
+    assert check("In 2023 the rate was 12.5% [2].", SOURCES).unsupported_numbers == ("2023",)
+
+
+def test_an_answer_citing_nothing_has_every_figure_unsupported() -> None:
+    checked = check("Net sales were 81,797.", SOURCES)
+    assert checked.cited == () and checked.unsupported_numbers == ("81,797",)
+
+
+def test_list_numbers_citations_and_small_counts_are_not_figures() -> None:
+    assert figures("1. Sales rose [1].\n2) Costs fell 3 times [2, 3].") == []
+    assert [w for w, _ in figures("Up 5% to $3 and 1,680.")] == ["5%", "$3", "1,680"]
+
+
+def test_uncited_sentences_get_the_source_that_holds_them() -> None:
+    text = "Research and development expense was 7,457 million. The weather was nice."
+    attributed = attribute(text, SOURCES)
+    assert attributed == ("Research and development expense was 7,457 million [2]. "
+                          "The weather was nice.")
+    checked = check(text, SOURCES, attribute_uncited=True)
+    assert checked.cited == (2,) and checked.unsupported_numbers == ()
+    assert attribute("Already cited [1].", SOURCES) == "Already cited [1]."
