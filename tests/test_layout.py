@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parent.parent / "parley"
-CORE_MAX_LINES = 5_500
+# 5,500 before the local embedder's fused graph (parley/embedder/minilm_graph.py, ~190 lines):
+# core, since every process that embeds runs it.
+CORE_MAX_LINES = 5_750
 
 
 def test_the_core_stays_small() -> None:
