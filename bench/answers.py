@@ -12,9 +12,10 @@ Question sets:
   one layout (tests/fixtures/quarterlies.py), rendered to PDF; one question of each kind per
   report, plus ``synthetic-none``: ten questions no report answers.
 
-Pipelines (all with the same embedder, all-MiniLM-L6-v2 int8, exact cosine top 5):
+Pipelines (all with the same embedder; retrieval exactly as ``bench retrieval`` ranks, top 5):
 
-- ``extractive``: Parley's extraction and chunking, then :mod:`inference_worker.extractive`;
+- ``extractive``: Parley's extraction, document context and chunking, the Searcher's hybrid
+  ranking with focus, then :mod:`inference_worker.extractive`;
 - ``generative``: Parley's extraction and chunking, Parley's prompt (chat_gateway.prompt), the
   embedded model (SmolLM2-135M, numpy) with its repetition control, the not-found guard and the
   final checks (:mod:`inference_worker.grounding`), as the inference worker runs them;
@@ -53,6 +54,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +93,7 @@ class Item:
 class Chunk:
     document: str
     text: str
-    embed_text: str
+    context: str  # the document context the gateway passes on with a source ("" for the seed)
 
 
 @dataclass
@@ -155,33 +157,46 @@ def synthetic_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
 
 
 class Index:
-    """Exact cosine search over one pipeline's chunks."""
+    """One pipeline's chunks and its ranking, exactly as ``bench retrieval`` measures them:
+    Parley's (extraction, document context, chunking; the gateway Searcher's hybrid ranking with
+    focus at the shipped fusion weights, over exact vectors) or the seed's (pypdf + splitter,
+    dense only)."""
 
-    def __init__(self, chunks: list[Chunk], matrix: np.ndarray) -> None:
-        self.chunks = chunks
-        self.matrix = matrix
+    def __init__(self, corpus: Any, ranker: Any, *, parley: bool) -> None:
+        self.corpus = corpus
+        self.ranker = ranker
+        self.parley = parley
+        self.records = {r.chunk_id: r for r in corpus.records}
 
     @classmethod
-    async def build(cls, chunks: list[Chunk], embedder: object) -> Index:
-        vectors = await embedder.embed([c.embed_text for c in chunks])  # type: ignore[attr-defined]
-        return cls(chunks, np.asarray(vectors, dtype=np.float32))
+    async def of_parley(cls, pdfs: dict[str, bytes]) -> Index:
+        from bench import retrieval
+        from chat_gateway.search import DENSE_WEIGHT, LEXICAL_WEIGHT
+
+        corpus = await retrieval.corpus(retrieval.parley_records(pdfs), seed=False)
+        ranker = retrieval.hybrid((DENSE_WEIGHT, LEXICAL_WEIGHT), focused=True)
+        return cls(corpus, ranker, parley=True)
+
+    @classmethod
+    async def of_seed(cls, pdfs: dict[str, bytes]) -> Index:
+        from bench import retrieval
+
+        corpus = await retrieval.corpus(retrieval.seed_records(pdfs), seed=True)
+        return cls(corpus, retrieval.dense, parley=False)
 
     async def top(self, question: str, embedder: object) -> list[Chunk]:
-        [vector] = await embedder.embed([question])  # type: ignore[attr-defined]
-        order = np.argsort(-(self.matrix @ np.asarray(vector, dtype=np.float32)))[:K]
-        return [self.chunks[i] for i in order]
+        from chat_gateway.focus import expanded
+        from chat_gateway.retrieval import context_of
 
-
-def parley_chunks(pdfs: dict[str, bytes]) -> list[Chunk]:
-    from bench.retrieval import parley_passages
-
-    return [Chunk(p.document, p.text, p.embed_text) for p in parley_passages(pdfs)]
-
-
-def seed_chunks(pdfs: dict[str, bytes]) -> list[Chunk]:
-    from bench.retrieval import seed_passages
-
-    return [Chunk(p.document, p.text, p.embed_text) for p in seed_passages(pdfs)]
+        # As the Searcher asks: abbreviations spelled out (Parley only; the seed asks as is).
+        asked = expanded(question) if self.parley else question
+        [vector] = await embedder.embed([asked])  # type: ignore[attr-defined]
+        hits = self.ranker(self.corpus, question, np.asarray(vector, dtype=np.float32))[:K]
+        return [
+            Chunk(str(h.document_id), h.text,
+                  context_of(self.records[h.chunk_id].metadata) if self.parley else "")
+            for h in hits
+        ]
 
 
 def as_sources(chunks: Sequence[Chunk]) -> list[object]:
@@ -191,16 +206,8 @@ def as_sources(chunks: Sequence[Chunk]) -> list[object]:
 
     return [Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId(c.document),
                    document=c.document, snippet=snippet(c.text), text=c.text, score=1.0,
-                   context=context_of(c))
+                   context=c.context)
             for n, c in enumerate(chunks, start=1)]
-
-
-def context_of(chunk: Chunk) -> str:
-    """What the indexed text says about the chunk beyond the chunk itself (the document context
-    the embed worker prepends: title, heading, organisation, period), as the gateway passes it
-    on from the chunk's metadata."""
-    at = chunk.embed_text.find(chunk.text[:80])
-    return " ".join(chunk.embed_text[:at].split()) if at > 0 else ""
 
 
 # --- answering ------------------------------------------------------------------------------
@@ -342,8 +349,8 @@ async def run(generative: int, max_tokens: int, show: Callable[[str], None]) -> 
     rows: list[Row] = []
     try:
         for name, (pdfs, items, none) in sets:
-            parley = await Index.build(parley_chunks(pdfs), embedder)
-            seed = await Index.build(seed_chunks(pdfs), embedder)
+            parley = await Index.of_parley(pdfs)
+            seed = await Index.of_seed(pdfs)
             for label, chosen in ((name, items), (f"{name}-none", none)):
                 row = Row("extractive", label)
                 for item in chosen:

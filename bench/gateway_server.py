@@ -16,7 +16,7 @@ import argparse
 import asyncio
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,10 @@ class Inert:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [[0.0] for _ in texts]
 
-    async def query(self, tenant: str, embedding: Sequence[float], *, k: int) -> list[Hit]:
+    async def query(
+        self, tenant: str, embedding: Sequence[float], *, k: int,
+        documents: Collection[str] | None = None,
+    ) -> list[Hit]:
         return self.hits[:k]
 
     async def close(self) -> None:

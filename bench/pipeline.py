@@ -62,6 +62,7 @@ def chunk_texts(pdfs: dict[str, bytes]) -> list[str]:
     """What the embed worker embeds for these files, computed with the workers' own functions."""
     from embed_worker.handler import embedding_text
     from ingest_worker.chunking import chunk
+    from ingest_worker.context import document_context
     from ingest_worker.extract.dispatch import extract
     from parley.contracts import ChunkBatch
     from parley.embedder.local import MiniLMTokenizer
@@ -88,6 +89,7 @@ def chunk_texts(pdfs: dict[str, bytes]) -> list[str]:
                 "batch_index": 0,
                 "batch_count": 1,
                 "chunks": [],
+                "context": document_context(blocks, name),
             }
         )
         texts += [embedding_text(batch, d.text, d.heading) for d in drafts]
@@ -153,9 +155,9 @@ def seed(pdfs: dict[str, bytes]) -> tuple[float, int]:
 async def parley_run(
     pdfs: dict[str, bytes], state: Path, *, first_chunk_of: bytes | None = None
 ) -> dict[str, Any]:
+    from chat_gateway.search import Searcher
     from parley.ids import document_id
     from parley.runtime.clients import open_clients
-    from parley.search import Searcher
     from parley.settings import Settings
     from parley.status import Stage
     from parley.uploads import upload

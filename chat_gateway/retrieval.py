@@ -1,7 +1,7 @@
 """Retrieval: embed the query (the question, completed from the conversation when it is a
 follow-up: :mod:`chat_gateway.followup`) through the same Embedder that indexed the documents,
 and search the tenant's chunks with
-:class:`parley.search.Searcher` (only each document's served version; during a switch of
+:class:`chat_gateway.search.Searcher` (only each document's served version; during a switch of
 embedding model, the previous model's collection too until the tenant's switch is complete).
 
 Tenant isolation is the store's: every query names the tenant and tenants never share a
@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from chat_gateway import prompt
+from chat_gateway.search import Searcher
 from parley.contracts import Source
 from parley.ids import ChunkId, DocumentId, TenantId
-from parley.search import Searcher
 from parley.vectors.store import Hit
 
 # Chunk metadata that says what the document is about itself (written at ingest), in the order
 # it reads best: shown in the prompt's source header and matched by the extractive answerer.
 CONTEXT_KEYS = ("title", "organisation", "organization", "entity", "company", "period",
-                "date", "section", "heading")
+                "date", "period_end", "section", "heading")
 
 
 def context_of(meta: Mapping[str, object]) -> str:

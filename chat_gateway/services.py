@@ -16,6 +16,7 @@ from chat_gateway.conversation import Conversations
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
+from chat_gateway.search import Lexical, ModelSwitch, Searcher, open_switch
 from chat_gateway.tailer import TurnTailer
 from chat_gateway.turns import TurnOptions, Turns
 from chat_gateway.web import Router
@@ -23,7 +24,6 @@ from parley.broker import Broker
 from parley.embedder import Embedder
 from parley.runtime import tasks
 from parley.runtime.clients import open_clients
-from parley.search import ModelSwitch, Searcher, open_switch
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectors.store import VectorStore
@@ -84,7 +84,7 @@ class Services:
     ) -> Services:
         """Wire the parts; ``redis`` must use ``decode_responses=False``. ``switch``: the
         embedding model being left, searched too until each tenant's switch is complete
-        (:mod:`parley.search`)."""
+        (:mod:`chat_gateway.search`)."""
         options = options or GatewayOptions()
         prefix = settings.redis_prefix
         conversations = Conversations(
@@ -104,7 +104,11 @@ class Services:
         )
         status = StatusStore(redis, prefix=prefix)
         retriever = Retriever(
-            Searcher(embedder, store, status, switch=switch), k=settings.retrieval_k
+            Searcher(
+                embedder, store, status, switch=switch,
+                lexical=Lexical.for_store(store, redis, prefix=prefix),
+            ),
+            k=settings.retrieval_k,
         )
         attachments = Attachments(redis, prefix)
         tailer = TurnTailer(redis, prefix=prefix)

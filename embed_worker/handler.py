@@ -21,7 +21,7 @@ from parley import metrics, tracing
 from parley.broker import Message
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch, problems
 from parley.embedder import Embedder
-from parley.embedder.text import document_text
+from parley.embedder.text import context_metadata, document_text
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
 from parley.runtime.clients import Clients
@@ -31,13 +31,13 @@ from parley.vectors.store import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
 
-CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see parley.search)
+CLEANUP_GRACE = 5.0  # seconds a superseded version stays after the swap (see chat_gateway.search)
 
 
 def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
-    """What is embedded for a chunk: a short header naming the document (and section) before
-    the text, so questions that name a document or section find its chunks."""
-    return document_text(batch.filename, text, heading)
+    """What is embedded for a chunk: a short header naming the document (its context, file name
+    and section) before the text (:func:`parley.embedder.text.document_text`)."""
+    return document_text(batch.filename, text, heading, batch.context)
 
 
 class EmbedHandler:
@@ -106,6 +106,7 @@ class EmbedHandler:
                         "heading": c.heading,
                         "ordinal": c.ordinal,
                         "tokens": c.tokens,
+                        **context_metadata(batch.context),
                     }.items()
                     if v is not None
                 },
@@ -127,7 +128,7 @@ class EmbedHandler:
         if landed in (1, 2):
             # Ready with this version (again, on redelivery): the other versions go, after a
             # grace so that a search that read the served versions just before the swap still
-            # finds the chunks it will keep (see parley.search and _remove_superseded).
+            # finds the chunks it will keep (see chat_gateway.search and _remove_superseded).
             self._later(self._remove_superseded(batch.tenant, batch.document_id))
         elif landed == -1:
             # This version was replaced while its batches were on the way: nobody serves it.

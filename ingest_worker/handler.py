@@ -29,6 +29,7 @@ import structlog
 
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
+from ingest_worker.context import document_context, docx_properties
 from ingest_worker.extract.isolation import ExtractorPool, default_pool
 from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
@@ -41,6 +42,7 @@ from parley.contracts import (
     TRACE_HEADER,
     Chunk,
     ChunkBatch,
+    DocumentContext,
     IngestRequest,
     dump,
 )
@@ -139,7 +141,13 @@ def batch_sizes(total: int, size: int) -> list[int]:
 
 
 def batches(
-    drafts: list[ChunkDraft], *, target: Target, version: str, filename: str, size: int
+    drafts: list[ChunkDraft],
+    *,
+    target: Target,
+    version: str,
+    filename: str,
+    size: int,
+    context: DocumentContext | None = None,
 ) -> list[ChunkBatch]:
     groups: list[list[ChunkDraft]] = []
     start = 0
@@ -166,6 +174,7 @@ def batches(
                 )
                 for d in group
             ],
+            context=context,
         )
         for index, group in enumerate(groups)
     ]
@@ -386,12 +395,22 @@ class IngestHandler:
                 f"of {self.settings.max_document_chunks:,}; split it into smaller documents",
             )
             return
+        # What the document says about itself (company, period, title): in every chunk's
+        # metadata and embedded text, so "the quarter ended July 1, 2023" finds this report.
+        context = document_context(
+            extraction.blocks,
+            filename,
+            await asyncio.to_thread(docx_properties, file.name)
+            if extraction.kind == "docx"
+            else None,
+        )
         out = batches(
             drafts,
             target=where,
             version=version,
             filename=filename,
             size=self.settings.embed_batch_size,
+            context=context,
         )
         await self.status.begin_version(
             where.tenant,

@@ -28,7 +28,7 @@ from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport
 from parley.broker import Broker
 from parley.contracts import IngestRequest
 from parley.embedder import Embedder
-from parley.embedder.text import document_text
+from parley.embedder.text import context_of, document_text
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
@@ -388,6 +388,7 @@ async def _copy(
                     str(chunk.metadata.get("filename", "")),
                     chunk.text,
                     str(heading) if heading else None,
+                    context_of(chunk.metadata),
                 )
             )
         vectors = await embedder.embed(texts)

@@ -62,11 +62,25 @@ class Chunk(Wire):
     tokens: int = Field(ge=0)
 
 
+class DocumentContext(Wire):
+    """What a document says about itself, read at ingest from its content (a filing's cover
+    page, a report's title page, a DOCX's core properties and first heading; the file name
+    last): kept in every chunk's metadata and in the text that is embedded and indexed.
+    ``period`` is a label as the document writes it ("Q3 2023", "FY 2022"); ``period_end`` an
+    ISO date (YYYY-MM-DD). Any field is None when the document does not say."""
+
+    title: str | None = Field(default=None, max_length=200)
+    entity: str | None = Field(default=None, max_length=200)
+    period: str | None = Field(default=None, max_length=40)
+    period_end: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
 class ChunkBatch(Wire):
     """One batch of a document version's chunks, ingest -> embed.
 
     ``version`` is the content hash; ``batch_count`` lets the embed worker tell when the last
-    batch of that version has landed (the document then turns ``ready``)."""
+    batch of that version has landed (the document then turns ``ready``). ``context`` is the
+    document's (absent from batches of older ingest workers)."""
 
     schema_: Literal["parley.chunks.v1"] = Field(default="parley.chunks.v1", alias="schema")
     tenant: TenantId = Field(pattern=TENANT_PATTERN.pattern)
@@ -77,6 +91,7 @@ class ChunkBatch(Wire):
     batch_index: int = Field(ge=0)
     batch_count: int = Field(ge=1)
     chunks: list[Chunk]
+    context: DocumentContext | None = None
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 

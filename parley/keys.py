@@ -127,6 +127,11 @@ class Keys:
         """Hash: model id -> when its collection of a tenant was last written."""
         return self._k("embedding-written", tenant)
 
+    def chunk_generation(self, tenant: str) -> str:
+        """Counter: bumped by every writer of a tenant's chunks after each write (upsert,
+        delete); a searcher rebuilds its lexical index of the tenant when it moved."""
+        return self._k("chunk-generation", tenant)
+
     def reembed_verify(self, tenant: str) -> str:
         """Set when a drop of one of a tenant's collections raced a write to it."""
         return self._k("reembed", "verify", tenant)

@@ -58,8 +58,8 @@ class PreviousEmbedding(BaseModel):
     """The embedding model a switch is leaving (``PARLEY_EMBEDDING_PREVIOUS__<FIELD>``), with the
     same fields as the current embedder's settings. While a tenant's re-embedding into the
     current model is not complete, searches also read the tenant's collection of this model
-    (:mod:`parley.search`). The endpoint, key and API version default to the current ones; the
-    other fields have the same defaults as the current embedder's."""
+    (:mod:`chat_gateway.search`). The endpoint, key and API version default to the current ones;
+    the other fields have the same defaults as the current embedder's."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -292,10 +292,10 @@ async def check_maintenance(settings: Settings) -> Check:
 
 async def check_model_switch(settings: Settings) -> Check:
     """Tenants with a collection of another embedding model whose marker does not name the
-    current one are mid-switch (:mod:`parley.search`): searches see every document only when
+    current one are mid-switch (:mod:`chat_gateway.search`): searches see every document only when
     ``PARLEY_EMBEDDING_PREVIOUS__*`` names that model. One collection listing per tenant."""
+    from chat_gateway.search import ModelMarkers
     from parley.embedder.factory import model_id_of, previous_settings
-    from parley.search import ModelMarkers
     from parley.status import StatusStore
     from parley.vectors.chroma import ChromaStore
 

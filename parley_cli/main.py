@@ -106,14 +106,19 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
+    from chat_gateway.search import Lexical, Searcher, open_switch
     from parley.ids import TenantId
     from parley.runtime.clients import open_clients
-    from parley.search import Searcher, open_switch
 
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, vectors=True)
         switch = await open_switch(stack, settings, clients.redis)
-        searcher = Searcher(clients.embedder, clients.vectors, clients.status, switch=switch)
+        searcher = Searcher(
+            clients.embedder, clients.vectors, clients.status, switch=switch,
+            lexical=Lexical.for_store(
+                clients.vectors, clients.redis, prefix=clients.settings.redis_prefix
+            ),
+        )
         hits = await searcher.search(
             TenantId(args.tenant or settings.default_tenant), args.query, k=args.k
         )
@@ -122,6 +127,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             "document": h.metadata.get("filename", ""),
             "page": h.metadata.get("page"),
             "heading": h.metadata.get("heading"),
+            "entity": h.metadata.get("entity"),
+            "period": h.metadata.get("period"),
             "text": h.text,
             "score": round(h.score, 4),
             "chunk_id": h.chunk_id,

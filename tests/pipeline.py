@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chat_gateway.search import Lexical, Searcher
 from embed_worker.handler import EmbedHandler
 from ingest_worker.handler import IngestHandler
 from ingest_worker.watcher import Watcher
 from parley.ids import DocumentId, TenantId, document_id
 from parley.runtime.clients import Clients, open_clients
 from parley.runtime.consumer import Consumer
-from parley.search import Searcher
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus
 from parley.uploads import upload
@@ -191,7 +191,12 @@ async def running_pipeline(settings: Settings, *, watch: bool = False) -> AsyncI
             settings,
             clients,
             TenantId(f"tenant{uuid.uuid4().hex[:6]}"),
-            Searcher(clients.embedder, clients.vectors, clients.status),
+            Searcher(
+                clients.embedder, clients.vectors, clients.status,
+                lexical=Lexical.for_store(
+                    clients.vectors, clients.redis, prefix=settings.redis_prefix
+                ),
+            ),
             consumers,
         )
         try:

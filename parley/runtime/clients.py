@@ -127,11 +127,17 @@ async def open_clients(
         stack.push_async_callback(clients.blobs.close)
     if vectors:
         from parley.vectors.chroma import ChromaStore
+        from parley.vectors.generations import Generations
 
         if clients.opened_model_id is None:
             from parley.embedder.factory import model_id_of
 
             clients.opened_model_id = await model_id_of(settings)
-        clients.opened_vectors = await ChromaStore.connect(settings.chroma_url, clients.model_id)
+        # Every write bumps the tenant's chunk generation: lexical indexes rebuild on it.
+        clients.opened_vectors = await ChromaStore.connect(
+            settings.chroma_url,
+            clients.model_id,
+            on_write=Generations(redis, prefix=settings.redis_prefix).bump,
+        )
         stack.push_async_callback(clients.vectors.close)
     return clients

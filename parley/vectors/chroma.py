@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +36,8 @@ def collection_name(tenant: str, model_id: str) -> str:
 
 _PAGE = 1000
 
+OnWrite = Callable[[TenantId], Awaitable[None]]
+
 
 @dataclass(frozen=True)
 class StoredDocument:
@@ -50,13 +52,19 @@ class StoredDocument:
 class ChromaStore:
     """Chunk vectors of every tenant, one Chroma collection each."""
 
-    def __init__(self, client: Any, model_id: str) -> None:
+    def __init__(self, client: Any, model_id: str, *, on_write: OnWrite | None = None) -> None:
         self._client = client
         self.model_id = model_id
+        self.on_write = on_write
         self._collections: dict[str, Any] = {}
 
     @classmethod
-    async def connect(cls, url: str, model_id: str) -> ChromaStore:
+    async def connect(
+        cls, url: str, model_id: str, *, on_write: OnWrite | None = None
+    ) -> ChromaStore:
+        """``on_write(tenant)`` is awaited after every write to a tenant's collection of this
+        store's model (upsert, delete), even one that failed half-way: the lexical index's
+        generation (:class:`parley.vectors.generations.Generations`)."""
         parsed = urlparse(url)
         client = await chromadb.AsyncHttpClient(
             host=parsed.hostname or "127.0.0.1",
@@ -64,7 +72,17 @@ class ChromaStore:
             ssl=parsed.scheme == "https",
             settings=ChromaSettings(anonymized_telemetry=False),
         )
-        return cls(client, model_id)
+        return cls(client, model_id, on_write=on_write)
+
+    async def _wrote(self, tenant: TenantId) -> None:
+        if self.on_write is not None:
+            try:
+                await self.on_write(tenant)
+            except Exception as exc:
+                raise Retry(
+                    f"recording a write failed: {type(exc).__name__}: {exc}",
+                    reason="redis_unavailable",
+                ) from exc
 
     async def _collection(
         self, tenant: str, *, create: bool = True, model_id: str | None = None
@@ -97,6 +115,12 @@ class ChromaStore:
         collection = await self._collection(tenant)
         assert collection is not None
         try:
+            await self._upsert(collection, records)
+        finally:
+            await self._wrote(tenant)
+
+    async def _upsert(self, collection: Any, records: Sequence[ChunkRecord]) -> None:
+        try:
             await collection.upsert(
                 ids=[r.chunk_id for r in records],
                 embeddings=[list(r.embedding) for r in records],
@@ -109,15 +133,29 @@ class ChromaStore:
         except Exception as exc:
             raise _transient(exc) from exc
 
-    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
+    async def query(
+        self,
+        tenant: TenantId,
+        embedding: Sequence[float],
+        *,
+        k: int,
+        documents: Collection[DocumentId] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` nearest chunks, of ``documents`` only when given."""
         collection = await self._collection(tenant, create=False)
         if collection is None:
             return []
+        extra: dict[str, Any] = {}
+        if documents is not None:
+            if not documents:
+                return []
+            extra["where"] = {"document_id": {"$in": sorted(documents)}}
         try:
             result = await collection.query(
                 query_embeddings=[list(embedding)],
                 n_results=k,
                 include=["documents", "metadatas", "distances"],
+                **extra,
             )
         except Exception as exc:
             raise _transient(exc) from exc
@@ -155,7 +193,10 @@ class ChromaStore:
             found = await collection.get(where=where, include=[])
             ids = found["ids"]
             if ids:
-                await collection.delete(ids=ids)
+                try:
+                    await collection.delete(ids=ids)
+                finally:
+                    await self._wrote(tenant)
         except Exception as exc:
             raise _transient(exc) from exc
         return len(ids)
@@ -168,7 +209,10 @@ class ChromaStore:
         try:
             found = await collection.get(where=where, include=[])
             if found["ids"]:
-                await collection.delete(ids=found["ids"])
+                try:
+                    await collection.delete(ids=found["ids"])
+                finally:
+                    await self._wrote(tenant)
         except Exception as exc:
             raise _transient(exc) from exc
         return len(found["ids"])
@@ -188,6 +232,33 @@ class ChromaStore:
             return []
         found = await collection.get(where={"document_id": document_id}, include=[])
         return list(found["ids"])
+
+    async def records(self, tenant: TenantId) -> list[ChunkRecord]:
+        """Every chunk of the tenant's collection (all versions), vectors left out, read page
+        by page: what the lexical index is built from."""
+        collection = await self._collection(tenant, create=False)
+        if collection is None:
+            return []
+        out: list[ChunkRecord] = []
+        offset = 0
+        while True:
+            try:
+                page = await collection.get(
+                    include=["documents", "metadatas"], limit=_PAGE, offset=offset
+                )
+            except Exception as exc:
+                raise _transient(exc) from exc
+            ids = page["ids"]
+            for chunk_id, text, metadata in zip(
+                ids, page["documents"] or [], page["metadatas"] or [], strict=True
+            ):
+                meta = dict(metadata or {})
+                document = DocumentId(str(meta.pop("document_id", "")))
+                version = str(meta.pop("version", ""))
+                out.append(ChunkRecord(ChunkId(chunk_id), document, version, text or "", (), meta))
+            if len(ids) < _PAGE:
+                return out
+            offset += _PAGE
 
     # maintenance (maintenance_worker) ----------------------------------------------------------
     async def models(self, tenant: TenantId) -> list[str]:

@@ -25,7 +25,10 @@ class Hit:
     document_id: DocumentId
     version: str
     text: str
-    score: float  # cosine similarity, higher is closer
+    # Higher is better. From the vector store: cosine similarity. From a hybrid search
+    # (chat_gateway.search): the fused rank score; the cosine, when the vectors found the chunk, is
+    # in metadata["similarity"].
+    score: float
     metadata: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
 
@@ -38,8 +41,16 @@ class VectorStore(Protocol):
         """Insert or overwrite by ``chunk_id`` (idempotent: redelivery writes the same rows)."""
         ...
 
-    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
-        """The ``k`` nearest chunks, best first. An unknown tenant has no chunks: []."""
+    async def query(
+        self,
+        tenant: TenantId,
+        embedding: Sequence[float],
+        *,
+        k: int,
+        documents: Collection[DocumentId] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` nearest chunks, best first, of ``documents`` only when given. An unknown
+        tenant has no chunks: []."""
         ...
 
     async def delete_document(

@@ -14,7 +14,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from chat_gateway.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
 from maintenance_worker import reconcile, reembedding
 from parley.embedder import Embedder, Tokenizer
 from parley.embedder.factory import build_previous_embedder, model_id_of, previous_settings
 from parley.embedder.local import MODEL_ID
-from parley.embedder.text import document_text
+from parley.embedder.text import context_of, document_text
 from parley.errors import ConfigError, Retry
 from parley.ids import ChunkId, DocumentId, TenantId
-from parley.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
 from parley.settings import PreviousEmbedding, Settings
 from parley.status import Stage
 from parley.vectors.chroma import ChromaStore
@@ -98,9 +98,12 @@ class CountingStore(ChromaStore):
     queries = 0
     counts = 0
 
-    async def query(self, tenant: TenantId, embedding: Sequence[float], *, k: int) -> list[Hit]:
+    async def query(
+        self, tenant: TenantId, embedding: Sequence[float], *, k: int,
+        documents: Collection[DocumentId] | None = None,
+    ) -> list[Hit]:
         self.queries += 1
-        return await super().query(tenant, embedding, k=k)
+        return await super().query(tenant, embedding, k=k, documents=documents)
 
     async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int:
         self.counts += 1
@@ -180,7 +183,8 @@ async def mid_switch(
         rows = await store.chunks(tenant, doc, record.version, model_id=store.model_id)
         texts = [
             document_text(str(r.metadata.get("filename", "")), r.text,
-                          str(r.metadata["heading"]) if r.metadata.get("heading") else None)
+                          str(r.metadata["heading"]) if r.metadata.get("heading") else None,
+                          context_of(r.metadata))
             for r in rows
         ]
         vectors = await previous.embed(texts)

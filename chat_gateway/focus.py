@@ -1,0 +1,192 @@
+"""Which documents a question is about, from the periods and entities it names and the contexts
+the tenant's documents gave themselves at ingest (:class:`parley.contracts.DocumentContext`). Pure.
+
+- A date ("the quarter ended July 1, 2023") picks the documents whose period ends within 3 days
+  of it; a quarter ("Q3 2023", "third quarter of 2023") those whose period label is that quarter;
+  a fiscal year ("fiscal 2022", "FY22") those whose label or period end is in that year. The
+  first of these the question holds decides.
+- An entity ("Apple", "Contoso", "Northwind" for Northwind Traders Inc.) named in the question
+  narrows to the documents of that entity when the tenant holds documents of several.
+- "latest", "most recent", "last quarter" without a named period pick the documents of the
+  latest period end (of the named entity, if any).
+- A question that spans periods ("over time", "across quarters", "in these 10-Qs", "compared
+  to previous quarters") asks for one chunk of each document first (:attr:`Focus.spread`).
+
+Search puts the chunks of the focused documents first (it also asks the vector store for them
+alone, so they are found even when other documents' chunks crowd the nearest neighbours) and
+fills the rest from the others: a wrong guess costs ranks, never the answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from parley.contracts import DocumentContext
+from parley.ids import DocumentId
+from parley.periods import fiscal_year, parse_date, quarter_label
+
+_LATEST = re.compile(
+    r"\b(?:latest|most recent|newest|last (?:quarter|report|filing|10-?[qk]|period|year))\b",
+    re.IGNORECASE,
+)
+_SPREAD = re.compile(
+    r"\b(?:over time|across|trends?|fluctuat\w*|each (?:reported |reporting )?"
+    r"(?:period|quarter|year|report|filing)|these (?:10-?[qk]s|quarters|periods|years|reports|"
+    r"filings|documents)|(?:reported|reporting|previous|prior|past) (?:quarters|periods|years)|"
+    r"over the report(?:ed|ing) periods?|(?:quarter|year)[- ]over[- ](?:quarter|year))\b",
+    re.IGNORECASE,
+)
+_SUFFIXES = re.compile(
+    r"[,.]?\s+(?:inc|incorporated|corp|corporation|company|co|ltd|limited|llc|llp|lp|plc|gmbh|"
+    r"ag|se|sa|nv|bv|holdings|group)\.?$",
+    re.IGNORECASE,
+)
+DATE_TOLERANCE_DAYS = 3
+# Abbreviations business questions use where reports spell the words out ("R&D expenditure"
+# vs "Research and development expense"): a question gets the spelled-out words added.
+ABBREVIATIONS = {
+    "r&d": "research and development",
+    "sg&a": "selling, general and administrative",
+    "m&a": "mergers and acquisitions",
+    "fx": "foreign exchange currency",
+    "eps": "earnings per share",
+    "capex": "capital expenditures",
+    "opex": "operating expenses",
+    "cogs": "cost of sales",
+    "yoy": "year over year",
+    "qoq": "quarter over quarter",
+    "d&a": "depreciation and amortization",
+}
+_ABBREVIATION = re.compile(
+    r"(?<![\w&])(" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")(?![\w&])", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Focus:
+    """``documents``: the documents the question is about (None: no period or entity named, or
+    none matched); ``reason``: what picked them ("date", "quarter", "fiscal_year", "latest",
+    "entity"); ``spread``: one chunk per document first."""
+
+    documents: frozenset[DocumentId] | None = None
+    reason: str = ""
+    spread: bool = False
+
+
+def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focus:
+    """See the module docstring. ``contexts``: the served documents that have one."""
+    spread = bool(_SPREAD.search(question))
+    pool = dict(contexts)
+    entity_docs = _by_entity(question, contexts)
+    if entity_docs is not None:
+        pool = {d: contexts[d] for d in entity_docs}
+    for reason, picked in (
+        ("date", _by_date(question, pool)),
+        ("quarter", _by_quarter(question, pool)),
+        ("fiscal_year", _by_fiscal_year(question, pool)),
+    ):
+        if picked:
+            return Focus(frozenset(picked), reason, spread=False)
+    if _LATEST.search(question):
+        latest = _latest(pool)
+        if latest:
+            return Focus(frozenset(latest), "latest", spread=spread)
+    if entity_docs is not None:
+        return Focus(frozenset(entity_docs), "entity", spread=spread)
+    return Focus(None, "", spread=spread)
+
+
+def expanded(question: str) -> str:
+    """``question`` with the spelled-out words of the abbreviations it uses added after it
+    (:data:`ABBREVIATIONS`): what is embedded and matched for it. Pure."""
+    found = dict.fromkeys(
+        ABBREVIATIONS[m.group(1).lower()] for m in _ABBREVIATION.finditer(question)
+    )
+    return f"{question} ({'; '.join(found)})" if found else question
+
+
+def entity_key(entity: str) -> str:
+    """The name an entity is asked by: without its legal suffix ("Apple Inc." -> "apple")."""
+    name = " ".join(entity.split())
+    while True:
+        shorter = _SUFFIXES.sub("", name)
+        if shorter == name:
+            return name.lower().strip(" ,.")
+        name = shorter
+
+
+def _by_entity(
+    question: str, contexts: Mapping[DocumentId, DocumentContext]
+) -> set[DocumentId] | None:
+    keys = {d: entity_key(c.entity) for d, c in contexts.items() if c.entity}
+    if len(set(keys.values())) < 2:
+        return None  # one entity (or none): naming it picks nothing out
+    named = {d for d, key in keys.items() if key and _names(question, key)}
+    return named or None
+
+
+def _names(question: str, key: str) -> bool:
+    """Whether ``question`` names the entity whose key is ``key``: the whole key, any case, or
+    its first word capitalised as a name ("Northwind" for Northwind Traders Inc.)."""
+    if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", question, re.IGNORECASE):
+        return True
+    first = key.split()[0]
+    if len(first) < 4 or first == key:
+        return False
+    return re.search(rf"(?<!\w){re.escape(first.capitalize())}(?!\w)", question) is not None
+
+
+def _by_date(question: str, pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
+    asked = parse_date(question)
+    if asked is None:
+        return set()
+    return {
+        d
+        for d, c in pool.items()
+        if (end := _date(c.period_end)) is not None
+        and abs((end - asked).days) <= DATE_TOLERANCE_DAYS
+    }
+
+
+def _by_quarter(question: str, pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
+    asked = quarter_label(question)
+    if asked is None:
+        return set()
+    return {d for d, c in pool.items() if c.period == asked}
+
+
+def _by_fiscal_year(
+    question: str, pool: Mapping[DocumentId, DocumentContext]
+) -> set[DocumentId]:
+    asked = fiscal_year(question)
+    if asked is None:
+        return set()
+    picked = set()
+    for d, c in pool.items():
+        label_year = re.search(r"((?:19|20)\d\d)$", c.period or "")
+        if label_year is not None:
+            if int(label_year.group(1)) == asked:
+                picked.add(d)
+        elif (end := _date(c.period_end)) is not None and end.year == asked:
+            picked.add(d)
+    return picked
+
+
+def _latest(pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
+    ends = {d: end for d, c in pool.items() if (end := _date(c.period_end)) is not None}
+    if len(set(ends.values())) < 2:
+        return set()  # nothing to choose between
+    last = max(ends.values())
+    return {d for d, end in ends.items() if end == last}
+
+
+def _date(iso: str | None) -> dt.date | None:
+    if not iso:
+        return None
+    try:
+        return dt.date.fromisoformat(iso)
+    except ValueError:
+        return None

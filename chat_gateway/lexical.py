@@ -1,0 +1,218 @@
+"""The lexical (BM25) side of search: per tenant, an in-memory BM25 index (the ``bm25s`` library)
+of the chunks the tenant's collection holds, built from the collection itself and rebuilt when
+the tenant's *chunk generation* moves.
+
+Why this shape (measured, ARCHITECTURE.md): Chroma 1.5's own BM25/sparse search (the ``Search``
+API) answers "not implemented for local executor" on a ``chroma run`` server, and its
+``where_document`` is a filter without ranking. Chroma stays the one store of chunks: the index
+is derived from it, so it obeys the vectors' rules by construction. Redelivery adds no duplicate
+(chunk ids are the collection's), deletes and superseded versions disappear with the chunks, it
+survives restarts (rebuilt from Chroma on first use) and any number of embed workers write
+through Chroma as before.
+
+**Staleness.** Every write to a tenant's collection (upsert, delete) increments
+``<prefix>:chunk-generation:<tenant>`` *after* it lands (:class:`Generations`; the Chroma store
+calls it). A search reads the generation in the same ``MULTI`` as the served map; an index built
+from a fetch made after a generation was read holds every chunk written before it. The embed
+worker writes a batch, then bumps, then lands the batch (which may swap the served version), so
+a served map that names a version comes with a generation whose index holds that version's
+chunks; old versions are deleted only a grace after the swap, as for vectors. An index is also
+rebuilt when older than ``max_age`` seconds, a safety net for writers that do not bump (an old
+replica during a rollout).
+
+**Tokens.** Lower-cased words, Snowball-stemmed (PyStemmer), English stop words dropped;
+numbers keep their digits with thousands separators removed ("81,797" and "81797" match), since
+figures are what financial questions look for. The indexed text is the embedding text (the
+document's context header + section + chunk text: :mod:`parley.embedder.text`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import bm25s
+import numpy as np
+import Stemmer
+
+from parley.contracts import DocumentContext
+from parley.embedder.text import context_of, document_text
+from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.store import ChunkRecord, Hit
+
+MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
+MAX_TENANTS = 64  # indexes kept per process; the least recently used goes first
+
+_WORD = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+", re.UNICODE)
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
+_STEMMER = Stemmer.Stemmer("english")
+# English function words (the usual IR list): they match everywhere and rank nothing.
+_STOP = frozenset(
+    re.findall(
+        r"\w+",
+        """a about above after again against all am an and any are as at be because been before
+        being below between both but by can could did do does doing down during each few for from
+        further had has have having he her here hers herself him himself his how i if in into is
+        it its itself just me more most my myself no nor not now of off on once only or other our
+        ours ourselves out over own same she should so some such than that the their theirs them
+        themselves then there these they this those through to too under until up very was we
+        were what when where which while who whom why will with would you your yours yourself
+        yourselves""",
+    )
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """The index's terms of ``text`` (see the module docstring). Pure."""
+    words = [w for w in _WORD.findall(_THOUSANDS.sub("", text.lower())) if w not in _STOP]
+    return [w if w[0].isdigit() else _STEMMER.stemWord(w) for w in words]
+
+
+@runtime_checkable
+class ChunkSource(Protocol):
+    """Where an index reads a tenant's chunks from (the Chroma store)."""
+
+    async def records(self, tenant: TenantId) -> list[ChunkRecord]:
+        """Every chunk of the tenant (all versions), vectors left out."""
+        ...
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    row: int
+    score: float
+
+
+class LexicalIndex:
+    """One tenant's chunks as of one generation, BM25-indexed. Searches are pure CPU."""
+
+    def __init__(self, records: Sequence[ChunkRecord]) -> None:
+        self.records = list(records)
+        self._documents = np.array([r.document_id for r in self.records], dtype=object)
+        self._versions = np.array([r.version for r in self.records], dtype=object)
+        self._retriever: Any = None
+        if self.records:
+            corpus = [tokenize(indexed_text(r)) for r in self.records]
+            retriever = bm25s.BM25()
+            retriever.index(corpus, show_progress=False)
+            self._retriever = retriever
+        self.contexts: dict[tuple[DocumentId, str], DocumentContext] = {}
+        for r in self.records:
+            key = (r.document_id, r.version)
+            if key not in self.contexts and (ctx := context_of(r.metadata)) is not None:
+                self.contexts[key] = ctx
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def served_rows(
+        self, served: Mapping[DocumentId, str], documents: Sequence[DocumentId] | None = None
+    ) -> np.ndarray:
+        """A mask of the rows of each document's served version (and of ``documents`` only,
+        when given)."""
+        mask = np.array(
+            [served.get(d) == v for d, v in zip(self._documents, self._versions, strict=True)],
+            dtype=bool,
+        )
+        if documents is not None:
+            mask &= np.isin(self._documents, np.array(list(documents), dtype=object))
+        return mask
+
+    def scores(self, query: str) -> np.ndarray:
+        """The BM25 score of every row for ``query`` (zeros when no query term is indexed)."""
+        if self._retriever is None:
+            return np.zeros(len(self.records))
+        vocab = self._retriever.vocab_dict
+        terms = [t for t in tokenize(query) if t in vocab]
+        if not terms:
+            return np.zeros(len(self.records))
+        return np.asarray(self._retriever.get_scores(terms), dtype=np.float64)
+
+    def search(self, query: str, mask: np.ndarray, *, k: int) -> list[LexicalHit]:
+        """The ``k`` best rows under ``mask`` by BM25, best first; rows without any query term
+        are left out."""
+        return top_rows(self.scores(query), mask, k=k)
+
+    def hit(self, row: int, score: float) -> Hit:
+        r = self.records[row]
+        return Hit(
+            chunk_id=ChunkId(r.chunk_id),
+            document_id=r.document_id,
+            version=r.version,
+            text=r.text,
+            score=score,
+            metadata=r.metadata,
+        )
+
+
+def top_rows(scores: np.ndarray, mask: np.ndarray, *, k: int) -> list[LexicalHit]:
+    """The ``k`` best rows of ``scores`` under ``mask``, best first, zero scores left out."""
+    if k <= 0 or not len(scores):
+        return []
+    masked = np.where(mask, scores, 0.0)
+    top = np.argsort(-masked, kind="stable")[:k]
+    return [LexicalHit(int(i), float(masked[i])) for i in top if masked[i] > 0.0]
+
+
+def indexed_text(record: ChunkRecord) -> str:
+    """What is indexed for a stored chunk: the embedding text rebuilt from its metadata."""
+    meta = record.metadata
+    heading = meta.get("heading")
+    return document_text(
+        str(meta.get("filename", "")), record.text, str(heading) if heading else None,
+        context_of(meta),
+    )
+
+
+class LexicalIndexes:
+    """The per-tenant indexes of one process, rebuilt when their generation moved (or they are
+    older than ``max_age``); concurrent searches of a stale tenant share one rebuild."""
+
+    def __init__(
+        self,
+        source: ChunkSource,
+        *,
+        max_age: float = MAX_AGE,
+        max_tenants: int = MAX_TENANTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.max_age = max_age
+        self.max_tenants = max_tenants
+        self._clock = clock
+        self._built: dict[TenantId, tuple[str, float, LexicalIndex]] = {}
+        self._locks: dict[TenantId, asyncio.Lock] = {}
+        self.rebuilds = 0  # how many indexes were built (tests and metrics read it)
+
+    async def index(self, tenant: TenantId, generation: str) -> LexicalIndex:
+        """The tenant's index as of ``generation`` or later (see the module docstring)."""
+        found = self._fresh(tenant, generation)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(tenant, asyncio.Lock())
+        async with lock:
+            found = self._fresh(tenant, generation)
+            if found is not None:
+                return found
+            records = await self.source.records(tenant)
+            # Indexing is CPU work (tens of ms per thousand chunks): off the event loop.
+            index = await asyncio.to_thread(LexicalIndex, records)
+            self.rebuilds += 1
+            self._built.pop(tenant, None)
+            self._built[tenant] = (generation, self._clock(), index)
+            while len(self._built) > self.max_tenants:
+                oldest = next(iter(self._built))
+                self._built.pop(oldest)
+                self._locks.pop(oldest, None)
+            return index
+
+    def _fresh(self, tenant: TenantId, generation: str) -> LexicalIndex | None:
+        built = self._built.get(tenant)
+        if built is None or built[0] != generation or self._clock() - built[1] > self.max_age:
+            return None
+        self._built[tenant] = self._built.pop(tenant)  # most recently used last
+        return built[2]

@@ -1,0 +1,75 @@
+"""The BM25 side of search, pure parts: terms, ranking, served-version masks, contexts. The
+index's life on real Chroma and Redis is in tests/parley/test_search_hybrid.py."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chat_gateway.lexical import LexicalIndex, indexed_text, tokenize, top_rows
+from parley.contracts import DocumentContext
+from parley.embedder.text import context_metadata
+from parley.ids import ChunkId, DocumentId
+from parley.vectors.store import ChunkRecord
+
+
+def record(doc: str, version: str, n: int, text: str, **meta: str) -> ChunkRecord:
+    return ChunkRecord(ChunkId(f"{doc}-{version}-{n}"), DocumentId(doc), version, text, (),
+                       {"filename": f"{doc}.pdf", **meta})
+
+
+def test_terms_are_stemmed_words_and_whole_numbers() -> None:
+    assert tokenize("Total net sales were $81,797 million") == [
+        "total", "net", "sale", "81797", "million"]
+    assert tokenize("81797") == tokenize("81,797")
+    assert tokenize("Research and Development expenses") == ["research", "develop", "expens"]
+    assert tokenize("1.375% Notes") == ["1.375", "note"]
+    assert tokenize("the and of") == []
+
+
+def test_bm25_ranks_by_the_rare_terms_and_skips_rows_without_any() -> None:
+    rows = [
+        record("a", "v", 0, "Total net sales 81,797 for the quarter."),
+        record("b", "v", 0, "Research and development 7,457 for the quarter."),
+        record("c", "v", 0, "Foreign exchange risk and hedging."),
+    ]
+    index = LexicalIndex(rows)
+    everything = np.ones(3, dtype=bool)
+    found = index.search("What were research and development costs?", everything, k=5)
+    assert [f.row for f in found] == [1]
+    assert [f.row for f in index.search("net sales 81797", everything, k=5)] == [0]
+    assert index.search("unknown words entirely", everything, k=5) == []
+
+
+def test_masks_keep_served_versions_and_focused_documents() -> None:
+    rows = [
+        record("a", "v1", 0, "pump bearings wear"),
+        record("a", "v2", 0, "pump bearings wear quickly"),
+        record("b", "v1", 0, "pump seals"),
+    ]
+    index = LexicalIndex(rows)
+    served = {DocumentId("a"): "v2", DocumentId("b"): "v1"}
+    assert index.served_rows(served).tolist() == [False, True, True]
+    assert index.served_rows(served, [DocumentId("b")]).tolist() == [False, False, True]
+    assert index.served_rows({}).tolist() == [False, False, False]
+    hits = top_rows(index.scores("pump"), index.served_rows(served), k=5)
+    assert {index.records[h.row].version for h in hits} == {"v2", "v1"}
+    assert all(index.records[h.row].chunk_id != "a-v1-0" for h in hits)
+
+
+def test_the_document_context_is_indexed_and_kept_per_version() -> None:
+    ctx = DocumentContext(entity="Contoso Ltd.", period="Q2 2024", period_end="2024-06-30")
+    rows = [
+        record("a", "v", 0, "Total revenue 5,127", **context_metadata(ctx)),
+        record("b", "v", 0, "Total revenue 4,812"),
+    ]
+    assert "Contoso Ltd." in indexed_text(rows[0]) and "June 30, 2024" in indexed_text(rows[0])
+    index = LexicalIndex(rows)
+    assert index.contexts == {(DocumentId("a"), "v"): ctx}
+    found = index.search("Contoso total revenue", np.ones(2, dtype=bool), k=2)
+    assert index.records[found[0].row].document_id == "a"
+
+
+def test_an_empty_tenant_has_an_empty_index() -> None:
+    index = LexicalIndex([])
+    assert len(index) == 0
+    assert index.search("anything", np.zeros(0, dtype=bool), k=5) == []

@@ -1,0 +1,106 @@
+"""Document context from content: the fictional quarterly reports (several companies and
+quarters with one layout and meaningless file names) through the real extractor, DOCX core
+properties and headings, a deck's title page."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from ingest_worker.context import document_context, docx_properties
+from ingest_worker.extract.dispatch import extract
+from ingest_worker.extract.types import Block
+from parley.contracts import DocumentContext
+from tests.fixtures import documents, filings
+
+
+def context_of_pdf(data: bytes, filename: str) -> DocumentContext:
+    extraction = extract(data, filename, max_pages=50, max_bytes=10**8)
+    return document_context(extraction.blocks, filename)
+
+
+@pytest.mark.parametrize("report", filings.reports(), ids=lambda r: f"{r.short}-{r.label}")
+def test_a_filing_says_who_and_when_whatever_its_file_name(report: filings.Report) -> None:
+    context = context_of_pdf(report.pdf(), report.filename)
+    assert context.entity == report.company
+    assert context.period_end == report.period_end.isoformat()
+    # From the running footer, or from "the third quarter of fiscal 2023" in the text.
+    assert context.period == report.label
+    assert context.title is not None and "10-Q" in context.title
+    assert report.filename.removesuffix(".pdf") not in (context.title or "")
+
+
+def test_a_fiscal_year_that_is_not_the_calendar_year_is_the_documents_own() -> None:
+    fabrikam = next(r for r in filings.reports() if r.short == "Fabrikam" and r.quarter == 1)
+    context = context_of_pdf(fabrikam.pdf(), "upload.pdf")
+    # Its fiscal Q1 2024 ended in September 2023: the label is what the report says.
+    assert (context.period, context.period_end) == ("Q1 2024", "2023-09-30")
+
+
+def test_a_deck_title_page() -> None:
+    deck = documents.pdf([
+        "Litware Holdings plc\nInvestor Presentation\nFiscal 2025 Results\nMarch 14, 2025",
+        "Agenda\nHighlights of the year\nOutlook",
+    ])
+    context = context_of_pdf(deck, "deck-final-v3.pdf")
+    assert context.entity == "Litware Holdings plc"
+    assert context.title == "Investor presentation"
+    assert context.period == "FY 2025"
+    assert context.period_end == "2025-03-14"
+
+
+def with_properties(docx: bytes, title: str, company: str) -> bytes:
+    """The DOCX with docProps/core.xml (title) and docProps/app.xml (company) added."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(docx)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("docProps/core.xml", (
+            '<?xml version="1.0"?><cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/'
+            'package/2006/metadata/core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            f"<dc:title>{title}</dc:title><dc:creator>J. Doe</dc:creator></cp:coreProperties>"))
+        dst.writestr("docProps/app.xml", (
+            '<?xml version="1.0"?><Properties xmlns="http://schemas.openxmlformats.org/'
+            f'officeDocument/2006/extended-properties"><Company>{company}</Company></Properties>'))
+    return out.getvalue()
+
+
+def test_docx_core_properties_name_title_and_company() -> None:
+    body = documents.docx([
+        documents.Heading("Minutes", 1), "The board approved the budget for 2025."
+    ])
+    data = with_properties(body, "Board meeting, 12 May 2025", "Tailspin Toys")
+    assert docx_properties(data) == {
+        "title": "Board meeting, 12 May 2025", "creator": "J. Doe", "company": "Tailspin Toys"
+    }
+    extraction = extract(data, "doc1.docx", max_pages=50, max_bytes=10**8)
+    context = document_context(extraction.blocks, "doc1.docx", docx_properties(data))
+    assert (context.title, context.entity) == ("Board meeting, 12 May 2025", "Tailspin Toys")
+
+
+def test_a_docx_without_properties_is_titled_by_its_first_heading() -> None:
+    data = documents.docx([
+        documents.Heading("Wingtip Toys Inc. annual safety review", 1),
+        "Prepared for the fiscal year ended December 31, 2024 by the safety office.",
+    ])
+    assert docx_properties(data) == {}
+    extraction = extract(data, "x.docx", max_pages=50, max_bytes=10**8)
+    context = document_context(extraction.blocks, "x.docx")
+    assert context.title == "Wingtip Toys Inc. annual safety review"
+    assert context.entity == "Wingtip Toys Inc."
+    assert context.period_end == "2024-12-31"
+
+
+def test_what_the_content_does_not_say_stays_unknown_and_the_file_name_titles_it() -> None:
+    blocks = [Block("12 34 56 78", 1, None, "page")]
+    context = document_context(blocks, "folder/quarterly numbers Q2 2024.pdf")
+    assert context.entity is None and context.period_end is None
+    assert context.title == "quarterly numbers Q2 2024"
+    assert context.period == "Q2 2024"  # the file name is the last resort
+
+
+@pytest.mark.parametrize("data", [b"", b"%PDF-1.7 not a zip", b"PK\x03\x04broken"])
+def test_docx_properties_of_anything_else_are_empty(data: bytes) -> None:
+    assert docx_properties(data) == {}
