@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.table import render
+from parley.errors import Retry
 from parley.ids import TenantId
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,7 +218,10 @@ async def parley_run(
                 )
                 doc = document_id(tenant, request.path)
                 while True:
-                    hits = await searcher.search(tenant, "lorem ipsum", k=1)
+                    try:
+                        hits = await searcher.search(tenant, "lorem ipsum", k=1)
+                    except Retry:  # Chroma: a new collection's index not yet on disk
+                        hits = []
                     if any(h.document_id == doc for h in hits):
                         break
                     await asyncio.sleep(0.02)
