@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ORDER = [
     "extraction",
+    "ocr",
     "embedding",
     "pipeline",
     "retrieval",

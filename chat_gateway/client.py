@@ -27,7 +27,8 @@ def gateway_url(settings: Settings) -> str:
 
 
 def format_source(source: dict[str, Any]) -> str:
-    page = f", page {source['page']}" if source.get("page") else ""
+    place = source.get("location") or (f"page {source['page']}" if source.get("page") else "")
+    page = f", {place}" if place else ""
     return f"  [{source['n']}] {source['document']}{page}: {source.get('snippet', '')}"
 
 

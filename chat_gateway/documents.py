@@ -6,8 +6,9 @@ header only, never ``?token=``; the tenant comes from the token).
   streamed to a temporary file as it arrives (never held whole in memory). Size limited on the
   server (``settings.max_upload_bytes``: 413 the moment the body passes it), at most
   ``max_concurrent_uploads`` at once per replica and ``max_tenant_concurrent_uploads`` per
-  tenant (429 ``too_many_uploads`` with Retry-After), type checked by its bytes (PDF or
-  DOCX only, 415 with what the file looks like instead); the name is untrusted (made safe by
+  tenant (429 ``too_many_uploads`` with Retry-After), type checked by its bytes (PDF, DOCX,
+  PPTX, XLSX, HTML, Markdown or text: :mod:`parley.filetypes`; 415 with what the file looks
+  like instead); the name is untrusted (made safe by
   :func:`parley.uploads.safe_name`, its extension set from the detected type). Stored, announced
   on the ingest queue and shown ``queued`` at once: 201.
 - ``POST /api/uploads`` ``{"name", "size"}``: where to send a file. With an Azure blob store, a
@@ -16,7 +17,7 @@ header only, never ``?token=``; the tenant comes from the token).
 - ``POST /api/documents/commit`` ``{"path", "name"}``: announce a blob the client PUT through a
   SAS URL. Its size is checked again (a SAS cannot enforce it: over the limit, the blob is
   deleted, 413); its type is checked by the ingest worker, which sniffs the bytes and marks
-  anything but PDF/DOCX ``failed`` (``unsupported_type``).
+  anything it cannot read ``failed`` (``unsupported_type``).
 - ``DELETE /api/documents/{id}``: delete the blob and post a delete request; the ingest worker
   removes the chunks and the status record (a ``deleted`` document event follows): 202.
 - ``POST /api/documents/{id}/retry``: post the ingest request of a ``failed`` document again: 202.
@@ -32,11 +33,10 @@ import posixpath
 import re
 import tempfile
 import urllib.parse
-import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import structlog
 from starlette.routing import BaseRoute
@@ -49,6 +49,9 @@ from parley.blobstore.names import check_path
 from parley.broker import Broker
 from parley.contracts import IngestRequest, loads
 from parley.errors import ParleyError, Reject
+from parley.filetypes import EXTENSIONS as FILE_EXTENSIONS
+from parley.filetypes import FileKind, UnsupportedType
+from parley.filetypes import detect as detect_kind
 from parley.ids import DocumentId, TenantId, document_id, path_tenant
 from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
@@ -56,29 +59,15 @@ from parley.uploads import CONTENT_TYPES, announce, blob_path, post_ingest, safe
 
 log = structlog.get_logger(__name__)
 
-Kind = Literal["pdf", "docx"]
-EXTENSIONS: dict[Kind, str] = {"pdf": ".pdf", "docx": ".docx"}
+Kind = FileKind
+#: Every extension an uploaded file may keep (the first of each kind is the one it is given).
+EXTENSIONS: dict[Kind, str] = {kind: names[0] for kind, names in FILE_EXTENSIONS.items()}
 UPLOAD_URL_SECONDS = 15 * 60
 # An upload's first bytes stay in memory, the rest goes to a temporary file.
 SPOOL_BYTES = 1024 * 1024
 BUSY_RETRY_SECONDS = 5
 JSON_LIMIT = 16 * 1024
 _DOCUMENT_ID = re.compile(r"^[0-9a-f]{24}$")
-_OLE = bytes.fromhex("d0cf11e0a1b11ae1")
-_WORD_MAIN = b"wordprocessingml.document.main+xml"
-
-# What a rejected file looks like, by its first bytes, so the message says more than "no".
-_LOOKS_LIKE: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"{\\rtf", "an RTF document"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"Rar!", "a RAR archive"),
-    (b"7z\xbc\xaf", "a 7-Zip archive"),
-)
 
 
 class Rejected(ParleyError):
@@ -89,93 +78,46 @@ class Rejected(ParleyError):
 
 
 def detect(data: bytes | IO[bytes]) -> Kind:
-    """PDF or DOCX, decided by the bytes (never the name), else :class:`Rejected` saying what
-    the file looks like. An encrypted DOCX (an OLE container holding ``EncryptedPackage``) is
-    accepted: the ingest worker reports it as ``encrypted``, which tells the user more. A file
-    is read from its start, a block at a time (a ZIP's directory is read where it lies)."""
+    """The kind of document the bytes are (:func:`parley.filetypes.detect`: PDF, DOCX, PPTX,
+    XLSX, HTML, Markdown, text; never the name), else :class:`Rejected` saying what the file
+    looks like. An encrypted Office file is accepted: the ingest worker reports it as
+    ``encrypted``, which tells the user more. A file is read from its start, only as far as
+    needed (a ZIP's directory is read where it lies)."""
     file = io.BytesIO(data) if isinstance(data, bytes) else data
     file.seek(0)
-    head = file.read(4096)
+    empty = not file.read(1)
     file.seek(0)
-    if not head:
+    if empty:
         raise Rejected("the file is empty (0 bytes)", reason="empty")
-    # PDF readers accept the header anywhere in the first KiB (as the ingest worker does).
-    if b"%PDF-" in head[:1024]:
-        return "pdf"
-    if head.startswith(b"PK\x03\x04"):
-        if _is_word_package(file):
-            return "docx"
-        raise Rejected(
-            "a ZIP archive that is not a Word document (.docx)", reason="unsupported_type",
-            hint="upload PDF or Word .docx files; unpack archives first",
-        )
-    if head.startswith(_OLE):
-        if _contains(file, "EncryptedPackage".encode("utf-16-le")):
-            return "docx"
-        raise Rejected(
-            "a legacy Office file (Word 97-2003 .doc or similar), not a PDF or DOCX",
-            reason="unsupported_type", hint="save it as .docx or .pdf and upload it again",
-        )
-    raise Rejected(f"not a PDF or DOCX: it looks like {_looks_like(head)}",
-                   reason="unsupported_type", hint="upload PDF or Word .docx files")
-
-
-def _contains(file: IO[bytes], needle: bytes, block: int = 1024 * 1024) -> bool:
-    """Whether ``needle`` occurs in the file, read a block at a time (blocks overlap by the
-    needle's length, so a match across two blocks is found)."""
-    file.seek(0)
-    tail = b""
-    while chunk := file.read(block):
-        if needle in tail + chunk:
-            return True
-        tail = chunk[-len(needle):]
-    return False
-
-
-def _is_word_package(file: IO[bytes]) -> bool:
     try:
-        with zipfile.ZipFile(file) as archive:
-            names = set(archive.namelist())
-            if "word/document.xml" in names:
-                return True
-            if "[Content_Types].xml" in names:
-                # The main part may have another name (it is found through the content types).
-                with archive.open("[Content_Types].xml") as types:
-                    return _WORD_MAIN in types.read(1024 * 1024)
-    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
-        return False
-    return False
-
-
-def _looks_like(data: bytes) -> str:
-    for magic, what in _LOOKS_LIKE:
-        if data.startswith(magic):
-            return what
-    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        return "a web page (HTML)"
-    try:
-        data[:4096].decode("utf-8")
-    except UnicodeDecodeError:
-        return "some other binary file"
-    return "plain text"
+        return detect_kind(file)
+    except UnsupportedType as exc:
+        raise Rejected(exc.message, reason="unsupported_type", hint=exc.hint) from None
 
 
 def named(name: str, kind: Kind) -> str:
-    """The name to show and store: :func:`display_name` with the extension of what the bytes
+    """The name to show and store: :func:`display_name` with an extension of what the bytes
     are (a PDF called ``report`` becomes ``report.pdf``; ``notes.docx`` holding a PDF
-    ``notes.pdf``). Raises Reject (``bad_filename``) when nothing usable is left; the blob path
-    is made from it by :func:`parley.uploads.blob_path` (:func:`~parley.uploads.safe_name`)."""
+    ``notes.pdf``; ``data.csv`` holding text stays ``data.csv``). Raises Reject
+    (``bad_filename``) when nothing usable is left; the blob path is made from it by
+    :func:`parley.uploads.blob_path` (:func:`~parley.uploads.safe_name`)."""
     shown = display_name(name)
     stem, ext = posixpath.splitext(shown)
-    if ext.lower() in (".pdf", ".docx"):
-        shown = stem
-    if not shown.strip(" ._"):
+    if ext.lower() in FILE_EXTENSIONS[kind]:
+        shown = stem + ext.lower()
+    else:
+        if ext.lower() in _KNOWN_EXTENSIONS:
+            shown = stem  # the extension of another kind: replaced, not kept before the right one
+        stem = shown
+        shown += EXTENSIONS[kind]
+    if not stem.strip(" ._"):
         raise Reject(f"unusable file name {name!r}", reason="bad_filename",
                      hint="rename the file and upload it again")
-    result = shown + EXTENSIONS[kind]
-    safe_name(result)
-    return result
+    safe_name(shown)
+    return shown
+
+
+_KNOWN_EXTENSIONS = frozenset(e for names in FILE_EXTENSIONS.values() for e in names)
 
 
 def display_name(name: str) -> str:

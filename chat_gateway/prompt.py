@@ -66,6 +66,9 @@ def _attribute(value: str) -> str:
 
 def _source_block(source: Source, text: str) -> str:
     where = f' page="{source.page}"' if source.page else ""
+    # Where in the document in words (slide, sheet, heading, OCR), when the chunk says.
+    if source.location and source.location != f"page {source.page}":
+        where += f' location="{_attribute(source.location)}"'
     about = f' about="{_attribute(source.context)}"' if source.context else ""
     return (f'<source n="{source.n}" document="{_attribute(source.document)}"{where}{about}>\n'
             f"{defuse(text)}\n</source>")

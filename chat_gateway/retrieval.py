@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chat_gateway import prompt
+from chat_gateway import citations, prompt
 from chat_gateway.search import Searcher
 from parley.contracts import Source
 from parley.ids import ChunkId, DocumentId, TenantId
@@ -45,6 +45,9 @@ def to_source(n: int, hit: Hit) -> Source:
         document=str(document),
         page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) and page >= 1
         else None,
+        heading=str(meta["heading"]) if meta.get("heading") else None,
+        location=citations.from_metadata(meta),
+        ocr=meta.get("ocr") is True,
         snippet=prompt.snippet(hit.text),
         text=hit.text,
         score=round(float(hit.score), 4),

@@ -193,7 +193,7 @@ class Turns:
             raise ParleyError(
                 "there are no documents to answer from yet",
                 reason=ErrorCode.NO_DOCUMENTS,
-                hint="upload a PDF or DOCX and wait until it shows 'ready'",
+                hint="upload a document and wait until it shows 'ready'",
             )
         answer_tokens = min(max_tokens or self.options.max_tokens, self.options.max_tokens)
         built = prompt.build(

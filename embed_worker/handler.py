@@ -114,6 +114,8 @@ class EmbedHandler:
                         "ordinal": c.ordinal,
                         "tokens": c.tokens,
                         **context_metadata(batch.context),
+                        "kind": batch.kind,
+                        "ocr": True if c.ocr else None,  # only OCR'd chunks carry the mark
                     }.items()
                     if v is not None
                 },

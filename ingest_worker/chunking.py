@@ -3,8 +3,10 @@
 How a document is cut:
 
 - Blocks are grouped into *sections*: consecutive blocks with the same heading, page and kind of
-  text (body text, i.e. paragraphs, pages, tables and text boxes, stays together; headers, footers,
-  footnotes, endnotes and comments each form their own). A chunk never spans two sections.
+  text (body text, i.e. paragraphs, pages, tables, text boxes and pictures, stays together;
+  headers, footers, footnotes, endnotes, comments and speaker notes each form their own), and
+  from the same source (text layer or OCR: a chunk is wholly OCR'd or not, and says which). A
+  chunk never spans two sections.
 - A section is split into *units*: sentences of paragraphs, rows of tables. A unit longer than the
   budget is split at line breaks, then cells, then words, then characters, so no text is lost.
 - Units are packed greedily up to ``max_tokens``. When a chunk must end, it ends at the strongest
@@ -33,7 +35,7 @@ _CHAR, _WORD, _CELL, _SENTENCE, _LINE, _PARAGRAPH = range(6)
 _SEPARATOR = {_CHAR: "", _WORD: " ", _CELL: " | ", _SENTENCE: " ", _LINE: "\n", _PARAGRAPH: "\n\n"}
 # Cells split where a "|" has text on both sides, so an empty cell stays as "| " on the next one.
 _SPLIT_AT = {_CELL: re.compile(r"(?<=\S)\s*\|\s*(?=\S)"), _LINE: re.compile(r"\n")}
-_BODY_KINDS = frozenset({"paragraph", "page", "table", "textbox"})
+_BODY_KINDS = frozenset({"paragraph", "page", "table", "textbox", "picture"})
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 # When a chunk must end, its best boundary is searched for among the units past this share.
@@ -55,6 +57,9 @@ class BlockLike(Protocol):
     @property
     def kind(self) -> str: ...
 
+    @property
+    def ocr(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class ChunkDraft:
@@ -66,6 +71,7 @@ class ChunkDraft:
     page: int | None
     heading: str | None
     tokens: int
+    ocr: bool = False  # the text is what OCR read from pixels
 
 
 @dataclass(frozen=True)
@@ -92,19 +98,25 @@ def chunk(
         raise ValueError("overlap_tokens must be between 0 and half of max_tokens")
     cutter = _Cutter(tokenizer, base=base, budget=max_tokens - base, overlap=overlap_tokens)
     drafts: list[ChunkDraft] = []
-    for (heading, _, _), section in groupby(blocks, key=_section_key):
+    for (heading, _, _, ocr), section in groupby(blocks, key=_section_key):
         units = [u for block in section for u in cutter.units(block)]
         for text, page, tokens in cutter.pack(units):
             drafts.append(
                 ChunkDraft(
-                    ordinal=len(drafts), text=text, page=page, heading=heading, tokens=tokens
+                    ordinal=len(drafts),
+                    text=text,
+                    page=page,
+                    heading=heading,
+                    tokens=tokens,
+                    ocr=ocr,
                 )
             )
     return drafts
 
 
-def _section_key(block: BlockLike) -> tuple[str | None, str, int | None]:
-    return block.heading, "body" if block.kind in _BODY_KINDS else block.kind, block.page
+def _section_key(block: BlockLike) -> tuple[str | None, str, int | None, bool]:
+    kind = "body" if block.kind in _BODY_KINDS else block.kind
+    return block.heading, kind, block.page, block.ocr
 
 
 class _Cutter:

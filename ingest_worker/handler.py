@@ -32,6 +32,7 @@ from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.context import document_context, docx_properties
 from ingest_worker.extract.isolation import ExtractorPool, default_pool
+from ingest_worker.extract.ocr import options_from
 from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
 from parley.blobstore import BLOCK_BYTES, BlobInfo, BlobStore
@@ -49,6 +50,7 @@ from parley.contracts import (
 )
 from parley.embedder import Tokenizer
 from parley.errors import NotFound, Reject, TooLarge
+from parley.filetypes import FileKind
 from parley.ids import (
     ChunkId,
     DocumentId,
@@ -149,6 +151,7 @@ def batches(
     filename: str,
     size: int,
     context: DocumentContext | None = None,
+    kind: FileKind | None = None,
 ) -> list[ChunkBatch]:
     groups: list[list[ChunkDraft]] = []
     start = 0
@@ -164,6 +167,7 @@ def batches(
             path=target.path,
             batch_index=index,
             batch_count=len(groups),
+            kind=kind,
             chunks=[
                 Chunk(
                     chunk_id=chunk_id(target.document_id, version, d.ordinal),
@@ -172,6 +176,7 @@ def batches(
                     page=d.page,
                     heading=d.heading,
                     tokens=d.tokens,
+                    ocr=d.ocr,
                 )
                 for d in group
             ],
@@ -205,6 +210,7 @@ class IngestHandler:
         self.tokenizer_id = tokenizer_id
         self.extract_timeout = extract_timeout
         self.pool = pool
+        self.ocr = options_from(settings)
 
     @classmethod
     def from_clients(cls, clients: Clients, *, pool: ExtractorPool | None = None) -> IngestHandler:
@@ -343,6 +349,7 @@ class IngestHandler:
                     max_chars=self.settings.max_document_chars,
                     timeout=self.extract_timeout,
                     on_progress=self._progress(where),
+                    ocr=self.ocr,
                 )
         except ExtractionFailed as failed:
             log.warning("extraction_failed", reason=failed.reason, error=failed.message)
@@ -410,6 +417,7 @@ class IngestHandler:
             filename=filename,
             size=self.settings.embed_batch_size,
             context=context,
+            kind=extraction.kind,
         )
         await self.status.begin_version(
             where.tenant,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from parley.filetypes import FileKind
 from parley.ids import TENANT_PATTERN, ChunkId, ConversationId, DocumentId, TenantId, TurnId
 
 # Message headers every adapter carries through (Redis stream fields / Service Bus properties).
@@ -57,9 +58,14 @@ class Chunk(Wire):
     chunk_id: ChunkId
     ordinal: int = Field(ge=0)
     text: str
-    page: int | None = Field(default=None, ge=1, description="1-based; null for DOCX")
-    heading: str | None = None
+    page: int | None = Field(
+        default=None, ge=1, description="1-based page of a PDF or slide of a PPTX; else null"
+    )
+    heading: str | None = Field(
+        default=None, description="the section: nearest heading, slide title or sheet name"
+    )
     tokens: int = Field(ge=0)
+    ocr: bool = Field(default=False, description="the text was read by OCR from pixels")
 
 
 class DocumentContext(Wire):
@@ -92,6 +98,9 @@ class ChunkBatch(Wire):
     batch_count: int = Field(ge=1)
     chunks: list[Chunk]
     context: DocumentContext | None = None
+    kind: FileKind | None = Field(
+        default=None, description="what the document is, by its bytes: says what a page is"
+    )
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -109,6 +118,10 @@ class Source(Wire):
     document_id: DocumentId
     document: str
     page: int | None = None
+    heading: str | None = None
+    #: Where in the document, for people: "page 3", "slide 2 · Roadmap", "sheet Stock".
+    location: str | None = None
+    ocr: bool = False
     snippet: str
     text: str
     score: float

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
     embed_batch_size: int = Field(default=32, ge=1)
+    # OCR of scanned PDF pages and pictures in DOCX/PPTX (ingest worker): "local" (RapidOCR,
+    # models inside its wheel), "azure" (Document Intelligence prebuilt-read) or "off".
+    ocr: str = Field(default="local", pattern="^(local|azure|off)$")
+    ocr_threads: int = Field(default=0, ge=0)  # local OCR's onnxruntime threads; 0 = one per core
+    azure_docintel_endpoint: str | None = None  # https://<name>.cognitiveservices.azure.com
+    azure_docintel_key: SecretStr | None = None
 
     # --- embeddings -------------------------------------------------------------------------
     embedder: str = Field(default="local", pattern="^(local|azure-openai)$")

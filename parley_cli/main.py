@@ -21,18 +21,26 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from parley.errors import ParleyError
 from parley.settings import Settings
 
-EXTENSIONS = {".pdf", ".docx"}
-
 
 def _files(paths: Sequence[str]) -> list[tuple[Path, str]]:
-    """(file, folder inside the tenant) for every file named or found under a directory."""
+    """(file, folder inside the tenant) for every file named, and every document found under a
+    directory: a file there counts when its bytes are a kind Parley reads
+    (:func:`parley.filetypes.detect`, whatever its name); hidden files and folders are skipped."""
+    from parley.filetypes import UnsupportedType, detect
+
     found: list[tuple[Path, str]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if child.is_file() and child.suffix.lower() in EXTENSIONS:
-                    found.append((child, child.parent.relative_to(path).as_posix().strip(".")))
+                relative = child.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts) or not child.is_file():
+                    continue
+                try:
+                    detect(child.read_bytes())
+                except (UnsupportedType, OSError):
+                    continue
+                found.append((child, relative.parent.as_posix().strip(".")))
         elif path.is_file():
             found.append((path, ""))
         else:
@@ -50,7 +58,7 @@ async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     tenant = TenantId(args.tenant or settings.default_tenant)
     files = _files(args.paths)
     if not files:
-        print("no PDF or DOCX files found", file=sys.stderr)
+        print("no documents found (PDF, DOCX, PPTX, XLSX, HTML, Markdown or text)", file=sys.stderr)
         return 1
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, blobs=True)
@@ -124,6 +132,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         hits = await searcher.search(
             TenantId(args.tenant or settings.default_tenant), args.query, k=args.k
         )
+    from chat_gateway import citations
+
     rows = [
         {
             "document": h.metadata.get("filename", ""),
@@ -131,6 +141,7 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
             "heading": h.metadata.get("heading"),
             "entity": h.metadata.get("entity"),
             "period": h.metadata.get("period"),
+            "location": citations.from_metadata(h.metadata),  # slide, sheet, heading, OCR
             "text": h.text,
             "score": round(h.score, 4),
             "chunk_id": h.chunk_id,
@@ -144,8 +155,8 @@ async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     if not rows:
         print("no matches (no documents ready for this tenant yet?)")
     for n, row in enumerate(rows, 1):
-        page = f" p.{row['page']}" if row["page"] else ""
-        print(f"[{n}] {row['document']}{page}  score {row['score']:.3f}")
+        where = f" ({row['location']})" if row["location"] else ""
+        print(f"[{n}] {row['document']}{where}  score {row['score']:.3f}")
         print("    " + str(row["text"])[:300].replace("\n", " ") + "\n")
     return 0
 
@@ -205,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--state", default=".parley", help="folder for data and logs")
     up.add_argument("--no-chat", action="store_true", help="ingestion only (no model)")
 
-    ingest = sub.add_parser("ingest", help="upload PDF/DOCX files or folders and index them")
+    ingest = sub.add_parser(
+        "ingest", help="upload documents (PDF, Office, HTML, Markdown, text) or folders"
+    )
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--tenant")
     ingest.add_argument("--wait", action="store_true", help="show progress until done")

@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parent.parent / "parley"
-CORE_MAX_LINES = 5_500
+# 5,500 before parley/filetypes.py (~280 lines): the one rule for what kind of document a file is,
+# shared by the gateway's upload check, `parley ingest` and the ingest worker (services cannot
+# import one another, so it can only live here).
+CORE_MAX_LINES = 5_800
 
 
 def test_the_core_stays_small() -> None:

@@ -53,7 +53,7 @@ async def test_failures_get_a_specific_reason_not_zero_chunks(pipeline: Pipeline
         "scan.pdf": (documents.scanned_pdf(2), "no_text_layer"),
         "locked.pdf": (documents.encrypted_pdf(), "encrypted"),
         "broken.pdf": (documents.malformed_pdf(), "malformed"),
-        "notes.txt.pdf": (b"just some text, not a PDF at all", "unsupported_type"),
+        "photo.pdf": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "unsupported_type"),
     }
     ids = {name: await pipeline.upload(name, data) for name, (data, _) in cases.items()}
     done = await pipeline.wait(ids.values())
@@ -63,6 +63,136 @@ async def test_failures_get_a_specific_reason_not_zero_chunks(pipeline: Pipeline
         assert status.reason == reason, (name, status)
         assert status.message  # plain words for the user
         assert await pipeline.clients.vectors.count(pipeline.tenant, ids[name]) == 0
+
+
+# One fact per file, found nowhere else: (file name, bytes, question, words of the answer).
+FACTS: list[tuple[str, bytes, str, str]] = [
+    (
+        "scan.pdf",
+        documents.scanned_text_pdf(
+            [
+                "Harbour log, spring edition.\nThe ferry timetable changes in April.",
+                "The lighthouse keeper on Skarvoy island logged 311 storm nights in 1987.",
+            ]
+        ),
+        "How many storm nights did the lighthouse keeper on Skarvoy log?",
+        "311 storm nights",
+    ),
+    (
+        "facilities.docx",
+        documents.docx(
+            [
+                documents.Heading("Kitchen"),
+                "The kitchen is shared by teams on floors three and four. " + documents.lorem(40),
+                documents.Picture(
+                    "The espresso machine on floor 4 is descaled every 19 days by Hortensia Blum."
+                ),
+            ]
+        ),
+        "How often is the espresso machine descaled?",
+        "every 19 days",
+    ),
+    (
+        "launch.pptx",
+        documents.pptx(
+            [
+                documents.Slide(
+                    title="Mission overview", body=["Earth observation", "Polar orbit"]
+                ),
+                documents.Slide(
+                    title="Budget", table=[["Item", "Cost"], ["Ground station", "2.1 MEUR"]]
+                ),
+                documents.Slide(
+                    title="Schedule",
+                    body=["Integration finished in September"],
+                    notes="The Vega satellite launch slipped to 14 November: a valve fault.",
+                ),
+            ]
+        ),
+        "Why did the Vega satellite launch slip?",
+        "valve fault",
+    ),
+    (
+        "stock.xlsx",
+        documents.xlsx(
+            {
+                "Summary": [["Report", "Quarterly stock count"], ["Prepared by", "Logistics"]],
+                "Warehouses": [
+                    ["Warehouse", "City", "Pallets"],
+                    ["Boreas", "Bergen", 120],
+                    ["Zephyr", "Tromso", 4812],
+                    ["Notus", "Stavanger", 77],
+                ],
+            }
+        ),
+        "How many pallets does warehouse Zephyr hold?",
+        "Pallets: 4812",
+    ),
+    (
+        "bakery.html",
+        documents.html_page(
+            "Marlowe bakery",
+            "<p>The Marlowe bakery bakes 640 rye loaves every Saturday morning.</p>"
+            f"<h2>History</h2><p>{documents.lorem(60, seed=4)}</p>",
+        ),
+        "How many rye loaves does the Marlowe bakery bake?",
+        "640 rye loaves",
+    ),
+    (
+        "office-guide.md",
+        (
+            "# Office guide\n\nWelcome to the office.\n\n## Parking\n\n"
+            "Bicycle parking is in the basement, bay C, and the door code is 7741.\n\n"
+            f"## Printing\n\n{documents.lorem(50, seed=5)}\n"
+        ).encode(),
+        "What is the door code of the bicycle parking?",
+        "door code is 7741",
+    ),
+    (
+        "menu.txt",
+        (
+            "Weekly menu of the Café Brûlé.\n\n"
+            "Chef Amélie Durand of the Café Brûlé makes 85 crêpes every Tuesday.\n"
+        ).encode("cp1252"),
+        "How many crêpes does chef Amélie Durand make?",
+        "85 crêpes",
+    ),
+]
+
+
+async def test_every_format_becomes_searchable_and_each_fact_comes_from_its_file(
+    pipeline: Pipeline,
+) -> None:
+    """A scan (OCR), a picture of text in a DOCX (OCR), a PPTX, an XLSX, an HTML page, a
+    Markdown file and a text file in a legacy encoding: each fact comes back in the top 3 from
+    its own file, with where it is (slide, sheet, heading, page, OCR)."""
+    ids = {name: await pipeline.upload(name, data) for name, data, _, _ in FACTS}
+    done = await pipeline.wait(ids.values(), timeout=300)
+    for name, doc in ids.items():
+        assert done[doc].stage == Stage.READY, (name, done[doc])
+    found = {}
+    for name, _, question, answer in FACTS:
+        hits = await pipeline.searcher.search(pipeline.tenant, question, k=3)
+        mine = [
+            h for h in hits if h.metadata["filename"] == name and answer in " ".join(h.text.split())
+        ]
+        assert mine, (name, [(h.metadata["filename"], h.text[:80]) for h in hits])
+        found[name] = mine[0].metadata
+    assert found["scan.pdf"]["page"] == 2 and found["scan.pdf"]["ocr"] is True
+    assert (
+        found["facilities.docx"]["ocr"] is True and found["facilities.docx"]["heading"] == "Kitchen"
+    )
+    assert (found["launch.pptx"]["kind"], found["launch.pptx"]["page"]) == ("pptx", 3)
+    assert found["launch.pptx"]["heading"] == "Schedule"
+    assert found["stock.xlsx"]["heading"] == "Warehouses"
+    assert found["office-guide.md"]["heading"] == "Parking"
+    assert "ocr" not in found["menu.txt"]
+    # The page's navigation and footer are not content.
+    furniture = await pipeline.searcher.search(
+        pipeline.tenant, "Subscribe to the newsletter. Cookie settings. Privacy policy.", k=20
+    )
+    page = [h.text for h in furniture if h.metadata["filename"] == "bakery.html"]
+    assert page and not any("newsletter" in t or "Cookie" in t for t in page)
 
 
 async def test_unchanged_reupload_is_skipped(pipeline: Pipeline) -> None:

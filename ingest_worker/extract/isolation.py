@@ -33,8 +33,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, get_args
 
 from ingest_worker.extract.dispatch import check_size, preflight
+from ingest_worker.extract.ocr import OcrOptions
 from ingest_worker.extract.types import Block, BlockKind, Extraction, ExtractionFailed
 from parley.errors import ConfigError
+from parley.filetypes import KINDS
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
 
@@ -143,15 +145,19 @@ class ExtractorPool:
         timeout: float,
         max_chars: int | None = None,
         on_progress: ProgressCallback | None = None,
+        ocr: OcrOptions | None = None,
     ) -> Extraction:
         """Extract ``data`` in a child; see the module docstring for failures and cancellation.
         Given a file path, the child reads the file itself: the bytes never pass through this
-        process. ``max_chars`` caps the text extracted (``too_much_text``)."""
+        process. ``max_chars`` caps the text extracted (``too_much_text``). With ``ocr``, the
+        child does OCR within ``ocr.budget`` seconds, cut to leave a tenth of ``timeout`` (at
+        least 5 s) for the rest of the document."""
         if self._closed:
             raise RuntimeError("the extractor pool is closed")
         fields: dict[str, Any] = {
             "filename": filename, "max_pages": max_pages, "max_bytes": max_bytes,
             "max_chars": max_chars,
+            "ocr": None if ocr is None else _ocr_request(ocr, timeout),
         }
         if isinstance(data, Path):
             check_size(os.stat(data).st_size, max_bytes=max_bytes)
@@ -331,13 +337,21 @@ def _describe(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+def _ocr_request(ocr: OcrOptions, timeout: float) -> dict[str, Any]:
+    budget = min(ocr.budget, max(timeout - max(timeout / 10, 5.0), 0.1))
+    request = ocr.model_copy(update={"budget": budget}).model_dump(mode="json")
+    if ocr.azure_key is not None:  # the pipe is private to the child: the key may travel
+        request["azure_key"] = ocr.azure_key.get_secret_value()
+    return request
+
+
 def _encode(extraction: Extraction) -> dict[str, Any]:
     return {
         "kind": extraction.kind,
         "pages": extraction.pages,
         "extractor": extraction.extractor,
         "warnings": list(extraction.warnings),
-        "blocks": [[b.text, b.page, b.heading, b.kind] for b in extraction.blocks],
+        "blocks": [[b.text, b.page, b.heading, b.kind, b.ocr] for b in extraction.blocks],
     }
 
 
@@ -345,18 +359,19 @@ def _decode(payload: dict[str, Any]) -> Extraction:
     """Rebuild an extraction from the child's JSON, checking every field's type on the way."""
     kind = payload["kind"]
     pages = payload["pages"]
-    if kind not in ("pdf", "docx") or not (pages is None or isinstance(pages, int)):
+    if kind not in KINDS or not (pages is None or isinstance(pages, int)):
         raise ValueError("malformed extraction from child")
     blocks = []
-    for text, page, heading, block_kind in payload["blocks"]:
+    for text, page, heading, block_kind, ocr in payload["blocks"]:
         if (
             not isinstance(text, str)
             or not (page is None or isinstance(page, int))
             or not (heading is None or isinstance(heading, str))
             or block_kind not in _BLOCK_KINDS
+            or not isinstance(ocr, bool)
         ):
             raise ValueError("malformed block from child")
-        blocks.append(Block(text=text, page=page, heading=heading, kind=block_kind))
+        blocks.append(Block(text=text, page=page, heading=heading, kind=block_kind, ocr=ocr))
     return Extraction(
         kind=kind,
         pages=pages,
@@ -390,9 +405,11 @@ async def extract_isolated(
     max_bytes: int,
     timeout: float,
     on_progress: ProgressCallback | None = None,
+    ocr: OcrOptions | None = None,
 ) -> Extraction:
-    """:func:`~ingest_worker.extract.types.extract` in a warm child process of the running loop's
-    default pool; ``on_progress(done, total)`` relays PDF pages done. Raises
+    """:func:`~ingest_worker.extract.dispatch.extract` in a warm child process of the running
+    loop's default pool; ``on_progress(done, total)`` relays PDF pages (slides) done; ``ocr``
+    turns OCR on (see :meth:`ExtractorPool.extract`). Raises
     :class:`ExtractionFailed` (``timeout``, ``extractor_crashed`` and every reason of
     ``extract``); cancelling kills the child."""
     return await default_pool().extract(
@@ -402,6 +419,7 @@ async def extract_isolated(
         max_bytes=max_bytes,
         timeout=timeout,
         on_progress=on_progress,
+        ocr=ocr,
     )
 
 
@@ -460,6 +478,7 @@ def _child_main(argv: list[str]) -> None:
                 max_pages=int(request["max_pages"]),
                 max_bytes=int(request["max_bytes"]),
                 max_chars=request.get("max_chars"),
+                ocr=None if request.get("ocr") is None else OcrOptions(**request["ocr"]),
                 on_page=progress,
             )
             message: dict[str, Any] = {"ok": _encode(result)}

@@ -6,6 +6,12 @@ private-use characters, or no letters at all), ``vector`` (drawn, no text object
 A document with text pages succeeds, with a warning naming the pages that were not; a document
 without any raises the specific :class:`ExtractionFailed` instead of succeeding with nothing.
 
+With OCR (an :class:`~ingest_worker.extract.ocr.Ocr`), every page that is not ``text`` or ``blank``
+is rendered (144 dpi, at most 6 megapixels) and read: what OCR reads becomes the page's text,
+marked ``ocr``; a page where it reads nothing keeps its class and is named in a warning ("OCR found
+no text"), as are pages left when the OCR time budget ran out. A document whose every page ends so
+fails as before (``no_text_layer``), or ``timeout`` when the budget ran out before any text.
+
 Headings come from the PDF outline (bookmarks): a page's text is split where an outline title on
 that page occurs, so text after a bookmark carries its title.
 """
@@ -22,6 +28,15 @@ from typing import Any, Literal
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
+from ingest_worker.extract.ocr import (
+    MAX_PIXELS,
+    RENDER_SCALE,
+    Ocr,
+    OcrError,
+    OcrText,
+    OcrTimeUp,
+    to_rgb,
+)
 from ingest_worker.extract.types import (
     Block,
     Extraction,
@@ -33,6 +48,8 @@ from ingest_worker.extract.types import (
 )
 
 PageClass = Literal["text", "scanned", "garbled", "vector", "blank"]
+#: Why OCR left a page without text: it read nothing, its time budget was spent, it failed.
+OcrMiss = Literal["nothing", "time", "failed"]
 
 #: A page with a picture over this share of its area and fewer visible characters than
 #: :data:`SCAN_TEXT_FLOOR` is a scan without a usable text layer (the few characters are stamps,
@@ -53,9 +70,17 @@ class Page:
     number: int  # 1-based
     text: str  # cleaned
     kind: PageClass
+    ocr: bool = False  # the text is what OCR read
+    missed: OcrMiss | None = None  # OCR was tried and gave no text
 
 
-def extract_pdf(data: bytes, *, max_pages: int, on_page: PageCallback | None = None) -> Extraction:
+def extract_pdf(
+    data: bytes,
+    *,
+    max_pages: int,
+    on_page: PageCallback | None = None,
+    ocr: Ocr | None = None,
+) -> Extraction:
     """Extract every page's text; see the module docstring for what fails and how."""
     try:
         document = pdfium.PdfDocument(data)
@@ -69,13 +94,36 @@ def extract_pdf(data: bytes, *, max_pages: int, on_page: PageCallback | None = N
         _check_pages(total, max_pages)
         try:
             outline = _pdfium_outline(document)
-            pages = list(_pdfium_pages(document, total, on_page))
+            pages = list(_pdfium_pages(document, total, on_page, ocr))
         except pdfium.PdfiumError as error:
             log.info("pdfium failed mid-document (%s); trying pypdf", error)
             return _extract_with_pypdf(data, max_pages=max_pages, on_page=on_page, cause=str(error))
     finally:
         document.close()
-    return _assemble(pages, outline, total, extractor="pypdfium2", warnings=[])
+    extractor = "pypdfium2" + (f"+{ocr.engine.name}" if any(p.ocr for p in pages) and ocr else "")
+    return _assemble(pages, outline, total, extractor=extractor, warnings=[])
+
+
+def ocr_page(page: pdfium.PdfPage, ocr: Ocr) -> tuple[str, OcrMiss | None]:
+    """Render ``page`` and read it: (text, None) or ("", why not)."""
+    width, height = page.get_size()
+    scale = min(RENDER_SCALE, (MAX_PIXELS / max(width * height, 1.0)) ** 0.5)
+    try:
+        bitmap = page.render(scale=scale, grayscale=True)
+        try:
+            pixels = to_rgb(bitmap.to_numpy())
+        finally:
+            bitmap.close()
+        result: OcrText = ocr.read(pixels)
+    except OcrTimeUp:
+        return "", "time"
+    except (OcrError, pdfium.PdfiumError) as error:
+        log.info("OCR failed on a page: %s", error)
+        return "", "failed"
+    text = clean_text(result.text)
+    if not text or quality(text).garbled:
+        return "", "nothing"
+    return text, None
 
 
 def _check_pages(total: int, max_pages: int) -> None:
@@ -112,7 +160,7 @@ def _classify(text: str, *, image_cover: float, has_objects: bool) -> PageClass:
 
 
 def _pdfium_pages(
-    document: pdfium.PdfDocument, total: int, on_page: PageCallback | None
+    document: pdfium.PdfDocument, total: int, on_page: PageCallback | None, ocr: Ocr | None
 ) -> Iterator[Page]:
     for index in range(total):
         page = document[index]
@@ -127,9 +175,16 @@ def _pdfium_pages(
             # Looking at page objects costs time; only pages with little text need it.
             if count_visible(text) < SCAN_TEXT_FLOOR:
                 cover, has_objects = _pdfium_page_images(page)
+            kind = _classify(raw, image_cover=cover, has_objects=has_objects)
+            read: Page | None = None
+            if ocr is not None and kind in ("scanned", "garbled", "vector"):
+                found, missed = ocr_page(page, ocr)
+                read = Page(index + 1, found, "text", ocr=True) if found else None
+                if read is None:
+                    read = Page(index + 1, text, kind, missed=missed)
         finally:
             page.close()
-        yield Page(index + 1, text, _classify(raw, image_cover=cover, has_objects=has_objects))
+        yield read or Page(index + 1, text, kind)
         if on_page is not None:
             on_page(index + 1, total)
 
@@ -270,17 +325,26 @@ def _assemble(
     text_pages = [p for p in pages if p.kind == "text"]
     useful = sum(count_visible(p.text) for p in text_pages)
     non_blank = total - len(by_kind.get("blank", []))
+    missed = {p.number: p.missed for p in pages if p.missed is not None}
     if not text_pages or (total >= 3 and useful < SPARSE_CHARS_PER_PAGE * max(non_blank, 1)):
-        raise _no_text(by_kind, total, useful)
+        if missed and "time" in missed.values() and not any(p.ocr for p in text_pages):
+            raise ExtractionFailed(
+                "timeout",
+                f"OCR ran out of time after {sum(v != 'time' for v in missed.values())} of "
+                f"{len(missed)} image-only pages and read no text",
+                hint="split the scan into smaller files, or raise the extraction time limit",
+            )
+        raise _no_text(by_kind, total, useful, ocr_tried=bool(missed))
     skipped: tuple[tuple[PageClass, str], ...] = (
         ("scanned", "look scanned (a picture, no text layer): their content is not indexed"),
         ("garbled", "have text without a readable character mapping: skipped"),
         ("vector", "are drawings without text: skipped"),
     )
     for kind, what in skipped:
-        numbers = by_kind.get(kind, [])
+        numbers = [n for n in by_kind.get(kind, []) if n not in missed]
         if numbers:
             warnings.append(f"{len(numbers)} of {total} pages ({_pages(numbers)}) {what}")
+    warnings.extend(_ocr_warnings(pages, total))
     # Scanned pages keep their few characters (stamps, captions) when the document has real text.
     kept = [p for p in pages if p.kind in ("text", "scanned") and p.text]
     blocks = tuple(_blocks_with_headings(kept, outline))
@@ -289,7 +353,25 @@ def _assemble(
     )
 
 
-def _no_text(by_kind: dict[PageClass, list[int]], total: int, useful: int) -> ExtractionFailed:
+def _ocr_warnings(pages: list[Page], total: int) -> list[str]:
+    read = [p.number for p in pages if p.ocr]
+    out = []
+    if read:
+        out.append(f"{len(read)} of {total} pages ({_pages(read)}) read by OCR")
+    for why, what in (
+        ("nothing", "are images in which OCR found no text"),
+        ("time", "were not read: the OCR time budget was spent"),
+        ("failed", "could not be read: OCR failed on them"),
+    ):
+        numbers = [p.number for p in pages if p.missed == why]
+        if numbers:
+            out.append(f"{len(numbers)} of {total} pages ({_pages(numbers)}) {what}")
+    return out
+
+
+def _no_text(
+    by_kind: dict[PageClass, list[int]], total: int, useful: int, *, ocr_tried: bool = False
+) -> ExtractionFailed:
     garbled = len(by_kind.get("garbled", []))
     scanned = len(by_kind.get("scanned", []))
     vector = len(by_kind.get("vector", []))
@@ -298,6 +380,12 @@ def _no_text(by_kind: dict[PageClass, list[int]], total: int, useful: int) -> Ex
             "garbled_text",
             "PDF text is unreadable: its fonts do not map glyphs to characters",
             hint="export the PDF again from the source application, or OCR it",
+        )
+    if scanned and ocr_tried:
+        return ExtractionFailed(
+            "no_text_layer",
+            f"scanned PDF: OCR found no readable text ({scanned} of {total} pages are images)",
+            hint="the scan may be blank, a photo or drawing, or too blurred to read",
         )
     if scanned:
         return ExtractionFailed(
@@ -348,12 +436,14 @@ def _blocks_with_headings(pages: list[Page], outline: list[tuple[int, str]]) -> 
             if found is not None:
                 before = page.text[start:found].strip()
                 if before:
-                    yield Block(text=before, page=page.number, heading=heading, kind="page")
+                    yield Block(
+                        text=before, page=page.number, heading=heading, kind="page", ocr=page.ocr
+                    )
                 start = found
             heading = title
         rest = page.text[start:].strip()
         if rest:
-            yield Block(text=rest, page=page.number, heading=heading, kind="page")
+            yield Block(text=rest, page=page.number, heading=heading, kind="page", ocr=page.ocr)
 
 
 _NUMBERING = re.compile(r"[\dIVXivx]+(?:[.\-)]\d*)*\.?\s*")

@@ -15,21 +15,33 @@ from dataclasses import dataclass
 from typing import Literal
 
 from parley.errors import Reject
+from parley.filetypes import SUPPORTED, FileKind
 
 BlockKind = Literal[
-    "paragraph", "table", "header", "footer", "footnote", "endnote", "comment", "textbox", "page"
+    "paragraph",
+    "table",
+    "header",
+    "footer",
+    "footnote",
+    "endnote",
+    "comment",
+    "textbox",
+    "page",
+    "notes",  # a slide's speaker notes
+    "picture",  # text OCR read in a picture of a DOCX or PPTX
 ]
+DocumentKind = FileKind
 
 #: Every reason :class:`ExtractionFailed` can carry, with what it means for the user.
 REASONS: dict[str, str] = {
     "encrypted": "the file is password-protected and no password is known",
     "no_text_layer": "scanned, image-only or vector-only: the text is pixels or shapes, not text",
     "garbled_text": "the text layer exists but does not map to readable characters",
-    "malformed": "the file is damaged or not a valid PDF/DOCX",
+    "malformed": "the file is damaged or not a valid document of its type",
     "too_large": "the file (or what it unpacks to) is over the size limit",
-    "too_many_pages": "the PDF has more pages than the limit",
+    "too_many_pages": "the PDF or presentation has more pages (slides) than the limit",
     "too_much_text": "the document holds more characters of text than the limit",
-    "unsupported_type": "not a PDF or DOCX",
+    "unsupported_type": f"not a {SUPPORTED} file",
     "empty": "the document holds no text at all",
     "timeout": "extraction took longer than allowed",
     "extractor_crashed": "the extractor process died on this file",
@@ -38,21 +50,25 @@ REASONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Block:
-    """A run of text in reading order. ``page`` is 1-based for PDF and ``None`` for DOCX;
-    ``heading`` is the nearest heading above the text (or the heading itself for a heading)."""
+    """A run of text in reading order. ``page`` is the 1-based page of a PDF or slide of a
+    presentation, ``None`` for the others; ``heading`` is the nearest heading above the text (or
+    the heading itself for a heading; a slide's title, a sheet's name); ``ocr`` marks text that
+    OCR read from pixels rather than a text layer."""
 
     text: str
     page: int | None
     heading: str | None
     kind: BlockKind
+    ocr: bool = False
 
 
 @dataclass(frozen=True)
 class Extraction:
     """The text of one document. ``blocks`` is never empty and holds no blank text; ``warnings``
-    say what was skipped (scanned pages, garbled pages, unreadable parts) in plain words."""
+    say in plain words what was read by OCR and what was skipped (scanned pages without OCR,
+    pages OCR found nothing in or had no time for, garbled pages, unreadable parts)."""
 
-    kind: Literal["pdf", "docx"]
+    kind: DocumentKind
     pages: int | None
     blocks: tuple[Block, ...]
     extractor: str
@@ -75,22 +91,6 @@ class ExtractionFailed(Reject):
 
 
 PageCallback = Callable[[int, int], None]
-
-_PDF_MAGIC = b"%PDF-"
-_ZIP_MAGIC = b"PK\x03\x04"
-_OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
-
-
-def sniff(data: bytes) -> Literal["pdf", "zip", "ole", "unknown"]:
-    """The container type by content. pdfium accepts a PDF header anywhere in the first KiB."""
-    if _PDF_MAGIC in data[:1024]:
-        return "pdf"
-    if data.startswith(_ZIP_MAGIC):
-        return "zip"
-    if data.startswith(_OLE_MAGIC):
-        return "ole"
-    return "unknown"
-
 
 # ------------------------------------------------------------------------------ text quality
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from ingest_worker.extract.ocr import Ocr, PictureReader
 from ingest_worker.extract.types import Block, BlockKind, Extraction, ExtractionFailed, clean_text
 
 _W = (
@@ -75,8 +76,12 @@ _RECOVERING_PARSER = etree.XMLParser(
 )
 
 
-def extract_docx(data: bytes, *, max_bytes: int) -> Extraction:
-    """Extract a DOCX package; see the module docstring for what is read and in which order."""
+def extract_docx(
+    data: bytes, *, max_bytes: int, ocr: Ocr | None = None, max_pictures: int = 100
+) -> Extraction:
+    """Extract a DOCX package; see the module docstring for what is read and in which order.
+    With ``ocr``, pictures in the body (paragraphs, tables, text boxes) are read and their text
+    follows the paragraph or table that holds them (kind ``picture``, marked ``ocr``)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as error:
@@ -91,19 +96,31 @@ def extract_docx(data: bytes, *, max_bytes: int) -> Extraction:
         root = package.xml(main)
         if root is None or etree.QName(root).localname != "document":
             raise ExtractionFailed("malformed", "damaged DOCX: the document part is unreadable")
-        walker = _Walker(package, main, w=etree.QName(root).namespace or _W[0])
+        reader = PictureReader(ocr, max_pictures)
+        walker = _Walker(package, main, w=etree.QName(root).namespace or _W[0], pictures=reader)
         walker.read(root)
     blocks = tuple(walker.blocks)
     if not blocks:
         if walker.pictures:
+            if ocr is not None:
+                raise ExtractionFailed(
+                    "no_text_layer",
+                    "DOCX holds pictures but no text, and OCR found none in them",
+                    hint="the pictures may be photos or drawings, or too blurred to read",
+                )
             raise ExtractionFailed(
                 "no_text_layer",
                 "DOCX holds pictures but no text",
                 hint="if the pictures are scanned pages, run OCR on them",
             )
         raise ExtractionFailed("empty", "the DOCX has no text")
+    extractor = "ooxml" + (f"+{ocr.engine.name}" if ocr is not None and reader.found else "")
     return Extraction(
-        kind="docx", pages=None, blocks=blocks, extractor="ooxml", warnings=tuple(package.warnings)
+        kind="docx",
+        pages=None,
+        blocks=blocks,
+        extractor=extractor,
+        warnings=(*package.warnings, *reader.warnings()),
     )
 
 
@@ -207,12 +224,16 @@ class _Package:
 class _Walker:
     """Walks WordprocessingML in document order and collects blocks."""
 
-    def __init__(self, package: _Package, main: str, *, w: str) -> None:
+    def __init__(
+        self, package: _Package, main: str, *, w: str, pictures: PictureReader | None = None
+    ) -> None:
         self.package = package
         self.main = main
         self.w = w
         self.blocks: list[Block] = []
         self.pictures = False
+        self.reader = pictures
+        self._pending: list[str] = []  # relationship ids of pictures met since the last block
         self.heading: str | None = None
         self.note_headings: dict[tuple[str, str], str | None] = {}
         self._seen: set[tuple[str, str]] = set()
@@ -253,12 +274,14 @@ class _Walker:
     def _paragraph(self, p: etree._Element, kind: BlockKind, out: list[Block]) -> None:
         parts: list[str] = []
         boxes: list[etree._Element] = []
+        mark = len(self._pending)
         self._inline(p, parts, boxes)
         text = clean_text("".join(parts))
         if text:
             if kind == "paragraph" and self._is_heading(p):
                 self.heading = " ".join(text.split())
             out.append(Block(text=text, page=None, heading=self.heading, kind=kind))
+        self._read_pictures(mark, kind, out)
         for box in boxes:
             self._blocks(box, "textbox" if kind == "paragraph" else kind, out)
 
@@ -307,11 +330,34 @@ class _Walker:
             else:
                 if name in ("imagedata", "pic", "blip"):
                     self.pictures = True
+                    rid = self._rid(child, "embed" if name == "blip" else "id")
+                    if rid:
+                        self._pending.append(rid)
                 self._inline(child, out, boxes)
+
+    def _read_pictures(self, mark: int, kind: BlockKind, out: list[Block]) -> None:
+        """OCR of the pictures met since ``mark``, as blocks after the text that holds them (body
+        only: a logo in a header or a note is not worth the time)."""
+        rids, self._pending[mark:] = self._pending[mark:], []
+        if self.reader is None or kind not in ("paragraph", "table", "textbox"):
+            return
+        for rid in rids:
+            rel = self.rels.get(rid)
+            if rel is None or not rel[0].endswith("/image"):
+                continue
+            data = self.package.read(rel[1])
+            if data is None:
+                continue
+            text = clean_text(self.reader.read(data, rel[1]))
+            if text:
+                out.append(
+                    Block(text=text, page=None, heading=self.heading, kind="picture", ocr=True)
+                )
 
     def _table(self, table: etree._Element, kind: BlockKind, out: list[Block]) -> None:
         rows: list[str] = []
         boxes: list[etree._Element] = []
+        mark = len(self._pending)
         for tr in self._children(table, "tr"):
             cells = []
             for tc in self._children(tr, "tc"):
@@ -331,6 +377,7 @@ class _Walker:
                     kind="table" if kind == "paragraph" else kind,
                 )
             )
+        self._read_pictures(mark, kind, out)
         for box in boxes:
             self._blocks(box, "textbox" if kind == "paragraph" else kind, out)
 
@@ -487,9 +534,9 @@ class _Walker:
     def _attr(self, element: etree._Element, local: str) -> str:
         return element.get(self._w(local)) or ""
 
-    def _rid(self, element: etree._Element) -> str:
+    def _rid(self, element: etree._Element, local: str = "id") -> str:
         for ns in _R:
-            value = element.get(f"{{{ns}}}id")
+            value = element.get(f"{{{ns}}}{local}")
             if value:
                 return value
         return ""

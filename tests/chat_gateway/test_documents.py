@@ -31,6 +31,7 @@ from parley.broker.redis import RedisBroker
 from parley.contracts import IngestRequest
 from parley.embedder.local import LocalEmbedder
 from parley.errors import Reject
+from parley.filetypes import SUPPORTED
 from parley.ids import DocumentId, TenantId, document_id
 from parley.settings import Settings
 from parley.status import Stage, StatusStore
@@ -120,25 +121,32 @@ def test_detect_tells_pdf_and_docx_by_their_bytes() -> None:
     assert detect(fx.encrypted_docx()) == "docx"  # the ingest worker reports it as encrypted
 
 
+def test_detect_tells_the_other_formats_by_their_bytes_too() -> None:
+    assert detect(fx.pptx([fx.Slide(title="Plan", body=["Ship it"])])) == "pptx"
+    assert detect(fx.xlsx({"Stock": [["Item", "Count"], ["Bolts", 5]]})) == "xlsx"
+    assert detect(fx.html_page("Notes", "<p>Hello.</p>")) == "html"
+    assert detect(b"# Notes\n\nSome *text* and a [link](https://example.org).\n") == "markdown"
+    assert detect(b"just some notes\n") == "text"
+    assert detect("Caf\u00e9 cr\u00e8me, tr\u00e8s bien.\n".encode("cp1252")) == "text"
+
+
 @pytest.mark.parametrize(("data", "looks"), [
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "a PNG image"),
     (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "a JPEG image"),
-    (b"<!DOCTYPE html><html></html>", "a web page (HTML)"),
-    (b"just some notes\n", "plain text"),
     (bytes(range(256)) * 4, "some other binary file"),
 ])
 def test_detect_says_what_a_rejected_file_looks_like(data: bytes, looks: str) -> None:
     with pytest.raises(Rejected) as caught:
         detect(data)
     assert caught.value.reason == "unsupported_type"
-    assert caught.value.message == f"not a PDF or DOCX: it looks like {looks}"
+    assert caught.value.message == f"not a supported document: it looks like {looks}"
 
 
 def test_detect_rejects_other_zips_legacy_office_and_empty_files() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("photo.jpg", b"\xff\xd8\xff")
-    cases = {buffer.getvalue(): "not a Word document", fx.legacy_doc(): "legacy Office",
+    cases = {buffer.getvalue(): "not a Word, PowerPoint or Excel", fx.legacy_doc(): "legacy Office",
              b"": "empty"}
     for data, words in cases.items():
         with pytest.raises(Rejected, match=words):
@@ -150,6 +158,9 @@ def test_names_are_untrusted() -> None:
     assert named("../../etc/passwd", "pdf") == "passwd.pdf"
     assert named("notes.docx", "pdf") == "notes.pdf"  # the bytes decide the extension
     assert named("Q3 report.PDF", "pdf") == "Q3 report.pdf"
+    assert named("deck.pdf", "pptx") == "deck.pptx"
+    assert named("stock.csv", "text") == "stock.csv"  # an extension of the kind stays
+    assert named("README", "markdown") == "README.md"
     with pytest.raises(Reject):
         named("///", "pdf")
 
@@ -203,7 +214,9 @@ async def test_upload_stores_announces_and_pushes_a_queued_event(make_api: MakeA
         listed = (await api.http.get("/api/documents", headers=AUTH)).json()
         assert [d["document_id"] for d in listed["documents"]] == [doc["document_id"]]
         assert listed["limits"]["max_upload_bytes"] == api.settings.max_upload_bytes
-        assert listed["limits"]["extensions"] == [".pdf", ".docx"]
+        assert listed["limits"]["extensions"] == [
+            ".pdf", ".docx", ".pptx", ".xlsx", ".html", ".md", ".txt"
+        ]
         theirs = await api.http.get("/api/documents",
                                     headers={"Authorization": "Bearer tok-other"})
         assert theirs.json()["documents"] == []
@@ -248,8 +261,8 @@ async def test_other_types_empty_files_and_bad_names_are_refused(make_api: MakeA
         assert (png.status_code, legacy.status_code) == (415, 415)
         assert png.json()["error"] == {
             "code": "unsupported_type",
-            "message": "photo.pdf: not a PDF or DOCX: it looks like a PNG image",
-            "hint": "upload PDF or Word .docx files",
+            "message": "photo.pdf: not a supported document: it looks like a PNG image",
+            "hint": f"upload {SUPPORTED} files",
         }
         assert "legacy Office file" in legacy.json()["error"]["message"]
         assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty"

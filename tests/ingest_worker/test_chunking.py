@@ -24,6 +24,7 @@ class B:
     page: int | None = None
     heading: str | None = None
     kind: str = "paragraph"
+    ocr: bool = False
 
 
 class Words:

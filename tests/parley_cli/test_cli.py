@@ -16,6 +16,7 @@ from parley.errors import ParleyError
 from parley.settings import Settings
 from parley_cli.main import _files
 from tests.fixtures import documents
+from tests.fixtures import documents as fx
 from tests.pipeline import Pipeline, pipeline_settings, running_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,14 +63,14 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
         documents.text_pdf(["Intro page. " + documents.lorem(50), "The boiler runs at 84 bar."])
     )
     (folder / "sub" / "scan.pdf").write_bytes(documents.scanned_pdf())
-    (folder / "ignored.txt").write_text("not a document")
+    (folder / "ignored.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not a document
     tenant = pipeline.tenant
 
     code, out, err = await parley(
         pipeline.settings, "ingest", str(folder), "--tenant", tenant, "--wait"
     )
     assert code == 1, (out, err)  # one document failed: the exit code says so
-    assert "ready" in out and "no text layer" in out.lower()
+    assert "ready" in out and "no readable text" in out.lower()  # OCR read the scan: nothing
 
     code, out, _ = await parley(pipeline.settings, "status", "--json", "--tenant", tenant)
     rows = {r["filename"]: r for r in json.loads(out)}
@@ -86,6 +87,7 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
     assert code == 0 and 1 <= len(hits) <= 2
     assert {"document", "page", "text", "score", "chunk_id"} <= set(hits[0])
     assert hits[0]["document"] == "plant.pdf" and hits[0]["page"] == 2
+    assert hits[0]["location"] == "page 2"
     assert "84 bar" in hits[0]["text"]
 
     code, out, _ = await parley(pipeline.settings, "status", "--tenant", tenant)
@@ -114,13 +116,25 @@ async def test_token_and_schemas(tmp_path: Path) -> None:
     assert code == 0 and (tmp_path / "s" / "parley.ingest.v1.schema.json").exists()
 
 
-def test_files_finds_documents_in_folders_and_rejects_missing(tmp_path: Path) -> None:
+def test_files_finds_documents_in_folders_by_their_bytes_and_rejects_missing(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    (tmp_path / "a" / "x.PDF").write_bytes(b"%PDF")
-    (tmp_path / "a" / "b" / "y.docx").write_bytes(b"PK")
-    (tmp_path / "a" / "z.txt").write_text("no")
+    (tmp_path / "a" / ".git").mkdir()
+    (tmp_path / "a" / "x.PDF").write_bytes(b"%PDF-1.7")
+    (tmp_path / "a" / "b" / "y.docx").write_bytes(fx.docx(["Hello"]))
+    (tmp_path / "a" / "z.txt").write_text("notes, plain text")
+    (tmp_path / "a" / "scan").write_bytes(b"%PDF-1.4 no extension")  # the bytes decide
+    (tmp_path / "a" / "photo.pdf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))  # not one
+    (tmp_path / "a" / ".git" / "config").write_text("[core]")  # hidden: never uploaded
     found = _files([str(tmp_path / "a")])
-    assert [(p.name, folder) for p, folder in found] == [("y.docx", "b"), ("x.PDF", "")]
+    assert [(p.name, folder) for p, folder in found] == [
+        ("y.docx", "b"),
+        ("scan", ""),
+        ("x.PDF", ""),
+        ("z.txt", ""),
+    ]
+    assert _files([str(tmp_path / "a" / "photo.pdf")])  # named: uploaded, the worker decides
     with pytest.raises(ParleyError):
         _files([str(tmp_path / "missing.pdf")])
 

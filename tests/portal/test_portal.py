@@ -53,7 +53,7 @@ class Corpus:
 
 
 def corpus() -> Corpus:
-    """Two real files of ../shared/corpus and a real scanned PDF; without ../shared, generated
+    """Two real files of ../shared/corpus and a real image-only PDF; without ../shared, generated
     files of the same kinds (that part of the test then proves less about real files)."""
     pdfs, docx = SHARED / "corpus" / "pdf", SHARED / "corpus" / "docx"
     if (pdfs / "f1040nr.pdf").exists() and (docx / "240-DOP-1013A Lay Down Tubulars.docx").exists():
@@ -61,8 +61,10 @@ def corpus() -> Corpus:
             good=(Upload("f1040nr.pdf", (pdfs / "f1040nr.pdf").read_bytes()),
                   Upload("240-DOP-1013A Lay Down Tubulars.docx",
                          (docx / "240-DOP-1013A Lay Down Tubulars.docx").read_bytes())),
-            broken=Upload("c02-22.pdf", (pdfs / "c02-22.pdf").read_bytes()),
-            broken_reason="scanned PDF: no text layer",
+            # Pictures of shapes: OCR reads them (c02-22.pdf, a scanned book page, is read now).
+            broken=Upload("imagemagick-images.pdf",
+                          (pdfs / "imagemagick-images.pdf").read_bytes()),
+            broken_reason="scanned PDF: OCR found no readable text",
             question="Who must file Form 1040-NR, the U.S. nonresident alien income tax return?",
             expected="f1040nr.pdf", origin="../shared/corpus",
         )
@@ -75,7 +77,7 @@ def corpus() -> Corpus:
                   "Lay down tubulars with the pipe handler; never stand under a suspended load.",
                   fx.lorem(80, seed=3)]))),
         broken=Upload("scan.pdf", fx.scanned_pdf(2)),
-        broken_reason="scanned PDF: no text layer",
+        broken_reason="scanned PDF: OCR found no readable text",
         question="What is the budget of the Zanzibar harbour project?",
         expected="zanzibar-plan.pdf", origin="generated (../shared is absent)",
     )
@@ -199,11 +201,12 @@ async def test_upload_many_files_and_watch_them_end_ready_or_failed_with_a_reaso
     await drop(page, [c.good[1]])
     rejected = page.locator('#uploads li[data-name="photo.pdf"]')
     await expect(rejected).to_have_attribute("data-state", "rejected")
-    await expect(rejected).to_contain_text("not a PDF or DOCX file")
+    await expect(rejected).to_contain_text("not a supported document")
     rows = {u.name: page.locator("li.document", has_text=u.name) for u in (*c.good, c.broken)}
     for upload in c.good:
         await expect(rows[upload.name]).to_have_attribute("data-stage", "ready", timeout=90_000)
-    await expect(rows[c.broken.name]).to_have_attribute("data-stage", "failed")
+    # OCR looks at the broken file's pages before it fails: seconds, not a moment.
+    await expect(rows[c.broken.name]).to_have_attribute("data-stage", "failed", timeout=90_000)
     await expect(rows[c.broken.name].locator(".reason")).to_contain_text(c.broken_reason)
     await expect(page.locator("li.document")).to_have_count(3)  # the PNG never reached the server
     await session.shot("documents")
@@ -368,7 +371,7 @@ async def test_retry_a_failed_document_and_delete_one(session: Session, stack: S
             break
         await session.page.wait_for_timeout(100)
     assert stages()[0] == "queued" and "extracting" in stages() and stages()[-1] == "failed"
-    await expect(broken).to_have_attribute("data-stage", "failed")
+    await expect(broken).to_have_attribute("data-stage", "failed", timeout=90_000)
     await expect(broken.locator(".reason")).to_contain_text(c.broken_reason)
     docx_row = page.locator("li.document", has_text=c.good[1].name)
     delete = docx_row.get_by_role("button", name=f"Delete {c.good[1].name}")

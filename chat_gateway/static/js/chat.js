@@ -321,7 +321,7 @@ export class ChatView extends EventTarget {
         h("ol", {}, turn.sources.map((s) => h("li", { class: cited.has(s.n) ? "cited" : "" },
           h("button", { type: "button", onclick: () => this.open(s), "aria-label": describe(s) },
             h("span", { class: "n" }, `[${s.n}]`),
-            h("span", { class: "where" }, s.document, s.page ? ` · p. ${s.page}` : ""))))))
+            h("span", { class: "where" }, s.document, where(s) ? ` · ${where(s)}` : ""))))))
       : null;
     return h("li", { class: "turn", dataset: { turn: turn.turn_id || "", state: turn.state } }, answer, sources);
   }
@@ -329,7 +329,7 @@ export class ChatView extends EventTarget {
   open(source) {
     $("#source-title").textContent = source.document;
     const bits = [`Source [${source.n}]`];
-    if (source.page) bits.push(`page ${source.page}`);
+    if (where(source)) bits.push(where(source));
     if (typeof source.score === "number") bits.push(`relevance ${source.score.toFixed(2)}`);
     $("#source-meta").textContent = bits.join(" · ");
     $("#source-text").textContent = source.text || source.snippet || "";
@@ -337,8 +337,14 @@ export class ChatView extends EventTarget {
   }
 }
 
+/** Where the passage is: "page 3", "slide 2 · Roadmap", "sheet Stock", "§ Install" (from the
+ * gateway; sources of older gateways carry only a page). */
+function where(source) {
+  return source.location || (source.page ? `page ${source.page}` : "");
+}
+
 function describe(source) {
-  return `Source ${source.n}: ${source.document}${source.page ? `, page ${source.page}` : ""}`;
+  return `Source ${source.n}: ${source.document}${where(source) ? `, ${where(source)}` : ""}`;
 }
 
 /** The answer's text with each [n] (also [1, 3], [1-3], [Source 2]) a button opening source n,

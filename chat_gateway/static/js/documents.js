@@ -15,18 +15,20 @@ const STAGES = {
 // Plain words for failure codes, when the record carries no message of its own.
 const REASONS = {
   encrypted: "Encrypted: the file is password-protected.",
-  no_text_layer: "Scanned or image-only: there is no text layer to read.",
+  no_text_layer: "Scanned or image-only, and OCR found no text to read.",
   garbled_text: "The text layer does not map to readable characters.",
-  malformed: "The file is damaged or not a valid PDF/DOCX.",
+  malformed: "The file is damaged or not a valid document of its type.",
   too_large: "The file is over the size limit.",
-  too_many_pages: "The PDF has more pages than the limit.",
-  unsupported_type: "Not a PDF or DOCX file.",
+  too_many_pages: "The document has more pages (slides) than the limit.",
+  unsupported_type: "Not a PDF, Word, PowerPoint, Excel, HTML, Markdown or text file.",
   empty: "The document holds no text.",
   timeout: "Reading the file took too long.",
   extractor_crashed: "The reader crashed on this file.",
   gave_up: "Processing failed repeatedly.",
 };
-const PARALLEL_UPLOADS = 3;
+// The gateway takes 2 uploads of a tenant at once (PARLEY_MAX_TENANT_CONCURRENT_UPLOADS): a third
+// would be refused (429) whenever the first two are still in flight.
+const PARALLEL_UPLOADS = 2;
 const TERMINAL = new Set(["ready", "failed", "deleted"]);
 
 export class DocumentsView extends EventTarget {
@@ -46,7 +48,7 @@ export class DocumentsView extends EventTarget {
     const asked = Date.now() / 1000;
     const body = await this.api.get("/api/documents");
     this.limit = body.limits.max_upload_bytes;
-    $("#limits").textContent = `PDF or DOCX, up to ${bytes(this.limit)} each.`;
+    $("#limits").textContent = `PDF, Word, PowerPoint, Excel, HTML, Markdown or text, up to ${bytes(this.limit)} each.`;
     const seen = new Set();
     for (const doc of body.documents) {
       seen.add(doc.document_id);
@@ -252,10 +254,17 @@ async function precheck(file, limit) {
   const head = new Uint8Array(await file.slice(0, 1024).arrayBuffer());
   const text = String.fromCharCode(...head);
   if (text.includes("%PDF-")) return null;
-  if (text.startsWith("PK\x03\x04")) return null; // a Word package (the server checks inside)
-  if (text.startsWith("\xd0\xcf\x11\xe0")) return null; // encrypted DOCX or legacy .doc: server decides
-  return "not a PDF or DOCX file";
+  if (text.startsWith("PK\x03\x04")) return null; // an Office package (the server checks inside)
+  if (text.startsWith("\xd0\xcf\x11\xe0")) return null; // encrypted Office or legacy: server decides
+  if (BINARY.some((magic) => text.startsWith(magic))) return "not a supported document";
+  // Text (HTML, Markdown, plain) holds no NUL bytes, unless it is UTF-16 or UTF-32 with a BOM.
+  const bom = text.startsWith("\xff\xfe") || text.startsWith("\xfe\xff") || text.startsWith("\x00\x00\xfe\xff");
+  if (!bom && head.includes(0)) return "not a supported document";
+  return null;
 }
+
+// Pictures, archives and programs by their first bytes (the server says which it saw).
+const BINARY = ["\x89PNG", "\xff\xd8\xff", "GIF8", "II*\x00", "MM\x00*", "\x1f\x8b", "Rar!", "7z\xbc\xaf", "\x7fELF", "MZ"];
 
 /** Files from the picker or dropped anywhere on the page go to ``onFiles`` (bound once). */
 export function bindDropZone(onFiles) {

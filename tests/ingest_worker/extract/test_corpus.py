@@ -151,7 +151,13 @@ HOSTILE = [
 
 
 def check(name: str, outcome: Extraction | ExtractionFailed) -> None:
-    expected = EXPECTED[name]
+    check_against(EXPECTED, name, outcome)
+
+
+def check_against(
+    table: dict[str, Text | str], name: str, outcome: Extraction | ExtractionFailed
+) -> None:
+    expected = table[name]
     if isinstance(expected, str):
         assert isinstance(outcome, ExtractionFailed), f"{name}: expected {expected}, got text"
         assert outcome.reason == expected, outcome
@@ -230,3 +236,42 @@ def test_every_extracted_corpus_document_chunks_within_the_limit_without_loss() 
         wanted = "".join("".join(b.text.replace("|", "").split()) for b in outcome.blocks)
         have = iter("".join("".join(c.text.replace("|", "").split()) for c in chunks))
         assert all(ch in have for ch in wanted), f"{name}: text lost in chunking"
+
+
+# With OCR on (the worker's default), the corpus's scans, image-only and glyph-only files are read;
+# those whose pixels hold no text still end with their reason. Through the child process, under its
+# time and memory limits.
+WITH_OCR: dict[str, Text | str] = {
+    "pdf/c02-22.pdf": text("went tip-toeing along a path", chars=800, pages=1),
+    "pdf/linn.pdf": text("The LinnSequencer", chars=3000, pages=1),
+    "pdf/multipage.pdf": text("tip-toeing", chars=5000, pages=6),
+    "pdf/vector.pdf": text("Sample Vector PDF for Testing", chars=100, pages=1),
+    "pdf/enormous.pdf": text("81 megapixels", chars=30, pages=1),
+    "pdf/base64image.pdf": text("fix the issue and close it", chars=60, pages=1),
+    "pdf/truetype_font_nomapping.pdf": text("Phone", chars=5, pages=1),
+    "pdf/imagemagick-images.pdf": "no_text_layer",  # pictures of shapes: nothing to read
+    "pdf/imagemagick-CCITTFaxDecode.pdf": "no_text_layer",  # a 4x4 pt fax image
+    "docx/having-images.docx": text("MONTY", "powered", chars=50, kinds="picture"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared is absent")
+async def test_scans_and_pictures_of_the_corpus_are_read_by_ocr_in_the_child() -> None:
+    from ingest_worker.extract.ocr import OcrOptions
+
+    pool = ExtractorPool(max_idle=1)
+    try:
+        for name in WITH_OCR:
+            data = shared_path("corpus", name).read_bytes()
+            try:
+                outcome: Extraction | ExtractionFailed = await pool.extract(
+                    data, Path(name).name, timeout=240, ocr=OcrOptions(), **LIMITS
+                )
+            except ExtractionFailed as failed:
+                outcome = failed
+            check_against(WITH_OCR, name, outcome)
+            if isinstance(outcome, Extraction) and name.endswith(".pdf"):
+                assert all(b.ocr for b in outcome.blocks), name
+    finally:
+        await pool.close()

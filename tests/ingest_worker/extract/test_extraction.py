@@ -15,9 +15,9 @@ from ingest_worker.extract.types import (
     ExtractionFailed,
     clean_text,
     quality,
-    sniff,
 )
 from parley.errors import Reject
+from parley.filetypes import detect
 from tests.fixtures import documents as docs
 
 
@@ -51,7 +51,9 @@ def failure(
         (lambda: docs.docx([]), "empty"),
         (docs.encrypted_docx, "encrypted"),
         (docs.legacy_doc, "unsupported_type"),
-        (lambda: b"just some text, no document", "unsupported_type"),
+        (lambda: b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "unsupported_type"),
+        (lambda: bytes(range(256)) * 8, "unsupported_type"),
+        (lambda: b"   \n\t\n", "empty"),
         (lambda: b"", "empty"),
     ],
     ids=[
@@ -66,7 +68,9 @@ def failure(
         "empty-docx",
         "encrypted-docx",
         "legacy-doc",
-        "plain-text",
+        "png-image",
+        "binary",
+        "blank-text",
         "zero-bytes",
     ],
 )
@@ -87,7 +91,7 @@ def test_type_comes_from_the_bytes_not_the_name() -> None:
     pdf = extract(docs.text_pdf(["Named like a Word file."]), "report.docx", **LIMITS)
     word = extract(docs.docx(["Named like a PDF."]), "report.pdf", **LIMITS)
     assert (pdf.kind, word.kind) == ("pdf", "docx")
-    assert sniff(b"junk" * 10 + b"%PDF-1.4") == "pdf"  # pdfium allows a prefix before the header
+    assert detect(b"junk" * 10 + b"%PDF-1.4") == "pdf"  # pdfium allows a prefix before the header
 
 
 def test_size_and_page_limits() -> None:
