@@ -18,7 +18,7 @@ import httpx
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from chat_gateway import auth, documents, openai_face
+from chat_gateway import auth, conversation_api, documents, openai_face
 from chat_gateway.services import GatewayOptions, Services, open_services
 from chat_gateway.session import Session
 from chat_gateway.web import (
@@ -62,6 +62,7 @@ class Gateway:
             # Public (the portal reads it before anyone signs in): how to sign in with Entra ID.
             route("/api/auth/config", GET=self._auth_config),
             *openai_face.routes(self),
+            *conversation_api.routes(self),
             *self.documents.routes(),
             *(static_routes(static_dir) if static_dir is not None and static_dir.is_dir()
               else []),

@@ -1,7 +1,8 @@
 """The portal's document API on the gateway, authenticated with ``Authorization: Bearer`` (a
 header only, never ``?token=``; the tenant comes from the token).
 
-- ``GET /api/documents``: the tenant's documents (status records) and the upload limits.
+- ``GET /api/documents``: the tenant's documents (status records) and the upload limits
+  (size, types, how many uploads the portal may send at once).
 - ``POST /api/documents?name=FILE``: one file per request, the body is the file's bytes,
   streamed to a temporary file as it arrives (never held whole in memory). Size limited on the
   server (``settings.max_upload_bytes``: 413 the moment the body passes it), at most
@@ -254,7 +255,10 @@ class Documents:
             "tenant": principal.tenant,
             "documents": [public(d) for d in documents if d.stage != Stage.DELETED],
             "limits": {"max_upload_bytes": settings.max_upload_bytes,
-                       "extensions": list(EXTENSIONS.values())},
+                       "extensions": list(EXTENSIONS.values()),
+                       # The portal sends no more at once than one tenant may (429 beyond).
+                       "concurrent_uploads": min(settings.max_tenant_concurrent_uploads,
+                                                 settings.max_concurrent_uploads)},
         })
 
     async def upload(self, request: Request, principal: Principal) -> None:

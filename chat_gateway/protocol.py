@@ -80,9 +80,22 @@ class Ping(_Client):
     type: Literal["ping"]
 
 
-ClientMessage = Annotated[Auth | Ask | Cancel | Resume | Ping, Field(discriminator="type")]
+class Feedback(_Client):
+    """A rating of a finished answer, with an optional comment; a second one replaces it.
+    ``conversation_id`` lets the server find an answer older than its turn's stream."""
+
+    type: Literal["feedback"]
+    turn_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=2000)
+    conversation_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+
+ClientMessage = Annotated[
+    Auth | Ask | Cancel | Resume | Ping | Feedback, Field(discriminator="type")
+]
 _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
-_TYPES = frozenset({"auth", "ask", "cancel", "resume", "ping"})
+_TYPES = frozenset({"auth", "ask", "cancel", "resume", "ping", "feedback"})
 
 
 class ProtocolError(Exception):

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from chat_gateway.conversation import Conversations
+from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
 from chat_gateway.tailer import TurnTailer
@@ -163,6 +164,19 @@ def relay_span(turn_id: str, after: str) -> Iterator[Relayed]:
                 span.set_attribute("terminal", relayed.terminal)
 
 
+async def first_sources(
+    client: aioredis.Redis, prefix: str, turn_id: str
+) -> list[dict[str, Any]]:
+    """The sources of a turn: its stream's first event (the gateway writes it before queueing
+    the turn); [] when the stream is gone."""
+    entries = await client.xrange(turnstream.turn_key(prefix, turn_id), "-", "+", count=1)
+    for offset, fields in entries or []:
+        event = turnstream.parse_entry(str(offset), fields or {})
+        if event.kind == "sources":
+            return list(event.data.get("sources") or [])
+    return []
+
+
 class Relay:
     def __init__(
         self,
@@ -174,9 +188,11 @@ class Relay:
         prefix: str,
         stream_ttl: int,
         idle_timeout: float,
+        store: ConversationStore | None = None,
     ) -> None:
         self._redis = client
         self._conversations = conversations
+        self._store = store
         self.attachments = attachments
         self.tailer = tailer
         self._prefix = prefix
@@ -249,10 +265,25 @@ class Relay:
         text = str(payload.get("text", ""))
         payload.setdefault("citations", [])
         if meta.persist and text:
-            await self._conversations.append(
+            recorded: list[Awaitable[Any]] = [self._conversations.append(
                 meta.tenant, meta.conversation_id, turn_id,
                 ChatMessage(role="assistant", content=text),
-            )
+            )]
+            if self._store is not None:
+                recorded.append(self._keep(turn_id, meta, text, payload))
+            await asyncio.gather(*recorded)
+
+    async def _keep(
+        self, turn_id: str, meta: TurnMeta, text: str, payload: dict[str, Any]
+    ) -> None:
+        """The answer in the conversation's kept transcript, with its sources and model."""
+        assert self._store is not None
+        await self._store.record_answer(
+            meta.tenant, meta.conversation_id, turn_id, text=text,
+            sources=await first_sources(self._redis, self._prefix, turn_id),
+            citations=payload.get("citations") or [], model=payload.get("model"),
+            unsupported=payload.get("unsupported_numbers") or [],
+        )
 
     async def _give_up(self, turn_id: str, last: str) -> dict[str, Any]:
         await turnstream.cancel(self._redis, turn_id, prefix=self._prefix)

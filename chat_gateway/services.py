@@ -13,7 +13,9 @@ import redis.asyncio as aioredis
 
 from chat_gateway.auth import Authenticator
 from chat_gateway.conversation import Conversations
+from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.drain import Drain
+from chat_gateway.feedback import FeedbackStore
 from chat_gateway.progress import ProgressHub
 from chat_gateway.relay import Attachments, Relay
 from chat_gateway.retrieval import Retriever
@@ -64,6 +66,8 @@ class Services:
     relay: Relay
     hub: ProgressHub
     attachments: Attachments
+    transcripts: ConversationStore  # the kept conversations
+    feedback: FeedbackStore
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     drain: Drain = field(default_factory=Drain)
     # Closes what open_services opened (None when the parts were handed in).
@@ -92,6 +96,8 @@ class Services:
             redis, prefix=prefix, max_messages=2 * settings.history_turns,
             ttl=settings.conversation_ttl_seconds,
         )
+        transcripts = ConversationStore(redis, keys=settings.keys,
+                                        retention=settings.conversation_ttl_seconds)
         turn_options = TurnOptions(
             queue=settings.queues.chat.name,
             prefix=prefix,
@@ -123,13 +129,15 @@ class Services:
             status=status,
             auth=auth or Authenticator.from_settings(settings),
             turns=Turns(redis, broker, retriever, conversations, turn_options,
-                        tokenizer=getattr(embedder, "tokenizer", None)),
+                        tokenizer=getattr(embedder, "tokenizer", None), store=transcripts),
             tailer=tailer,
             relay=Relay(redis, conversations, attachments, tailer, prefix=prefix,
                         stream_ttl=settings.stream_ttl_seconds,
-                        idle_timeout=options.first_event_timeout),
+                        idle_timeout=options.first_event_timeout, store=transcripts),
             hub=ProgressHub(redis, prefix=prefix),
             attachments=attachments,
+            transcripts=transcripts,
+            feedback=FeedbackStore(redis, keys=settings.keys),
             stack=stack,
         )
 

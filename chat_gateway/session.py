@@ -21,9 +21,18 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from chat_gateway import protocol
+from chat_gateway import feedback, protocol
 from chat_gateway.auth import AuthError, Principal, bearer
-from chat_gateway.protocol import Ask, Auth, Cancel, ErrorCode, Ping, ProtocolError, Resume
+from chat_gateway.protocol import (
+    Ask,
+    Auth,
+    Cancel,
+    ErrorCode,
+    Feedback,
+    Ping,
+    ProtocolError,
+    Resume,
+)
 from chat_gateway.relay import cancel_unless_resumed
 from chat_gateway.services import Services
 from chat_gateway.turns import TurnMeta
@@ -117,6 +126,9 @@ class Session:
             return
         # ?token= only here: a browser cannot send a header on a websocket.
         token = bearer(headers, query_of(self.scope))
+        # This frame lives as long as the connection: keep no per-connection copies in it
+        # (the decoded headers were ~1 KiB of every idle session).
+        del message, headers, origin
         if token is not None:
             try:
                 self.principal = await self.s.auth.authenticate(token)
@@ -234,6 +246,8 @@ class Session:
             await self._reauthenticate(message)
         elif isinstance(message, Cancel):
             await self._cancel(message.turn_id)
+        elif isinstance(message, Feedback):
+            await self._feedback(message)
         elif self._turn_task is not None and not self._turn_task.done():
             await self.send_event(protocol.error(
                 ErrorCode.BUSY, "a turn is already streaming on this connection",
@@ -367,6 +381,22 @@ class Session:
             return
         # The relay carries on: the worker ends the stream with a ``cancelled`` event.
         await turnstream.cancel(self.s.redis, turn_id, prefix=self.s.settings.redis_prefix)
+
+    async def _feedback(self, message: Feedback) -> None:
+        assert self.principal is not None
+        try:
+            record = await feedback.rate(
+                self.s.redis, self.s.settings.keys, self.s.transcripts, self.s.feedback,
+                self.principal, turn_id=message.turn_id, rating=message.rating,
+                comment=message.comment, conversation_id=message.conversation_id,
+                face="websocket",
+            )
+        except feedback.NotFound as exc:
+            await self.send_event(protocol.error(ErrorCode.NOT_FOUND, exc.message, hint=exc.hint,
+                                                 turn_id=message.turn_id))
+            return
+        await self.send_event({"type": "feedback", "turn_id": record.turn_id,
+                               "rating": record.rating, "comment": record.comment})
 
     async def _detach(self, code: int) -> None:
         task = self._turn_task

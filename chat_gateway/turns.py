@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from chat_gateway import followup, prompt
 from chat_gateway.auth import Principal
 from chat_gateway.conversation import Conversations, new_conversation_id
+from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
@@ -90,11 +91,14 @@ class Turns:
         conversations: Conversations,
         options: TurnOptions,
         tokenizer: Tokenizer | None = None,
+        store: ConversationStore | None = None,
     ) -> None:
         self._redis = redis
         self._broker = broker
         self._retriever = retriever
         self.conversations = conversations
+        # The kept transcripts (websocket turns): who owns a conversation, what the portal lists.
+        self.store = store
         self.options = options
         self._count = tokenizer.count if tokenizer is not None else prompt.approx_tokens
 
@@ -138,6 +142,22 @@ class Turns:
                 reason=ErrorCode.RATE_LIMITED, hint="wait and ask again", delay=delay,
             )
 
+    async def _history(
+        self, principal: Principal, conversation_id: ConversationId
+    ) -> list[ChatMessage]:
+        """The conversation's recent messages, once it is known to be this subject's (a
+        conversation another user of the tenant started is ``not_found`` to them)."""
+        if self.store is None:
+            return await self.conversations.history(principal.tenant, conversation_id)
+        owned, history = await asyncio.gather(
+            self.store.owned(principal.tenant, principal.subject, conversation_id),
+            self.conversations.history(principal.tenant, conversation_id),
+        )
+        if not owned:
+            raise ParleyError("no such conversation", reason=ErrorCode.NOT_FOUND,
+                              hint="start a new conversation")
+        return history
+
     async def start(
         self,
         principal: Principal,
@@ -176,7 +196,7 @@ class Turns:
         persist = history is None
         cid = ConversationId(conversation_id) if conversation_id else new_conversation_id()
         if history is None:
-            history = await self.conversations.history(tenant, cid) if conversation_id else []
+            history = await self._history(principal, cid) if conversation_id else []
         try:
             resolved = followup.resolve(question, history)
             sources = await self._retriever.retrieve(tenant, resolved.query)
@@ -204,7 +224,9 @@ class Turns:
         turn_id = new_turn_id()
         headers = dict(inject({TURN_HEADER: turn_id}))  # the current span's context, if any
         meta = {"tenant": tenant, "conversation_id": cid, "persist": persist,
-                "traceparent": headers.get(TRACE_HEADER)}
+                "traceparent": headers.get(TRACE_HEADER),
+                # What feedback on the answer is stored with (chat_gateway/feedback.py).
+                "subject": principal.subject, "question": question}
         # The turn's metadata and its ``sources`` event in one round trip: the ask path is on
         # every question's time to first token.
         key = turn_key(self.options.prefix, turn_id)
@@ -233,12 +255,13 @@ class Turns:
         if persist:
             # Recording the question and queueing the turn are independent (the answer is
             # recorded after both), so they share one wait.
-            await asyncio.gather(
-                self.conversations.append(
-                    tenant, cid, turn_id, ChatMessage(role="user", content=question)
-                ),
-                publish,
-            )
+            recorded = [self.conversations.append(
+                tenant, cid, turn_id, ChatMessage(role="user", content=question)
+            )]
+            if self.store is not None:
+                recorded.append(self.store.record_question(
+                    tenant, principal.subject, cid, turn_id, question))
+            await asyncio.gather(*recorded, publish)
         else:
             await publish
         return Started(turn_id, cid, built.sources, offset)

@@ -31,7 +31,8 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     )
     log.info("extraction_memory", child_limit=memory_limit, container_limit=container,
              concurrency=queue.concurrency)
-    clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=True)
+    # The model itself is not loaded: chunks are sized with its tokenizer alone.
+    clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=False)
     pool = ExtractorPool(memory_limit=memory_limit)
     stack.push_async_callback(pool.close)  # closed first: no extraction outlives us
     handler = IngestHandler.from_clients(clients, pool=pool)

@@ -215,7 +215,9 @@ class IngestHandler:
     @classmethod
     def from_clients(cls, clients: Clients, *, pool: ExtractorPool | None = None) -> IngestHandler:
         """Wired as ``python -m ingest_worker`` wires it: publishes to the embed queue, sizes
-        chunks with the embedder's tokenizer."""
+        chunks with the configured embedder's tokenizer (the model itself is not loaded)."""
+        from parley.embedder.factory import build_tokenizer
+
         settings = clients.settings
         return cls(
             settings,
@@ -224,8 +226,8 @@ class IngestHandler:
             broker=clients.brokers.for_queue(settings.queues.embed),
             status=clients.status,
             vectors=clients.vectors,
-            tokenizer=clients.embedder.tokenizer,
-            tokenizer_id=clients.embedder.model_id,
+            tokenizer=build_tokenizer(settings),
+            tokenizer_id=clients.model_id,
         )
 
     async def __call__(self, message: Message) -> None:

@@ -110,6 +110,26 @@ class Keys:
         """SCAN pattern of every conversation key (the expire sweep)."""
         return self._k("conv", "*")
 
+    def conversation_meta(self, tenant: str, conversation_id: str) -> str:
+        """Hash: a kept conversation's owner (subject), title, created, updated, turns."""
+        return self._k("conv", tenant, conversation_id, "meta")
+
+    def conversation_log(self, tenant: str, conversation_id: str) -> str:
+        """List of a kept conversation's transcript: questions, answers with sources, model."""
+        return self._k("conv", tenant, conversation_id, "log")
+
+    def conversation_seen(self, tenant: str, conversation_id: str, turn_id: str, role: str) -> str:
+        """Set when one message of a turn was added to the transcript (appends are idempotent)."""
+        return self._k("conv", tenant, conversation_id, "logged", turn_id, role)
+
+    def conversation_index(self, tenant: str, subject: str) -> str:
+        """Sorted set of one user's conversation ids in a tenant, by last activity (seconds)."""
+        return self._k("convs", tenant, subject)
+
+    def feedback(self) -> str:
+        """Hash: turn id -> JSON feedback on that answer (rating, question, answer, sources)."""
+        return self._k("feedback")
+
     def rate(self, tenant: str, subject: str, window: int) -> str:
         """Counter of a subject's asks in one minute window."""
         return self._k("rate", tenant, subject, str(window))

@@ -82,6 +82,10 @@ CHAT_TOKENS_PER_SECOND = Histogram(
 CHAT_TOKENS = Counter("parley_chat_tokens", "Tokens generated")
 WS_SESSIONS = Gauge("parley_ws_sessions_active", "Open websocket sessions")
 CHAT_STREAMS = Gauge("parley_chat_streams_active", "Turn streams being relayed to a client")
+FEEDBACK = Counter(
+    "parley_feedback", "Ratings of answers by users (rating: up/down; face: websocket/openai)",
+    ["rating", "face"],
+)
 
 
 class QueueProbe:

@@ -66,6 +66,7 @@ class PreviousEmbedding(BaseModel):
     embedder: str = Field(pattern="^(local|azure-openai)$")
     embed_device: str = "auto"
     embed_threads: int = Field(default=0, ge=0)
+    embed_graph: Literal["int8", "fp32", "packaged"] = "int8"
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None
     azure_openai_api_version: str | None = None
@@ -134,6 +135,9 @@ class Settings(BaseSettings):
     embed_device: str = "auto"  # auto | cpu | cuda (the GPU extra)
     # The local CPU embedder's onnxruntime threads; 0 = one per core.
     embed_threads: int = Field(default=0, ge=0)
+    # The local CPU embedder's graph: int8 (fused, int8 products; its own model id), fp32 (fused;
+    # the vectors of the packaged file and of the GPU embedder), packaged (the file as shipped).
+    embed_graph: Literal["int8", "fp32", "packaged"] = "int8"
     azure_openai_endpoint: str | None = None
     azure_openai_api_key: SecretStr | None = None  # else Entra ID (DefaultAzureCredential)
     azure_openai_api_version: str = "2024-10-21"
@@ -165,7 +169,9 @@ class Settings(BaseSettings):
     chat_context_tokens: int = 2048
     retrieval_k: int = 5
     stream_ttl_seconds: int = 3600
-    conversation_ttl_seconds: int = 7 * 24 * 3600
+    # The retention of conversations: a conversation (its list entry, transcript and history) is
+    # forgotten this long after its last turn.
+    conversation_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
     history_turns: int = 6
 
     # --- gateway ------------------------------------------------------------------------------

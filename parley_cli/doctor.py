@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -269,6 +270,21 @@ async def check_chat_model(settings: Settings) -> Check:
         await model.close()
 
 
+def local_stack(settings: Settings) -> bool:
+    """True when these settings are the running local stack's: ``parley up`` wrote its env file
+    (read by every command from the same folder) naming this Redis, or naming none (the stack
+    then uses ``PARLEY_REDIS_URL`` from the environment, as these settings do)."""
+    env_file = settings.model_config.get("env_file")
+    path = Path(str(env_file)) if isinstance(env_file, str | Path) else None
+    if path is None or not path.is_file():
+        return False
+    for line in path.read_text(errors="replace").splitlines():
+        name, _, value = line.partition("=")
+        if name.strip() == "PARLEY_REDIS_URL":
+            return value.strip() == settings.redis_url
+    return True
+
+
 async def check_maintenance(settings: Settings) -> Check:
     from maintenance_worker.app import SWEEP_NAMES, last_key
 
@@ -281,11 +297,16 @@ async def check_maintenance(settings: Settings) -> Check:
         await client.aclose()
     runs = {name: json.loads(r) for name, r in zip(SWEEP_NAMES, raw, strict=True) if r}
     fix = "deploy the Celery beat and worker (python -m maintenance_worker beat / worker)"
+    latest = max((float(r.get("started_at", 0)) for r in runs.values()), default=0.0)
+    age = time.time() - latest
+    stale = age > 3 * max(settings.maintenance_interval_seconds, 3600 / 3)
+    if (not runs or stale) and local_stack(settings):
+        # `parley up` runs no beat: its sweeps repair what a long-lived deployment drifts into.
+        return ok("maintenance", "the local stack runs no maintenance sweeps (a deployment "
+                                 "does: python -m maintenance_worker beat / worker)")
     if not runs:
         return warn("maintenance", "no maintenance sweep has run yet", fix)
-    latest = max(float(r.get("started_at", 0)) for r in runs.values())
-    age = time.time() - latest
-    if age > 3 * max(settings.maintenance_interval_seconds, 3600 / 3):
+    if stale:
         return warn("maintenance", f"the last sweep ran {age / 60:.0f} min ago", fix)
     return ok("maintenance", f"last sweep {age:.0f} s ago ({', '.join(sorted(runs))})")
 

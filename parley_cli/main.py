@@ -2,6 +2,11 @@
 
 Every command reads the same settings (environment, then ``.parley/stack.env`` written by
 ``parley up``), so commands in another terminal find the running local stack.
+
+Exit codes (README, "Commands"): 0 done; 1 done but something failed (a document failed, an
+answer ended in an error, a doctor check failed); 2 usage error (bad arguments or settings, no
+such file, a refused token); 3 a service cannot be reached (Redis, Chroma, the gateway); 4 timed
+out (``ingest --wait --timeout``); 130 interrupted or cancelled.
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from parley.errors import ParleyError
 from parley.settings import Settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_TIMEOUT = 4  # parley_cli.progress.TIMED_OUT
+EXIT_INTERRUPTED = 130
 
 
 def _files(paths: Sequence[str]) -> list[tuple[Path, str]]:
@@ -59,7 +72,7 @@ async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     files = _files(args.paths)
     if not files:
         print("no documents found (PDF, DOCX, PPTX, XLSX, HTML, Markdown or text)", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, blobs=True)
         broker = clients.brokers.for_queue(settings.queues.ingest)
@@ -77,13 +90,38 @@ async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
                 status=clients.status,
             )
             ids.append((document_id(tenant, request.path), path.name))
-            if not args.wait:
+            if not args.wait and not args.json:
                 print(f"queued  {request.path}")
+        if args.json:
+            from parley_cli.progress import settle
+
+            return await _ingest_json(clients.status, tenant, ids, settle, args)
         if args.wait:
             from parley_cli.progress import watch
 
             return await watch(clients.status, tenant, ids, timeout=args.timeout)
-    return 0
+    return EXIT_OK
+
+
+async def _ingest_json(
+    status: Any, tenant: str, ids: list[Any], settle: Any, args: argparse.Namespace
+) -> int:
+    """``ingest --json``: the documents' status records as a JSON list, once queued or (with
+    ``--wait``) once each is ready or failed; the exit code as without --json."""
+    from parley.ids import TenantId
+    from parley.status import Stage
+
+    code = EXIT_OK
+    if args.wait:
+        code = await settle(status, TenantId(tenant), [doc for doc, _ in ids],
+                            timeout=args.timeout)
+    rows = []
+    for doc, name in ids:
+        record = await status.get(TenantId(tenant), doc)
+        rows.append(record.model_dump(mode="json") if record is not None
+                    else {"document_id": doc, "filename": name, "stage": Stage.QUEUED.value})
+    print(json.dumps(rows, indent=2, ensure_ascii=False))
+    return code
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -165,7 +203,13 @@ async def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from chat_gateway.client import ask
 
     return await ask(settings, args.question, tenant=args.tenant, out=sys.stdout,
-                     answer_mode=args.mode)
+                     token=args.token, as_json=args.json, answer_mode=args.mode)
+
+
+async def cmd_feedback(settings: Settings, args: argparse.Namespace) -> int:
+    from parley_cli.feedback import export
+
+    return await export(settings, tenant=args.tenant, as_json=args.json, out=sys.stdout)
 
 
 async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
@@ -191,7 +235,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
         f"no local token for tenant {tenant!r}: add 'TOKEN:{tenant}' to PARLEY_LOCAL_TOKENS",
         file=sys.stderr,
     )
-    return 1
+    return EXIT_FAILED
 
 
 def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
@@ -210,6 +254,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"parley {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole system locally (Ctrl-C stops it)")
@@ -223,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--tenant")
     ingest.add_argument("--wait", action="store_true", help="show progress until done")
     ingest.add_argument("--timeout", type=float, default=1800.0)
+    ingest.add_argument("--json", action="store_true",
+                        help="print the documents' status records as JSON (no progress bars)")
 
     status = sub.add_parser("status", help="list documents and their stage")
     status.add_argument("--tenant")
@@ -239,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--mode", choices=("extractive", "generative"),
                      help="how the answer is made (default: the gateway's PARLEY_ANSWER_MODE)")
     ask.add_argument("--tenant")
+    ask.add_argument("--token", help="an access token (default: the tenant's local token)")
+    ask.add_argument("--json", action="store_true",
+                     help="print one JSON object: answer, citations, sources, model, usage")
+
+    feedback = sub.add_parser("feedback", help="users' ratings of answers")
+    feedback_sub = feedback.add_subparsers(dest="feedback_command", required=True)
+    export = feedback_sub.add_parser(
+        "export", help="every rating with its question, answer and sources (--json: an "
+                       "evaluation set, one JSON object a line, that `python -m bench answers` "
+                       "reads)")
+    export.add_argument("--tenant")
+    export.add_argument("--json", action="store_true")
 
     token = sub.add_parser("token", help="print a local access token for scripts")
     token.add_argument("--tenant")
@@ -260,9 +319,19 @@ COMMANDS = {
     "ask": cmd_ask,
     "dlq": cmd_dlq,
     "doctor": cmd_doctor,
+    "feedback": cmd_feedback,
 }
 SIGPIPE_EXIT = 128 + 13  # what a shell reports for a command ended by SIGPIPE
 SYNC_COMMANDS = {"token": cmd_token, "schemas": cmd_schemas, "up": cmd_up}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parley")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from parley_cli.doctor import explain_settings_error
 
         print(explain_settings_error(exc), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logs.configure("WARNING", json=False)
     try:
         if args.command in SYNC_COMMANDS:
@@ -288,9 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ParleyError as exc:
         print(f"parley: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_UNREACHABLE if exc.reason.endswith("unreachable") else EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`parley status --json | head`): stop quietly, as a shell
         # tool does on SIGPIPE. Stdout now points at /dev/null, so the interpreter's final
@@ -305,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(is the local stack running? start it with: parley up)",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_UNREACHABLE
 
 
 if __name__ == "__main__":

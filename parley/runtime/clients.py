@@ -67,6 +67,8 @@ class Clients:
     opened_blobs: BlobStore | None = None
     opened_vectors: VectorStore | None = None
     opened_embedder: Embedder | None = None
+    # The configured embedding model's id, set with the vector store or the embedder.
+    opened_model_id: str | None = None
 
     @property
     def blobs(self) -> BlobStore:
@@ -79,6 +81,10 @@ class Clients:
     @property
     def embedder(self) -> Embedder:
         return _required(self.opened_embedder, "embedder")
+
+    @property
+    def model_id(self) -> str:
+        return _required(self.opened_model_id, "vectors")
 
 
 T = TypeVar("T")
@@ -96,19 +102,23 @@ async def open_clients(
     *,
     blobs: bool = False,
     vectors: bool = False,
-    embedder: bool = False,
+    embedder: bool | None = None,
 ) -> Clients:
     """Redis, brokers and status always; the rest when asked. Unrequested ones are left unset
-    (accessing them is a programming error and fails loudly)."""
+    (accessing them is a programming error and fails loudly). ``embedder=None`` opens the
+    embedder with the vector store; ``vectors=True, embedder=False`` opens the store under the
+    configured model's id without loading the model (a process that only sizes chunks or
+    deletes)."""
     redis = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
     stack.push_async_callback(redis.aclose)
     brokers = Brokers(settings, redis)
     stack.push_async_callback(brokers.close)
     clients = Clients(settings, redis, brokers, StatusStore(redis, prefix=settings.redis_prefix))
-    if embedder or vectors:
+    if embedder or (embedder is None and vectors):
         from parley.embedder.factory import build_embedder
 
         clients.opened_embedder = build_embedder(settings)
+        clients.opened_model_id = clients.opened_embedder.model_id
         stack.push_async_callback(clients.embedder.close)
     if blobs:
         from parley.blobstore.factory import open_blob_store
@@ -119,10 +129,14 @@ async def open_clients(
         from parley.vectors.chroma import ChromaStore
         from parley.vectors.generations import Generations
 
+        if clients.opened_model_id is None:
+            from parley.embedder.factory import model_id_of
+
+            clients.opened_model_id = await model_id_of(settings)
         # Every write bumps the tenant's chunk generation: lexical indexes rebuild on it.
         clients.opened_vectors = await ChromaStore.connect(
             settings.chroma_url,
-            clients.embedder.model_id,
+            clients.model_id,
             on_write=Generations(redis, prefix=settings.redis_prefix).bump,
         )
         stack.push_async_callback(clients.vectors.close)

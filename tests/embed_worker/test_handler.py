@@ -219,7 +219,9 @@ async def test_batches_land_under_their_ids_and_the_last_makes_it_ready(bench: B
     chunk = first.chunks[1]
     [query] = await bench.local.embed([document_text("report.pdf", chunk.text, chunk.heading)])
     [hit] = await bench.chroma.query(bench.tenant, query, k=1)
-    assert hit.chunk_id == chunk.chunk_id and hit.score > 0.999
+    # Not 1.0: the int8 graph quantizes activations per mini-batch, and the stored vector was
+    # embedded beside the batch's other chunks.
+    assert hit.chunk_id == chunk.chunk_id and hit.score > 0.995
 
 
 async def test_a_batch_redelivered_after_a_crash_before_its_ack_counts_once(bench: Bench) -> None:

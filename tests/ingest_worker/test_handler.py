@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -79,3 +82,24 @@ def test_version_changes_with_content_and_chunking_config() -> None:
     assert base != version_of(b"data", settings.model_copy(update={"chunk_tokens": 99}), "model")
     assert base != version_of(b"data", settings, "another-model")
     assert chunk_id(DocumentId("d"), base, 0) != chunk_id(DocumentId("d"), base, 1)
+
+
+async def test_the_wired_handler_sizes_chunks_without_loading_the_model(
+    redis_url: str, chroma_url: str, tmp_path: Path
+) -> None:
+    from ingest_worker.handler import IngestHandler
+    from parley.embedder.factory import model_id_of
+    from parley.embedder.local import MiniLMTokenizer
+    from parley.runtime.clients import open_clients
+
+    settings = Settings(
+        redis_url=redis_url, chroma_url=chroma_url, blob_dir=str(tmp_path), embed_device="cpu"
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        clients = await open_clients(stack, settings, blobs=True, vectors=True, embedder=False)
+        handler = IngestHandler.from_clients(clients)
+        assert clients.opened_embedder is None
+        assert isinstance(handler.tokenizer, MiniLMTokenizer)
+        assert handler.tokenizer_id == clients.model_id == await model_id_of(settings)
+        # the store is the configured model's: it answers for a tenant it has never seen
+        assert await clients.vectors.delete_document(TenantId("t"), DocumentId("d")) == 0

@@ -93,6 +93,17 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
     code, out, _ = await parley(pipeline.settings, "status", "--tenant", tenant)
     assert "plant.pdf" in out and "ready" in out
 
+    # --json: the status records instead of progress bars; queued at once, or settled (--wait).
+    (tmp_path / "valve.pdf").write_bytes(documents.text_pdf(["The valve opens at 12 bar."]))
+    code, out, err = await parley(pipeline.settings, "ingest", str(tmp_path / "valve.pdf"),
+                                  "--tenant", tenant, "--json", "--wait")
+    [row] = json.loads(out)
+    assert code == 0, err
+    assert row["filename"] == "valve.pdf" and row["stage"] == "ready" and row["chunks"] >= 1
+    code, out, err = await parley(pipeline.settings, "ingest", str(folder / "sub"),
+                                  "--tenant", tenant, "--json", "--wait")
+    assert code == 1 and json.loads(out)[0]["reason"] == "no_text_layer", (out, err)
+
 
 async def test_search_of_an_empty_tenant_says_so(pipeline: Pipeline) -> None:
     code, out, _ = await parley(pipeline.settings, "search", "anything", "--tenant", "nobody")
@@ -102,7 +113,7 @@ async def test_search_of_an_empty_tenant_says_so(pipeline: Pipeline) -> None:
 async def test_unreachable_redis_gives_an_actionable_error(tmp_path: Path) -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", blob_dir=tmp_path)
     code, _, err = await parley(settings, "status", cwd=tmp_path)
-    assert code == 2
+    assert code == 3  # a service cannot be reached (not a usage error: 2)
     assert "parley up" in err
 
 

@@ -1,19 +1,24 @@
-// The chat view: conversations (kept in this browser; the gateway keeps each one's history for
-// follow-up questions), streamed answers with their sources beside them, citations [n] that
-// open the cited chunk, stop (Esc), and resume of an answer after a reload or a lost
-// connection (the "resume" message with the turn id and the last offset seen).
+// The chat view: conversations (kept by the gateway for the signed-in user, listed from
+// GET /api/conversations on any device, opened, renamed and deleted there; this browser keeps a
+// copy for a quick start and for resuming), streamed answers with their sources beside them,
+// citations [n] that open the cited chunk, stop (Esc), resume of an answer after a reload or a
+// lost connection (the "resume" message with the turn id and the last offset seen), and a
+// rating with an optional comment under every answer (the "feedback" message).
 
 import { $, h } from "./dom.js";
+import { passageNodes } from "./passage.js";
 
-const MAX_CONVERSATIONS = 30;
+const MAX_CONVERSATIONS = 100;
 const MAX_TURNS = 40;
 const WARMING_AFTER_MS = 2500;
 const CITATION = /\[(?:source\s*)?(\d+(?:\s*[-–,]\s*\d+)*)\]/gi;
 
 export class ChatView extends EventTarget {
-  constructor(connection, tenant) {
+  constructor(connection, tenant, api = null) {
     super();
     this.conn = connection;
+    this.api = api;
+    this.pendingFeedback = new Map(); // turn id -> turn, until the server acknowledges
     this.key = `parley.chat.${tenant}`;
     this.state = load(this.key);
     this.live = null; // {conv, turn}: the turn being asked or streamed
@@ -65,6 +70,221 @@ export class ChatView extends EventTarget {
     else this.saveTimer = setTimeout(write, 250);
   }
 
+  // --- kept by the server -------------------------------------------------------------------
+  /** The conversation list from the server: the same on every device. Conversations not sent
+   * yet (no id) stay; ones the server no longer has (deleted elsewhere, expired) go. */
+  async syncList() {
+    if (!this.api) return;
+    let body;
+    try {
+      body = await this.api.get("/api/conversations");
+    } catch {
+      return; // offline: the local copy stands
+    }
+    const byId = new Map(this.state.conversations.filter((c) => c.id).map((c) => [c.id, c]));
+    const live = this.live?.conv;
+    const kept = body.conversations.map((s) => {
+      const conv = byId.get(s.id) || { key: s.id, id: s.id, turns: [] };
+      byId.delete(s.id);
+      conv.kept = true;
+      conv.title = s.title;
+      conv.updated = s.updated * 1000;
+      if (conv.updated > (conv.synced || 0)) conv.stale = true; // changed since we loaded it
+      return conv;
+    });
+    // Kept here: not sent yet (no id), streaming, or from before the server kept conversations
+    // (never listed nor loaded: its next question makes the server keep it).
+    const local = this.state.conversations.filter((c) => !c.id || c === live
+      || (!c.kept && !c.synced));
+    this.state.conversations = [...local, ...kept.filter((c) => c !== live)]
+      .slice(0, MAX_CONVERSATIONS);
+    if (!this.active) this.state.active = null;
+    this.save();
+    this.renderAll();
+    if (this.active?.stale) await this.loadConversation(this.active);
+  }
+
+  /** Fill a conversation with its transcript from the server. */
+  async loadConversation(conv) {
+    if (!this.api || !conv.id || this.live?.conv === conv) return;
+    let body;
+    try {
+      body = await this.api.get(`/api/conversations/${encodeURIComponent(conv.id)}`);
+    } catch (err) {
+      this.say(`Could not open the conversation: ${err.message}`);
+      return;
+    }
+    if (this.live?.conv === conv) return; // a question was asked meanwhile
+    conv.turns = turnsFrom(body.messages, body.ratings || {});
+    conv.title = body.title;
+    conv.updated = body.updated * 1000;
+    conv.synced = conv.updated;
+    conv.stale = false;
+    this.save();
+    if (this.active === conv) this.renderAll();
+  }
+
+  select(conv) {
+    this.state.active = conv.key;
+    this.save(true);
+    this.renderAll();
+    if (conv.stale || (conv.id && !conv.turns.length)) this.loadConversation(conv);
+  }
+
+  /** Edit the title in place: Enter saves, Escape or leaving the field cancels. */
+  startRename(conv, item) {
+    const input = h("input", { type: "text", class: "rename", maxlength: "200", value: conv.title,
+      "aria-label": `New title for ${conv.title}` });
+    let done = false;
+    const end = (save) => {
+      if (done) return;
+      done = true;
+      const title = input.value.trim();
+      if (save && title && title !== conv.title) this.rename(conv, title);
+      else this.renderConversations();
+    };
+    input.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") {
+        e.preventDefault();
+        end(true);
+      } else if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation(); // not a "stop the answer"
+        end(false);
+      }
+    });
+    input.addEventListener("blur", () => end(false));
+    item.replaceChildren(input);
+    input.focus();
+    input.select();
+  }
+
+  async rename(conv, title) {
+    if (conv.id && this.api) {
+      try {
+        const body = await this.api.send("PATCH", `/api/conversations/${encodeURIComponent(conv.id)}`,
+          { title });
+        conv.title = body.title;
+      } catch (err) {
+        this.say(`Could not rename it: ${err.message}`);
+        this.renderConversations();
+        return;
+      }
+    } else {
+      conv.title = title;
+    }
+    this.save(true);
+    this.renderConversations();
+  }
+
+  /** Two steps instead of a blocking confirm(), as for documents: the first press asks. */
+  deleteButton(conv) {
+    const label = `Delete ${conv.title}`;
+    const button = h("button", { type: "button", class: "tool quiet", title: "Delete",
+      "aria-label": label }, "\u00D7");
+    let armed = false;
+    button.addEventListener("click", () => {
+      if (armed) {
+        this.remove(conv);
+        return;
+      }
+      armed = true;
+      button.textContent = "Delete?";
+      button.classList.add("armed");
+      button.setAttribute("aria-label", `Really delete ${conv.title}? It goes on every device.`);
+      setTimeout(() => {
+        armed = false;
+        if (!button.isConnected) return;
+        button.textContent = "\u00D7";
+        button.classList.remove("armed");
+        button.setAttribute("aria-label", label);
+      }, 4000);
+    });
+    return button;
+  }
+
+  async remove(conv) {
+    if (this.live?.conv === conv) {
+      this.say("Stop the answer before deleting its conversation.");
+      return;
+    }
+    if (conv.id && this.api) {
+      try {
+        await this.api.send("DELETE", `/api/conversations/${encodeURIComponent(conv.id)}`);
+      } catch (err) {
+        if (!/no such conversation/.test(err.message)) {
+          this.say(`Could not delete it: ${err.message}`);
+          return;
+        }
+      }
+    }
+    this.state.conversations = this.state.conversations.filter((c) => c !== conv);
+    if (this.state.active === conv.key) this.state.active = null;
+    this.save(true);
+    this.renderAll();
+  }
+
+  // --- feedback ------------------------------------------------------------------------------
+  rate(turn, rating) {
+    turn.rating = rating;
+    turn.commenting = true;
+    this.sendFeedback(turn, null);
+    this.refreshTurn(turn);
+    this.nodes.get(turn)?.querySelector(".feedback input")?.focus();
+  }
+
+  sendFeedback(turn, comment) {
+    const conv = this.state.conversations.find((c) => c.turns.includes(turn));
+    const message = { type: "feedback", turn_id: turn.turn_id, rating: turn.rating };
+    if (comment) message.comment = comment;
+    if (conv?.id) message.conversation_id = conv.id;
+    if (this.conn.send(message)) this.pendingFeedback.set(turn.turn_id, turn);
+    else this.feedbackNote(turn, "Not connected: the rating was not sent.");
+    this.save();
+  }
+
+  onFeedback(event) {
+    const turn = this.pendingFeedback.get(event.turn_id);
+    if (!turn) return;
+    this.pendingFeedback.delete(event.turn_id);
+    if (event.type === "error") {
+      this.feedbackNote(turn, `The rating was not saved: ${event.message}`);
+      return;
+    }
+    turn.rating = event.rating;
+    turn.comment = event.comment || turn.comment || null;
+    this.save();
+    this.feedbackNote(turn, event.comment ? "Thanks: your comment was sent." : "Thanks for the rating.");
+  }
+
+  /** Say something under the rating buttons without re-rendering (a comment may be typed). */
+  feedbackNote(turn, text) {
+    turn.feedbackNote = text;
+    const node = this.nodes.get(turn)?.querySelector(".feedback-note");
+    if (node) node.textContent = text;
+  }
+
+  feedbackNode(turn) {
+    const button = (rating, label, symbol) => h("button", { type: "button", class: "rate",
+      "aria-pressed": turn.rating === rating ? "true" : "false", "aria-label": label, title: label,
+      onclick: () => this.rate(turn, rating) }, symbol);
+    let form = null;
+    if (turn.commenting) {
+      const input = h("input", { type: "text", maxlength: "2000", value: turn.comment || "",
+        "aria-label": "Comment on this answer (optional)",
+        placeholder: turn.rating === "down" ? "What was wrong? (optional)" : "Any comment? (optional)" });
+      form = h("form", { onsubmit: (e) => {
+        e.preventDefault();
+        turn.commenting = false;
+        this.sendFeedback(turn, input.value.trim());
+        this.refreshTurn(turn);
+      } }, input, h("button", { type: "submit" }, "Send"));
+    }
+    return h("div", { class: "feedback", role: "group", "aria-label": "Rate this answer" },
+      button("up", "Good answer", "\u{1F44D}"), button("down", "Bad answer", "\u{1F44E}"), form,
+      h("span", { class: "feedback-note", role: "status" }, turn.feedbackNote || ""));
+  }
+
   // --- user actions (bound once by main.js) ---------------------------------------------------
   startNew() {
     this.newConversation();
@@ -114,6 +334,7 @@ export class ChatView extends EventTarget {
   // --- server events -------------------------------------------------------------------------
   /** After (re)connecting: pick up an answer that was streaming when the page or link went. */
   onReady() {
+    this.syncList();
     if (!this.live) return;
     const { turn } = this.live;
     if (turn.turn_id) {
@@ -126,6 +347,11 @@ export class ChatView extends EventTarget {
   }
 
   onEvent(event) {
+    if (event.type === "feedback" || (event.type === "error" && this.pendingFeedback.has(event.turn_id)
+        && this.live?.turn.turn_id !== event.turn_id)) {
+      this.onFeedback(event);
+      return;
+    }
     const live = this.live;
     if (!live) return;
     const { conv, turn } = live;
@@ -161,7 +387,9 @@ export class ChatView extends EventTarget {
         // attributed): it replaces what was streamed.
         if (typeof event.text === "string") turn.answer = event.text;
         turn.offset = event.offset;
+        conv.synced = Date.now(); // the server recorded this answer before sending it
         this.finish(turn, "done");
+        this.syncList(); // its title and place in the list, as every device sees them
         return;
       case "cancelled":
         turn.offset = event.offset;
@@ -241,14 +469,15 @@ export class ChatView extends EventTarget {
 
   renderConversations() {
     const list = [...this.state.conversations].sort((a, b) => b.updated - a.updated);
-    $("#convo-list").replaceChildren(...list.filter((c) => c.turns.length || c.key === this.state.active)
-      .map((conv) => h("li", {},
-        h("button", { type: "button", "aria-current": conv.key === this.state.active ? "true" : "false",
-          title: conv.title, onclick: () => {
-            this.state.active = conv.key;
-            this.save(true);
-            this.renderAll();
-          } }, conv.title))));
+    $("#convo-list").replaceChildren(...list.filter((c) => c.turns.length || c.id || c.key === this.state.active)
+      .map((conv) => h("li", { dataset: { id: conv.id || "" } },
+        h("button", { type: "button", class: "open",
+          "aria-current": conv.key === this.state.active ? "true" : "false",
+          title: conv.title, onclick: () => this.select(conv) }, conv.title),
+        h("button", { type: "button", class: "tool quiet", title: "Rename",
+          "aria-label": `Rename ${conv.title}`,
+          onclick: (e) => this.startRename(conv, e.currentTarget.parentElement) }, "\u270E"),
+        this.deleteButton(conv))));
   }
 
   renderEmpty() {
@@ -306,6 +535,10 @@ export class ChatView extends EventTarget {
     if (turn.state === "pending" && !turn.answer) answer.append(h("span", { class: "note" }, "Searching your documents…"));
     if (turn.state === "streaming" && !turn.answer) answer.append(h("span", { class: "note" }, "Waiting for the model…"));
     if (turn.state === "stopped") answer.append(h("span", { class: "note" }, "Stopped."));
+    if (turn.state === "unanswered") {
+      answer.append(h("span", { class: "note" }, "No answer was kept for this question (it was stopped, failed, or is still being answered elsewhere)."));
+    }
+    if (turn.state === "done" && turn.turn_id) answer.append(this.feedbackNode(turn));
     if (turn.state === "error" && turn.error) {
       const e = turn.error;
       const parts = [e.message, e.hint].filter(Boolean).join(" — ");
@@ -332,7 +565,7 @@ export class ChatView extends EventTarget {
     if (where(source)) bits.push(where(source));
     if (typeof source.score === "number") bits.push(`relevance ${source.score.toFixed(2)}`);
     $("#source-meta").textContent = bits.join(" · ");
-    $("#source-text").textContent = source.text || source.snippet || "";
+    $("#source-text").replaceChildren(...passageNodes(source.text || source.snippet || ""));
     $("#source-dialog").showModal();
   }
 }
@@ -398,6 +631,25 @@ function expand(spec) {
     else numbers.push(a);
   }
   return numbers;
+}
+
+/** Turns from a kept transcript (GET /api/conversations/{id}). */
+function turnsFrom(messages, ratings) {
+  const turns = [];
+  const byId = new Map();
+  for (const m of messages) {
+    if (m.role === "user") {
+      const turn = { question: m.content, answer: "", sources: [], citations: [], state: "unanswered",
+        turn_id: m.turn_id, offset: "0-0", asked: (m.at || 0) * 1000, rating: ratings[m.turn_id] || null };
+      turns.push(turn);
+      byId.set(m.turn_id, turn);
+    } else if (m.role === "assistant" && byId.has(m.turn_id)) {
+      Object.assign(byId.get(m.turn_id), { answer: m.content, sources: m.sources || [],
+        citations: m.citations || [], model: m.model || null,
+        unsupported: m.unsupported_numbers || [], state: "done" });
+    }
+  }
+  return turns.slice(-MAX_TURNS);
 }
 
 function load(key) {

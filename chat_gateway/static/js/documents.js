@@ -26,15 +26,28 @@ const REASONS = {
   extractor_crashed: "The reader crashed on this file.",
   gave_up: "Processing failed repeatedly.",
 };
-// The gateway takes 2 uploads of a tenant at once (PARLEY_MAX_TENANT_CONCURRENT_UPLOADS): a third
-// would be refused (429) whenever the first two are still in flight.
+// Failures that trying the same file again cannot fix: the file itself has to change. Retry is
+// offered for the others (a time-out, a crash of the reader, a stuck or given-up run).
+const PERMANENT = new Set(["encrypted", "unsupported_type", "malformed", "too_large",
+  "too_many_pages", "empty", "no_text_layer", "garbled_text"]);
+// The gateway takes 2 uploads of a tenant at once (PARLEY_MAX_TENANT_CONCURRENT_UPLOADS) unless
+// it says otherwise: a third would be refused (429) while the first two are in flight.
 const PARALLEL_UPLOADS = 2;
 const TERMINAL = new Set(["ready", "failed", "deleted"]);
 
+/** Whether "Retry" can help a failed document (its reason is not about the file itself). */
+export function retryable(doc) {
+  return doc.stage === "failed" && !PERMANENT.has(doc.reason);
+}
+
 export class DocumentsView extends EventTarget {
-  constructor(api) {
+  constructor(api, tenant = "") {
     super();
     this.api = api;
+    // Failures the user has seen in this view (document id -> updated_at), kept per tenant:
+    // the badge counts only failures that still need a look.
+    this.seenKey = `parley.seen-failures.${tenant}`;
+    this.seen = loadSeen(this.seenKey);
     this.docs = new Map(); // document_id -> status record
     this.limit = 100 * 1024 * 1024;
     this.waiting = [];
@@ -48,6 +61,7 @@ export class DocumentsView extends EventTarget {
     const asked = Date.now() / 1000;
     const body = await this.api.get("/api/documents");
     this.limit = body.limits.max_upload_bytes;
+    this.parallel = body.limits.concurrent_uploads || PARALLEL_UPLOADS;
     $("#limits").textContent = `PDF, Word, PowerPoint, Excel, HTML, Markdown or text, up to ${bytes(this.limit)} each.`;
     const seen = new Set();
     for (const doc of body.documents) {
@@ -75,14 +89,35 @@ export class DocumentsView extends EventTarget {
     this.docs.set(doc.document_id, doc);
   }
 
+  /** total, ready, busy (in progress), failed, and attention: failures not yet seen here. */
   get counts() {
     let ready = 0;
     let busy = 0;
+    let failed = 0;
+    let attention = 0;
     for (const doc of this.docs.values()) {
       if (doc.stage === "ready") ready += 1;
-      else if (!TERMINAL.has(doc.stage)) busy += 1;
+      else if (doc.stage === "failed") {
+        failed += 1;
+        if (this.seen[doc.document_id] !== doc.updated_at) attention += 1;
+      } else if (!TERMINAL.has(doc.stage)) busy += 1;
     }
-    return { total: this.docs.size, ready, busy };
+    return { total: this.docs.size, ready, busy, failed, attention };
+  }
+
+  /** The user is looking at the list: its failures no longer need attention. */
+  acknowledge() {
+    const seen = {};
+    for (const doc of this.docs.values()) {
+      if (doc.stage === "failed") seen[doc.document_id] = doc.updated_at;
+    }
+    this.seen = seen;
+    try {
+      localStorage.setItem(this.seenKey, JSON.stringify(seen));
+    } catch {
+      // storage full or disabled: the badge counts them again after a reload
+    }
+    this.dispatchEvent(new CustomEvent("change", { detail: this.counts }));
   }
 
   render() {
@@ -113,8 +148,9 @@ export class DocumentsView extends EventTarget {
     }
     if (doc.message && stage !== "failed") meta.push(h("span", {}, doc.message));
     const actions = h("div", { class: "actions" });
-    if (stage === "failed") {
-      actions.append(h("button", { type: "button", onclick: () => this.retry(doc) }, "Retry"));
+    if (retryable(doc)) {
+      actions.append(h("button", { type: "button", onclick: () => this.retry(doc),
+        "aria-label": `Retry ${doc.filename}` }, "Retry"));
     }
     actions.append(this.deleteButton(doc));
     return h("li", { class: "document", dataset: { id: doc.document_id, stage } },
@@ -197,7 +233,7 @@ export class DocumentsView extends EventTarget {
   }
 
   pump() {
-    while (this.running < PARALLEL_UPLOADS && this.waiting.length) {
+    while (this.running < (this.parallel || PARALLEL_UPLOADS) && this.waiting.length) {
       const item = this.waiting.shift();
       this.running += 1;
       this.uploadOne(item).finally(() => {
@@ -240,6 +276,15 @@ export class DocumentsView extends EventTarget {
     } catch (err) {
       say("rejected", err.message);
     }
+  }
+}
+
+function loadSeen(key) {
+  try {
+    const seen = JSON.parse(localStorage.getItem(key) || "{}");
+    return seen && typeof seen === "object" ? seen : {};
+  } catch {
+    return {};
   }
 }
 

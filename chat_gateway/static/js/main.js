@@ -42,6 +42,7 @@ function show(view) {
 
 function go(view) {
   show(view);
+  if (view === "docs") app.docs?.acknowledge();
   if (view === "chat") {
     app.chat?.scrollToEnd();
     $("#question").focus();
@@ -93,14 +94,22 @@ async function onReady(token, { tenant, reconnected }) {
   if (!app.chat) {
     if (typeof token === "string") localStorage.setItem(TOKEN_KEY, token);
     app.api = new Api(token, () => signOut("Your sign-in expired: sign in again."));
-    app.docs = new DocumentsView(app.api);
+    app.docs = new DocumentsView(app.api, tenant);
     app.docs.addEventListener("change", (e) => {
-      const { total, busy } = e.detail;
-      $("#docs-badge").textContent = busy ? `${busy} in progress` : total ? String(total) : "";
+      const { busy, attention } = e.detail;
+      // What needs the user: work in progress, or failures not yet seen in the list.
+      if (attention && !$("#view-docs").hidden) {
+        app.docs.acknowledge(); // seen as it happens
+        return;
+      }
+      const badge = $("#docs-badge");
+      badge.textContent = busy ? `${busy} in progress` : attention ? `${attention} failed` : "";
+      badge.dataset.kind = !busy && attention ? "bad" : "";
+      badge.title = !busy && attention ? "documents that failed since you last looked" : "";
       app.chat?.setCounts(e.detail);
     });
     app.docs.addEventListener("notice", (e) => banner(e.detail, "warn", 6000));
-    app.chat = new ChatView(app.conn, tenant);
+    app.chat = new ChatView(app.conn, tenant, app.api);
     app.chat.addEventListener("want-documents", () => go("docs"));
     app.chat.addEventListener("resumed", () => banner("Reconnected: the answer resumed.", "ok", 3000));
     const who = app.entra?.account?.username;

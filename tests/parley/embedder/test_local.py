@@ -1,5 +1,5 @@
-"""The local ONNX embedder against the model's own fp32 pipeline (sentence-transformers), plus its
-pure parts: pooling, batching plan, tokenizer counts."""
+"""The local ONNX embedder against the model's own fp32 pipeline (sentence-transformers), in each
+of its graphs, plus its pure parts: pooling, batching plan, tokenizer counts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import pytest
 
 from parley.embedder import Embedder
 from parley.embedder.local import (
+    FP32_MODEL_ID,
     MAX_SEQUENCE,
+    MODEL_ID,
+    Graph,
     LocalEmbedder,
     LocalEmbedderConfig,
     MiniLMTokenizer,
@@ -36,12 +39,37 @@ def cosine(a: list[float], b: list[float]) -> float:
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
 
 
-async def test_vectors_match_the_fp32_reference(embedder: LocalEmbedder) -> None:
+@pytest.mark.parametrize(
+    ("graph", "least"), [("int8", 0.99), ("fp32", 0.999), ("packaged", 0.999)]
+)
+async def test_vectors_match_the_fp32_reference(graph: Graph, least: float) -> None:
     reference = json.loads(REFERENCE.read_text(encoding="utf-8"))
     texts = [item["text"] for item in reference["items"]]
-    vectors = await embedder.embed(texts)
+    local = LocalEmbedder(LocalEmbedderConfig(threads=1, batch_size=3, graph=graph))
+    try:
+        vectors = await local.embed(texts)
+    finally:
+        await local.close()
     for item, vector in zip(reference["items"], vectors, strict=True):
-        assert cosine(vector, item["vector"]) >= 0.98, item["text"][:40]
+        assert cosine(vector, item["vector"]) >= least, item["text"][:40]
+    assert local.model_id == (MODEL_ID if graph == "int8" else FP32_MODEL_ID)
+
+
+async def test_the_fused_fp32_graph_computes_what_the_packaged_file_does() -> None:
+    texts = ["Net sales rose 8% in the third quarter.", "word " * 300, "Short.", "東京"]
+    fused = LocalEmbedder(LocalEmbedderConfig(threads=1, graph="fp32"))
+    packaged = LocalEmbedder(LocalEmbedderConfig(threads=1, graph="packaged"))
+    try:
+        a, b = fused.embed_sync(texts), packaged.embed_sync(texts)
+    finally:
+        await fused.close()
+        await packaged.close()
+    assert (a * b).sum(axis=1).min() > 0.99999
+
+
+def test_an_unknown_graph_is_refused() -> None:
+    with pytest.raises(ValueError, match="graph"):
+        LocalEmbedder(LocalEmbedderConfig(graph="fp16"))  # type: ignore[arg-type]
 
 
 async def test_a_paraphrase_is_closer_than_an_unrelated_sentence(embedder: LocalEmbedder) -> None:
@@ -55,21 +83,25 @@ async def test_a_paraphrase_is_closer_than_an_unrelated_sentence(embedder: Local
     assert cosine(query, paraphrase) > cosine(query, unrelated) + 0.3
 
 
-async def test_batching_and_padding_do_not_change_the_vectors(embedder: LocalEmbedder) -> None:
+@pytest.mark.parametrize(("graph", "least"), [("fp32", 0.9999), ("int8", 0.995)])
+async def test_batching_and_padding_do_not_change_the_vectors(graph: Graph, least: float) -> None:
+    # The int8 graph quantizes activations with one scale per mini-batch, so a text's vector
+    # depends a little on its batch mates; the fp32 graphs do not.
     texts = ["short", "a somewhat longer sentence about taxes", "x " * 300, "mid length text here"]
-    together = await embedder.embed(texts)
-    alone = [(await embedder.embed([text]))[0] for text in texts]
+    local = LocalEmbedder(LocalEmbedderConfig(threads=1, batch_size=3, graph=graph))
+    try:
+        together = await local.embed(texts)
+        alone = [(await local.embed([text]))[0] for text in texts]
+    finally:
+        await local.close()
     for a, b in zip(together, alone, strict=True):
-        assert cosine(a, b) > 0.9999
+        assert cosine(a, b) > least
 
 
 async def test_it_satisfies_the_protocol(embedder: LocalEmbedder) -> None:
     assert isinstance(embedder, Embedder)
-    assert (embedder.model_id, embedder.dimensions, embedder.max_tokens) == (
-        "all-MiniLM-L6-v2-int8",
-        384,
-        254,
-    )
+    assert (embedder.model_id, embedder.dimensions, embedder.max_tokens) == (MODEL_ID, 384, 254)
+    assert MODEL_ID != FP32_MODEL_ID  # int8 vectors differ: their own collections
 
 
 async def test_a_closed_embedder_refuses_work() -> None:

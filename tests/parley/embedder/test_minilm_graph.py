@@ -1,0 +1,67 @@
+"""The fused graph builder: it reads every weight of the packaged export, quantizes what it says
+it quantizes, and refuses an export it does not know."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from parley.embedder.local import default_model_path
+from parley.embedder.minilm_graph import (
+    HIDDEN,
+    LAYERS,
+    Weights,
+    fused_model,
+    packaged_weights,
+    quantize_columns,
+    required_names,
+)
+
+
+@pytest.fixture(scope="module")
+def weights() -> Weights:
+    return packaged_weights(default_model_path().read_bytes())
+
+
+def test_every_weight_of_the_network_is_read_with_its_shape(weights: Weights) -> None:
+    assert set(required_names()) <= set(weights)
+    shapes = {name: value.shape for name, value in weights.items()}
+    assert shapes["embeddings.word_embeddings.weight"] == (30522, HIDDEN)
+    assert shapes["encoder.layer.0.attention.self.query.weight"] == (HIDDEN, HIDDEN)
+    assert shapes["encoder.layer.5.intermediate.dense.weight"] == (HIDDEN, 4 * HIDDEN)
+    assert shapes["encoder.layer.5.output.dense.weight"] == (4 * HIDDEN, HIDDEN)
+
+
+def test_the_int8_graph_quantizes_the_attention_products_only(
+    weights: Weights,
+) -> None:
+    int8 = onnx.load_from_string(fused_model(weights, int8=True))
+    fp32 = onnx.load_from_string(fused_model(weights, int8=False))
+    ops = [node.op_type for node in int8.graph.node]
+    assert ops.count("QAttention") == LAYERS
+    assert ops.count("DynamicQuantizeMatMul") == LAYERS  # the attention output projection
+    assert ops.count("MatMul") == 2 * LAYERS  # the feed-forward projections stay fp32
+    assert ops.count("SkipLayerNormalization") == 2 * LAYERS
+    fp32_ops = [node.op_type for node in fp32.graph.node]
+    assert fp32_ops.count("Attention") == LAYERS and "DynamicQuantizeMatMul" not in fp32_ops
+    assert [i.name for i in int8.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in int8.graph.output] == ["last_hidden_state"]
+
+
+def test_column_quantization_keeps_each_column_within_half_a_step() -> None:
+    rng = np.random.default_rng(3)
+    weight = rng.normal(size=(64, 8)).astype(np.float32)
+    weight[:, 3] *= 100  # one wide column must not coarsen the others
+    weight[:, 5] = 0  # an all-zero column gets a usable scale
+    q, scale = quantize_columns(weight)
+    assert q.dtype == np.int8 and scale.shape == (8,) and np.all(scale > 0)
+    error = np.abs(q * scale - weight)
+    assert np.all(error <= scale / 2 + 1e-6)
+    assert np.abs(q).max() == 127
+
+
+def test_an_unknown_export_is_refused(weights: Weights) -> None:
+    fused = fused_model(weights, int8=False)  # our own graph names no ``inner.`` weights
+    with pytest.raises(ValueError, match="lacks"):
+        packaged_weights(fused)
