@@ -39,6 +39,8 @@ def test_citations_resolve_in_order_of_use_and_drop_unknown_numbers() -> None:
     assert cited[0] == {
         "n": 3, "chunk_id": "c3", "document_id": "d3", "document": "doc3.pdf", "page": 3,
         "snippet": "snippet 3", "score": 0.5, "context": "",
+        # where in the document (slide, sheet, heading, OCR: chat_gateway.citations)
+        "heading": None, "location": None, "ocr": False,
     }
     assert "text" not in cited[1]
 
