@@ -1,7 +1,7 @@
 """Answer quality, measured at the answer: Parley's extractive and generative answers side by side
 with the seed's approach, on questions with a reference and on questions no document answers.
 
-    python -m bench answers [--generative N] [--max-tokens M]
+    python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE]
 
 Question sets:
 
@@ -11,6 +11,10 @@ Question sets:
 - ``synthetic``: generated quarterly reports of three fictional companies over three quarters in
   one layout (tests/fixtures/quarterlies.py), rendered to PDF; one question of each kind per
   report, plus ``synthetic-none``: ten questions no report answers.
+
+With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
+are answered again, extractively, over the sources their answer was given: graded where a
+``reference`` was filled in, counted for citations and unsupported figures everywhere.
 
 Pipelines (all with the same embedder; retrieval exactly as ``bench retrieval`` ranks, top 5):
 
@@ -47,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import re
 import statistics
 import sys
@@ -87,6 +92,7 @@ class Item:
     figures: tuple[str, ...] = ()  # normalised key figures, all needed
     phrases: tuple[str, ...] = ()  # or phrases, all needed
     answerable: bool = True
+    graded: bool = True  # counted in "correct" (a feedback line without a reference is not)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,26 @@ def synthetic_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
         items.append(Item(q.question, figures=tuple(figure(e) for e in q.expected))
                      if is_figure else Item(q.question, phrases=q.expected))
     return pdfs, items, [Item(q.question, answerable=False) for q in unanswerable()]
+
+
+def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
+    """The evaluation set ``parley feedback export --json`` writes (docs/chat-protocol.md,
+    Feedback): each question is answered again over the sources its rated answer was given.
+    A line whose ``reference`` was filled in is graded by that reference's key figures; the
+    others count for citations and unsupported figures only."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        reference = row.get("reference") or ""
+        figures = key_figures(reference) if reference else ()
+        item = Item(str(row["question"]), figures=figures, graded=bool(figures))
+        chunks = [Chunk(str(s.get("document") or s.get("document_id") or "?"),
+                        str(s.get("text") or ""), "")
+                  for s in row.get("sources") or [] if s.get("text")]
+        out.append((item, chunks))
+    return out
 
 
 # --- retrieval ------------------------------------------------------------------------------
@@ -224,11 +250,16 @@ async def timed(pieces: AsyncIterator[str], started: float) -> tuple[str, float,
     return "".join(parts), (first or end) - started, end - started
 
 
-async def extractive_answer(question: str, index: Index, embedder: object) -> Outcome:
+async def extractive_answer(
+    question: str, index: Index | list[Chunk], embedder: object
+) -> Outcome:
+    """The extractive answer over ``index``'s top chunks, or over given chunks (a feedback line's
+    sources, as the user's answer was given them)."""
     from inference_worker import extractive, grounding
 
     started = time.perf_counter()
-    sources = as_sources(await index.top(question, embedder))
+    chunks = index if isinstance(index, list) else await index.top(question, embedder)
+    sources = as_sources(chunks)
     answer = extractive.answer(question, extractive.numbered(sources))  # type: ignore[arg-type]
 
     async def pieces() -> AsyncIterator[str]:
@@ -306,7 +337,7 @@ def correct(item: Item, text: str) -> bool:
 
 
 def summary(row: Row) -> list[object]:
-    answerable = [(i, o) for i, o in row.outcomes if i.answerable]
+    answerable = [(i, o) for i, o in row.outcomes if i.answerable and i.graded]
     none = [(i, o) for i, o in row.outcomes if not i.answerable]
     n = len(row.outcomes)
 
@@ -326,7 +357,9 @@ def summary(row: Row) -> list[object]:
     ]
 
 
-async def run(generative: int, max_tokens: int, show: Callable[[str], None]) -> str:
+async def run(
+    generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None
+) -> str:
     from inference_worker.local import LocalChatModel
     from parley.embedder.local import LocalEmbedder
     from parley.errors import ParleyError
@@ -348,6 +381,13 @@ async def run(generative: int, max_tokens: int, show: Callable[[str], None]) -> 
         model = None
     rows: list[Row] = []
     try:
+        if feedback is not None:
+            row = Row("extractive", f"feedback ({feedback.name})")
+            for item, chunks in feedback_set(feedback):
+                row.outcomes.append((item, await extractive_answer(item.question, chunks,
+                                                                   embedder)))
+            rows.append(row)
+            show("feedback: extractive done")
         for name, (pdfs, items, none) in sets:
             parley = await Index.of_parley(pdfs)
             seed = await Index.of_seed(pdfs)
@@ -391,9 +431,11 @@ def main(argv: Sequence[str] = ()) -> str:
     parser.add_argument("--generative", type=int, default=4,
                         help="questions per set answered by the model rows (default 4)")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--feedback", type=Path, default=None,
+                        help="also answer the questions of a `parley feedback export --json` file")
     args = parser.parse_args(list(argv))
     return asyncio.run(run(args.generative, args.max_tokens,
-                           lambda s: print(s, file=sys.stderr, flush=True)))
+                           lambda s: print(s, file=sys.stderr, flush=True), args.feedback))
 
 
 if __name__ == "__main__":

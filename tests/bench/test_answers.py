@@ -1,0 +1,38 @@
+"""``bench answers --feedback``: the evaluation set ``parley feedback export --json`` writes is
+read back and answered over the sources each rated answer was given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.answers import Row, correct, extractive_answer, feedback_set, summary
+
+
+async def test_a_feedback_export_is_an_evaluation_set(tmp_path: Path) -> None:
+    source = {"n": 1, "document": "q3.pdf", "document_id": "d1", "page": 4,
+              "text": "Total net sales were $81,797 million for the quarter ended July 1, 2023."}
+    lines = [
+        {"question": "What were total net sales for the quarter ended July 1, 2023?",
+         "answer": "Net sales were $81,797 million [1].", "reference": "$81,797 million",
+         "sources": [source], "rating": "up", "comment": None, "model": "m", "turn_id": "t1"},
+        {"question": "What were total net sales?", "answer": "I do not know.",
+         "reference": None, "sources": [source], "rating": "down", "comment": "wrong",
+         "model": "m", "turn_id": "t2"},
+    ]
+    path = tmp_path / "feedback.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+    items = feedback_set(path)
+    assert [i.graded for i, _ in items] == [True, False]  # only a filled-in reference grades
+    assert items[0][0].figures == ("81797",)
+    assert [c.document for c in items[0][1]] == ["q3.pdf"]
+
+    row = Row("extractive", "feedback")
+    for item, chunks in items:
+        row.outcomes.append((item, await extractive_answer(item.question, chunks, object())))
+    first = row.outcomes[0][1]
+    assert correct(items[0][0], first.text) and first.cited and "[1]" in first.text
+    cells = summary(row)
+    assert cells[2] == "1.00 (1/1)"  # correct: graded lines only
+    assert cells[3] == "1.00 (2/2)"  # cited: every line
