@@ -50,10 +50,6 @@ async def embedder(
     await adapter.close()
 
 
-def close_to(a: list[float], b: list[float]) -> bool:
-    return float(np.dot(a, b)) > 0.9999
-
-
 async def test_it_is_an_embedder(embedder: Embedder) -> None:
     assert isinstance(embedder, Embedder)
     assert isinstance(embedder.tokenizer, Tokenizer)
@@ -65,7 +61,13 @@ async def test_order_is_preserved(embedder: Embedder) -> None:
     texts = [f"{'long ' * (i * 7 % 23)}item {i}" for i in range(20)]
     together = await embedder.embed(texts)
     alone = [(await embedder.embed([text]))[0] for text in texts[::5]]
-    assert all(close_to(a, b) for a, b in zip(together[::5], alone, strict=True))
+    # Each text embedded alone is nearest to its own place in the batch. Nearly the same vector,
+    # not the very same: the local int8 graph's products vary slightly with a text's batch mates
+    # (cosine >= 0.995, ARCHITECTURE.md), while neighbours in this list stay below 0.95.
+    for place, vector in zip(range(0, len(texts), 5), alone, strict=True):
+        similarities = np.asarray(together) @ np.asarray(vector)
+        assert int(np.argmax(similarities)) == place
+        assert similarities[place] > 0.995
     assert len({tuple(np.round(v, 4)) for v in together}) == len(texts)
 
 
