@@ -26,6 +26,7 @@ import kubernetes_validate
 import yaml
 
 from parley.settings import BrokerBackend, QueueSettings, Settings
+from tests.deploy.netpol import selector_matches as matches
 
 Doc = dict[str, Any]
 
@@ -188,24 +189,6 @@ def runs_parley(doc: Doc) -> bool:
         or cmd[:3] == ["python", "-m", "maintenance_worker"]
         for cmd in commands
     )
-
-
-def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """A LabelSelector (matchLabels + matchExpressions) against a label set."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and labels.get(key) in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
 
 
 def pod_label_sets(docs: list[Doc]) -> list[dict[str, str]]:

@@ -27,7 +27,15 @@ from .connections import (
     service_of,
 )
 from .kustomize import Doc
-from .netpol import External, Peer, Pod, egress_allowed, ingress_allowed, policy_ports
+from .netpol import (
+    External,
+    Peer,
+    Pod,
+    egress_allowed,
+    ingress_allowed,
+    policy_ports,
+    selector_matches,
+)
 
 COMPONENT = "app.kubernetes.io/component"
 KAITO_LABEL = "kaito.sh/workspace"
@@ -134,7 +142,7 @@ def _service_targets(c: Cluster, url: str, client_ns: str) -> tuple[list[Pod], i
     if entry is None:
         return None
     selector = {"matchLabels": service["spec"].get("selector") or {}}
-    pods = [p for p in c.pods if p.namespace == namespace and checks.matches(selector, p.labels)]
+    pods = [p for p in c.pods if p.namespace == namespace and selector_matches(selector, p.labels)]
     target = entry.get("targetPort", port)
     if isinstance(target, str):
         numbers = {p.ports[target][0] for p in pods if target in p.ports}
