@@ -70,6 +70,11 @@ def origin_allowed(origin: str, host: str | None, allowed: str) -> bool:
 
 
 class Session:
+    # Thousands are idle at once: no per-instance __dict__ (see chat_gateway/websocket.py for
+    # the rest of what an idle connection holds).
+    __slots__ = ("s", "scope", "_receive", "_send", "principal", "closed", "turn_id",
+                 "_turn_task", "_pushes", "_expiry")
+
     def __init__(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         self.s = services
         self.scope = scope
@@ -79,7 +84,7 @@ class Session:
         self.closed = False
         self.turn_id: str | None = None
         self._turn_task: asyncio.Task[None] | None = None
-        self._pushes: set[asyncio.Task[None]] = set()
+        self._pushes: set[asyncio.Task[None]] | None = None  # made at the first push
         self._expiry: asyncio.Task[None] | None = None
 
     # transport ----------------------------------------------------------------------------------
@@ -106,6 +111,8 @@ class Session:
         if self.closed:
             return
         task = asyncio.create_task(self.send_event(event))
+        if self._pushes is None:
+            self._pushes = set()
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
@@ -137,9 +144,9 @@ class Session:
                 return
         await self._send({"type": "websocket.accept"})
         code = 1006
-        unsubscribe = None
+        subscribed = False
         metrics.WS_SESSIONS.inc()
-        unregister = self.s.drain.register(self.going_away)
+        self.s.drain.register(self.going_away)
         try:
             if self.s.drain.draining:  # accepted while the drain began: nothing to keep
                 await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
@@ -149,15 +156,17 @@ class Session:
             assert self.principal is not None
             await self.send_event({"type": "ready", "tenant": self.principal.tenant})
             self._watch_expiry()
-            unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
+            self.s.hub.subscribe(self.principal.tenant, self.push)
+            subscribed = True
             code = await self._loop()
         finally:
-            unregister()
+            self.s.drain.unregister(self.going_away)
             if self._expiry is not None:
                 self._expiry.cancel()
             metrics.WS_SESSIONS.dec()
-            if unsubscribe is not None:
-                unsubscribe()
+            if subscribed:
+                assert self.principal is not None
+                self.s.hub.unsubscribe(self.principal.tenant, self.push)
             self.closed = True
             await self._detach(code)
 

@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # values to tenants ("<group-id>:<tenant>,..."); without a map the value is the tenant.
     entra_tenant_claim: str = "tid"
     entra_tenant_map: str = ""
+    # permessage-deflate on the websocket (PARLEY_WS_COMPRESSION). Off: measured, it costs ~3x
+    # the memory of an idle session (bench/sessions.py) and CPU per frame, for small JSON frames.
+    ws_compression: bool = False
     max_upload_bytes: int = 100 * 1024 * 1024
     # Browser pages of other origins allowed to open a websocket session, comma-separated
     # ("https://portal.example.com"); the gateway's own origin is always allowed, and clients
