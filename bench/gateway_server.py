@@ -68,7 +68,7 @@ class Inert:
 def raise_fd_limit(want: int = 0) -> int:
     """Raise the soft open-file limit to the hard one, and the hard one to ``want`` where this
     process may (root, CAP_SYS_RESOURCE); returns the limit in effect."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if want > hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))

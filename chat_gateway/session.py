@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -72,8 +73,18 @@ def origin_allowed(origin: str, host: str | None, allowed: str) -> bool:
 class Session:
     # Thousands are idle at once: no per-instance __dict__ (see chat_gateway/websocket.py for
     # the rest of what an idle connection holds).
-    __slots__ = ("s", "scope", "_receive", "_send", "principal", "closed", "turn_id",
-                 "_turn_task", "_pushes", "_expiry")
+    __slots__ = (
+        "_expiry",
+        "_pushes",
+        "_receive",
+        "_send",
+        "_turn_task",
+        "closed",
+        "principal",
+        "s",
+        "scope",
+        "turn_id",
+    )
 
     def __init__(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         self.s = services
@@ -85,7 +96,9 @@ class Session:
         self.turn_id: str | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._pushes: set[asyncio.Task[None]] | None = None  # made at the first push
-        self._expiry: asyncio.Task[None] | None = None
+        # A timer, not a sleeping task: an idle session of an expiring (Entra ID) token would
+        # otherwise keep a second task and its frames for its whole life.
+        self._expiry: asyncio.TimerHandle | None = None
 
     # transport ----------------------------------------------------------------------------------
     async def send_text(self, text: str) -> None:
@@ -110,7 +123,10 @@ class Session:
         """Queue an event from another task (document progress) without blocking it."""
         if self.closed:
             return
-        task = asyncio.create_task(self.send_event(event))
+        self._background(self.send_event(event))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         if self._pushes is None:
             self._pushes = set()
         self._pushes.add(task)
@@ -298,10 +314,15 @@ class Session:
             self._expiry = None
         expires_at = self.principal.expires_at if self.principal is not None else None
         if expires_at is not None:
-            self._expiry = asyncio.create_task(self._expire(expires_at))
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, expires_at - time.time()), self._expired)
 
-    async def _expire(self, expires_at: float) -> None:
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+    def _expired(self) -> None:
+        self._expiry = None
+        if not self.closed:
+            self._background(self._end_expired())
+
+    async def _end_expired(self) -> None:
         log.info("ws_token_expired")
         await self.send_event(protocol.error(
             ErrorCode.TOKEN_EXPIRED, "the session's token expired",

@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+Event = Any  # an ASGI event (uvicorn types them in a private module)
 
 
 class Inbox:
@@ -33,10 +34,10 @@ class Inbox:
     consumers, the subset of ``asyncio.Queue`` that uvicorn's protocol uses (``put_nowait``,
     ``get``, ``empty``), holding nothing but a list while nobody waits."""
 
-    __slots__ = ("_items", "_getters")
+    __slots__ = ("_getters", "_items")
 
     def __init__(self) -> None:
-        self._items: list[ASGIReceiveEvent] = []
+        self._items: list[Event] = []
         self._getters: list[asyncio.Future[None]] | None = None
 
     def empty(self) -> bool:
@@ -45,11 +46,11 @@ class Inbox:
     def qsize(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+    def put_nowait(self, item: Event) -> None:
         self._items.append(item)
         self._wake_one()
 
-    async def get(self) -> ASGIReceiveEvent:
+    async def get(self) -> Event:
         while not self._items:
             if self._getters is None:
                 self._getters = []
@@ -130,7 +131,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue: Any = Inbox()
         self.writable: Any = Gate()
 
-    async def send(self, message: ASGISendEvent) -> None:
+    async def send(self, message: Event) -> None:
         accepting = not self.handshake_complete and message["type"] == "websocket.accept"
         await super().send(message)
         if accepting and self.handshake_complete:
