@@ -44,7 +44,7 @@ async def test_inbox_gives_each_waiting_getter_its_own_item() -> None:
     for code in (1, 2, 3):
         inbox.put_nowait({"type": "websocket.disconnect", "code": code})
     got = await asyncio.gather(*getters)
-    assert sorted(int(m["code"]) for m in got) == [1, 2, 3]  # type: ignore[typeddict-item]
+    assert sorted(int(m["code"]) for m in got) == [1, 2, 3]
 
 
 async def test_inbox_loses_no_item_when_a_woken_getter_is_cancelled() -> None:
