@@ -89,7 +89,8 @@ async def serve_raw(port: int) -> None:
         await ws.send('{"type":"ready"}')
         await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20,
+    # open_timeout: a loaded machine takes more than the default 10 s to answer 20k handshakes.
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20, open_timeout=120,
                      backlog=4096):
         print("READY", flush=True)
         await asyncio.Future()
