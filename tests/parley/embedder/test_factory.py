@@ -95,3 +95,16 @@ def test_build_tokenizer_counts_like_the_embedder_it_stands_for() -> None:
     azure = build_tokenizer(Settings(embedder="azure-openai", azure_openai_endpoint="https://x"))
     assert isinstance(azure, ApproxCl100kTokenizer)
     assert azure.count(text) == ApproxCl100kTokenizer().count(text)
+
+
+@pytest.mark.parametrize("spin", [False, True])
+async def test_the_spin_setting_reaches_onnxruntime(spin: bool) -> None:
+    embedder = build_embedder(Settings(embed_device="cpu", embed_threads=1, embed_spin=spin))
+    try:
+        assert isinstance(embedder, LocalEmbedder)
+        options = embedder._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == (
+            "1" if spin else "0")
+        assert len((await embedder.embed(["hello"]))[0]) == 384
+    finally:
+        await embedder.close()
