@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import os
+import re
 import resource
 import signal
 import socket
@@ -109,7 +110,7 @@ def trace_table(name: str, before: tracemalloc.Snapshot, after: tracemalloc.Snap
     lines = [f"{name}: {total / sessions / 1024:.2f} KiB/session traced; top lines:"]
     for stat in stats[:TRACE_LINES]:
         frame = stat.traceback[0]
-        where = frame.filename.split("site-packages/")[-1].split("lib/python3")[-1]
+        where = re.sub(r".*/(site-packages|lib/python3\.\d+)/", "", frame.filename)
         lines.append(f"  {stat.size_diff / sessions:7.0f} B {stat.count_diff / sessions:5.2f} obj"
                      f"  {where}:{frame.lineno}")
     return lines
