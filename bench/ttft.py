@@ -120,7 +120,9 @@ def start_upstream(first_token_ms: float, case: Case) -> Upstream:
 
 
 def start_worker(redis_url: str, prefix: str, upstream: str, concurrency: int,
-                 log: Path) -> subprocess.Popen[bytes]:
+                 log: Path, *, wrap: tuple[str, ...] = (),
+                 env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m inference_worker``, run under ``wrap`` (e.g. ``-m cProfile -o FILE``)."""
     env = {
         **os.environ,
         "PARLEY_REDIS_URL": redis_url,
@@ -129,9 +131,13 @@ def start_worker(redis_url: str, prefix: str, upstream: str, concurrency: int,
         "PARLEY_CHAT_BASE_URL": upstream,
         "PARLEY_CHAT_MODEL": "peer-model",
         "PARLEY_QUEUES__CHAT__CONCURRENCY": str(concurrency),
+        # Every answer streams from the upstream: no extractive answer, no "not in the
+        # documents" answer made without the model (the bench's sources hold no answer).
+        "PARLEY_ANSWER_NOT_FOUND_GUARD": "false",
         "PARLEY_LOG_LEVEL": "WARNING",
+        **(env_extra or {}),
     }
-    return subprocess.Popen([sys.executable, "-m", "inference_worker"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, *wrap, "-m", "inference_worker"], cwd=ROOT, env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -178,7 +184,8 @@ def through_worker(
         await writer.emit("sources", {"sources": []})
         chat = ChatTurn(turn_id=turn_id, tenant=TenantId("bench"),
                         conversation_id=ConversationId("bench"), messages=MESSAGES,
-                        max_tokens=64, enqueued_at=time.time(), deadline=time.time() + 120)
+                        max_tokens=64, enqueued_at=time.time(), deadline=time.time() + 120,
+                        answer_mode="generative")
         await broker.publish(QUEUE, dump(chat), {TURN_HEADER: turn_id})
         first = None
         async for event in tail(redis, turn_id, prefix=prefix, block=1.0):
@@ -241,14 +248,17 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
     return turn
 
 
-def start_gateway(redis_url: str, prefix: str) -> tuple[subprocess.Popen[str], str]:
-    """bench/gateway_server.py on a free port, retrieval returning three fixed chunks."""
+def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
+                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], str]:
+    """bench/gateway_server.py on a free port, retrieval returning three fixed chunks, run
+    under ``wrap`` with ``extra`` arguments."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), "--redis-url", redis_url,
-         "--prefix", prefix, "--port", str(port), "--documents", "3"],
+        [sys.executable, *wrap, str(ROOT / "bench" / "gateway_server.py"),
+         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), "--documents", "3",
+         *extra],
         cwd=ROOT, stdout=subprocess.PIPE, text=True,
     )
     assert process.stdout is not None
