@@ -14,8 +14,8 @@ inflated; the shares hold. ``worker CPU us/token`` in ``bench.ttft`` is the unpr
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import os
 import pstats
 import signal
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> None:
                 break
         for process in (gateway, worker):
             process.send_signal(signal.SIGUSR1)  # count from here
-        samples, turns = await closed_loop(turn, args.streams, args.seconds,
+        _samples, turns = await closed_loop(turn, args.streams, args.seconds,
                                            0.05 + case.tokens / case.rate)
     finally:
         await turn.close()  # type: ignore[attr-defined]
@@ -133,7 +133,8 @@ async def run(args: argparse.Namespace) -> None:
         for stage, spent in sorted(seconds.items(), key=lambda kv: -kv[1]):
             rows.append([process, stage, round(spent * 1e6 / tokens, 1),
                          f"{100 * spent / total:.0f}%"])
-        rows.append([process, "total (under cProfile, CPU time)", round(total * 1e6 / tokens, 1), "100%"])
+        rows.append([process, "total (under cProfile, CPU time)",
+                     round(total * 1e6 / tokens, 1), "100%"])
     print(render(
         f"CPU per streamed token by stage ({args.streams} streams x 30 tokens at "
         f"{args.rate:.0f}/s, {turns} turns, {tokens} tokens; under cProfile, CPU time)",

@@ -61,7 +61,7 @@ def test_every_event_round_trips_through_a_stream_entry(event: Event) -> None:
 
 def test_every_kind_has_a_contract() -> None:
     assert set(KINDS) == {"sources", "token", "final", "error", "cancelled"}
-    assert TERMINAL == {"final", "error", "cancelled"}
+    assert {"final", "error", "cancelled"} == TERMINAL
 
 
 def test_the_wire_holds_what_was_set_and_nothing_more() -> None:
