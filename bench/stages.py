@@ -40,8 +40,8 @@ from parley_cli import localstack
 PROFILED = str(Path(__file__).resolve().parent / "profiled.py")
 # (stage, substrings of a function's file or name), first match wins.
 WORKER_STAGES = [
-    ("upstream: HTTP read (httpx/httpcore/h11/anyio)",
-     ("httpx", "httpcore", "h11", "anyio", "sniffio")),
+    ("upstream: HTTP read (aiohttp or httpx/httpcore/h11)",
+     ("httpx", "httpcore", "h11", "anyio", "sniffio", "aiohttp", "yarl", "multidict")),
     ("upstream: SSE lines + JSON chunk parse (openai_backend, json, SDK)",
      ("openai_backend", "openai/", "json/", "method 'decode'", "_json.")),
     ("outbox: events + pipeline (outbox, turnevents, pydantic)",
@@ -110,8 +110,8 @@ async def run(args: argparse.Namespace) -> None:
             with contextlib.suppress(RuntimeError):
                 await turn()
                 break
-        for process in (gateway, worker):
-            process.send_signal(signal.SIGUSR1)  # count from here
+        for child in (gateway, worker):
+            child.send_signal(signal.SIGUSR1)  # count from here
         _samples, turns = await closed_loop(turn, args.streams, args.seconds,
                                            0.05 + case.tokens / case.rate)
     finally:
