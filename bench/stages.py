@@ -1,6 +1,6 @@
 """Where the CPU of a streamed answer goes, per stage, in the inference worker and the gateway.
 
-    python -m bench.stages [--streams 50] [--rate 10] [--seconds 15]
+    python -m bench.stages [--streams 50] [--rate 10] [--seconds 15] [--before CHECKOUT]
 
 ``--streams`` clients ask over websockets through a real gateway process in front of one
 inference worker process (the setup of ``python -m bench.ttft``'s ``gateway + worker`` path,
@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.table import render
 from bench.ttft import (
+    ROOT,
     case_for,
     closed_loop,
     start_gateway,
@@ -88,20 +89,17 @@ def split(profile: Path, stages: list[tuple[str, tuple[str, ...]]]) -> dict[str,
     return out
 
 
-async def run(args: argparse.Namespace) -> None:
-    load = os.getloadavg()
-    workdir = Path(tempfile.mkdtemp(prefix="stages-"))
-    server = localstack.start_redis(workdir)
-    case = case_for(args.streams, quick=True, rate=args.rate)
-    upstream = start_upstream(50.0, case)
+async def measure(args: argparse.Namespace, root: Path, gateway_args: tuple[str, ...],
+                  server_url: str, upstream_url: str, workdir: Path,
+                  tokens_per_answer: int, spread: float) -> dict[str, dict[str, float]]:
+    """CPU us/token per stage of the worker and gateway of the tree ``root``."""
     prefix = f"st{uuid.uuid4().hex[:6]}"
-    worker_prof, gateway_prof = workdir / "worker.prof", workdir / "gateway.prof"
-    worker = start_worker(server.url, prefix, upstream.base_url, args.streams + 8,
-                          workdir / "worker.log", wrap=(PROFILED, str(worker_prof)),
-                          env_extra=args.worker_env)
-    gateway, url = start_gateway(server.url, prefix,
-                                 wrap=(PROFILED, str(gateway_prof)),
-                                 extra=tuple(args.gateway_args))
+    worker_prof, gateway_prof = workdir / f"{prefix}-worker.prof", workdir / f"{prefix}-gw.prof"
+    worker = start_worker(server_url, prefix, upstream_url, args.streams + 8,
+                          workdir / f"{prefix}-worker.log", wrap=(PROFILED, str(worker_prof)),
+                          root=root)
+    gateway, url = start_gateway(server_url, prefix, wrap=(PROFILED, str(gateway_prof)),
+                                 extra=gateway_args, root=root)
     turn = through_gateway(url)
     try:
         # One turn alone first: the worker's first request imports much of the SDK, which under
@@ -112,33 +110,57 @@ async def run(args: argparse.Namespace) -> None:
                 break
         for child in (gateway, worker):
             child.send_signal(signal.SIGUSR1)  # count from here
-        _samples, turns = await closed_loop(turn, args.streams, args.seconds,
-                                           0.05 + case.tokens / case.rate)
+        _samples, turns = await closed_loop(turn, args.streams, args.seconds, spread)
     finally:
         await turn.close()  # type: ignore[attr-defined]
-        # SIGINT: uvicorn re-raises the signal it caught after its shutdown, and cProfile
+        # SIGINT: uvicorn re-raises the signal it caught after its shutdown, and the profiler
         # writes its file on the KeyboardInterrupt (a SIGTERM would kill it first).
         gateway.send_signal(signal.SIGINT)
         worker.send_signal(signal.SIGINT)
         gateway.wait(60)
         worker.wait(60)
-        upstream.stop()
-        server.stop()
-    tokens = turns * case.tokens
-    rows: list[list[object]] = []
+    tokens = turns * tokens_per_answer
+    out: dict[str, dict[str, float]] = {}
     for process, profile, stages in (("worker", worker_prof, WORKER_STAGES),
                                      ("gateway", gateway_prof, GATEWAY_STAGES)):
         seconds = split(profile, stages)
-        total = sum(seconds.values())
-        for stage, spent in sorted(seconds.items(), key=lambda kv: -kv[1]):
-            rows.append([process, stage, round(spent * 1e6 / tokens, 1),
-                         f"{100 * spent / total:.0f}%"])
-        rows.append([process, "total (under cProfile, CPU time)",
-                     round(total * 1e6 / tokens, 1), "100%"])
+        out[process] = {stage: spent * 1e6 / tokens for stage, spent in seconds.items()}
+        out[process]["total (under cProfile, CPU time)"] = sum(seconds.values()) * 1e6 / tokens
+    return out
+
+
+async def run(args: argparse.Namespace) -> None:
+    load = os.getloadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="stages-"))
+    server = localstack.start_redis(workdir)
+    case = case_for(args.streams, quick=True, rate=args.rate)
+    upstream = start_upstream(50.0, case)
+    spread = 0.05 + case.tokens / case.rate
+    trees: list[tuple[str, Path, tuple[str, ...]]] = [("this tree", ROOT, ())]
+    if args.before is not None:  # its gateway on asyncio's loop, as the bench ran it before
+        trees.insert(0, ("before", args.before, ("--loop", "asyncio")))
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for name, root, gateway_args in trees:
+            figures[name] = await measure(args, root, gateway_args, server.url,
+                                          upstream.base_url, workdir, case.tokens, spread)
+    finally:
+        upstream.stop()
+        server.stop()
+    rows: list[list[object]] = []
+    for process, stages in (("worker", WORKER_STAGES), ("gateway", GATEWAY_STAGES)):
+        for stage in [s for s, _ in stages] + [LOOP[0], "other",
+                                               "total (under cProfile, CPU time)"]:
+            cells = [round(figures[name][process].get(stage, 0.0), 1) for name, _r, _g in trees]
+            ratio = ([f"{cells[1] / cells[0]:.2f}" if cells[0] else "-"]
+                     if len(cells) == 2 else [])
+            rows.append([process, stage, *cells, *ratio])
     print(render(
-        f"CPU per streamed token by stage ({args.streams} streams x 30 tokens at "
-        f"{args.rate:.0f}/s, {turns} turns, {tokens} tokens; under cProfile, CPU time)",
-        ["process", "stage", "CPU us/token", "share"], rows,
+        f"CPU per streamed token by stage, us ({args.streams} streams x {case.tokens} tokens at "
+        f"{args.rate:.0f}/s through a gateway and one worker, both under cProfile counting CPU "
+        f"time)",
+        ["process", "stage", *(name for name, _r, _g in trees),
+         *(["after / before"] if len(trees) == 2 else [])], rows,
     ))
     print(f"load average (1 min) at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")
@@ -149,11 +171,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--gateway-args", nargs="*", default=[],
-                        help="extra arguments of bench/gateway_server.py (e.g. --loop uvloop)")
-    parser.add_argument("--worker-env", type=lambda s: dict(kv.split("=", 1)
-                                                            for kv in s.split(",") if kv),
-                        default={}, help="extra environment of the worker: K=V,K=V")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout (e.g. a worktree of main), measured first, "
+                             "side by side")
     asyncio.run(run(parser.parse_args()))
 
 

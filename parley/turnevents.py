@@ -161,7 +161,7 @@ def fields(event: Event) -> dict[str, str]:
                                               ensure_ascii=False)}
 
 
-def parse(offset: str, entry: Mapping[bytes | str, bytes | str]) -> TurnEvent:
+def parse(offset: str, entry: Mapping[Any, Any]) -> TurnEvent:
     """The event in one stream entry (the inverse of :func:`fields`). Raises
     :class:`UnknownEvent` for a kind this reader does not know and :class:`MalformedEvent`
     for anything else that is not an event, naming the entry."""

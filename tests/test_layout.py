@@ -14,8 +14,10 @@ CORE = Path(__file__).resolve().parent.parent / "parley"
 # index's generations and the period vocabulary (embed/ingest writers and the gateway), tenant
 # checks and streamed blob downloads, the heartbeat. Services cannot import one another, so these
 # can only live here. The way back under 5,500 is moving the Azure adapters (Service Bus, Blob,
-# OpenAI: ~1,130 lines) into their own package with the factories: not done yet.
-CORE_MAX_LINES = 6_300
+# OpenAI: ~1,130 lines) into their own package with the factories: not done yet. The turn
+# stream's typed events (parley/turnevents.py, issue 10 item 3: the gateway writes and reads them,
+# the worker writes them) added ~170.
+CORE_MAX_LINES = 6_450
 
 
 def test_the_core_stays_small() -> None:
