@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from backends.clients import Clients
 from parley import metrics, tracing
 from parley.broker import Message
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch, problems
@@ -24,7 +25,6 @@ from parley.embedder import Embedder
 from parley.embedder.text import context_metadata, document_text
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
-from parley.runtime.clients import Clients
 from parley.status import StatusStore
 from parley.vectors.marks import WriteMarks
 from parley.vectors.store import ChunkRecord, VectorStore

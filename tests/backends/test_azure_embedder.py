@@ -1,5 +1,5 @@
 """The Azure OpenAI embedder against a real HTTP server speaking Azure's embeddings API
-(:mod:`tests.parley.embedder.azure_fake`): results, order, throttling, batching, errors."""
+(:mod:`tests.peers.azure_openai`): results, order, throttling, batching, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from parley.embedder.azure import (
+from backends.azure_embedder import (
     ApproxCl100kTokenizer,
     AzureOpenAIEmbedder,
     backoff,
@@ -18,7 +18,7 @@ from parley.embedder.azure import (
     retry_after,
 )
 from parley.errors import ConfigError, Reject, Retry
-from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+from tests.peers.azure_openai import FakeAzureOpenAI
 
 DIMS = 32
 
