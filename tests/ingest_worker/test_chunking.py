@@ -318,3 +318,14 @@ def test_a_question_naming_a_column_and_a_row_label_finds_that_tables_row(
     ):
         best = chunks[index.search(question, everything, k=1)[0].row]
         assert "City97 |" in best.text and wanted in best.text, (question, best.text)
+
+
+@pytest.mark.parametrize("tokenizer", [Words(), WordsWithSpecials(), CharsOverFour()])
+def test_the_header_row_keeps_within_the_limit_for_any_tokenizer(tokenizer: Tokenizer) -> None:
+    header = "Office | Headcount | Open positions"
+    rows = [f"City{i} | {i * 7} | {i % 5}" for i in range(150)]
+    blocks = [B("Offices of the company.", 2, "Offices"), table(header, rows)]
+    chunks = chunk(blocks, tokenizer=tokenizer, max_tokens=48, overlap_tokens=8)
+    assert all(c.tokens == tokenizer.count(c.text) <= 48 for c in chunks)
+    assert sum(c.text.startswith(header) for c in chunks) >= len(chunks) - 2
+    assert_nothing_lost(blocks, chunks)
