@@ -17,16 +17,17 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from backends.clients import Clients
 from parley import metrics, tracing
 from parley.broker import Message
 from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch, problems
 from parley.embedder import Embedder
-from parley.embedder.text import context_metadata, document_text
+from parley.embedder.text import document_text
 from parley.errors import Reject
 from parley.ids import DocumentId, TenantId
-from parley.runtime.clients import Clients
 from parley.status import StatusStore
 from parley.vectors.marks import WriteMarks
+from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
@@ -104,21 +105,7 @@ class EmbedHandler:
                 version=batch.version,
                 text=c.text,
                 embedding=vector,
-                metadata={
-                    k: v
-                    for k, v in {
-                        "filename": batch.filename,
-                        "path": batch.path,
-                        "page": c.page,
-                        "heading": c.heading,
-                        "ordinal": c.ordinal,
-                        "tokens": c.tokens,
-                        **context_metadata(batch.context),
-                        "kind": batch.kind,
-                        "ocr": True if c.ocr else None,  # only OCR'd chunks carry the mark
-                    }.items()
-                    if v is not None
-                },
+                metadata=ChunkMeta.of(batch, c).to_metadata(),
             )
             for c, vector in zip(missing, vectors, strict=True)
         ]

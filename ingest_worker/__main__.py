@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from parley.runtime.clients import open_clients
+from backends.clients import open_clients
 from parley.runtime.consumer import Consumer
 from parley.runtime.worker import Runnable, main
 from parley.settings import Settings

@@ -28,6 +28,7 @@ from typing import IO
 
 import structlog
 
+from backends.clients import Clients
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.context import document_context, docx_properties
@@ -60,7 +61,6 @@ from parley.ids import (
     new_trace_id,
     path_tenant,
 )
-from parley.runtime.clients import Clients
 from parley.settings import Settings
 from parley.status import DocumentStatus, Stage, StatusStore
 from parley.vectors.store import VectorStore
@@ -216,7 +216,7 @@ class IngestHandler:
     def from_clients(cls, clients: Clients, *, pool: ExtractorPool | None = None) -> IngestHandler:
         """Wired as ``python -m ingest_worker`` wires it: publishes to the embed queue, sizes
         chunks with the configured embedder's tokenizer (the model itself is not loaded)."""
-        from parley.embedder.factory import build_tokenizer
+        from backends.factory import build_tokenizer
 
         settings = clients.settings
         return cls(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
+from backends.servicebus import ServiceBusBroker
 from parley.broker import Broker, DeadLetter, Message
 from parley.broker.redis import RedisBroker
-from parley.broker.servicebus import ServiceBusBroker
 from parley.runtime.consumer import Consumer
 from parley.settings import QueueSettings
 from tests.peers.servicebus import ServiceBusPeer
