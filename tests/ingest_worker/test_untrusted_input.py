@@ -18,7 +18,7 @@ import pytest
 
 from parley.broker import DeadLetter, Message
 from parley.contracts import IngestRequest, dump
-from parley.errors import ConfigError
+from parley.errors import ConfigError, Unsettled
 from parley.ids import MessageId, TenantId, document_id
 from parley.status import Stage
 from tests.fixtures import documents
@@ -135,7 +135,10 @@ async def test_a_message_given_up_on_fails_its_document(pipeline: Pipeline) -> N
     await pipeline.clients.status.update(pipeline.tenant, doc, path=path, stage=Stage.EXTRACTING)
     message = Message(queue="q", id=MessageId("1"), body=dump(IngestRequest(path=path)),
                       attempt=6)
-    await handler.given_up(message, "max_deliveries: delivered 6 times")
+    [request] = handler.parse(message)
+    await handler.on_retry_exhausted(
+        message, request, Unsettled("max_deliveries: delivered 6 times")
+    )
     status = await pipeline.clients.status.get(pipeline.tenant, doc)
     assert status is not None and status.stage == Stage.FAILED and status.reason == "gave_up"
     assert status.message is not None and "5 times" in status.message
