@@ -222,7 +222,7 @@ class Consumer:
         error = Unsettled(reason)
         try:
             items = list(self.service.parse(message)) or [None]
-        except Reject:
+        except Exception:  # malformed too: the hooks still hear of it, the dead letter follows
             items = [None]
         for item in items:
             await self._hook("on_retry_exhausted",

@@ -20,8 +20,10 @@ unless a service overrides it:
   with None when it holds none). Called before the dead letter; a failing hook is logged, and
   the message is dead-lettered all the same.
 
-dramatiq's ``after_skip_message`` / ``after_nack`` correspond to ``on_rejected`` and
-``on_retry_exhausted``; ``before_process_message`` has no counterpart: nothing needs one.
+As in dramatiq, the retry policy is the runtime's and the give-up is a hook (its Retries
+middleware's "retries exhausted" callback); dramatiq's ``after_nack`` is either of
+``on_rejected`` and ``on_retry_exhausted`` here. ``before_process_message`` has no counterpart:
+nothing needs one.
 """
 
 from __future__ import annotations
