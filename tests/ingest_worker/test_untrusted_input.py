@@ -144,6 +144,29 @@ async def test_a_message_given_up_on_fails_its_document(pipeline: Pipeline) -> N
     assert status.message is not None and "5 times" in status.message
 
 
+async def test_the_give_up_hook_fails_the_request_it_is_handed_alone(pipeline: Pipeline) -> None:
+    """An Event Grid delivery of two events whose second keeps failing: the runtime hands the
+    ingest worker's hook that request alone, and its document ends ``failed`` (``gave_up``) with
+    the error; a delete given up on for never being settled leaves its document as it is."""
+    from ingest_worker.handler import IngestHandler
+
+    handler = IngestHandler.from_clients(pipeline.clients)
+    paths = [f"{pipeline.tenant}/fine.pdf", f"{pipeline.tenant}/flaky.pdf"]
+    docs = [document_id(pipeline.tenant, path) for path in paths]
+    for path, doc in zip(paths, docs, strict=True):
+        await pipeline.clients.status.update(pipeline.tenant, doc, path=path, stage=Stage.READY)
+    body = json.dumps([json.loads(dump(IngestRequest(path=path))) for path in paths]).encode()
+    message = Message(queue="q", id=MessageId("1"), body=body, attempt=3)
+    _fine, flaky = handler.parse(message)
+    await handler.on_retry_exhausted(message, flaky, ConnectionError("blob store down"))
+    deleted = IngestRequest(path=paths[0], action="delete")
+    await handler.on_retry_exhausted(message, deleted, Unsettled("max_deliveries"))
+    first, second = [await pipeline.clients.status.get(pipeline.tenant, doc) for doc in docs]
+    assert first is not None and first.stage == Stage.READY
+    assert second is not None and second.stage == Stage.FAILED and second.reason == "gave_up"
+    assert second.message == "could not process after 3 attempts: blob store down"
+
+
 # --- 8: the extraction children fit in the pod ---------------------------------------------------
 # (imported inside the tests: the functions are new, and the tests above must run without them)
 
