@@ -455,3 +455,17 @@ async def test_a_turn_given_up_on_ends_with_worker_lost(redis: aioredis.Redis) -
     assert events[-1].data["code"] == "worker_lost"
     assert [e.kind for e in ended] == ["sources", "cancelled"]
     assert model.calls == []
+
+
+async def test_a_turn_that_failed_every_attempt_ends_with_internal(redis: aioredis.Redis) -> None:
+    """Every attempt failed before the turn could start (its stream unreadable, say): the give-up
+    hook ends the stream with ``internal``, so the client does not wait for the timeout."""
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        await TurnWriter(redis, chat.turn_id, prefix=w.prefix).emit("sources", {"sources": []})
+        message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=3)
+        await w.handler.on_retry_exhausted(message, chat, ConnectionError("redis is down"))
+        events = await w.events(chat.turn_id)
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "internal" and "3 times" in events[-1].data["message"]
