@@ -47,8 +47,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     return [
         *runners,
         Consumer(
-            clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds,
-            on_give_up=handler.given_up,
+            clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds
         ),
     ]
 
