@@ -160,7 +160,7 @@ async def check_chroma(settings: Settings) -> Check:
 
 
 async def check_blobs(settings: Settings) -> Check:
-    from parley.blobstore.factory import open_blob_store
+    from backends.factory import open_blob_store
 
     where = (f"{settings.blob_dir}" if settings.blob_backend == "local"
              else f"{settings.blob_account_url or 'connection string'}")
@@ -212,7 +212,7 @@ async def check_queue(settings: Settings, queue: QueueSettings, brokers: Any) ->
 
 
 async def check_embedder(settings: Settings) -> Check:
-    from parley.embedder.factory import build_embedder
+    from backends.factory import build_embedder
 
     try:
         embedder = build_embedder(settings)
@@ -315,8 +315,8 @@ async def check_model_switch(settings: Settings) -> Check:
     """Tenants with a collection of another embedding model whose marker does not name the
     current one are mid-switch (:mod:`chat_gateway.search`): searches see every document only when
     ``PARLEY_EMBEDDING_PREVIOUS__*`` names that model. One collection listing per tenant."""
+    from backends.factory import model_id_of, previous_settings
     from chat_gateway.search import ModelMarkers
-    from parley.embedder.factory import model_id_of, previous_settings
     from parley.status import StatusStore
     from parley.vectors.chroma import ChromaStore
 
@@ -386,7 +386,7 @@ async def _bounded(name: str, check: Awaitable[Check], timeout: float) -> Check:
 
 async def diagnose(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
     """Every check, run concurrently; configuration first, then in a fixed order."""
-    from parley.runtime.clients import Brokers
+    from backends.clients import Brokers
 
     redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     brokers = Brokers(settings, redis)
