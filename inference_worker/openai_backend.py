@@ -246,8 +246,9 @@ class CompatibleClient:
         """POST ``body``; the streaming response once its status is 200, else the error."""
         if self._session is None or self._session.closed:
             # Made here, not in __init__: a session belongs to the running event loop.
+            # trust_env: HTTP(S)_PROXY / NO_PROXY honoured, as the SDK's httpx client does.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout)
+                connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout, trust_env=True)
         response = await self._session.post(self.url, data=json.dumps(body).encode(),
                                             headers=self._headers)
         if response.status == 200:
