@@ -9,7 +9,8 @@ the server to settle, and reads the server's resident memory (VmRSS) before and 
 Variants: ``parley`` (what the gateway ships, chat_gateway/websocket.py), ``sansio`` (uvicorn's
 own websockets-sansio protocol it derives from), ``legacy`` (uvicorn's legacy websockets
 protocol), ``raw`` (a bare ``websockets.serve`` handler: the floor), ``parley-deflate``
-(``PARLEY_WS_COMPRESSION`` on).
+(``PARLEY_WS_COMPRESSION`` on), ``parley-asyncio`` (asyncio's own event loop; the others run
+on uvloop, as uvicorn does when it is installed, and the gateway depends on it).
 
 Open files: each process raises its soft RLIMIT_NOFILE to the hard limit, and the hard limit
 where it may (root); the table says what the hard limit was. ``--trace`` runs the gateway
@@ -49,7 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "legacy": ["--ws", "websockets"],
     "raw": ["--ws", "raw"],
     "parley-deflate": ["--ws", "parley", "--deflate"],
-    "parley-uvloop": ["--ws", "parley", "--loop", "uvloop"],
+    "parley-asyncio": ["--ws", "parley", "--loop", "asyncio"],
 }
 DESCRIPTION = {
     "parley": "gateway, chat_gateway.websocket (shipped)",
@@ -57,7 +58,7 @@ DESCRIPTION = {
     "legacy": "gateway, uvicorn ws=websockets (legacy API)",
     "raw": "websockets.serve, trivial handler (floor)",
     "parley-deflate": "gateway, shipped + permessage-deflate",
-    "parley-uvloop": "gateway, shipped on uvloop",
+    "parley-asyncio": "gateway, shipped on asyncio's loop",
 }
 TRACE_LINES = 12
 WARM = 50  # sessions opened before measuring (code paths, allocator arenas)
