@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -67,7 +68,7 @@ async def _receive_for(broker: RedisBroker, seconds: float) -> list[Message]:
 
 
 async def _pending_owner(client: aioredis.Redis, key: str) -> str:
-    pending = await client.xpending_range(key, GROUP, min="-", max="+", count=10)
+    pending: Any = await client.xpending_range(key, GROUP, min="-", max="+", count=10)
     assert len(pending) == 1
     return str(pending[0]["consumer"].decode())
 
