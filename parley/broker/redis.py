@@ -234,12 +234,9 @@ class RedisBroker:
             pipe.xinfo_consumers(key, GROUP)
             pipe.smembers(known)
             infos, members = await pipe.execute()
-        named = {m.decode() for m in members}
-        holding = {
-            info["name"].decode(): int(info["pending"])
-            for info in infos
-            if info["name"].decode() in named and info["name"].decode() != self.consumer
-        }
+        named = {m.decode() for m in members} - {self.consumer}
+        holding = {i["name"].decode(): int(i["pending"]) for i in infos}
+        holding = {name: n for name, n in holding.items() if name in named}
         lapsed = self._lapsed.setdefault(queue, {})
         for name in set(lapsed) - set(holding):
             del lapsed[name]
@@ -281,17 +278,14 @@ class RedisBroker:
             message_ids=list(delivered),
         )
         messages = []
-        gone = []
         for entry_id, fields in claimed:
-            if not fields:  # deleted while pending (settled by another delivery)
-                gone.append(entry_id)
+            if not fields:  # deleted while pending (Redis < 7 still returns it): settled
+                await self._redis.xack(key, GROUP, entry_id)
                 continue
             deliveries = delivered.get(entry_id, 1) + 1
             log.warning("reclaimed_from_dead_consumer", queue=queue, consumer=dead,
                         message_id=entry_id.decode(), attempt=deliveries)
             messages.append(self._message(queue, entry_id, fields, deliveries=deliveries))
-        if gone:
-            await self._redis.xack(key, GROUP, *gone)
         return messages
 
     def _message(
