@@ -406,9 +406,12 @@ class RedisBroker:
         """Stop the heartbeat and the lease refresh; delete the heartbeat, so that what this
         consumer leaves unsettled is taken by another within ``DEAD_GRACE`` seconds."""
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            # Cancelled until it ends: redis-py on Python 3.11 can swallow a cancel that lands
+            # mid-command (parley.runtime.tasks), and awaiting the keeper after one cancel then
+            # hung for good (seen in the broker suite's last teardown).
+            while not self._keeper.done():
+                self._keeper.cancel()
+                await asyncio.wait({self._keeper}, timeout=0.5)
             self._keeper = None
             with contextlib.suppress(Exception):  # best effort: it expires anyway
                 await self._redis.delete(self._keys.worker_alive(self.consumer))
