@@ -168,3 +168,31 @@ async def test_closing_deletes_the_heartbeat(client: aioredis.Redis, prefix: str
     assert await client.sismember(Keys(prefix).consumers(QUEUE), broker.consumer)
     await broker.close()
     assert not await client.exists(alive)
+
+
+async def test_close_ends_a_keeper_that_swallowed_a_cancel(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """redis-py on Python 3.11 can swallow a cancel that lands mid-command; close() must still
+    end the keeper (one cancel and one await hung a teardown for good)."""
+    broker = RedisBroker(client, prefix=prefix, default_lease=LEASE)
+    swallowed: list[bool] = []
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)
+
+    keeper = broker._keeper = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(broker.close())
+    # Not wait_for: its cancel would reach the keeper through close() and hide a hang.
+    done, _ = await asyncio.wait({closing}, timeout=3)
+    keeper.cancel()  # a second cancel ends it, should close() have left it running
+    await asyncio.wait({closing, keeper}, timeout=3)
+    assert closing in done, "close() hung on a keeper that swallowed one cancel"
+    assert swallowed == [True] and keeper.cancelled() and broker._keeper is None
