@@ -336,6 +336,23 @@ def correct(item: Item, text: str) -> bool:
             and all(p.lower() in text.lower() for p in item.phrases))
 
 
+def misses(row: Row) -> list[str]:
+    """What went wrong in ``row``: each answer graded wrong (or a "not found" question answered),
+    with what was expected."""
+    out = []
+    for item, outcome in row.outcomes:
+        found = bool(_NOT_FOUND.search(outcome.text))
+        if item.answerable and item.graded and not correct(item, outcome.text):
+            want = ", ".join(item.figures + item.phrases)
+        elif not item.answerable and not found:
+            want = "not in the documents"
+        else:
+            continue
+        out.append(f"--- {row.questions}: {item.question}\n    expected: {want}\n    "
+                   + outcome.text.replace("\n", "\n    "))
+    return out
+
+
 def summary(row: Row) -> list[object]:
     answerable = [(i, o) for i, o in row.outcomes if i.answerable and i.graded]
     none = [(i, o) for i, o in row.outcomes if not i.answerable]
@@ -358,7 +375,8 @@ def summary(row: Row) -> list[object]:
 
 
 async def run(
-    generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None
+    generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None,
+    wrong: bool = False,
 ) -> str:
     from inference_worker.local import LocalChatModel
     from parley.embedder.local import LocalEmbedder
@@ -398,6 +416,9 @@ async def run(
                                                                        embedder)))
                 rows.append(row)
                 show(f"{label}: extractive done")
+                if wrong:
+                    for line in misses(row):
+                        show(line)
                 if model is None:
                     continue
                 for pipeline in ("generative", "seed"):
@@ -431,11 +452,14 @@ def main(argv: Sequence[str] = ()) -> str:
     parser.add_argument("--generative", type=int, default=4,
                         help="questions per set answered by the model rows (default 4)")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--wrong", action="store_true",
+                        help="print each wrong extractive answer with what was expected")
     parser.add_argument("--feedback", type=Path, default=None,
                         help="also answer the questions of a `parley feedback export --json` file")
     args = parser.parse_args(list(argv))
     return asyncio.run(run(args.generative, args.max_tokens,
-                           lambda s: print(s, file=sys.stderr, flush=True), args.feedback))
+                           lambda s: print(s, file=sys.stderr, flush=True), args.feedback,
+                           args.wrong))
 
 
 if __name__ == "__main__":

@@ -27,10 +27,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from inference_worker import tables
 from parley.contracts import Source
 
+import os
+DEBUG = bool(os.environ.get("XDBG"))
 NOT_FOUND = "not in the documents"
 RANK_STEP = 0.05
+CHUNK_STEP = 0.015
+# How much a table row's label fitting the question wholly (or not at all) adds (or takes).
+LABEL_FIT = 0.3  # the score a passage loses per place of its chunk, within its document
 # "the latest quarter": a source of the newest period named among the sources is preferred by
 # more than the ranking's spread (4 places), since the question says which period it wants.
 LATEST_BONUS = 0.25  # the score a source loses per place in the ranking
@@ -52,8 +58,18 @@ _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
-# A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17"): never quoted.
-_FOOTER = re.compile(r"\s\|\s|^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
+# A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17", "Page 4"): never
+# quoted. A line of cells ending in a page number whose other cells hold no figure; a table row
+# ("North | 1,200 | 17") has figures in its cells and stays.
+_PAGE = re.compile(r"^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
+
+
+def _is_footer(line: str) -> bool:
+    if _PAGE.match(line):
+        return True
+    cells = [c.strip() for c in line.split(" | ")]
+    return (len(cells) >= 2 and bool(re.fullmatch(r"(?:page\s*)?\d{1,3}", cells[-1], re.I))
+            and not any(tables.is_figure(c) for c in cells[:-1]))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
@@ -173,6 +189,7 @@ class Unit:
     context: str  # a table row's caption and column headings: matched, not its own words
     is_row: bool
     columns: str = ""  # a table row's column headings, quoted after it
+    row: tables.Row | None = None  # a table row read into its label and cells
 
 
 @dataclass(frozen=True)
@@ -200,11 +217,22 @@ def _amounts(line: str) -> int:
 
 
 def _is_row(line: str) -> bool:
-    if _amounts(line) < 2:
+    amounts = _amounts(line)
+    if amounts < 1 or line.rstrip().endswith("."):
         return False
     words = re.findall(r"[A-Za-z]{2,}", line)
+    if amounts == 1:
+        # "Total revenue 4,812": a short label and one figure that ends the line.
+        label, values = tables.split_figures(line)
+        return len(values) == 1 and 0 < len(words) <= 8 and bool(label) and _amounts(
+            values[0]) == 1
     # A sentence of prose with two numbers in it is not a row: rows are mostly figures.
-    return len(words) <= 12 and not line.rstrip().endswith(".")
+    return len(words) <= 12
+
+
+def _is_cells(line: str) -> bool:
+    """A line of a cell-separated table ("North | 1,200 | 1,350")."""
+    return line.count(" | ") >= 1 and len(line) < 600
 
 
 def units(source: Numbered, rank: int) -> list[Unit]:
@@ -214,6 +242,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     heading: list[str] = []  # heading lines seen since the last row
     current_heading = ""
     columns = ""
+    group = ""  # the group label over the rows that follow ("Net sales:")
     prose: list[str] = []
 
     def flush() -> None:
@@ -226,10 +255,33 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             if len(terms(sentence)) >= 3 and len(sentence.split()) >= 6:
                 out.append(Unit(source.n, rank, len(out), sentence, "", False))
 
+    cells: list[str] = []  # lines of a cell-separated table, read when it ends
+
+    def flush_cells() -> None:
+        if not cells:
+            return
+        caption = out[-1].text if out and not out[-1].is_row else ""
+        parsed = tables.pipe_rows(cells)
+        header = cells[0] if parsed[0] is None and len(cells) > 1 else ""
+        for line, row in zip(cells, parsed, strict=True):
+            if row is not None:
+                out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),
+                                True, header, row))
+            elif line is not cells[0] or not header:
+                prose.append(line)
+                flush()
+        cells.clear()
+
     for line in lines:
-        if not line or _FOOTER.search(line):
+        if not line or _is_footer(line):
             flush()
+            flush_cells()
             continue
+        if _is_cells(line):
+            flush()
+            cells.append(line)
+            continue
+        flush_cells()
         if _is_row(line):
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
@@ -238,19 +290,29 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 columns = " ".join(heading)
                 current_heading = (caption + " " + columns).strip()
                 heading = []
-            out.append(Unit(source.n, rank, len(out), line, current_heading, True, columns))
+            out.append(Unit(source.n, rank, len(out), line, f"{current_heading} {group}".strip(),
+                            True, columns, tables.pdf_row(line, columns)))
+            continue
+        if line.endswith(":") and len(line) < 60 and (heading or (out and out[-1].is_row)):
+            # A group of rows ("Net sales:", "Operating expenses:"): said of the rows below it,
+            # not a column heading.
+            flush()
+            group = line.rstrip(":")
             continue
         if _HEADING.search(line) and len(line) < 80 and not line.endswith("."):
             # Column headings of a table to come ("Three Months Ended", "July 1,", "2023").
             flush()
             heading.append(line)
+            group = ""
             continue
         if heading and len(line) < 40 and not line.endswith("."):
             heading.append(line)
             continue
         heading = []
+        group = ""
         prose.append(line)
     flush()
+    flush_cells()
     return out
 
 
@@ -326,6 +388,13 @@ def answer(
     if asked[1]:  # the question names a quarter or a month: sources of that period first
         matching = {s.n for s in sources if period_key(s.title) == asked}
         latest = (latest or set()) | matching if matching else latest
+    asked_period = tables.period(question)
+    documents: list[str] = []
+    for s in sources:
+        if s.title not in documents:
+            documents.append(s.title)
+    doc_rank = {s.n: documents.index(s.title) for s in sources}
+    words = {w for w in re.findall(r"[a-z]{3,}", question.lower()) if w not in STOP}
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     for unit in pool:
@@ -349,7 +418,9 @@ def answer(
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
             coverage *= 0.5
-        score = coverage - RANK_STEP * unit.rank
+        # The ranking orders documents more surely than the passages of one document: a later
+        # chunk of the best document loses less than a chunk of the next document.
+        score = coverage - RANK_STEP * doc_rank[unit.n] - CHUNK_STEP * unit.rank
         if latest is not None and unit.n in latest:
             score += LATEST_BONUS
         has_figure = unit.is_row or _has_amount(unit.text)
@@ -363,27 +434,47 @@ def answer(
             score -= 0.15  # introduces a table or a list: says where the answer is, not what
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
+        if unit.row is not None:
+            score += _row_fit(unit.row, set(q_terms) | title_terms[unit.n], asked_period)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
+    if DEBUG: [print(f"DBG {sc:.3f} {c:.3f} [{u.n}] {u.text[:90]}") for sc, c, u in scored[:12] + [x for x in scored if "net sales" in x[2].text[:16]]]
     best_score, best_coverage, _ = scored[0]
     if best_coverage < min_coverage:
         return _not_found(sources, best_coverage)
     chosen: list[Unit] = []
     seen: set[str] = set()
     covered: set[str] = set()
-    candidates = [(sc, c, u) for sc, c, u in scored[:12] if c >= min_coverage * 0.8]
+    candidates = [(sc, c, u) for sc, c, u in scored[:60] if c >= min_coverage * 0.8]
+
+    # What the question asks about, beyond the names and periods that locate it.
+    titled = set().union(*title_terms.values())
+    content = sum(w for t, w in weights.items() if t not in locators and t not in titled) or total
 
     def gain(unit: Unit) -> float:
-        """The share of the question's weight that ``unit`` would add to what is chosen."""
-        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / total
+        """The share of the question's content weight that ``unit`` would add to what is
+        chosen."""
+        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / content
 
     # Greedy: the best passage, then those that are nearly as good or cover what is missing
     # ("operating expenses ... compared to revenue" wants two rows).
+    def aim(unit: Unit) -> float:
+        """How much of a table row's label is what is still missing: of two rows that add
+        "revenue", "Total net sales" (1/2 of its words) aims at it better than "Percentage of
+        total net sales" (1/3)."""
+        return label_precision(unit.row, covered_missing()) if unit.row is not None else 0.0
+
+    def covered_missing() -> set[str]:
+        return set(weights) - covered if chosen else set(weights)
+
     while candidates and len(chosen) < max_units:
-        best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2]))
+        best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2])
+                   + (0.5 * aim(item[2]) if chosen else 0.0))
         candidates.remove(best)
         sc, _, u = best
-        key = " ".join(u.text.split()).lower()
+        if DEBUG:
+            print(f"PICK {sc:.3f} gain {gain(u):.3f} aim {aim(u):.2f} {u.text[:60]}")
+        key = _dedupe_key(u)
         if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
             continue
         seen.add(key)
@@ -392,12 +483,56 @@ def answer(
     # best first: the passage that answers most comes first
     parts = []
     for u in chosen:
+        lead = _figure_line(u.row, question, words) if u.row is not None else None
+        if lead:
+            parts.append(f"{lead} [{u.n}]")
         body = _tidy(u.text, 600)
         if u.is_row and u.columns:
             body = f"{body} (columns: {_tidy(u.columns, 200)})"
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+def _dedupe_key(unit: Unit) -> str:
+    """What makes two passages the same: a row's label and figures (one row rendered with and
+    without currency signs in two chunks), a sentence's words."""
+    if unit.row is not None:
+        return unit.row.label.lower() + " " + " ".join(numbers(unit.text))
+    return " ".join(unit.text.split()).lower()
+
+
+def label_precision(row: tables.Row, asked: set[str]) -> float:
+    """The share of a row label's content words (weak ones aside) that ``asked`` holds:
+    "Total net sales" is 1/2 of "revenue", "Percentage of total net sales" 1/3."""
+    weak = {stem(w) for w in WEAK}
+    own = {t for t in terms(row.label) if t[0].isalpha() and t not in weak}
+    return len(own & asked) / len(own) if own else 0.0
+
+
+def _row_fit(row: tables.Row, asked: set[str], period: tables.Period) -> float:
+    """How much a table row's label and columns fit the question beyond its words: a label
+    that says more than the question asks ("Percentage of total net sales" for "net sales")
+    loses, one the question names wholly gains; a row whose columns name dates, none of them
+    the one the question names, is another table's (another balance sheet date)."""
+    fit = LABEL_FIT * (label_precision(row, asked) - 0.5)
+    if period.dates:
+        dated = [tables.period(c.column).dates for c in row.cells if c.column]
+        if any(dated):
+            fit += 0.05 if any(d & period.dates for d in dated) else -0.1
+    return fit
+
+
+def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:
+    """The figure that answers ``question`` from a table row, with its row and column labels
+    ("Total net sales (Three Months Ended July 1, 2023): $81,797"); None when the row's columns
+    are unknown and it has more than one figure (the quoted row says all there is)."""
+    cell = tables.best_cell(row, question, words)
+    if cell is None or (not cell.column and len(row.cells) > 1):
+        return None
+    value = re.sub(r"([$€£¥])\s+", r"\1", cell.value).replace(" %", "%")
+    label = _tidy(row.label, 120)
+    return f"{label} ({_tidy(cell.column, 120)}): {value}" if cell.column else f"{label}: {value}"
 
 
 def _has_amount(text: str) -> bool:
