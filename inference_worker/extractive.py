@@ -31,12 +31,15 @@ from inference_worker import tables
 from parley.contracts import Source
 
 import os
-DEBUG = bool(os.environ.get("XDBG"))
+DEBUG = os.environ.get("XDBG", "")
 NOT_FOUND = "not in the documents"
 RANK_STEP = 0.05
 CHUNK_STEP = 0.015
 # How much a table row's label fitting the question wholly (or not at all) adds (or takes).
-LABEL_FIT = 0.3  # the score a passage loses per place of its chunk, within its document
+LABEL_FIT = 0.3
+# How much a table row's best column fitting the question's period counts (per point of
+# tables.column_score: a date named +3, the span +1.5, the year +0.5; clamped to -2..4).
+COLUMN_FIT = 0.06  # the score a passage loses per place of its chunk, within its document
 # "the latest quarter": a source of the newest period named among the sources is preferred by
 # more than the ranking's spread (4 places), since the question says which period it wants.
 LATEST_BONUS = 0.25  # the score a source loses per place in the ranking
@@ -67,7 +70,7 @@ _PAGE = re.compile(r"^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
 def _is_footer(line: str) -> bool:
     if _PAGE.match(line):
         return True
-    cells = [c.strip() for c in line.split(" | ")]
+    cells = tables.split_cells(line)
     return (len(cells) >= 2 and bool(re.fullmatch(r"(?:page\s*)?\d{1,3}", cells[-1], re.I))
             and not any(tables.is_figure(c) for c in cells[:-1]))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
@@ -231,8 +234,8 @@ def _is_row(line: str) -> bool:
 
 
 def _is_cells(line: str) -> bool:
-    """A line of a cell-separated table ("North | 1,200 | 1,350")."""
-    return line.count(" | ") >= 1 and len(line) < 600
+    """A line of a cell-separated table ("North | 1,200 | 1,350", "| a | b |")."""
+    return len(tables.split_cells(line)) >= 2 and len(line) < 600
 
 
 def units(source: Numbered, rank: int) -> list[Unit]:
@@ -262,7 +265,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             return
         caption = out[-1].text if out and not out[-1].is_row else ""
         parsed = tables.pipe_rows(cells)
-        header = cells[0] if parsed[0] is None and len(cells) > 1 else ""
+        header = " ".join(tables.split_cells(cells[0])) if parsed[0] is None and len(
+            cells) > 1 else ""
         for line, row in zip(cells, parsed, strict=True):
             if row is not None:
                 out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),
@@ -279,7 +283,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             continue
         if _is_cells(line):
             flush()
-            cells.append(line)
+            if not tables.is_rule(line):
+                cells.append(line)
             continue
         flush_cells()
         if _is_row(line):
@@ -413,7 +418,10 @@ def answer(
             elif t in source_terms[unit.n]:
                 got += SOURCE_CREDIT * w
         coverage = got / total if total else 0.0
-        unit_terms[id(unit)] = {t for t in weights if (t in own or t in heading)
+        # What a passage says itself: a table's caption and headings are shared by its rows, so
+        # a row covers only what its own label says ("statutory rate" is not covered by the
+        # effective-rate row of a table captioned "effective and statutory rates").
+        unit_terms[id(unit)] = {t for t in weights if t in own
                                 and t not in title_terms[unit.n] and t not in locators}
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
@@ -435,10 +443,10 @@ def answer(
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
         if unit.row is not None:
-            score += _row_fit(unit.row, set(q_terms) | title_terms[unit.n], asked_period)
+            score += _row_fit(unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
-    if DEBUG: [print(f"DBG {sc:.3f} {c:.3f} [{u.n}] {u.text[:90]}") for sc, c, u in scored[:12] + [x for x in scored if "net sales" in x[2].text[:16]]]
+    if DEBUG and DEBUG in question: [print(f"DBG {sc:.3f} {c:.3f} [{u.n}] {u.text[:90]}") for sc, c, u in scored[:12] + [x for x in scored if "net sales" in x[2].text[:16]]]
     best_score, best_coverage, _ = scored[0]
     if best_coverage < min_coverage:
         return _not_found(sources, best_coverage)
@@ -472,7 +480,7 @@ def answer(
                    + (0.5 * aim(item[2]) if chosen else 0.0))
         candidates.remove(best)
         sc, _, u = best
-        if DEBUG:
+        if DEBUG and DEBUG in question:
             print(f"PICK {sc:.3f} gain {gain(u):.3f} aim {aim(u):.2f} {u.text[:60]}")
         key = _dedupe_key(u)
         if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
@@ -510,17 +518,15 @@ def label_precision(row: tables.Row, asked: set[str]) -> float:
     return len(own & asked) / len(own) if own else 0.0
 
 
-def _row_fit(row: tables.Row, asked: set[str], period: tables.Period) -> float:
+def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set[str]) -> float:
     """How much a table row's label and columns fit the question beyond its words: a label
     that says more than the question asks ("Percentage of total net sales" for "net sales")
     loses, one the question names wholly gains; a row whose columns name dates, none of them
     the one the question names, is another table's (another balance sheet date)."""
     fit = LABEL_FIT * (label_precision(row, asked) - 0.5)
-    if period.dates:
-        dated = [tables.period(c.column).dates for c in row.cells if c.column]
-        if any(dated):
-            fit += 0.05 if any(d & period.dates for d in dated) else -0.1
-    return fit
+    # The columns: one of them the date, span and year asked for, or none (another period's).
+    _, columns = tables.fit(row, period, words)
+    return fit + COLUMN_FIT * min(4.0, max(-2.0, columns))
 
 
 def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:

@@ -131,7 +131,7 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
     out: list[Row | None] = []
     header: list[str] | None = None
     for index, line in enumerate(lines):
-        cells = [c.strip() for c in line.split(" | ")]
+        cells = split_cells(line)
         if index == 0 and len(cells) > 1 and not any(is_figure(c) for c in cells[1:]):
             header = cells
             out.append(None)
@@ -152,6 +152,20 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
         label = " ".join(label_parts)
         out.append(Row(label, tuple(figures)) if label and figures else None)
     return out
+
+
+def split_cells(line: str) -> list[str]:
+    """The cells of a ``a | b | c`` line; a Markdown row's outer pipes (``| a | b |``) are not
+    cells, a leading pipe alone is an empty first cell (``| 2025 | 2024`` over row labels)."""
+    line = line.strip()
+    if line.startswith("|") and line.endswith("|") and len(line) > 1:
+        line = line[1:-1]
+    return [c.strip() for c in re.split(r"\s*\|\s*", line)]
+
+
+def is_rule(line: str) -> bool:
+    """A Markdown table's rule line (``|---|:---:|``)."""
+    return bool(re.fullmatch(r"\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?", line.strip()))
 
 
 def is_figure(cell: str) -> bool:
@@ -216,9 +230,14 @@ def column_score(column: str, position: int, asked: Period, words: set[str]) -> 
 def best_cell(row: Row, question: str, words: set[str]) -> Cell | None:
     """The cell of ``row`` that answers ``question``: the best-fitting column, the first on a
     tie; None when the row has no figure. ``words`` are the question's content words."""
+    return fit(row, period(question), words)[0]
+
+
+def fit(row: Row, asked: Period, words: set[str]) -> tuple[Cell | None, float]:
+    """The best-fitting cell of ``row`` for a question asking ``asked`` in ``words``, and how
+    well it fits (:func:`column_score`; 0 when the columns are unknown)."""
     if not row.cells:
-        return None
-    asked = period(question)
+        return None, 0.0
     group_of: dict[str, int] = {}
     best: tuple[float, int, Cell] | None = None
     for index, cell in enumerate(row.cells):
@@ -229,4 +248,5 @@ def best_cell(row: Row, question: str, words: set[str]) -> Cell | None:
         score = column_score(cell.column, position, asked, words)
         if best is None or score > best[0]:
             best = (score, index, cell)
-    return best[2] if best else None
+    assert best is not None
+    return best[2], best[0]
