@@ -38,7 +38,7 @@ CHUNK_STEP = 0.015
 # How much a table row's label fitting the question wholly (or not at all) adds (or takes).
 LABEL_FIT = 0.3
 # How much a table row's best column fitting the question's period counts (per point of
-# tables.column_score: a date named +3, the span +1.5, the year +0.5; clamped to -2..4).
+# tables.column_score: a date named +3, the span +1.5, the year +0.5; clamped to -2..6).
 COLUMN_FIT = 0.06  # the score a passage loses per place of its chunk, within its document
 # "the latest quarter": a source of the newest period named among the sources is preferred by
 # more than the ranking's spread (4 places), since the question says which period it wants.
@@ -47,6 +47,9 @@ _REASON = re.compile(r"\b(?:why|reasons?|drivers?|drove|driven|caus\w*|explain\w
                      re.IGNORECASE)
 _BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owing to|reflect)",
                       re.IGNORECASE)
+# The kind of thing a question asks for: "which bank", "what kind of vessel".
+_FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
+                    re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -393,6 +396,7 @@ def answer(
     if asked[1]:  # the question names a quarter or a month: sources of that period first
         matching = {s.n for s in sources if period_key(s.title) == asked}
         latest = (latest or set()) | matching if matching else latest
+    focus = set(terms(" ".join(_FOCUS.findall(question))))
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
@@ -423,6 +427,9 @@ def answer(
         # effective-rate row of a table captioned "effective and statutory rates").
         unit_terms[id(unit)] = {t for t in weights if t in own
                                 and t not in title_terms[unit.n] and t not in locators}
+        # "Which bank ...": a source that never says "bank" cannot name one.
+        if focus and not focus <= source_terms[unit.n]:
+            coverage *= 0.5
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
             coverage *= 0.5
@@ -526,7 +533,7 @@ def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set
     fit = LABEL_FIT * (label_precision(row, asked) - 0.5)
     # The columns: one of them the date, span and year asked for, or none (another period's).
     _, columns = tables.fit(row, period, words)
-    return fit + COLUMN_FIT * min(4.0, max(-2.0, columns))
+    return fit + COLUMN_FIT * min(6.0, max(-2.0, columns))
 
 
 def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:
