@@ -50,6 +50,9 @@ _BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owin
 # The kind of thing a question asks for: "which bank", "what kind of vessel".
 _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
                     re.IGNORECASE)
+# A question for a share: worked out from two rows when no row gives it.
+_SHARE = re.compile(r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b",
+                    re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -497,6 +500,9 @@ def answer(
         chosen.append(u)
     # best first: the passage that answers most comes first
     parts = []
+    share = _share_line(chosen, question, words) if _SHARE.search(question) else None
+    if share:
+        parts.append(share)
     for u in chosen:
         lead = _figure_line(u.row, question, words) if u.row is not None else None
         if lead:
@@ -534,6 +540,45 @@ def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set
     # The columns: one of them the date, span and year asked for, or none (another period's).
     _, columns = tables.fit(row, period, words)
     return fit + COLUMN_FIT * min(6.0, max(-2.0, columns))
+
+
+def _value(cell: tables.Cell) -> float | None:
+    """A cell's amount as a number (a bracketed one negative); None for a dash or a percent."""
+    if "%" in cell.value:
+        return None
+    digits = re.sub(r"[^\d.]", "", cell.value)
+    if not digits or digits == ".":
+        return None
+    return -float(digits) if "(" in cell.value else float(digits)
+
+
+def _share_line(chosen: Sequence[Unit], question: str, words: set[str]) -> str | None:
+    """For "what percentage of revenue was Services", the share worked out from two quoted rows
+    of the same column, with its working shown so that it can be checked ("Services / Total net sales (Three Months
+    Ended July 1, 2023): 21,213 / 81,797 × 100 = 25.93%"). The whole is the largest figure,
+    the part the first chosen row below it in the same column. None when the first row already
+    is a percentage or no two rows share a column."""
+    rows = [(u, tables.best_cell(u.row, question, words)) for u in chosen if u.row is not None]
+    found = [(u, c, _value(c)) for u, c in rows if c is not None]
+    if len(found) < 2 or "%" in found[0][1].value:
+        return None
+    for whole_unit, whole_cell, whole in sorted(found, key=lambda f: -(f[2] or 0)):
+        for part_unit, part_cell, part in found:
+            if (part is None or whole is None or whole_cell.column != part_cell.column
+                    or not 0 < part < whole):
+                continue
+            assert part_unit.row is not None and whole_unit.row is not None
+            column = f" ({_tidy(part_cell.column, 120)})" if part_cell.column else ""
+            cites = "".join(f"[{n}]" for n in dict.fromkeys((part_unit.n, whole_unit.n)))
+            return (f"{_tidy(part_unit.row.label, 80)} / {_tidy(whole_unit.row.label, 80)}"
+                    f"{column}: {_bare(part_cell.value)} / {_bare(whole_cell.value)} × 100 = "
+                    f"{part / whole * 100:.2f}% {cites}")
+        break  # only the largest figure is the whole
+    return None
+
+
+def _bare(value: str) -> str:
+    return re.sub(r"[$€£¥()\s]", "", value)
 
 
 def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:

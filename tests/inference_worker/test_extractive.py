@@ -198,3 +198,29 @@ def test_a_label_that_says_more_than_the_question_loses_to_one_that_says_it() ->
                                                   "March 31, 2025): $14,316")
     assert "Total net sales (Three Months Ended March 31, 2025): 117,154 [1]" in result.text
     assert "Percentage" not in result.text
+
+
+def test_a_share_is_worked_out_from_two_rows_and_checks() -> None:
+    from inference_worker import grounding
+    from parley.contracts import Source
+    from parley.ids import ChunkId, DocumentId
+
+    text = "\n".join([
+        "Net sales by category (in millions):",
+        "Three Months Ended",
+        "July 1, 2023",
+        "June 25, 2022",
+        "Products $ 60,584 $ 63,355",
+        "Services 21,213 19,604",
+        "Total net sales $ 81,797 $ 82,959",
+    ])
+    question = "What percentage of total net sales did Services contribute in Q3 2023?"
+    result = answer(question, [Numbered(1, "Acme Q3 2023", text)])
+    first = result.text.splitlines()[0]
+    assert first == ("Services / Total net sales (Three Months Ended July 1, 2023): "
+                     "21,213 / 81,797 × 100 = 25.93% [1]"), result.text
+    source = Source(n=1, chunk_id=ChunkId("c1"), document_id=DocumentId("d"), document="d",
+                    snippet="", text=text, score=1.0)
+    assert grounding.check(result.text, [source], question=question).unsupported_numbers == ()
+    wrong = first.replace("25.93", "27.93")
+    assert grounding.check(wrong, [source]).unsupported_numbers == ("100", "27.93%")
