@@ -53,6 +53,10 @@ _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b",
                     re.IGNORECASE)
+# What a share is of: "percentage of (Apple's total revenue) did ...".
+_SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fraction)\s+of\s+(.+?)\s+"
+                       r"(?:did|was|were|is|are|does|do|came|come|accounted|account|represented|"
+                       r"represent|contributed|contribute|made)\b", re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -199,6 +203,7 @@ class Unit:
     is_row: bool
     columns: str = ""  # a table row's column headings, quoted after it
     row: tables.Row | None = None  # a table row read into its label and cells
+    group: str = ""  # the label over a group of rows ("Net sales" over "Products", "Services")
 
 
 @dataclass(frozen=True)
@@ -302,7 +307,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 current_heading = (caption + " " + columns).strip()
                 heading = []
             out.append(Unit(source.n, rank, len(out), line, f"{current_heading} {group}".strip(),
-                            True, columns, tables.pdf_row(line, columns)))
+                            True, columns, tables.pdf_row(line, columns), group))
             continue
         if line.endswith(":") and len(line) < 60 and (heading or (out and out[-1].is_row)):
             # A group of rows ("Net sales:", "Operating expenses:"): said of the rows below it,
@@ -500,9 +505,11 @@ def answer(
         chosen.append(u)
     # best first: the passage that answers most comes first
     parts = []
-    share = _share_line(chosen, question, words) if _SHARE.search(question) else None
+    share = _share(scored, question, words, set(q_terms)) if _SHARE.search(question) else None
     if share:
-        parts.append(share)
+        line, part_unit, whole_unit = share
+        parts.append(line)
+        chosen = [part_unit, whole_unit]
     for u in chosen:
         lead = _figure_line(u.row, question, words) if u.row is not None else None
         if lead:
@@ -552,29 +559,51 @@ def _value(cell: tables.Cell) -> float | None:
     return -float(digits) if "(" in cell.value else float(digits)
 
 
-def _share_line(chosen: Sequence[Unit], question: str, words: set[str]) -> str | None:
-    """For "what percentage of revenue was Services", the share worked out from two quoted rows
-    of the same column, with its working shown so that it can be checked ("Services / Total net sales (Three Months
-    Ended July 1, 2023): 21,213 / 81,797 × 100 = 25.93%"). The whole is the largest figure,
-    the part the first chosen row below it in the same column. None when the first row already
-    is a percentage or no two rows share a column."""
-    rows = [(u, tables.best_cell(u.row, question, words)) for u in chosen if u.row is not None]
-    found = [(u, c, _value(c)) for u, c in rows if c is not None]
-    if len(found) < 2 or "%" in found[0][1].value:
+def _share(scored: Sequence[tuple[float, float, Unit]], question: str, words: set[str],
+           asked: set[str]) -> tuple[str, Unit, Unit] | None:
+    """For "what percentage of revenue did Services contribute", the share worked out from two
+    rows of one table and one column, its working shown so that it can be checked: "Services /
+    Total net sales (Three Months Ended July 1, 2023): 21,213 / 81,797 × 100 = 25.93%". The
+    whole is a row whose label the question names ("Total net sales" for "total revenue"), the
+    part a smaller row of the same table the question names too; of several pairs, the best
+    scored, and a part in the group the whole totals ("Net sales:" over "Services") before one
+    in another ("Cost of sales:"). None when no such pair is among the passages, or when the
+    best row already is a percentage."""
+    rows = [(sc, u, tables.best_cell(u.row, question, words)) for sc, _, u in scored
+            if u.row is not None and label_precision(u.row, asked) >= 0.5]
+    cells = [(sc, u, c, _value(c)) for sc, u, c in rows if c is not None]
+    if not cells or "%" in cells[0][2].value:
         return None
-    for whole_unit, whole_cell, whole in sorted(found, key=lambda f: -(f[2] or 0)):
-        for part_unit, part_cell, part in found:
-            if (part is None or whole is None or whole_cell.column != part_cell.column
-                    or not 0 < part < whole):
+    of = _SHARE_OF.search(question)
+    whole_terms = set(terms(of.group(1))) - {stem(w) for w in WEAK} if of else set()
+    if not whole_terms:
+        return None
+    part_terms = asked - whole_terms
+
+    def names(unit: Unit, wanted: set[str]) -> bool:
+        return unit.row is not None and bool(set(terms(unit.row.label)) & wanted)
+
+    best: tuple[float, str, Unit, Unit] | None = None
+    for w_score, whole_unit, whole_cell, whole in cells:
+        if not names(whole_unit, whole_terms):
+            continue
+        for p_score, part_unit, part_cell, part in cells:
+            if (part is None or whole is None or part_unit.n != whole_unit.n
+                    or not names(part_unit, part_terms)
+                    or part_unit.columns != whole_unit.columns
+                    or part_cell.column != whole_cell.column or not 0 < part < whole):
                 continue
             assert part_unit.row is not None and whole_unit.row is not None
-            column = f" ({_tidy(part_cell.column, 120)})" if part_cell.column else ""
-            cites = "".join(f"[{n}]" for n in dict.fromkeys((part_unit.n, whole_unit.n)))
-            return (f"{_tidy(part_unit.row.label, 80)} / {_tidy(whole_unit.row.label, 80)}"
-                    f"{column}: {_bare(part_cell.value)} / {_bare(whole_cell.value)} × 100 = "
-                    f"{part / whole * 100:.2f}% {cites}")
-        break  # only the largest figure is the whole
-    return None
+            grouped = bool(part_unit.group) and set(terms(part_unit.group)) <= set(
+                terms(whole_unit.row.label))
+            total = w_score + p_score + (0.1 if grouped else 0.0)
+            if best is None or total > best[0]:
+                column = f" ({_tidy(part_cell.column, 120)})" if part_cell.column else ""
+                line = (f"{_tidy(part_unit.row.label, 80)} / {_tidy(whole_unit.row.label, 80)}"
+                        f"{column}: {_bare(part_cell.value)} / {_bare(whole_cell.value)} × 100 = "
+                        f"{part / whole * 100:.2f}% [{part_unit.n}]")
+                best = (total, line, part_unit, whole_unit)
+    return (best[1], best[2], best[3]) if best else None
 
 
 def _bare(value: str) -> str:
