@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from inference_worker import tables
 from parley.contracts import Source
 
-import os
-DEBUG = os.environ.get("XDBG", "")
 NOT_FOUND = "not in the documents"
 RANK_STEP = 0.05
 CHUNK_STEP = 0.015
@@ -51,8 +49,8 @@ _BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owin
 _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
                     re.IGNORECASE)
 # A question for a share: worked out from two rows when no row gives it.
-_SHARE = re.compile(r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b",
-                    re.IGNORECASE)
+_SHARE = re.compile(
+    r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b", re.IGNORECASE)
 # What a share is of: "percentage of (Apple's total revenue) did ...".
 _SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fraction)\s+of\s+(.+?)\s+"
                        r"(?:did|was|were|is|are|does|do|came|come|accounted|account|represented|"
@@ -461,7 +459,6 @@ def answer(
             score += _row_fit(unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
-    if DEBUG and DEBUG in question: [print(f"DBG {sc:.3f} {c:.3f} [{u.n}] {u.text[:90]}") for sc, c, u in scored[:12] + [x for x in scored if "net sales" in x[2].text[:16]]]
     best_score, best_coverage, _ = scored[0]
     if best_coverage < min_coverage:
         return _not_found(sources, best_coverage)
@@ -495,8 +492,6 @@ def answer(
                    + (0.5 * aim(item[2]) if chosen else 0.0))
         candidates.remove(best)
         sc, _, u = best
-        if DEBUG and DEBUG in question:
-            print(f"PICK {sc:.3f} gain {gain(u):.3f} aim {aim(u):.2f} {u.text[:60]}")
         key = _dedupe_key(u)
         if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
             continue

@@ -113,7 +113,7 @@ def column_headings(headings: str, count: int) -> list[str]:
                             text, re.IGNORECASE)
     if len(labels) != count:
         rest = _DATE.sub(" ", text)
-        labels = _YEAR.findall(rest) if not labels else labels
+        labels = labels if labels else _YEAR.findall(rest)
     if len(labels) != count:
         if len(groups) == count:
             return groups

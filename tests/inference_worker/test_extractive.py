@@ -129,9 +129,9 @@ def test_the_figure_of_the_asked_column_leads_the_answer(
     result = answer(question.question, sources)
     assert result.found, result.text
     lines = result.text.splitlines()
-    right = next(s.n for s in sources if s.text.startswith(question.filename.split("-")[0]
-                                                          .capitalize()) and
-                 f"Q{question.filename[-1]} {question.filename.split('-')[1]}" in s.title)
+    report = next(r for r in STATEMENTS if r.filename == question.filename)
+    right = next(s.n for s in sources if s.title.startswith(report.company)
+                 and f"(Q{report.quarter} {report.year})" in s.title)
     # The direct answer: the asked figure, from the right report, and no other column's.
     lead = lines[0]
     assert question.expected[0] in lead or any(
@@ -155,7 +155,8 @@ def test_a_figure_line_names_its_row_and_column_and_quotes_the_row() -> None:
     result = answer(f"What was {report.company}'s net income for the nine months ended {end}?",
                     [Numbered(1, report.company, report.text())])
     lead, quote = result.text.splitlines()[:2]
-    assert lead == f"Net income (Nine Months Ended {end}): ${report.operations['Net income'][2]:,} [1]"
+    figure = report.operations["Net income"][2]
+    assert lead == f"Net income (Nine Months Ended {end}): ${figure:,} [1]"
     assert quote.startswith("Net income $ ") and "(columns: Three Months Ended Nine Months" in quote
 
 
