@@ -132,7 +132,9 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
     header: list[str] | None = None
     for index, line in enumerate(lines):
         cells = split_cells(line)
-        if index == 0 and len(cells) > 1 and not any(is_figure(c) for c in cells[1:]):
+        named = [_NAMED.match(c) for c in cells]
+        if (index == 0 and len(cells) > 1 and not any(is_figure(c) for c in cells[1:])
+                and not any(m and is_figure(m.group(2)) for m in named)):
             header = cells
             out.append(None)
             continue
@@ -140,9 +142,9 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
         figures: list[Cell] = []
         for position, cell in enumerate(cells):
             name, value = "", cell
-            named = re.match(r"^([^:]{1,60}):\s+(.+)$", cell)
-            if named and header is None:
-                name, value = named.group(1), named.group(2)
+            match = named[position]
+            if match and (header is None or is_figure(match.group(2))):
+                name, value = match.group(1), match.group(2)
             elif header is not None and position < len(header):
                 name = header[position]
             if is_figure(value) and (position > 0 or len(cells) == 1):
@@ -152,6 +154,9 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
         label = " ".join(label_parts)
         out.append(Row(label, tuple(figures)) if label and figures else None)
     return out
+
+
+_NAMED = re.compile(r"^([^:]{1,60}):\s+(.+)$")  # an XLSX cell under its column: "Pallets: 4812"
 
 
 def split_cells(line: str) -> list[str]:

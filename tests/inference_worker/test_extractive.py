@@ -225,3 +225,16 @@ def test_a_share_is_worked_out_from_two_rows_and_checks() -> None:
     assert grounding.check(result.text, [source], question=question).unsupported_numbers == ()
     wrong = first.replace("25.93", "27.93")
     assert grounding.check(wrong, [source]).unsupported_numbers == ("100", "27.93%")
+
+
+def test_spreadsheet_rows_name_their_columns() -> None:
+    from ingest_worker.extract.dispatch import extract
+    from tests.fixtures.documents import xlsx
+
+    data = xlsx({"Stock": [["Warehouse", "Pallets", "Forklifts"], ["Zephyr", 4812, 17],
+                           ["Borealis", 3120, 9]]})
+    text = "\n".join(b.text for b in extract(data, "s.xlsx", max_pages=5, max_bytes=10**7).blocks)
+    sources = [Numbered(1, "stock.xlsx", text)]
+    assert [u.row.label for u in units(sources[0], 0) if u.row] == ["Zephyr", "Borealis"]
+    result = answer("How many forklifts does the Zephyr warehouse have?", sources)
+    assert result.text.splitlines()[0] == "Zephyr (Forklifts): 17 [1]"
