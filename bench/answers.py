@@ -423,12 +423,14 @@ async def run(
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
     embedder = LocalEmbedder()
-    try:
-        model: object | None = LocalChatModel(threads=1)
-        model.load()  # type: ignore[union-attr]
-    except ParleyError as exc:
-        notes.append(f"generative and seed rows skipped: {exc}")
-        model = None
+    model: object | None = None
+    if generative > 0:  # the model takes a while to load: not for extractive rows alone
+        try:
+            model = LocalChatModel(threads=1)
+            model.load()  # type: ignore[attr-defined]
+        except ParleyError as exc:
+            notes.append(f"generative and seed rows skipped: {exc}")
+            model = None
     rows: list[Row] = []
     try:
         if feedback is not None:
