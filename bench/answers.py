@@ -427,7 +427,7 @@ async def run(
     if generative > 0:  # the model takes a while to load: not for extractive rows alone
         try:
             model = LocalChatModel(threads=1)
-            model.load()  # type: ignore[attr-defined]
+            model.load()
         except ParleyError as exc:
             notes.append(f"generative and seed rows skipped: {exc}")
             model = None
