@@ -6,18 +6,29 @@ invented: every word of an answer but the connecting text is a source's.
 How a passage is chosen (no model, no I/O):
 
 - each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first), or a
-  table row (a line holding two or more figures) together with the column headings above it in
-  the same source (the lines naming periods, "Three Months Ended", dates), so a quoted row still
-  says which column is which;
+  table row (a short label and its figures, or a line of ``a | b`` cells) together with the
+  column headings above it in the same source (the lines naming periods, "Three Months Ended",
+  dates, or the heading row of a cell table) and the group it is in ("Net sales:"), read into
+  cells under their columns (:mod:`inference_worker.tables`), so a quoted row still says which
+  column is which;
 - a question's terms are its content words (a short stop list, a light stemmer, a few domain
   synonyms such as revenue/sales) and its numbers; each term weighs its inverse document
   frequency over the units of the sources (a term found in no unit weighs the most);
 - a unit's coverage is the weight of the question's terms found in the unit, its table headings
   or its source's title, over the weight of all of them; the score adds a little for the
   source's rank and for a figure when the question asks for an amount;
+- a table row also scores by how well its label fits the question (a label the question names
+  wholly beats one that says more, "Percentage of total net sales" for "revenue") and by its
+  best column's fit to the question's period (the date it names, the span: a quarter or "nine
+  months", the year, "a year earlier");
 - the best unit answers when its coverage reaches ``min_coverage`` and every number the question
   names (a year, a date) appears in its source; then up to ``max_units`` more units whose score
-  is close to the best are quoted too, in source order.
+  is close to the best or that add what the question asks and the chosen ones do not say (the
+  second measure of "operating expenses compared to revenue": the row whose label aims at it);
+- a chosen row leads with its figure for the asked column and its labels ("Total net sales
+  (Three Months Ended July 1, 2023): $81,797 [n]"), then the row itself is quoted; for "what
+  percentage of X was Y" with no row giving it, the share is worked out from the X and Y rows of
+  one column and shown with its working, which grounding checks.
 """
 
 from __future__ import annotations
