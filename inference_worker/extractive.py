@@ -59,6 +59,10 @@ _BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owin
 # The kind of thing a question asks for: "which bank", "what kind of vessel".
 _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
                     re.IGNORECASE)
+# A question about how a figure moved over several periods.
+_TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|months)\b|\btrends?\b|"
+                    r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b",
+                    re.IGNORECASE)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
     r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b", re.IGNORECASE)
@@ -408,7 +412,10 @@ def answer(
     locators = set(terms(" ".join(names(question)))) | {
         t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
 
-    latest = _latest(sources) if _LATEST.search(question) else None
+    # "The latest quarter" of the company the question names, not the newest of all sources.
+    named = set(terms(" ".join(names(question))))
+    of_named = [s for s in sources if named <= source_terms[s.n]] or list(sources)
+    latest = _latest(of_named) if _LATEST.search(question) else None
     asked = period_key(_normalise_period(question))
     if asked[1]:  # the question names a quarter or a month: sources of that period first
         matching = {s.n for s in sources if period_key(s.title) == asked}
@@ -467,7 +474,8 @@ def answer(
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
         if unit.row is not None:
-            score += _row_fit(unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
+            score += 0.0 if wants_reason else _row_fit(
+                unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
     best_score, best_coverage, _ = scored[0]
@@ -509,6 +517,9 @@ def answer(
         seen.add(key)
         covered |= unit_terms[id(u)]
         chosen.append(u)
+    trend = _trend(scored, of_named, min_coverage * 0.8) if _TREND.search(question) else []
+    if len(trend) > 1:
+        chosen = trend
     # best first: the passage that answers most comes first
     parts = []
     share = _share(scored, question, words, set(q_terms)) if _SHARE.search(question) else None
@@ -553,6 +564,24 @@ def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set
     # The columns: one of them the date, span and year asked for, or none (another period's).
     _, columns = tables.fit(row, period, words)
     return fit + COLUMN_FIT * min(6.0, max(-2.0, columns))
+
+
+def _trend(scored: Sequence[tuple[float, float, Unit]], sources: Sequence[Numbered],
+           least: float) -> list[Unit]:
+    """For "how has revenue changed over the quarters": the best row's label as each period's
+    source gives it (of ``sources``: those of the company the question names), one row a
+    period, the latest period first (at most six). Empty when the best passage is not a table
+    row."""
+    if not scored or scored[0][2].row is None:
+        return []
+    label = scored[0][2].row.label.lower()
+    titles = {s.n: s.title for s in sources}
+    by_period: dict[tuple[int, int], Unit] = {}
+    for _, coverage, unit in scored:  # best first: each period keeps its best such row
+        if (unit.row is not None and unit.n in titles and unit.row.label.lower() == label
+                and coverage >= least):
+            by_period.setdefault(period_key(titles[unit.n]), unit)
+    return [by_period[k] for k in sorted(by_period, reverse=True)][:6]
 
 
 def _value(cell: tables.Cell) -> float | None:

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from inference_worker.extractive import NOT_FOUND, Numbered, answer, period_key, terms, units
-from tests.fixtures import statements
+from tests.fixtures import filings, statements
 from tests.fixtures.quarterlies import Question, Report, questions, reports, unanswerable
 
 DOCS = reports()
@@ -238,3 +238,27 @@ def test_spreadsheet_rows_name_their_columns() -> None:
     assert [u.row.label for u in units(sources[0], 0) if u.row] == ["Zephyr", "Borealis"]
     result = answer("How many forklifts does the Zephyr warehouse have?", sources)
     assert result.text.splitlines()[0] == "Zephyr (Forklifts): 17 [1]"
+
+
+# --- another layout: one column, running footers, fiscal years that are not calendar years -----
+
+FILINGS = filings.reports()
+
+
+@pytest.mark.parametrize("index", range(len(filings.questions(FILINGS))))
+def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> None:
+    question = filings.questions(FILINGS)[index]
+    rng = random.Random(index)
+    others = [r for r in FILINGS if r not in question.sources]
+    rng.shuffle(others)
+    chosen = [*question.sources, *others[: max(0, 5 - len(question.sources))]]
+    rng.shuffle(chosen)
+    sources = [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
+               for n, r in enumerate(chosen, start=1)]
+    result = answer(question.text, sources)
+    assert question.answer in result.text.splitlines()[0], result.text
+    if len(question.sources) > 1:  # "over the reported quarters": one line a quarter, latest first
+        leads = [line for line in result.text.splitlines() if "):" in line]
+        assert len(leads) == len(question.sources), result.text
+        company = question.sources[0].short
+        assert all(company in s.title for s in sources if f"[{s.n}]" in result.text)
