@@ -13,6 +13,11 @@ How a document is cut:
   boundary (paragraph > row/line > sentence > word) in its second half, not merely the last one.
 - The next chunk of the same section starts with the previous chunk's last units (whole sentences
   when they fit, else its last words) up to ``overlap_tokens``.
+- A chunk that continues a table (a ``table`` block: DOCX, PPTX, HTML, Markdown) starts with the
+  table's header row, so a row such as "Lisbon | 120 | 14" is never embedded or indexed apart
+  from the names of its columns. The first row is the header when every cell of it is text (no
+  figures, no "name: value" cells: an XLSX row already carries its header in each cell) and it
+  takes at most a quarter of the budget; the overlap gives way to it when both do not fit.
 - A chunk never spans two pages either (the page is part of the section), so a citation's
   ``page`` is exact; ``heading`` is the section's. Overlap therefore stays within a page.
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Protocol
 
@@ -38,6 +43,11 @@ _SPLIT_AT = {_CELL: re.compile(r"(?<=\S)\s*\|\s*(?=\S)"), _LINE: re.compile(r"\n
 _BODY_KINDS = frozenset({"paragraph", "page", "table", "textbox", "picture"})
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+_CELL_SPLIT = re.compile(r"\s*\|\s*")
+_FIGURE_CELL = re.compile(r"[-+(]?[$€£¥]?\s?[\d.,]+\)?\s?%?")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+# The largest share of the budget a table's header row may take in a chunk that continues it.
+_HEAD_SHARE = 0.25
 # When a chunk must end, its best boundary is searched for among the units past this share.
 _MIN_FILL = 0.5
 
@@ -81,6 +91,7 @@ class _Unit:
     page: int | None
     strength: int  # boundary strength before this unit
     row: bool = False  # a table row (or part of one): overlap repeats it whole or not at all
+    head: _Unit | None = None  # a row's table's header row, repeated by a chunk that starts here
 
 
 def chunk(
@@ -138,12 +149,19 @@ class _Cutter:
         run on across page breaks)."""
         strength = _LINE if block.kind == "page" else _PARAGRAPH
         if block.kind == "table":
-            for row in block.text.split("\n"):
-                if row.strip():
-                    yield from self._fit(
-                        row.strip(), block.page, strength, (_CELL, _WORD, _CHAR), row=True
-                    )
-                    strength = _LINE
+            head: _Unit | None = None
+            for number, row in enumerate(r.strip() for r in block.text.split("\n") if r.strip()):
+                pieces = list(
+                    self._fit(row, block.page, strength, (_CELL, _WORD, _CHAR), row=True)
+                )
+                if number == 0 and len(pieces) == 1 and _is_header(row):
+                    if pieces[0].tokens <= _HEAD_SHARE * self.budget:
+                        head = replace(pieces[0], strength=_LINE)
+                    yield pieces[0]
+                else:
+                    for piece in pieces:
+                        yield replace(piece, head=head)
+                strength = _LINE
             return
         for paragraph in _PARAGRAPHS.split(block.text):
             for sentence in _SENTENCE_END.split(paragraph.strip()):
@@ -219,6 +237,15 @@ class _Cutter:
         start = 0
         carried: list[_Unit] = []  # overlap from the previous chunk
         while start < len(units):
+            head = units[start].head
+            if head is not None and start > 0 and not any(u.text == head.text for u in carried):
+                while carried and (
+                    head.tokens + sum(u.tokens for u in carried) + units[start].tokens
+                    > self.budget
+                ):
+                    carried.pop(0)  # the overlap gives way to the header row
+                if head.tokens + units[start].tokens <= self.budget:
+                    carried = [head, *carried]
             carried_tokens = sum(u.tokens for u in carried)
             while carried and carried_tokens + units[start].tokens > self.budget:
                 carried_tokens -= carried.pop(0).tokens
@@ -285,6 +312,15 @@ class _Cutter:
                 return [_Unit(tail, tokens, last.page, _WORD)]
             take = min(take - 1, int(take * self.overlap / tokens))
         return []
+
+
+def _is_header(row: str) -> bool:
+    """Whether a table's first row names its columns: two cells or more, all text (years such
+    as "2023" count as names: columns are often periods)."""
+    cells = [c for c in _CELL_SPLIT.split(row) if c]
+    return len(cells) >= 2 and not any(
+        (_FIGURE_CELL.fullmatch(c) and not _YEAR.fullmatch(c)) or ": " in c for c in cells
+    )
 
 
 def _join(units: Sequence[_Unit]) -> str:

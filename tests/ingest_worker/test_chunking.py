@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from ingest_worker.chunking import ChunkDraft, chunk
@@ -240,3 +241,91 @@ def test_cost_is_linear_a_hundred_pages_tokenized_about_twice(minilm: MiniLMToke
     assert counting.chars < 2.6 * text_chars
     assert len(chunks) > 100
     assert elapsed < 10  # the requirement is "well under a second"; bench/extraction.py measures
+
+
+def table(header: str, rows: Sequence[str]) -> B:
+    return B("\n".join([header, *rows]), 2, "Offices", "table")
+
+
+def test_a_row_of_a_long_table_stays_with_its_header_row(minilm: MiniLMTokenizer) -> None:
+    header = "Office | Headcount | Open positions"
+    rows = [f"City{i} | {i * 7} | {i % 5}" for i in range(150)]
+    chunks = chunk([table(header, rows)], tokenizer=minilm, max_tokens=64, overlap_tokens=16)
+    assert len(chunks) > 5
+    assert all(c.text.split("\n")[0] == header for c in chunks)  # every chunk names the columns
+    assert all(c.tokens == minilm.count(c.text) <= 64 for c in chunks)
+    for c in chunks:
+        assert c.text.count(header) == 1  # carried once, not also as overlap
+    assert_nothing_lost([table(header, rows)], chunks)
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "Q1 | 81,797 | 82,959",  # figures: a row of data, not names of columns
+        "Office: Lisbon | Headcount: 120",  # XLSX rows carry their header in every cell
+        "Offices",  # one cell: a title, not a header row
+    ],
+)
+def test_a_first_row_that_names_no_columns_is_not_repeated(first: str) -> None:
+    rows = [f"City{i} | {i * 7} | {i % 5}" for i in range(80)]
+    chunks = chunk([table(first, rows)], tokenizer=Words(), max_tokens=40, overlap_tokens=0)
+    assert len(chunks) > 3
+    assert [c for c in chunks if first in c.text] == chunks[:1]
+
+
+def test_a_header_row_over_a_quarter_of_the_budget_is_not_repeated() -> None:
+    header = " | ".join(f"column name {i}" for i in range(5))  # 20 words of a 40-word budget
+    rows = [f"City{i} | {i * 7} | {i % 5}" for i in range(80)]
+    chunks = chunk([table(header, rows)], tokenizer=Words(), max_tokens=40, overlap_tokens=0)
+    assert [c for c in chunks if header in c.text] == chunks[:1]
+    years = "Region | 2023 | 2022"  # period columns are names, not figures
+    chunks = chunk([table(years, rows)], tokenizer=Words(), max_tokens=40, overlap_tokens=0)
+    assert all(c.text.startswith(years) for c in chunks)
+
+
+def test_a_question_naming_a_column_and_a_row_label_finds_that_tables_row(
+    minilm: MiniLMTokenizer,
+) -> None:
+    """Two tables with the same row labels: only the columns tell them apart, and the row
+    asked for is deep in each table (a continuation chunk)."""
+    from chat_gateway.lexical import LexicalIndex
+    from parley.ids import ChunkId, DocumentId
+    from parley.vectors.store import ChunkRecord
+
+    cities = [f"City{i}" for i in range(120)]
+    staff = B(
+        "\n".join(["Office | Headcount | Open positions"]
+                  + [f"{c} | {i * 7} | {i % 5}" for i, c in enumerate(cities)]),
+        1, "Offices", "table",
+    )
+    rent = B(
+        "\n".join(["Office | Annual rent | Floor area"]
+                  + [f"{c} | {i * 3} | {i * 11}" for i, c in enumerate(cities)]),
+        2, "Leases", "table",
+    )
+    chunks = chunk([staff, rent], tokenizer=minilm, max_tokens=64, overlap_tokens=0)
+    records = [
+        ChunkRecord(ChunkId(str(c.ordinal)), DocumentId("d"), "v", c.text, (),
+                    {"filename": "report.docx"})
+        for c in chunks
+    ]
+    index = LexicalIndex(records)
+    everything = np.ones(len(records), dtype=bool)
+    for question, wanted in (
+        ("How many open positions does City97 have?", "Open positions"),
+        ("What is the annual rent of the City97 office?", "Annual rent"),
+    ):
+        best = chunks[index.search(question, everything, k=1)[0].row]
+        assert "City97 |" in best.text and wanted in best.text, (question, best.text)
+
+
+@pytest.mark.parametrize("tokenizer", [Words(), WordsWithSpecials(), CharsOverFour()])
+def test_the_header_row_keeps_within_the_limit_for_any_tokenizer(tokenizer: Tokenizer) -> None:
+    header = "Office | Headcount | Open positions"
+    rows = [f"City{i} | {i * 7} | {i % 5}" for i in range(150)]
+    blocks = [B("Offices of the company.", 2, "Offices"), table(header, rows)]
+    chunks = chunk(blocks, tokenizer=tokenizer, max_tokens=48, overlap_tokens=8)
+    assert all(c.tokens == tokenizer.count(c.text) <= 48 for c in chunks)
+    assert sum(c.text.startswith(header) for c in chunks) >= len(chunks) - 2
+    assert_nothing_lost(blocks, chunks)
