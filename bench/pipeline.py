@@ -100,7 +100,7 @@ def chunk_texts(pdfs: dict[str, bytes]) -> list[str]:
 async def bare(texts: list[str]) -> float:
     """Seconds to embed ``texts`` in one process with the workers' embedder, in their batch
     size."""
-    from parley.embedder.factory import build_embedder
+    from backends.factory import build_embedder
     from parley.settings import Settings
 
     size = Settings().embed_batch_size
@@ -156,9 +156,9 @@ def seed(pdfs: dict[str, bytes]) -> tuple[float, int]:
 async def parley_run(
     pdfs: dict[str, bytes], state: Path, *, first_chunk_of: bytes | None = None
 ) -> dict[str, Any]:
+    from backends.clients import open_clients
     from chat_gateway.search import Searcher
     from parley.ids import document_id
-    from parley.runtime.clients import open_clients
     from parley.settings import Settings
     from parley.status import Stage
     from parley.uploads import upload

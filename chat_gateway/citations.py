@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from parley.filetypes import KINDS, FileKind
+from parley.filetypes import FileKind
+from parley.vectors.metadata import ChunkMeta
 
 
 def location(
@@ -40,14 +41,5 @@ def location(
 def from_metadata(metadata: Mapping[str, Any]) -> str | None:
     """:func:`location` from a stored chunk's metadata (``kind``, ``page``, ``heading``, ``ocr``);
     chunks stored before ``kind`` existed are PDF pages or DOCX sections, as then."""
-    raw_kind = metadata.get("kind")
-    kind: FileKind | None = raw_kind if raw_kind in KINDS else None
-    page = metadata.get("page")
-    number = int(page) if isinstance(page, int | float) and not isinstance(page, bool) else None
-    heading = metadata.get("heading")
-    return location(
-        kind,
-        number if number is not None and number >= 1 else None,
-        str(heading) if heading else None,
-        ocr=metadata.get("ocr") is True,
-    )
+    meta = ChunkMeta.from_metadata(metadata)
+    return location(meta.kind, meta.page, meta.heading, ocr=meta.ocr)

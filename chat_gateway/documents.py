@@ -42,6 +42,7 @@ from typing import IO, Any
 import structlog
 from starlette.routing import BaseRoute
 
+from backends.clients import Brokers
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.services import Host, Services
 from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response, route
@@ -54,7 +55,6 @@ from parley.filetypes import EXTENSIONS as FILE_EXTENSIONS
 from parley.filetypes import FileKind, UnsupportedType
 from parley.filetypes import detect as detect_kind
 from parley.ids import DocumentId, TenantId, document_id, path_tenant
-from parley.runtime.clients import Brokers
 from parley.status import DocumentStatus, Stage
 from parley.uploads import CONTENT_TYPES, announce, blob_path, post_ingest, safe_name, upload
 
@@ -191,7 +191,7 @@ class Documents:
     @property
     def blobs(self) -> BlobStore:
         if self._blobs is None:
-            from parley.blobstore.factory import open_blob_store
+            from backends.factory import open_blob_store
 
             self._blobs = open_blob_store(self.gateway.settings)
         return self._blobs

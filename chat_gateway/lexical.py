@@ -40,8 +40,8 @@ import numpy as np
 import Stemmer
 
 from parley.contracts import DocumentContext
-from parley.embedder.text import context_of, document_text
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord, Hit
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
@@ -103,7 +103,9 @@ class LexicalIndex:
         self.contexts: dict[tuple[DocumentId, str], DocumentContext] = {}
         for r in self.records:
             key = (r.document_id, r.version)
-            if key not in self.contexts and (ctx := context_of(r.metadata)) is not None:
+            if key in self.contexts:
+                continue
+            if (ctx := ChunkMeta.from_metadata(r.metadata).context) is not None:
                 self.contexts[key] = ctx
 
     def __len__(self) -> int:
@@ -160,12 +162,7 @@ def top_rows(scores: np.ndarray, mask: np.ndarray, *, k: int) -> list[LexicalHit
 
 def indexed_text(record: ChunkRecord) -> str:
     """What is indexed for a stored chunk: the embedding text rebuilt from its metadata."""
-    meta = record.metadata
-    heading = meta.get("heading")
-    return document_text(
-        str(meta.get("filename", "")), record.text, str(heading) if heading else None,
-        context_of(meta),
-    )
+    return ChunkMeta.from_metadata(record.metadata).document_text(record.text)
 
 
 class LexicalIndexes:

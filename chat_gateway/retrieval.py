@@ -15,6 +15,7 @@ from chat_gateway import citations, prompt
 from chat_gateway.search import Searcher
 from parley.contracts import Source
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import Hit
 
 # Chunk metadata that says what the document is about itself (written at ingest), in the order
@@ -36,18 +37,18 @@ def context_of(meta: Mapping[str, object]) -> str:
 
 def to_source(n: int, hit: Hit) -> Source:
     meta = hit.metadata
-    document = meta.get("filename") or meta.get("document") or meta.get("path") or hit.document_id
-    page = meta.get("page")
+    chunk = ChunkMeta.from_metadata(meta)
+    # Chunks stored by other tools may name their document "document".
+    document = chunk.filename or meta.get("document") or chunk.path or hit.document_id
     return Source(
         n=n,
         chunk_id=ChunkId(hit.chunk_id),
         document_id=DocumentId(hit.document_id),
         document=str(document),
-        page=int(page) if isinstance(page, int | float) and not isinstance(page, bool) and page >= 1
-        else None,
-        heading=str(meta["heading"]) if meta.get("heading") else None,
-        location=citations.from_metadata(meta),
-        ocr=meta.get("ocr") is True,
+        page=chunk.page,
+        heading=chunk.heading,
+        location=citations.location(chunk.kind, chunk.page, chunk.heading, ocr=chunk.ocr),
+        ocr=chunk.ocr,
         snippet=prompt.snippet(hit.text),
         text=hit.text,
         score=round(float(hit.score), 4),

@@ -442,8 +442,8 @@ async def open_switch(
 ) -> ModelSwitch | None:
     """The previous model's embedder and a Chroma store bound to its collections (closed by
     ``stack``) when ``PARLEY_EMBEDDING_PREVIOUS__*`` is set; None otherwise. Raises
-    :class:`ConfigError` as :func:`parley.embedder.factory.build_embedder` does."""
-    from parley.embedder.factory import build_previous_embedder
+    :class:`ConfigError` as :func:`backends.factory.build_embedder` does."""
+    from backends.factory import build_previous_embedder
     from parley.vectors.chroma import ChromaStore
 
     embedder = build_previous_embedder(settings)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from backends.clients import open_clients
 from chat_gateway.auth import Authenticator
 from chat_gateway.conversation import Conversations
 from chat_gateway.conversation_store import ConversationStore
@@ -25,7 +26,6 @@ from chat_gateway.turns import TurnOptions, Turns
 from parley.broker import Broker
 from parley.embedder import Embedder
 from parley.runtime import tasks
-from parley.runtime.clients import open_clients
 from parley.settings import Settings
 from parley.status import StatusStore
 from parley.vectors.store import VectorStore

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from parley.runtime.clients import open_clients
+from backends.clients import open_clients
 from parley.runtime.consumer import Consumer
 from parley.runtime.worker import main
 from parley.settings import Settings

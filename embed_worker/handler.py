@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
+from backends.clients import Clients
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch, problems
+from parley.contracts import CHUNKED_AT_HEADER, INGEST_STARTED_HEADER, ChunkBatch
 from parley.embedder import Embedder
-from parley.embedder.text import context_metadata, document_text
-from parley.errors import Reject
+from parley.embedder.text import document_text
 from parley.ids import DocumentId, TenantId
-from parley.runtime.clients import Clients
+from parley.runtime.service import Service, typed
 from parley.status import StatusStore
 from parley.vectors.marks import WriteMarks
+from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord, VectorStore
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,10 @@ def embedding_text(batch: ChunkBatch, text: str, heading: str | None) -> str:
     return document_text(batch.filename, text, heading, batch.context)
 
 
-class EmbedHandler:
+class EmbedHandler(Service[ChunkBatch]):
+    """The embed queue's service: one ``parley.chunks.v1`` batch a message; no hooks (a batch
+    given up on leaves its document ``embedding``, for the stuck sweep)."""
+
     def __init__(
         self,
         *,
@@ -67,19 +70,18 @@ class EmbedHandler:
             writes=WriteMarks(clients.redis, prefix=clients.settings.redis_prefix),
         )
 
-    async def __call__(self, message: Message) -> None:
-        try:
-            batch = ChunkBatch.model_validate_json(message.body)
-        except ValidationError as exc:
-            raise Reject(
-                f"not a parley.chunks.v1 batch: {problems(exc)}", reason="malformed_message"
-            ) from exc
-        with structlog.contextvars.bound_contextvars(
-            document_id=batch.document_id, tenant=batch.tenant, batch=batch.batch_index
-        ):
-            await self.handle(batch, message.headers)
+    def parse(self, delivery: Message) -> Sequence[ChunkBatch]:
+        return (typed(ChunkBatch, delivery, what="parley.chunks.v1 batch"),)
 
-    async def handle(self, batch: ChunkBatch, headers: Mapping[str, str] | None = None) -> None:
+    async def handle(self, item: ChunkBatch, delivery: Message | None = None) -> None:
+        """Embed and upsert the batch; land it (``ready`` on the last one). ``delivery``
+        carries the stage timings' headers, when there is one."""
+        with structlog.contextvars.bound_contextvars(
+            document_id=item.document_id, tenant=item.tenant, batch=item.batch_index
+        ):
+            await self._embed(item, delivery.headers if delivery is not None else {})
+
+    async def _embed(self, batch: ChunkBatch, headers: Mapping[str, str]) -> None:
         current = await self.status.get(batch.tenant, batch.document_id)
         if current is None or batch.version not in (current.pending_version, current.version):
             log.info("stale_batch_dropped", version=batch.version)
@@ -104,21 +106,7 @@ class EmbedHandler:
                 version=batch.version,
                 text=c.text,
                 embedding=vector,
-                metadata={
-                    k: v
-                    for k, v in {
-                        "filename": batch.filename,
-                        "path": batch.path,
-                        "page": c.page,
-                        "heading": c.heading,
-                        "ordinal": c.ordinal,
-                        "tokens": c.tokens,
-                        **context_metadata(batch.context),
-                        "kind": batch.kind,
-                        "ocr": True if c.ocr else None,  # only OCR'd chunks carry the mark
-                    }.items()
-                    if v is not None
-                },
+                metadata=ChunkMeta.of(batch, c).to_metadata(),
             )
             for c, vector in zip(missing, vectors, strict=True)
         ]
@@ -133,7 +121,7 @@ class EmbedHandler:
         )
         if landed == 1:
             log.info("document_ready", version=batch.version)
-            _observe_ready(headers or {})
+            _observe_ready(headers)
         if landed in (1, 2):
             # Ready with this version (again, on redelivery): the other versions go, after a
             # grace so that a search that read the served versions just before the swap still

@@ -62,8 +62,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         ),
     )
     stack.push_async_callback(handler.close)
-    return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds,
-                     on_give_up=handler.given_up)]
+    return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
 
 
 def main() -> None:

@@ -3,8 +3,9 @@ the turn's Redis stream -> exactly one terminal event (``final``, ``error`` or `
 
 Per delivery, in order:
 
-1. a body that is not a ``parley.chat.v1`` turn is rejected (dead letter with the reason; an
-   ``error`` event ``bad_turn`` when the turn's stream exists, so no client waits for it);
+1. a body that is not a ``parley.chat.v1`` turn is rejected (dead letter with the reason; the
+   ``on_rejected`` hook writes an ``error`` event ``bad_turn`` when the turn's stream exists, so
+   no client waits for it);
 2. the stream's last event decides what a redelivery does: a terminal event -> ack, nothing
    written (the earlier attempt finished); a ``token`` event -> the earlier attempt died
    mid-answer: ``error`` ``worker_lost`` (tokens are never written twice; see
@@ -34,7 +35,10 @@ Failures: a rate limit (429) or an unreachable model before any token is retried
 queue (``Retry`` with the service's delay) while attempts and the turn's deadline allow; then
 ``error`` with ``rate_limited`` (with ``retry_after``) or ``model_unavailable``. Once tokens
 are out, a failure is final: ``error``. If the handler is cancelled (the worker stops and its
-drain time is over), it writes ``error`` ``worker_lost`` before giving the message back.
+drain time is over), it writes ``error`` ``worker_lost`` before giving the message back. When
+the runtime gives up on a turn (``on_retry_exhausted``: its answering killed the worker again and
+again, or the turn's stream could not be read), the turn ends with ``error`` (``worker_lost``,
+``internal``) unless it has ended already.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,10 +61,11 @@ from inference_worker.citations import citations
 from inference_worker.outbox import Outbox, TurnOutput
 from parley import metrics, tracing
 from parley.broker import Message
-from parley.contracts import ChatTurn, loads
-from parley.errors import ParleyError, Reject, Retry
+from parley.contracts import ChatTurn, loads, problems
+from parley.errors import ParleyError, Reject, Retry, Unsettled
 from parley.keys import Keys
 from parley.runtime.consumer import backoff
+from parley.runtime.service import Service
 from parley.turnstream import TERMINAL, WORKER_LOST, TurnWriter, owner_key, turn_key
 
 SCHEMA = "parley.chat.v1"
@@ -109,9 +114,9 @@ class _Progress:
     stream: object = None  # the model's iterator: may carry the backend's usage
 
 
-class TurnHandler:
-    """A :data:`parley.runtime.consumer.Handler` for the chat queue. One instance serves every
-    turn of the worker (concurrently); the model is shared."""
+class TurnHandler(Service[ChatTurn]):
+    """The chat queue's :class:`~parley.runtime.service.Service`: one turn a message. One
+    instance serves every turn of the worker (concurrently); the model is shared."""
 
     def __init__(
         self,
@@ -136,9 +141,8 @@ class TurnHandler:
         runtime's to drain or cancel first."""
         await self.outbox.close()
 
-    async def __call__(self, message: Message) -> None:
+    async def handle(self, turn: ChatTurn, message: Message) -> None:
         received, received_at = time.monotonic(), time.time()
-        turn = await self._parse(message)
         with (
             structlog.contextvars.bound_contextvars(turn_id=turn.turn_id),
             self.outbox.open(turn.turn_id) as writer,
@@ -164,63 +168,58 @@ class TurnHandler:
                 message, turn, writer, _Progress(received=received, received_at=received_at)
             )
 
-    # parsing ----------------------------------------------------------------------------------
-    async def _parse(self, message: Message) -> ChatTurn:
+    # parsing and the runtime's hooks ----------------------------------------------------------
+    def parse(self, delivery: Message) -> Sequence[ChatTurn]:
         try:
-            raw = loads(message.body)
+            raw = loads(delivery.body)
         except ValueError as exc:
             raise Reject(f"chat turn is not JSON: {exc}", reason="bad_turn") from exc
         schema = raw.get("schema") if isinstance(raw, dict) else None
         if schema is not None and schema != SCHEMA:
-            reason = f"unknown schema {schema!r}: this worker reads {SCHEMA}"
-            await self._tell_bad_turn(raw, reason)
-            raise Reject(reason, reason="bad_turn")
+            raise Reject(f"unknown schema {schema!r}: this worker reads {SCHEMA}",
+                         reason="bad_turn")
         try:
-            return ChatTurn.model_validate(raw)
+            return (ChatTurn.model_validate(raw),)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors()[:5]
-            )
-            reason = f"malformed chat turn: {problems}"
-            await self._tell_bad_turn(raw, reason)
-            raise Reject(reason, reason="bad_turn") from exc
+            raise Reject(f"malformed chat turn: {problems(exc)}", reason="bad_turn") from exc
 
-    async def _tell_bad_turn(self, raw: Any, reason: str) -> None:
+    async def on_rejected(self, delivery: Message, item: ChatTurn | None, error: Reject) -> None:
         """Best effort: end the stream of a turn whose client is waiting (the gateway wrote its
         ``sources``), so a bad message never leaves a client hanging."""
-        turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
-        if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
+        turn_id = item.turn_id if item is not None else _turn_id(delivery)
+        if turn_id is None:
             return
         with contextlib.suppress(Exception):
             if await self._redis.exists(turn_key(self.options.prefix, turn_id)):
                 writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
                                     ttl=self.options.stream_ttl)
-                await writer.emit("error", {"code": "bad_turn", "message": reason})
+                await writer.emit("error", {"code": "bad_turn", "message": error.message})
 
-    async def given_up(self, message: Message, reason: str) -> None:
-        """The consumer runtime gives up on a turn that was never settled (answering it killed
-        or hung the worker, again and again): its client gets a terminal ``error`` at once
-        instead of waiting for the gateway's timeout. Best effort, like :meth:`_tell_bad_turn`;
-        nothing is written after a terminal event."""
-        try:
-            raw = loads(message.body)
-        except ValueError:
+    async def on_retry_exhausted(
+        self, delivery: Message, item: ChatTurn | None, error: Exception
+    ) -> None:
+        """The runtime gives up on a turn (never settled: answering it killed or hung the
+        worker again and again; or failed every attempt): its client gets a terminal ``error``
+        at once instead of waiting for the gateway's timeout. Best effort, like
+        :meth:`on_rejected`; nothing is written after a terminal event."""
+        turn_id = item.turn_id if item is not None else _turn_id(delivery)
+        if turn_id is None:
             return
-        turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
-        if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
-            return
+        if isinstance(error, Unsettled):
+            data = {"code": "worker_lost",
+                    "message": "the model worker stopped every time it took this question "
+                    "(out of memory?); it was not tried again"}
+        else:
+            data = {"code": "internal",
+                    "message": f"the model worker failed {delivery.attempt} times on this "
+                    "question; it was not tried again"}
         with contextlib.suppress(Exception):
             last, _ = await self._state(turn_id)
             if last is None or last in TERMINAL:
                 return  # no client waits on a stream without events; a finished one is done
             writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
                                 ttl=self.options.stream_ttl)
-            await writer.emit("error", {
-                "code": "worker_lost",
-                "message": "the model worker stopped every time it took this question "
-                "(out of memory?); it was not tried again",
-            })
+            await writer.emit("error", data)
 
     async def _state(self, turn_id: str) -> tuple[str | None, bool]:
         """The kind of the stream's last event (None: no event yet) and the cancel flag, in one
@@ -384,6 +383,19 @@ class TurnHandler:
                 "total_ms": _ms(now - progress.received),
             },
         }
+
+
+def _turn_id(delivery: Message) -> str | None:
+    """The turn id a body names, read without the contract (a malformed turn's client waits
+    all the same), when it is a plausible one."""
+    try:
+        raw = loads(delivery.body)
+    except ValueError:
+        return None
+    turn_id = raw.get("turn_id") if isinstance(raw, dict) else None
+    if not isinstance(turn_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", turn_id):
+        return None
+    return turn_id
 
 
 def _last_user(turn: ChatTurn) -> str:

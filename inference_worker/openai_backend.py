@@ -21,9 +21,7 @@ other 400 (prompt too long, bad parameter)    ``bad_request``
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +29,7 @@ import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from backends.throttling import retry_after
 from inference_worker.chatmodel import Usage
 from parley.contracts import ChatMessage
 from parley.errors import ParleyError, Retry
@@ -51,30 +50,6 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
-
-
-def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from a 429's headers: ``retry-after-ms`` (Azure OpenAI), else
-    ``Retry-After`` as seconds or an HTTP date. None when absent or unreadable."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def translate(exc: Exception, *, where: str) -> ParleyError:

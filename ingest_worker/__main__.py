@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from parley.runtime.clients import open_clients
+from backends.clients import open_clients
 from parley.runtime.consumer import Consumer
 from parley.runtime.worker import Runnable, main
 from parley.settings import Settings
@@ -47,8 +47,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     return [
         *runners,
         Consumer(
-            clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds,
-            on_give_up=handler.given_up,
+            clients.brokers.for_queue(queue), queue, handler, drain_seconds=settings.drain_seconds
         ),
     ]
 

@@ -7,33 +7,37 @@ Outcomes, all acked unless said otherwise:
 - an event older (by ``sequencer``) than the last one applied to that blob: ignored;
 - a blob that does not exist: status ``failed`` with reason ``not_found``, except for a
   BlobCreated event of a document without a record (a delete overtook it): ignored;
-- a file with no usable text (encrypted, scanned, broken, too large ...): status ``failed`` with
-  the reason in plain words — a terminal outcome for the document, not a dead letter;
+- a file with no usable text (encrypted, scanned, broken, too large ...): a
+  :class:`~parley.errors.UserError`, which the ``on_user_error`` hook records as status
+  ``failed`` with the reason in plain words — a terminal outcome for the document, not a dead
+  letter;
 - malformed messages: dead-lettered with the reason (``Reject``);
-- anything transient (blob store, Redis): retried; on the last attempt the document is marked
-  ``failed`` with the error before the message goes to the dead letters.
+- anything transient (blob store, Redis): retried; when the runtime gives up, the
+  ``on_retry_exhausted`` hook marks the document ``failed`` (``gave_up``) before the message
+  goes to the dead letters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import posixpath
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import structlog
 
+from backends.clients import Clients
 from ingest_worker import events
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.context import document_context, docx_properties
 from ingest_worker.extract.isolation import ExtractorPool, default_pool
 from ingest_worker.extract.ocr import options_from
-from ingest_worker.extract.types import ExtractionFailed
 from parley import metrics, tracing
 from parley.blobstore import BLOCK_BYTES, BlobInfo, BlobStore
 from parley.broker import Broker, Message
@@ -49,7 +53,7 @@ from parley.contracts import (
     dump,
 )
 from parley.embedder import Tokenizer
-from parley.errors import NotFound, Reject, TooLarge
+from parley.errors import NotFound, Reject, TooLarge, Unsettled, UserError
 from parley.filetypes import FileKind
 from parley.ids import (
     ChunkId,
@@ -60,7 +64,7 @@ from parley.ids import (
     new_trace_id,
     path_tenant,
 )
-from parley.runtime.clients import Clients
+from parley.runtime.service import Service
 from parley.settings import Settings
 from parley.status import DocumentStatus, Stage, StatusStore
 from parley.vectors.store import VectorStore
@@ -186,7 +190,10 @@ def batches(
     ]
 
 
-class IngestHandler:
+class IngestHandler(Service[IngestRequest]):
+    """The ingest queue's service: the items of a message are its ingest requests (Event Grid
+    may deliver several events at once), the latest of each blob's."""
+
     def __init__(
         self,
         settings: Settings,
@@ -216,7 +223,7 @@ class IngestHandler:
     def from_clients(cls, clients: Clients, *, pool: ExtractorPool | None = None) -> IngestHandler:
         """Wired as ``python -m ingest_worker`` wires it: publishes to the embed queue, sizes
         chunks with the configured embedder's tokenizer (the model itself is not loaded)."""
-        from parley.embedder.factory import build_tokenizer
+        from backends.factory import build_tokenizer
 
         settings = clients.settings
         return cls(
@@ -230,38 +237,59 @@ class IngestHandler:
             tokenizer_id=clients.model_id,
         )
 
-    async def __call__(self, message: Message) -> None:
-        requests = events.latest(events.parse(message.body))
-        headers = dict(message.headers)
+    def parse(self, delivery: Message) -> Sequence[IngestRequest]:
+        return events.latest(events.parse(delivery.body))
+
+    async def handle(self, item: IngestRequest, delivery: Message) -> None:
+        where = target(item, self.settings)
+        headers = dict(delivery.headers)
         tracing.inject(headers)  # batches become children of this delivery's span
         headers.setdefault(TRACE_HEADER, f"00-{new_trace_id()}-{new_trace_id()[:16]}-01")
-        for request in requests:
-            where = target(request, self.settings)
-            with structlog.contextvars.bound_contextvars(
-                document_id=where.document_id, tenant=where.tenant, path=where.path
-            ):
-                try:
-                    await self.handle(
-                        request,
-                        where,
-                        {**headers, DOCUMENT_HEADER: where.document_id},
-                        attempt=message.attempt,
-                    )
-                except Exception as exc:
-                    if (
-                        message.attempt >= self.settings.queues.ingest.max_attempts
-                        and not isinstance(exc, Reject)
-                    ):
-                        await self.status.update(
-                            where.tenant,
-                            where.document_id,
-                            stage=Stage.FAILED,
-                            reason="gave_up",
-                            message=f"could not process after {message.attempt} attempts: {exc}",
-                        )
-                    raise
+        with _bound(where):
+            await self._handle(
+                item, where, {**headers, DOCUMENT_HEADER: where.document_id},
+                attempt=delivery.attempt,
+            )
 
-    async def handle(
+    async def on_user_error(
+        self, delivery: Message, item: IngestRequest, error: UserError
+    ) -> None:
+        """The file cannot be used (no text, encrypted, too many chunks ...): the document is
+        ``failed`` with the reason, in words its user reads."""
+        where = target(item, self.settings)
+        with _bound(where):
+            log.warning("document_failed", reason=error.reason, error=error.message)
+            metrics.DOCUMENTS.labels("failed").inc()
+            await self.status.update(
+                where.tenant, where.document_id, stage=Stage.FAILED, reason=error.reason,
+                message=error.message,
+            )
+
+    async def on_retry_exhausted(
+        self, delivery: Message, item: IngestRequest | None, error: Exception
+    ) -> None:
+        """The runtime gives up on the request: its document is ``failed`` (``gave_up``) with a
+        reason the user sees, instead of staying ``extracting`` until the stuck sweep. For a
+        message that was never settled (its handling killed or hung the worker, again and
+        again) only uploads are marked: nothing of a delete ran."""
+        if item is None:
+            return
+        try:
+            where = target(item, self.settings)
+        except Reject:
+            return
+        if isinstance(error, Unsettled):
+            if item.action != "upsert":
+                return
+            message = (f"the worker stopped {delivery.attempt - 1} times while processing this "
+                       "file (out of memory or hung?); it was not tried again")
+        else:
+            message = f"could not process after {delivery.attempt} attempts: {error}"
+        await self.status.update(
+            where.tenant, where.document_id, stage=Stage.FAILED, reason="gave_up", message=message
+        )
+
+    async def _handle(
         self, request: IngestRequest, where: Target, headers: Mapping[str, str], *, attempt: int
     ) -> None:
         current = await self.status.get(where.tenant, where.document_id)
@@ -341,29 +369,18 @@ class IngestHandler:
             attempts=attempt,
         )
         started = time.time()
-        try:
-            with tracing.span("extract", document_id=where.document_id):
-                extraction = await (self.pool or default_pool()).extract(
-                    Path(file.name),
-                    filename,
-                    max_pages=self.settings.max_pages,
-                    max_bytes=self.settings.max_document_bytes,
-                    max_chars=self.settings.max_document_chars,
-                    timeout=self.extract_timeout,
-                    on_progress=self._progress(where),
-                    ocr=self.ocr,
-                )
-        except ExtractionFailed as failed:
-            log.warning("extraction_failed", reason=failed.reason, error=failed.message)
-            metrics.DOCUMENTS.labels("failed").inc()
-            await self.status.update(
-                where.tenant,
-                where.document_id,
-                stage=Stage.FAILED,
-                reason=failed.reason,
-                message=failed.message,
+        # ExtractionFailed (no usable text) is a UserError: on_user_error records it.
+        with tracing.span("extract", document_id=where.document_id):
+            extraction = await (self.pool or default_pool()).extract(
+                Path(file.name),
+                filename,
+                max_pages=self.settings.max_pages,
+                max_bytes=self.settings.max_document_bytes,
+                max_chars=self.settings.max_document_chars,
+                timeout=self.extract_timeout,
+                on_progress=self._progress(where),
+                ocr=self.ocr,
             )
-            return
         extracted = time.time()
         metrics.STAGE_SECONDS.labels("extracting").observe(extracted - started)
         metrics.PAGES.inc(extraction.pages or 0)
@@ -382,27 +399,13 @@ class IngestHandler:
             overlap_tokens=self.settings.chunk_overlap_tokens,
         )
         if not drafts:
-            metrics.DOCUMENTS.labels("failed").inc()
-            await self.status.update(
-                where.tenant,
-                where.document_id,
-                stage=Stage.FAILED,
-                reason="empty",
-                message="the document holds no text to index",
-            )
-            return
+            raise UserError("the document holds no text to index", reason="empty")
         if len(drafts) > self.settings.max_document_chunks:
-            log.warning("too_many_chunks", chunks=len(drafts))
-            metrics.DOCUMENTS.labels("failed").inc()
-            await self.status.update(
-                where.tenant,
-                where.document_id,
-                stage=Stage.FAILED,
+            raise UserError(
+                f"the document makes {len(drafts):,} chunks of text, over the limit of "
+                f"{self.settings.max_document_chunks:,}; split it into smaller documents",
                 reason="too_many_chunks",
-                message=f"the document makes {len(drafts):,} chunks of text, over the limit "
-                f"of {self.settings.max_document_chunks:,}; split it into smaller documents",
             )
-            return
         # What the document says about itself (company, period, title): in every chunk's
         # metadata and embedded text, so "the quarter ended July 1, 2023" finds this report.
         context = document_context(
@@ -470,30 +473,6 @@ class IngestHandler:
             message=f"the file is {size}, over the {exc.limit / 2**20:.1f} MiB limit",
         )
 
-    async def given_up(self, message: Message, reason: str) -> None:
-        """The consumer runtime gives up on a message that was never settled (its handling
-        killed or hung the worker, again and again): its documents are ``failed`` with a
-        reason the user sees, instead of staying ``extracting`` until the stuck sweep."""
-        try:
-            requests = events.latest(events.parse(message.body))
-        except Reject:
-            return
-        for request in requests:
-            try:
-                where = target(request, self.settings)
-            except Reject:
-                continue
-            if request.action != "upsert":
-                continue
-            await self.status.update(
-                where.tenant,
-                where.document_id,
-                stage=Stage.FAILED,
-                reason="gave_up",
-                message=f"the worker stopped {message.attempt - 1} times while processing this "
-                "file (out of memory or hung?); it was not tried again",
-            )
-
     async def _not_found(
         self, request: IngestRequest, where: Target, current: DocumentStatus | None
     ) -> None:
@@ -534,3 +513,9 @@ class IngestHandler:
                 )
 
         return report
+
+
+def _bound(where: Target) -> contextlib.AbstractContextManager[object]:
+    return structlog.contextvars.bound_contextvars(
+        document_id=where.document_id, tenant=where.tenant, path=where.path
+    )

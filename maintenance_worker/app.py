@@ -34,9 +34,9 @@ from celery import Celery
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
 
+from backends.clients import Clients, open_clients
 from maintenance_worker import reconcile, reembedding
 from parley import logs
-from parley.runtime.clients import Clients, open_clients
 from parley.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -119,7 +119,7 @@ async def _expire(settings: Settings, clients: Clients) -> reconcile.SweepReport
 
 
 async def _reembed(settings: Settings, clients: Clients) -> reconcile.SweepReport:
-    from parley.embedder.factory import model_id_of, previous_settings
+    from backends.factory import model_id_of, previous_settings
 
     # PARLEY_EMBEDDING_PREVIOUS__* here says which model a switch leaves: only needed to go
     # back to a model the deployment left before (maintenance_worker.reembedding.next_target).

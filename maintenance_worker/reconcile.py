@@ -207,28 +207,46 @@ async def retry_stuck(
             report.add("failed")
             report.notes.append(f"failed {record.path or record.document_id}: stuck")
             continue
-        await status.update(
-            record.tenant,
-            record.document_id,
-            stage=Stage.QUEUED,
+        await requeue(
+            settings,
+            record,
+            status,
+            broker,
             message=(
                 f"was stuck in '{record.stage.value}' for {waited}; "
                 f"retrying ({tries} of {settings.stuck_max_retries})"
             ),
         )
-        await post_ingest(
-            settings,
-            broker,
-            IngestRequest(
-                container=settings.blob_container,
-                path=record.path,
-                tenant=record.tenant,
-                filename=record.filename or None,
-            ),
-        )
         report.add("retried")
         report.notes.append(f"retried {record.path} ({tries}/{settings.stuck_max_retries})")
     return report
+
+
+async def requeue(
+    settings: Settings,
+    record: DocumentStatus,
+    status: StatusStore,
+    broker: Broker,
+    *,
+    message: str,
+    **fields: Any,
+) -> None:
+    """Mark the document ``queued`` with ``message`` (and any other ``fields`` of its record),
+    then post an ingest request for its blob: the worker takes it up again from the start."""
+    assert record.path
+    await status.update(
+        record.tenant, record.document_id, **fields, stage=Stage.QUEUED, message=message
+    )
+    await post_ingest(
+        settings,
+        broker,
+        IngestRequest(
+            container=settings.blob_container,
+            path=record.path,
+            tenant=record.tenant,
+            filename=record.filename or None,
+        ),
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -24,18 +24,16 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport
+from maintenance_worker.reconcile import RETRY_MEMORY_SECONDS, SweepReport, requeue
 from parley import lua
 from parley.broker import Broker
-from parley.contracts import IngestRequest
 from parley.embedder import Embedder
-from parley.embedder.text import context_of, document_text
 from parley.ids import DocumentId, TenantId
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
-from parley.uploads import post_ingest
 from parley.vectors.chroma import ChromaStore, StoredDocument
 from parley.vectors.marks import WriteMarks
+from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord
 
 log = structlog.get_logger(__name__)
@@ -245,7 +243,18 @@ async def _reembed_tenant(
         assert record.version is not None
         copied = await _carry(tenant, record, record.version, sources, store, embedder, report)
         if not copied and record.path and record.stage in TERMINAL_STAGES:
-            await _reindex(settings, tenant, record, status, broker)
+            # Missing here and held nowhere to copy from (never embedded, or a write lost to
+            # a raced drop): index it afresh. The version is forgotten first, so the ingest
+            # worker does not skip the content as "already served"; the document is out of
+            # searches until it is ready again.
+            await requeue(
+                settings,
+                record,
+                status,
+                broker,
+                message="re-indexing: its chunks were missing",
+                version=None,
+            )
             report.add("reposted")
     if short:
         present = await store.stored_documents(tenant)
@@ -338,55 +347,13 @@ async def _carry(
     return copied
 
 
-async def _reindex(
-    settings: Settings,
-    tenant: TenantId,
-    record: DocumentStatus,
-    status: StatusStore,
-    broker: Broker,
-) -> None:
-    """Index a settled document afresh: its served version is missing here, wholly or in part,
-    and held nowhere to copy from (never embedded, or a write lost to a raced drop). The
-    version is forgotten first, so the ingest worker does not skip the content as "already
-    served"; the document is out of searches until it is ready again."""
-    assert record.path
-    await status.update(
-        tenant,
-        record.document_id,
-        version=None,
-        stage=Stage.QUEUED,
-        message="re-indexing: its chunks were missing",
-    )
-    await post_ingest(
-        settings,
-        broker,
-        IngestRequest(
-            container=settings.blob_container,
-            path=record.path,
-            tenant=tenant,
-            filename=record.filename or None,
-        ),
-    )
-
-
 async def _copy(
     tenant: TenantId, chunks: list[ChunkRecord], store: ChromaStore, embedder: Embedder
 ) -> int:
     # The embed worker's own rule for what is embedded (a header naming document and section).
-
     for start in range(0, len(chunks), _REEMBED_BATCH):
         part = chunks[start : start + _REEMBED_BATCH]
-        texts = []
-        for chunk in part:
-            heading = chunk.metadata.get("heading")
-            texts.append(
-                document_text(
-                    str(chunk.metadata.get("filename", "")),
-                    chunk.text,
-                    str(heading) if heading else None,
-                    context_of(chunk.metadata),
-                )
-            )
+        texts = [ChunkMeta.from_metadata(c.metadata).document_text(c.text) for c in part]
         vectors = await embedder.embed(texts)
         await store.upsert(
             tenant,

@@ -1,5 +1,15 @@
-"""One root exception. Handlers raise :class:`Retry` to have a message tried again later and
-:class:`Reject` to dead-letter it at once; anything else counts as a transient failure."""
+"""One root exception, and under it three families a consumer's handler may raise:
+
+- flow control, for the consumer runtime (:mod:`parley.runtime.consumer`): :class:`Retry` (try
+  the message again, after ``delay``) and :class:`Reject` (dead-letter it at once, with the
+  reason); :class:`Unsettled` is what the runtime hands its hooks when it gives up on a message
+  that was never settled;
+- :class:`UserError`: what went wrong with the user's own input (an encrypted PDF, a file with
+  no text), in words for that user. Terminal: never retried nor dead-lettered; the service's
+  ``on_user_error`` hook records it (a document's status);
+- anything else, ours or not (:class:`ConfigError`, a ``ConnectionError``): unexpected, so
+  retried up to the queue's ``max_attempts``, then dead-lettered after ``on_retry_exhausted``.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +58,20 @@ class Reject(ParleyError):
     reason = "rejected"
 
 
+class Unsettled(ParleyError):
+    """Not raised: handed to ``on_retry_exhausted`` for a message delivered more often than
+    ``max_attempts`` without ever being settled (its handling killed or hung the worker)."""
+
+    reason = "max_deliveries"
+
+
+class UserError(ParleyError):
+    """The user's input cannot be used, and trying again cannot change that; ``message`` is
+    shown to that user as it is. Terminal for the work item: not retried, not dead-lettered."""
+
+    reason = "unusable"
+
+
 class ConfigError(ParleyError):
     """The settings are wrong or incomplete; the message says which variable to set."""
 
@@ -58,7 +82,7 @@ class NotFound(ParleyError):
     reason = "not_found"
 
 
-class TooLarge(ParleyError):
+class TooLarge(UserError):
     """Over a size limit of ``limit`` bytes; ``size`` is the whole size when it is known (a
     stream refused at the limit is not read to its end)."""
 

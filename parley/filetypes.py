@@ -21,7 +21,7 @@ import re
 import zipfile
 from typing import IO, Final, Literal, get_args
 
-from parley.errors import ParleyError
+from parley.errors import UserError
 
 FileKind = Literal["pdf", "docx", "pptx", "xlsx", "html", "markdown", "text"]
 KINDS: Final[tuple[FileKind, ...]] = get_args(FileKind)
@@ -100,7 +100,7 @@ _MD_TABLE: Final = re.compile(r"^\|?[ \t]*:?-{3,}:?[ \t]*\|", re.MULTILINE)
 _MD_EMPHASIS: Final = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__|`[^`\n]+`")
 
 
-class UnsupportedType(ParleyError):
+class UnsupportedType(UserError):
     """The bytes are none of :data:`KINDS`; the message says what they look like."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+from backends.clients import Brokers
 from parley.broker import DeadLetter
 from parley.errors import NotFound, ParleyError
-from parley.runtime.clients import Brokers
 from parley.settings import QueueSettings, Settings
 
 SCAN_LIMIT = 10_000
@@ -152,7 +152,7 @@ async def command(
     out = out or sys.stdout
     import contextlib
 
-    from parley.runtime.clients import open_clients
+    from backends.clients import open_clients
 
     async with contextlib.AsyncExitStack() as stack:
         brokers = (await open_clients(stack, settings)).brokers

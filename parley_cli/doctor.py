@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -160,7 +161,7 @@ async def check_chroma(settings: Settings) -> Check:
 
 
 async def check_blobs(settings: Settings) -> Check:
-    from parley.blobstore.factory import open_blob_store
+    from backends.factory import open_blob_store
 
     where = (f"{settings.blob_dir}" if settings.blob_backend == "local"
              else f"{settings.blob_account_url or 'connection string'}")
@@ -212,7 +213,7 @@ async def check_queue(settings: Settings, queue: QueueSettings, brokers: Any) ->
 
 
 async def check_embedder(settings: Settings) -> Check:
-    from parley.embedder.factory import build_embedder
+    from backends.factory import build_embedder
 
     try:
         embedder = build_embedder(settings)
@@ -315,8 +316,8 @@ async def check_model_switch(settings: Settings) -> Check:
     """Tenants with a collection of another embedding model whose marker does not name the
     current one are mid-switch (:mod:`chat_gateway.search`): searches see every document only when
     ``PARLEY_EMBEDDING_PREVIOUS__*`` names that model. One collection listing per tenant."""
+    from backends.factory import model_id_of, previous_settings
     from chat_gateway.search import ModelMarkers
-    from parley.embedder.factory import model_id_of, previous_settings
     from parley.status import StatusStore
     from parley.vectors.chroma import ChromaStore
 
@@ -384,10 +385,31 @@ async def _bounded(name: str, check: Awaitable[Check], timeout: float) -> Check:
         return fail(name, f"check crashed: {_error(exc)}")
 
 
+def _import_checked() -> None:
+    for module in ("backends.factory", "inference_worker.backend", "maintenance_worker.app",
+                   "chat_gateway.search", "parley.vectors.chroma"):
+        importlib.import_module(module)
+
+
+async def _apart(
+    check: Callable[[Settings], Coroutine[Any, Any, Check]], settings: Settings
+) -> Check:
+    """``check`` run to its end on its own event loop in a worker thread."""
+
+    def run() -> Check:
+        return asyncio.run(check(settings))
+
+    return await asyncio.to_thread(run)
+
+
 async def diagnose(settings: Settings, *, timeout: float = TIMEOUT) -> list[Check]:
     """Every check, run concurrently; configuration first, then in a fixed order."""
-    from parley.runtime.clients import Brokers
+    from backends.clients import Brokers
 
+    # The checks import what they test (Celery, the gateway's search, Chroma's client) on first
+    # use, seconds on a busy machine: done first, off the loop, so that no check's connect
+    # timeout runs out while another check imports.
+    await asyncio.to_thread(_import_checked)
     redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=3)
     brokers = Brokers(settings, redis)
     queues = [settings.queues.ingest, settings.queues.embed, settings.queues.chat]
@@ -397,8 +419,11 @@ async def diagnose(settings: Settings, *, timeout: float = TIMEOUT) -> list[Chec
         ("blobs", lambda: check_blobs(settings)),
         *[(f"queue {q.name}", lambda q=q: check_queue(settings, q, brokers))
           for q in queues],
-        ("embedder", lambda: check_embedder(settings)),
-        ("chat model", lambda: check_chat_model(settings)),
+        # These two spend seconds of CPU on the loop's thread (a model loaded, the openai SDK's
+        # first request importing its modules): on a loop of their own, in a thread, so the
+        # other checks' connect timeouts are not spent waiting for them on a busy machine.
+        ("embedder", lambda: _apart(check_embedder, settings)),
+        ("chat model", lambda: _apart(check_chat_model, settings)),
         ("maintenance", lambda: check_maintenance(settings)),
         ("model switch", lambda: check_model_switch(settings)),
     ]

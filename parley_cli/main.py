@@ -64,8 +64,8 @@ def _files(paths: Sequence[str]) -> list[tuple[Path, str]]:
 async def cmd_ingest(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
+    from backends.clients import open_clients
     from parley.ids import TenantId, document_id
-    from parley.runtime.clients import open_clients
     from parley.uploads import upload
 
     tenant = TenantId(args.tenant or settings.default_tenant)
@@ -127,8 +127,8 @@ async def _ingest_json(
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
+    from backends.clients import open_clients
     from parley.ids import TenantId
-    from parley.runtime.clients import open_clients
 
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings)
@@ -154,9 +154,9 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     import contextlib
 
+    from backends.clients import open_clients
     from chat_gateway.search import Lexical, Searcher, open_switch
     from parley.ids import TenantId
-    from parley.runtime.clients import open_clients
 
     async with contextlib.AsyncExitStack() as stack:
         clients = await open_clients(stack, settings, vectors=True)

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.clients import Clients, open_clients
 from ingest_worker.chunking import chunk
 from ingest_worker.extract.dispatch import extract
 from parley.embedder.local import MiniLMTokenizer
 from parley.ids import DocumentId, TenantId, document_id
-from parley.runtime.clients import Clients, open_clients
 from parley.settings import Settings
 from parley.status import Stage
 from parley.uploads import upload

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.clients import Clients, open_clients
 from chat_gateway.search import Lexical, Searcher
 from embed_worker.handler import EmbedHandler
 from ingest_worker.handler import IngestHandler
 from ingest_worker.watcher import Watcher
 from parley.ids import DocumentId, TenantId, document_id
-from parley.runtime.clients import Clients, open_clients
 from parley.runtime.consumer import Consumer
 from parley.settings import Settings
 from parley.status import TERMINAL_STAGES, DocumentStatus

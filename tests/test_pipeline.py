@@ -385,7 +385,7 @@ async def test_rate_limited_embeddings_endpoint_loses_nothing(
     wait (inside the call, then through the queue's retry) and every document still lands."""
     from pydantic import SecretStr
 
-    from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+    from tests.peers.azure_openai import FakeAzureOpenAI
 
     with FakeAzureOpenAI(dimensions=64) as fake:
         settings = pipeline_settings(

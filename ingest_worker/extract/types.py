@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from parley.errors import Reject
+from parley.errors import UserError
 from parley.filetypes import SUPPORTED, FileKind
 
 BlockKind = Literal[
@@ -80,9 +80,10 @@ class Extraction:
         return sum(count_visible(b.text) for b in self.blocks)
 
 
-class ExtractionFailed(Reject):
+class ExtractionFailed(UserError):
     """No usable text can come out of this file. ``reason`` is a key of :data:`REASONS`;
-    ``message`` is plain words for the user ("scanned PDF: no text layer")."""
+    ``message`` is plain words for the user ("scanned PDF: no text layer"). Terminal for the
+    document (its status says why), never retried."""
 
     def __init__(self, reason: str, message: str, *, hint: str | None = None) -> None:
         if reason not in REASONS:

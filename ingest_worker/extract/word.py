@@ -57,23 +57,22 @@ _HEADING_NAME = re.compile(r"^(heading\s*[1-9]|title)$", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-)
-_RECOVERING_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    huge_tree=False,
-    remove_comments=True,
-    remove_pis=True,
-    recover=True,
-)
+
+def _parser(*, recover: bool) -> etree.XMLParser:
+    """A parser that resolves no entity, loads no DTD and reaches no network (no XXE)."""
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+        recover=recover,
+    )
+
+
+_PARSER = _parser(recover=False)
+_RECOVERING_PARSER = _parser(recover=True)
 
 
 def extract_docx(

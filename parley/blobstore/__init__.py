@@ -1,4 +1,5 @@
-"""The blob store seam: Azure Blob Storage on Azure (and Azurite locally), or a directory.
+"""The blob store seam: Azure Blob Storage on Azure (and Azurite locally; the adapter is
+:mod:`backends.azure_blob`), or a directory (:mod:`parley.blobstore.local`).
 
 Paths are ``/``-separated and relative to the configured container. By convention the first
 segment of a path is the tenant (``acme/reports/q3.pdf``); a path with one segment belongs to the

@@ -1,4 +1,5 @@
-"""The broker seam: one small protocol, two real adapters (Redis Streams, Azure Service Bus).
+"""The broker seam: one small protocol, two real adapters (Redis Streams here, Azure Service Bus
+in :mod:`backends.servicebus`).
 
 Delivery is at-least-once. A received :class:`Message` is invisible to other consumers until it
 is acked, retried or dead-lettered, or until its lease runs out (a crashed consumer): then it is

@@ -1,6 +1,6 @@
 """The embedder seam: text -> unit-length vectors. Adapters: a local ONNX MiniLM shipped inside a
 PyPI package (CPU; no download at run time), sentence-transformers on a GPU (the ``gpu`` extra),
-and Azure OpenAI embeddings."""
+and Azure OpenAI embeddings (:mod:`backends.azure_embedder`; :mod:`backends.factory` picks one)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,7 @@ CPU and GPU embed workers writes one collection when the CPU ones set ``PARLEY_E
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from parley.embedder.local import (
     SPECIAL_TOKENS,
     MiniLMTokenizer,
 )
+from parley.embedder.thread import EmbedThread
 from parley.errors import ConfigError
 
 
@@ -56,9 +55,10 @@ def default_model_dir() -> Path:
 class GpuEmbedder:
     """sentence-transformers on ``device`` (``"cuda"`` when available, else ``"cpu"``).
 
-    :meth:`embed` runs ``encode`` on one dedicated thread (calls are served one after another);
-    cancelling the awaiting task does not stop a batch already on the device, its result is
-    dropped. :meth:`close` waits for that batch and releases the thread.
+    :meth:`embed` runs ``encode`` on one dedicated thread
+    (:class:`~parley.embedder.thread.EmbedThread`: calls are served one after another; cancelling
+    the awaiting task does not stop a batch already on the device, its result is dropped).
+    :meth:`close` waits for that batch and releases the thread.
     """
 
     model_id: str = FP32_MODEL_ID
@@ -84,18 +84,13 @@ class GpuEmbedder:
             str(model_dir or default_model_dir()), device=self.device
         )
         self._model.max_seq_length = MAX_SEQUENCE
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="parley-embed-gpu"
-        )
+        self._thread = EmbedThread("parley-embed-gpu")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length 384-dim vector per text, in order; ``[]`` for no texts."""
         if not texts:
             return []
-        if self._executor is None:
-            raise RuntimeError("embedder is closed")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._encode, list(texts))
+        return await self._thread.run(self._encode, list(texts))
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(
@@ -108,6 +103,4 @@ class GpuEmbedder:
         return vectors.tolist()  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        await self._thread.close()

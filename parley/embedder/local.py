@@ -26,9 +26,7 @@ the longest text of their batch (chunks of similar length waste little on paddin
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +37,7 @@ from tokenizers import Encoding
 from tokenizers import Tokenizer as HFTokenizer
 
 from parley.embedder import Tokenizer
+from parley.embedder.thread import EmbedThread
 
 # The int8 graph's vector space; the fp32 and packaged graphs (and the GPU embedder) share the
 # space the packaged file has always given, under its original id.
@@ -154,11 +153,10 @@ def default_model_path() -> Path:
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on onnxruntime (CPU), running the graph its config names.
 
-    :meth:`embed` runs tokenization and inference on one dedicated worker thread, so calls are
-    served one after another (two concurrent calls would only fight over the same cores) and the
-    event loop stays free. Cancelling the awaiting task does not stop a batch already running on
-    that thread; its result is dropped. :meth:`close` waits for the running call, then releases the
-    thread; the embedder cannot be used after it.
+    :meth:`embed` runs tokenization and inference on one dedicated worker thread
+    (:class:`~parley.embedder.thread.EmbedThread`): calls are served one after another and the
+    event loop stays free. :meth:`close` waits for the running call, then releases the thread;
+    the embedder cannot be used after it.
     """
 
     dimensions: int = DIMENSIONS
@@ -189,18 +187,13 @@ class LocalEmbedder:
             model, sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="parley-embed"
-        )
+        self._thread = EmbedThread("parley-embed")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit-length 384-dim vector per text, in order; ``[]`` for no texts."""
         if not texts:
             return []
-        if self._executor is None:
-            raise RuntimeError("embedder is closed")
-        loop = asyncio.get_running_loop()
-        vectors = await loop.run_in_executor(self._executor, self.embed_sync, list(texts))
+        vectors = await self._thread.run(self.embed_sync, list(texts))
         return vectors.tolist()  # type: ignore[no-any-return]
 
     def embed_sync(self, texts: Sequence[str]) -> FloatArray:
@@ -218,6 +211,4 @@ class LocalEmbedder:
         return out
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.to_thread(executor.shutdown, wait=True)
+        await self._thread.close()

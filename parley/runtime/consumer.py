@@ -1,14 +1,24 @@
 """The consumer runtime every worker runs on: receive, dispatch with bounded concurrency, settle.
 
-A handler returns normally to ack. It raises :class:`~parley.errors.Reject` to dead-letter the
-message with the error as reason, :class:`~parley.errors.Retry` (or any other exception) to have
-it delivered again after a backoff; after ``max_attempts`` deliveries the message is
-dead-lettered with the last error. A delivery whose ``attempt`` is already past ``max_attempts``
-(earlier deliveries were never settled: the handler killed or hung its worker, e.g. an OOM kill)
-is dead-lettered at receive without running the handler again (reason ``max_deliveries``), after
-the optional ``on_give_up(message, reason)`` hook has had its say. On stop the runtime receives
-nothing more and waits up to ``drain_seconds`` for in-flight handlers; handlers still running
-then are cancelled and their messages left unsettled, so the broker delivers them again
+What a queue's messages mean is a :class:`~parley.runtime.service.Service` (a bare
+``async def handler(message)`` is one whose item is the message): the runtime parses each
+delivery into its items, hands them to the service one by one, settles the delivery and calls
+the service's hooks (see :mod:`parley.runtime.service`). The outcomes:
+
+- every item handled (or ended by a :class:`~parley.errors.UserError`, which ``on_user_error``
+  records): ack;
+- a body that is not the contract, or :class:`~parley.errors.Reject`: dead letter at once with
+  the error as reason, after ``on_rejected``;
+- :class:`~parley.errors.Retry` (or any other exception): delivered again after a backoff (the
+  Retry's ``delay`` when it has one); after ``max_attempts`` deliveries, ``on_retry_exhausted``
+  then the dead letter with the last error.
+
+A delivery whose ``attempt`` is already past ``max_attempts`` (earlier deliveries were never
+settled: the handler killed or hung its worker, e.g. an OOM kill) is dead-lettered at receive
+without running the handler again (reason ``max_deliveries``), after ``on_retry_exhausted`` has
+had its say with :class:`~parley.errors.Unsettled`. On stop the runtime receives nothing more
+and waits up to ``drain_seconds`` for in-flight handlers; handlers still running then are
+cancelled and their messages left unsettled, so the broker delivers them again
 (at-least-once).
 """
 
@@ -20,18 +30,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from parley import metrics, tracing
 from parley.broker import Broker, Message
 from parley.contracts import DOCUMENT_HEADER, TRACE_HEADER, TURN_HEADER
-from parley.errors import Reject, Retry
+from parley.errors import Reject, Retry, Unsettled, UserError
 from parley.runtime import tasks
+from parley.runtime.service import Handler, Service, as_service
 from parley.settings import QueueSettings
 
-Handler = Callable[[Message], Awaitable[None]]
-GiveUp = Callable[[Message, str], Awaitable[None]]
 SETTLE_TRIES = 6  # about 0.5+1+2+4+5 s of backoff: a Redis restart or failover
 
 log = structlog.get_logger(__name__)
@@ -57,22 +67,20 @@ class Consumer:
         self,
         broker: Broker,
         queue: QueueSettings,
-        handler: Handler,
+        handler: Service[Any] | Handler,
         *,
         drain_seconds: float = 25.0,
         receive_wait: float = 1.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
-        on_give_up: GiveUp | None = None,
     ) -> None:
         self.broker = broker
         self.queue = queue
-        self.handler = handler
+        self.service = as_service(handler)
         self.drain_seconds = drain_seconds
         self.receive_wait = receive_wait
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.on_give_up = on_give_up
         self.stats = Stats()
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when a task ends: waiting on it costs O(1) per wake-up, where asyncio.wait over
@@ -172,11 +180,18 @@ class Consumer:
             if message.attempt > self.queue.max_attempts:
                 await self._give_up_unsettled(message)
                 return
+            item: Any = None  # the item being handled, for the hooks
             try:
-                await self.handler(message)
+                for item in self.service.parse(message):
+                    try:
+                        await self.service.handle(item, message)
+                    except UserError as exc:
+                        log.info("user_error", reason=exc.reason, error=str(exc))
+                        await self.service.on_user_error(message, item, exc)
             except Reject as exc:
                 metrics.MESSAGES_FAILED.labels(name).inc()
                 log.warning("rejected", reason=exc.reason, error=str(exc))
+                await self._hook("on_rejected", self.service.on_rejected(message, item, exc))
                 await self._dead_letter(message, str(exc))
             except asyncio.CancelledError:
                 log.warning("cancelled_unsettled")  # redelivered after the lease
@@ -184,7 +199,7 @@ class Consumer:
             except Exception as exc:
                 metrics.MESSAGES_FAILED.labels(name).inc()
                 delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
-                await self._retry(message, exc, delay)
+                await self._retry(message, item, exc, delay)
             else:
                 await self._settle("ack", lambda: self.broker.ack(message))
                 self.stats.handled += 1
@@ -204,17 +219,24 @@ class Consumer:
         )
         metrics.MESSAGES_FAILED.labels(message.queue).inc()
         log.error("poison_message", reason="max_deliveries", attempt=message.attempt)
-        if self.on_give_up is not None:
-            try:
-                await self.on_give_up(message, reason)
-            except Exception as exc:  # the dead letter matters more than the hook
-                log.warning("give_up_hook_failed", error=f"{type(exc).__name__}: {exc}")
+        error = Unsettled(reason)
+        try:
+            items = list(self.service.parse(message)) or [None]
+        except Exception:  # malformed too: the hooks still hear of it, the dead letter follows
+            items = [None]
+        for item in items:
+            await self._hook("on_retry_exhausted",
+                             self.service.on_retry_exhausted(message, item, error))
         await self._dead_letter(message, reason)
 
-    async def _retry(self, message: Message, exc: Exception, delay: float | None) -> None:
+    async def _retry(
+        self, message: Message, item: object, exc: Exception, delay: float | None
+    ) -> None:
         error = str(exc) if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
         if message.attempt >= self.queue.max_attempts:
             log.error("giving_up", error=error, exc_info=not isinstance(exc, Retry))
+            await self._hook("on_retry_exhausted",
+                             self.service.on_retry_exhausted(message, item, exc))
             await self._dead_letter(message, f"gave up after {message.attempt} attempts: {error}")
             return
         if delay is None:
@@ -224,6 +246,14 @@ class Consumer:
         )
         await self._settle("retry", lambda: self.broker.retry(message, delay=delay))
         self.stats.retried += 1
+
+    @staticmethod
+    async def _hook(name: str, call: Awaitable[None]) -> None:
+        """Run a give-up hook: the dead letter that follows matters more than the hook."""
+        try:
+            await call
+        except Exception as exc:
+            log.warning("hook_failed", hook=name, error=f"{type(exc).__name__}: {exc}")
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         await self._settle("dead_letter", lambda: self.broker.dead_letter(message, reason=reason))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +22,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from parley.errors import Retry
 from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.metadata import Scalar
 from parley.vectors.store import ChunkRecord, Hit
 
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -125,10 +126,7 @@ class ChromaStore:
                 ids=[r.chunk_id for r in records],
                 embeddings=[list(r.embedding) for r in records],
                 documents=[r.text for r in records],
-                metadatas=[
-                    {**r.metadata, "document_id": r.document_id, "version": r.version}
-                    for r in records
-                ],
+                metadatas=[_to_chroma(r) for r in records],
             )
         except Exception as exc:
             raise _transient(exc) from exc
@@ -167,16 +165,9 @@ class ChromaStore:
             result["distances"][0],
             strict=True,
         ):
-            meta = dict(metadata or {})
+            r = _from_chroma(chunk_id, text, metadata)
             hits.append(
-                Hit(
-                    chunk_id=ChunkId(chunk_id),
-                    document_id=DocumentId(str(meta.pop("document_id", ""))),
-                    version=str(meta.pop("version", "")),
-                    text=text or "",
-                    score=1.0 - float(distance),
-                    metadata=meta,
-                )
+                Hit(r.chunk_id, r.document_id, r.version, r.text, 1.0 - float(distance), r.metadata)
             )
         return hits
 
@@ -249,13 +240,12 @@ class ChromaStore:
             except Exception as exc:
                 raise _transient(exc) from exc
             ids = page["ids"]
-            for chunk_id, text, metadata in zip(
-                ids, page["documents"] or [], page["metadatas"] or [], strict=True
-            ):
-                meta = dict(metadata or {})
-                document = DocumentId(str(meta.pop("document_id", "")))
-                version = str(meta.pop("version", ""))
-                out.append(ChunkRecord(ChunkId(chunk_id), document, version, text or "", (), meta))
+            out += [
+                _from_chroma(chunk_id, text, metadata)
+                for chunk_id, text, metadata in zip(
+                    ids, page["documents"] or [], page["metadatas"] or [], strict=True
+                )
+            ]
             if len(ids) < _PAGE:
                 return out
             offset += _PAGE
@@ -331,17 +321,12 @@ class ChromaStore:
             found = await collection.get(where=where, include=["metadatas", "documents"])
         except Exception as exc:
             raise _transient(exc) from exc
-        records = []
-        for chunk_id, text, metadata in zip(
-            found["ids"], found["documents"], found["metadatas"], strict=True
-        ):
-            meta = {
-                k: v for k, v in (metadata or {}).items() if k not in ("document_id", "version")
-            }
-            records.append(
-                ChunkRecord(ChunkId(chunk_id), document_id, version, text or "", (), meta)
+        return [
+            _from_chroma(chunk_id, text, metadata)
+            for chunk_id, text, metadata in zip(
+                found["ids"], found["documents"], found["metadatas"], strict=True
             )
-        return records
+        ]
 
     async def drop(self, tenant: TenantId, model_id: str) -> bool:
         """Delete the tenant's whole collection of ``model_id``; False when there was none."""
@@ -357,6 +342,22 @@ class ChromaStore:
 
     async def close(self) -> None:
         self._collections.clear()  # the HTTP client has no close; its pool dies with the loop
+
+
+def _to_chroma(record: ChunkRecord) -> dict[str, Scalar]:
+    """A record's Chroma metadata: its own (:class:`~parley.vectors.metadata.ChunkMeta`'s flat
+    form) with the document and version it belongs to, which every filter here reads."""
+    return {**record.metadata, "document_id": record.document_id, "version": record.version}
+
+
+def _from_chroma(
+    chunk_id: str, text: str | None, metadata: Mapping[str, Any] | None
+) -> ChunkRecord:
+    """A stored chunk back, vectors left out: document and version taken out of its metadata."""
+    meta = dict(metadata or {})
+    document = DocumentId(str(meta.pop("document_id", "")))
+    version = str(meta.pop("version", ""))
+    return ChunkRecord(ChunkId(chunk_id), document, version, text or "", (), meta)
 
 
 def _transient(exc: Exception) -> Retry:

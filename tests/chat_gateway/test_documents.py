@@ -21,12 +21,12 @@ import redis.asyncio as aioredis
 import websockets
 from pydantic import SecretStr
 
+from backends.factory import open_blob_store
 from chat_gateway.app import Gateway
 from chat_gateway.documents import Rejected, detect, display_name, named
 from chat_gateway.server import running
 from chat_gateway.services import Services
 from parley.blobstore import BlobStore
-from parley.blobstore.factory import open_blob_store
 from parley.broker.redis import RedisBroker
 from parley.contracts import IngestRequest
 from parley.embedder.local import LocalEmbedder

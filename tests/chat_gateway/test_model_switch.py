@@ -23,7 +23,7 @@ from parley.status import Stage
 from parley.vectors.chroma import ChromaStore
 from parley.vectors.store import ChunkRecord
 from tests.chat_gateway.conftest import World, receive_until, ws_url
-from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+from tests.peers.azure_openai import FakeAzureOpenAI
 
 DIMS = 64
 OLD_MODEL = f"azure-openai/embeddings/{DIMS}"

@@ -17,7 +17,7 @@ from inference_worker.chatmodel import Usage
 from inference_worker.openai_backend import OpenAIChatModel
 from parley.broker import Message
 from parley.contracts import ChatMessage, dump
-from parley.errors import ParleyError
+from parley.errors import ParleyError, Unsettled
 from parley.ids import MessageId
 from parley.turnstream import TurnWriter, attached_key, cancel, tail
 from parley_cli import localstack
@@ -446,10 +446,26 @@ async def test_a_turn_given_up_on_ends_with_worker_lost(redis: aioredis.Redis) -
         await TurnWriter(redis, finished.turn_id, prefix=w.prefix).emit("cancelled", {})
         for chat in (waiting, finished):
             message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=4)
-            await w.handler.given_up(message, "max_deliveries: delivered 4 times")
+            await w.handler.on_retry_exhausted(
+                message, chat, Unsettled("max_deliveries: delivered 4 times")
+            )
         events = await w.events(waiting.turn_id)
         ended = await w.events(finished.turn_id)
     assert [e.kind for e in events] == ["sources", "error"]
     assert events[-1].data["code"] == "worker_lost"
     assert [e.kind for e in ended] == ["sources", "cancelled"]
     assert model.calls == []
+
+
+async def test_a_turn_that_failed_every_attempt_ends_with_internal(redis: aioredis.Redis) -> None:
+    """Every attempt failed before the turn could start (its stream unreadable, say): the give-up
+    hook ends the stream with ``internal``, so the client does not wait for the timeout."""
+    model = ScriptedModel()
+    async with worker(redis, model) as w:
+        chat = turn()
+        await TurnWriter(redis, chat.turn_id, prefix=w.prefix).emit("sources", {"sources": []})
+        message = Message(queue=w.queue.name, id=MessageId("1"), body=dump(chat), attempt=3)
+        await w.handler.on_retry_exhausted(message, chat, ConnectionError("redis is down"))
+        events = await w.events(chat.turn_id)
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "internal" and "3 times" in events[-1].data["message"]

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from backends.throttling import retry_after
 from inference_worker.chatmodel import ChatModel, Usage
-from inference_worker.openai_backend import OpenAIChatModel, retry_after
+from inference_worker.openai_backend import OpenAIChatModel
 from parley.contracts import ChatMessage, Source
 from parley.errors import ParleyError, Retry
 from parley.ids import ChunkId, DocumentId

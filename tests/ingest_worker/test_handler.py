@@ -87,10 +87,10 @@ def test_version_changes_with_content_and_chunking_config() -> None:
 async def test_the_wired_handler_sizes_chunks_without_loading_the_model(
     redis_url: str, chroma_url: str, tmp_path: Path
 ) -> None:
+    from backends.clients import open_clients
+    from backends.factory import model_id_of
     from ingest_worker.handler import IngestHandler
-    from parley.embedder.factory import model_id_of
     from parley.embedder.local import MiniLMTokenizer
-    from parley.runtime.clients import open_clients
 
     settings = Settings(
         redis_url=redis_url, chroma_url=chroma_url, blob_dir=str(tmp_path), embed_device="cpu"

@@ -18,7 +18,7 @@ import pytest
 
 from parley.broker import DeadLetter, Message
 from parley.contracts import IngestRequest, dump
-from parley.errors import ConfigError
+from parley.errors import ConfigError, Unsettled
 from parley.ids import MessageId, TenantId, document_id
 from parley.status import Stage
 from tests.fixtures import documents
@@ -135,10 +135,36 @@ async def test_a_message_given_up_on_fails_its_document(pipeline: Pipeline) -> N
     await pipeline.clients.status.update(pipeline.tenant, doc, path=path, stage=Stage.EXTRACTING)
     message = Message(queue="q", id=MessageId("1"), body=dump(IngestRequest(path=path)),
                       attempt=6)
-    await handler.given_up(message, "max_deliveries: delivered 6 times")
+    [request] = handler.parse(message)
+    await handler.on_retry_exhausted(
+        message, request, Unsettled("max_deliveries: delivered 6 times")
+    )
     status = await pipeline.clients.status.get(pipeline.tenant, doc)
     assert status is not None and status.stage == Stage.FAILED and status.reason == "gave_up"
     assert status.message is not None and "5 times" in status.message
+
+
+async def test_the_give_up_hook_fails_the_request_it_is_handed_alone(pipeline: Pipeline) -> None:
+    """An Event Grid delivery of two events whose second keeps failing: the runtime hands the
+    ingest worker's hook that request alone, and its document ends ``failed`` (``gave_up``) with
+    the error; a delete given up on for never being settled leaves its document as it is."""
+    from ingest_worker.handler import IngestHandler
+
+    handler = IngestHandler.from_clients(pipeline.clients)
+    paths = [f"{pipeline.tenant}/fine.pdf", f"{pipeline.tenant}/flaky.pdf"]
+    docs = [document_id(pipeline.tenant, path) for path in paths]
+    for path, doc in zip(paths, docs, strict=True):
+        await pipeline.clients.status.update(pipeline.tenant, doc, path=path, stage=Stage.READY)
+    body = json.dumps([json.loads(dump(IngestRequest(path=path))) for path in paths]).encode()
+    message = Message(queue="q", id=MessageId("1"), body=body, attempt=3)
+    _fine, flaky = handler.parse(message)
+    await handler.on_retry_exhausted(message, flaky, ConnectionError("blob store down"))
+    deleted = IngestRequest(path=paths[0], action="delete")
+    await handler.on_retry_exhausted(message, deleted, Unsettled("max_deliveries"))
+    first, second = [await pipeline.clients.status.get(pipeline.tenant, doc) for doc in docs]
+    assert first is not None and first.stage == Stage.READY
+    assert second is not None and second.stage == Stage.FAILED and second.reason == "gave_up"
+    assert second.message == "could not process after 3 attempts: blob store down"
 
 
 # --- 8: the extraction children fit in the pod ---------------------------------------------------

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from backends.clients import Clients, open_clients
 from maintenance_worker import app as maintenance
 from parley.ids import TenantId, document_id
-from parley.runtime.clients import Clients, open_clients
 from parley.settings import Settings
 from parley.status import Stage
 from tests.pipeline import pipeline_settings

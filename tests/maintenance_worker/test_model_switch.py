@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from backends.factory import build_previous_embedder, model_id_of, previous_settings
 from chat_gateway.search import ModelMarkers, ModelSwitch, Searcher, merge_hits
 from maintenance_worker import reconcile, reembedding
 from parley.embedder import Embedder, Tokenizer
-from parley.embedder.factory import build_previous_embedder, model_id_of, previous_settings
 from parley.embedder.local import MODEL_ID
 from parley.embedder.text import context_of, document_text
 from parley.errors import ConfigError, Retry

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from backends.clients import Clients, open_clients
 from maintenance_worker import reconcile, reembedding
 from parley.contracts import IngestRequest
 from parley.ids import ChunkId, DocumentId, TenantId, document_id
-from parley.runtime.clients import Clients, open_clients
 from parley.settings import Queues, QueueSettings, Settings
 from parley.status import Stage
 from parley.vectors.chroma import ChromaStore

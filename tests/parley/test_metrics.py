@@ -16,10 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from backends.clients import open_clients
 from parley import metrics
 from parley.ids import TenantId, document_id
 from parley.runtime import health
-from parley.runtime.clients import open_clients
 from parley.status import Stage
 from parley.uploads import upload
 from tests.fixtures import documents

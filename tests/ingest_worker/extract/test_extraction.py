@@ -16,7 +16,7 @@ from ingest_worker.extract.types import (
     clean_text,
     quality,
 )
-from parley.errors import Reject
+from parley.errors import UserError
 from parley.filetypes import detect
 from tests.fixtures import documents as docs
 
@@ -77,7 +77,7 @@ def failure(
 def test_each_kind_of_unusable_file_fails_with_its_reason(make, reason):  # type: ignore[no-untyped-def]
     error = failure(make())
     assert error.reason == reason
-    assert isinstance(error, Reject)  # dead-letter, never retried
+    assert isinstance(error, UserError)  # terminal for the document, never retried
     assert error.message and reason in REASONS
 
 

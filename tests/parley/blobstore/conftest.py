@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from backends.azure_blob import AzureBlobStore
 from parley.blobstore import BlobStore
-from parley.blobstore.azure import AzureBlobStore
 from parley.blobstore.local import LocalBlobStore
 
 

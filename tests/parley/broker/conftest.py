@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from backends.servicebus import ServiceBusBroker
 from parley.broker import Broker
 from parley.broker.redis import RedisBroker
-from parley.broker.servicebus import ServiceBusBroker
 from tests.peers.servicebus import ServiceBusPeer
 
 SHORT_LEASE = 1.0

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import pytest
 import redis.asyncio as aioredis
 
+from backends.servicebus import ServiceBusBroker
 from parley.broker import Broker, DeadLetter, Message
 from parley.broker.redis import RedisBroker
-from parley.broker.servicebus import ServiceBusBroker
 from parley.runtime.consumer import Consumer
+from parley.runtime.service import Plain
 from parley.settings import QueueSettings
 from tests.peers.servicebus import ServiceBusPeer
 
@@ -125,13 +126,17 @@ async def test_the_give_up_hook_runs_before_the_dead_letter(redis_url: str) -> N
     await die_holding(backend, q.name)
     seen: list[tuple[int, str, int]] = []
 
+    class Poisoned(Plain):
+        async def on_retry_exhausted(
+            self, delivery: Message, item: Message | None, error: Exception
+        ) -> None:
+            reason = str(error)
+            seen.append((delivery.attempt, reason, len(await survivor.dead_letters(q.name))))
+
     async def handler(message: Message) -> None:
         raise AssertionError("never run")
 
-    async def on_give_up(message: Message, reason: str) -> None:
-        seen.append((message.attempt, reason, len(await survivor.dead_letters(q.name))))
-
-    consumer = Consumer(survivor, q, handler, receive_wait=0.5, on_give_up=on_give_up)
+    consumer = Consumer(survivor, q, Poisoned(handler), receive_wait=0.5)
     try:
         await consume_until_dead_lettered(survivor, consumer, q.name)
     finally:

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 import pytest
 
+from backends.azure_embedder import AzureOpenAIEmbedder
 from parley.embedder import Embedder, Tokenizer
-from parley.embedder.azure import AzureOpenAIEmbedder
 from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
-from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+from tests.peers.azure_openai import FakeAzureOpenAI
 
 UNICODE = [
     "naïve café — déjà vu",

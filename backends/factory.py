@@ -1,10 +1,12 @@
-"""Builds the embedder the settings name: Azure OpenAI, or all-MiniLM-L6-v2 on a GPU
-(sentence-transformers, the ``gpu`` extra) or on the CPU (onnxruntime, the default); and, during
-a switch of embedding model, the embedder of the model being left
-(``PARLEY_EMBEDDING_PREVIOUS__*``)."""
+"""The adapter each seam gets from :class:`parley.settings.Settings`. The embedder: Azure OpenAI,
+or all-MiniLM-L6-v2 on a GPU (sentence-transformers, the ``gpu`` extra) or on the CPU
+(onnxruntime, the default); and, during a switch of embedding model, the embedder of the model
+being left (``PARLEY_EMBEDDING_PREVIOUS__*``). The blob store: a local folder or Azure Blob
+Storage. (The brokers, one per backend, are opened by :class:`backends.clients.Brokers`.)"""
 
 from __future__ import annotations
 
+from parley.blobstore import BlobStore
 from parley.embedder import Embedder, Tokenizer
 from parley.errors import ConfigError
 from parley.settings import Settings
@@ -22,7 +24,7 @@ def build_embedder(settings: Settings) -> Embedder:
     missing), ``cpu`` -> :class:`LocalEmbedder`, ``auto`` -> the GPU one when torch sees a CUDA
     device, else the local one. Raises :class:`ConfigError` for an unknown device."""
     if settings.embedder == "azure-openai":
-        from parley.embedder.azure import AzureOpenAIEmbedder
+        from backends.azure_embedder import AzureOpenAIEmbedder
 
         return AzureOpenAIEmbedder.from_settings(settings)
     if _on_gpu(settings):
@@ -56,7 +58,7 @@ def build_tokenizer(settings: Settings) -> Tokenizer:
     """The tokenizer of the embedder :func:`build_embedder` would give, without loading a model
     (for the ingest worker, which sizes chunks but embeds nothing)."""
     if settings.embedder == "azure-openai":
-        from parley.embedder.azure import ApproxCl100kTokenizer
+        from backends.azure_embedder import ApproxCl100kTokenizer
 
         return ApproxCl100kTokenizer()
     from parley.embedder.local import MiniLMTokenizer
@@ -98,3 +100,34 @@ async def model_id_of(settings: Settings) -> str:
         return embedder.model_id
     finally:
         await embedder.close()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store the settings name; no I/O happens until the first call on it.
+
+    ``PARLEY_BLOB_BACKEND=local``: a directory at ``PARLEY_BLOB_DIR``.
+    ``PARLEY_BLOB_BACKEND=azure``: ``PARLEY_BLOB_CONNECTION_STRING`` when set (Azurite, keys),
+    else ``PARLEY_BLOB_ACCOUNT_URL`` with DefaultAzureCredential. The caller closes the store.
+    """
+    if settings.blob_backend == "local":
+        from parley.blobstore.local import LocalBlobStore
+
+        return LocalBlobStore(settings.blob_dir, settings.blob_container)
+    from backends.azure_blob import AzureBlobStore
+
+    if settings.blob_connection_string is not None:
+        return AzureBlobStore.from_connection_string(
+            settings.blob_connection_string.get_secret_value(),
+            settings.blob_container,
+            create_container=settings.blob_create_container,
+        )
+    if settings.blob_account_url:
+        return AzureBlobStore.from_account_url(
+            settings.blob_account_url,
+            settings.blob_container,
+            create_container=settings.blob_create_container,
+        )
+    raise ConfigError(
+        "the azure blob backend needs an account URL or a connection string",
+        hint="set PARLEY_BLOB_ACCOUNT_URL (Entra ID) or PARLEY_BLOB_CONNECTION_STRING",
+    )

@@ -3,7 +3,7 @@
 It listens on 127.0.0.1 on a free port, in a background thread of the test process, so sync and
 async tests alike can use it::
 
-    from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+    from tests.peers.azure_openai import FakeAzureOpenAI
 
     with FakeAzureOpenAI(dimensions=64) as fake:  # or FakeAzureOpenAI().start() ... fake.stop()
         fake.rate_limit(3, retry_after=0.05)  # the next 3 requests get 429 + Retry-After

@@ -11,11 +11,10 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.storage.blob.aio import BlobServiceClient
 
-from parley.blobstore.azure import AzureBlobStore
+from backends.azure_blob import AzureBlobStore
 from parley.errors import ConfigError
-
-from .conftest import fresh_container
-from .test_contract import UNICODE_NAME
+from tests.parley.blobstore.conftest import fresh_container
+from tests.parley.blobstore.test_contract import UNICODE_NAME
 
 BLOCK_BLOB = {"x-ms-blob-type": "BlockBlob"}
 

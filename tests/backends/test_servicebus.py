@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
+from backends.servicebus import PRIOR_ATTEMPTS, ServiceBusBroker, split_reason
 from parley.broker import Message
-from parley.broker.servicebus import PRIOR_ATTEMPTS, ServiceBusBroker, split_reason
 from parley.errors import ConfigError
 from parley.settings import Settings
+from tests.parley.broker.conftest import SERVICEBUS_SHORT_LOCK
 from tests.peers.servicebus import ServiceBusPeer
-
-from .conftest import SERVICEBUS_SHORT_LOCK
 
 
 @pytest.fixture

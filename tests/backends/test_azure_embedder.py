@@ -1,5 +1,5 @@
 """The Azure OpenAI embedder against a real HTTP server speaking Azure's embeddings API
-(:mod:`tests.parley.embedder.azure_fake`): results, order, throttling, batching, errors."""
+(:mod:`tests.peers.azure_openai`): results, order, throttling, batching, errors."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from parley.embedder.azure import (
+from backends.azure_embedder import (
     ApproxCl100kTokenizer,
     AzureOpenAIEmbedder,
     backoff,
     plan_requests,
-    retry_after,
 )
+from backends.throttling import retry_after
 from parley.errors import ConfigError, Reject, Retry
-from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+from tests.peers.azure_openai import FakeAzureOpenAI
 
 DIMS = 32
 
@@ -220,7 +220,7 @@ def test_retry_after_reads_ms_then_seconds_then_a_date() -> None:
     assert retry_after({"Retry-After-Ms": "1500", "Retry-After": "9"}) == 1.5
     assert retry_after({"retry-after": "2"}) == 2.0
     date = email.utils.formatdate(1_000_030.0, usegmt=True)
-    assert retry_after({"retry-after": date}, now=lambda: 1_000_000.0) == 30.0
+    assert retry_after({"retry-after": date}, now=1_000_000.0) == 30.0
     assert retry_after({"retry-after": "soon"}) is None
     assert retry_after({}) is None
     assert [backoff(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 8.0]

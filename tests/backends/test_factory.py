@@ -1,18 +1,23 @@
-"""build_embedder picks the adapter the settings name, and says what to set when it cannot."""
+"""build_embedder and open_blob_store pick the adapter the settings name, and say what to set when
+they cannot."""
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from parley.embedder.azure import AzureOpenAIEmbedder
-from parley.embedder.factory import build_embedder
+from backends.azure_blob import AzureBlobStore
+from backends.azure_embedder import AzureOpenAIEmbedder
+from backends.factory import build_embedder, open_blob_store
+from parley.blobstore import BlobStore
+from parley.blobstore.local import LocalBlobStore
 from parley.embedder.local import LocalEmbedder
 from parley.errors import ConfigError
 from parley.settings import Settings
-from tests.parley.embedder.azure_fake import FakeAzureOpenAI
+from tests.peers.azure_openai import FakeAzureOpenAI
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -70,7 +75,7 @@ def test_cuda_without_the_gpu_extra_says_how_to_install_it() -> None:
 
 @pytest.mark.parametrize("graph", ["int8", "fp32", "packaged"])
 async def test_model_id_of_names_the_graphs_vector_space_without_loading_it(graph: str) -> None:
-    from parley.embedder.factory import model_id_of
+    from backends.factory import model_id_of
     from parley.embedder.local import FP32_MODEL_ID, MODEL_ID
 
     settings = Settings(embed_device="cpu", embed_graph=graph)
@@ -84,8 +89,8 @@ async def test_model_id_of_names_the_graphs_vector_space_without_loading_it(grap
 
 
 def test_build_tokenizer_counts_like_the_embedder_it_stands_for() -> None:
-    from parley.embedder.azure import ApproxCl100kTokenizer
-    from parley.embedder.factory import build_tokenizer
+    from backends.azure_embedder import ApproxCl100kTokenizer
+    from backends.factory import build_tokenizer
     from parley.embedder.local import MiniLMTokenizer
 
     text = "Net sales of iPhone rose 8% year over year."
@@ -95,3 +100,39 @@ def test_build_tokenizer_counts_like_the_embedder_it_stands_for() -> None:
     azure = build_tokenizer(Settings(embedder="azure-openai", azure_openai_endpoint="https://x"))
     assert isinstance(azure, ApproxCl100kTokenizer)
     assert azure.count(text) == ApproxCl100kTokenizer().count(text)
+
+
+async def test_blob_store_local(tmp_path: Path) -> None:
+    store = open_blob_store(Settings(blob_dir=tmp_path, blob_container="docs-a"))
+    assert isinstance(store, LocalBlobStore) and isinstance(store, BlobStore)
+    await store.put("x.txt", b"x")
+    assert (tmp_path / "docs-a" / "x.txt").read_bytes() == b"x"
+    await store.close()
+
+
+async def test_blob_store_azure_connection_string(azurite_connection_string: str) -> None:
+    settings = Settings(
+        blob_backend="azure", blob_container="factory-made",
+        blob_connection_string=SecretStr(azurite_connection_string), blob_create_container=True,
+    )
+    store = open_blob_store(settings)
+    assert isinstance(store, AzureBlobStore) and isinstance(store, BlobStore)
+    try:
+        await store.put("x.txt", b"x")
+        assert (await store.get("x.txt"))[0] == b"x"
+    finally:
+        await store.close()
+
+
+async def test_blob_store_azure_account_url_uses_entra_id() -> None:
+    settings = Settings(
+        blob_backend="azure", blob_account_url="https://example.blob.core.windows.net"
+    )
+    store = open_blob_store(settings)
+    assert isinstance(store, AzureBlobStore)
+    await store.close()  # closes the DefaultAzureCredential it made, no network needed
+
+
+def test_blob_store_azure_without_address() -> None:
+    with pytest.raises(ConfigError, match="PARLEY_BLOB_ACCOUNT_URL"):
+        open_blob_store(Settings(blob_backend="azure"))

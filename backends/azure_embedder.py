@@ -27,16 +27,15 @@ therefore applied with a safety factor of 0.85.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import openai
 from azure.core.exceptions import ClientAuthenticationError
 
+from backends.throttling import retry_after
 from parley import metrics
 from parley.embedder import Tokenizer
 from parley.errors import ConfigError, Reject, Retry
@@ -99,30 +98,6 @@ def plan_requests(counts: Sequence[int], max_inputs: int, max_tokens: int) -> li
     if start < len(counts):
         slices.append(range(start, len(counts)))
     return slices
-
-
-def retry_after(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
-    """Seconds the service asks to wait: ``retry-after-ms``, else ``retry-after`` (seconds or an
-    HTTP date); ``None`` when neither is present or readable."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    value = lowered.get("retry-after-ms")
-    if value is not None:
-        try:
-            return max(0.0, float(value) / 1000.0)
-        except ValueError:
-            pass
-    value = lowered.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now())
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:

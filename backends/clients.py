@@ -42,7 +42,7 @@ class Brokers:
             return RedisBroker(
                 self._redis, prefix=self._settings.redis_prefix, lease_seconds=leases
             )
-        from parley.broker.servicebus import ServiceBusBroker
+        from backends.servicebus import ServiceBusBroker
 
         if not (self._settings.servicebus_namespace or self._settings.servicebus_connection_string):
             raise ConfigError(
@@ -115,13 +115,13 @@ async def open_clients(
     stack.push_async_callback(brokers.close)
     clients = Clients(settings, redis, brokers, StatusStore(redis, prefix=settings.redis_prefix))
     if embedder or (embedder is None and vectors):
-        from parley.embedder.factory import build_embedder
+        from backends.factory import build_embedder
 
         clients.opened_embedder = build_embedder(settings)
         clients.opened_model_id = clients.opened_embedder.model_id
         stack.push_async_callback(clients.embedder.close)
     if blobs:
-        from parley.blobstore.factory import open_blob_store
+        from backends.factory import open_blob_store
 
         clients.opened_blobs = open_blob_store(settings)
         stack.push_async_callback(clients.blobs.close)
@@ -130,7 +130,7 @@ async def open_clients(
         from parley.vectors.generations import Generations
 
         if clients.opened_model_id is None:
-            from parley.embedder.factory import model_id_of
+            from backends.factory import model_id_of
 
             clients.opened_model_id = await model_id_of(settings)
         # Every write bumps the tenant's chunk generation: lexical indexes rebuild on it.
