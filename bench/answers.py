@@ -1,7 +1,9 @@
 """Answer quality, measured at the answer: Parley's extractive and generative answers side by side
 with the seed's approach, on questions with a reference and on questions no document answers.
 
-    python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE]
+    python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE] [--wrong]
+
+``--wrong`` prints each wrong extractive answer with what was expected (to stderr).
 
 Question sets:
 

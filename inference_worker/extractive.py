@@ -606,7 +606,9 @@ def _share(scored: Sequence[tuple[float, float, Unit]], question: str, words: se
     best row already is a percentage."""
     rows = [(sc, u, tables.best_cell(u.row, question, words)) for sc, _, u in scored
             if u.row is not None and label_precision(u.row, asked) >= 0.5]
-    cells = [(sc, u, c, _value(c)) for sc, u, c in rows if c is not None]
+    # A cell of a row whose columns are unknown is not said to be of any period: not used.
+    cells = [(sc, u, c, _value(c)) for sc, u, c in rows
+             if c is not None and (c.column or len(u.row.cells) == 1)]  # type: ignore[union-attr]
     if not cells or "%" in cells[0][2].value:
         return None
     of = _SHARE_OF.search(question)

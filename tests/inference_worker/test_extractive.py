@@ -262,3 +262,11 @@ def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> Non
         assert len(leads) == len(question.sources), result.text
         company = question.sources[0].short
         assert all(company in s.title for s in sources if f"[{s.n}]" in result.text)
+
+
+def test_no_share_is_worked_out_from_rows_whose_columns_are_unknown() -> None:
+    # A chunk cut inside a table: its rows without the headings that say which column is which.
+    text = "Products $ 60,584 $ 63,355\nServices 21,213 19,604\nTotal net sales $ 81,797 $ 82,959"
+    result = answer("What percentage of total net sales did Services contribute?",
+                    [Numbered(1, "Acme Q3 2023", text)])
+    assert result.found and "×" not in result.text, result.text
