@@ -33,6 +33,7 @@ How a passage is chosen (no model, no I/O):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -370,7 +371,7 @@ def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
     """Each question term's inverse document frequency over the units (weak words less)."""
     docs = [set(terms(u.text + " " + u.context)) for u in pool]
     n = max(1, len(docs))
-    weak = {stem(x) for x in WEAK}
+    weak = _weak_stems()
     out = {}
     for t in set(question):
         df = sum(t in d for d in docs)
@@ -550,9 +551,21 @@ def _dedupe_key(unit: Unit) -> str:
 def label_precision(row: tables.Row, asked: set[str]) -> float:
     """The share of a row label's content words (weak ones aside) that ``asked`` holds:
     "Total net sales" is 1/2 of "revenue", "Percentage of total net sales" 1/3."""
-    weak = {stem(w) for w in WEAK}
-    own = {t for t in terms(row.label) if t[0].isalpha() and t not in weak}
+    own = _label_terms(row.label)
     return len(own & asked) / len(own) if own else 0.0
+
+
+@functools.cache
+def _weak_stems() -> frozenset[str]:
+    return frozenset(stem(w) for w in WEAK)
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_terms(label: str) -> frozenset[str]:
+    """A row label's content words, weak ones aside (asked for again and again while the
+    passages are chosen)."""
+    weak = _weak_stems()
+    return frozenset(t for t in terms(label) if t[0].isalpha() and t not in weak)
 
 
 def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set[str]) -> float:
