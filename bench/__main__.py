@@ -20,6 +20,7 @@ ORDER = [
     "answers",
     "local_model",
     "ttft",
+    "stages",
     "relay",
     "sessions",
     "soak",

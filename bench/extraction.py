@@ -3,8 +3,9 @@
     python -m bench.extraction [--repeat 3]
 
 1. PDF text extraction over ../shared/corpus/pdf and ../shared/eval/sec10q-dev/docs: Parley's path
-   (``ingest_worker.extract.types.extract``: pypdfium2, page classification, cleaning) against pypdf
-   alone (``PdfReader`` + ``page.extract_text()`` on every page, the library the customer named).
+   (``ingest_worker.extract.dispatch.extract``: pypdfium2, page classification, cleaning)
+   against pypdf alone (``PdfReader`` + ``page.extract_text()`` on every page, the library the
+   customer named).
    Per file: best-of-``repeat`` seconds, the pypdf/Parley time ratio, and visible characters each
    extracted; then the median per-file ratio, the summed ratio, and the characters summed over the
    files both read (is any text lost?).

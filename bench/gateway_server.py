@@ -89,8 +89,9 @@ async def serve_raw(port: int) -> None:
 async def serve_gateway(args: argparse.Namespace) -> None:
     import uvicorn
 
+    # Generative: every answer streams from the model (the bench's upstream).
     settings = Settings(redis_url=args.redis_url, redis_prefix=args.prefix,
-                        local_tokens=SecretStr(f"{TOKEN}:{TENANT}"))
+                        answer_mode="generative", local_tokens=SecretStr(f"{TOKEN}:{TENANT}"))
     extra: dict[str, Any] = {}
     if args.parser == "python":
         from redis._parsers import _AsyncRESP3Parser
@@ -109,7 +110,9 @@ async def serve_gateway(args: argparse.Namespace) -> None:
     inert: Any = Inert(hits)
     services = Services.assemble(
         settings, redis=client, broker=RedisBroker(client, prefix=args.prefix),
-        embedder=inert, store=inert, options=GatewayOptions(asks_per_minute=0),
+        embedder=inert, store=inert,
+        # No rate limits: the bench asks thousands of questions a minute.
+        options=GatewayOptions(asks_per_minute=0, tenant_asks_per_minute=0),
     )
     gateway = Gateway(settings, services=services, static_dir=None)
     server = uvicorn.Server(config(gateway, host="127.0.0.1", port=args.port, ws=args.ws,
@@ -132,8 +135,8 @@ def main() -> None:
                         help="chunks every retrieval returns (0: asks end with no_documents)")
     parser.add_argument("--parser", default="auto", choices=["auto", "python"],
                         help="auto: hiredis when installed; python: redis-py's own parser")
-    parser.add_argument("--loop", default="asyncio", choices=["uvloop", "asyncio"],
-                        help="uvicorn picks uvloop when installed (not a dependency)")
+    parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"],
+                        help="uvloop, as uvicorn picks it in production (a dependency)")
     args = parser.parse_args()
     raise_fd_limit()
     main_coro = serve_raw(args.port) if args.ws == "raw" else serve_gateway(args)

@@ -72,6 +72,7 @@ from parley.turnstream import TurnWriter, tail
 from parley_cli import localstack
 
 ROOT = Path(__file__).resolve().parent.parent
+BEFORE = "before"  # the fleet (and gateway path) of --before's tree
 GATEWAY_TOKEN = "bench-token"  # bench/gateway_server.py's
 QUEUE = "parley-chat"
 MESSAGES = [ChatMessage(role="system", content="Answer from the sources; cite them as [n]."),
@@ -120,18 +121,27 @@ def start_upstream(first_token_ms: float, case: Case) -> Upstream:
 
 
 def start_worker(redis_url: str, prefix: str, upstream: str, concurrency: int,
-                 log: Path) -> subprocess.Popen[bytes]:
+                 log: Path, *, wrap: tuple[str, ...] = (),
+                 env_extra: dict[str, str] | None = None,
+                 root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``python -m inference_worker`` of the tree ``root``, run under ``wrap`` (e.g.
+    ``bench/profiled.py FILE``)."""
     env = {
         **os.environ,
+        "PYTHONPATH": str(root),
         "PARLEY_REDIS_URL": redis_url,
         "PARLEY_REDIS_PREFIX": prefix,
         "PARLEY_CHAT_BACKEND": "openai-compatible",
         "PARLEY_CHAT_BASE_URL": upstream,
         "PARLEY_CHAT_MODEL": "peer-model",
         "PARLEY_QUEUES__CHAT__CONCURRENCY": str(concurrency),
+        # Every answer streams from the upstream: no extractive answer, no "not in the
+        # documents" answer made without the model (the bench's sources hold no answer).
+        "PARLEY_ANSWER_NOT_FOUND_GUARD": "false",
         "PARLEY_LOG_LEVEL": "WARNING",
+        **(env_extra or {}),
     }
-    return subprocess.Popen([sys.executable, "-m", "inference_worker"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, *wrap, "-m", "inference_worker"], cwd=root, env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -178,7 +188,8 @@ def through_worker(
         await writer.emit("sources", {"sources": []})
         chat = ChatTurn(turn_id=turn_id, tenant=TenantId("bench"),
                         conversation_id=ConversationId("bench"), messages=MESSAGES,
-                        max_tokens=64, enqueued_at=time.time(), deadline=time.time() + 120)
+                        max_tokens=64, enqueued_at=time.time(), deadline=time.time() + 120,
+                        answer_mode="generative")
         await broker.publish(QUEUE, dump(chat), {TURN_HEADER: turn_id})
         first = None
         async for event in tail(redis, turn_id, prefix=prefix, block=1.0):
@@ -241,15 +252,20 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
     return turn
 
 
-def start_gateway(redis_url: str, prefix: str) -> tuple[subprocess.Popen[str], str]:
-    """bench/gateway_server.py on a free port, retrieval returning three fixed chunks."""
+def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
+                  extra: tuple[str, ...] = (),
+                  root: Path = ROOT) -> tuple[subprocess.Popen[str], str]:
+    """bench/gateway_server.py of the tree ``root`` on a free port, retrieval returning three
+    fixed chunks, run under ``wrap`` with ``extra`` arguments."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), "--redis-url", redis_url,
-         "--prefix", prefix, "--port", str(port), "--documents", "3"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        [sys.executable, *wrap, str(root / "bench" / "gateway_server.py"),
+         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), "--documents", "3",
+         *extra],
+        cwd=root, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     assert process.stdout is not None
     if process.stdout.readline().strip() != "READY":
@@ -331,30 +347,47 @@ async def run(args: argparse.Namespace) -> None:
             # with some to spare, as a deployment is sized; and, with several clients, exactly
             # as many slots as streams, where a new turn waits for the previous one's slot.
             fleets = {"worker": math.ceil(clients * (1 + args.spare))}
-            if clients > 1:
+            if clients > 1 and not args.gateway_only:
                 fleets["worker, no spare slot"] = clients
+            trees = {"worker": ROOT}
+            if args.before is not None:
+                fleets[BEFORE] = fleets["worker"]
+                trees[BEFORE] = args.before
             started: dict[str, tuple[str, list[subprocess.Popen[bytes]]]] = {}
             for name, slots in fleets.items():
                 prefix = f"ttft{uuid.uuid4().hex[:6]}"
                 started[name] = (prefix, [
                     start_worker(server.url, prefix, upstream.base_url,
                                  -(-slots // args.workers),
-                                 workdir / f"worker-{clients}-{prefix}-{i}.log")
+                                 workdir / f"worker-{clients}-{prefix}-{i}.log",
+                                 root=trees.get(name, ROOT))
                     for i in range(args.workers)
                 ])
             openai = AsyncOpenAI(base_url=upstream.base_url, api_key="unused", max_retries=0)
             paths: dict[str, TurnFn] = {"direct": direct(openai)}
             parts: dict[str, Breakdown] = {}
             for name, (prefix, _) in started.items():
+                if args.gateway_only or name == BEFORE:
+                    continue
                 parts[name] = Breakdown([], [], [])
                 paths[name] = through_worker(redis, RedisBroker(redis, prefix=prefix), prefix,
                                              parts[name])
-            # The whole path: a gateway process in front of the spare-slot fleet.
-            gateway, gateway_url = start_gateway(server.url, started["worker"][0])
-            parts["gateway + worker"] = Breakdown([], [], [])
-            paths["gateway + worker"] = through_gateway(gateway_url, parts["gateway + worker"])
-            fleets["gateway + worker"] = fleets["worker"]
-            started["gateway + worker"] = started["worker"]
+            # The whole path: a gateway process in front of the spare-slot fleet (and, with
+            # --before, the same from the other tree, its gateway on asyncio's loop as before).
+            gateways = []
+            for name, fleet_name, root, extra in (
+                ("gateway + worker", "worker", ROOT, ()),
+                (f"gateway + worker, {BEFORE}", BEFORE, args.before, ("--loop", "asyncio")),
+            ):
+                if root is None:
+                    continue
+                gateway, gateway_url = start_gateway(server.url, started[fleet_name][0], root=root,
+                                                     extra=extra)
+                gateways.append((gateway, name))
+                parts[name] = Breakdown([], [], [])
+                paths[name] = through_gateway(gateway_url, parts[name])
+                fleets[name] = fleets["worker"]
+                started[name] = started[fleet_name]
             results: dict[str, list[float]] = {}
             busy: dict[str, list[float]] = {}
             cpu_used: dict[str, float] = {}
@@ -374,9 +407,10 @@ async def run(args: argparse.Namespace) -> None:
                         turns_run[name] = turns_run.get(name, 0) + ran
             finally:
                 await openai.close()
-                await paths["gateway + worker"].close()  # type: ignore[attr-defined]
-                gateway.terminate()
-                gateway.wait(30)
+                for gateway, name in gateways:
+                    await paths[name].close()  # type: ignore[attr-defined]
+                    gateway.terminate()
+                    gateway.wait(30)
                 for fleet in {id(f): f for _p, f in started.values()}.values():
                     for w in fleet:
                         w.terminate()
@@ -438,6 +472,11 @@ def main() -> None:
     parser.add_argument("--spare", type=float, default=0.25,
                         help="worker slots to spare, as a fraction of the streams (0.25: 250 "
                              "slots for 200 streams)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout (e.g. a worktree of main): its worker and gateway "
+                             "run as the path 'gateway + worker, before', side by side")
+    parser.add_argument("--gateway-only", action="store_true",
+                        help="only direct and the gateway paths (lighter on a shared machine)")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))

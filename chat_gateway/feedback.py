@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from chat_gateway.auth import AuthError, Principal, bearer
 from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.web import BodyTooLarge, ClientGone, Request, json_response
-from parley import metrics, turnstream
+from parley import metrics, turnevents
 from parley.errors import ParleyError
 from parley.keys import Keys
 
@@ -143,10 +143,13 @@ async def resolve(
 
 
 def _event(entries: list[Any], kind: str) -> dict[str, Any] | None:
-    for offset, fields in entries:
-        event = turnstream.parse_entry(str(offset), fields)
+    for offset, entry in entries:
+        try:
+            event = turnevents.parse(str(offset), entry)
+        except turnevents.MalformedEvent:
+            return None  # nothing readable to rate
         if event.kind == kind:
-            return dict(event.data)
+            return event.data
     return None
 
 

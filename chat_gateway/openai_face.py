@@ -48,6 +48,7 @@ from chat_gateway.web import (
 from parley import tracing, turnstream
 from parley.contracts import AnswerMode, ChatMessage, Source
 from parley.errors import ParleyError, Retry
+from parley.turnevents import CancelledEvent, ErrorEvent, FinalEvent, TokenEvent
 
 MAX_BODY = 1024 * 1024
 STATUS = {
@@ -269,30 +270,30 @@ class _Turn:
             ext = self._extension(sources=sources_json(self.sources))
             await out.data(self._chunk({"role": "assistant", "content": ""}, parley=ext))
             try:
-                async for event in self._events():
-                    if event.kind == "token":
-                        await out.data(self._chunk({"content": event.data.get("text", "")}))
-                        relayed.tokens += int(event.data.get("n", 1))
-                    elif event.kind == "final":
-                        finish = str(event.data.get("finish_reason") or "stop")
+                async for read in self._events():
+                    event = read.event
+                    if isinstance(event, TokenEvent):
+                        await out.data(self._chunk({"content": event.text}))
+                        relayed.tokens += event.n
+                    elif isinstance(event, FinalEvent):
+                        finish = event.finish_reason or "stop"
                         ext = self._extension(
-                            citations=event.data.get("citations", []),
-                            unsupported_numbers=event.data.get("unsupported_numbers", []),
-                            text=event.data.get("text"))
+                            citations=event.citations,
+                            unsupported_numbers=event.unsupported_numbers, text=event.text)
                         await out.data(self._chunk({}, finish, parley=ext))
                         if include_usage:
-                            usage = self._usage(dict(event.data), relayed.tokens)
+                            usage = self._usage(event.data(), relayed.tokens)
                             await out.data(json.dumps({
                                 "id": self.id, "object": "chat.completion.chunk",
                                 "created": self.created, "model": self.model, "choices": [],
                                 "usage": usage}))
                         relayed.terminal = event.kind
-                    elif event.kind in ("error", "cancelled"):
-                        code = str(event.data.get("code") or event.data.get("reason")
-                                   or event.kind)
-                        message = str(event.data.get("message")
-                                      or f"the turn ended: {event.kind}")
-                        await out.data(json.dumps(error_body(code, message)))
+                    elif isinstance(event, ErrorEvent):
+                        await out.data(json.dumps(error_body(event.code, event.message)))
+                        relayed.terminal = event.kind
+                    elif isinstance(event, CancelledEvent):
+                        await out.data(json.dumps(error_body(event.reason,
+                                                             "the turn ended: cancelled")))
                         relayed.terminal = event.kind
             except TimeoutError:
                 await self._timeout()
@@ -320,20 +321,22 @@ class _Turn:
         parts: list[str] = []
         final: dict[str, Any] | None = None
         try:
-            async for event in self._events():
-                if event.kind == "token":
-                    parts.append(str(event.data.get("text", "")))
-                    relayed.tokens += int(event.data.get("n", 1))
-                elif event.kind == "final":
-                    final = dict(event.data)
-                elif event.kind in ("error", "cancelled"):
+            async for read in self._events():
+                event = read.event
+                if isinstance(event, TokenEvent):
+                    parts.append(event.text)
+                    relayed.tokens += event.n
+                elif isinstance(event, FinalEvent):
+                    final = event.data()
+                elif isinstance(event, ErrorEvent | CancelledEvent):
                     relayed.terminal = event.kind
-                    code = str(event.data.get("code") or event.data.get("reason") or event.kind)
-                    retry = event.data.get("retry_after")
+                    code = event.code if isinstance(event, ErrorEvent) else event.reason
+                    message = (event.message if isinstance(event, ErrorEvent)
+                               else "the turn ended: cancelled")
+                    retry = event.retry_after if isinstance(event, ErrorEvent) else None
                     raise FaceError(
                         code if code in ErrorCode.__members__.values() else "model_unavailable",
-                        str(event.data.get("message") or f"the turn ended: {event.kind}"),
-                        retry_after=float(retry) if retry is not None else None,
+                        message, retry_after=retry,
                     )
         except TimeoutError:
             await self._timeout()

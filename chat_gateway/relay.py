@@ -38,7 +38,16 @@ from chat_gateway.turns import TurnMeta
 from parley import lua, metrics, tracing, turnstream
 from parley.contracts import ChatMessage
 from parley.runtime import tasks
-from parley.turnstream import TurnEvent, TurnWriter, attached_key
+from parley.turnevents import (
+    ErrorEvent,
+    FinalEvent,
+    MalformedEvent,
+    SourcesEvent,
+    TokenEvent,
+    TurnEvent,
+    parse,
+)
+from parley.turnstream import TurnWriter, attached_key
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +62,7 @@ _RELEASE = lua.script(__package__, "relay_release.lua")
 def token_frame(turn_id: str, events: list[TurnEvent]) -> str:
     """One frame for token events read together: their text joined, ``n`` summed, ``offset``
     the last one's (resuming from it continues right after the text received)."""
-    text = "".join(str(e.data.get("text", "")) for e in events)
+    text = "".join(e.event.text for e in events if isinstance(e.event, TokenEvent))
     n = token_count(events)
     return json.dumps(
         {"type": "token", "turn_id": turn_id, "offset": events[-1].offset, "text": text, "n": n},
@@ -63,15 +72,14 @@ def token_frame(turn_id: str, events: list[TurnEvent]) -> str:
 
 def token_count(events: list[TurnEvent]) -> int:
     """Tokens in token events (a worker's batched append carries ``n``)."""
-    return sum(int(e.data.get("n", 1)) for e in events)
+    return sum(e.event.n for e in events if isinstance(e.event, TokenEvent))
 
 
 def client_event(turn_id: str, event: TurnEvent) -> dict[str, Any]:
-    payload: dict[str, Any] = dict(event.data)
+    """The frame of a non-token event: the event as written, with ``type``, ``turn_id`` and
+    ``offset`` (an ``error`` always has ``code`` and ``message``: the event's contract)."""
+    payload = event.event.data()
     payload.update(type=event.kind, turn_id=turn_id, offset=event.offset)
-    if event.kind == "error":
-        payload.setdefault("code", str(payload.get("reason") or "model_error"))
-        payload.setdefault("message", "the model failed to answer")
     return payload
 
 
@@ -170,10 +178,14 @@ async def first_sources(
     """The sources of a turn: its stream's first event (the gateway writes it before queueing
     the turn); [] when the stream is gone."""
     entries = await client.xrange(turnstream.turn_key(prefix, turn_id), "-", "+", count=1)
-    for offset, fields in entries or []:
-        event = turnstream.parse_entry(str(offset), fields or {})
-        if event.kind == "sources":
-            return list(event.data.get("sources") or [])
+    for offset, entry in entries or []:
+        try:
+            event = parse(str(offset), entry or {})
+        except MalformedEvent as exc:
+            log.warning("turn_sources_unreadable", turn_id=turn_id, error=str(exc))
+            return []
+        if isinstance(event.event, SourcesEvent):
+            return list(event.event.sources)
     return []
 
 
@@ -241,7 +253,7 @@ class Relay:
                             relayed.tokens += token_count(tokens)
                             tokens = []
                         payload = client_event(turn_id, event)
-                        if event.kind == "final":
+                        if isinstance(event.event, FinalEvent):
                             await self._finish(turn_id, meta, payload)
                         if event.kind in turnstream.TERMINAL:
                             terminal = payload
@@ -293,7 +305,7 @@ class Relay:
             hint="the inference workers may be down or overloaded; try again later",
         )
         writer = TurnWriter(self._redis, turn_id, prefix=self._prefix, ttl=self._ttl)
-        data = {k: v for k, v in event.items() if k != "type"}
-        offset = await writer.emit("error", data)
+        offset = await writer.emit(ErrorEvent.model_validate(
+            {k: v for k, v in event.items() if k != "type"}))
         log.warning("turn_timed_out", turn_id=turn_id, last_offset=last)
         return {**event, "turn_id": turn_id, "offset": offset}

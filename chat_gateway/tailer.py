@@ -15,6 +15,12 @@ A second task watches the workers: every ``watch_every`` seconds, the turns that
 for that long are checked against their worker's heartbeat (:class:`parley.turnstream.
 LostWorkers`); a turn whose worker died gets its ``worker_lost`` error written, which the read
 loop then delivers like any other event (to every replica relaying the turn).
+
+Entries are parsed by :func:`parley.turnevents.parse`. An entry of a kind this gateway does not
+know (a newer writer's) is skipped; an entry that is not a valid event of its kind ends the
+turn for its readers with an ``error`` ``internal`` saying which entry and field (delivered at
+that entry's offset, not written: the stream stays as its writer left it), rather than leave
+the client waiting or stall the read loop of every turn.
 """
 
 from __future__ import annotations
@@ -31,9 +37,35 @@ import structlog
 
 from parley.keys import Keys
 from parley.runtime import tasks
-from parley.turnstream import TERMINAL, LostWorkers, TurnEvent, parse_entry, turn_key
+from parley.turnevents import (
+    TERMINAL,
+    ErrorEvent,
+    MalformedEvent,
+    TurnEvent,
+    UnknownEvent,
+    parse,
+)
+from parley.turnstream import LostWorkers, turn_key
 
 log = structlog.get_logger(__name__)
+
+
+def _events(key: str, entries: list[Any]) -> list[TurnEvent]:
+    """The events of one stream's entries read together (see the module's note on entries
+    that are not events)."""
+    events: list[TurnEvent] = []
+    for entry_id, entry in entries:
+        offset = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        try:
+            events.append(parse(offset, entry))
+        except UnknownEvent as exc:
+            log.warning("turn_event_skipped", key=key, error=str(exc))
+        except MalformedEvent as exc:
+            log.error("turn_event_malformed", key=key, error=str(exc))
+            events.append(TurnEvent(offset, ErrorEvent(
+                code="internal", message=f"the answer could not be read: {exc.message}")))
+            break  # a terminal event: nothing after it is relayed
+    return events
 
 
 def _id(offset: str) -> tuple[int, int]:
@@ -110,7 +142,10 @@ class TurnTailer:
             await self._wake()
         try:
             while True:
-                batch = await asyncio.wait_for(sub.queue.get(), idle_timeout)
+                # asyncio.timeout, not wait_for: no task per batch (wait_for's was a tenth of
+                # the gateway's CPU per token under load, bench.stages).
+                async with asyncio.timeout(idle_timeout):
+                    batch = await sub.queue.get()
                 for i, event in enumerate(batch):
                     if event.kind in TERMINAL:
                         yield batch[: i + 1]
@@ -166,19 +201,17 @@ class TurnTailer:
             readers = by_key.get(key)
             if not readers:
                 continue
-            events = [
-                parse_entry(
-                    entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id), fields
-                )
-                for entry_id, fields in entries
-            ]
+            events = _events(key, entries)
+            read = entries[-1][0]  # past a skipped entry too, so it is not read again
+            read = read.decode() if isinstance(read, bytes) else str(read)
             for sub in readers:
                 if sub not in self._subscribers:
                     continue
                 floor = _id(sub.last)
+                if _id(read) > floor:
+                    sub.last = read
                 fresh = [e for e in events if _id(e.offset) > floor]
                 if fresh:
-                    sub.last = fresh[-1].offset
                     sub.seen = time.monotonic()
                     sub.queue.put_nowait(fresh)
 

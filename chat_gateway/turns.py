@@ -39,7 +39,8 @@ from parley.errors import ParleyError, Retry
 from parley.ids import ConversationId, TenantId, TurnId, new_turn_id
 from parley.keys import Keys
 from parley.tracing import inject
-from parley.turnstream import MAX_EVENTS, entry_fields, turn_key
+from parley.turnevents import SourcesEvent
+from parley.turnstream import TurnWriter
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,9 @@ class TurnOptions:
     answer_mode: AnswerMode = "extractive"  # when a question does not ask for one
 
 
-def source_event_data(sources: Sequence[Source], conversation_id: str) -> dict[str, Any]:
-    return {
-        "conversation_id": conversation_id,
-        "sources": [s.model_dump(mode="json") for s in sources],
-    }
+def source_event(sources: Sequence[Source], conversation_id: str) -> SourcesEvent:
+    return SourcesEvent(conversation_id=conversation_id,
+                        sources=[s.model_dump(mode="json") for s in sources])
 
 
 class Turns:
@@ -229,12 +228,11 @@ class Turns:
                 "subject": principal.subject, "question": question}
         # The turn's metadata and its ``sources`` event in one round trip: the ask path is on
         # every question's time to first token.
-        key = turn_key(self.options.prefix, turn_id)
+        writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
+                            ttl=self.options.stream_ttl)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl)
-            pipe.xadd(key, entry_fields("sources", source_event_data(built.sources, cid)),
-                      maxlen=MAX_EVENTS, approximate=True)
-            pipe.expire(key, self.options.stream_ttl)
+            writer.append(pipe, source_event(built.sources, cid))
             _, entry, _ = await pipe.execute()
         offset = entry.decode() if isinstance(entry, bytes) else str(entry)
         fields: dict[str, Any] = {

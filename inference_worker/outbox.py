@@ -2,7 +2,8 @@
 
 One background task, the *flusher*, writes what all running turns produced since its last flush
 in ONE Redis pipeline: per turn one ``XADD`` per event (a run of tokens is joined into one
-``token`` event, as :class:`parley.turnstream.TurnWriter` does), an ``EXPIRE`` on the turn's
+``token`` event), each made by the turn's :class:`parley.turnstream.TurnWriter` (the one writer
+of turn streams), an ``EXPIRE`` on the turn's
 first write and on its terminal event, and every ``cancel_poll`` seconds one ``MGET`` of all
 running turns' cancel flags and gateway holds. A turn's first token, a full buffer and every
 other event wake the flusher at once; other tokens wait at most ``flush_interval``. What arrives
@@ -40,22 +41,15 @@ import redis.asyncio as aioredis
 import structlog
 
 from parley.keys import Keys
-from parley.turnstream import (
-    MAX_EVENTS,
-    TERMINAL,
-    EventKind,
-    attached_key,
-    entry_fields,
-    turn_key,
-)
+from parley.turnevents import TERMINAL, Event, TokenEvent, make
+from parley.turnstream import TurnWriter, attached_key
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
 class _Item:
-    kind: EventKind
-    data: Mapping[str, Any]
+    event: Event
     written: asyncio.Future[str] | None  # resolved with the entry's offset; None for tokens
 
 
@@ -69,7 +63,8 @@ class TurnOutput:
         self, outbox: Outbox, turn_id: str, on_cancel: Callable[[], object] | None
     ) -> None:
         self._outbox = outbox
-        self.key = turn_key(outbox.prefix, turn_id)
+        self.writer = TurnWriter(outbox.redis, turn_id, prefix=outbox.prefix, ttl=outbox.ttl)
+        self.key = self.writer.key
         self.cancel_key = Keys(outbox.prefix).turn_cancel(turn_id)
         self.attached_key = attached_key(outbox.prefix, turn_id)
         self.held = False  # a gateway's hold was seen at least once
@@ -105,17 +100,20 @@ class TurnOutput:
             self._outbox.wake(self, now=False)
         return True
 
-    async def emit(self, kind: EventKind, data: Mapping[str, Any]) -> str:
+    async def emit(self, event: Event | str, data: Mapping[str, Any] | None = None) -> str:
         """Append one event after the buffered tokens and wait until it is written; returns its
-        offset. A terminal event ends the turn's share: nothing more may be written. If the
-        calling task is cancelled while waiting, the event is still written by the flusher."""
+        offset. ``event`` is an event, or its kind with ``data`` (validated into one: a
+        malformed event raises :class:`parley.turnevents.MalformedEvent`, nothing queued). A
+        terminal event ends the turn's share: nothing more may be written. If the calling task
+        is cancelled while waiting, the event is still written by the flusher."""
         if self.failure is not None:
             raise self.failure
         if self.finished:
             raise RuntimeError(f"{self.key}: the turn already ended")
+        typed = make(event, data or {}) if isinstance(event, str) else event
         self._seal()
         written: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(kind, data, written))
+        self._queue.append(_Item(typed, written))
         self._outbox.wake(self, now=True)
         return await written
 
@@ -123,7 +121,7 @@ class TurnOutput:
     def _seal(self) -> None:
         if self._tokens:
             text = "".join(self._tokens)
-            self._queue.append(_Item("token", {"text": text, "n": len(self._tokens)}, None))
+            self._queue.append(_Item(TokenEvent(text=text, n=len(self._tokens)), None))
             self._tokens = []
 
     def _take(self) -> list[_Item]:
@@ -163,7 +161,7 @@ class Outbox:
         max_pending: int = 256,
         orphan_after: float = 15.0,
     ) -> None:
-        self._redis = client
+        self.redis = client
         self.orphan_after = orphan_after
         self.prefix = prefix
         self.ttl = ttl
@@ -249,17 +247,14 @@ class Outbox:
         if poll:
             self._last_poll = now
         plan: list[tuple[TurnOutput, list[_Item], bool]] = []
-        async with self._redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for turn in turns:
                 items = turn._take()
                 if not items:
                     continue
-                for item in items:
-                    pipe.xadd(turn.key, entry_fields(item.kind, item.data),
-                              maxlen=MAX_EVENTS, approximate=True)
-                expire = not turn._expiry_set or any(i.kind in TERMINAL for i in items)
-                if expire:
-                    pipe.expire(turn.key, self.ttl)
+                expire = not turn._expiry_set or any(i.event.kind in TERMINAL for i in items)
+                for i, item in enumerate(items):
+                    turn.writer.append(pipe, item.event, expire=expire and i == len(items) - 1)
                 plan.append((turn, items, expire))
             if watched:
                 pipe.mget([key for t in watched for key in (t.cancel_key, t.attached_key)])
@@ -281,7 +276,7 @@ class Outbox:
             for item in items:
                 entry = replies[at]
                 at += 1
-                if item.kind in TERMINAL:
+                if item.event.kind in TERMINAL:
                     turn.finished = True
                 if item.written is not None and not item.written.done():
                     item.written.set_result(entry.decode() if isinstance(entry, bytes) else entry)

@@ -2,10 +2,12 @@
 reads. One stream per turn (``<prefix>:turn:<turn_id>``), so a client that reconnects to another
 replica resumes from the last offset it saw with no gap and no duplicate.
 
-Events, in order: ``sources`` (once, written by the gateway), ``token`` (many; each entry carries
-the text of one or more tokens appended in one flush), then exactly one terminal event: ``final``,
-``error`` or ``cancelled``. The offset of an event is its Redis entry id. Streams are capped
-(``MAXLEN``) and expire ``ttl`` seconds after their last write.
+The events are typed in :mod:`parley.turnevents`: ``sources`` (once, written by the gateway),
+``token`` (many; each entry carries the text of one or more tokens appended in one flush), then
+exactly one terminal event: ``final``, ``error`` or ``cancelled``. The offset of an event is its
+Redis entry id. Streams are capped (``MAXLEN``) and expire ``ttl`` seconds after their last write.
+:class:`TurnWriter` is the one writer (the gateway's ask and relay, the worker's outbox);
+:func:`parley.turnevents.parse` the one parser.
 
 Cancellation: ``cancel()`` sets ``<prefix>:turn:<turn_id>:cancel``; the writer checks it on every
 flush (every ``flush_interval`` seconds while tokens flow), so generation stops within about one
@@ -15,27 +17,20 @@ flush interval plus one token.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from parley import lua
 from parley.keys import Keys
+from parley.turnevents import TERMINAL as TERMINAL
+from parley.turnevents import ErrorEvent, Event, TokenEvent, fields, make, parse
+from parley.turnevents import TurnEvent as TurnEvent
 
-EventKind = Literal["sources", "token", "final", "error", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"final", "error", "cancelled"})
 MAX_EVENTS = 20_000
-
-
-@dataclass(frozen=True)
-class TurnEvent:
-    offset: str
-    kind: EventKind
-    data: Mapping[str, Any]
 
 
 def turn_key(prefix: str, turn_id: str) -> str:
@@ -49,8 +44,11 @@ def attached_key(prefix: str, turn_id: str) -> str:
 
 
 class TurnWriter:
-    """Appends one turn's events. Tokens are buffered and written every ``flush_interval`` seconds
-    (or ``max_pending`` tokens), in one round trip that also reads the cancel flag.
+    """Appends one turn's events: the one place a stream entry is made. :meth:`append` adds an
+    event to a caller's pipeline (the gateway's ask, the worker's outbox, which writes every
+    running turn in one pipeline); :meth:`emit` writes one in its own round trip. Tokens given to
+    :meth:`token` are buffered and written every ``flush_interval`` seconds (or ``max_pending``
+    tokens), in one round trip that also reads the cancel flag.
 
     Not safe for concurrent use by several tasks; one writer per turn."""
 
@@ -65,6 +63,7 @@ class TurnWriter:
         max_pending: int = 256,
     ) -> None:
         self._redis = client
+        self.turn_id = turn_id
         self.key = turn_key(prefix, turn_id)
         self._cancel_key = Keys(prefix).turn_cancel(turn_id)
         self._ttl = ttl
@@ -80,12 +79,21 @@ class TurnWriter:
         """Tokens buffered and not yet written (a writer whose model pauses flushes them)."""
         return len(self._pending)
 
-    async def emit(self, kind: EventKind, data: Mapping[str, Any]) -> str:
-        """Flush buffered tokens, then append one event now; returns its offset."""
+    def append(self, pipe: Pipeline, event: Event, *, expire: bool = True) -> None:
+        """Queue ``event`` on ``pipe`` (one reply: its offset), then, when ``expire``, the
+        stream's expiry (one more reply)."""
+        pipe.xadd(self.key, fields(event), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        if expire:
+            pipe.expire(self.key, self._ttl)
+
+    async def emit(self, event: Event | str, data: Mapping[str, Any] | None = None) -> str:
+        """Flush buffered tokens, then append one event now; returns its offset. ``event`` is
+        an event, or its kind with ``data`` (validated into one: a malformed event raises
+        :class:`parley.turnevents.MalformedEvent` and nothing is written)."""
+        typed = make(event, data or {}) if isinstance(event, str) else event
         await self.flush()
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.key, entry_fields(kind, data), maxlen=MAX_EVENTS, approximate=True)
-            pipe.expire(self.key, self._ttl)
+            self.append(pipe, typed)
             pipe.exists(self._cancel_key)
             entry, _, cancelled = await pipe.execute()
         self.cancelled = self.cancelled or bool(cancelled)
@@ -107,11 +115,7 @@ class TurnWriter:
         self._last_flush = time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
             if self._pending:
-                data = {"text": "".join(self._pending), "n": len(self._pending)}
-                pipe.xadd(
-                    self.key, entry_fields("token", data), maxlen=MAX_EVENTS, approximate=True
-                )
-                pipe.expire(self.key, self._ttl)
+                self.append(pipe, TokenEvent(text="".join(self._pending), n=len(self._pending)))
                 self._pending = []
             pipe.exists(self._cancel_key)
             replies = await pipe.execute()
@@ -154,26 +158,12 @@ async def tail(
             continue
         quiet_since = time.monotonic()
         for _key, entries in reply:
-            for entry_id, fields in entries:
+            for entry_id, entry in entries:
                 last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                event = parse_entry(last, fields)
+                event = parse(last, entry)
                 yield event
                 if event.kind in TERMINAL:
                     return
-
-
-def entry_fields(kind: EventKind, data: Mapping[str, Any]) -> dict[Any, Any]:
-    """The fields of one stream entry: ``k`` the kind, ``d`` the data as compact JSON."""
-    return {"k": kind, "d": json.dumps(data, separators=(",", ":"), ensure_ascii=False)}
-
-
-def parse_entry(offset: str, fields: Mapping[bytes | str, bytes | str]) -> TurnEvent:
-    """One stream entry as an event (the inverse of :func:`entry_fields`)."""
-    def get(name: str) -> str:
-        value = fields.get(name.encode(), fields.get(name, b""))
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    return TurnEvent(offset=offset, kind=get("k"), data=json.loads(get("d") or "{}"))  # type: ignore[arg-type]
 
 
 # Liveness of the worker answering a turn ---------------------------------------------------------
@@ -230,13 +220,13 @@ class LostWorkers:
         alive: list[Any] = await self._redis.mget([alive_key(self._prefix, w) for w in workers])
         dead = {w for w, a in zip(workers, alive, strict=True) if a is None}
         ended = []
-        fields = entry_fields("error", WORKER_LOST)
+        lost = fields(ErrorEvent.model_validate(WORKER_LOST))
         for turn_id, worker in taken.items():
             if worker not in dead:
                 continue
             keys = [turn_key(self._prefix, turn_id), owner_key(self._prefix, turn_id),
                     alive_key(self._prefix, worker)]
-            args = [worker, self._ttl, MAX_EVENTS, fields["k"], fields["d"]]
+            args: list[str | int] = [worker, self._ttl, MAX_EVENTS, lost["k"], lost["d"]]
             if await self._end(keys=keys, args=args):
                 ended.append(turn_id)
         return ended

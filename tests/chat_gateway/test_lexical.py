@@ -1,5 +1,5 @@
 """The BM25 side of search, pure parts: terms, ranking, served-version masks, contexts. The
-index's life on real Chroma and Redis is in tests/parley/test_search_hybrid.py."""
+index's life on real Chroma and Redis is in tests/chat_gateway/test_search_hybrid.py."""
 
 from __future__ import annotations
 

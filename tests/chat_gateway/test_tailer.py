@@ -134,3 +134,26 @@ async def test_worker_lost_is_written_once_and_never_after_a_terminal_event(
     assert await lost.check([ended, finished]) == []  # already ended: nothing twice
     entries: Any = await client.xrange(f"{prefix}:turn:{ended}")
     assert [fields[b"k"] for _id, fields in entries] == [b"token", b"error"]
+
+
+async def test_an_unknown_kind_is_skipped_and_a_malformed_entry_ends_the_turn(
+    client: aioredis.Redis,
+) -> None:
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix)
+    turn_id = uuid.uuid4().hex
+    writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
+    await writer.emit("token", {"text": "a"})
+    await client.xadd(writer.key, {"k": "heartbeat", "d": "{}"})  # a newer writer's kind
+    await writer.emit("token", {"text": "b"})
+    raw: Any = await client.xadd(writer.key, {"k": "token", "d": '{"n": 1}'})  # no text
+    broken = raw.decode()
+    await writer.emit("token", {"text": "never relayed"})
+    events = [e async for e in tailer.tail(turn_id, idle_timeout=10)]
+    assert [e.kind for e in events] == ["token", "token", "error"]
+    assert [e.data.get("text") for e in events[:2]] == ["a", "b"]
+    end = events[-1]
+    assert end.offset == broken
+    assert end.data["code"] == "internal"
+    assert broken in end.data["message"] and "text" in end.data["message"]
+    await tailer.close()

@@ -4,7 +4,7 @@ rendering of ``k8s/``.
 :data:`USES` is the list: for each component (the ``app.kubernetes.io/component`` label of its
 pods), the backends its code connects to, each with the condition on the component's own
 settings under which it does (a worker on the Redis broker opens no Service Bus link; an embed
-worker with the local model calls no Azure OpenAI). :data:`CLIENTS` lists what reaches Parley's
+worker with the local model calls no Azure OpenAI). :func:`clients` lists what reaches Parley's
 pods from elsewhere in the cluster (the ingress controller, Prometheus, KEDA). The NetworkPolicies
 must allow exactly these paths, both directions: ``test_reachability.py`` evaluates them with
 :mod:`tests.deploy.netpol` and fails on a missing or an unneeded path.

@@ -300,3 +300,14 @@ async def test_worker_streams_a_real_servers_answer_and_cancels_it(
             assert (await w.events(again.turn_id, timeout=60))[-1].kind == "final"
     finally:
         await model.close()
+
+
+async def test_the_error_bodys_message_reaches_the_user(peer: OpenAIChatPeer) -> None:
+    peer.fail_next(Failure(status=400, message="the prompt is too long for this model"))
+    model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
+    assert model.lean is not None  # OpenAI-compatible endpoints are read without the SDK
+    with pytest.raises(ParleyError) as caught:
+        await collect(model.stream(QUESTION, max_tokens=8, temperature=0.0))
+    assert caught.value.reason == "bad_request"
+    assert "the prompt is too long for this model" in caught.value.message
+    await model.close()
