@@ -1,7 +1,9 @@
 """Answer quality, measured at the answer: Parley's extractive and generative answers side by side
 with the seed's approach, on questions with a reference and on questions no document answers.
 
-    python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE]
+    python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE] [--wrong]
+
+``--wrong`` prints each wrong extractive answer with what was expected (to stderr).
 
 Question sets:
 
@@ -11,6 +13,11 @@ Question sets:
 - ``synthetic``: generated quarterly reports of three fictional companies over three quarters in
   one layout (tests/fixtures/quarterlies.py), rendered to PDF; one question of each kind per
   report, plus ``synthetic-none``: ten questions no report answers.
+- ``statements``: generated interim reports of three other fictional companies at two quarter
+  ends (tests/fixtures/statements.py) whose statements have four columns (the quarter and the
+  year to date, each this year and a year earlier) and a balance sheet at two dates, half of
+  them DOCX (tables as cells), half PDF; questions name a quarter, a date, a year to date or a
+  year earlier, ask two figures at once or why revenue moved; plus ``statements-none``.
 
 With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
 are answered again, extractively, over the sources their answer was given: graded where a
@@ -32,6 +39,8 @@ Scoring (no model judges):
   separators, currency signs or trailing zeros: "$81,797 million" holds 81797), or for a phrase
   reference (synthetic "why" questions) the phrase appears, case-insensitive. Key figures of a
   dev reference: its numbers other than dates ("July 1, 2023"), years and the "10" of "10-Q".
+  For ``statements`` a figure question is also wrong when the answer's first line (its direct
+  answer) holds a figure of the same row's other columns (another period's).
 - **cited**: the answer holds at least one ``[n]`` naming one of its sources.
 - **unsupported**: the share of answers with a figure that none of the sources it cites holds
   (for the seed, none of its five chunks); **unflagged**: such figures missing from the answer's
@@ -93,6 +102,7 @@ class Item:
     phrases: tuple[str, ...] = ()  # or phrases, all needed
     answerable: bool = True
     graded: bool = True  # counted in "correct" (a feedback line without a reference is not)
+    decoys: tuple[str, ...] = ()  # normalised figures of other columns: not in the first line
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,27 @@ def synthetic_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
         items.append(Item(q.question, figures=tuple(figure(e) for e in q.expected))
                      if is_figure else Item(q.question, phrases=q.expected))
     return pdfs, items, [Item(q.question, answerable=False) for q in unanswerable()]
+
+
+def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """Interim reports whose tables have four columns (quarter and year to date, this year and
+    a year earlier) and a two-date balance sheet (tests/fixtures/statements.py), every other one
+    a DOCX (tables as cells) and the rest PDFs: the figure must come from the asked column."""
+    from inference_worker.extractive import figure
+    from tests.fixtures.statements import questions, reports, unanswerable
+
+    docs = reports()
+    files = {}
+    for i, r in enumerate(docs):
+        files[r.filename + (".docx" if i % 2 else ".pdf")] = r.docx() if i % 2 else r.pdf()
+    items = []
+    for q in questions(docs):
+        if all(re.fullmatch(r"[\d,.]+", e) for e in q.expected):
+            items.append(Item(q.question, figures=tuple(figure(e) for e in q.expected),
+                              decoys=tuple(figure(d) for d in q.decoys)))
+        else:
+            items.append(Item(q.question, phrases=q.expected))
+    return files, items, [Item(q.question, answerable=False) for q in unanswerable()]
 
 
 def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
@@ -332,8 +363,27 @@ def correct(item: Item, text: str) -> bool:
     from inference_worker.extractive import numbers
 
     have = set(numbers(text))
+    lead = set(numbers(text.strip().split("\n", 1)[0]))
     return (all(f in have for f in item.figures)
-            and all(p.lower() in text.lower() for p in item.phrases))
+            and all(p.lower() in text.lower() for p in item.phrases)
+            and not any(d in lead for d in item.decoys))
+
+
+def misses(row: Row) -> list[str]:
+    """What went wrong in ``row``: each answer graded wrong (or a "not found" question answered),
+    with what was expected."""
+    out = []
+    for item, outcome in row.outcomes:
+        found = bool(_NOT_FOUND.search(outcome.text))
+        if item.answerable and item.graded and not correct(item, outcome.text):
+            want = ", ".join(item.figures + item.phrases)
+        elif not item.answerable and not found:
+            want = "not in the documents"
+        else:
+            continue
+        out.append(f"--- {row.questions}: {item.question}\n    expected: {want}\n    "
+                   + outcome.text.replace("\n", "\n    "))
+    return out
 
 
 def summary(row: Row) -> list[object]:
@@ -358,7 +408,8 @@ def summary(row: Row) -> list[object]:
 
 
 async def run(
-    generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None
+    generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None,
+    wrong: bool = False,
 ) -> str:
     from inference_worker.local import LocalChatModel
     from parley.embedder.local import LocalEmbedder
@@ -372,13 +423,16 @@ async def run(
         notes.append(f"dev: skipped: {EVAL} is absent (../shared is beside the project only "
                      "in CI and development)")
     sets.append(("synthetic", synthetic_set()))
+    sets.append(("statements", statements_set()))
     embedder = LocalEmbedder()
-    try:
-        model: object | None = LocalChatModel(threads=1)
-        model.load()  # type: ignore[union-attr]
-    except ParleyError as exc:
-        notes.append(f"generative and seed rows skipped: {exc}")
-        model = None
+    model: object | None = None
+    if generative > 0:  # the model takes a while to load: not for extractive rows alone
+        try:
+            model = LocalChatModel(threads=1)
+            model.load()
+        except ParleyError as exc:
+            notes.append(f"generative and seed rows skipped: {exc}")
+            model = None
     rows: list[Row] = []
     try:
         if feedback is not None:
@@ -398,6 +452,9 @@ async def run(
                                                                        embedder)))
                 rows.append(row)
                 show(f"{label}: extractive done")
+                if wrong:
+                    for line in misses(row):
+                        show(line)
                 if model is None:
                     continue
                 for pipeline in ("generative", "seed"):
@@ -431,11 +488,14 @@ def main(argv: Sequence[str] = ()) -> str:
     parser.add_argument("--generative", type=int, default=4,
                         help="questions per set answered by the model rows (default 4)")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--wrong", action="store_true",
+                        help="print each wrong extractive answer with what was expected")
     parser.add_argument("--feedback", type=Path, default=None,
                         help="also answer the questions of a `parley feedback export --json` file")
     args = parser.parse_args(list(argv))
     return asyncio.run(run(args.generative, args.max_tokens,
-                           lambda s: print(s, file=sys.stderr, flush=True), args.feedback))
+                           lambda s: print(s, file=sys.stderr, flush=True), args.feedback,
+                           args.wrong))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,7 +65,12 @@ class GatewayServer(uvicorn.Server):
 
 
 def serve(gateway: Gateway, **overrides: Any) -> None:
-    """Serve until SIGINT/SIGTERM, then drain (see :class:`GatewayServer`)."""
+    """Serve until SIGINT/SIGTERM, then drain (see :class:`GatewayServer`). Stopped by SIGTERM,
+    the process exits 0 once drained, as the workers do."""
+    # uvicorn raises a caught signal again after its graceful shutdown, under the handler it
+    # found when it started: with the default one, SIGTERM would end a process that drained
+    # cleanly as killed by SIGTERM (status 143). The drain was the answer to the signal.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
     GatewayServer(config(gateway, **overrides), gateway).run()
 
 

@@ -21,9 +21,7 @@ from inference_worker.handler import HandlerOptions, TurnHandler
 from parley.broker.redis import RedisBroker
 from parley.runtime import worker
 from parley.runtime.consumer import Consumer
-from parley.runtime.heartbeat import Heartbeat
 from parley.settings import Settings
-from parley.turnstream import alive_key
 
 NAME = "inference-worker"
 
@@ -43,12 +41,10 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
     broker = RedisBroker(
         client, prefix=settings.redis_prefix, lease_seconds={queue.name: queue.lease_seconds}
     )
+    # The broker's heartbeat (``turnstream.alive_key(broker.consumer)``) beats from its first
+    # receive until it is closed, after the consumer has drained: a gateway relaying one of this
+    # worker's turns sees it die within seconds (parley.turnstream.LostWorkers).
     stack.push_async_callback(broker.close)
-    # Beats until the consumer has drained (closed after it, by the stack): a gateway relaying
-    # one of this worker's turns sees it die within seconds (parley.turnstream.LostWorkers).
-    heartbeat = Heartbeat(client, alive_key(settings.redis_prefix, broker.consumer))
-    await heartbeat.start()
-    stack.push_async_callback(heartbeat.close)
     model = build_chat_model(settings)
     stack.push_async_callback(model.close)
     handler = TurnHandler(

@@ -6,18 +6,29 @@ invented: every word of an answer but the connecting text is a source's.
 How a passage is chosen (no model, no I/O):
 
 - each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first), or a
-  table row (a line holding two or more figures) together with the column headings above it in
-  the same source (the lines naming periods, "Three Months Ended", dates), so a quoted row still
-  says which column is which;
+  table row (a short label and its figures, or a line of ``a | b`` cells) together with the
+  column headings above it in the same source (the lines naming periods, "Three Months Ended",
+  dates, or the heading row of a cell table) and the group it is in ("Net sales:"), read into
+  cells under their columns (:mod:`inference_worker.tables`), so a quoted row still says which
+  column is which;
 - a question's terms are its content words (a short stop list, a light stemmer, a few domain
   synonyms such as revenue/sales) and its numbers; each term weighs its inverse document
   frequency over the units of the sources (a term found in no unit weighs the most);
 - a unit's coverage is the weight of the question's terms found in the unit, its table headings
   or its source's title, over the weight of all of them; the score adds a little for the
   source's rank and for a figure when the question asks for an amount;
+- a table row also scores by how well its label fits the question (a label the question names
+  wholly beats one that says more, "Percentage of total net sales" for "revenue") and by its
+  best column's fit to the question's period (the date it names, the span: a quarter or "nine
+  months", the year, "a year earlier");
 - the best unit answers when its coverage reaches ``min_coverage`` and every number the question
   names (a year, a date) appears in its source; then up to ``max_units`` more units whose score
-  is close to the best are quoted too, in source order.
+  is close to the best or that add what the question asks and the chosen ones do not say (the
+  second measure of "operating expenses compared to revenue": the row whose label aims at it);
+- a chosen row leads with its figure for the asked column and its labels ("Total net sales
+  (Three Months Ended July 1, 2023): $81,797 [n]"), then the row itself is quoted; for "what
+  percentage of X was Y" with no row giving it, the share is worked out from the X and Y rows of
+  one column and shown with its working, which grounding checks.
 """
 
 from __future__ import annotations
@@ -28,10 +39,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from inference_worker import tables
 from parley.contracts import Source
 
 NOT_FOUND = "not in the documents"
 RANK_STEP = 0.05
+CHUNK_STEP = 0.015
+# How much a table row's label fitting the question wholly (or not at all) adds (or takes).
+LABEL_FIT = 0.3
+# How much a table row's best column fitting the question's period counts (per point of
+# tables.column_score: a date named +3, the span +1.5, the year +0.5; clamped to -2..6).
+COLUMN_FIT = 0.06  # the score a passage loses per place of its chunk, within its document
 # "the latest quarter": a source of the newest period named among the sources is preferred by
 # more than the ranking's spread (4 places), since the question says which period it wants.
 LATEST_BONUS = 0.25  # the score a source loses per place in the ranking
@@ -39,6 +57,20 @@ _REASON = re.compile(r"\b(?:why|reasons?|drivers?|drove|driven|caus\w*|explain\w
                      re.IGNORECASE)
 _BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owing to|reflect)",
                       re.IGNORECASE)
+# The kind of thing a question asks for: "which bank", "what kind of vessel".
+_FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
+                    re.IGNORECASE)
+# A question about how a figure moved over several periods.
+_TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|months)\b|\btrends?\b|"
+                    r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b",
+                    re.IGNORECASE)
+# A question for a share: worked out from two rows when no row gives it.
+_SHARE = re.compile(
+    r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b", re.IGNORECASE)
+# What a share is of: "percentage of (Apple's total revenue) did ...".
+_SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fraction)\s+of\s+(.+?)\s+"
+                       r"(?:did|was|were|is|are|does|do|came|come|accounted|account|represented|"
+                       r"represent|contributed|contribute|made)\b", re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -53,8 +85,18 @@ _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
-# A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17"): never quoted.
-_FOOTER = re.compile(r"\s\|\s|^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
+# A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17", "Page 4"): never
+# quoted. A line of cells ending in a page number whose other cells hold no figure; a table row
+# ("North | 1,200 | 17") has figures in its cells and stays.
+_PAGE = re.compile(r"^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
+
+
+def _is_footer(line: str) -> bool:
+    if _PAGE.match(line):
+        return True
+    cells = tables.split_cells(line)
+    return (len(cells) >= 2 and bool(re.fullmatch(r"(?:page\s*)?\d{1,3}", cells[-1], re.I))
+            and not any(tables.is_figure(c) for c in cells[:-1]))
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
@@ -177,6 +219,8 @@ class Unit:
     context: str  # a table row's caption and column headings: matched, not its own words
     is_row: bool
     columns: str = ""  # a table row's column headings, quoted after it
+    row: tables.Row | None = None  # a table row read into its label and cells
+    group: str = ""  # the label over a group of rows ("Net sales" over "Products", "Services")
 
 
 @dataclass(frozen=True)
@@ -204,11 +248,22 @@ def _amounts(line: str) -> int:
 
 
 def _is_row(line: str) -> bool:
-    if _amounts(line) < 2:
+    amounts = _amounts(line)
+    if amounts < 1 or line.rstrip().endswith("."):
         return False
     words = re.findall(r"[A-Za-z]{2,}", line)
+    if amounts == 1:
+        # "Total revenue 4,812": a short label and one figure that ends the line.
+        label, values = tables.split_figures(line)
+        return len(values) == 1 and 0 < len(words) <= 8 and bool(label) and _amounts(
+            values[0]) == 1
     # A sentence of prose with two numbers in it is not a row: rows are mostly figures.
-    return len(words) <= 12 and not line.rstrip().endswith(".")
+    return len(words) <= 12
+
+
+def _is_cells(line: str) -> bool:
+    """A line of a cell-separated table ("North | 1,200 | 1,350", "| a | b |")."""
+    return len(tables.split_cells(line)) >= 2 and len(line) < 600
 
 
 def units(source: Numbered, rank: int) -> list[Unit]:
@@ -218,6 +273,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     heading: list[str] = []  # heading lines seen since the last row
     current_heading = ""
     columns = ""
+    group = ""  # the group label over the rows that follow ("Net sales:")
     prose: list[str] = []
 
     def flush() -> None:
@@ -230,10 +286,35 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             if len(terms(sentence)) >= 3 and len(sentence.split()) >= 6:
                 out.append(Unit(source.n, rank, len(out), sentence, "", False))
 
+    cells: list[str] = []  # lines of a cell-separated table, read when it ends
+
+    def flush_cells() -> None:
+        if not cells:
+            return
+        caption = out[-1].text if out and not out[-1].is_row else ""
+        parsed = tables.pipe_rows(cells)
+        header = " ".join(tables.split_cells(cells[0])) if parsed[0] is None and len(
+            cells) > 1 else ""
+        for line, row in zip(cells, parsed, strict=True):
+            if row is not None:
+                out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),
+                                True, header, row))
+            elif line is not cells[0] or not header:
+                prose.append(line)
+                flush()
+        cells.clear()
+
     for line in lines:
-        if not line or _FOOTER.search(line):
+        if not line or _is_footer(line):
             flush()
+            flush_cells()
             continue
+        if _is_cells(line):
+            flush()
+            if not tables.is_rule(line):
+                cells.append(line)
+            continue
+        flush_cells()
         if _is_row(line):
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
@@ -242,19 +323,29 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 columns = " ".join(heading)
                 current_heading = (caption + " " + columns).strip()
                 heading = []
-            out.append(Unit(source.n, rank, len(out), line, current_heading, True, columns))
+            out.append(Unit(source.n, rank, len(out), line, f"{current_heading} {group}".strip(),
+                            True, columns, tables.pdf_row(line, columns), group))
+            continue
+        if line.endswith(":") and len(line) < 60 and (heading or (out and out[-1].is_row)):
+            # A group of rows ("Net sales:", "Operating expenses:"): said of the rows below it,
+            # not a column heading.
+            flush()
+            group = line.rstrip(":")
             continue
         if _HEADING.search(line) and len(line) < 80 and not line.endswith("."):
             # Column headings of a table to come ("Three Months Ended", "July 1,", "2023").
             flush()
             heading.append(line)
+            group = ""
             continue
         if heading and len(line) < 40 and not line.endswith("."):
             heading.append(line)
             continue
         heading = []
+        group = ""
         prose.append(line)
     flush()
+    flush_cells()
     return out
 
 
@@ -283,7 +374,7 @@ def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
     """Each question term's inverse document frequency over the units (weak words less)."""
     docs = [set(terms(u.text + " " + u.context)) for u in pool]
     n = max(1, len(docs))
-    weak = {stem(x) for x in WEAK}
+    weak = _weak_stems()
     out = {}
     for t in set(question):
         df = sum(t in d for d in docs)
@@ -325,11 +416,22 @@ def answer(
     locators = set(terms(" ".join(names(question)))) | {
         t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
 
-    latest = _latest(sources) if _LATEST.search(question) else None
+    # "The latest quarter" of the company the question names, not the newest of all sources.
+    named = set(terms(" ".join(names(question))))
+    of_named = [s for s in sources if named <= source_terms[s.n]] or list(sources)
+    latest = _latest(of_named) if _LATEST.search(question) else None
     asked = period_key(_normalise_period(question))
     if asked[1]:  # the question names a quarter or a month: sources of that period first
         matching = {s.n for s in sources if period_key(s.title) == asked}
         latest = (latest or set()) | matching if matching else latest
+    focus = set(terms(" ".join(_FOCUS.findall(question))))
+    asked_period = tables.period(question)
+    documents: list[str] = []
+    for s in sources:
+        if s.title not in documents:
+            documents.append(s.title)
+    doc_rank = {s.n: documents.index(s.title) for s in sources}
+    words = {w for w in re.findall(r"[a-z]{3,}", question.lower()) if w not in STOP}
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     for unit in pool:
@@ -348,12 +450,20 @@ def answer(
             elif t in source_terms[unit.n]:
                 got += SOURCE_CREDIT * w
         coverage = got / total if total else 0.0
-        unit_terms[id(unit)] = {t for t in weights if (t in own or t in heading)
+        # What a passage says itself: a table's caption and headings are shared by its rows, so
+        # a row covers only what its own label says ("statutory rate" is not covered by the
+        # effective-rate row of a table captioned "effective and statutory rates").
+        unit_terms[id(unit)] = {t for t in weights if t in own
                                 and t not in title_terms[unit.n] and t not in locators}
+        # "Which bank ...": a source that never says "bank" cannot name one.
+        if focus and not focus <= source_terms[unit.n]:
+            coverage *= 0.5
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
             coverage *= 0.5
-        score = coverage - RANK_STEP * unit.rank
+        # The ranking orders documents more surely than the passages of one document: a later
+        # chunk of the best document loses less than a chunk of the next document.
+        score = coverage - RANK_STEP * doc_rank[unit.n] - CHUNK_STEP * unit.rank
         if latest is not None and unit.n in latest:
             score += LATEST_BONUS
         has_figure = unit.is_row or _has_amount(unit.text)
@@ -367,6 +477,9 @@ def answer(
             score -= 0.15  # introduces a table or a list: says where the answer is, not what
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
+        if unit.row is not None:
+            score += 0.0 if wants_reason else _row_fit(
+                unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
     best_score, best_coverage, _ = scored[0]
@@ -375,33 +488,191 @@ def answer(
     chosen: list[Unit] = []
     seen: set[str] = set()
     covered: set[str] = set()
-    candidates = [(sc, c, u) for sc, c, u in scored[:12] if c >= min_coverage * 0.8]
+    candidates = [(sc, c, u) for sc, c, u in scored[:60] if c >= min_coverage * 0.8]
+
+    # What the question asks about, beyond the names and periods that locate it.
+    titled = set().union(*title_terms.values())
+    content = sum(w for t, w in weights.items() if t not in locators and t not in titled) or total
 
     def gain(unit: Unit) -> float:
-        """The share of the question's weight that ``unit`` would add to what is chosen."""
-        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / total
+        """The share of the question's content weight that ``unit`` would add to what is
+        chosen."""
+        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / content
 
     # Greedy: the best passage, then those that are nearly as good or cover what is missing
     # ("operating expenses ... compared to revenue" wants two rows).
+    def aim(unit: Unit) -> float:
+        """How much of a table row's label is what is still missing: of two rows that add
+        "revenue", "Total net sales" (1/2 of its words) aims at it better than "Percentage of
+        total net sales" (1/3)."""
+        return label_precision(unit.row, covered_missing()) if unit.row is not None else 0.0
+
+    def covered_missing() -> set[str]:
+        return set(weights) - covered if chosen else set(weights)
+
     while candidates and len(chosen) < max_units:
-        best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2]))
+        best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2])
+                   + (0.5 * aim(item[2]) if chosen else 0.0))
         candidates.remove(best)
         sc, _, u = best
-        key = " ".join(u.text.split()).lower()
+        key = _dedupe_key(u)
         if key in seen or (chosen and best_score - sc > near and gain(u) < 0.15):
             continue
         seen.add(key)
         covered |= unit_terms[id(u)]
         chosen.append(u)
+    trend = _trend(scored, of_named, min_coverage * 0.8) if _TREND.search(question) else []
+    if len(trend) > 1:
+        chosen = trend
     # best first: the passage that answers most comes first
     parts = []
+    share = _share(scored, question, words, set(q_terms)) if _SHARE.search(question) else None
+    if share:
+        line, part_unit, whole_unit = share
+        parts.append(line)
+        chosen = [part_unit, whole_unit]
     for u in chosen:
+        lead = _figure_line(u.row, question, words) if u.row is not None else None
+        if lead:
+            parts.append(f"{lead} [{u.n}]")
         body = _tidy(u.text, 600)
         if u.is_row and u.columns:
             body = f"{body} (columns: {_tidy(u.columns, 200)})"
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+def _dedupe_key(unit: Unit) -> str:
+    """What makes two passages the same: a row's label and figures (one row rendered with and
+    without currency signs in two chunks), a sentence's words."""
+    if unit.row is not None:
+        return unit.row.label.lower() + " " + " ".join(numbers(unit.text))
+    return " ".join(unit.text.split()).lower()
+
+
+def label_precision(row: tables.Row, asked: set[str]) -> float:
+    """The share of a row label's content words (weak ones aside) that ``asked`` holds:
+    "Total net sales" is 1/2 of "revenue", "Percentage of total net sales" 1/3."""
+    own = _label_terms(row.label)
+    return len(own & asked) / len(own) if own else 0.0
+
+
+@functools.cache
+def _weak_stems() -> frozenset[str]:
+    return frozenset(stem(w) for w in WEAK)
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_terms(label: str) -> frozenset[str]:
+    """A row label's content words, weak ones aside (asked for again and again while the
+    passages are chosen)."""
+    weak = _weak_stems()
+    return frozenset(t for t in terms(label) if t[0].isalpha() and t not in weak)
+
+
+def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set[str]) -> float:
+    """How much a table row's label and columns fit the question beyond its words: a label
+    that says more than the question asks ("Percentage of total net sales" for "net sales")
+    loses, one the question names wholly gains; a row whose columns name dates, none of them
+    the one the question names, is another table's (another balance sheet date)."""
+    fit = LABEL_FIT * (label_precision(row, asked) - 0.5)
+    # The columns: one of them the date, span and year asked for, or none (another period's).
+    _, columns = tables.fit(row, period, words)
+    return fit + COLUMN_FIT * min(6.0, max(-2.0, columns))
+
+
+def _trend(scored: Sequence[tuple[float, float, Unit]], sources: Sequence[Numbered],
+           least: float) -> list[Unit]:
+    """For "how has revenue changed over the quarters": the best row's label as each period's
+    source gives it (of ``sources``: those of the company the question names), one row a
+    period, the latest period first (at most six). Empty when the best passage is not a table
+    row."""
+    if not scored or scored[0][2].row is None:
+        return []
+    label = scored[0][2].row.label.lower()
+    titles = {s.n: s.title for s in sources}
+    by_period: dict[tuple[int, int], Unit] = {}
+    for _, coverage, unit in scored:  # best first: each period keeps its best such row
+        if (unit.row is not None and unit.n in titles and unit.row.label.lower() == label
+                and coverage >= least):
+            by_period.setdefault(period_key(titles[unit.n]), unit)
+    return [by_period[k] for k in sorted(by_period, reverse=True)][:6]
+
+
+def _value(cell: tables.Cell) -> float | None:
+    """A cell's amount as a number (a bracketed one negative); None for a dash or a percent."""
+    if "%" in cell.value:
+        return None
+    digits = re.sub(r"[^\d.]", "", cell.value)
+    if not digits or digits == ".":
+        return None
+    return -float(digits) if "(" in cell.value else float(digits)
+
+
+def _share(scored: Sequence[tuple[float, float, Unit]], question: str, words: set[str],
+           asked: set[str]) -> tuple[str, Unit, Unit] | None:
+    """For "what percentage of revenue did Services contribute", the share worked out from two
+    rows of one table and one column, its working shown so that it can be checked: "Services /
+    Total net sales (Three Months Ended July 1, 2023): 21,213 / 81,797 × 100 = 25.93%". The
+    whole is a row whose label the question names ("Total net sales" for "total revenue"), the
+    part a smaller row of the same table the question names too; of several pairs, the best
+    scored, and a part in the group the whole totals ("Net sales:" over "Services") before one
+    in another ("Cost of sales:"). None when no such pair is among the passages, or when the
+    best row already is a percentage."""
+    rows = [(sc, u, tables.best_cell(u.row, question, words)) for sc, _, u in scored
+            if u.row is not None and label_precision(u.row, asked) >= 0.5]
+    # A cell of a row whose columns are unknown is not said to be of any period: not used.
+    cells = [(sc, u, c, _value(c)) for sc, u, c in rows
+             if c is not None and (c.column or len(u.row.cells) == 1)]  # type: ignore[union-attr]
+    if not cells or "%" in cells[0][2].value:
+        return None
+    of = _SHARE_OF.search(question)
+    whole_terms = set(terms(of.group(1))) - {stem(w) for w in WEAK} if of else set()
+    if not whole_terms:
+        return None
+    part_terms = asked - whole_terms
+
+    def names(unit: Unit, wanted: set[str]) -> bool:
+        return unit.row is not None and bool(set(terms(unit.row.label)) & wanted)
+
+    best: tuple[float, str, Unit, Unit] | None = None
+    for w_score, whole_unit, whole_cell, whole in cells:
+        if not names(whole_unit, whole_terms):
+            continue
+        for p_score, part_unit, part_cell, part in cells:
+            if (part is None or whole is None or part_unit.n != whole_unit.n
+                    or not names(part_unit, part_terms)
+                    or part_unit.columns != whole_unit.columns
+                    or part_cell.column != whole_cell.column or not 0 < part < whole):
+                continue
+            assert part_unit.row is not None and whole_unit.row is not None
+            grouped = bool(part_unit.group) and set(terms(part_unit.group)) <= set(
+                terms(whole_unit.row.label))
+            total = w_score + p_score + (0.1 if grouped else 0.0)
+            if best is None or total > best[0]:
+                column = f" ({_tidy(part_cell.column, 120)})" if part_cell.column else ""
+                line = (f"{_tidy(part_unit.row.label, 80)} / {_tidy(whole_unit.row.label, 80)}"
+                        f"{column}: {_bare(part_cell.value)} / {_bare(whole_cell.value)} × 100 = "
+                        f"{part / whole * 100:.2f}% [{part_unit.n}]")
+                best = (total, line, part_unit, whole_unit)
+    return (best[1], best[2], best[3]) if best else None
+
+
+def _bare(value: str) -> str:
+    return re.sub(r"[$€£¥()\s]", "", value)
+
+
+def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:
+    """The figure that answers ``question`` from a table row, with its row and column labels
+    ("Total net sales (Three Months Ended July 1, 2023): $81,797"); None when the row's columns
+    are unknown and it has more than one figure (the quoted row says all there is)."""
+    cell = tables.best_cell(row, question, words)
+    if cell is None or (not cell.column and len(row.cells) > 1):
+        return None
+    value = re.sub(r"([$€£¥])\s+", r"\1", cell.value).replace(" %", "%")
+    label = _tidy(row.label, 120)
+    return f"{label} ({_tidy(cell.column, 120)}): {value}" if cell.column else f"{label}: {value}"
 
 
 def _has_amount(text: str) -> bool:

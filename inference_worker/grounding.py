@@ -13,7 +13,9 @@ and what was wrong with it out. Run on every answer before its ``final`` event.
    others are ``unsupported_numbers``, as written in the answer. Figures
    compare without thousands separators, currency signs or trailing zeros after a point
    ("$81,797" = "81797", "12.50%" = "12.5"). An answer that cites nothing has every figure
-   unsupported.
+   unsupported. A share worked out in the answer with its working shown
+   (``21,213 / 81,797 × 100 = 25.93%``) is supported when its two figures are and the result is
+   right (:func:`derived`).
 """
 
 from __future__ import annotations
@@ -111,6 +113,26 @@ def source_figures(text: str) -> set[str]:
     }
 
 
+# A share worked out in the answer: "21,213 / 81,797 × 100 = 25.93%".
+_SHARE = re.compile(r"(\$?\d[\d,]*(?:\.\d+)?)\s*/\s*(\$?\d[\d,]*(?:\.\d+)?)\s*[×x*]\s*100\s*="
+                    r"\s*(\d+(?:\.\d+)?)\s*%")
+
+
+def derived(text: str, allowed: set[str]) -> set[str]:
+    """Figures of ``text`` worked out from supported ones and shown with their working: in
+    ``A / B × 100 = C%`` with A and B in ``allowed``, the 100 and C when C is A/B in percent,
+    rounded as written. A wrong result stays unsupported."""
+    out: set[str] = set()
+    for match in _SHARE.finditer(text):
+        a, b, c = (figure(g.strip("$")) for g in match.groups())
+        if a not in allowed or b not in allowed or float(b) == 0:
+            continue
+        decimals = len(c.split(".")[1]) if "." in c else 0
+        if abs(float(a) / float(b) * 100 - float(c)) <= 0.5 * 10 ** -decimals + 1e-9:
+            out |= {"100", c}
+    return out
+
+
 def check(
     text: str, sources: Sequence[Source], *, question: str = "", attribute_uncited: bool = False
 ) -> Checked:
@@ -126,6 +148,7 @@ def check(
         cited_source = by_number[n]
         allowed |= source_figures(
             f"{cited_source.text} {cited_source.context} {cited_source.document}")
+    allowed |= derived(cleaned, allowed)
     unsupported: dict[str, None] = {}
     for written, value in figures(cleaned):
         if value not in allowed:

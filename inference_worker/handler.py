@@ -93,9 +93,10 @@ class HandlerOptions:
     # A turn no gateway has relayed for this long is cancelled (its gateway died): longer than
     # the gateway's resume grace (10 s) plus the expiry of its hold (3 s). See outbox.py.
     orphan_after: float = 15.0
-    # This process's id, written to ``<turn>:worker`` when it takes a turn; its heartbeat
-    # (parley.runtime.heartbeat) is ``turnstream.alive_key``: a gateway whose turn goes silent
-    # and whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within seconds.
+    # This process's id, written to ``<turn>:worker`` when it takes a turn; its heartbeat (its
+    # broker's, parley.broker.redis) is ``turnstream.alive_key``: a gateway whose turn goes
+    # silent and whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within
+    # seconds.
     worker_id: str | None = None
     # Generative turns: answer "not in the documents" without the model when the extractive
     # answerer finds no passage covering the question (see the module's docstring).

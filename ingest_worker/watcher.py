@@ -8,6 +8,13 @@ The last listing is kept in Redis (hash ``<p>:watch:<container>``: path -> ETag)
 does not re-announce every blob, and a round is guarded by a short lease so several ingest
 replicas do not post the same events (redis-py's ``Lock``, released only by its owner; a
 duplicate would be harmless: unchanged content is skipped; the lease only saves work).
+
+A blob new or changed since the last listing is announced only when this watcher's previous
+round saw it so too, with the same ETag (:func:`settled`): an upload through Parley puts the
+blob and records it in the listing a moment later, and a round in between would announce it a
+second time, so that its document was extracted twice and its batches embedded twice at once
+(the clean soak run's "chunks embedded more than once"). A blob still being written is not
+announced half-way either. The cost: a blob put by anyone else waits one more interval.
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ def diff(
     return changed, deleted
 
 
+def settled(changed: list[BlobInfo], seen: dict[str, str]) -> list[BlobInfo]:
+    """The changed blobs that the previous round (``seen``: path -> ETag of its changed blobs)
+    saw changed with the same ETag. Pure."""
+    return [info for info in changed if seen.get(info.path) == info.etag]
+
+
 class Watcher:
     def __init__(
         self, settings: Settings, *, blobs: BlobStore, broker: Broker, redis: aioredis.Redis
@@ -55,6 +68,7 @@ class Watcher:
         self.key = keys.watched(settings.blob_container)
         self.lease_key = keys.watcher_lease(settings.blob_container)
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._seen: dict[str, str] = {}  # the previous round's changed blobs: path -> ETag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop``; a failed round is logged and tried again next interval."""
@@ -79,6 +93,8 @@ class Watcher:
             previous = {k.decode(): v.decode() for k, v in raw.items()}
             current = {info.path: info async for info in self.blobs.list()}
             changed, deleted = diff(previous, current)
+            seen, self._seen = self._seen, {info.path: info.etag for info in changed}
+            changed = settled(changed, seen)
             items = [
                 events.blob_event(
                     "upsert",

@@ -73,6 +73,11 @@ class Keys:
         """Stream of a queue's dead letters."""
         return self._k("q", queue, "dead")
 
+    def consumers(self, queue: str) -> str:
+        """Set of the queue's consumers that keep a heartbeat (``worker_alive``): one of them
+        whose key has lapsed is dead, and its messages are taken without waiting for the lease."""
+        return self._k("q", queue, "consumers")
+
     # ---------------------------------------------------------------------------- chat turns
     def turn(self, turn_id: str) -> str:
         """Stream of one turn's events (sources, tokens, one terminal event)."""
@@ -95,7 +100,8 @@ class Keys:
         return self._k("turn", turn_id, "worker")
 
     def worker_alive(self, worker_id: str) -> str:
-        """An inference worker's heartbeat: present (3 s expiry, renewed) while it runs."""
+        """A consumer's heartbeat (every Redis broker that receives; an inference worker's turns
+        name it too): present (3 s expiry, renewed every second) while it runs."""
         return self._k("worker", worker_id, "alive")
 
     def turns_pattern(self) -> str:

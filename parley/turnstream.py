@@ -168,7 +168,7 @@ async def tail(
 
 # Liveness of the worker answering a turn ---------------------------------------------------------
 # A worker that takes a turn names itself in ``<turn>:worker``; while it runs, it keeps
-# ``<prefix>:worker:<id>:alive`` (:class:`parley.runtime.heartbeat.Heartbeat`, 3 s expiry renewed
+# ``<prefix>:worker:<id>:alive`` (its broker's heartbeat, parley.broker.redis: 3 s expiry renewed
 # every second). A gateway relaying a silent turn whose worker's key has lapsed ends the turn with
 # ``error`` ``worker_lost`` at once, instead of after the chat queue's lease and a redelivery.
 

@@ -16,20 +16,25 @@ tests/chat_gateway/test_tailer.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from maintenance_worker import app as maintenance
 from parley.ids import DocumentId, document_id
 from parley.status import Stage, StatusStore
 from parley_cli.localstack import free_port
-from tests.faultstack import TENANT, corpus, fault_stack
+from tests.faultstack import ROOT, TENANT, corpus, fault_stack
 from tests.parley_cli.test_stack import Up, processes_mentioning
 
 
@@ -72,6 +77,72 @@ async def test_redis_killed_mid_ingest_every_document_ends_ready_without_restart
     # Only batches in flight at the kill may be embedded twice (a batch embedded whose upsert
     # failed); the work re-derived from the blobs embeds nothing Chroma already holds.
     assert outcome.embedded_again <= 2 * stack.settings.embed_batch_size, outcome
+
+
+@pytest.mark.slow
+async def test_maintenance_keeps_sweeping_after_redis_comes_back_empty(
+    tmp_path: Path, chroma_url: str
+) -> None:
+    """The Celery worker and beat (maintenance_worker) outlive Redis killed and started again
+    empty on its port: beat emits again, the worker runs the sweeps again, and the reconcile
+    sweep alone (the blob watcher is off, as on Azure) re-derives every document from the blobs
+    without embedding again any chunk Chroma holds."""
+    async with fault_stack(tmp_path, chroma_url, persist=False, blob_watch_seconds=0) as stack:
+        await stack.upload(corpus(3))
+        await stack.wait_ready(300)
+        assert (await stack.stages())[Stage.READY.value] == 3
+        before = await stack.outcome()
+        env = {
+            **stack.env, "PARLEY_MAINTENANCE_INTERVAL_SECONDS": "1",
+            "PARLEY_RECONCILE_GRACE_SECONDS": "0", "PARLEY_LOG_JSON": "false",
+        }
+        log_path = tmp_path / "celery.log"
+        with log_path.open("wb") as log:
+            celery = subprocess.Popen(
+                [sys.executable, "-m", "maintenance_worker", "worker", "--beat", "--pool", "solo",
+                 "--loglevel", "WARNING", "--schedule", str(tmp_path / "beat-schedule"),
+                 "--hostname", "faults@%h"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+            )
+        last = maintenance.last_key(stack.settings, "reconcile")
+        try:
+            async def swept() -> float | None:
+                with contextlib.suppress(Exception):  # Redis away: not yet
+                    raw = await stack.clients.redis.get(last)
+                    return float(json.loads(raw)["started_at"]) if raw else None
+                return None
+
+            deadline = time.monotonic() + 120
+            while await swept() is None:
+                assert celery.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.5)
+
+            stack.redis_down(keep_data=False)
+            await asyncio.sleep(2.0)
+            stack.redis_up()  # empty: no record, no queue, no Celery state
+            restarted = time.time()
+            deadline = time.monotonic() + 180
+            while (when := await swept()) is None or when < restarted:
+                assert celery.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.5)
+            took = await stack.wait_ready(300)
+            after = await stack.outcome()
+            print(f"\nswept again and all ready {took:.1f} s later; before {before}; "
+                  f"after {after}")
+            assert celery.poll() is None, log_path.read_text()[-3000:]
+        finally:
+            celery.send_signal(signal.SIGTERM)
+            try:
+                celery.wait(30)
+            except subprocess.TimeoutExpired:
+                celery.kill()
+                celery.wait()
+    assert after.ready == 3 and after.lost == 0 and after.duplicated == 0
+    # Re-derived, not re-done: the ingest worker extracted each document again, and the embed
+    # worker found every chunk in Chroma.
+    assert after.embedded == before.embedded, (before, after)
 
 
 def _statuses_ready(url: str, ids: list[DocumentId]) -> bool:

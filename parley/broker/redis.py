@@ -14,12 +14,23 @@ Leases: an entry read by a consumer stays pending until settled. While this proc
 background task refreshes its idle time (``XCLAIM ... JUSTID``) every third of the lease, so a long
 handler keeps its message; when the process dies the refresh stops and, after ``lease_seconds``
 idle, any consumer reclaims it with ``XAUTOCLAIM`` and sees ``attempt`` increased.
+
+Liveness: a broker that receives keeps a heartbeat, ``p:worker:<consumer>:alive`` (3 s expiry,
+renewed every second by the same background task), and names itself in ``p:q:<q>:consumers``.
+A receiving consumer looks (at most once a second) at the group's other consumers that hold
+messages: one that is named there but whose heartbeat has lapsed for ``DEAD_GRACE`` seconds is
+dead, and its messages are taken at once (``XCLAIM``) whatever the lease says, so a killed
+worker's messages wait seconds, not ``lease_seconds``. A slow handler in a live process is never
+taken from: its heartbeat goes on. A consumer without the heartbeat (an older version during a
+rolling upgrade) is never declared dead: its messages wait for the lease as before. A dead
+consumer that holds nothing more is removed from the group and the set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -40,6 +51,12 @@ GROUP = "workers"
 _BODY = b"body"
 _ATTEMPTS = b"a"  # deliveries that happened before this entry (it is a retry's copy)
 _HEADER = b"h:"
+ALIVE_TTL = 3.0  # seconds a heartbeat lives unrenewed
+BEAT_INTERVAL = 1.0  # seconds between heartbeats, and between looks for dead consumers
+# A lapsed heartbeat must stay lapsed this long before its consumer's messages are taken: a live
+# consumer that lost Redis for a moment (a restart, a failover) beats again within a second of
+# reaching it, and must not lose its messages to one that reconnected first.
+DEAD_GRACE = 2.0
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +116,9 @@ class RedisBroker:
         self._promote = self._redis.register_script(_PROMOTE)
         self._replay = self._redis.register_script(_REPLAY)
         self._keeper: asyncio.Task[None] | None = None
+        self._queues: set[str] = set()  # received from: named in their consumer sets
+        self._next_look: dict[str, float] = {}
+        self._lapsed: dict[str, dict[str, float]] = {}  # queue -> consumer -> lapse first seen
 
     # keys ------------------------------------------------------------------------------------
     def stream_key(self, queue: str) -> str:
@@ -154,12 +174,19 @@ class RedisBroker:
 
     async def _receive(self, queue: str, max_messages: int, wait: float) -> list[Message]:
         await self._ensure_group(queue)
+        if queue not in self._queues or self._keeper is None or self._keeper.done():
+            # The heartbeat exists before this consumer holds anything of the queue.
+            self._queues.add(queue)
+            await self._beat()
+            self._start_keeper()
         key = self.stream_key(queue)
         await self._promote(
             keys=[self._keys.delayed(queue), key],
             args=[time.time(), self._keys.delayed_prefix(queue)],
         )
         messages = await self._reclaim(queue, max_messages)
+        if len(messages) < max_messages:
+            messages += await self._take_from_dead(queue, max_messages - len(messages))
         if len(messages) < max_messages:
             block = max(1, int(wait * 1000)) if not messages else None
             reply: Any = await self._redis.xreadgroup(
@@ -192,6 +219,72 @@ class RedisBroker:
         for (entry_id, fields), info in zip(entries, pending, strict=True):
             deliveries = int(info[0]["times_delivered"]) if info else 2
             log.warning("reclaimed", queue=queue, message_id=entry_id.decode(), attempt=deliveries)
+            messages.append(self._message(queue, entry_id, fields, deliveries=deliveries))
+        return messages
+
+    async def _take_from_dead(self, queue: str, count: int) -> list[Message]:
+        """Claim up to ``count`` messages held by consumers of ``queue`` whose heartbeat has
+        lapsed for ``DEAD_GRACE`` seconds; at most one look per ``BEAT_INTERVAL``."""
+        now = time.monotonic()
+        if now < self._next_look.get(queue, 0.0):
+            return []
+        self._next_look[queue] = now + BEAT_INTERVAL
+        key, known = self.stream_key(queue), self._keys.consumers(queue)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xinfo_consumers(key, GROUP)
+            pipe.smembers(known)
+            infos, members = await pipe.execute()
+        named = {m.decode() for m in members} - {self.consumer}
+        holding = {i["name"].decode(): int(i["pending"]) for i in infos}
+        holding = {name: n for name, n in holding.items() if name in named}
+        lapsed = self._lapsed.setdefault(queue, {})
+        for name in set(lapsed) - set(holding):
+            del lapsed[name]
+        if not holding:
+            return []
+        names = sorted(holding)
+        beats: Any = await self._redis.mget([self._keys.worker_alive(n) for n in names])
+        messages: list[Message] = []
+        for name, beat in zip(names, beats, strict=True):
+            if beat is not None:
+                lapsed.pop(name, None)
+                continue
+            if now - lapsed.setdefault(name, now) < DEAD_GRACE:
+                continue
+            if holding[name] == 0:  # dead and holding nothing: forget it
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xgroup_delconsumer(key, GROUP, name)
+                    pipe.srem(known, name)
+                    await pipe.execute()
+                del lapsed[name]
+                continue
+            if len(messages) < count:
+                messages += await self._claim_from(queue, name, count - len(messages))
+        return messages
+
+    async def _claim_from(self, queue: str, dead: str, count: int) -> list[Message]:
+        key = self.stream_key(queue)
+        pending: Any = await self._redis.xpending_range(
+            key, GROUP, min="-", max="+", count=count, consumername=dead
+        )
+        if not pending:
+            return []
+        delivered = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        # The minimum idle time makes two consumers that both found ``dead`` claim each message
+        # once: the first claim resets its idle time. A dead consumer's messages have been idle
+        # at least since its heartbeat lapsed (the lease refresh stopped with it).
+        claimed: Any = await self._redis.xclaim(
+            key, GROUP, self.consumer, min_idle_time=int(DEAD_GRACE * 1000),
+            message_ids=list(delivered),
+        )
+        messages = []
+        for entry_id, fields in claimed:
+            if not fields:  # deleted while pending (Redis < 7 still returns it): settled
+                await self._redis.xack(key, GROUP, entry_id)
+                continue
+            deliveries = delivered.get(entry_id, 1) + 1
+            log.warning("reclaimed_from_dead_consumer", queue=queue, consumer=dead,
+                        message_id=entry_id.decode(), attempt=deliveries)
             messages.append(self._message(queue, entry_id, fields, deliveries=deliveries))
         return messages
 
@@ -310,28 +403,62 @@ class RedisBroker:
         return int(count)
 
     async def close(self) -> None:
+        """Stop the heartbeat and the lease refresh; delete the heartbeat, so that what this
+        consumer leaves unsettled is taken by another within ``DEAD_GRACE`` seconds."""
         if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+            # Cancelled until it ends: redis-py on Python 3.11 can swallow a cancel that lands
+            # mid-command (parley.runtime.tasks), and awaiting the keeper after one cancel then
+            # hung for good (seen in the broker suite's last teardown).
+            while not self._keeper.done():
+                self._keeper.cancel()
+                await asyncio.wait({self._keeper}, timeout=0.5)
             self._keeper = None
+            with contextlib.suppress(Exception):  # best effort: it expires anyway
+                await self._redis.delete(self._keys.worker_alive(self.consumer))
 
-    # lease keeping ------------------------------------------------------------------------------
+    # heartbeat and lease keeping ----------------------------------------------------------------
     def _hold(self, queue: str, receipts: Sequence[bytes]) -> None:
         self._held.setdefault(queue, set()).update(receipts)
-        if self._keeper is None or self._keeper.done():
-            self._keeper = asyncio.create_task(self._keep_leases(), name="redis-lease-keeper")
+        self._start_keeper()
 
     def _release(self, message: Message) -> None:
         self._held.get(message.queue, set()).discard(message.receipt)
 
-    async def _keep_leases(self) -> None:
+    def _start_keeper(self) -> None:
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep(), name="redis-lease-keeper")
+
+    async def _beat(self) -> None:
+        # One transaction: a consumer found in a set has its heartbeat (after Redis lost its
+        # data, both come back together with the next beat).
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.worker_alive(self.consumer), b"1", px=int(ALIVE_TTL * 1000))
+            for queue in self._queues:
+                pipe.sadd(self._keys.consumers(queue), self.consumer)
+            await pipe.execute()
+
+    async def _keep(self) -> None:
+        """Beat every ``BEAT_INTERVAL``; refresh each queue's held leases every third of its
+        lease."""
+        refreshed: dict[str, float] = {}
+        failing = False
         while True:
-            interval = min([self._lease(q) / 3 for q, held in self._held.items() if held] or [1.0])
-            await asyncio.sleep(interval)
+            leases = [self._lease(q) / 3 for q, held in self._held.items() if held]
+            await asyncio.sleep(min([BEAT_INTERVAL, *leases]))
+            if self._queues:
+                try:
+                    await self._beat()
+                    failing = False
+                except Exception as exc:  # once per outage; the next beat tries again
+                    if not failing:
+                        log.warning("heartbeat_failed", consumer=self.consumer, error=str(exc))
+                    failing = True
+            now = time.monotonic()
             for queue, held in list(self._held.items()):
-                if not held:
+                due = refreshed.get(queue, -math.inf) + self._lease(queue) / 3 - 0.05
+                if not held or now < due:
                     continue
+                refreshed[queue] = now
                 try:
                     await self._redis.xclaim(
                         self.stream_key(queue),

@@ -36,3 +36,15 @@ async def test_a_feedback_export_is_an_evaluation_set(tmp_path: Path) -> None:
     cells = summary(row)
     assert cells[2] == "1.00 (1/1)"  # correct: graded lines only
     assert cells[3] == "1.00 (2/2)"  # cited: every line
+
+
+def test_a_figure_of_another_column_in_the_first_line_is_wrong() -> None:
+    from bench.answers import Item
+
+    item = Item("Revenue for the nine months ended June 28, 2025?", figures=("121466",),
+                decoys=("60294", "74370", "149540"))
+    right = ("Revenue (Six Months Ended June 28, 2025): $121,466 [1]\n"
+             "Revenue $ 60,294 $ 74,370 $ 121,466 $ 149,540 (columns: ...) [1]")
+    whole_row = "Revenue $ 60,294 $ 74,370 $ 121,466 $ 149,540 (columns: ...) [1]"
+    assert correct(item, right)
+    assert not correct(item, whole_row)  # the figure is there, but so are three others

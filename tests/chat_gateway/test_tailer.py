@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from chat_gateway.tailer import TurnTailer
+from parley.broker.redis import RedisBroker
 from parley.runtime import tasks
-from parley.runtime.heartbeat import Heartbeat
 from parley.turnstream import LostWorkers, TurnWriter, alive_key, owner_key
 
 
@@ -81,8 +81,10 @@ async def _lost_turn(
     tailer = TurnTailer(client, prefix=prefix)
     turn_id = uuid.uuid4().hex
     worker_id = f"w-{uuid.uuid4().hex[:6]}"
-    heartbeat = Heartbeat(client, alive_key(prefix, worker_id))
-    await heartbeat.start()
+    # A worker's heartbeat is its broker's (parley.broker.redis): it beats once it receives.
+    broker = RedisBroker(client, prefix=prefix, consumer=worker_id)
+    await broker.receive("parley-chat", max_messages=1, wait=0.01)
+    assert await client.exists(alive_key(prefix, worker_id))
     await client.set(owner_key(prefix, turn_id), worker_id)
     writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
     await writer.emit("token", {"text": "half an ans"})
@@ -95,14 +97,14 @@ async def _lost_turn(
     reader = asyncio.create_task(read())
     started = asyncio.get_running_loop().time()
     if worker_dies:
-        await tasks.stop(heartbeat._task)  # the beating stops; the key is left to expire
+        await tasks.stop(broker._keeper)  # the beating stops; the key is left to expire
     try:
         await asyncio.wait_for(asyncio.shield(reader), silent_for)
     except TimeoutError:
         await writer.emit("final", {"text": "half an answer"})  # the live worker's end
         await asyncio.wait_for(reader, 5)
     took = asyncio.get_running_loop().time() - started
-    await heartbeat.close()
+    await broker.close()
     await tailer.close()
     return kinds, took
 

@@ -5,13 +5,16 @@ documents" when no report holds the answer."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from inference_worker.extractive import NOT_FOUND, Numbered, answer, period_key, terms, units
+from tests.fixtures import filings, statements
 from tests.fixtures.quarterlies import Question, Report, questions, reports, unanswerable
 
 DOCS = reports()
+FIGURE_LINE = re.compile(r"(.+?) \((.+)\): (\S+)")
 
 
 def retrieved(question: Question, seed: int) -> list[Numbered]:
@@ -38,11 +41,18 @@ def test_answers_quote_the_right_report_with_its_number(index: int) -> None:
     first_line = result.text.splitlines()[0]
     assert all(e in first_line for e in question.expected), result.text
     assert first_line.endswith(f"[{right}]")
-    # Every line is a quote of one source, cited.
+    # Every line is a quote of one source, or a figure of a quoted row with its labels; cited.
     for line in result.text.splitlines():
         n = int(line.rsplit("[", 1)[1].rstrip("]"))
+        said = " ".join(sources[n - 1].text.split())
+        figure_line = FIGURE_LINE.fullmatch(line.rsplit(" [", 1)[0])
+        if figure_line:
+            label, column, value = figure_line.groups()
+            assert label in said and all(p in said for p in column.split())
+            assert value.lstrip("$").rstrip("%") in said
+            continue
         quoted = line.rsplit(" [", 1)[0].split(" (columns: ")[0]
-        assert " ".join(quoted.split()) in " ".join(sources[n - 1].text.split())
+        assert " ".join(quoted.split()) in said
 
 
 @pytest.mark.parametrize("question", unanswerable(), ids=lambda q: q.question[:40])
@@ -86,3 +96,177 @@ def test_terms_and_periods() -> None:
     assert period_key("Kestrel Q2 2024 report") == (2024, 6)
     assert period_key("quarter ended July 1, 2023") == (2023, 7)
     assert period_key("no date") == (0, 0)
+
+
+# --- tables with several columns: the right cell of the right row -------------------------------
+
+STATEMENTS = statements.reports()
+RENDERINGS = ("text", "cells")
+
+
+def statement_sources(question: statements.Question, rendering: str,
+                      seed: int) -> list[Numbered]:
+    """The report that answers (if any) among four look-alikes, shuffled; each rendered as PDF
+    text or as cell-separated rows, its title what it says about itself (its first two lines)."""
+    rng = random.Random(seed)
+    right = next((r for r in STATEMENTS if r.filename == question.filename), None)
+    others = [r for r in STATEMENTS if r is not right]
+    rng.shuffle(others)
+    chosen = others[:4] if right is None else [right, *others[:4]]
+    rng.shuffle(chosen)
+    texts = [r.text() if rendering == "text" else r.cells() for r in chosen]
+    return [Numbered(n, " ".join(t.splitlines()[:2]), t) for n, t in enumerate(texts, start=1)]
+
+
+STATEMENT_CASES = [(q, how) for q in statements.questions(STATEMENTS) for how in RENDERINGS]
+
+
+@pytest.mark.parametrize(("question", "rendering"), STATEMENT_CASES,
+                         ids=[f"{how}-{q.question[:50]}" for q, how in STATEMENT_CASES])
+def test_the_figure_of_the_asked_column_leads_the_answer(
+        question: statements.Question, rendering: str) -> None:
+    sources = statement_sources(question, rendering, seed=len(question.question))
+    result = answer(question.question, sources)
+    assert result.found, result.text
+    lines = result.text.splitlines()
+    report = next(r for r in STATEMENTS if r.filename == question.filename)
+    right = next(s.n for s in sources if s.title.startswith(report.company)
+                 and f"(Q{report.quarter} {report.year})" in s.title)
+    # The direct answer: the asked figure, from the right report, and no other column's.
+    lead = lines[0]
+    assert question.expected[0] in lead or any(
+        e in lead for e in question.expected), result.text
+    assert lead.endswith(f"[{right}]"), result.text
+    assert not any(d in lead for d in question.decoys), result.text
+    assert all(e in result.text for e in question.expected), result.text
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+@pytest.mark.parametrize("question", statements.unanswerable(), ids=lambda q: q.question[:40])
+def test_statement_questions_no_report_answers_are_not_found(
+        question: statements.Question, rendering: str) -> None:
+    result = answer(question.question, statement_sources(question, rendering, seed=3))
+    assert not result.found and NOT_FOUND in result.text, result.text
+
+
+def test_a_figure_line_names_its_row_and_column_and_quotes_the_row() -> None:
+    report = STATEMENTS[1]
+    end = report.end
+    result = answer(f"What was {report.company}'s net income for the nine months ended {end}?",
+                    [Numbered(1, report.company, report.text())])
+    lead, quote = result.text.splitlines()[:2]
+    figure = report.operations["Net income"][2]
+    assert lead == f"Net income (Nine Months Ended {end}): ${figure:,} [1]"
+    assert quote.startswith("Net income $ ") and "(columns: Three Months Ended Nine Months" in quote
+
+
+def test_cell_rows_are_read_and_a_running_footer_is_not() -> None:
+    text = "\n".join([
+        "Warehouse stock",
+        "Warehouse | Pallets | Forklifts",
+        "Zephyr | 4,812 | 17",
+        "Borealis | 3,120 | 9",
+        "Northwind Traders | Annual report 2024 | 17",
+    ])
+    got = units(Numbered(1, "stock.docx", text), 0)
+    assert [u.text for u in got if u.is_row] == ["Zephyr | 4,812 | 17", "Borealis | 3,120 | 9"]
+    result = answer("How many pallets are in the Borealis warehouse?",
+                    [Numbered(1, "stock.docx", text)])
+    assert result.text.splitlines()[0] == "Borealis (Pallets): 3,120 [1]"
+
+
+def test_a_label_that_says_more_than_the_question_loses_to_one_that_says_it() -> None:
+    text = "\n".join([
+        "Operating expenses were as follows (in millions):",
+        "Three Months Ended",
+        "March 31, 2025",
+        "March 30, 2024",
+        "Research and development $ 7,709 $ 6,306",
+        "Percentage of total net sales 7 % 5 %",
+        "Total operating expenses $ 14,316 $ 12,755",
+        "Percentage of total net sales 12 % 10 %",
+        "",
+        "Statements of operations (in millions)",
+        "Three Months Ended",
+        "March 31, 2025",
+        "March 30, 2024",
+        "Total net sales 117,154 123,945",
+        "Total cost of sales 66,822 69,702",
+    ])
+    result = answer("How did operating expenses compare to revenue in the quarter ended "
+                    "March 31, 2025?", [Numbered(1, "Acme 10-Q", text)])
+    assert result.text.splitlines()[0].startswith("Total operating expenses (Three Months Ended "
+                                                  "March 31, 2025): $14,316")
+    assert "Total net sales (Three Months Ended March 31, 2025): 117,154 [1]" in result.text
+    assert "Percentage" not in result.text
+
+
+def test_a_share_is_worked_out_from_two_rows_and_checks() -> None:
+    from inference_worker import grounding
+    from parley.contracts import Source
+    from parley.ids import ChunkId, DocumentId
+
+    text = "\n".join([
+        "Net sales by category (in millions):",
+        "Three Months Ended",
+        "July 1, 2023",
+        "June 25, 2022",
+        "Products $ 60,584 $ 63,355",
+        "Services 21,213 19,604",
+        "Total net sales $ 81,797 $ 82,959",
+    ])
+    question = "What percentage of total net sales did Services contribute in Q3 2023?"
+    result = answer(question, [Numbered(1, "Acme Q3 2023", text)])
+    first = result.text.splitlines()[0]
+    assert first == ("Services / Total net sales (Three Months Ended July 1, 2023): "
+                     "21,213 / 81,797 × 100 = 25.93% [1]"), result.text
+    source = Source(n=1, chunk_id=ChunkId("c1"), document_id=DocumentId("d"), document="d",
+                    snippet="", text=text, score=1.0)
+    assert grounding.check(result.text, [source], question=question).unsupported_numbers == ()
+    wrong = first.replace("25.93", "27.93")
+    assert grounding.check(wrong, [source]).unsupported_numbers == ("100", "27.93%")
+
+
+def test_spreadsheet_rows_name_their_columns() -> None:
+    from ingest_worker.extract.dispatch import extract
+    from tests.fixtures.documents import xlsx
+
+    data = xlsx({"Stock": [["Warehouse", "Pallets", "Forklifts"], ["Zephyr", 4812, 17],
+                           ["Borealis", 3120, 9]]})
+    text = "\n".join(b.text for b in extract(data, "s.xlsx", max_pages=5, max_bytes=10**7).blocks)
+    sources = [Numbered(1, "stock.xlsx", text)]
+    assert [u.row.label for u in units(sources[0], 0) if u.row] == ["Zephyr", "Borealis"]
+    result = answer("How many forklifts does the Zephyr warehouse have?", sources)
+    assert result.text.splitlines()[0] == "Zephyr (Forklifts): 17 [1]"
+
+
+# --- another layout: one column, running footers, fiscal years that are not calendar years -----
+
+FILINGS = filings.reports()
+
+
+@pytest.mark.parametrize("index", range(len(filings.questions(FILINGS))))
+def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> None:
+    question = filings.questions(FILINGS)[index]
+    rng = random.Random(index)
+    others = [r for r in FILINGS if r not in question.sources]
+    rng.shuffle(others)
+    chosen = [*question.sources, *others[: max(0, 5 - len(question.sources))]]
+    rng.shuffle(chosen)
+    sources = [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
+               for n, r in enumerate(chosen, start=1)]
+    result = answer(question.text, sources)
+    assert question.answer in result.text.splitlines()[0], result.text
+    if len(question.sources) > 1:  # "over the reported quarters": one line a quarter, latest first
+        leads = [line for line in result.text.splitlines() if "):" in line]
+        assert len(leads) == len(question.sources), result.text
+        company = question.sources[0].short
+        assert all(company in s.title for s in sources if f"[{s.n}]" in result.text)
+
+
+def test_no_share_is_worked_out_from_rows_whose_columns_are_unknown() -> None:
+    # A chunk cut inside a table: its rows without the headings that say which column is which.
+    text = "Products $ 60,584 $ 63,355\nServices 21,213 19,604\nTotal net sales $ 81,797 $ 82,959"
+    result = answer("What percentage of total net sales did Services contribute?",
+                    [Numbered(1, "Acme Q3 2023", text)])
+    assert result.found and "×" not in result.text, result.text

@@ -3,7 +3,7 @@ uncited sentences attributed, figures missing from the cited sources reported.""
 
 from __future__ import annotations
 
-from inference_worker.grounding import attribute, check, figures, strip_unknown
+from inference_worker.grounding import attribute, check, derived, figures, strip_unknown
 from parley.contracts import Source
 
 
@@ -60,3 +60,15 @@ def test_uncited_sentences_get_the_source_that_holds_them() -> None:
     checked = check(text, SOURCES, attribute_uncited=True)
     assert checked.cited == (2,) and checked.unsupported_numbers == ()
     assert attribute("Already cited [1].", SOURCES) == "Already cited [1]."
+
+
+def test_a_share_worked_out_from_supported_figures_is_supported_when_right() -> None:
+    sources = [source(1, "Services 21,213 19,604\nTotal net sales 81,797 82,959")]
+    right = "Services / Total net sales: 21,213 / 81,797 × 100 = 25.93% [1]"
+    assert check(right, sources).unsupported_numbers == ()
+    assert derived("21,213 / 81,797 × 100 = 25.9%", {"21213", "81797"}) == {"100", "25.9"}
+    # A wrong result, or a working from figures no cited source holds, proves nothing.
+    assert check(right.replace("25.93", "26.93"), sources).unsupported_numbers == (
+        "100", "26.93%")
+    assert check("5,000 / 81,797 × 100 = 6.11% [1]", sources).unsupported_numbers == (
+        "5,000", "100", "6.11%")

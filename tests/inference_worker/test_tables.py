@@ -1,0 +1,96 @@
+"""Table rows read back into cells, and the column a question asks for: PDF-rendered rows under
+broken column headings, cell-separated rows (DOCX, HTML, Markdown, XLSX)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference_worker.tables import (
+    Cell,
+    Row,
+    best_cell,
+    column_headings,
+    is_figure,
+    is_rule,
+    pdf_row,
+    period,
+    pipe_rows,
+    split_cells,
+    split_figures,
+)
+
+FILING_HEADINGS = ("Three Months Ended Nine Months Ended July 1, 2023 June 25, 2022 "
+                   "July 1, 2023 June 25, 2022")
+WORDS = {"revenue"}
+
+
+def test_a_pdf_row_is_its_label_and_its_figures() -> None:
+    assert split_figures("Net sales $ 81,797 $ 82,959 $ 293,787 $ 304,182") == (
+        "Net sales", ["$ 81,797", "$ 82,959", "$ 293,787", "$ 304,182"])
+    assert split_figures("Effective tax rate 12.5 % 15.7 %") == (
+        "Effective tax rate", ["12.5 %", "15.7 %"])
+    assert split_figures("Other income/(expense), net (265) (10) — —") == (
+        "Other income/(expense), net", ["(265)", "(10)", "—", "—"])
+    assert split_figures("Total 102,673 $ 94,569") == ("Total", ["102,673", "$ 94,569"])
+
+
+def test_column_headings_broken_a_date_piece_a_line_are_put_back_under_their_groups() -> None:
+    assert column_headings(FILING_HEADINGS, 4) == [
+        "Three Months Ended July 1, 2023", "Three Months Ended June 25, 2022",
+        "Nine Months Ended July 1, 2023", "Nine Months Ended June 25, 2022"]
+    assert column_headings("July 1, 2023 September 24, 2022", 2) == [
+        "July 1, 2023", "September 24, 2022"]
+    assert column_headings("2024 2023", 2) == ["2024", "2023"]
+    assert column_headings("Q1 2024 Q2 2024 Q3 2024", 3) == ["Q1 2024", "Q2 2024", "Q3 2024"]
+    # Headings that do not fit the row name no column rather than a wrong one.
+    assert column_headings(FILING_HEADINGS, 3) == ["", "", ""]
+
+
+def test_the_column_the_question_asks_for() -> None:
+    row = pdf_row("Net sales $ 81,797 $ 82,959 $ 293,787 $ 304,182", FILING_HEADINGS)
+    assert row is not None
+
+    def value(question: str) -> str:
+        cell = best_cell(row, question, WORDS)
+        assert cell is not None
+        return cell.value
+
+    assert value("What were net sales in Q3 2023?") == "$ 81,797"  # a quarter, the current one
+    assert value("What were net sales for the nine months ended July 1, 2023?") == "$ 293,787"
+    assert value("What were net sales in the quarter ended June 25, 2022?") == "$ 82,959"
+    assert value("Net sales in the first nine months of 2022?") == "$ 304,182"
+    assert value("What were net sales?") == "$ 81,797"  # nothing said: the first column
+    assert value("Net sales in the same quarter a year earlier?") == "$ 82,959"
+
+
+def test_a_question_names_its_period() -> None:
+    asked = period("Revenue for the nine months ended September 27, 2025 versus 2024?")
+    assert asked.dates == {(2025, 9, 27)} and asked.years == {2024, 2025} and asked.span == 9
+    assert period("Revenue in the second quarter of 2024").span == 3
+    assert period("Revenue a year earlier").prior and period("Revenue a year earlier").span == 0
+
+
+def test_cell_rows_under_a_heading_row_and_spreadsheet_rows_naming_their_columns() -> None:
+    rows = pipe_rows(["Region | Q1 2024 | Q2 2024", "North | 1,200 | 1,350",
+                      "Notes | none | none"])
+    assert rows == [None, Row("North", (Cell("Q1 2024", "1,200"), Cell("Q2 2024", "1,350"))),
+                    None]
+    named = pipe_rows(["Warehouse: Zephyr | Pallets: 4812 | Forklifts: 17"])
+    assert named == [Row("Zephyr", (Cell("Pallets", "4812"), Cell("Forklifts", "17")))]
+    assert best_cell(named[0] or Row("", ()), "How many forklifts at Zephyr?",
+                     {"forklifts", "zephyr"}) == Cell("Forklifts", "17")
+
+
+@pytest.mark.parametrize(("line", "cells"), [
+    ("a | b | c", ["a", "b", "c"]),
+    ("| a | b |", ["a", "b"]),  # Markdown's outer pipes
+    ("| 2025 | 2024", ["", "2025", "2024"]),  # an empty first cell over the row labels
+])
+def test_cells_of_a_line(line: str, cells: list[str]) -> None:
+    assert split_cells(line) == cells
+
+
+def test_figures_and_rules() -> None:
+    assert all(is_figure(c) for c in ("1,200", "$ 3.5", "(7,709)", "12.5 %", "—", "€ 40"))
+    assert not any(is_figure(c) for c in ("North", "Q1 2024 notes", ""))
+    assert is_rule("|---|:---:|") and not is_rule("| a | b |")
