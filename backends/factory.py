@@ -34,7 +34,8 @@ def build_embedder(settings: Settings) -> Embedder:
     from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
 
     return LocalEmbedder(
-        LocalEmbedderConfig(threads=settings.embed_threads, graph=settings.embed_graph)
+        LocalEmbedderConfig(threads=settings.embed_threads, graph=settings.embed_graph,
+                            spin=settings.embed_spin)
     )
 
 

@@ -4,8 +4,9 @@
     python bench/gateway_server.py --redis-url URL --prefix P --port N [--ws IMPL] [--deflate]
         [--documents N]
 
-``--ws``: ``websockets-sansio`` (what the gateway ships with), ``websockets`` (uvicorn's legacy
-protocol of the same library) or ``raw`` (``websockets.asyncio.server.serve`` with a handler that
+``--ws``: ``parley`` (what the gateway ships: ``chat_gateway.websocket``), ``websockets-sansio``
+(uvicorn's protocol it is derived from), ``websockets`` (uvicorn's legacy protocol of the same
+library) or ``raw`` (``websockets.asyncio.server.serve`` with a handler that
 only checks the token and waits: the floor for memory per connection). The embedder and vector
 store are inert stand-ins (``--documents``: the chunks every retrieval returns). Prints READY
 when serving."""
@@ -26,7 +27,7 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from chat_gateway.app import Gateway
-from chat_gateway.server import config
+from chat_gateway.server import WS_IMPLEMENTATION, config
 from chat_gateway.services import GatewayOptions, Services
 from parley.broker.redis import RedisBroker
 from parley.ids import ChunkId, DocumentId
@@ -64,8 +65,16 @@ class Inert:
         pass
 
 
-def raise_fd_limit() -> int:
+def raise_fd_limit(want: int = 0) -> int:
+    """Raise the soft open-file limit to the hard one, and the hard one to ``want`` where this
+    process may (root, CAP_SYS_RESOURCE); returns the limit in effect."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            pass
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
 
@@ -80,7 +89,8 @@ async def serve_raw(port: int) -> None:
         await ws.send('{"type":"ready"}')
         await ws.wait_closed()
 
-    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20,
+    # open_timeout: a loaded machine takes more than the default 10 s to answer 20k handshakes.
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=2**20, open_timeout=120,
                      backlog=4096):
         print("READY", flush=True)
         await asyncio.Future()
@@ -91,7 +101,8 @@ async def serve_gateway(args: argparse.Namespace) -> None:
 
     # Generative: every answer streams from the model (the bench's upstream).
     settings = Settings(redis_url=args.redis_url, redis_prefix=args.prefix,
-                        answer_mode="generative", local_tokens=SecretStr(f"{TOKEN}:{TENANT}"))
+                        answer_mode="generative", local_tokens=SecretStr(f"{TOKEN}:{TENANT}"),
+                        ws_compression=args.deflate)
     extra: dict[str, Any] = {}
     if args.parser == "python":
         from redis._parsers import _AsyncRESP3Parser
@@ -115,8 +126,8 @@ async def serve_gateway(args: argparse.Namespace) -> None:
         options=GatewayOptions(asks_per_minute=0, tenant_asks_per_minute=0),
     )
     gateway = Gateway(settings, services=services, static_dir=None)
-    server = uvicorn.Server(config(gateway, host="127.0.0.1", port=args.port, ws=args.ws,
-                                   ws_per_message_deflate=args.deflate))
+    ws: Any = WS_IMPLEMENTATION if args.ws == "parley" else args.ws
+    server = uvicorn.Server(config(gateway, host="127.0.0.1", port=args.port, ws=ws))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.05)
@@ -124,21 +135,45 @@ async def serve_gateway(args: argparse.Namespace) -> None:
     await task
 
 
+def snapshot_on_signal(folder: Path) -> None:
+    """Trace allocations from now on, and write a tracemalloc snapshot into ``folder``
+    (``0.snap``, ``1.snap``...) at each SIGUSR1 (``bench/sessions.py --trace``)."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+    taken = iter(range(1_000_000))
+
+    def take(_signum: int, _frame: object) -> None:
+        tracemalloc.take_snapshot().dump(str(folder / f"{next(taken)}.snap"))
+        (folder / "taken").write_text("")
+
+    signal.signal(signal.SIGUSR1, take)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ws", default="websockets-sansio")
-    parser.add_argument("--deflate", action="store_true")
+    parser.add_argument("--ws", default="parley",
+                        help="parley (what the gateway ships), websockets-sansio (uvicorn's), "
+                             "websockets (uvicorn's legacy) or raw")
+    parser.add_argument("--deflate", action="store_true", help="PARLEY_WS_COMPRESSION on")
     parser.add_argument("--documents", type=int, default=0,
                         help="chunks every retrieval returns (0: asks end with no_documents)")
     parser.add_argument("--parser", default="auto", choices=["auto", "python"],
                         help="auto: hiredis when installed; python: redis-py's own parser")
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"],
                         help="uvloop, as uvicorn picks it in production (a dependency)")
+    parser.add_argument("--snapshots", type=Path, default=None,
+                        help="trace allocations; a tracemalloc snapshot here at each SIGUSR1")
+    parser.add_argument("--fds", type=int, default=0,
+                        help="open files wanted (the hard limit is raised where allowed)")
     args = parser.parse_args()
-    raise_fd_limit()
+    raise_fd_limit(args.fds)
+    if args.snapshots is not None:
+        snapshot_on_signal(args.snapshots)
     main_coro = serve_raw(args.port) if args.ws == "raw" else serve_gateway(args)
     if args.loop == "uvloop":
         import uvloop

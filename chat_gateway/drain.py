@@ -33,11 +33,13 @@ class Drain:
     def draining(self) -> bool:
         return self.started.is_set()
 
-    def register(self, going_away: GoingAway) -> Callable[[], None]:
-        """Call ``going_away()`` when the drain starts (at once if it has); returns the
-        function that unregisters it."""
+    def register(self, going_away: GoingAway) -> None:
+        """Call ``going_away()`` when the drain starts (unless unregistered before)."""
         self._sessions.add(going_away)
-        return lambda: self._sessions.discard(going_away)
+
+    def unregister(self, going_away: GoingAway) -> None:
+        """Forget ``going_away`` (a bound method equal to the one registered will do)."""
+        self._sessions.discard(going_away)
 
     async def begin(self, seconds: float) -> None:
         """Start draining: tell every registered session, and end OpenAI-face answers at

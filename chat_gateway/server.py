@@ -1,5 +1,7 @@
 """Running the gateway under uvicorn with the ``websockets`` library (its Sans-I/O protocol,
-uvicorn's ``websockets-sansio``) as the websocket implementation, permessage-deflate off.
+uvicorn's ``websockets-sansio``, made leaner per idle connection by
+:class:`chat_gateway.websocket.WebSocketProtocol`) as the websocket implementation,
+permessage-deflate off unless ``PARLEY_WS_COMPRESSION`` turns it on.
 
 ``python -m chat_gateway`` serves on ``settings.gateway_host:gateway_port``; tests and benches use
 :func:`running` on a socket bound to a free port."""
@@ -16,10 +18,12 @@ from typing import Any
 import uvicorn
 
 from chat_gateway.app import Gateway
+from chat_gateway.websocket import WebSocketProtocol
 
 # uvicorn's "websockets" is the library's legacy protocol (deprecated in both projects);
-# "websockets-sansio" drives websockets.server.ServerProtocol, the library's current core.
-WS_IMPLEMENTATION = "websockets-sansio"
+# "websockets-sansio" drives websockets.server.ServerProtocol, the library's current core, and
+# WebSocketProtocol is that one keeping less per idle connection.
+WS_IMPLEMENTATION: type[asyncio.Protocol] = WebSocketProtocol
 
 
 def config(gateway: Gateway, **overrides: Any) -> uvicorn.Config:
@@ -29,7 +33,7 @@ def config(gateway: Gateway, **overrides: Any) -> uvicorn.Config:
         "port": settings.gateway_port,
         "ws": WS_IMPLEMENTATION,
         # Measured (docs/chat-protocol.md): deflate triples memory per idle connection.
-        "ws_per_message_deflate": False,
+        "ws_per_message_deflate": settings.ws_compression,
         "ws_max_size": gateway.options.ws_max_size,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,

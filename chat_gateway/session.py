@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -70,6 +71,21 @@ def origin_allowed(origin: str, host: str | None, allowed: str) -> bool:
 
 
 class Session:
+    # Thousands are idle at once: no per-instance __dict__ (see chat_gateway/websocket.py for
+    # the rest of what an idle connection holds).
+    __slots__ = (
+        "_expiry",
+        "_pushes",
+        "_receive",
+        "_send",
+        "_turn_task",
+        "closed",
+        "principal",
+        "s",
+        "scope",
+        "turn_id",
+    )
+
     def __init__(self, services: Services, scope: Scope, receive: Receive, send: Send) -> None:
         self.s = services
         self.scope = scope
@@ -79,8 +95,10 @@ class Session:
         self.closed = False
         self.turn_id: str | None = None
         self._turn_task: asyncio.Task[None] | None = None
-        self._pushes: set[asyncio.Task[None]] = set()
-        self._expiry: asyncio.Task[None] | None = None
+        self._pushes: set[asyncio.Task[None]] | None = None  # made at the first push
+        # A timer, not a sleeping task: an idle session of an expiring (Entra ID) token would
+        # otherwise keep a second task and its frames for its whole life.
+        self._expiry: asyncio.TimerHandle | None = None
 
     # transport ----------------------------------------------------------------------------------
     async def send_text(self, text: str) -> None:
@@ -105,7 +123,12 @@ class Session:
         """Queue an event from another task (document progress) without blocking it."""
         if self.closed:
             return
-        task = asyncio.create_task(self.send_event(event))
+        self._background(self.send_event(event))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        if self._pushes is None:
+            self._pushes = set()
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
@@ -127,7 +150,8 @@ class Session:
         # ?token= only here: a browser cannot send a header on a websocket.
         token = bearer(headers, query_of(self.scope))
         # This frame lives as long as the connection: keep no per-connection copies in it
-        # (the decoded headers were ~1 KiB of every idle session).
+        # (the decoded headers were ~1 KiB of every idle session). The headers are read before
+        # the accept: the transport empties them after it (chat_gateway/websocket.py).
         del message, headers, origin
         if token is not None:
             try:
@@ -137,9 +161,9 @@ class Session:
                 return
         await self._send({"type": "websocket.accept"})
         code = 1006
-        unsubscribe = None
+        subscribed = False
         metrics.WS_SESSIONS.inc()
-        unregister = self.s.drain.register(self.going_away)
+        self.s.drain.register(self.going_away)
         try:
             if self.s.drain.draining:  # accepted while the drain began: nothing to keep
                 await self.close(protocol.CLOSE_GOING_AWAY, "server shutting down")
@@ -149,15 +173,17 @@ class Session:
             assert self.principal is not None
             await self.send_event({"type": "ready", "tenant": self.principal.tenant})
             self._watch_expiry()
-            unsubscribe = self.s.hub.subscribe(self.principal.tenant, self.push)
+            self.s.hub.subscribe(self.principal.tenant, self.push)
+            subscribed = True
             code = await self._loop()
         finally:
-            unregister()
+            self.s.drain.unregister(self.going_away)
             if self._expiry is not None:
                 self._expiry.cancel()
             metrics.WS_SESSIONS.dec()
-            if unsubscribe is not None:
-                unsubscribe()
+            if subscribed:
+                assert self.principal is not None
+                self.s.hub.unsubscribe(self.principal.tenant, self.push)
             self.closed = True
             await self._detach(code)
 
@@ -289,10 +315,15 @@ class Session:
             self._expiry = None
         expires_at = self.principal.expires_at if self.principal is not None else None
         if expires_at is not None:
-            self._expiry = asyncio.create_task(self._expire(expires_at))
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, expires_at - time.time()), self._expired)
 
-    async def _expire(self, expires_at: float) -> None:
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+    def _expired(self) -> None:
+        self._expiry = None
+        if not self.closed:
+            self._background(self._end_expired())
+
+    async def _end_expired(self) -> None:
         log.info("ws_token_expired")
         await self.send_event(protocol.error(
             ErrorCode.TOKEN_EXPIRED, "the session's token expired",

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     embed_device: str = "auto"  # auto | cpu | cuda (the GPU extra)
     # The local CPU embedder's onnxruntime threads; 0 = one per core.
     embed_threads: int = Field(default=0, ge=0)
+    # Whether those threads spin between operators (onnxruntime's default) instead of sleeping.
+    # Measured (bench/pipeline.py --spin both): on was 7-13% faster end to end at load 5-7 on 2
+    # cores; off used ~15% less CPU per chunk and embedded 1.2-1.4x faster at load 15.
+    embed_spin: bool = True
     # The local CPU embedder's graph: int8 (fused, int8 products; its own model id), fp32 (fused;
     # the vectors of the packaged file and of the GPU embedder), packaged (the file as shipped).
     embed_graph: Literal["int8", "fp32", "packaged"] = "int8"
@@ -197,6 +201,9 @@ class Settings(BaseSettings):
     # values to tenants ("<group-id>:<tenant>,..."); without a map the value is the tenant.
     entra_tenant_claim: str = "tid"
     entra_tenant_map: str = ""
+    # permessage-deflate on the websocket (PARLEY_WS_COMPRESSION). Off: measured, it costs ~3x
+    # the memory of an idle session (bench/sessions.py) and CPU per frame, for small JSON frames.
+    ws_compression: bool = False
     max_upload_bytes: int = 100 * 1024 * 1024
     # Browser pages of other origins allowed to open a websocket session, comma-separated
     # ("https://portal.example.com"); the gateway's own origin is always allowed, and clients

@@ -136,3 +136,16 @@ async def test_blob_store_azure_account_url_uses_entra_id() -> None:
 def test_blob_store_azure_without_address() -> None:
     with pytest.raises(ConfigError, match="PARLEY_BLOB_ACCOUNT_URL"):
         open_blob_store(Settings(blob_backend="azure"))
+
+
+@pytest.mark.parametrize("spin", [False, True])
+async def test_the_spin_setting_reaches_onnxruntime(spin: bool) -> None:
+    embedder = build_embedder(Settings(embed_device="cpu", embed_threads=1, embed_spin=spin))
+    try:
+        assert isinstance(embedder, LocalEmbedder)
+        options = embedder._session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == (
+            "1" if spin else "0")
+        assert len((await embedder.embed(["hello"]))[0]) == 384
+    finally:
+        await embedder.close()

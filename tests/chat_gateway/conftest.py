@@ -195,9 +195,10 @@ async def world(
     @contextlib.asynccontextmanager
     async def make_gateway(
         options: GatewayOptions | None = None, auth: Authenticator | None = None,
-        **overrides: Any,
+        server: dict[str, Any] | None = None, **overrides: Any,
     ) -> AsyncIterator[str]:
-        """A gateway replica; ``overrides`` change its settings (``allowed_origins=...``)."""
+        """A gateway replica; ``overrides`` change its settings (``allowed_origins=...``),
+        ``server`` its uvicorn configuration (``{"ws_ping_interval": 0.2}``)."""
         # Each gateway has its own connections, as a separate replica would.
         client = aioredis.Redis.from_url(redis_url)
         gateway_settings = settings.model_copy(update=overrides) if overrides else settings
@@ -208,7 +209,7 @@ async def world(
         )
         gateway = Gateway(gateway_settings, services=services)
         try:
-            async with running(gateway) as url:
+            async with running(gateway, **(server or {})) as url:
                 yield url
         finally:
             await services.close()
