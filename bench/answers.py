@@ -23,7 +23,8 @@ With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users'
 are answered again, extractively, over the sources their answer was given: graded where a
 ``reference`` was filled in, counted for citations and unsupported figures everywhere.
 
-Pipelines (all with the same embedder; retrieval exactly as ``bench retrieval`` ranks, top 5):
+Pipelines (all with the same embedder; retrieval exactly as ``bench retrieval`` ranks, top K =
+the gateway's default ``retrieval_k``):
 
 - ``extractive``: Parley's extraction, document context and chunking, the Searcher's hybrid
   ranking with focus, then :mod:`inference_worker.extractive`;
@@ -73,9 +74,11 @@ from typing import Any
 import numpy as np
 
 from bench.table import render
+from parley.settings import Settings
 
 EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
-K = 5
+# The shipped default: what the gateway retrieves for an answer.
+K = int(Settings.model_fields["retrieval_k"].default)
 _DATE = re.compile(
     r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
     r"\s+\d{1,2},\s+\d{4}")

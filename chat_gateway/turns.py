@@ -215,11 +215,15 @@ class Turns:
                 hint="upload a document and wait until it shows 'ready'",
             )
         answer_tokens = min(max_tokens or self.options.max_tokens, self.options.max_tokens)
+        mode = answer_mode or self.options.answer_mode
         built = prompt.build(
             question, sources, history,
             context_tokens=self.options.context_tokens, answer_tokens=answer_tokens,
             count=self._count,
         )
+        # A model reads the sources that fit its context; an extractive answer, made without
+        # one, reads every source retrieved.
+        given = tuple(sources) if mode == "extractive" else built.sources
         turn_id = new_turn_id()
         headers = dict(inject({TURN_HEADER: turn_id}))  # the current span's context, if any
         meta = {"tenant": tenant, "conversation_id": cid, "persist": persist,
@@ -232,7 +236,7 @@ class Turns:
                             ttl=self.options.stream_ttl)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl)
-            writer.append(pipe, source_event(built.sources, cid))
+            writer.append(pipe, source_event(given, cid))
             _, entry, _ = await pipe.execute()
         offset = entry.decode() if isinstance(entry, bytes) else str(entry)
         fields: dict[str, Any] = {
@@ -243,10 +247,10 @@ class Turns:
             "max_tokens": answer_tokens,
             "temperature": temperature,
             "deadline": time.time() + self.options.first_event_timeout,
-            "sources": list(built.sources),
+            "sources": list(given),
             "enqueued_at": time.time(),
             "question": resolved.query,
-            "answer_mode": answer_mode or self.options.answer_mode,
+            "answer_mode": mode,
         }
         turn = ChatTurn.model_validate(fields)
         publish = self._broker.publish(self.options.queue, dump(turn), headers)

@@ -137,6 +137,28 @@ async def test_full_turn_streams_sources_tokens_and_final(world: World) -> None:
     assert turn.tenant == ALPHA
 
 
+async def test_extractive_answers_read_every_source_a_model_only_what_fits(
+    world: World,
+) -> None:
+    # A context too small for the five sources of tenant gamma (whole generated reports): the
+    # generative turn gets the ones that fit, the extractive one (no model) all of them.
+    async with world.make_gateway(chat_context_tokens=900, chat_max_tokens=256) as base, \
+            connect(ws_url(base, "tok-gamma")) as ws:
+        await ws.recv()
+        events = {}
+        for mode in ("extractive", "generative"):
+            await send(ws, {"type": "ask", "question": "What was revenue in the quarter?",
+                            "answer_mode": mode})
+            events[mode] = await receive_until(ws, {"final", "error"})
+    extractive, generative = world.worker.turns
+    assert (extractive.answer_mode, generative.answer_mode) == ("extractive", "generative")
+    assert len(extractive.sources) == 5
+    assert 1 <= len(generative.sources) < 5
+    for mode, turn in (("extractive", extractive), ("generative", generative)):
+        [shown] = [e for e in events[mode] if e["type"] == "sources"]
+        assert [s["n"] for s in shown["sources"]] == [s.n for s in turn.sources]
+
+
 async def test_follow_up_uses_the_conversation(world: World) -> None:
     async with world.make_gateway() as base, connect(ws_url(base, "tok-alpha")) as ws:
         await ws.recv()
