@@ -342,8 +342,9 @@ async def test_a_figure_not_in_the_cited_sources_is_marked(
     session.needs("asked")
     page = session.page
     script = stack.model.pieces
-    # The worker's checks run on this answer: "[7]" names no source, 987,654 is in none.
-    stack.model.pieces = ("The", " budget", " was", " 987,654", " euros", " [1][7].")
+    # The worker's checks run on this answer: "[99]" names no source (at most retrieval_k
+    # are given), 987,654 is in none.
+    stack.model.pieces = ("The", " budget", " was", " 987,654", " euros", " [1][99].")
     try:
         await page.fill("#question", "What was the budget?")
         await page.keyboard.press("Enter")
