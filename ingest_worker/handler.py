@@ -66,7 +66,7 @@ from parley.ids import (
 )
 from parley.runtime.service import Service
 from parley.settings import Settings
-from parley.status import DocumentStatus, Stage, StatusStore
+from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
 from parley.vectors.store import VectorStore
 
 log = structlog.get_logger(__name__)
@@ -299,8 +299,16 @@ class IngestHandler(Service[IngestRequest]):
             and current.sequencer is not None
             and not events.sequenced_after(request.sequencer, current.sequencer)
         ):
-            log.info("stale_event_ignored", sequencer=request.sequencer, seen=current.sequencer)
-            return
+            # The same event again while its document is not settled: the worker that took it
+            # first died mid-way (its status stops at extracting or embedding); this delivery
+            # finishes the work, which is idempotent. An older event, or one already settled,
+            # is dropped.
+            if request.sequencer != current.sequencer or current.stage in TERMINAL_STAGES:
+                log.info("stale_event_ignored", sequencer=request.sequencer,
+                         seen=current.sequencer)
+                return
+            log.info("unsettled_event_resumed", sequencer=request.sequencer,
+                     stage=current.stage.value)
         if request.action == "delete":
             await self._delete(request, where)
             return

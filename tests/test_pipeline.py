@@ -333,6 +333,25 @@ async def test_out_of_order_events_use_the_sequencer(pipeline: Pipeline) -> None
     assert await pipeline.clients.vectors.count(pipeline.tenant, doc) > 0
 
 
+async def test_an_event_redelivered_after_its_worker_died_is_finished(pipeline: Pipeline) -> None:
+    doc = await pipeline.upload("resumed.pdf", documents.text_pdf([BETA]))
+    status = (await pipeline.wait([doc]))[doc]
+    broker = pipeline.clients.brokers.for_queue(pipeline.settings.queues.ingest)
+    queue = pipeline.settings.queues.ingest.name
+    event = IngestRequest(path=status.path, sequencer="0" * 30 + "40", container="documents")
+    # What a worker killed mid-extraction leaves: the event's sequencer recorded, the document
+    # extracting. The same event delivered again must be handled, not dropped as stale.
+    await pipeline.clients.status.update(
+        pipeline.tenant, doc, stage=Stage.EXTRACTING, sequencer=event.sequencer
+    )
+    await broker.publish(queue, dump(event))
+    settled = await pipeline.wait(
+        [doc], until=lambda s: s is not None and s.stage in (Stage.READY, Stage.FAILED)
+    )
+    assert settled[doc].stage == Stage.READY and settled[doc].sequencer == event.sequencer
+    assert await pipeline.clients.vectors.count(pipeline.tenant, doc) > 0
+
+
 async def test_malformed_messages_are_dead_lettered_and_work_goes_on(pipeline: Pipeline) -> None:
     broker = pipeline.clients.brokers.for_queue(pipeline.settings.queues.ingest)
     queue = pipeline.settings.queues.ingest.name
