@@ -17,6 +17,9 @@ How a passage is chosen (no model, no I/O):
 - a unit's coverage is the weight of the question's terms found in the unit, its table headings
   or its source's title, over the weight of all of them; the score adds a little for the
   source's rank and for a figure when the question asks for an amount;
+- a question for a cause ("why", "the primary driver", "what factors"): the words asking for it
+  are covered by a sentence's causal wording ("due to", "driven by", "decreased ... compared
+  to"), not by themselves, which explanations rarely use; table rows do not cover them;
 - a table row also scores by how well its label fits the question (a label the question names
   wholly beats one that says more, "Percentage of total net sales" for "revenue") and by its
   best column's fit to the question's period (the date it names, the span: a quarter or "nine
@@ -28,7 +31,13 @@ How a passage is chosen (no model, no I/O):
 - a chosen row leads with its figure for the asked column and its labels ("Total net sales
   (Three Months Ended July 1, 2023): $81,797 [n]"), then the row itself is quoted; for "what
   percentage of X was Y" with no row giving it, the share is worked out from the X and Y rows of
-  one column and shown with its working, which grounding checks.
+  one column and shown with its working, which grounding checks;
+- where a row's table declares its unit ("(in thousands)", "shares in thousands": the caption or
+  heading above it in the same source, :func:`inference_worker.tables.scale`), the lead figure
+  is also written in full ("$81,797 million ($81,797,000,000)"), and a row quoted without a lead
+  figure gets its figures in full after it, where their unit can be told
+  (:func:`inference_worker.tables.cell_unit`); grounding holds those only for a source that
+  declares the unit.
 """
 
 from __future__ import annotations
@@ -55,8 +64,14 @@ COLUMN_FIT = 0.06  # the score a passage loses per place of its chunk, within it
 LATEST_BONUS = 0.25  # the score a source loses per place in the ranking
 _REASON = re.compile(r"\b(?:why|reasons?|drivers?|drove|driven|caus\w*|explain\w*|factors?)\b",
                      re.IGNORECASE)
-_BECAUSE = re.compile(r"\b(?:due to|because|driven by|primarily|as a result|owing to|reflect)",
-                      re.IGNORECASE)
+# Causal wording: a sentence that says why something moved ("due to", "driven by", "as a
+# result of"), or says that a figure rose or fell against another period ("decreased 3% ...
+# compared to the same quarter"), the wording of a filing's explanation of its results.
+_BECAUSE = re.compile(
+    r"\b(?:due to|because|driven by|primarily|as a result|owing to|reflect|attributable to|"
+    r"resulting from|led by|offset by)|\b(?:increased|decreased|declined|grew|rose|fell)\b"
+    r"(?:[^.]|\.\d){0,160}\b(?:compared|versus|from)\b",
+    re.IGNORECASE)
 # The kind of thing a question asks for: "which bank", "what kind of vessel".
 _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-z-]+)",
                     re.IGNORECASE)
@@ -221,6 +236,7 @@ class Unit:
     columns: str = ""  # a table row's column headings, quoted after it
     row: tables.Row | None = None  # a table row read into its label and cells
     group: str = ""  # the label over a group of rows ("Net sales" over "Products", "Services")
+    scale: tables.Scale | None = None  # the unit its table declares ("(in thousands)")
 
 
 @dataclass(frozen=True)
@@ -275,6 +291,11 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     columns = ""
     group = ""  # the group label over the rows that follow ("Net sales:")
     prose: list[str] = []
+    # The unit a caption or heading declared for the table to come ("(In millions)", "... as
+    # follows (in thousands):"), and the unit of the table being read.
+    pending: tables.Scale | None = None
+    table_scale: tables.Scale | None = None
+    cells_scale: tables.Scale | None = None
 
     def flush() -> None:
         if not prose:
@@ -298,7 +319,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
         for line, row in zip(cells, parsed, strict=True):
             if row is not None:
                 out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),
-                                True, header, row))
+                                True, header, row, scale=cells_scale))
             elif line is not cells[0] or not header:
                 prose.append(line)
                 flush()
@@ -309,8 +330,15 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             flush()
             flush_cells()
             continue
+        declared = tables.scale(line) if not _is_row(line) else None
+        if declared is not None:
+            pending = declared
+        elif line.endswith(".") and not _is_cells(line):
+            pending = None  # a paragraph of prose: the declaration was not of a table to come
         if _is_cells(line):
             flush()
+            if not cells:
+                cells_scale, pending = pending, None
             if not tables.is_rule(line):
                 cells.append(line)
             continue
@@ -320,11 +348,12 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             flush()
             if starts_table:
                 caption = out[-1].text if out and not out[-1].is_row else ""
+                table_scale, pending = pending, None
                 columns = " ".join(heading)
                 current_heading = (caption + " " + columns).strip()
                 heading = []
             out.append(Unit(source.n, rank, len(out), line, f"{current_heading} {group}".strip(),
-                            True, columns, tables.pdf_row(line, columns), group))
+                            True, columns, tables.pdf_row(line, columns), group, table_scale))
             continue
         if line.endswith(":") and len(line) < 60 and (heading or (out and out[-1].is_row)):
             # A group of rows ("Net sales:", "Operating expenses:"): said of the rows below it,
@@ -406,8 +435,14 @@ def answer(
         # The question is about something no source names (another company, a place): the
         # sources cannot answer it, however well its other words match.
         return _not_found(sources, 0.0)
-    total = sum(weights.values())
     wants_reason = bool(_REASON.search(question))
+    # "What was the primary driver behind ...": the words that ask for a cause ("driver",
+    # "factors", "why") are answered by a sentence's causal wording, not by those words, which
+    # explanations rarely use; weighing the most (no passage holds them), they would leave every
+    # passage short of the coverage an answer needs.
+    reason_terms = {stem(w) for w in _REASON.findall(question.lower())} & set(weights) \
+        if wants_reason else set()
+    total = sum(weights.values())
     wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
     q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
@@ -438,8 +473,11 @@ def answer(
         own = set(terms(unit.text))
         heading = set(terms(unit.context))
         got = 0.0
+        causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
         for t, w in weights.items():
-            if t in own or t in title_terms[unit.n] or (
+            if t in reason_terms:
+                got += w if causal or t in own else 0.0
+            elif t in own or t in title_terms[unit.n] or (
                     t in locators and t in source_terms[unit.n]):
                 # A term of the document's title, or a name or period the question gives that
                 # the source holds, locates every passage of it equally: a sentence that
@@ -532,12 +570,14 @@ def answer(
         parts.append(line)
         chosen = [part_unit, whole_unit]
     for u in chosen:
-        lead = _figure_line(u.row, question, words) if u.row is not None else None
+        lead = _figure_line(u, question, words) if u.row is not None else None
         if lead:
             parts.append(f"{lead} [{u.n}]")
         body = _tidy(u.text, 600)
         if u.is_row and u.columns:
             body = f"{body} (columns: {_tidy(u.columns, 200)})"
+        if u.row is not None and not lead:
+            body += _in_full(u)
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
@@ -663,16 +703,39 @@ def _bare(value: str) -> str:
     return re.sub(r"[$€£¥()\s]", "", value)
 
 
-def _figure_line(row: tables.Row, question: str, words: set[str]) -> str | None:
+def _figure_line(unit: Unit, question: str, words: set[str]) -> str | None:
     """The figure that answers ``question`` from a table row, with its row and column labels
-    ("Total net sales (Three Months Ended July 1, 2023): $81,797"); None when the row's columns
-    are unknown and it has more than one figure (the quoted row says all there is)."""
+    ("Total net sales (Three Months Ended July 1, 2023): $81,797"), and its unit with the full
+    figure when its table declares one ("$81,797 million ($81,797,000,000)", "102,673 thousand
+    shares (102,673,000)"); None when the row's columns are unknown and it has more than one
+    figure (the quoted row says all there is)."""
+    row = unit.row
+    assert row is not None
     cell = tables.best_cell(row, question, words)
     if cell is None or (not cell.column and len(row.cells) > 1):
         return None
     value = re.sub(r"([$€£¥])\s+", r"\1", cell.value).replace(" %", "%")
+    measure = tables.cell_unit(unit.scale, row, cell, unit.columns or unit.context)
+    full = tables.scaled(cell.value, measure)
+    if full:
+        value = f"{value} {measure} ({full})"
     label = _tidy(row.label, 120)
     return f"{label} ({_tidy(cell.column, 120)}): {value}" if cell.column else f"{label}: {value}"
+
+
+def _in_full(unit: Unit) -> str:
+    """For a quoted row of a table that declares its unit, its figures written in full where
+    their unit can be told (" (in full: 102,673,000 shares; $94,569,000,000)"); "" otherwise."""
+    row = unit.row
+    if row is None or unit.scale is None:
+        return ""
+    full = []
+    for cell in row.cells:
+        measure = tables.cell_unit(unit.scale, row, cell, unit.columns or unit.context)
+        value = tables.scaled(cell.value, measure)
+        if value:
+            full.append(f"{value} shares" if measure.endswith("shares") else value)
+    return f" (in full: {'; '.join(full)})" if full else ""
 
 
 def _has_amount(text: str) -> bool:

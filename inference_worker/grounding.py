@@ -15,7 +15,12 @@ and what was wrong with it out. Run on every answer before its ``final`` event.
    ("$81,797" = "81797", "12.50%" = "12.5"). An answer that cites nothing has every figure
    unsupported. A share worked out in the answer with its working shown
    (``21,213 / 81,797 × 100 = 25.93%``) is supported when its two figures are and the result is
-   right (:func:`derived`).
+   right (:func:`derived`). A figure written in full from a scaled one ("102,673,000" for the
+   "102,673" of a table "(in thousands)", "18,000,000,000" for "$18.0 billion") is supported
+   only when the cited source declares that unit: a figure of a source that says "in
+   thousands", "in millions" or "in billions" also stands for itself times that unit, and a
+   figure the source writes with a unit word ("$18.0 billion", "365 million") for itself times
+   it (:func:`scaled_figures`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from inference_worker.citations import MARKER, cited_numbers
 from inference_worker.extractive import figure, terms
+from inference_worker.tables import MULTIPLIER
 from parley.contracts import Source
 
 # A figure as written in an answer: "$81,797", "12.5%", "(1,680)", "2023", "3.3".
@@ -113,6 +120,39 @@ def source_figures(text: str) -> set[str]:
     }
 
 
+_DECLARED = re.compile(r"\bin\s+(thousand|million|billion)s\b", re.IGNORECASE)
+_WITH_UNIT = re.compile(r"(?<![\w.])\$?(\d[\d,]*(?:\.\d+)?)\s*(thousand|million|billion)\b",
+                        re.IGNORECASE)
+
+
+def _times(value: str, unit: str) -> str | None:
+    try:
+        full = Decimal(value.replace(",", "")) * MULTIPLIER[unit.lower()]
+    except InvalidOperation:
+        return None
+    return figure(format(full.normalize(), "f"))
+
+
+def scaled_figures(text: str) -> set[str]:
+    """The full figures a source vouches for beyond those it writes: each of its figures times
+    each unit it declares ("(in thousands)", "dollars in millions"), and each figure written
+    with a unit word ("$18.0 billion" -> 18000000000)."""
+    out: set[str] = set()
+    for m in _WITH_UNIT.finditer(text):
+        full = _times(m.group(1), m.group(2))
+        if full:
+            out.add(full)
+    units = {m.group(1).lower() for m in _DECLARED.finditer(text)}
+    if units:
+        values = {figure(m.group(0).strip("$%")) for m in _FIGURE.finditer(text)}
+        for unit in units:
+            for value in values:
+                full = _times(value, unit)
+                if full:
+                    out.add(full)
+    return out
+
+
 # A share worked out in the answer: "21,213 / 81,797 × 100 = 25.93%".
 _SHARE = re.compile(r"(\$?\d[\d,]*(?:\.\d+)?)\s*/\s*(\$?\d[\d,]*(?:\.\d+)?)\s*[×x*]\s*100\s*="
                     r"\s*(\d+(?:\.\d+)?)\s*%")
@@ -148,6 +188,7 @@ def check(
         cited_source = by_number[n]
         allowed |= source_figures(
             f"{cited_source.text} {cited_source.context} {cited_source.document}")
+        allowed |= scaled_figures(cited_source.text)
     allowed |= derived(cleaned, allowed)
     unsupported: dict[str, None] = {}
     for written, value in figures(cleaned):

@@ -14,6 +14,11 @@ A column is chosen by what the question says: its measure and period words found
 column's heading ("pallets", "nine months"), a date it names, the span it asks for (a quarter is
 three months), the year, "a year earlier"; on a tie the first column, which in financial
 statements is the current period.
+
+A table's declared unit ("(in thousands)", "(in millions, except number of shares, which are
+reflected in thousands, ...)") is read from its caption (:func:`scale`), and each cell's unit
+told from its row, its column and its value (:func:`cell_unit`): prices, rates, percentages and
+figures to the cent are never scaled.
 """
 
 from __future__ import annotations
@@ -255,3 +260,86 @@ def fit(row: Row, asked: Period, words: set[str]) -> tuple[Cell | None, float]:
             best = (score, index, cell)
     assert best is not None
     return best[2], best[0]
+
+
+# --- scale: "(in thousands)", "(dollars in millions, except per share amounts)" -------------
+
+_SCALE = re.compile(r"\bin\s+(thousands|millions|billions)\b", re.IGNORECASE)
+MULTIPLIER = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_SHARES = re.compile(r"(?<!per )\bshares\b", re.IGNORECASE)
+# A cell that is a price or a ratio, never scaled: "per share", "Average price paid", "rate".
+_UNSCALED = re.compile(r"\bper[\s-]+(?:share|unit)\b|\bprice\b|\brate\b|\bratio\b|"
+                       r"\bmargin\b|\bpercent", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The unit a table declares for its figures: ``main`` for amounts ("thousand", "million",
+    "billion"; "" when not said) and ``shares`` for counts of shares when said apart ("except
+    number of shares, which are reflected in thousands")."""
+
+    main: str
+    shares: str
+
+
+def scale(text: str) -> Scale | None:
+    """The unit a caption or heading declares, or None when it declares none: "(in thousands)"
+    -> Scale("thousand", ""); "(in millions, except number of shares, which are reflected in
+    thousands, ...)" and "(net income in millions and shares in thousands)" -> Scale("million",
+    "thousand"). A declaration is of share counts when "shares" (not "per share") comes between
+    it and the previous one."""
+    main = shares = ""
+    last = 0
+    for m in _SCALE.finditer(text):
+        unit = m.group(1).lower().rstrip("s")
+        if _SHARES.search(text[last:m.start()]):
+            shares = shares or unit
+        else:
+            main = main or unit
+        last = m.end()
+    return Scale(main, shares) if main or shares else None
+
+
+def cell_unit(declared: Scale | None, row: Row, cell: Cell, columns: str = "") -> str:
+    """The unit of one cell under its table's declared scale: "thousand", "million", "billion",
+    "thousand shares", or "" when the cell is not scaled or its unit cannot be told (a
+    percentage, a price or a per-share amount, a figure to the cent, or, where share counts
+    have a unit of their own, a figure that names neither shares nor money)."""
+    if declared is None or "%" in cell.value:
+        return ""
+    digits = re.sub(r"[^\d.]", "", cell.value)
+    if "." in digits and len(digits.split(".")[1]) >= 2:
+        return ""  # to the cent: a price or a per-share amount, not thousands of them
+    named = f"{row.label} {cell.column}"
+    if _UNSCALED.search(named):
+        return ""
+    money = bool(re.search(r"[$€£¥]|USD|EUR", cell.value))
+    if declared.shares and declared.shares != declared.main:
+        if _SHARES.search(named) or (not money and _SHARES.search(columns)):
+            return f"{declared.shares} shares"
+        return declared.main if money or _money_label(row.label) else ""
+    return declared.main or ""
+
+
+def _money_label(label: str) -> bool:
+    return bool(re.search(r"\b(?:sales|revenues?|income|expenses?|costs?|cash|assets|"
+                          r"liabilities|dollar|value|amount|paid|proceeds)\b", label, re.I))
+
+
+def scaled(value: str, unit: str) -> str:
+    """The full figure of ``value`` in ``unit`` ("102,673", "thousand shares" ->
+    "102,673,000"; "$ 81,797", "million" -> "$81,797,000,000"); "" when it cannot be worked
+    out."""
+    word = unit.split()[0] if unit else ""
+    if word not in MULTIPLIER:
+        return ""
+    digits = re.sub(r"[^\d.]", "", value)
+    if not digits or digits == ".":
+        return ""
+    from decimal import Decimal
+
+    full = Decimal(digits) * MULTIPLIER[word]
+    text = f"{full:,.0f}" if full == full.to_integral_value() else f"{full.normalize():,f}"
+    currency = re.search(r"[$€£¥]", value)
+    sign = "-" if "(" in value or value.strip().startswith("-") else ""
+    return f"{sign}{currency.group(0) if currency else ''}{text}"

@@ -9,12 +9,16 @@ import re
 
 import pytest
 
+from inference_worker import tables
 from inference_worker.extractive import NOT_FOUND, Numbered, answer, period_key, terms, units
 from tests.fixtures import filings, statements
 from tests.fixtures.quarterlies import Question, Report, questions, reports, unanswerable
 
 DOCS = reports()
-FIGURE_LINE = re.compile(r"(.+?) \((.+)\): (\S+)")
+# "Net sales (Three Months Ended ...): $7,191", and where the table declares its unit,
+# " million ($7,191,000,000)" after it.
+FIGURE_LINE = re.compile(
+    r"(.+?) \((.+)\): (\S+)(?: (?:thousand|million|billion)(?: shares)? \(\S+\))?")
 
 
 def retrieved(question: Question, seed: int) -> list[Numbered]:
@@ -156,7 +160,9 @@ def test_a_figure_line_names_its_row_and_column_and_quotes_the_row() -> None:
                     [Numbered(1, report.company, report.text())])
     lead, quote = result.text.splitlines()[:2]
     figure = report.operations["Net income"][2]
-    assert lead == f"Net income (Nine Months Ended {end}): ${figure:,} [1]"
+    # The statement is "(in thousands)": the figure in thousands, then in full.
+    assert lead == (f"Net income (Nine Months Ended {end}): ${figure:,} thousand "
+                    f"(${figure * 1000:,}) [1]")
     assert quote.startswith("Net income $ ") and "(columns: Three Months Ended Nine Months" in quote
 
 
@@ -197,7 +203,8 @@ def test_a_label_that_says_more_than_the_question_loses_to_one_that_says_it() ->
                     "March 31, 2025?", [Numbered(1, "Acme 10-Q", text)])
     assert result.text.splitlines()[0].startswith("Total operating expenses (Three Months Ended "
                                                   "March 31, 2025): $14,316")
-    assert "Total net sales (Three Months Ended March 31, 2025): 117,154 [1]" in result.text
+    assert ("Total net sales (Three Months Ended March 31, 2025): 117,154 million "
+            "(117,154,000,000) [1]") in result.text
     assert "Percentage" not in result.text
 
 
@@ -270,3 +277,79 @@ def test_no_share_is_worked_out_from_rows_whose_columns_are_unknown() -> None:
     result = answer("What percentage of total net sales did Services contribute?",
                     [Numbered(1, "Acme Q3 2023", text)])
     assert result.found and "×" not in result.text, result.text
+
+
+# --- questions for a cause; tables that declare their unit --------------------------------------
+
+CAUSES = "\n".join([
+    "Condensed Consolidated Statements of Operations (In millions)",
+    "Three Months Ended",
+    "April 5, 2025",
+    "March 30, 2024",
+    "Net sales $ 64,120 $ 66,530",
+    "Operating income 14,810 15,990",
+    "Net income $ 11,260 $ 12,470",
+    "",
+    "Net income is presented after the provision for income taxes for the second quarter of "
+    "2025 and the second quarter of 2024.",
+    "Total net sales decreased 4% or $2.4 billion during the second quarter of 2025 compared to "
+    "the same quarter in 2024, due primarily to lower sales of tablets.",
+    "The company's net income per share is computed on the weighted-average shares outstanding.",
+])
+
+
+def test_a_question_for_a_driver_is_answered_by_causal_wording() -> None:
+    # No passage says "driver": the sentence saying why sales moved answers it, not the rows
+    # that only name net income, and not "not in the documents".
+    result = answer("In the second quarter of 2025, what was the primary driver behind the change "
+                    "in Acme's net income?", [Numbered(1, "Acme Corp Form 10-Q Q2 2025", CAUSES)])
+    assert result.found, result.text
+    assert result.text.splitlines()[0].startswith("Total net sales decreased 4% or $2.4 billion")
+
+
+@pytest.mark.parametrize("question", [
+    "What factors contributed to the decline in Acme's net sales in the second quarter of 2025?",
+    "Why did Acme's net sales fall in Q2 2025?",
+    "What drove the change in Acme's net sales in the second quarter of 2025?",
+])
+def test_questions_for_a_cause_worded_several_ways(question: str) -> None:
+    result = answer(question, [Numbered(1, "Acme Corp Form 10-Q Q2 2025", CAUSES)])
+    assert "due primarily to lower sales of tablets" in result.text.splitlines()[0], result.text
+
+
+REPURCHASES = "\n".join([
+    "Share repurchase activity during the quarter was as follows (in millions, except number of "
+    "shares, which are reflected in thousands, and per share amounts):",
+    "Periods Total Number of Shares Purchased Average Price Paid Per Share",
+    "Total shares repurchased 48,215 $ 171.20",
+    "",
+    "The following table shows the Company's other income for the quarter:",
+    "Three Months Ended",
+    "April 5, 2025",
+    "Interest income 2,815",
+])
+
+
+def test_a_figure_of_a_table_in_thousands_is_given_in_full() -> None:
+    source = Numbered(1, "Acme Corp Form 10-Q Q2 2025", REPURCHASES)
+    rows = {u.row.label: u for u in units(source, 0) if u.row is not None}
+    assert rows["Total shares repurchased"].scale == tables.Scale("million", "thousand")
+    # A later table that declares no unit has none: the first table's is not carried over.
+    assert rows["Interest income"].scale is None
+    result = answer("How many shares did Acme repurchase in total during the quarter?", [source])
+    # The row's columns are unknown: it is quoted, its figures in full where their unit is
+    # told (shares in thousands; a price to the cent is not scaled).
+    quoted = "Total shares repurchased 48,215 $ 171.20 (in full: 48,215,000 shares) [1]"
+    assert quoted in result.text, result.text
+    income = answer("What was Acme's interest income in the quarter ended April 5, 2025?",
+                    [source])
+    assert income.text.splitlines()[0] == "Interest income (Three Months Ended April 5, 2025): " \
+        "2,815 [1]"
+
+
+def test_a_figure_said_to_have_moved_against_another_period_is_causal_wording() -> None:
+    # No "due to": the sentence saying that sales fell against the year before still explains.
+    text = CAUSES.replace(", due primarily to lower sales of tablets.", ".")
+    result = answer("In the second quarter of 2025, what was the primary driver behind the change "
+                    "in Acme's net income?", [Numbered(1, "Acme Corp Form 10-Q Q2 2025", text)])
+    assert result.text.splitlines()[0].startswith("Total net sales decreased 4% or $2.4 billion")

@@ -3,7 +3,14 @@ uncited sentences attributed, figures missing from the cited sources reported.""
 
 from __future__ import annotations
 
-from inference_worker.grounding import attribute, check, derived, figures, strip_unknown
+from inference_worker.grounding import (
+    attribute,
+    check,
+    derived,
+    figures,
+    scaled_figures,
+    strip_unknown,
+)
 from parley.contracts import Source
 
 
@@ -72,3 +79,23 @@ def test_a_share_worked_out_from_supported_figures_is_supported_when_right() -> 
         "100", "26.93%")
     assert check("5,000 / 81,797 × 100 = 6.11% [1]", sources).unsupported_numbers == (
         "5,000", "100", "6.11%")
+
+
+def test_a_figure_in_full_is_supported_only_where_the_cited_source_declares_its_unit() -> None:
+    sources = [
+        source(1, "Share repurchases (in thousands, except per share amounts)\n"
+                  "Shares repurchased 102,673"),
+        source(2, "Shares repurchased 102,673"),
+        source(3, "The Company repurchased $18.0 billion of its common stock."),
+    ]
+    assert check("102,673 thousand shares (102,673,000) [1]", sources).unsupported_numbers == ()
+    # The same figure from a source that declares no unit: the full one is not vouched for.
+    assert check("102,673 thousand shares (102,673,000) [2]", sources).unsupported_numbers == (
+        "102,673,000",)
+    # Nor times a unit the source does not declare.
+    assert check("102,673,000,000 [1]", sources).unsupported_numbers == ("102,673,000,000",)
+    # A figure written with its unit word stands for itself in full.
+    assert check("$18,000,000,000 [3]", sources).unsupported_numbers == ()
+    assert scaled_figures("365 million shares; (In millions) Net sales 81,797") >= {
+        "365000000", "81797000000"}
+    assert "81797000" not in scaled_figures("(In millions) Net sales 81,797")

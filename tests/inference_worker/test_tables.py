@@ -8,13 +8,17 @@ import pytest
 from inference_worker.tables import (
     Cell,
     Row,
+    Scale,
     best_cell,
+    cell_unit,
     column_headings,
     is_figure,
     is_rule,
     pdf_row,
     period,
     pipe_rows,
+    scale,
+    scaled,
     split_cells,
     split_figures,
 )
@@ -94,3 +98,47 @@ def test_figures_and_rules() -> None:
     assert all(is_figure(c) for c in ("1,200", "$ 3.5", "(7,709)", "12.5 %", "—", "€ 40"))
     assert not any(is_figure(c) for c in ("North", "Q1 2024 notes", ""))
     assert is_rule("|---|:---:|") and not is_rule("| a | b |")
+
+
+@pytest.mark.parametrize(("caption", "declared"), [
+    ("Condensed Consolidated Statements of Operations (in thousands)", Scale("thousand", "")),
+    ("(In millions)", Scale("million", "")),
+    ("were as follows (dollars in millions, except per share amounts):", Scale("million", "")),
+    ("(in millions, except number of shares, which are reflected in thousands, and per share "
+     "amounts)", Scale("million", "thousand")),
+    ("(net income in millions and shares in thousands):", Scale("million", "thousand")),
+    ("Revenue grew in the quarter.", None),
+])
+def test_the_unit_a_caption_declares(caption: str, declared: Scale | None) -> None:
+    assert scale(caption) == declared
+
+
+def test_the_unit_of_a_cell() -> None:
+    money = Scale("million", "")
+    apart = Scale("million", "thousand")
+    sales = Row("Net sales", (Cell("Three Months Ended July 1, 2023", "$ 81,797"),))
+    assert cell_unit(money, sales, sales.cells[0]) == "million"
+    assert cell_unit(None, sales, sales.cells[0]) == ""
+    # Prices, per-share amounts, rates and figures to the cent are not scaled.
+    eps = Row("Diluted earnings per-share amount", (Cell("", "$ 1.3"),))
+    assert cell_unit(money, eps, eps.cells[0]) == ""
+    rate = Row("Effective tax rate", (Cell("", "14.9 %"),))
+    assert cell_unit(money, rate, rate.cells[0]) == ""
+    # Shares counted in a unit of their own: a figure naming shares, or a bare figure in a table
+    # whose columns count shares; money stays in the main unit; a bare figure that names
+    # neither is not told.
+    total = Row("Total", (Cell("", "102,673"), Cell("", "$ 94,569")))
+    columns = "Total Number of Shares Purchased Approximate Dollar Value"
+    assert [cell_unit(apart, total, c, columns) for c in total.cells] == [
+        "thousand shares", "million"]
+    assert cell_unit(apart, total, total.cells[0], "Three Months Ended") == ""
+    weighted = Row("Weighted-average shares outstanding", (Cell("", "15,787,154"),))
+    assert cell_unit(apart, weighted, weighted.cells[0]) == "thousand shares"
+
+
+def test_a_figure_in_full() -> None:
+    assert scaled("102,673", "thousand shares") == "102,673,000"
+    assert scaled("$ 81,797", "million") == "$81,797,000,000"
+    assert scaled("1.5", "billion") == "1,500,000,000"
+    assert scaled("(1,680)", "thousand") == "-1,680,000"
+    assert scaled("12.5 %", "") == ""
