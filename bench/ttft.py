@@ -13,6 +13,8 @@ stream. One client gets short answers (8 tokens at 200/s) so that enough turns f
 ``worker CPU us/token`` is the worker processes' CPU time per token streamed (including each
 turn's fixed cost): one worker process saturates at about 1e6 / that many tokens/s, and past
 that point the queue, not the plumbing, sets the latency (``--workers`` adds processes).
+``gateway CPU us/token``: the same for the gateway process of a ``gateway + worker`` path (its
+ask path, relay and websocket frames).
 
 * ``direct``: the official ``openai`` client streaming from the upstream;
 * ``worker``: what the gateway does after retrieval - write the ``sources`` event, publish the
@@ -373,17 +375,19 @@ async def run(args: argparse.Namespace) -> None:
                 paths[name] = through_worker(redis, RedisBroker(redis, prefix=prefix), prefix,
                                              parts[name])
             # The whole path: a gateway process in front of the spare-slot fleet (and, with
-            # --before, the same from the other tree, its gateway on asyncio's loop as before).
+            # --before, the same from the other tree, its gateway as that tree ships it).
             gateways = []
+            gateway_of: dict[str, subprocess.Popen[str]] = {}
             for name, fleet_name, root, extra in (
                 ("gateway + worker", "worker", ROOT, ()),
-                (f"gateway + worker, {BEFORE}", BEFORE, args.before, ("--loop", "asyncio")),
+                (f"gateway + worker, {BEFORE}", BEFORE, args.before, ()),
             ):
                 if root is None:
                     continue
                 gateway, gateway_url = start_gateway(server.url, started[fleet_name][0], root=root,
                                                      extra=extra)
                 gateways.append((gateway, name))
+                gateway_of[name] = gateway
                 parts[name] = Breakdown([], [], [])
                 paths[name] = through_gateway(gateway_url, parts[name])
                 fleets[name] = fleets["worker"]
@@ -391,6 +395,7 @@ async def run(args: argparse.Namespace) -> None:
             results: dict[str, list[float]] = {}
             busy: dict[str, list[float]] = {}
             cpu_used: dict[str, float] = {}
+            gateway_cpu: dict[str, float] = {}
             turns_run: dict[str, int] = {}
             try:
                 # Interleave the paths so drift on a shared machine hits all alike.
@@ -398,12 +403,17 @@ async def run(args: argparse.Namespace) -> None:
                     for name, fn in paths.items():
                         fleet = started[name][1] if name in started else []
                         cpu = sum(cpu_seconds(w.pid) for w in fleet)
+                        gw = gateway_of.get(name)
+                        gw_cpu = cpu_seconds(gw.pid) if gw is not None else 0.0
                         machine = machine_jiffies()
                         samples, ran = await closed_loop(fn, clients, case.seconds, spread)
                         busy.setdefault(name, []).append(machine_busy(machine))
                         results.setdefault(name, []).extend(samples)
                         cpu_used[name] = cpu_used.get(name, 0.0) + sum(
                             cpu_seconds(w.pid) for w in fleet) - cpu
+                        if gw is not None:
+                            gateway_cpu[name] = gateway_cpu.get(name, 0.0) + cpu_seconds(
+                                gw.pid) - gw_cpu
                         turns_run[name] = turns_run.get(name, 0) + ran
             finally:
                 await openai.close()
@@ -433,6 +443,8 @@ async def run(args: argparse.Namespace) -> None:
                     ("yes" if added50 <= 5 and added99 <= 20 else "no") if worker else "-",
                     round(cpu_used[name] * 1e6 / (turns_run[name] * case.tokens), 1)
                     if worker else "-",
+                    round(gateway_cpu[name] * 1e6 / (turns_run[name] * case.tokens), 1)
+                    if name in gateway_cpu else "-",
                     round(statistics.fmean(busy[name])),
                 ])
             for name, breakdown in parts.items():
@@ -448,7 +460,8 @@ async def run(args: argparse.Namespace) -> None:
         f"Time to first token (upstream: first token after {args.first_token_ms:.0f} ms; "
         f"{args.workers} worker process{'es' if args.workers > 1 else ''} per fleet)",
         ["streams", "answers", "path", "slots", "turns", "mean ms", "p50 ms", "p99 ms",
-         "added p50", "added p99", "goal (<=5/<=20)", "worker CPU us/token", "machine CPU %"],
+         "added p50", "added p99", "goal (<=5/<=20)", "worker CPU us/token",
+         "gateway CPU us/token", "machine CPU %"],
         rows,
     ))
     print(render(
