@@ -99,7 +99,7 @@ async def measure(args: argparse.Namespace, root: Path, gateway_args: tuple[str,
                           workdir / f"{prefix}-worker.log", wrap=(PROFILED, str(worker_prof)),
                           root=root)
     gateway, url = start_gateway(server_url, prefix, wrap=(PROFILED, str(gateway_prof)),
-                                 extra=gateway_args, root=root)
+                                 extra=("--documents", "3", *gateway_args), root=root)
     turn = through_gateway(url)
     try:
         # One turn alone first: the worker's first request imports much of the SDK, which under

@@ -255,17 +255,16 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
 
 
 def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
-                  extra: tuple[str, ...] = (),
+                  extra: tuple[str, ...] = ("--documents", "3"),
                   root: Path = ROOT) -> tuple[subprocess.Popen[str], str]:
-    """bench/gateway_server.py of the tree ``root`` on a free port, retrieval returning three
-    fixed chunks, run under ``wrap`` with ``extra`` arguments."""
+    """bench/gateway_server.py of the tree ``root`` on a free port, retrieval returning the
+    fixed chunks ``extra`` asks for (default three one-line ones), run under ``wrap``."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, *wrap, str(root / "bench" / "gateway_server.py"),
-         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), "--documents", "3",
-         *extra],
+         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), *extra],
         cwd=root, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(root)},
     )
@@ -378,9 +377,11 @@ async def run(args: argparse.Namespace) -> None:
             # --before, the same from the other tree, its gateway as that tree ships it).
             gateways = []
             gateway_of: dict[str, subprocess.Popen[str]] = {}
+            sources = (("--documents", "3") if not args.source_words else
+                       ("--documents", "8", "--words", str(args.source_words)))
             for name, fleet_name, root, extra in (
-                ("gateway + worker", "worker", ROOT, ()),
-                (f"gateway + worker, {BEFORE}", BEFORE, args.before, ()),
+                ("gateway + worker", "worker", ROOT, sources),
+                (f"gateway + worker, {BEFORE}", BEFORE, args.before, sources),
             ):
                 if root is None:
                     continue
@@ -490,6 +491,11 @@ def main() -> None:
                              "run as the path 'gateway + worker, before', side by side")
     parser.add_argument("--gateway-only", action="store_true",
                         help="only direct and the gateway paths (lighter on a shared machine)")
+    parser.add_argument("--source-words", type=int, default=0,
+                        help="the gateway paths' retrieval returns 8 chunks of this many words "
+                             "of filing-like text (the worker's not-found check reads them "
+                             "before asking the model) instead of 3 one-line chunks; the "
+                             "--before tree needs this tree's bench/gateway_server.py")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))
