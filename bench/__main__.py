@@ -20,6 +20,7 @@ ORDER = [
     "answers",
     "local_model",
     "ttft",
+    "redis_floor",
     "stages",
     "relay",
     "sessions",

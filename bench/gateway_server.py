@@ -2,7 +2,7 @@
 ``bench/ttft.py``).
 
     python bench/gateway_server.py --redis-url URL --prefix P --port N [--ws IMPL] [--deflate]
-        [--documents N]
+        [--documents N] [--words N]
 
 ``--ws``: ``parley`` (what the gateway ships: ``chat_gateway.websocket``), ``websockets-sansio``
 (uvicorn's protocol it is derived from), ``websockets`` (uvicorn's legacy protocol of the same
@@ -112,7 +112,8 @@ async def serve_gateway(args: argparse.Namespace) -> None:
                                                     timeout=10, **extra)
     client = aioredis.Redis(connection_pool=pool)
     hits = [Hit(chunk_id=ChunkId(f"bench-{i}"), document_id=DocumentId("bench-doc"),
-                version="v1", text=f"Revenue rose {i} percent in the third quarter.",
+                version="v1",
+                text=f"Revenue rose {i} percent in the third quarter. {filler(i, args.words)}",
                 score=0.9 - i / 100, metadata={"filename": "bench.pdf", "page": i + 1})
             for i in range(args.documents)]
     if hits:  # served, so that search keeps them (parley.status's served map)
@@ -133,6 +134,25 @@ async def serve_gateway(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.05)
     print("READY", flush=True)
     await task
+
+
+_FILLER = ("Net sales", "operating income", "increased", "decreased", "compared to",
+           "the three months ended", "fiscal", "primarily due to", "higher", "lower", "Services",
+           "Products", "gross margin", "percentage of total net sales", "research and development",
+           "selling, general and administrative", "the Company", "foreign currency", "tax rate")
+
+
+def filler(seed: int, words: int) -> str:
+    """About ``words`` words of a filing's prose and figures, different for each ``seed``
+    (what the worker's not-found check reads in a real source; ``--words``)."""
+    out: list[str] = []
+    n = seed * 7919 + 1
+    while len(out) < words:
+        n = (n * 1103515245 + 12345) % 2**31
+        out.extend(_FILLER[n % len(_FILLER)].split())
+        if n % 5 == 0:
+            out.append(f"${n % 90_000:,} million ({n % 40}%).")
+    return " ".join(out[:words])
 
 
 def snapshot_on_signal(folder: Path) -> None:
@@ -162,6 +182,8 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true", help="PARLEY_WS_COMPRESSION on")
     parser.add_argument("--documents", type=int, default=0,
                         help="chunks every retrieval returns (0: asks end with no_documents)")
+    parser.add_argument("--words", type=int, default=0,
+                        help="words of filing-like text added to each chunk (0: one line)")
     parser.add_argument("--parser", default="auto", choices=["auto", "python"],
                         help="auto: hiredis when installed; python: redis-py's own parser")
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"],

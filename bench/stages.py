@@ -99,7 +99,7 @@ async def measure(args: argparse.Namespace, root: Path, gateway_args: tuple[str,
                           workdir / f"{prefix}-worker.log", wrap=(PROFILED, str(worker_prof)),
                           root=root)
     gateway, url = start_gateway(server_url, prefix, wrap=(PROFILED, str(gateway_prof)),
-                                 extra=gateway_args, root=root)
+                                 extra=("--documents", "3", *gateway_args), root=root)
     turn = through_gateway(url)
     try:
         # One turn alone first: the worker's first request imports much of the SDK, which under
@@ -152,8 +152,8 @@ async def run(args: argparse.Namespace) -> None:
     upstream = start_upstream(50.0, case)
     spread = 0.05 + case.tokens / case.rate
     trees: list[tuple[str, Path, tuple[str, ...]]] = [("this tree", ROOT, ())]
-    if args.before is not None:  # its gateway on asyncio's loop, as the bench ran it before
-        trees.insert(0, ("before", args.before, ("--loop", "asyncio")))
+    if args.before is not None:  # its gateway as that tree ships it (uvloop since 2026-12)
+        trees.insert(0, ("before", args.before, ()))
     figures: dict[str, dict[str, dict[str, float]]] = {}
     try:
         for name, root, gateway_args in trees:

@@ -13,6 +13,8 @@ stream. One client gets short answers (8 tokens at 200/s) so that enough turns f
 ``worker CPU us/token`` is the worker processes' CPU time per token streamed (including each
 turn's fixed cost): one worker process saturates at about 1e6 / that many tokens/s, and past
 that point the queue, not the plumbing, sets the latency (``--workers`` adds processes).
+``gateway CPU us/token``: the same for the gateway process of a ``gateway + worker`` path (its
+ask path, relay and websocket frames).
 
 * ``direct``: the official ``openai`` client streaming from the upstream;
 * ``worker``: what the gateway does after retrieval - write the ``sources`` event, publish the
@@ -253,17 +255,16 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
 
 
 def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
-                  extra: tuple[str, ...] = (),
+                  extra: tuple[str, ...] = ("--documents", "3"),
                   root: Path = ROOT) -> tuple[subprocess.Popen[str], str]:
-    """bench/gateway_server.py of the tree ``root`` on a free port, retrieval returning three
-    fixed chunks, run under ``wrap`` with ``extra`` arguments."""
+    """bench/gateway_server.py of the tree ``root`` on a free port, retrieval returning the
+    fixed chunks ``extra`` asks for (default three one-line ones), run under ``wrap``."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, *wrap, str(root / "bench" / "gateway_server.py"),
-         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), "--documents", "3",
-         *extra],
+         "--redis-url", redis_url, "--prefix", prefix, "--port", str(port), *extra],
         cwd=root, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(root)},
     )
@@ -373,17 +374,21 @@ async def run(args: argparse.Namespace) -> None:
                 paths[name] = through_worker(redis, RedisBroker(redis, prefix=prefix), prefix,
                                              parts[name])
             # The whole path: a gateway process in front of the spare-slot fleet (and, with
-            # --before, the same from the other tree, its gateway on asyncio's loop as before).
+            # --before, the same from the other tree, its gateway as that tree ships it).
             gateways = []
+            gateway_of: dict[str, subprocess.Popen[str]] = {}
+            sources = (("--documents", "3") if not args.source_words else
+                       ("--documents", "8", "--words", str(args.source_words)))
             for name, fleet_name, root, extra in (
-                ("gateway + worker", "worker", ROOT, ()),
-                (f"gateway + worker, {BEFORE}", BEFORE, args.before, ("--loop", "asyncio")),
+                ("gateway + worker", "worker", ROOT, sources),
+                (f"gateway + worker, {BEFORE}", BEFORE, args.before, sources),
             ):
                 if root is None:
                     continue
                 gateway, gateway_url = start_gateway(server.url, started[fleet_name][0], root=root,
                                                      extra=extra)
                 gateways.append((gateway, name))
+                gateway_of[name] = gateway
                 parts[name] = Breakdown([], [], [])
                 paths[name] = through_gateway(gateway_url, parts[name])
                 fleets[name] = fleets["worker"]
@@ -391,6 +396,7 @@ async def run(args: argparse.Namespace) -> None:
             results: dict[str, list[float]] = {}
             busy: dict[str, list[float]] = {}
             cpu_used: dict[str, float] = {}
+            gateway_cpu: dict[str, float] = {}
             turns_run: dict[str, int] = {}
             try:
                 # Interleave the paths so drift on a shared machine hits all alike.
@@ -398,12 +404,17 @@ async def run(args: argparse.Namespace) -> None:
                     for name, fn in paths.items():
                         fleet = started[name][1] if name in started else []
                         cpu = sum(cpu_seconds(w.pid) for w in fleet)
+                        gw = gateway_of.get(name)
+                        gw_cpu = cpu_seconds(gw.pid) if gw is not None else 0.0
                         machine = machine_jiffies()
                         samples, ran = await closed_loop(fn, clients, case.seconds, spread)
                         busy.setdefault(name, []).append(machine_busy(machine))
                         results.setdefault(name, []).extend(samples)
                         cpu_used[name] = cpu_used.get(name, 0.0) + sum(
                             cpu_seconds(w.pid) for w in fleet) - cpu
+                        if gw is not None:
+                            gateway_cpu[name] = gateway_cpu.get(name, 0.0) + cpu_seconds(
+                                gw.pid) - gw_cpu
                         turns_run[name] = turns_run.get(name, 0) + ran
             finally:
                 await openai.close()
@@ -433,6 +444,8 @@ async def run(args: argparse.Namespace) -> None:
                     ("yes" if added50 <= 5 and added99 <= 20 else "no") if worker else "-",
                     round(cpu_used[name] * 1e6 / (turns_run[name] * case.tokens), 1)
                     if worker else "-",
+                    round(gateway_cpu[name] * 1e6 / (turns_run[name] * case.tokens), 1)
+                    if name in gateway_cpu else "-",
                     round(statistics.fmean(busy[name])),
                 ])
             for name, breakdown in parts.items():
@@ -448,7 +461,8 @@ async def run(args: argparse.Namespace) -> None:
         f"Time to first token (upstream: first token after {args.first_token_ms:.0f} ms; "
         f"{args.workers} worker process{'es' if args.workers > 1 else ''} per fleet)",
         ["streams", "answers", "path", "slots", "turns", "mean ms", "p50 ms", "p99 ms",
-         "added p50", "added p99", "goal (<=5/<=20)", "worker CPU us/token", "machine CPU %"],
+         "added p50", "added p99", "goal (<=5/<=20)", "worker CPU us/token",
+         "gateway CPU us/token", "machine CPU %"],
         rows,
     ))
     print(render(
@@ -477,6 +491,11 @@ def main() -> None:
                              "run as the path 'gateway + worker, before', side by side")
     parser.add_argument("--gateway-only", action="store_true",
                         help="only direct and the gateway paths (lighter on a shared machine)")
+    parser.add_argument("--source-words", type=int, default=0,
+                        help="the gateway paths' retrieval returns 8 chunks of this many words "
+                             "of filing-like text (the worker's not-found check reads them "
+                             "before asking the model) instead of 3 one-line chunks; the "
+                             "--before tree needs this tree's bench/gateway_server.py")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))

@@ -82,9 +82,15 @@ class TurnWriter:
     def append(self, pipe: Pipeline, event: Event, *, expire: bool = True) -> None:
         """Queue ``event`` on ``pipe`` (one reply: its offset), then, when ``expire``, the
         stream's expiry (one more reply)."""
-        pipe.xadd(self.key, fields(event), maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-        if expire:
-            pipe.expire(self.key, self._ttl)
+        for command in self.commands(event, expire=expire):
+            pipe.execute_command(*command)
+
+    def commands(self, event: Event, *, expire: bool = True) -> list[tuple[str | int, ...]]:
+        """The commands :meth:`append` queues, for a caller that sends them itself (the
+        worker's outbox, raw: ``backends.rawredis``)."""
+        entry = fields(event)
+        xadd = ("XADD", self.key, "MAXLEN", "~", MAX_EVENTS, "*", "k", entry["k"], "d", entry["d"])
+        return [xadd, ("EXPIRE", self.key, self._ttl)] if expire else [xadd]
 
     async def emit(self, event: Event | str, data: Mapping[str, Any] | None = None) -> str:
         """Flush buffered tokens, then append one event now; returns its offset. ``event`` is

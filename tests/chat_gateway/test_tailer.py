@@ -71,6 +71,27 @@ async def test_two_readers_of_one_turn_from_different_offsets(client: aioredis.R
     await tailer.close()
 
 
+async def test_the_read_connection_killed_mid_read_is_replaced(client: aioredis.Redis) -> None:
+    # The read loop has a connection of its own, blocked in XREAD: Redis dropping it (a
+    # failover, a CLIENT KILL, a timeout) costs a retry, not the relay.
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix)
+    turn_id = uuid.uuid4().hex
+    writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
+    await writer.emit("token", {"text": "a"})
+    reader = asyncio.create_task(collect(tailer, turn_id))
+    await asyncio.sleep(0.3)  # read "a", then blocked on the next read
+    blocked = [c for c in await client.client_list() if c.get("cmd") == "xread"]
+    assert blocked, "the loop should be blocked in XREAD"
+    for connection in blocked:
+        await client.client_kill_filter(_id=connection["id"])
+    await writer.emit("token", {"text": "b"})
+    await writer.emit("final", {"text": "end"})
+    assert await asyncio.wait_for(reader, 10) == ["a", "b", "end"]
+    await tailer.close()
+    assert not [c for c in await client.client_list() if c.get("cmd") == "xread"]
+
+
 async def _lost_turn(
     client: aioredis.Redis, *, worker_dies: bool, silent_for: float
 ) -> tuple[list[str], float]:

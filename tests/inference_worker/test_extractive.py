@@ -102,6 +102,17 @@ def test_terms_and_periods() -> None:
     assert period_key("no date") == (0, 0)
 
 
+def test_terms_phrases_and_cache() -> None:
+    # "three months" becomes "quarter" before the ordinals are read ("third quarter" -> q3).
+    assert terms("the Third Three-Months ended") == ["q3", "quarter", "end"]
+    assert terms("twelve months of R&D in the fourth quarter") == [
+        "year", "research", "q4", "quarter"]
+    # terms are cached by text: a caller changing its list does not change the next caller's.
+    first = terms("net sales rose")
+    first.append("changed")
+    assert terms("net sales rose") == ["net", "sale", "chang"]
+
+
 # --- tables with several columns: the right cell of the right row -------------------------------
 
 STATEMENTS = statements.reports()
