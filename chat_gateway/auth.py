@@ -50,8 +50,10 @@ class Principal:
     tenant: TenantId
     subject: str
     method: Literal["local", "entra"]
-    # Unix time the token stops being valid (a JWT's ``exp``); None for tokens that do not
-    # expire (local tokens). A websocket session ends then unless it re-authenticates.
+    # Unix time this gateway stops accepting the token (a JWT's ``exp`` plus the verifier's
+    # leeway); None for tokens that do not expire (local tokens). A websocket session ends then
+    # unless it re-authenticates: not at ``exp``, or a client reconnecting with the same token
+    # would be let in (within the leeway) and its session ended again at once, over and over.
     expires_at: float | None = None
 
 
@@ -172,7 +174,7 @@ class EntraVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {exc}", hint="sign in again") from None
         return Principal(self._map_tenant(claims), str(claims.get("oid", claims.get("sub", ""))),
-                         "entra", expires_at=float(claims["exp"]))
+                         "entra", expires_at=float(claims["exp"]) + self._leeway)
 
     def _map_tenant(self, claims: Mapping[str, Any]) -> TenantId:
         value = claims.get(self._claim)

@@ -171,7 +171,7 @@ class Session:
             if self.principal is None and not await self._first_message_auth():
                 return
             assert self.principal is not None
-            await self.send_event({"type": "ready", "tenant": self.principal.tenant})
+            await self.send_event(self._ready())
             self._watch_expiry()
             self.s.hub.subscribe(self.principal.tenant, self.push)
             subscribed = True
@@ -305,8 +305,17 @@ class Session:
             return
         self.principal = principal
         self._watch_expiry()
-        await self.send_event({"type": "ready", "tenant": principal.tenant,
-                               "reauthenticated": True})
+        await self.send_event({**self._ready(), "reauthenticated": True})
+
+    def _ready(self) -> dict[str, Any]:
+        """The ``ready`` event: the tenant and, for a token that expires, ``expires_in``: the
+        whole seconds left before the session ends unless it re-authenticates (relative, so a
+        client's clock does not matter; the portal renews its token from it)."""
+        assert self.principal is not None
+        event: dict[str, Any] = {"type": "ready", "tenant": self.principal.tenant}
+        if self.principal.expires_at is not None:
+            event["expires_in"] = max(0, int(self.principal.expires_at - time.time()))
+        return event
 
     def _watch_expiry(self) -> None:
         """End the session when its token expires (unless re-authenticated before)."""

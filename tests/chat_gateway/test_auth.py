@@ -114,6 +114,18 @@ async def test_valid_jwt_maps_tid_to_tenant(jwks: Jwks) -> None:
         ("contoso", "object-1", "entra")
 
 
+async def test_an_entra_principal_lasts_as_long_as_the_gateway_takes_its_token(
+    jwks: Jwks,
+) -> None:
+    exp = int(time.time()) - 10  # past, within the leeway: still taken
+    principal = await verifier(jwks, leeway=30).verify(token(jwks.keys["k1"], exp=exp))
+    # Until exp + leeway: a session ended at exp would let the same token in again (within the
+    # leeway) and end at once, over and over.
+    assert principal.expires_at == exp + 30
+    local = LocalTokens("t:beta").verify("t")
+    assert local is not None and local.expires_at is None
+
+
 async def test_groups_claim_through_a_map(jwks: Jwks) -> None:
     check = verifier(jwks, tenant_claim="groups", tenant_map={"g-finance": "finance"})
     principal = await check.verify(token(jwks.keys["k1"], groups=["g-other", "g-finance"]))
@@ -165,7 +177,11 @@ async def test_jwt_over_the_websocket(world: World, jwks: Jwks) -> None:
     async with world.make_gateway(auth=auth) as base:
         async with connect(ws_url(base)) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token(jwks.keys["k1"])}))
-            assert json.loads(await ws.recv()) == {"type": "ready", "tenant": "contoso"}
+            ready = json.loads(await ws.recv())
+            # 600 s to exp, and the leeway (30 s): how long the session has, unless renewed.
+            assert ready == {"type": "ready", "tenant": "contoso",
+                             "expires_in": ready["expires_in"]}
+            assert 620 <= ready["expires_in"] <= 630
         expired = token(jwks.keys["k1"], exp=int(time.time()) - 3600)
         async with connect(ws_url(base)) as ws:
             await ws.send(json.dumps({"type": "auth", "token": expired}))

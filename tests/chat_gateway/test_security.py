@@ -130,11 +130,12 @@ async def test_websocket_refuses_foreign_origins(world: World) -> None:
 
 
 async def test_session_ends_when_its_token_expires(world: World, jwks: Jwks) -> None:
-    auth = Authenticator(LocalTokens(""), verifier(jwks))
+    auth = Authenticator(LocalTokens(""), verifier(jwks, leeway=1))
     short = token(jwks.keys["k1"], tid=ALPHA, exp=int(time.time()) + 2)
     async with world.make_gateway(auth=auth) as base, connect(ws_url(base)) as ws:
         await send(ws, {"type": "auth", "token": short})
-        assert json.loads(await ws.recv())["type"] == "ready"
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready" and 0 < ready["expires_in"] <= 3  # exp + leeway
         started = time.monotonic()
         event = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert event["code"] == "token_expired"
@@ -145,7 +146,7 @@ async def test_session_ends_when_its_token_expires(world: World, jwks: Jwks) -> 
 async def test_session_re_authenticates_before_its_token_expires(
     world: World, jwks: Jwks
 ) -> None:
-    auth = Authenticator(LocalTokens(""), verifier(jwks))
+    auth = Authenticator(LocalTokens(""), verifier(jwks, leeway=0))
     short = token(jwks.keys["k1"], tid=ALPHA, exp=int(time.time()) + 2)
     fresh = token(jwks.keys["k1"], tid=ALPHA, exp=int(time.time()) + 600)
     other_tenant = token(jwks.keys["k1"], tid="someone-else", exp=int(time.time()) + 600)
@@ -156,8 +157,10 @@ async def test_session_re_authenticates_before_its_token_expires(
         refused = json.loads(await ws.recv())
         assert refused["code"] == "bad_request" and "tenant" in refused["message"]
         await send(ws, {"type": "auth", "token": fresh})
-        assert json.loads(await ws.recv()) == {"type": "ready", "tenant": ALPHA,
-                                               "reauthenticated": True}
+        renewed = json.loads(await ws.recv())
+        assert renewed == {"type": "ready", "tenant": ALPHA, "reauthenticated": True,
+                           "expires_in": renewed["expires_in"]}
+        assert 590 <= renewed["expires_in"] <= 600  # the fresh token's: the session's end moved
         await asyncio.sleep(3)  # past the first token's expiry
         await send(ws, {"type": "ping"})
         assert json.loads(await ws.recv())["type"] == "pong"

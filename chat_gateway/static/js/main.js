@@ -85,6 +85,7 @@ function signIn(token) {
     const { message, hint } = e.detail;
     signOut(`Sign-in failed: ${message}${hint ? ` (${hint})` : ""}.`);
   });
+  conn.addEventListener("expired", signInExpired);
   conn.addEventListener("ready", (e) => onReady(token, e.detail));
   conn.addEventListener("message", (e) => onMessage(e.detail));
   conn.start();
@@ -93,7 +94,7 @@ function signIn(token) {
 async function onReady(token, { tenant, reconnected }) {
   if (!app.chat) {
     if (typeof token === "string") localStorage.setItem(TOKEN_KEY, token);
-    app.api = new Api(token, () => signOut("Your sign-in expired: sign in again."));
+    app.api = new Api(token, signInExpired);
     app.docs = new DocumentsView(app.api, tenant);
     app.docs.addEventListener("change", (e) => {
       const { busy, attention } = e.detail;
@@ -141,6 +142,13 @@ function scheduleRefresh() {
 function onMessage(event) {
   if (event.type === "document") app.docs?.update(event);
   else app.chat?.onEvent(event);
+}
+
+/** The token ran out (a pasted one that expired, or one the gateway refuses now): say so, and
+ * what to do, on the sign-in card. */
+function signInExpired() {
+  signOut(app.entra ? "Your sign-in expired: sign in again."
+    : "Your sign-in expired: sign in again with a fresh token.");
 }
 
 function signOut(message = "") {

@@ -2,33 +2,45 @@
 // reconnects with backoff when the connection drops, and hands every server event on.
 //
 // Events (EventTarget): "state" {state: "connecting"|"online"|"reconnecting"|"offline", retryIn},
-// "ready" {tenant, reconnected}, "message" {the server event}, "denied" {message, hint}.
+// "ready" {tenant, reconnected}, "message" {the server event}, "denied" {message, hint},
+// "expired" {} (a token that cannot be renewed expired: the user signs in again).
 //
 // A page reload or a dropped network closes without code 1000, so the gateway keeps a running
 // answer going for its resume grace; close() (sign out) sends 1000, which cancels it at once.
 //
-// The gateway ends a session when its token expires (error "token_expired", close 4401), so an
-// online connection sends a current token again every few minutes (an Entra ID token is renewed
-// by MSAL before it expires; the gateway then moves the session's expiry). Should the session
-// expire all the same, the connection reconnects with a fresh token instead of signing out.
+// The gateway ends a session when its token expires (error "token_expired", close 4401); its
+// "ready" says how long the session has ("expires_in", none for a token that does not expire).
+// With a token that can be renewed (a function: Entra ID through MSAL), the connection sends a
+// fresh one before then, at the later of half the time left and RENEW_BEFORE_S before the end;
+// the gateway answers "ready" "reauthenticated" with the new time left, and so on. Should the
+// session expire all the same, the connection reconnects with a fresh token instead of signing
+// out. A pasted token cannot be renewed: when it expires the connection ends with "expired",
+// and does not reconnect with the same expired token.
 
 const BACKOFF = [500, 1000, 2000, 4000, 8000];
 const CLOSE_UNAUTHENTICATED = 4401;
-const REAUTH_MS = 4 * 60 * 1000;
+// MSAL hands out a new access token once the one it holds has under 5 minutes left (its
+// tokenRenewalOffsetSeconds), so the token asked for 4 minutes before the end is a new one.
+const RENEW_BEFORE_S = 4 * 60;
+const RENEW_MIN_MS = 1000;
+const RENEW_MAX_MS = 24 * 3600 * 1000; // a timer past 2^31 ms (24.8 days) would fire at once
 
 export class Connection extends EventTarget {
   /** `token`: the bearer token, or an async function that returns a current one (Entra ID
    * tokens expire; each connection asks for a fresh one). */
   constructor(token) {
     super();
-    this.token = typeof token === "function" ? token : async () => token;
+    this.renewable = typeof token === "function";
+    this.token = this.renewable ? token : async () => token;
     this.ws = null;
     this.attempt = 0;
     this.readyOnce = false;
     this.stopped = false;
     this.timer = null;
     this.countdown = null;
-    this.refresh = null;
+    this.refresh = null; // the timer of the next renewal
+    this.renewing = false; // a fresh token was sent and not answered yet
+    this.endsAt = null; // Date.now() when the session ends unless renewed; null: never
     this.expired = false;
   }
 
@@ -79,8 +91,7 @@ export class Connection extends EventTarget {
         const reconnected = this.readyOnce;
         this.readyOnce = true;
         this.attempt = 0;
-        clearInterval(this.refresh);
-        this.refresh = setInterval(() => this.reauthenticate(ws), REAUTH_MS);
+        this.scheduleRenewal(ws, event.expires_in);
         this.emit("state", { state: "online" });
         this.emit("ready", { tenant: event.tenant, reconnected });
         return;
@@ -90,12 +101,48 @@ export class Connection extends EventTarget {
         return;
       }
     }
-    if (event.type === "ready" && event.reauthenticated) return;
+    if (event.type === "ready" && event.reauthenticated) {
+      this.scheduleRenewal(ws, event.expires_in);
+      return;
+    }
+    if (event.type === "error" && event.code === "unauthenticated" && this.renewing) {
+      this.renewing = false; // the fresh token was refused: the session carries on as it was
+      this.renewLater(ws);
+      return;
+    }
     if (event.type === "error" && event.code === "token_expired") {
+      if (!this.renewable) {
+        this.end("expired", {});
+        return;
+      }
       this.expired = true; // the close that follows reconnects with a fresh token
       return;
     }
     this.emit("message", event);
+  }
+
+  /** Renew the token before the session ends, `expiresIn` seconds from now (the gateway's
+   * word; undefined for a token that does not expire). */
+  scheduleRenewal(ws, expiresIn) {
+    clearTimeout(this.refresh);
+    this.renewing = false;
+    if (typeof expiresIn !== "number") {
+      this.endsAt = null;
+      return;
+    }
+    this.endsAt = Date.now() + expiresIn * 1000;
+    if (!this.renewable) return;
+    const delay = Math.max(expiresIn / 2, expiresIn - RENEW_BEFORE_S) * 1000;
+    this.refresh = setTimeout(() => this.reauthenticate(ws),
+      Math.min(RENEW_MAX_MS, Math.max(RENEW_MIN_MS, delay)));
+  }
+
+  /** A renewal failed: try again in half the time left (while there is some); should the
+   * session end first, the connection reconnects with a fresh token. */
+  renewLater(ws) {
+    if (this.endsAt === null) return;
+    const left = (this.endsAt - Date.now()) / 1000;
+    if (left > 2) this.scheduleRenewal(ws, left);
   }
 
   async reauthenticate(ws) {
@@ -104,14 +151,17 @@ export class Connection extends EventTarget {
     try {
       token = await this.token();
     } catch {
-      return; // the session carries on until its token expires; then it reconnects
+      this.renewLater(ws);
+      return;
     }
-    if (ws === this.ws && this.authed) ws.send(JSON.stringify({ type: "auth", token }));
+    if (ws !== this.ws || !this.authed) return;
+    this.renewing = true;
+    ws.send(JSON.stringify({ type: "auth", token }));
   }
 
   onClose(ws, e) {
     if (ws !== this.ws) return;
-    clearInterval(this.refresh);
+    clearTimeout(this.refresh);
     this.ws = null;
     this.authed = false;
     if (this.stopped) return;
@@ -131,12 +181,17 @@ export class Connection extends EventTarget {
   }
 
   deny(message, hint) {
+    this.end("denied", { message, hint });
+  }
+
+  /** Stop for good and say why ("denied", "expired"). */
+  end(type, detail) {
     this.stopped = true;
-    clearInterval(this.refresh);
+    clearTimeout(this.refresh);
     if (this.ws) this.ws.close(1000);
     this.ws = null;
     this.emit("state", { state: "offline" });
-    this.emit("denied", { message, hint });
+    this.emit(type, detail);
   }
 
   /** Send a client message; false when not connected (the caller says so to the user). */
@@ -149,7 +204,7 @@ export class Connection extends EventTarget {
   /** Close for good ("I am done": a running answer is cancelled). */
   close() {
     this.stopped = true;
-    clearInterval(this.refresh);
+    clearTimeout(this.refresh);
     clearTimeout(this.timer);
     clearInterval(this.countdown);
     if (this.ws) this.ws.close(1000);
