@@ -2,17 +2,11 @@
 
 How a document is cut:
 
-- Blocks are grouped into *runs*: consecutive blocks of the same page and kind of text (body
-  text, i.e. paragraphs, pages, tables, text boxes and pictures, stays together; headers,
-  footers, footnotes, endnotes, comments and speaker notes each form their own), and from the
-  same source (text layer or OCR: a chunk is wholly OCR'd or not, and says which). A chunk never
-  spans two runs. Within a run, a *section* opens where the heading changes.
-- A chunk that starts where a section opens may hold that section and the next ones (small
-  sections share a chunk; a section boundary is the strongest place to cut). A chunk that
-  starts inside a section (the section went on from the page before, or from the previous
-  chunk) ends with that section, so the end of one section is never packed with the next one,
-  unless it is under six words (a running header, a sentence's last words). Overlap is carried
-  only within a section. A chunk's ``heading`` is that of the section it starts in.
+- Blocks are grouped into *sections*: consecutive blocks with the same heading, page and kind of
+  text (body text, i.e. paragraphs, pages, tables, text boxes and pictures, stays together;
+  headers, footers, footnotes, endnotes, comments and speaker notes each form their own), and
+  from the same source (text layer or OCR: a chunk is wholly OCR'd or not, and says which). A
+  chunk never spans two sections.
 - A section is split into *units*: sentences of paragraphs, rows of tables. A unit longer than the
   budget is split at line breaks, then cells, then words, then characters, so no text is lost.
 - Units are packed greedily up to ``max_tokens``. When a chunk must end, it ends at the strongest
@@ -25,7 +19,7 @@ How a document is cut:
   figures, no "name: value" cells: an XLSX row already carries its header in each cell) and it
   takes at most a quarter of the budget; the overlap gives way to it when both do not fit.
 - A chunk never spans two pages either (the page is part of the section), so a citation's
-  ``page`` is exact. Overlap therefore stays within a page.
+  ``page`` is exact; ``heading`` is the section's. Overlap therefore stays within a page.
 
 Every unit is tokenized once and every finished chunk once more to check the limit, so the cost is
 linear in the text (the final check catches tokenizers whose counts are not additive).
@@ -42,16 +36,8 @@ from typing import Protocol
 from parley.embedder import Tokenizer
 
 # Boundary strength before a unit: where a chunk would best end.
-_CHAR, _WORD, _CELL, _SENTENCE, _LINE, _PARAGRAPH, _SECTION = range(7)
-_SEPARATOR = {
-    _CHAR: "",
-    _WORD: " ",
-    _CELL: " | ",
-    _SENTENCE: " ",
-    _LINE: "\n",
-    _PARAGRAPH: "\n\n",
-    _SECTION: "\n\n",
-}
+_CHAR, _WORD, _CELL, _SENTENCE, _LINE, _PARAGRAPH = range(6)
+_SEPARATOR = {_CHAR: "", _WORD: " ", _CELL: " | ", _SENTENCE: " ", _LINE: "\n", _PARAGRAPH: "\n\n"}
 # Cells split where a "|" has text on both sides, so an empty cell stays as "| " on the next one.
 _SPLIT_AT = {_CELL: re.compile(r"(?<=\S)\s*\|\s*(?=\S)"), _LINE: re.compile(r"\n")}
 _BODY_KINDS = frozenset({"paragraph", "page", "table", "textbox", "picture"})
@@ -62,9 +48,6 @@ _FIGURE_CELL = re.compile(r"[-+(]?[$€£¥]?\s?[\d.,]+\)?\s?%?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
 # The largest share of the budget a table's header row may take in a chunk that continues it.
 _HEAD_SHARE = 0.25
-# A section's part of fewer words than this (a page's running header, the last words of a sentence
-# from the page before) goes with the section that follows it.
-_FRAGMENT_WORDS = 6
 # When a chunk must end, its best boundary is searched for among the units past this share.
 _MIN_FILL = 0.5
 
@@ -109,8 +92,6 @@ class _Unit:
     strength: int  # boundary strength before this unit
     row: bool = False  # a table row (or part of one): overlap repeats it whole or not at all
     head: _Unit | None = None  # a row's table's header row, repeated by a chunk that starts here
-    section: int = 0  # the index of its section (heading) within its run of blocks
-    opens: bool = False  # the first unit of its section
 
 
 def chunk(
@@ -128,28 +109,15 @@ def chunk(
         raise ValueError("overlap_tokens must be between 0 and half of max_tokens")
     cutter = _Cutter(tokenizer, base=base, budget=max_tokens - base, overlap=overlap_tokens)
     drafts: list[ChunkDraft] = []
-    previous: tuple[str | None, str] | None = None  # the heading and kind of the last block
-    for (_, _, ocr), run in groupby(blocks, key=_run_key):
-        units: list[_Unit] = []
-        headings: list[str | None] = []
-        for block in run:
-            kind = _kind(block)
-            opens = (block.heading, kind) != previous
-            previous = (block.heading, kind)
-            if opens or not headings:
-                headings.append(block.heading)
-            section = len(headings) - 1
-            for i, unit in enumerate(cutter.units(block)):
-                if i == 0 and opens:
-                    unit = replace(unit, strength=_SECTION, opens=True)
-                units.append(replace(unit, section=section))
-        for text, first, tokens in cutter.pack(units):
+    for (heading, _, _, ocr), section in groupby(blocks, key=_section_key):
+        units = [u for block in section for u in cutter.units(block)]
+        for text, page, tokens in cutter.pack(units):
             drafts.append(
                 ChunkDraft(
                     ordinal=len(drafts),
                     text=text,
-                    page=first.page,
-                    heading=headings[first.section],
+                    page=page,
+                    heading=heading,
                     tokens=tokens,
                     ocr=ocr,
                 )
@@ -157,12 +125,9 @@ def chunk(
     return drafts
 
 
-def _kind(block: BlockLike) -> str:
-    return "body" if block.kind in _BODY_KINDS else block.kind
-
-
-def _run_key(block: BlockLike) -> tuple[str, int | None, bool]:
-    return _kind(block), block.page, block.ocr
+def _section_key(block: BlockLike) -> tuple[str | None, str, int | None, bool]:
+    kind = "body" if block.kind in _BODY_KINDS else block.kind
+    return block.heading, kind, block.page, block.ocr
 
 
 class _Cutter:
@@ -267,24 +232,11 @@ class _Cutter:
 
     # ------------------------------------------------------------------------------ packing
 
-    def pack(self, units: list[_Unit]) -> Iterator[tuple[str, _Unit, int]]:
-        """(text, first unit, tokens) of each chunk of one run's units. A chunk that starts
-        where a section opens may hold that section and the next ones whole (it is cut at a
-        section boundary when one is past its middle); one that starts inside a section ends
-        with that section, and carries overlap only from it."""
+    def pack(self, units: list[_Unit]) -> Iterator[tuple[str, int | None, int]]:
+        """(text, page, tokens) of each chunk of one section's units."""
         start = 0
         carried: list[_Unit] = []  # overlap from the previous chunk
         while start < len(units):
-            stop, named = len(units), units[start]  # named: the unit whose section names the chunk
-            if not units[start].opens:
-                section = units[start].section
-                stop = next(
-                    (k for k in range(start + 1, len(units)) if units[k].section != section),
-                    len(units),
-                )
-                if sum(len(u.text.split()) for u in units[start:stop]) < _FRAGMENT_WORDS:
-                    stop = len(units)  # a few words left over do not make a chunk of their own
-                    named = next((u for u in units[start:] if u.opens), named)
             head = units[start].head
             if head is not None and start > 0 and not any(u.text == head.text for u in carried):
                 while carried and (
@@ -298,10 +250,10 @@ class _Cutter:
             while carried and carried_tokens + units[start].tokens > self.budget:
                 carried_tokens -= carried.pop(0).tokens
             end, total = start, carried_tokens
-            while end < stop and total + units[end].tokens <= self.budget:
+            while end < len(units) and total + units[end].tokens <= self.budget:
                 total += units[end].tokens
                 end += 1
-            if end < stop:
+            if end < len(units):
                 end = self._best_cut(units, start, end)
             while True:
                 text = _join([*carried, *units[start:end]])
@@ -313,13 +265,8 @@ class _Cutter:
                     carried.pop(0)
                 else:
                     end -= 1
-            if named.opens and units.index(named) >= end:
-                named = units[start]
-            yield text, named, tokens
-            carried = []
-            if end < len(units) and not units[end].opens:
-                section = units[end].section
-                carried = self._overlap([u for u in units[start:end] if u.section == section])
+            yield text, units[start].page, tokens
+            carried = self._overlap(units[start:end])
             start = end
 
     def _best_cut(self, units: list[_Unit], start: int, end: int) -> int:

@@ -90,8 +90,7 @@ def _repeated_lines(blocks: Sequence[BlockLike]) -> list[str]:
     """Lines that start or end several pages (running headers and footers), page numbers
     removed, most frequent first."""
     counts: Counter[str] = Counter()
-    # A PDF page may come in several blocks (one per section): its lines are read as one page.
-    by_page: dict[int | None, list[str]] = {}
+    pages = 0
     for b in blocks:
         if b.kind in ("header", "footer"):
             for line in b.text.splitlines():
@@ -99,13 +98,11 @@ def _repeated_lines(blocks: Sequence[BlockLike]) -> list[str]:
             continue
         if b.kind != "page":
             continue
-        by_page.setdefault(b.page, []).extend(
-            ln.strip() for ln in b.text.splitlines() if ln.strip()
-        )
-    for lines in by_page.values():
+        pages += 1
+        lines = [ln.strip() for ln in b.text.splitlines() if ln.strip()]
         for line in {*lines[:2], *lines[-2:]}:
             counts[_no_page_number(line)] += 1
-    floor = max(3, len(by_page) // 4)
+    floor = max(3, pages // 4)
     return [line for line, n in counts.most_common() if n >= floor and line]
 
 

@@ -13,10 +13,7 @@ no text"), as are pages left when the OCR time budget ran out. A document whose 
 fails as before (``no_text_layer``), or ``timeout`` when the budget ran out before any text.
 
 Headings come from the PDF outline (bookmarks): a page's text is split where an outline title on
-that page occurs, so text after a bookmark carries its title. A PDF without an outline has its
-headings found in the page text (:mod:`ingest_worker.extract.headings`: short lines that are not
-sentences, followed by body text; numbered "Item 2." / "Note 3" lines; titles in capitals), the
-running headers and footers excepted. Either way a heading runs on across pages until the next.
+that page occurs, so text after a bookmark carries its title.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ from typing import Any, Literal
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from ingest_worker.extract.headings import normalized, split_at_headings
 from ingest_worker.extract.ocr import (
     MAX_PIXELS,
     RENDER_SCALE,
@@ -424,9 +420,6 @@ def _pages(numbers: Sequence[int]) -> str:
 def _blocks_with_headings(pages: list[Page], outline: list[tuple[int, str]]) -> Iterator[Block]:
     """One block per page, split where an outline title on that page occurs in its text. A title
     not found in the text marks its page from where the previous title ended."""
-    if not outline:
-        yield from _blocks_with_found_headings(pages)
-        return
     ordered = sorted(outline, key=lambda entry: entry[0])  # stable: outline order within a page
     heading: str | None = None
     cursor = 0
@@ -451,30 +444,6 @@ def _blocks_with_headings(pages: list[Page], outline: list[tuple[int, str]]) -> 
         rest = page.text[start:].strip()
         if rest:
             yield Block(text=rest, page=page.number, heading=heading, kind="page", ocr=page.ocr)
-
-
-def _blocks_with_found_headings(pages: list[Page]) -> Iterator[Block]:
-    """One block per section of each page, headings found in the text (see the module
-    docstring); text before a page's first heading continues the previous page's section."""
-    skip = _running_lines(pages)
-    heading: str | None = None
-    for page in pages:
-        for found, text in split_at_headings(page.text, skip=skip):
-            heading = found or heading
-            yield Block(text=text, page=page.number, heading=heading, kind="page", ocr=page.ocr)
-
-
-def _running_lines(pages: list[Page]) -> frozenset[str]:
-    """Lines that open or close many pages (running headers and footers, page numbers as '#')."""
-    if len(pages) < 3:
-        return frozenset()
-    counts: dict[str, int] = {}
-    for page in pages:
-        lines = [line for line in page.text.split("\n") if line.strip()]
-        for line in {normalized(line) for line in (*lines[:2], *lines[-2:])}:
-            counts[line] = counts.get(line, 0) + 1
-    floor = max(3, len(pages) // 4)
-    return frozenset(line for line, n in counts.items() if n >= floor)
 
 
 _NUMBERING = re.compile(r"[\dIVXivx]+(?:[.\-)]\d*)*\.?\s*")

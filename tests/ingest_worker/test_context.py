@@ -39,24 +39,6 @@ def test_a_fiscal_year_that_is_not_the_calendar_year_is_the_documents_own() -> N
     assert (context.period, context.period_end) == ("Q1 2024", "2023-09-30")
 
 
-def test_the_running_footer_is_read_per_page_when_pages_have_several_sections() -> None:
-    footer = "Contoso Ltd. | Q3 2024 Form 10-Q | {page}"
-    body = documents.lorem(40, seed=2)
-    cover = Block("Quarterly Report\n" + documents.lorem(600, seed=1), 1, None, "page")
-    blocks = [cover] + [
-        Block(
-            f"{heading}\n{body}" + (f"\n{footer.format(page=n)}" if heading == "Outlook" else ""),
-            n,
-            heading,
-            "page",
-        )
-        for n in range(2, 14)
-        for heading in ("Overview", "Revenue", "Costs", "Results", "Outlook")
-    ]
-    context = document_context(blocks, "upload.pdf")
-    assert (context.entity, context.period) == ("Contoso Ltd.", "Q3 2024")
-
-
 def test_a_deck_title_page() -> None:
     deck = documents.pdf([
         "Litware Holdings plc\nInvestor Presentation\nFiscal 2025 Results\nMarch 14, 2025",

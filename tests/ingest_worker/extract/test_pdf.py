@@ -53,34 +53,6 @@ def test_a_bookmark_whose_title_is_not_on_the_page_marks_the_page_from_its_top()
     assert [(b.page, b.heading) for b in blocks] == [(1, None), (2, "Chapter Two")]
 
 
-HIGHLIGHTS = (
-    "Quarterly Highlights\n"
-    + docs.lorem(120, seed=3)
-    + "\nContoso Ltd. | Q3 2024 Form 10-Q | {page}"
-)
-TAIL = (
-    "The Company repurchased 18.0 billion dollars of its common stock during the third quarter."
-    "\nMacroeconomic Conditions\n"
-    + docs.lorem(60, seed=4)
-    + "\nContoso Ltd. | Q3 2024 Form 10-Q | {page}"
-)
-
-
-def test_without_an_outline_headings_are_found_in_the_text_and_run_on_across_pages() -> None:
-    pages = [HIGHLIGHTS.format(page=1), TAIL.format(page=2), HIGHLIGHTS.format(page=3)]
-    blocks = extract(docs.text_pdf(pages), "q.pdf", **LIMITS).blocks
-    assert [(b.page, b.heading, b.text.split("\n")[0]) for b in blocks] == [
-        (1, "Quarterly Highlights", "Quarterly Highlights"),
-        # page 2 opens with the end of page 1's section, then a section of its own
-        (2, "Quarterly Highlights", TAIL.split("\n")[0]),
-        (2, "Macroeconomic Conditions", "Macroeconomic Conditions"),
-        (3, "Quarterly Highlights", "Quarterly Highlights"),
-    ]
-    assert " ".join(b.text for b in blocks).split() == " ".join(
-        p.format(page=i + 1) for i, p in enumerate(pages)
-    ).split()
-
-
 def test_scanned_pages_among_text_pages_are_a_warning_not_a_failure() -> None:
     result = extract(
         docs.mixed_pdf(["Real text one.", None, "Real text three.", None]), "m.pdf", **LIMITS
