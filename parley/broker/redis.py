@@ -25,16 +25,12 @@ taken from: its heartbeat goes on. A consumer without the heartbeat (an older ve
 rolling upgrade) is never declared dead: its messages wait for the lease as before. A dead
 consumer that holds nothing more is removed from the group and the set.
 
-Successors: the consumer name is unique per process unless one is given (``consumer=``,
-``PARLEY_CONSUMER_NAME`` for the ingest and embed workers): a supervisor that starts a new
-process in a dead one's place gives it the dead one's name (``parley up`` per child slot; on
-Kubernetes the pod's name, kept when a container restarts in its pod). A broker with a given name
-takes the entries still pending to that name first, on its first receives from each queue
-(atomically, with their attempt increased): the messages its predecessor died holding wait only
-for the successor to start, not for the heartbeat to lapse. The heartbeat's value is a token of
-the process: a beat that finds another process's token under the name (two live processes given
-one name by mistake) logs ``consumer_name_shared`` and goes on under a unique name, taking its
-held messages along, so two live processes never share a name for more than a beat.
+Successors: the consumer name is unique per process unless given (``PARLEY_CONSUMER_NAME``: a
+supervisor gives a dead process's name to the one it starts in its place). A broker with a given
+name first takes the entries still pending to that name (atomically, attempt increased), so its
+predecessor's messages wait for it to start, not for the heartbeat to lapse. The heartbeat holds
+a per-process token: a beat finding another's (two live processes given one name) logs
+``consumer_name_shared`` and goes on under a unique name, taking its held messages along.
 """
 
 from __future__ import annotations
@@ -238,19 +234,15 @@ class RedisBroker:
         return messages
 
     async def _take_inherited(self, queue: str, count: int) -> list[Message]:
-        """Up to ``count`` entries pending to this consumer's name that this process does not
-        hold: a predecessor of the same name died holding them. Once fewer are left than asked
-        for, the queue has nothing more to inherit."""
+        """Up to ``count`` entries pending to this name that this process does not hold (its
+        predecessor's); fewer than asked for: nothing more to inherit from ``queue``."""
         key = self.stream_key(queue)
         held = sorted(self._held.get(queue, set()))
         reply: Any = await self._take_own(keys=[key], args=[GROUP, self.consumer, count, *held])
         delivered_flat, claimed = reply
         if len(delivered_flat) // 2 < count:
             self._inherited.discard(queue)
-        delivered = {
-            delivered_flat[i]: int(delivered_flat[i + 1])
-            for i in range(0, len(delivered_flat), 2)
-        }
+        delivered = {k: int(v) for k, v in _pairs(delivered_flat).items()}
         messages = []
         for entry_id, fields in claimed:
             if not fields:  # deleted while pending (Redis < 7 still returns it): settled
