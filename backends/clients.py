@@ -40,7 +40,8 @@ class Brokers:
         leases = {q.name: q.lease_seconds for q in (queues.ingest, queues.embed, queues.chat)}
         if backend is BrokerBackend.REDIS:
             return RedisBroker(
-                self._redis, prefix=self._settings.redis_prefix, lease_seconds=leases
+                self._redis, prefix=self._settings.redis_prefix, lease_seconds=leases,
+                consumer=self._settings.consumer_name,
             )
         from backends.servicebus import ServiceBusBroker
 

@@ -6,6 +6,10 @@ Storage. (The brokers, one per backend, are opened by :class:`backends.clients.B
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from parley.blobstore import BlobStore
 from parley.embedder import Embedder, Tokenizer
 from parley.errors import ConfigError
@@ -35,8 +39,23 @@ def build_embedder(settings: Settings) -> Embedder:
 
     return LocalEmbedder(
         LocalEmbedderConfig(threads=settings.embed_threads, graph=settings.embed_graph,
-                            spin=settings.embed_spin)
+                            spin=settings.embed_spin, cache=graph_cache())
     )
+
+
+def graph_cache() -> Path | None:
+    """Where the local embedder keeps its fused graph between processes: a folder of this user's
+    in the temporary directory (``TMPDIR``; on Kubernetes the pod's ``/tmp`` volume, kept when a
+    container restarts in its pod). None when that folder belongs to another user (on a shared
+    machine a planted graph would be run)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"parley-{uid if uid is not None else 'user'}"
+    try:
+        if uid is not None and folder.stat().st_uid != uid:
+            return None
+    except OSError:
+        pass  # not there yet: created (0700) by the first write
+    return folder
 
 
 def _on_gpu(settings: Settings) -> bool:

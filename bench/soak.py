@@ -5,9 +5,11 @@ duplicated or embedded more than once, and the time until every document was rea
 Both runs use the fault suite's stack (tests/faultstack.py): a private Redis with its
 append-only file (as ``parley up`` runs it), a fresh Chroma server per run, and the two workers
 as child processes; a killed worker is started again at once, as ``parley up`` or Kubernetes
-would (their own restart is tested in tests/test_fault_recovery.py); a killed Redis comes back
-on its port after a second, with its data. Leases are the default (60 s): a killed worker's
-messages are taken by another consumer once its heartbeat has lapsed (parley.broker.redis).
+would (their own restart is tested in tests/test_fault_recovery.py), under the same consumer
+name (``PARLEY_CONSUMER_NAME`` per slot, as ``parley up`` gives), so it takes the messages its
+predecessor held on its first receive (parley.broker.redis); the fused embedding graph is read
+from its cache, not rebuilt. A killed Redis comes back on its port after a second, with its
+data. Leases are the default (60 s): only a consumer without a heartbeat waits for them.
 
 Run: python -m bench soak [--documents 100] [--every 10] [--seed 1] [--lease 60] [--logs DIR]
 """

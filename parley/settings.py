@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     queues: Queues = Queues()
     # Prefix of every Redis key Parley writes, so that two stacks can share one Redis.
     redis_prefix: str = "parley"
+    # The ingest and embed workers' consumer name on Redis Streams; None: unique per process. A
+    # process given its dead predecessor's name takes the messages it left at once (see
+    # parley.broker.redis): set by `parley up` per child slot; on Kubernetes, the pod's name.
+    consumer_name: str | None = Field(default=None, min_length=1, max_length=200)
 
     # --- blob store -------------------------------------------------------------------------
     blob_backend: str = Field(default="local", pattern="^(local|azure)$")

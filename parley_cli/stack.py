@@ -13,8 +13,11 @@ starting ``parley up`` again keeps queues, document status and the blob watcher'
 nothing ready is extracted or embedded again.
 
 Supervision: a child or server that exits on its own is said, with the end of its log, and
-started again (same port, same files) after a backoff of 0.5 s, doubling with each exit within
-a minute; the fifth exit within a minute is a crash loop, which stops the stack (exit code 1).
+started again (same port, same files): at once after its first exit within a minute, then after
+0.5 s, doubling with each further exit; the fifth exit within a minute is a crash loop, which
+stops the stack (exit code 1). The ingest and embed workers keep one consumer name per slot
+(``PARLEY_CONSUMER_NAME``) across restarts, so a restarted worker takes the messages its killed
+predecessor held at once (parley.broker.redis), not after its heartbeat lapses.
 
 Ctrl-C (or SIGTERM) at any moment, even while starting, stops everything in reverse order: the
 children get SIGTERM and drain for up to ``PARLEY_DRAIN_SECONDS`` (then SIGKILL), then the
@@ -24,6 +27,7 @@ servers stop.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -49,7 +53,8 @@ READY_TIMEOUT = 180.0  # seconds for the gateway's /readyz (first start loads th
 LOG_TAIL_LINES = 20
 CRASH_WINDOW = 60.0  # seconds: exits within it count towards the backoff and the crash loop
 CRASH_LOOP = 5  # this many exits within the window stop the stack
-FIRST_BACKOFF = 0.5  # seconds before the first restart; doubled by each further exit
+FIRST_BACKOFF = 0.5  # seconds before the second restart within the window; then doubled
+SUPERVISE_EVERY = 0.2  # seconds between looks at the children once up
 
 
 class Stop(BaseException):
@@ -124,11 +129,22 @@ def _not_ready_why(url: str) -> str:
 def restart_delay(exits: list[float], now: float) -> float | None:
     """Seconds to wait before starting again something that exited at the times ``exits``
     (monotonic, oldest first), or None for a crash loop (``CRASH_LOOP`` exits within
-    ``CRASH_WINDOW``). Pure."""
+    ``CRASH_WINDOW``). The first exit within the window is restarted at once (a killed worker's
+    documents wait for its successor; Kubernetes restarts a container at once too). Pure."""
     recent = [t for t in exits if now - t <= CRASH_WINDOW]
     if len(recent) >= CRASH_LOOP:
         return None
-    return FIRST_BACKOFF * 2.0 ** max(0, len(recent) - 1)
+    if len(recent) <= 1:
+        return 0.0
+    return FIRST_BACKOFF * 2.0 ** (len(recent) - 2)
+
+
+def consumer_name(state: Path, module: str) -> str:
+    """The consumer name of ``module``'s slot in the stack kept in ``state``: the same for every
+    restart of the slot, distinct between slots, stacks and machines (two stacks may share one
+    Redis). Pure."""
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}-{module}-{digest}"
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -187,6 +203,9 @@ class Stack:
 
     def spawn(self, module: str, env: dict[str, str]) -> None:
         path = self.logs / f"{module}.log"
+        if module in WORKERS:
+            # Not the inference worker: the gateway tells a lost one by its heartbeat lapsing.
+            env = {**env, "PARLEY_CONSUMER_NAME": consumer_name(self.state, module)}
 
         def launch() -> subprocess.Popen[bytes]:
             with path.open("ab") as log:
@@ -230,7 +249,7 @@ class Stack:
                             f"{CRASH_WINDOW:.0f} s: stopping (see {unit.log_path})")
                 unit.restart_at = now + delay
                 self.say(f"restarting {unit.name} in {delay:g} s")
-            elif now >= unit.restart_at:
+            if unit.restart_at is not None and now >= unit.restart_at:
                 try:
                     process = unit.start()
                 except ParleyError as exc:  # a server that could not start: counts as an exit
@@ -355,7 +374,7 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
                 stack.say(failed)
                 code = 1
                 break
-            time.sleep(0.5)
+            time.sleep(SUPERVISE_EVERY)
     except Stop:
         pass
     except ParleyError as exc:

@@ -104,7 +104,10 @@ class FaultStack:
         with path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", module], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**self.env, "PARLEY_METRICS_PORT": str(self.ports[module])},
+                env={**self.env, "PARLEY_METRICS_PORT": str(self.ports[module]),
+                     # One name per slot, as ``parley up`` gives: a worker started in a killed
+                     # one's place takes the messages it left at once (parley.broker.redis).
+                     "PARLEY_CONSUMER_NAME": f"{module}-{self.tenant}"},
             )
         self.workers[module] = process
         return process

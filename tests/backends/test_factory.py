@@ -4,6 +4,8 @@ they cannot."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from pydantic import SecretStr
 
 from backends.azure_blob import AzureBlobStore
 from backends.azure_embedder import AzureOpenAIEmbedder
-from backends.factory import build_embedder, open_blob_store
+from backends.factory import build_embedder, graph_cache, open_blob_store
 from parley.blobstore import BlobStore
 from parley.blobstore.local import LocalBlobStore
 from parley.embedder.local import LocalEmbedder
@@ -30,6 +32,7 @@ async def test_the_default_is_the_local_cpu_embedder(device: str) -> None:
     try:
         assert isinstance(embedder, LocalEmbedder)
         assert embedder.config.threads == 1
+        assert embedder.config.cache is not None and embedder.config.cache == graph_cache()
         assert len((await embedder.embed(["hello"]))[0]) == 384
     finally:
         await embedder.close()
@@ -149,3 +152,17 @@ async def test_the_spin_setting_reaches_onnxruntime(spin: bool) -> None:
         assert len((await embedder.embed(["hello"]))[0]) == 384
     finally:
         await embedder.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners")
+def test_the_graph_cache_is_a_folder_of_this_user_and_never_another_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    mine = graph_cache()
+    assert mine == tmp_path / f"parley-{os.getuid()}"
+    # A folder of that name owned by someone else (here: made by this user for another uid).
+    other = os.getuid() + 1
+    (tmp_path / f"parley-{other}").mkdir()
+    monkeypatch.setattr(os, "getuid", lambda: other)
+    assert graph_cache() is None

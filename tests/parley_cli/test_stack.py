@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from parley_cli.localstack import free_port
-from parley_cli.stack import port_problem, restart_delay
+from parley_cli.stack import consumer_name, port_problem, restart_delay
 
 
 def env_for(port: int) -> dict[str, str]:
@@ -181,10 +181,18 @@ def test_ctrl_c_while_starting_leaves_nothing_running(tmp_path: Path) -> None:
     assert processes_mentioning(str(tmp_path / "state")) == []
 
 
-def test_restart_backoff_doubles_and_five_exits_in_a_minute_are_a_crash_loop() -> None:
-    assert restart_delay([100.0], 100.0) == 0.5
-    assert restart_delay([100.0, 101.0], 101.0) == 1.0
-    assert restart_delay([100.0, 101.0, 103.0, 107.0], 107.0) == 4.0
+def test_restart_at_once_then_backoff_doubles_and_five_exits_in_a_minute_are_a_crash_loop(
+) -> None:
+    assert restart_delay([100.0], 100.0) == 0.0
+    assert restart_delay([100.0, 101.0], 101.0) == 0.5
+    assert restart_delay([100.0, 101.0, 103.0, 107.0], 107.0) == 2.0
     assert restart_delay([100.0, 101.0, 103.0, 107.0, 115.0], 115.0) is None
     # Exits older than the window are forgiven: a child that ran for a while starts afresh.
-    assert restart_delay([10.0, 20.0, 30.0, 40.0, 200.0], 200.0) == 0.5
+    assert restart_delay([10.0, 20.0, 30.0, 40.0, 200.0], 200.0) == 0.0
+
+
+def test_each_worker_slot_keeps_one_consumer_name_of_its_own(tmp_path: Path) -> None:
+    name = consumer_name(tmp_path / "state", "embed_worker")
+    assert consumer_name(tmp_path / "state", "embed_worker") == name  # every restart
+    assert consumer_name(tmp_path / "state", "ingest_worker") != name
+    assert consumer_name(tmp_path / "other", "embed_worker") != name

@@ -1,7 +1,9 @@
 """The Redis adapter's liveness: a consumer that dies holding a message (its heartbeat lapses)
 loses it to a live consumer within seconds, whatever the lease; a live consumer with a slow
 handler, and a consumer that keeps no heartbeat (an older version), keep theirs until the lease.
-The dying consumer is a real process, SIGKILLed while it holds its message."""
+A successor started under a dead consumer's name takes what it held on its first receives; two
+live consumers given one name end with two names. The dying consumer is a real process,
+SIGKILLed while it holds its messages."""
 
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[3]
 LEASE = 60.0  # the default: nothing here may come back by the lease
 QUEUE = "work"
 
-# A consumer in its own process: receives one message, says so, then holds it (a handler that
-# never ends) until it is killed.
+# A consumer in its own process: receives messages (one, or argv[4]), says so, then holds them
+# (a handler that never ends) until it is killed.
 HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
@@ -37,9 +39,11 @@ from parley.broker.redis import RedisBroker
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1])
     broker = RedisBroker(client, prefix=sys.argv[2], default_lease=60.0, consumer=sys.argv[3])
-    while not (got := await broker.receive("work", max_messages=1, wait=1.0)):
-        pass
-    print("holding", got[0].id, flush=True)
+    count = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    got = []
+    while len(got) < count:
+        got += await broker.receive("work", max_messages=count - len(got), wait=1.0)
+    print("holding", *sorted(m.id for m in got), flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -196,3 +200,73 @@ async def test_close_ends_a_keeper_that_swallowed_a_cancel(
     await asyncio.wait({closing, keeper}, timeout=3)
     assert closing in done, "close() hung on a keeper that swallowed one cancel"
     assert swallowed == [True] and keeper.cancelled() and broker._keeper is None
+
+
+def _hold(redis_url: str, prefix: str, name: str, count: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, redis_url, prefix, name, str(count)],
+        stdout=subprocess.PIPE, env=env,
+    )
+
+
+@pytest.mark.slow
+async def test_a_successor_with_the_dead_consumers_name_takes_its_messages_at_once(
+    client: aioredis.Redis, redis_url: str, prefix: str
+) -> None:
+    publisher = RedisBroker(client, prefix=prefix, default_lease=LEASE)
+    posted = [await publisher.publish(QUEUE, f"doc-{i}".encode()) for i in range(3)]
+    name = f"slot-{uuid.uuid4().hex[:6]}"
+    holder = _hold(redis_url, prefix, name, 2)
+    successor = RedisBroker(client, prefix=prefix, default_lease=LEASE, consumer=name)
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 60)
+        assert line.decode().split() == ["holding", *posted[:2]]
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        # Its heartbeat is still alive: nobody else may take these yet. The successor's first
+        # receives do, one at a time as asked, each once, before anything new.
+        first = await successor.receive(QUEUE, max_messages=1, wait=0.1)
+        second = await successor.receive(QUEUE, max_messages=1, wait=0.1)
+        third = await successor.receive(QUEUE, max_messages=1, wait=0.1)
+        assert sorted(m.id for m in first + second) == posted[:2]
+        assert [m.attempt for m in first + second] == [2, 2]
+        assert [(m.id, m.attempt) for m in third] == [(posted[2], 1)]
+        for message in first + second + third:
+            await successor.ack(message)
+        assert await client.xlen(publisher.stream_key(QUEUE)) == 0
+    finally:
+        holder.kill()
+        holder.wait(10)
+        await successor.close()
+
+
+@pytest.mark.slow
+async def test_two_live_consumers_given_one_name_end_with_two(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    name = f"slot-{uuid.uuid4().hex[:6]}"
+    first = RedisBroker(client, prefix=prefix, default_lease=LEASE, consumer=name)
+    second = RedisBroker(client, prefix=prefix, default_lease=LEASE, consumer=name)
+    try:
+        posted = await first.publish(QUEUE, b"doc-1")
+        held = await first.receive(QUEUE, max_messages=1, wait=1.0)
+        assert [m.id for m in held] == [posted]
+        await second.receive(QUEUE, max_messages=1, wait=0.1)
+        deadline = time.monotonic() + 20
+        while first.consumer == second.consumer and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert first.consumer != second.consumer
+        # The renamed one takes what it holds along to its new name (or the other holds it,
+        # having taken it as its predecessor's): a live consumer holds it, never the old name
+        # alone.
+        for _ in range(20):
+            owner = await _pending_owner(client, first.stream_key(QUEUE))
+            if owner in (first.consumer, second.consumer):
+                break
+            await asyncio.sleep(0.2)
+        assert owner in (first.consumer, second.consumer)
+    finally:
+        await first.close()
+        await second.close()

@@ -1,17 +1,22 @@
 """The fused graph builder: it reads every weight of the packaged export, quantizes what it says
-it quantizes, and refuses an export it does not know."""
+it quantizes, and refuses an export it does not know; its cache gives a later process the same
+graph without building it, and is skipped when it cannot be used."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
+from parley.embedder import minilm_graph
 from parley.embedder.local import default_model_path
 from parley.embedder.minilm_graph import (
     HIDDEN,
     LAYERS,
     Weights,
+    cached_fused_model,
     fused_model,
     packaged_weights,
     quantize_columns,
@@ -65,3 +70,32 @@ def test_an_unknown_export_is_refused(weights: Weights) -> None:
     fused = fused_model(weights, int8=False)  # our own graph names no ``inner.`` weights
     with pytest.raises(ValueError, match="lacks"):
         packaged_weights(fused)
+
+
+def test_the_cache_gives_the_built_graph_back_without_building_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packaged = default_model_path().read_bytes()
+    cache = tmp_path / "cache"
+    built = cached_fused_model(packaged, int8=True, cache=cache)
+    assert built == fused_model(packaged_weights(packaged), int8=True)
+    [kept] = cache.iterdir()  # written whole (no part left behind)
+    assert kept.suffix == ".onnx" and (cache.stat().st_mode & 0o777) == 0o700
+
+    def no_build(*_args: object, **_kwargs: object) -> bytes:
+        raise AssertionError("built again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(minilm_graph, "fused_model", no_build)
+        assert cached_fused_model(packaged, int8=True, cache=cache) == built
+    # Another graph (or another packaged file) is another entry.
+    fp32 = cached_fused_model(packaged, int8=False, cache=cache)
+    assert fp32 != built and len(list(cache.iterdir())) == 2
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
+    packaged = default_model_path().read_bytes()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    assert cached_fused_model(packaged, int8=True, cache=blocked / "cache") == fused_model(
+        packaged_weights(packaged), int8=True)
