@@ -70,8 +70,9 @@ from bench.table import render
 from parley.broker.redis import RedisBroker
 from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, dump
 from parley.ids import ConversationId, TenantId, new_turn_id
-from parley.turnstream import TurnWriter, tail
+from parley.turnstream import TurnWriter
 from parley_cli import localstack
+from tests.fixtures.turns import tail
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "before"  # the fleet (and gateway path) of --before's tree

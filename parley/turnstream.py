@@ -16,9 +16,8 @@ flush interval plus one token.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -27,7 +26,7 @@ from redis.asyncio.client import Pipeline
 from parley import lua
 from parley.keys import Keys
 from parley.turnevents import TERMINAL as TERMINAL
-from parley.turnevents import ErrorEvent, Event, TokenEvent, fields, make, parse
+from parley.turnevents import ErrorEvent, Event, TokenEvent, fields, make
 from parley.turnevents import TurnEvent as TurnEvent
 
 MAX_EVENTS = 20_000
@@ -136,40 +135,6 @@ async def cancel(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley"
 
 async def is_cancelled(client: aioredis.Redis, turn_id: str, *, prefix: str = "parley") -> bool:
     return bool(await client.exists(Keys(prefix).turn_cancel(turn_id)))
-
-
-async def tail(
-    client: aioredis.Redis,
-    turn_id: str,
-    *,
-    prefix: str = "parley",
-    after: str = "0-0",
-    block: float = 2.0,  # below redis-py's default socket_timeout (5 s), which would cut it
-    idle_timeout: float | None = None,
-) -> AsyncIterator[TurnEvent]:
-    """Events of the turn after offset ``after``, waiting for new ones, until a terminal event.
-
-    Raises TimeoutError when nothing arrives for ``idle_timeout`` seconds (None: wait forever).
-    Cancelling the consuming task stops the read at once; nothing is consumed from the stream,
-    so another reader (or a resumed client) sees every event again from its own offset."""
-    key = turn_key(prefix, turn_id)
-    last = after
-    quiet_since = time.monotonic()
-    while True:
-        reply: Any = await client.xread({key: last}, count=512, block=int(block * 1000))
-        if not reply:
-            if idle_timeout is not None and time.monotonic() - quiet_since > idle_timeout:
-                raise TimeoutError(f"turn {turn_id}: no event for {idle_timeout:.0f} s")
-            await asyncio.sleep(0)
-            continue
-        quiet_since = time.monotonic()
-        for _key, entries in reply:
-            for entry_id, entry in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                event = parse(last, entry)
-                yield event
-                if event.kind in TERMINAL:
-                    return
 
 
 # Liveness of the worker answering a turn ---------------------------------------------------------

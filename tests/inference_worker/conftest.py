@@ -22,7 +22,8 @@ from parley.contracts import TURN_HEADER, ChatMessage, ChatTurn, Source, dump
 from parley.ids import ChunkId, ConversationId, DocumentId, TenantId, TurnId, new_turn_id
 from parley.runtime.consumer import Consumer
 from parley.settings import QueueSettings
-from parley.turnstream import TurnEvent, TurnWriter, tail
+from parley.turnstream import TurnEvent, TurnWriter
+from tests.fixtures.turns import tail
 
 
 def sources(count: int = 2) -> list[Source]:

@@ -19,8 +19,9 @@ from parley.broker import Message
 from parley.contracts import ChatMessage, dump
 from parley.errors import ParleyError, Unsettled
 from parley.ids import MessageId
-from parley.turnstream import TurnWriter, attached_key, cancel, tail
+from parley.turnstream import TurnWriter, attached_key, cancel
 from parley_cli import localstack
+from tests.fixtures.turns import tail
 from tests.inference_worker.conftest import text_of, turn, worker
 from tests.inference_worker.scripted import ScriptedModel
 from tests.peers.openai_chat import Failure, OpenAIChatPeer

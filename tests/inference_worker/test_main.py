@@ -20,8 +20,9 @@ import redis.asyncio as aioredis
 
 from parley.broker.redis import RedisBroker
 from parley.contracts import TURN_HEADER, dump
-from parley.turnstream import TurnEvent, TurnWriter, tail
+from parley.turnstream import TurnEvent, TurnWriter
 from tests.conftest import ROOT
+from tests.fixtures.turns import tail
 from tests.inference_worker.conftest import text_of, turn
 from tests.peers.openai_chat import OpenAIChatPeer
 

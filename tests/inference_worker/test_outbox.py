@@ -15,7 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from inference_worker.outbox import Outbox
-from parley.turnstream import attached_key, cancel, tail
+from parley.turnstream import attached_key, cancel
+from tests.fixtures.turns import tail
 
 
 @pytest.fixture

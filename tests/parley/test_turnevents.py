@@ -27,7 +27,8 @@ from parley.turnevents import (
     make,
     parse,
 )
-from parley.turnstream import TurnWriter, tail
+from parley.turnstream import TurnWriter
+from tests.fixtures.turns import tail
 
 SOURCE = {"n": 1, "chunk_id": "c1", "document_id": "d1", "document": "q3.pdf", "page": 4,
           "heading": None, "location": "page 4", "ocr": False, "snippet": "Revenue rose",
