@@ -187,15 +187,16 @@ def _merge(base: Any, patch: Any, strategic: bool, key: str = "") -> Any:
     merge_key = _MERGE_KEYS.get(key) if strategic else None
     if isinstance(base, list) and isinstance(patch, list) and merge_key:
         out_list = [copy.deepcopy(item) for item in base]
+        added = []
         for item in patch:
             for i, existing in enumerate(out_list):
                 if existing.get(merge_key) == item.get(merge_key):
                     out_list[i] = _merge(existing, item, strategic)
                     break
             else:
-                # Strategic merge puts new list items first.
-                out_list.insert(0, copy.deepcopy(item))
-        return out_list
+                added.append(copy.deepcopy(item))
+        # Strategic merge puts new list items first, in the patch's order.
+        return added + out_list
     return copy.deepcopy(patch)
 
 
