@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from parley import lua
 from parley.contracts import ChatMessage
@@ -24,6 +28,24 @@ _APPEND = lua.script(__package__, "conversation_append.lua")
 
 def new_conversation_id() -> ConversationId:
     return ConversationId(uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One run of a registered Lua script: run alone (:meth:`run`: ``EVALSHA``, loading the
+    script when Redis lacks it) or queued on a caller's pipeline (:meth:`queue`: ``EVALSHA``
+    alone, one reply; a ``NOSCRIPT`` reply there means :meth:`run` it, the scripts being
+    idempotent). Redis-py's own pipelined scripts cost a ``SCRIPT EXISTS`` round trip more."""
+
+    script: AsyncScript
+    keys: Sequence[str]
+    args: Sequence[str | int | float]
+
+    async def run(self) -> Any:
+        return await self.script(keys=list(self.keys), args=list(self.args))
+
+    def queue(self, pipe: Pipeline) -> None:
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
 
 
 class Conversations:
@@ -54,10 +76,17 @@ class Conversations:
         message: ChatMessage,
     ) -> bool:
         """Record one message of ``turn_id``; False when it was already recorded."""
+        return bool(await self.append_call(tenant, conversation, turn_id, message).run())
+
+    def append_call(
+        self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        turn_id: str,
+        message: ChatMessage,
+    ) -> ScriptCall:
+        """What :meth:`append` runs, for a caller's pipeline."""
         key = self.key(tenant, conversation)
         entry = json.dumps({"role": message.role, "content": message.content}, ensure_ascii=False)
-        done = await self._append(
-            keys=[key, f"{key}:seen:{turn_id}:{message.role}"],
-            args=[entry, self._max, self._ttl],
-        )
-        return bool(done)
+        return ScriptCall(self._append, [key, f"{key}:seen:{turn_id}:{message.role}"],
+                          [entry, self._max, self._ttl])

@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from chat_gateway.conversation import ScriptCall
 from parley import lua
 from parley.keys import Keys
 
@@ -116,14 +117,21 @@ class ConversationStore:
     ) -> bool:
         """Add a question (creating the conversation, titled by it, when new); False when the
         conversation is another subject's or the question was already recorded."""
+        call = self.question_call(tenant, subject, conversation_id, turn_id, question)
+        return int(await call.run()) == 1
+
+    def question_call(
+        self, tenant: str, subject: str, conversation_id: str, turn_id: str, question: str
+    ) -> ScriptCall:
+        """What :meth:`record_question` runs, for a caller's pipeline (its reply: 1 recorded,
+        0 already recorded, -1 another subject's)."""
         now = time.time()
         entry = {"turn_id": turn_id, "role": "user", "content": question, "at": now}
-        done = await self._question(
-            keys=self._keys_of(tenant, subject, conversation_id, turn_id, "user"),
-            args=[subject, json.dumps(entry, ensure_ascii=False), title_of(question), now,
-                  self.retention, MAX_ENTRIES, conversation_id],
+        return ScriptCall(
+            self._question, self._keys_of(tenant, subject, conversation_id, turn_id, "user"),
+            [subject, json.dumps(entry, ensure_ascii=False), title_of(question), now,
+             self.retention, MAX_ENTRIES, conversation_id],
         )
-        return int(done) == 1
 
     async def record_answer(
         self,
