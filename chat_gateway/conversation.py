@@ -7,6 +7,7 @@ conversation id from another tenant is simply an empty, separate conversation.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from parley import lua
 from parley.contracts import ChatMessage
@@ -46,6 +48,31 @@ class ScriptCall:
 
     def queue(self, pipe: Pipeline) -> None:
         pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+
+async def settle(calls: Sequence[ScriptCall], replies: Sequence[Any]) -> list[Any]:
+    """The replies of ``calls`` queued on a pipeline executed with ``raise_on_error=False``:
+    each ``NOSCRIPT`` run again (loading its script), any other error reply raised."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+            raise reply
+    settled = list(replies)
+    again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    for i, reply in zip(again, await asyncio.gather(*(calls[i].run() for i in again)),
+                        strict=True):
+        settled[i] = reply
+    return settled
+
+
+async def pipelined(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run ``calls`` in one round trip (their replies, as :func:`settle` gives them)."""
+    if not calls:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for call in calls:
+            call.queue(pipe)
+        replies = await pipe.execute(raise_on_error=False)
+    return await settle(calls, replies)
 
 
 class Conversations:

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from chat_gateway import followup, prompt
 from chat_gateway.auth import Principal
-from chat_gateway.conversation import Conversations, ScriptCall, new_conversation_id
+from chat_gateway.conversation import Conversations, ScriptCall, new_conversation_id, settle
 from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
@@ -56,6 +55,7 @@ class TurnMeta:
     # The W3C traceparent of the span that started the turn (None outside any, or for a turn
     # stored before it was kept): a resumed relay continues that trace on any replica.
     traceparent: str | None = None
+    subject: str | None = None  # who asked (None: a turn stored without it)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Turns:
             return None
         data = json.loads(raw)
         return TurnMeta(TenantId(data["tenant"]), ConversationId(data["conversation_id"]),
-                        bool(data.get("persist")), data.get("traceparent"))
+                        bool(data.get("persist")), data.get("traceparent"), data.get("subject"))
 
     async def _rate_limit(self, principal: Principal) -> None:
         """Questions per minute, per user (subject) and per tenant (all its users together: one
@@ -284,15 +284,13 @@ class Turns:
                 broker.publish_on(pipe, self.options.queue, body, headers)
             replies = await pipe.execute(raise_on_error=False)
         entry = replies[1]
-        again = [call for call, reply in zip(recorded, replies[3:], strict=False)
-                 if isinstance(reply, NoScriptError)]  # Redis lost its scripts: load them
-        for reply in replies:
-            if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+        for reply in (*replies[:3], *replies[3 + len(recorded):]):
+            if isinstance(reply, Exception):
                 raise reply
         await asyncio.gather(
-            *(call.run() for call in again),
+            settle(recorded, replies[3:3 + len(recorded)]),
             *([] if broker else [self._broker.publish(self.options.queue, body, headers)]),
         )
         offset = entry.decode() if isinstance(entry, bytes) else str(entry)
-        stored = TurnMeta(tenant, cid, persist, headers.get(TRACE_HEADER))
+        stored = TurnMeta(tenant, cid, persist, headers.get(TRACE_HEADER), principal.subject)
         return Started(turn_id, cid, built.sources, offset, stored)
