@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import connect
@@ -313,9 +314,18 @@ async def test_resume_on_another_replica_has_no_gap_and_no_duplicate(world: Worl
             await send(again, {"type": "resume", "turn_id": turn_id,
                                "offset": seen[-1]["offset"]})
             rest = await receive_until(again, {"final", "cancelled", "error"})
+        async with httpx.AsyncClient(base_url=second) as http:
+            kept = (await http.get(f"/api/conversations/{seen[0]['conversation_id']}",
+                                   headers={"Authorization": "Bearer tok-alpha"})).json()
     assert rest[0] == {"type": "turn", "turn_id": turn_id, "conversation_id":
                        seen[0]["conversation_id"], "resumed": True}
     assert rest[-1]["type"] == "final"
+    # The resumed relay did not send the sources (they were before its offset): the answer is
+    # kept with them all the same, read from the turn's stream.
+    assert seen[1]["type"] == "sources"
+    assert [(m["role"], m["content"]) for m in kept["messages"]] == [
+        ("user", "revenue?"), ("assistant", world.worker.answer)]
+    assert kept["messages"][1]["sources"] == seen[1]["sources"]
     tokens = [e for e in seen + rest if e["type"] == "token"]
     offsets = [e["offset"] for e in tokens]
     assert len(offsets) == len(set(offsets))
