@@ -7,11 +7,17 @@ conversation id from another tenant is simply an empty, separate conversation.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from parley import lua
 from parley.contracts import ChatMessage
@@ -24,6 +30,49 @@ _APPEND = lua.script(__package__, "conversation_append.lua")
 
 def new_conversation_id() -> ConversationId:
     return ConversationId(uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One run of a registered Lua script: run alone (:meth:`run`: ``EVALSHA``, loading the
+    script when Redis lacks it) or queued on a caller's pipeline (:meth:`queue`: ``EVALSHA``
+    alone, one reply; a ``NOSCRIPT`` reply there means :meth:`run` it, the scripts being
+    idempotent). Redis-py's own pipelined scripts cost a ``SCRIPT EXISTS`` round trip more."""
+
+    script: AsyncScript
+    keys: Sequence[str]
+    args: Sequence[str | int | float]
+
+    async def run(self) -> Any:
+        return await self.script(keys=list(self.keys), args=list(self.args))
+
+    def queue(self, pipe: Pipeline) -> None:
+        pipe.evalsha(self.script.sha, len(self.keys), *self.keys, *self.args)
+
+
+async def settle(calls: Sequence[ScriptCall], replies: Sequence[Any]) -> list[Any]:
+    """The replies of ``calls`` queued on a pipeline executed with ``raise_on_error=False``:
+    each ``NOSCRIPT`` run again (loading its script), any other error reply raised."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+            raise reply
+    settled = list(replies)
+    again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    for i, reply in zip(again, await asyncio.gather(*(calls[i].run() for i in again)),
+                        strict=True):
+        settled[i] = reply
+    return settled
+
+
+async def pipelined(client: aioredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run ``calls`` in one round trip (their replies, as :func:`settle` gives them)."""
+    if not calls:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for call in calls:
+            call.queue(pipe)
+        replies = await pipe.execute(raise_on_error=False)
+    return await settle(calls, replies)
 
 
 class Conversations:
@@ -54,10 +103,17 @@ class Conversations:
         message: ChatMessage,
     ) -> bool:
         """Record one message of ``turn_id``; False when it was already recorded."""
+        return bool(await self.append_call(tenant, conversation, turn_id, message).run())
+
+    def append_call(
+        self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        turn_id: str,
+        message: ChatMessage,
+    ) -> ScriptCall:
+        """What :meth:`append` runs, for a caller's pipeline."""
         key = self.key(tenant, conversation)
         entry = json.dumps({"role": message.role, "content": message.content}, ensure_ascii=False)
-        done = await self._append(
-            keys=[key, f"{key}:seen:{turn_id}:{message.role}"],
-            args=[entry, self._max, self._ttl],
-        )
-        return bool(done)
+        return ScriptCall(self._append, [key, f"{key}:seen:{turn_id}:{message.role}"],
+                          [entry, self._max, self._ttl])

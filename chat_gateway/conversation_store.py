@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from chat_gateway.conversation import ScriptCall
 from parley import lua
 from parley.keys import Keys
 
@@ -116,14 +117,21 @@ class ConversationStore:
     ) -> bool:
         """Add a question (creating the conversation, titled by it, when new); False when the
         conversation is another subject's or the question was already recorded."""
+        call = self.question_call(tenant, subject, conversation_id, turn_id, question)
+        return int(await call.run()) == 1
+
+    def question_call(
+        self, tenant: str, subject: str, conversation_id: str, turn_id: str, question: str
+    ) -> ScriptCall:
+        """What :meth:`record_question` runs, for a caller's pipeline (its reply: 1 recorded,
+        0 already recorded, -1 another subject's)."""
         now = time.time()
         entry = {"turn_id": turn_id, "role": "user", "content": question, "at": now}
-        done = await self._question(
-            keys=self._keys_of(tenant, subject, conversation_id, turn_id, "user"),
-            args=[subject, json.dumps(entry, ensure_ascii=False), title_of(question), now,
-                  self.retention, MAX_ENTRIES, conversation_id],
+        return ScriptCall(
+            self._question, self._keys_of(tenant, subject, conversation_id, turn_id, "user"),
+            [subject, json.dumps(entry, ensure_ascii=False), title_of(question), now,
+             self.retention, MAX_ENTRIES, conversation_id],
         )
-        return int(done) == 1
 
     async def record_answer(
         self,
@@ -140,21 +148,43 @@ class ConversationStore:
         """Add a turn's answer with its sources, model and the figures the checks found in none
         of the cited sources; False when the conversation is gone or the answer was already
         recorded."""
-        owner = await self._redis.hget(self._keys.conversation_meta(tenant, conversation_id),
-                                       "owner")
+        call = await self.answer_call(tenant, conversation_id, turn_id, text=text,
+                                      sources=sources, citations=citations, model=model,
+                                      unsupported=unsupported)
+        return call is not None and int(await call.run()) == 1
+
+    async def answer_call(
+        self,
+        tenant: str,
+        conversation_id: str,
+        turn_id: str,
+        *,
+        text: str,
+        sources: Sequence[dict[str, Any]],
+        citations: Sequence[dict[str, Any]],
+        model: str | None,
+        unsupported: Sequence[str] = (),
+        owner: str | None = None,
+    ) -> ScriptCall | None:
+        """What :meth:`record_answer` runs, for a caller's pipeline (its reply: 1 recorded, 0
+        not). ``owner``: the subject that asked (the only one whose conversation can hold the
+        question; the script records nothing for another), else read; None when the
+        conversation is gone."""
         if owner is None:
-            return False
-        subject = _text(owner)
+            stored = await self._redis.hget(
+                self._keys.conversation_meta(tenant, conversation_id), "owner")
+            if stored is None:
+                return None
+            owner = _text(stored)
         now = time.time()
         entry = {"turn_id": turn_id, "role": "assistant", "content": text,
                  "sources": list(sources), "citations": list(citations), "model": model,
                  "unsupported_numbers": list(unsupported), "at": now}
-        done = await self._answer(
-            keys=self._keys_of(tenant, subject, conversation_id, turn_id, "assistant"),
-            args=[subject, json.dumps(entry, ensure_ascii=False), now, self.retention,
-                  MAX_ENTRIES, conversation_id],
+        return ScriptCall(
+            self._answer, self._keys_of(tenant, owner, conversation_id, turn_id, "assistant"),
+            [owner, json.dumps(entry, ensure_ascii=False), now, self.retention, MAX_ENTRIES,
+             conversation_id],
         )
-        return int(done) == 1
 
     async def list(
         self, tenant: str, subject: str, *, limit: int = MAX_LIST

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from chat_gateway.conversation import Conversations
+from chat_gateway.conversation import Conversations, pipelined
 from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import ErrorCode, encode
 from chat_gateway.protocol import error as error_event
@@ -236,6 +236,7 @@ class Relay:
         self, turn_id: str, meta: TurnMeta, send: Send, after: str, relayed: Relayed
     ) -> str:
         terminal: dict[str, Any] | None = None
+        sources: list[dict[str, Any]] | None = None  # the turn's, once relayed (not read again)
         async with self.attachments.hold(turn_id):
             last = after
             try:
@@ -253,8 +254,10 @@ class Relay:
                             relayed.tokens += token_count(tokens)
                             tokens = []
                         payload = client_event(turn_id, event)
-                        if isinstance(event.event, FinalEvent):
-                            await self._finish(turn_id, meta, payload)
+                        if isinstance(event.event, SourcesEvent):
+                            sources = list(event.event.sources)
+                        elif isinstance(event.event, FinalEvent):
+                            await self._finish(turn_id, meta, payload, sources)
                         if event.kind in turnstream.TERMINAL:
                             terminal = payload
                             break
@@ -273,29 +276,30 @@ class Relay:
         turn_id: str,
         meta: TurnMeta,
         payload: dict[str, Any],
+        sources: list[dict[str, Any]] | None,
     ) -> None:
+        """The answer in the conversation: its prompt history and (with sources and model) its
+        kept transcript, in one round trip. ``sources``: the turn's, when this relay sent them
+        (else read from the stream's first event)."""
         text = str(payload.get("text", ""))
         payload.setdefault("citations", [])
-        if meta.persist and text:
-            recorded: list[Awaitable[Any]] = [self._conversations.append(
-                meta.tenant, meta.conversation_id, turn_id,
-                ChatMessage(role="assistant", content=text),
-            )]
-            if self._store is not None:
-                recorded.append(self._keep(turn_id, meta, text, payload))
-            await asyncio.gather(*recorded)
-
-    async def _keep(
-        self, turn_id: str, meta: TurnMeta, text: str, payload: dict[str, Any]
-    ) -> None:
-        """The answer in the conversation's kept transcript, with its sources and model."""
-        assert self._store is not None
-        await self._store.record_answer(
-            meta.tenant, meta.conversation_id, turn_id, text=text,
-            sources=await first_sources(self._redis, self._prefix, turn_id),
-            citations=payload.get("citations") or [], model=payload.get("model"),
-            unsupported=payload.get("unsupported_numbers") or [],
-        )
+        if not (meta.persist and text):
+            return
+        calls = [self._conversations.append_call(
+            meta.tenant, meta.conversation_id, turn_id,
+            ChatMessage(role="assistant", content=text),
+        )]
+        if self._store is not None:
+            if sources is None:
+                sources = await first_sources(self._redis, self._prefix, turn_id)
+            kept = await self._store.answer_call(
+                meta.tenant, meta.conversation_id, turn_id, text=text, sources=sources,
+                citations=payload.get("citations") or [], model=payload.get("model"),
+                unsupported=payload.get("unsupported_numbers") or [], owner=meta.subject,
+            )
+            if kept is not None:
+                calls.append(kept)
+        await pipelined(self._redis, calls)
 
     async def _give_up(self, turn_id: str, last: str) -> dict[str, Any]:
         await turnstream.cancel(self._redis, turn_id, prefix=self._prefix)

@@ -373,9 +373,7 @@ class Session:
         trace.get_current_span().set_attribute("turn_id", started.turn_id)  # the "chat turn"
         await self.send_event({"type": "turn", "turn_id": started.turn_id,
                                "conversation_id": started.conversation_id})
-        meta = await self.s.turns.meta(started.turn_id)
-        assert meta is not None
-        await self._relay(started.turn_id, meta, "0-0")
+        await self._relay(started.turn_id, started.meta, "0-0")
 
     async def _resume(self, resume: Resume) -> None:
         assert self.principal is not None

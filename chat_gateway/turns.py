@@ -1,7 +1,10 @@
 """Starting a chat turn, shared by the websocket and the OpenAI-compatible face:
-rate limit -> history -> retrieval -> prompt -> turn metadata + ``sources`` event in the turn's
-stream -> publish the :class:`ChatTurn` on the chat queue. The inference worker takes it from
-there and writes tokens to the same stream; :mod:`chat_gateway.relay` reads them back.
+rate limit (with the history of a follow-up, read meanwhile) -> retrieval -> prompt -> turn
+metadata + ``sources`` event in the turn's stream + the question recorded + the
+:class:`ChatTurn` published on the chat queue, in one pipeline (a Redis broker; another broker
+is published to after it): three round trips in turn before the worker can take it. The
+inference worker takes it from there and writes tokens to the same stream;
+:mod:`chat_gateway.relay` reads them back.
 
 A turn's metadata (``<prefix>:turn:<id>:meta``: tenant, conversation, trace context) lets any
 replica check that a resuming client is of the turn's tenant, record the answer in the
@@ -20,11 +23,12 @@ import redis.asyncio as aioredis
 
 from chat_gateway import followup, prompt
 from chat_gateway.auth import Principal
-from chat_gateway.conversation import Conversations, new_conversation_id
+from chat_gateway.conversation import Conversations, ScriptCall, new_conversation_id, settle
 from chat_gateway.conversation_store import ConversationStore
 from chat_gateway.protocol import MAX_QUESTION_CHARS, ErrorCode
 from chat_gateway.retrieval import Retriever
 from parley.broker import Broker
+from parley.broker.redis import RedisBroker
 from parley.contracts import (
     TRACE_HEADER,
     TURN_HEADER,
@@ -51,6 +55,7 @@ class TurnMeta:
     # The W3C traceparent of the span that started the turn (None outside any, or for a turn
     # stored before it was kept): a resumed relay continues that trace on any replica.
     traceparent: str | None = None
+    subject: str | None = None  # who asked (None: a turn stored without it)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Started:
     conversation_id: ConversationId
     sources: tuple[Source, ...]
     offset: str  # of the ``sources`` event
+    meta: TurnMeta  # as stored (the relay's, without reading it back)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ class Turns:
             return None
         data = json.loads(raw)
         return TurnMeta(TenantId(data["tenant"]), ConversationId(data["conversation_id"]),
-                        bool(data.get("persist")), data.get("traceparent"))
+                        bool(data.get("persist")), data.get("traceparent"), data.get("subject"))
 
     async def _rate_limit(self, principal: Principal) -> None:
         """Questions per minute, per user (subject) and per tenant (all its users together: one
@@ -190,12 +196,23 @@ class Turns:
                 f"{MAX_QUESTION_CHARS:,}",
                 reason=ErrorCode.TOO_LARGE, hint="ask a shorter question",
             )
-        await self._rate_limit(principal)
         tenant = principal.tenant
         persist = history is None
         cid = ConversationId(conversation_id) if conversation_id else new_conversation_id()
-        if history is None:
-            history = await self._history(principal, cid) if conversation_id else []
+        if history is None and conversation_id:
+            # Both reads before retrieval, in one wait; a limited question is refused first.
+            limited, read = await asyncio.gather(
+                self._rate_limit(principal), self._history(principal, cid),
+                return_exceptions=True,
+            )
+            if isinstance(limited, BaseException):
+                raise limited
+            if isinstance(read, BaseException):
+                raise read
+            history = read
+        else:
+            await self._rate_limit(principal)
+            history = [] if history is None else history
         try:
             resolved = followup.resolve(question, history)
             sources = await self._retriever.retrieve(tenant, resolved.query)
@@ -230,15 +247,6 @@ class Turns:
                 "traceparent": headers.get(TRACE_HEADER),
                 # What feedback on the answer is stored with (chat_gateway/feedback.py).
                 "subject": principal.subject, "question": question}
-        # The turn's metadata and its ``sources`` event in one round trip: the ask path is on
-        # every question's time to first token.
-        writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
-                            ttl=self.options.stream_ttl)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl)
-            writer.append(pipe, source_event(given, cid))
-            _, entry, _ = await pipe.execute()
-        offset = entry.decode() if isinstance(entry, bytes) else str(entry)
         fields: dict[str, Any] = {
             "turn_id": turn_id,
             "tenant": tenant,
@@ -252,18 +260,37 @@ class Turns:
             "question": resolved.query,
             "answer_mode": mode,
         }
-        turn = ChatTurn.model_validate(fields)
-        publish = self._broker.publish(self.options.queue, dump(turn), headers)
+        body = dump(ChatTurn.model_validate(fields))
+        recorded: list[ScriptCall] = []
         if persist:
-            # Recording the question and queueing the turn are independent (the answer is
-            # recorded after both), so they share one wait.
-            recorded = [self.conversations.append(
-                tenant, cid, turn_id, ChatMessage(role="user", content=question)
-            )]
+            recorded.append(self.conversations.append_call(
+                tenant, cid, turn_id, ChatMessage(role="user", content=question)))
             if self.store is not None:
-                recorded.append(self.store.record_question(
+                recorded.append(self.store.question_call(
                     tenant, principal.subject, cid, turn_id, question))
-            await asyncio.gather(*recorded, publish)
-        else:
-            await publish
-        return Started(turn_id, cid, built.sources, offset)
+        # The ask path is on every question's time to first token: the turn's metadata, its
+        # ``sources`` event, the question recorded and (a Redis broker: the same Redis) the
+        # turn queued go in one round trip, in that order on one connection, so a worker that
+        # takes the turn finds its stream begun and its question already kept.
+        writer = TurnWriter(self._redis, turn_id, prefix=self.options.prefix,
+                            ttl=self.options.stream_ttl)
+        broker = self._broker if isinstance(self._broker, RedisBroker) else None
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.meta_key(turn_id), json.dumps(meta), ex=self.options.stream_ttl)
+            writer.append(pipe, source_event(given, cid))
+            for call in recorded:
+                call.queue(pipe)
+            if broker is not None:
+                broker.publish_on(pipe, self.options.queue, body, headers)
+            replies = await pipe.execute(raise_on_error=False)
+        entry = replies[1]
+        for reply in (*replies[:3], *replies[3 + len(recorded):]):
+            if isinstance(reply, Exception):
+                raise reply
+        await asyncio.gather(
+            settle(recorded, replies[3:3 + len(recorded)]),
+            *([] if broker else [self._broker.publish(self.options.queue, body, headers)]),
+        )
+        offset = entry.decode() if isinstance(entry, bytes) else str(entry)
+        stored = TurnMeta(tenant, cid, persist, headers.get(TRACE_HEADER), principal.subject)
+        return Started(turn_id, cid, built.sources, offset, stored)

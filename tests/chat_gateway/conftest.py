@@ -24,6 +24,7 @@ from chat_gateway.app import Gateway
 from chat_gateway.auth import Authenticator
 from chat_gateway.server import running
 from chat_gateway.services import GatewayOptions, Services
+from parley.broker import Broker
 from parley.broker.redis import RedisBroker
 from parley.contracts import ChatTurn
 from parley.embedder.local import LocalEmbedder
@@ -195,15 +196,18 @@ async def world(
     @contextlib.asynccontextmanager
     async def make_gateway(
         options: GatewayOptions | None = None, auth: Authenticator | None = None,
-        server: dict[str, Any] | None = None, **overrides: Any,
+        server: dict[str, Any] | None = None,
+        broker: Callable[[aioredis.Redis], Broker] | None = None, **overrides: Any,
     ) -> AsyncIterator[str]:
         """A gateway replica; ``overrides`` change its settings (``allowed_origins=...``),
-        ``server`` its uvicorn configuration (``{"ws_ping_interval": 0.2}``)."""
+        ``server`` its uvicorn configuration (``{"ws_ping_interval": 0.2}``), ``broker``
+        makes its chat queue's broker from its Redis client (a RedisBroker by default)."""
         # Each gateway has its own connections, as a separate replica would.
         client = aioredis.Redis.from_url(redis_url)
         gateway_settings = settings.model_copy(update=overrides) if overrides else settings
         services = Services.assemble(
-            gateway_settings, redis=client, broker=RedisBroker(client, prefix=prefix),
+            gateway_settings, redis=client,
+            broker=broker(client) if broker else RedisBroker(client, prefix=prefix),
             embedder=embedder, store=indexed, auth=auth,
             options=options or GatewayOptions(resume_grace=10.0),
         )

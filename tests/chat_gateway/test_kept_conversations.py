@@ -86,6 +86,29 @@ async def test_conversations_are_kept_listed_renamed_and_deleted(world: World) -
                                   ).json()["conversations"]] == [other["turn"]["conversation_id"]]
 
 
+async def test_questions_are_kept_after_redis_lost_its_scripts(world: World) -> None:
+    """The question is recorded in the ask's one pipeline by ``EVALSHA``; after Redis lost its
+    scripts (a restart, ``SCRIPT FLUSH``) it is recorded all the same, in the transcript and
+    in the prompt's history."""
+    async with world.make_gateway() as base:
+        first = await ask(base, "What was Orchard's revenue?")
+        cid = first["turn"]["conversation_id"]
+        await world.redis.script_flush()
+        second = await ask(base, "And the staff?", cid)
+        async with httpx.AsyncClient(base_url=base) as http:
+            opened = (await http.get(f"/api/conversations/{cid}", headers=ALPHA_AUTH)).json()
+    assert [(m["role"], m["turn_id"]) for m in opened["messages"]] == [
+        ("user", first["turn"]["turn_id"]), ("assistant", first["turn"]["turn_id"]),
+        ("user", second["turn"]["turn_id"]), ("assistant", second["turn"]["turn_id"])]
+    assert opened["messages"][2]["content"] == "And the staff?"
+    await world.redis.script_flush()
+    async with world.make_gateway() as base:
+        third = await ask(base, "And the year before?", cid)
+    turn = next(t for t in world.worker.turns if t.turn_id == third["turn"]["turn_id"])
+    assert [m.content for m in turn.messages if m.role == "user"][:2] == [
+        "What was Orchard's revenue?", "And the staff?"]
+
+
 async def test_feedback_over_the_websocket_and_the_openai_face(world: World) -> None:
     async with world.make_gateway() as base, httpx.AsyncClient(base_url=base) as http:
         asked = await ask(base, "What was Orchard's revenue?")

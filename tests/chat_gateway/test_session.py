@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import connect
@@ -14,7 +16,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_gateway.services import GatewayOptions
 from parley import turnstream
-from parley.ids import DocumentId
+from parley.broker.redis import RedisBroker
+from parley.ids import DocumentId, MessageId
 from parley.status import Stage
 from tests.chat_gateway.conftest import ALPHA, BETA, World, receive_until, ws_url
 
@@ -176,6 +179,44 @@ async def test_follow_up_uses_the_conversation(world: World) -> None:
     assert turn.messages[2].content == world.worker.answer
 
 
+async def test_a_broker_other_than_redis_gets_the_turn_after_the_pipeline(world: World) -> None:
+    """The turn goes in the ask's one pipeline only for a Redis broker (the same Redis); any
+    other broker (Service Bus) is published to once the metadata, ``sources`` and question
+    are written: the turn streams and the question is kept all the same."""
+
+    class Elsewhere:  # a Broker that is not a RedisBroker
+        def __init__(self, inner: RedisBroker) -> None:
+            self.inner = inner
+            self.published = 0
+
+        async def publish(self, queue: str, body: bytes,
+                          headers: Mapping[str, str] | None = None) -> MessageId:
+            self.published += 1
+            return await self.inner.publish(queue, body, headers)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    brokers: list[Elsewhere] = []
+
+    def elsewhere(client: Any) -> Any:
+        brokers.append(Elsewhere(RedisBroker(client, prefix=world.settings.redis_prefix)))
+        return brokers[-1]
+
+    async with world.make_gateway(broker=elsewhere) as base, \
+            connect(ws_url(base, "tok-alpha")) as ws:
+        await ws.recv()
+        await send(ws, {"type": "ask", "question": "What was Orchard's revenue?"})
+        first = await receive_until(ws, {"final"})
+        await send(ws, {"type": "ask", "question": "And how many staff?",
+                        "conversation_id": first[0]["conversation_id"]})
+        second = await receive_until(ws, {"final"})
+    assert [e["type"] for e in first][:2] == ["turn", "sources"]
+    assert second[-1]["text"] == world.worker.answer
+    assert brokers[0].published == 2
+    assert world.worker.turns[-1].messages[1].content == "What was Orchard's revenue?"
+
+
 async def test_tenant_with_no_documents_gets_no_documents(world: World) -> None:
     async with world.make_gateway() as base, connect(ws_url(base, "tok-empty")) as ws:
         await ws.recv()
@@ -232,10 +273,16 @@ async def test_rate_limit_is_a_typed_error_with_retry_after(world: World) -> Non
             connect(ws_url(base, "tok-alpha")) as ws:
         await ws.recv()
         await send(ws, {"type": "ask", "question": "revenue?"})
-        await receive_until(ws, {"final"})
+        first = await receive_until(ws, {"final"})
         await send(ws, {"type": "ask", "question": "revenue again?"})
         event = json.loads(await ws.recv())
+        # A follow-up (its history read while the limit is counted) is refused the same way.
+        await send(ws, {"type": "ask", "question": "and staff?",
+                        "conversation_id": first[0]["conversation_id"]})
+        follow_up = json.loads(await ws.recv())
     assert event["code"] == "rate_limited" and 0 < event["retry_after"] <= 60
+    assert follow_up["code"] == "rate_limited"
+    assert len(world.worker.turns) == 1
 
 
 async def test_second_ask_while_streaming_is_busy(world: World) -> None:
@@ -267,9 +314,18 @@ async def test_resume_on_another_replica_has_no_gap_and_no_duplicate(world: Worl
             await send(again, {"type": "resume", "turn_id": turn_id,
                                "offset": seen[-1]["offset"]})
             rest = await receive_until(again, {"final", "cancelled", "error"})
+        async with httpx.AsyncClient(base_url=second) as http:
+            kept = (await http.get(f"/api/conversations/{seen[0]['conversation_id']}",
+                                   headers={"Authorization": "Bearer tok-alpha"})).json()
     assert rest[0] == {"type": "turn", "turn_id": turn_id, "conversation_id":
                        seen[0]["conversation_id"], "resumed": True}
     assert rest[-1]["type"] == "final"
+    # The resumed relay did not send the sources (they were before its offset): the answer is
+    # kept with them all the same, read from the turn's stream.
+    assert seen[1]["type"] == "sources"
+    assert [(m["role"], m["content"]) for m in kept["messages"]] == [
+        ("user", "revenue?"), ("assistant", world.worker.answer)]
+    assert kept["messages"][1]["sources"] == seen[1]["sources"]
     tokens = [e for e in seen + rest if e["type"] == "token"]
     offsets = [e["offset"] for e in tokens]
     assert len(offsets) == len(set(offsets))
