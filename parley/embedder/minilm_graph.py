@@ -124,11 +124,13 @@ INT8_PARTS = ("qkv", "attention_output")
 def cached_fused_model(packaged: bytes, *, int8: bool, cache: Path | None) -> bytes:
     """``fused_model(packaged_weights(packaged))``, read from the folder ``cache`` when a process
     wrote it there for the same packaged file, graph and version of this module, else built and
-    written there (atomically): a restarted worker skips importing onnx and rebuilding (seconds
-    on a loaded node). A cache that cannot be read or written is skipped."""
+    written there (atomically, removing that graph's files of other versions): a restarted worker
+    skips importing onnx and rebuilding (seconds on a loaded node). A cache that cannot be read
+    or written is skipped."""
     if cache is not None:
         key = hashlib.sha256(packaged + Path(__file__).read_bytes() + bytes([int8])).hexdigest()
-        path = cache / f"minilm-{key[:24]}.onnx"
+        kind = "int8" if int8 else "fp32"
+        path = cache / f"minilm-{kind}-{key[:24]}.onnx"
         with contextlib.suppress(OSError):
             return path.read_bytes()
     model = fused_model(packaged_weights(packaged), int8=int8)
@@ -138,6 +140,11 @@ def cached_fused_model(packaged: bytes, *, int8: bool, cache: Path | None) -> by
             part = path.with_name(f"{path.name}.{os.getpid()}.part")
             part.write_bytes(model)
             os.replace(part, path)
+            # The same graph of another package or code version (~80 MB each): an upgrade
+            # leaves one file behind, not one per version.
+            for stale in cache.glob(f"minilm-{kind}-*.onnx"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
     return model
 
 

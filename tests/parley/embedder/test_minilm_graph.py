@@ -93,6 +93,19 @@ def test_the_cache_gives_the_built_graph_back_without_building_it(
     assert fp32 != built and len(list(cache.iterdir())) == 2
 
 
+def test_a_new_version_of_a_graph_replaces_the_old_file(tmp_path: Path) -> None:
+    packaged = default_model_path().read_bytes()
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    # What an earlier package or code version left: other keys of the int8 and fp32 graphs.
+    (cache / "minilm-int8-000000000000000000000000.onnx").write_bytes(b"old int8")
+    (cache / "minilm-fp32-000000000000000000000000.onnx").write_bytes(b"old fp32")
+    cached_fused_model(packaged, int8=True, cache=cache)
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 2 and "minilm-fp32-000000000000000000000000.onnx" in names
+    assert names[1].startswith("minilm-int8-") and names[1] != "minilm-int8-" + "0" * 24 + ".onnx"
+
+
 def test_a_cache_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
     packaged = default_model_path().read_bytes()
     blocked = tmp_path / "a-file"
