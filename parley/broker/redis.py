@@ -251,16 +251,9 @@ class RedisBroker:
         if len(delivered_flat) // 2 < count:
             self._inherited.discard(queue)
         delivered = {k: int(v) for k, v in _pairs(delivered_flat).items()}
-        messages = []
-        for entry_id, fields in claimed:
-            if not fields:  # deleted while pending (Redis < 7 still returns it): settled
-                await self._redis.xack(key, GROUP, entry_id)
-                continue
-            deliveries = delivered.get(entry_id, 1) + 1
-            log.warning("taken_from_predecessor", queue=queue, consumer=self.consumer,
-                        message_id=entry_id.decode(), attempt=deliveries)
-            messages.append(self._message(queue, entry_id, _pairs(fields), deliveries=deliveries))
-        return messages
+        entries = [(entry_id, _pairs(fields or [])) for entry_id, fields in claimed]
+        return await self._claimed(queue, entries, delivered, "taken_from_predecessor",
+                                   self.consumer)
 
     async def _reclaim(self, queue: str, count: int) -> list[Message]:
         key = self.stream_key(queue)
@@ -340,14 +333,22 @@ class RedisBroker:
             key, GROUP, self.consumer, min_idle_time=int(DEAD_GRACE * 1000),
             message_ids=list(delivered),
         )
+        return await self._claimed(queue, claimed, delivered, "reclaimed_from_dead_consumer", dead)
+
+    async def _claimed(
+        self, queue: str, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]],
+        delivered: Mapping[bytes, int], event: str, consumer: str,
+    ) -> list[Message]:
+        """The messages of entries just claimed from ``consumer`` (``delivered``: how often each
+        was delivered before), each logged as ``event``."""
         messages = []
-        for entry_id, fields in claimed:
+        for entry_id, fields in entries:
             if not fields:  # deleted while pending (Redis < 7 still returns it): settled
-                await self._redis.xack(key, GROUP, entry_id)
+                await self._redis.xack(self.stream_key(queue), GROUP, entry_id)
                 continue
             deliveries = delivered.get(entry_id, 1) + 1
-            log.warning("reclaimed_from_dead_consumer", queue=queue, consumer=dead,
-                        message_id=entry_id.decode(), attempt=deliveries)
+            log.warning(event, queue=queue, consumer=consumer, message_id=entry_id.decode(),
+                        attempt=deliveries)
             messages.append(self._message(queue, entry_id, fields, deliveries=deliveries))
         return messages
 

@@ -62,3 +62,36 @@ async def test_portal_signs_in_with_entra_id(chromium: Any, entra: FakeEntra) ->
     challenge = b64url(hashlib.sha256(redeemed["code_verifier"].encode()).digest())
     assert challenge == asked["code_challenge"]
     assert errors == []
+
+
+# Clicks "Sign in with Microsoft" the moment it can be clicked: when it shows and, if it is
+# disabled then, when it is enabled. A person can click that early on a slow machine.
+EAGER_CLICK = """
+new MutationObserver(() => {
+  const button = document.querySelector('#signin-microsoft');
+  if (!button || button.closest('[hidden]') || window.__clicked) return;
+  if (!button.disabled) { window.__clicked = true; button.click(); }
+}).observe(document, {subtree: true, attributes: true, childList: true});
+"""
+
+
+async def test_a_click_as_soon_as_the_button_shows_signs_in(
+    chromium: Any, entra: FakeEntra
+) -> None:
+    # MSAL refuses a sign-in before it has initialised ("uninitialized_public_client_application"):
+    # the button stays disabled until then, instead of failing the first click.
+    context = await chromium.new_context()
+    try:
+        await context.route("https://login.microsoftonline.com/**", entra.handle)
+        await context.add_init_script(EAGER_CLICK)
+        page = await context.new_page()
+        await page.goto(entra.origin + "/")
+        await page.wait_for_function(
+            "document.querySelector('#conn').dataset.state === 'online'"
+            " || document.querySelector('#signin-entra-error').textContent !== ''",
+            timeout=WAIT,
+        )
+        assert await page.locator("#signin-entra-error").text_content() == ""
+        assert await page.locator("#conn").get_attribute("data-state") == "online"
+    finally:
+        await context.close()

@@ -181,6 +181,10 @@ async function startEntra(config) {
   } catch (err) {
     signOut(`Sign-in failed: ${err.message}.`);
     return;
+  } finally {
+    // MSAL refuses a sign-in before it has initialised: a click that came earlier failed
+    // with "uninitialized_public_client_application" instead of going to Microsoft.
+    $("#signin-microsoft").disabled = false;
   }
   if (!app.entra.account) {
     show("signin");
