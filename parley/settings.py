@@ -7,6 +7,7 @@ Nested values use ``__``: ``PARLEY_QUEUES__INGEST__BACKEND=servicebus``.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -82,9 +83,9 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
-        # Written by ``parley up`` so that commands in another terminal find the local stack;
-        # real environment variables take precedence.
-        env_file=".parley/stack.env",
+        # Written by ``parley up`` (in its state folder, PARLEY_STATE) so that commands in
+        # another terminal find the local stack; real environment variables take precedence.
+        env_file=os.path.join(os.environ.get("PARLEY_STATE") or ".parley", "stack.env"),
     )
 
     # --- infrastructure -------------------------------------------------------------------

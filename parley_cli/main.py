@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole system locally (Ctrl-C stops it)")
-    up.add_argument("--state", default=".parley", help="folder for data and logs")
+    up.add_argument("--state", default=os.environ.get("PARLEY_STATE") or ".parley",
+                    help="folder for data and logs (PARLEY_STATE, else .parley); commands find "
+                         "the stack from PARLEY_STATE")
     up.add_argument("--no-chat", action="store_true", help="ingestion only (no model)")
 
     ingest = sub.add_parser(

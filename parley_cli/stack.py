@@ -362,7 +362,8 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
             stack.say(f"Sign in with the token: {token}   (print it again with: parley token)")
             stack.say("The chat model loads in the background: the first answer can take "
                       "a few seconds longer.")
-        stack.say("Ingest from another terminal in this folder: parley ingest FILE... --wait")
+        stack.say(f"Ingest from another terminal {_where_commands_find(state)}: "
+                  "parley ingest FILE... --wait")
         stack.say("Ctrl-C stops everything.\n")
         interruptible = False
         while not stopping:
@@ -388,6 +389,16 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
             signal.signal(sig, handler)
         stack.say("stopped.")
     return code
+
+
+def _where_commands_find(state: Path) -> str:
+    """How a command in another terminal finds this stack: its env file is read from
+    ``$PARLEY_STATE/stack.env``, ``.parley/stack.env`` without it."""
+    if os.environ.get("PARLEY_STATE"):
+        return "with the same PARLEY_STATE"
+    if state == Path(".parley").resolve():
+        return "in this folder"
+    return f"with PARLEY_STATE={state}"
 
 
 def _first_token(settings: Settings) -> str:

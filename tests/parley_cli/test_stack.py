@@ -154,6 +154,22 @@ def test_up_waits_for_the_gateway_then_stops_everything_on_ctrl_c(tmp_path: Path
             "Sign in with the token: dev-token")
         pids = [int(p) for p in re.findall(r"\(pid (\d+),", up.output)]
         assert len(pids) == 4
+        # The state folder is not ./.parley: a command in another terminal, in another folder,
+        # finds the stack through PARLEY_STATE, as the stack says.
+        state = tmp_path / "state"
+        assert up.wait_for(r"^Ingest from another terminal", 1) == (
+            f"Ingest from another terminal with PARLEY_STATE={state}: "
+            "parley ingest FILE... --wait")
+        stack_env = dict(line.split("=", 1) for line in
+                         (state / "stack.env").read_text().splitlines())
+        found = subprocess.run(
+            [sys.executable, "-c", "from parley.settings import Settings; "
+             "s = Settings(); print(s.redis_url, s.chroma_url, s.gateway_port)"],
+            cwd="/", env={**env_for(port), "PARLEY_STATE": str(state)}, capture_output=True,
+            text=True, check=True, timeout=60,
+        )
+        assert found.stdout.split() == [stack_env["PARLEY_REDIS_URL"],
+                                        stack_env["PARLEY_CHROMA_URL"], str(port)]
         servers = processes_mentioning(str(tmp_path / "state"))
         assert len(servers) >= 2  # redis (or valkey) and chroma
         up.process.send_signal(signal.SIGINT)
