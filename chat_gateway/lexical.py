@@ -29,6 +29,7 @@ document's context header + section + chunk text: :mod:`parley.embedder.text`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,10 @@ from parley.contracts import DocumentContext
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord, Hit
+
+# bm25s sets its own logger to DEBUG when imported: every index built printed "Building index
+# from tokens" (in `parley search` too).
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
 MAX_TENANTS = 64  # indexes kept per process; the least recently used goes first

@@ -80,11 +80,12 @@ async def test_ingest_wait_status_and_search(pipeline: Pipeline, tmp_path: Path)
     assert rows["scan.pdf"]["reason"] == "no_text_layer"
     assert rows["scan.pdf"]["path"] == f"{tenant}/sub/scan.pdf"
 
-    code, out, _ = await parley(
+    code, out, err = await parley(
         pipeline.settings, "search", "boiler pressure", "-k", "2", "--tenant", tenant, "--json"
     )
     hits = json.loads(out)
     assert code == 0 and 1 <= len(hits) <= 2
+    assert err == ""  # no library's debug lines ("bm25s Building index from tokens")
     assert {"document", "page", "text", "score", "chunk_id"} <= set(hits[0])
     assert hits[0]["document"] == "plant.pdf" and hits[0]["page"] == 2
     assert hits[0]["location"] == "page 2"
