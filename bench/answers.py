@@ -113,6 +113,7 @@ class Chunk:
     document: str
     text: str
     context: str  # the document context the gateway passes on with a source ("" for the seed)
+    unit: str | None = None  # the caption of the table the chunk continues (Source.unit)
 
 
 @dataclass
@@ -207,7 +208,7 @@ def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
         figures = key_figures(reference) if reference else ()
         item = Item(str(row["question"]), figures=figures, graded=bool(figures))
         chunks = [Chunk(str(s.get("document") or s.get("document_id") or "?"),
-                        str(s.get("text") or ""), "")
+                        str(s.get("text") or ""), "", s.get("unit") or None)
                   for s in row.get("sources") or [] if s.get("text")]
         out.append((item, chunks))
     return out
@@ -247,6 +248,7 @@ class Index:
     async def top(self, question: str, embedder: object) -> list[Chunk]:
         from chat_gateway.focus import expanded
         from chat_gateway.retrieval import context_of
+        from parley.vectors.metadata import ChunkMeta
 
         # As the Searcher asks: abbreviations spelled out (Parley only; the seed asks as is).
         asked = expanded(question) if self.parley else question
@@ -254,7 +256,8 @@ class Index:
         hits = self.ranker(self.corpus, question, np.asarray(vector, dtype=np.float32))[:K]
         return [
             Chunk(str(h.document_id), h.text,
-                  context_of(self.records[h.chunk_id].metadata) if self.parley else "")
+                  context_of(self.records[h.chunk_id].metadata) if self.parley else "",
+                  ChunkMeta.from_metadata(self.records[h.chunk_id].metadata).unit)
             for h in hits
         ]
 
@@ -266,7 +269,7 @@ def as_sources(chunks: Sequence[Chunk]) -> list[object]:
 
     return [Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId(c.document),
                    document=c.document, snippet=snippet(c.text), text=c.text, score=1.0,
-                   context=c.context)
+                   context=c.context, unit=c.unit)
             for n, c in enumerate(chunks, start=1)]
 
 
