@@ -18,6 +18,10 @@ Question sets:
   year to date, each this year and a year earlier) and a balance sheet at two dates, half of
   them DOCX (tables as cells), half PDF; questions name a quarter, a date, a year to date or a
   year earlier, ask two figures at once or why revenue moved; plus ``statements-none``.
+- ``buybacks``: the same companies' share repurchases by trading day, a table "(in thousands,
+  ...)" long enough to be cut into several chunks (its caption in the first only), half DOCX;
+  the quarter's total and its last row's shares (an accelerated repurchase), which the answer
+  must give in full.
 
 With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
 are answered again, extractively, over the sources their answer was given: graded where a
@@ -192,6 +196,29 @@ def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
         else:
             items.append(Item(q.question, phrases=q.expected))
     return files, items, [Item(q.question, answerable=False) for q in unanswerable()]
+
+
+def buybacks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The statements' companies' share repurchases by trading day (tests/fixtures/statements.py,
+    ``daily_pdf``/``daily_docx``, every other one a DOCX): a table "(in thousands, except per
+    share amounts)" cut into several chunks, its caption in the first only. Asked the quarter's
+    total and its last row's shares: the answer must give the count in full."""
+    from tests.fixtures.statements import ASR, reports
+
+    files, items = {}, []
+    for i, r in enumerate(reports()):
+        name = f"{r.filename}-buybacks"
+        files[name + (".docx" if i % 2 else ".pdf")] = r.daily_docx() if i % 2 else r.daily_pdf()
+        rows = dict((label, shares) for label, shares, _price in r.daily_repurchases())
+        quarter = f"Q{r.quarter} {r.year}"
+        for question, label in (
+            (f"How many shares did {r.company} repurchase in total in {quarter}?", "Total"),
+            (f"How many shares did {r.company} repurchase in the accelerated share repurchase "
+             f"settlement in {quarter}?", ASR),
+        ):
+            full = int(rows[label].replace(",", "")) * 1000
+            items.append(Item(question, figures=(str(full),)))
+    return files, items, []
 
 
 def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
@@ -430,6 +457,7 @@ async def run(
                      "in CI and development)")
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
+    sets.append(("buybacks", buybacks_set()))
     embedder = LocalEmbedder()
     model: object | None = None
     if generative > 0:  # the model takes a while to load: not for extractive rows alone
