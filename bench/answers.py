@@ -18,6 +18,10 @@ Question sets:
   year to date, each this year and a year earlier) and a balance sheet at two dates, half of
   them DOCX (tables as cells), half PDF; questions name a quarter, a date, a year to date or a
   year earlier, ask two figures at once or why revenue moved; plus ``statements-none``.
+- ``buybacks``: the same companies' share repurchases by trading day, a table "(in thousands,
+  ...)" long enough to be cut into several chunks (its caption in the first only), half DOCX;
+  the quarter's total and its last row's shares (an accelerated repurchase), which the answer
+  must give in full.
 
 With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
 are answered again, extractively, over the sources their answer was given: graded where a
@@ -113,6 +117,7 @@ class Chunk:
     document: str
     text: str
     context: str  # the document context the gateway passes on with a source ("" for the seed)
+    unit: str | None = None  # the caption of the table the chunk continues (Source.unit)
 
 
 @dataclass
@@ -193,6 +198,29 @@ def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     return files, items, [Item(q.question, answerable=False) for q in unanswerable()]
 
 
+def buybacks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The statements' companies' share repurchases by trading day (tests/fixtures/statements.py,
+    ``daily_pdf``/``daily_docx``, every other one a DOCX): a table "(in thousands, except per
+    share amounts)" cut into several chunks, its caption in the first only. Asked the quarter's
+    total and its last row's shares: the answer must give the count in full."""
+    from tests.fixtures.statements import ASR, reports
+
+    files, items = {}, []
+    for i, r in enumerate(reports()):
+        name = f"{r.filename}-buybacks"
+        files[name + (".docx" if i % 2 else ".pdf")] = r.daily_docx() if i % 2 else r.daily_pdf()
+        rows = dict((label, shares) for label, shares, _price in r.daily_repurchases())
+        quarter = f"Q{r.quarter} {r.year}"
+        for question, label in (
+            (f"How many shares did {r.company} repurchase in total in {quarter}?", "Total"),
+            (f"How many shares did {r.company} repurchase in the accelerated share repurchase "
+             f"settlement in {quarter}?", ASR),
+        ):
+            full = int(rows[label].replace(",", "")) * 1000
+            items.append(Item(question, figures=(str(full),)))
+    return files, items, []
+
+
 def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
     """The evaluation set ``parley feedback export --json`` writes (docs/chat-protocol.md,
     Feedback): each question is answered again over the sources its rated answer was given.
@@ -207,7 +235,7 @@ def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
         figures = key_figures(reference) if reference else ()
         item = Item(str(row["question"]), figures=figures, graded=bool(figures))
         chunks = [Chunk(str(s.get("document") or s.get("document_id") or "?"),
-                        str(s.get("text") or ""), "")
+                        str(s.get("text") or ""), "", s.get("unit") or None)
                   for s in row.get("sources") or [] if s.get("text")]
         out.append((item, chunks))
     return out
@@ -247,6 +275,7 @@ class Index:
     async def top(self, question: str, embedder: object) -> list[Chunk]:
         from chat_gateway.focus import expanded
         from chat_gateway.retrieval import context_of
+        from parley.vectors.metadata import ChunkMeta
 
         # As the Searcher asks: abbreviations spelled out (Parley only; the seed asks as is).
         asked = expanded(question) if self.parley else question
@@ -254,7 +283,8 @@ class Index:
         hits = self.ranker(self.corpus, question, np.asarray(vector, dtype=np.float32))[:K]
         return [
             Chunk(str(h.document_id), h.text,
-                  context_of(self.records[h.chunk_id].metadata) if self.parley else "")
+                  context_of(self.records[h.chunk_id].metadata) if self.parley else "",
+                  ChunkMeta.from_metadata(self.records[h.chunk_id].metadata).unit)
             for h in hits
         ]
 
@@ -266,7 +296,7 @@ def as_sources(chunks: Sequence[Chunk]) -> list[object]:
 
     return [Source(n=n, chunk_id=ChunkId(f"c{n}"), document_id=DocumentId(c.document),
                    document=c.document, snippet=snippet(c.text), text=c.text, score=1.0,
-                   context=c.context)
+                   context=c.context, unit=c.unit)
             for n, c in enumerate(chunks, start=1)]
 
 
@@ -427,6 +457,7 @@ async def run(
                      "in CI and development)")
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
+    sets.append(("buybacks", buybacks_set()))
     embedder = LocalEmbedder()
     model: object | None = None
     if generative > 0:  # the model takes a while to load: not for extractive rows alone

@@ -144,6 +144,8 @@ def parley_records(files: dict[str, bytes]) -> list[ChunkRecord]:
                 meta["page"] = d.page
             if d.heading:
                 meta["heading"] = d.heading
+            if d.unit:
+                meta["unit"] = d.unit
             out.append(
                 ChunkRecord(ChunkId(f"{name}#{d.ordinal}"), DocumentId(name), VERSION, d.text, (),
                             meta)

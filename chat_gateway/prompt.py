@@ -70,6 +70,8 @@ def _source_block(source: Source, text: str) -> str:
     if source.location and source.location != f"page {source.page}":
         where += f' location="{_attribute(source.location)}"'
     about = f' about="{_attribute(source.context)}"' if source.context else ""
+    # The caption of the table the text continues, which says what its figures count in.
+    about += f' table="{_attribute(source.unit)}"' if source.unit else ""
     return (f'<source n="{source.n}" document="{_attribute(source.document)}"{where}{about}>\n'
             f"{defuse(text)}\n</source>")
 

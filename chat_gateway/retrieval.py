@@ -49,6 +49,7 @@ def to_source(n: int, hit: Hit) -> Source:
         heading=chunk.heading,
         location=citations.location(chunk.kind, chunk.page, chunk.heading, ocr=chunk.ocr),
         ocr=chunk.ocr,
+        unit=chunk.unit,
         snippet=prompt.snippet(hit.text),
         text=hit.text,
         score=round(float(hit.score), 4),

@@ -232,11 +232,13 @@ def numbers(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Numbered:
-    """A source as the answerer sees it: its number, what it is called, its text."""
+    """A source as the answerer sees it: its number, what it is called, its text, and the
+    caption declaring the unit of the table its text continues (``Source.unit``), if any."""
 
     n: int
     title: str
     text: str
+    unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,11 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     group = ""  # the group label over the rows that follow ("Net sales:")
     prose: list[str] = []
     # The unit a caption or heading declared for the table to come ("(In millions)", "... as
-    # follows (in thousands):"), and the unit of the table being read.
-    pending: tables.Scale | None = None
+    # follows (in thousands):"), and the unit of the table being read. A source that continues
+    # a table whose caption is in an earlier chunk carries that caption (``Numbered.unit``):
+    # the unit and the caption of the first table read here, unless prose comes first.
+    carried = [source.unit] if source.unit else []
+    pending: tables.Scale | None = tables.scale(source.unit) if source.unit else None
     table_scale: tables.Scale | None = None
     cells_scale: tables.Scale | None = None
 
@@ -323,10 +328,16 @@ def units(source: Numbered, rank: int) -> list[Unit]:
 
     cells: list[str] = []  # lines of a cell-separated table, read when it ends
 
+    def caption_above() -> str:
+        above = out[-1].text if out and not out[-1].is_row else ""
+        caption = " ".join([*carried, above]).strip()
+        carried.clear()
+        return caption
+
     def flush_cells() -> None:
         if not cells:
             return
-        caption = out[-1].text if out and not out[-1].is_row else ""
+        caption = caption_above()
         parsed = tables.pipe_rows(cells)
         header = " ".join(tables.split_cells(cells[0])) if parsed[0] is None and len(
             cells) > 1 else ""
@@ -347,8 +358,10 @@ def units(source: Numbered, rank: int) -> list[Unit]:
         declared = tables.scale(line) if not _is_row(line) else None
         if declared is not None:
             pending = declared
+            carried.clear()
         elif line.endswith(".") and not _is_cells(line):
             pending = None  # a paragraph of prose: the declaration was not of a table to come
+            carried.clear()
         if _is_cells(line):
             flush()
             if not cells:
@@ -361,7 +374,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
             if starts_table:
-                caption = out[-1].text if out and not out[-1].is_row else ""
+                caption = caption_above()
                 table_scale, pending = pending, None
                 columns = " ".join(heading)
                 current_heading = (caption + " " + columns).strip()
@@ -803,5 +816,5 @@ def _not_found(sources: Sequence[Numbered], coverage: float) -> Answer:
 def numbered(sources: Sequence[Source]) -> list[Numbered]:
     """The turn's sources as the answerer reads them: the title is the document's name and what
     it says about itself (its organisation, period, section: ``Source.context``)."""
-    return [Numbered(s.n, f"{s.document} {s.context}".strip(), s.text)
+    return [Numbered(s.n, f"{s.document} {s.context}".strip(), s.text, s.unit)
             for s in sorted(sources, key=lambda s: s.n)]

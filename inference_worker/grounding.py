@@ -18,7 +18,8 @@ and what was wrong with it out. Run on every answer before its ``final`` event.
    right (:func:`derived`). A figure written in full from a scaled one ("102,673,000" for the
    "102,673" of a table "(in thousands)", "18,000,000,000" for "$18.0 billion") is supported
    only when the cited source declares that unit: a figure of a source that says "in
-   thousands", "in millions" or "in billions" also stands for itself times that unit, and a
+   thousands", "in millions" or "in billions" (in its text, or in the caption it carries of the
+   table it continues, ``Source.unit``) also stands for itself times that unit, and a
    figure the source writes with a unit word ("$18.0 billion", "365 million") for itself times
    it (:func:`scaled_figures`).
 """
@@ -188,7 +189,7 @@ def check(
         cited_source = by_number[n]
         allowed |= source_figures(
             f"{cited_source.text} {cited_source.context} {cited_source.document}")
-        allowed |= scaled_figures(cited_source.text)
+        allowed |= scaled_figures(f"{cited_source.unit or ''}\n{cited_source.text}")
     allowed |= derived(cleaned, allowed)
     unsupported: dict[str, None] = {}
     for written, value in figures(cleaned):

@@ -20,6 +20,10 @@ How a document is cut:
   takes at most a quarter of the budget; the overlap gives way to it when both do not fit.
 - A chunk never spans two pages either (the page is part of the section), so a citation's
   ``page`` is exact; ``heading`` is the section's. Overlap therefore stays within a page.
+- A chunk that starts inside a table whose caption declared its unit ("(in thousands, except
+  per share amounts)") in an earlier chunk carries that caption as ``unit``
+  (:mod:`ingest_worker.declared`): metadata for the answerer and the number check, not part of
+  the embedded or indexed text.
 
 Every unit is tokenized once and every finished chunk once more to check the limit, so the cost is
 linear in the text (the final check catches tokenizers whose counts are not additive).
@@ -33,6 +37,7 @@ from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Protocol
 
+from ingest_worker import declared
 from parley.embedder import Tokenizer
 
 # Boundary strength before a unit: where a chunk would best end.
@@ -82,6 +87,7 @@ class ChunkDraft:
     heading: str | None
     tokens: int
     ocr: bool = False  # the text is what OCR read from pixels
+    unit: str | None = None  # the caption declaring the unit of the table the chunk continues
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,8 @@ def chunk(
     drafts: list[ChunkDraft] = []
     for (heading, _, _, ocr), section in groupby(blocks, key=_section_key):
         units = [u for block in section for u in cutter.units(block)]
-        for text, page, tokens in cutter.pack(units):
+        captions = declared.follow(u.text for u in units)
+        for text, page, tokens, start in cutter.pack(units):
             drafts.append(
                 ChunkDraft(
                     ordinal=len(drafts),
@@ -120,6 +127,7 @@ def chunk(
                     heading=heading,
                     tokens=tokens,
                     ocr=ocr,
+                    unit=captions[start] if declared.continues(text) else None,
                 )
             )
     return drafts
@@ -232,8 +240,9 @@ class _Cutter:
 
     # ------------------------------------------------------------------------------ packing
 
-    def pack(self, units: list[_Unit]) -> Iterator[tuple[str, int | None, int]]:
-        """(text, page, tokens) of each chunk of one section's units."""
+    def pack(self, units: list[_Unit]) -> Iterator[tuple[str, int | None, int, int]]:
+        """(text, page, tokens, index of its first unit past the overlap) of each chunk of one
+        section's units."""
         start = 0
         carried: list[_Unit] = []  # overlap from the previous chunk
         while start < len(units):
@@ -265,7 +274,7 @@ class _Cutter:
                     carried.pop(0)
                 else:
                     end -= 1
-            yield text, units[start].page, tokens
+            yield text, units[start].page, tokens, start
             carried = self._overlap(units[start:end])
             start = end
 

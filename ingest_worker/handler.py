@@ -181,6 +181,7 @@ def batches(
                     heading=d.heading,
                     tokens=d.tokens,
                     ocr=d.ocr,
+                    unit=d.unit,
                 )
                 for d in group
             ],

@@ -66,6 +66,8 @@ class Chunk(Wire):
     )
     tokens: int = Field(ge=0)
     ocr: bool = Field(default=False, description="the text was read by OCR from pixels")
+    unit: str | None = Field(default=None, max_length=200, description="the caption declaring "
+                             "the unit of the table the chunk continues, not in its text")
 
 
 class DocumentContext(Wire):
@@ -122,6 +124,7 @@ class Source(Wire):
     #: Where in the document, for people: "page 3", "slide 2 · Roadmap", "sheet Stock".
     location: str | None = None
     ocr: bool = False
+    unit: str | None = None  # Chunk.unit: "(in thousands)" of the table the text continues
     snippet: str
     text: str
     score: float

@@ -23,7 +23,8 @@ class ChunkMeta:
     """Where a chunk is and what its document is. ``page`` is 1-based (a PDF's page, a
     presentation's slide); ``heading`` the section (nearest heading, slide title, sheet name);
     ``ordinal`` its place in the document; ``kind`` the document's type by its bytes; ``ocr``
-    marks text read from pixels."""
+    marks text read from pixels; ``unit`` the caption declaring the unit of the table the chunk
+    continues (:attr:`parley.contracts.Chunk.unit`)."""
 
     filename: str = ""
     path: str | None = None
@@ -34,6 +35,7 @@ class ChunkMeta:
     context: DocumentContext | None = None
     kind: FileKind | None = None
     ocr: bool = False
+    unit: str | None = None
 
     @classmethod
     def of(cls, batch: ChunkBatch, chunk: Chunk) -> ChunkMeta:
@@ -48,6 +50,7 @@ class ChunkMeta:
             context=batch.context,
             kind=batch.kind,
             ocr=chunk.ocr,
+            unit=chunk.unit,
         )
 
     def to_metadata(self) -> dict[str, Scalar]:
@@ -62,6 +65,7 @@ class ChunkMeta:
             **context_metadata(self.context),
             "kind": self.kind,
             "ocr": True if self.ocr else None,
+            "unit": self.unit,
         }
         return {k: v for k, v in flat.items() if v is not None}
 
@@ -84,6 +88,7 @@ class ChunkMeta:
             context=context_of(metadata),
             kind=next((k for k in KINDS if k == kind), None),
             ocr=metadata.get("ocr") is True,
+            unit=str(unit) if (unit := metadata.get("unit")) else None,
         )
 
     def document_text(self, text: str) -> str:

@@ -89,6 +89,25 @@ def test_a_source_header_says_what_the_document_is_about() -> None:
             in built.messages[-1].content)
 
 
+def test_a_source_that_continues_a_table_says_its_caption_and_the_chunk_metadata_carries_it(
+) -> None:
+    from chat_gateway.retrieval import to_source
+    from parley.vectors.metadata import ChunkMeta
+    from parley.vectors.store import Hit
+
+    caption = "Share repurchases (in thousands, except per share amounts)"
+    stored = ChunkMeta(filename="10q.pdf", page=24, unit=caption).to_metadata()
+    continued = to_source(1, Hit(ChunkId("c1"), DocumentId("d"), "v", "Total 102,673", 0.5,
+                                 stored))
+    assert continued.unit == caption
+    built = prompt.build("q?", [continued], [], context_tokens=2048, answer_tokens=256)
+    assert (f'<source n="1" document="10q.pdf" page="24" table="{caption}">\nTotal 102,673'
+            in built.messages[-1].content)
+    plain = prompt.build("q?", [source(1, "Total 102,673")], [], context_tokens=2048,
+                         answer_tokens=256)
+    assert 'table="' not in plain.messages[-1].content
+
+
 def test_snippet_cuts_at_a_word() -> None:
     cut = prompt.snippet(words(100), limit=50)
     assert cut.endswith("…") and len(cut) <= 51 and "  " not in cut

@@ -41,6 +41,7 @@ def test_citations_resolve_in_order_of_use_and_drop_unknown_numbers() -> None:
         "snippet": "snippet 3", "score": 0.5, "context": "",
         # where in the document (slide, sheet, heading, OCR: chat_gateway.citations)
         "heading": None, "location": None, "ocr": False,
+        "unit": None,  # the caption of the table the text continues: none here
     }
     assert "text" not in cited[1]
 

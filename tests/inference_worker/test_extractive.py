@@ -10,7 +10,15 @@ import re
 import pytest
 
 from inference_worker import tables
-from inference_worker.extractive import NOT_FOUND, Numbered, answer, period_key, terms, units
+from inference_worker.extractive import (
+    NOT_FOUND,
+    Numbered,
+    answer,
+    numbered,
+    period_key,
+    terms,
+    units,
+)
 from tests.fixtures import filings, statements
 from tests.fixtures.quarterlies import Question, Report, questions, reports, unanswerable
 
@@ -364,3 +372,43 @@ def test_a_figure_said_to_have_moved_against_another_period_is_causal_wording() 
     result = answer("In the second quarter of 2025, what was the primary driver behind the change "
                     "in Acme's net income?", [Numbered(1, "Acme Corp Form 10-Q Q2 2025", text)])
     assert result.text.splitlines()[0].startswith("Total net sales decreased 4% or $2.4 billion")
+
+
+# --- a table cut into chunks: its caption's unit in the chunks that continue it ---------------
+
+
+@pytest.mark.parametrize("kind", ["pdf", "docx"])
+def test_a_row_of_a_continued_table_is_given_in_full_in_its_captions_unit(kind: str) -> None:
+    """A generated report whose share repurchase table, "(in thousands, except per share
+    amounts)", runs over several chunks: its "Total" row is in a chunk without the caption.
+    Extracted and chunked as the workers do, each chunk a source with the caption it carries,
+    the answer gives the total in full, from that chunk, and grounding holds the full figure."""
+    from inference_worker.grounding import check
+    from ingest_worker.chunking import chunk
+    from ingest_worker.extract.dispatch import extract
+    from parley.contracts import Source
+    from parley.embedder.local import MiniLMTokenizer
+    from parley.settings import Settings
+
+    report = STATEMENTS[0]
+    data = report.daily_pdf() if kind == "pdf" else report.daily_docx()
+    settings = Settings()
+    drafts = chunk(extract(data, f"buybacks.{kind}", max_pages=10, max_bytes=10**7).blocks,
+                   tokenizer=MiniLMTokenizer(), max_tokens=settings.chunk_tokens,
+                   overlap_tokens=settings.chunk_overlap_tokens)
+    shares = report.repurchased[0]
+    total = next(d for d in drafts if f"Total{' |' if kind == 'docx' else ''} {shares:,}" in d.text)
+    assert "in thousands" not in total.text and total.unit is not None, total
+    sources = [Source(n=n, chunk_id=f"c{n}", document_id="d", document=f"buybacks.{kind}",
+                      snippet="", text=d.text, score=1.0, unit=d.unit,
+                      context=f"{report.company} Group · Q{report.quarter} {report.year}")
+               for n, d in enumerate(drafts, start=1)]
+    question = (f"How many shares did {report.company} repurchase in total in "
+                f"Q{report.quarter} {report.year}?")
+    result = answer(question, numbered(sources))
+    lead = result.text.splitlines()[0]
+    assert f"{shares * 1000:,}" in lead and lead.endswith(f"[{total.ordinal + 1}]"), result.text
+    assert check(result.text, sources, question=question).unsupported_numbers == ()
+    # Without the caption it carries, the chunk cannot say what its figures count.
+    bare = [s.model_copy(update={"unit": None}) for s in sources]
+    assert f"{shares * 1000:,}" not in answer(question, numbered(bare)).text

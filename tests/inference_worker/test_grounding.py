@@ -96,6 +96,10 @@ def test_a_figure_in_full_is_supported_only_where_the_cited_source_declares_its_
     assert check("102,673,000,000 [1]", sources).unsupported_numbers == ("102,673,000,000",)
     # A figure written with its unit word stands for itself in full.
     assert check("$18,000,000,000 [3]", sources).unsupported_numbers == ()
+    # A source that continues the table carries its caption (Source.unit): it vouches too.
+    carried = source(4, "Shares repurchased 102,673").model_copy(
+        update={"unit": "Share repurchases (in thousands, except per share amounts)"})
+    assert check("102,673 thousand shares (102,673,000) [4]", [carried]).unsupported_numbers == ()
     assert scaled_figures("365 million shares; (In millions) Net sales 81,797") >= {
         "365000000", "81797000000"}
     assert "81797000" not in scaled_figures("(In millions) Net sales 81,797")

@@ -329,3 +329,32 @@ def test_the_header_row_keeps_within_the_limit_for_any_tokenizer(tokenizer: Toke
     assert all(c.tokens == tokenizer.count(c.text) <= 48 for c in chunks)
     assert sum(c.text.startswith(header) for c in chunks) >= len(chunks) - 2
     assert_nothing_lost(blocks, chunks)
+
+
+@pytest.mark.parametrize("kind", ["page", "table"])
+def test_a_chunk_that_continues_a_table_carries_the_caption_that_declares_its_unit(
+        kind: str) -> None:
+    """The caption "(in thousands, ...)" is in the table's first chunk only; every chunk that
+    continues the table carries it as ``unit`` (metadata: its text is as before), and the prose
+    after the table, in a chunk of its own, does not."""
+    caption = "Share repurchases were as follows (in thousands, except per share amounts):"
+    sep = " | " if kind == "table" else " "
+    rows = [sep.join((f"Day {i} purchases", f"{i * 7 + 100:,}", f"$ 25.{i % 10}0"))
+            for i in range(60)] + [sep.join(("Total", "6,000", "$ 25.17"))]
+    after = " ".join(["The programs do not oblige the company to buy any shares."] * 6)
+    if kind == "page":
+        blocks = [B("\n".join(["Repurchases of our shares.", caption, *rows]) + "\n\n" + after,
+                    3, None, "page")]
+    else:
+        blocks = [B("Repurchases of our shares."), B(caption),
+                  B("\n".join(["Period | Shares | Average price", *rows]), None, None, "table"),
+                  B(after)]
+    chunks = chunk(blocks, tokenizer=Words(), max_tokens=40, overlap_tokens=8)
+    starts = [c for c in chunks if caption in c.text]
+    continuing = [c for c in chunks if "purchases" in c.text and caption not in c.text]
+    assert len(starts) == 1 and starts[0].unit is None and len(continuing) >= 4
+    assert all(c.unit == caption for c in continuing)
+    assert {c.unit for c in chunks if "Total" in c.text} == {caption}
+    prose = [c for c in chunks if "$" not in c.text]
+    assert prose and all(c.unit is None for c in prose)
+    assert all(c.unit is None or c.unit not in c.text for c in chunks)

@@ -34,6 +34,16 @@ def test_batches_number_their_chunks_in_order() -> None:
     assert len({c.chunk_id for b in out for c in b.chunks}) == 30
 
 
+def test_a_chunk_that_continues_a_table_keeps_its_caption_in_the_batch() -> None:
+    caption = "Share repurchases (in thousands, except per share amounts)"
+    drafts = [ChunkDraft(0, caption + "\nDay 1 purchases 120", 1, None, 9),
+              ChunkDraft(1, "Total 5,328", 1, None, 4, unit=caption)]
+    where = target(IngestRequest(path="acme/a.pdf"), Settings())
+    [batch] = batches(drafts, target=where, version="v", filename="a.pdf", size=8)
+    assert [c.unit for c in batch.chunks] == [None, caption]
+    assert ChunkBatch.model_validate_json(batch.model_dump_json(by_alias=True)) == batch
+
+
 def test_target_takes_tenant_from_the_path_or_the_default() -> None:
     settings = Settings()
     assert target(IngestRequest(path="acme/x/a.pdf"), settings).tenant == "acme"

@@ -64,15 +64,17 @@ def test_unset_fields_and_a_false_ocr_mark_are_left_out() -> None:
 def test_it_reads_back_what_it_wrote() -> None:
     meta = ChunkMeta(
         filename="a.pptx", path="t/a.pptx", page=4, heading="Roadmap", ordinal=9, tokens=120,
-        context=CONTEXT, kind="pptx", ocr=True,
+        context=CONTEXT, kind="pptx", ocr=True, unit="(in thousands, except per share amounts)",
     )
+    assert meta.to_metadata()["unit"] == "(in thousands, except per share amounts)"
     assert ChunkMeta.from_metadata(meta.to_metadata()) == meta
     assert ChunkMeta.from_metadata(ChunkMeta().to_metadata()) == ChunkMeta()
 
 
 def test_what_it_cannot_use_reads_as_unset() -> None:
     meta = ChunkMeta.from_metadata(
-        {"page": True, "heading": "", "kind": "bogus", "ordinal": "7", "ocr": "yes", "other": 1}
+        {"page": True, "heading": "", "kind": "bogus", "ordinal": "7", "ocr": "yes", "unit": "",
+         "other": 1}
     )
     assert meta == ChunkMeta()
     assert ChunkMeta.from_metadata({"page": 0}).page is None
