@@ -208,8 +208,8 @@ def terms(text: str) -> list[str]:
 
 # Cached: one answer reads the same texts several times (each unit when it is cut, weighed and
 # scored; each source whole, twice), a generative turn too (to know whether its sources hold an
-# answer, before the model is asked), and turns about the same documents share their chunks.
-# 8 sources of ~350 words cost ~50 ms of CPU a turn uncached, on the first token's path.
+# answer, while the model works on its first token), and turns about the same documents share
+# their chunks. 8 sources of ~350 words cost ~50 ms of CPU a turn uncached.
 @functools.lru_cache(maxsize=8192)
 def _terms(text: str) -> tuple[str, ...]:
     text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", text))

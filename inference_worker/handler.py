@@ -103,8 +103,9 @@ class HandlerOptions:
     # silent and whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within
     # seconds.
     worker_id: str | None = None
-    # Generative turns: answer "not in the documents" without the model when the extractive
-    # answerer finds no passage covering the question (see the module's docstring).
+    # Generative turns: answer "not in the documents" instead of the model (its request is
+    # dropped) when the extractive answerer finds no passage covering the question (see the
+    # module's docstring).
     not_found_guard: bool = True
 
 

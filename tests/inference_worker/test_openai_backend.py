@@ -41,7 +41,7 @@ def uncited(text: str) -> str:
 
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
 # Sources that hold the answers: a question its sources do not cover is answered "not in the
-# documents" without asking the model (inference_worker.handler).
+# documents", the model's request dropped (inference_worker.handler).
 FRANCE = [Source(n=1, chunk_id=ChunkId("c1"), document_id=DocumentId("d1"), document="france.pdf",
                  snippet="Paris", score=0.9,
                  text="Paris is the capital of France. A very long story is told about it.")]
