@@ -29,11 +29,12 @@ sources that answer (:mod:`inference_worker.extractive`; no model); ``generative
 model, except when the extractive answerer finds no passage covering the question: then the
 answer says it is not in the documents and names the closest sources, rather than let the model
 guess. That check is CPU work on the loop (milliseconds on real-sized sources), so a generative
-turn sends the model request first and runs the check while the model works on its first
-token; the model's pieces (and its errors) are used only once the check has passed. When it
-refuses, the model's stream is closed before anything of it is forwarded (the HTTP request is
-dropped, which stops the generation; the upstream saw the prompt) and the client sees exactly
-what it would have seen had the model never been asked. Either way the pieces go through the
+turn on a served model sends the model request first and runs the check while the model works
+on its first token; the model's pieces (and its errors) are used only once the check has
+passed. When it refuses, the model's stream is closed before anything of it is forwarded (the
+HTTP request is dropped, which stops the generation; the upstream saw the prompt) and the
+client sees exactly what it would have seen had the model never been asked. The in-process
+local model is asked after the check (see ``_stream``). Either way the pieces go through the
 same outbox, so cancel, resume and the terminal event behave the same.
 
 Failures: a rate limit (429) or an unreachable model before any token is retried through the
@@ -309,21 +310,36 @@ class TurnHandler(Service[ChatTurn]):
         answerer finds no passage that covers the question), in which case it says so and
         names the closest sources rather than let the model guess.
 
-        A generative turn's model request goes out first and the check (CPU, on this loop)
-        runs while the model works on its first token, so the check is off the time to first
-        token. Nothing of the model is used before the check is done: when it refuses, the
-        model's stream is closed (the upstream stops generating; a piece or an error it sent
-        meanwhile is dropped) and the answer is the same "not in the documents" as if the model
-        had never been asked."""
+        A served model's request goes out first and the check (CPU, on this loop) runs while
+        the model works on its first token, so the check is off the time to first token.
+        Nothing of the model is used before the check is done: when it refuses, the model's
+        stream is closed (the upstream stops generating; a piece or an error it sent meanwhile
+        is dropped) and the answer is the same "not in the documents" as if the model had never
+        been asked. A model that computes on this machine (``in_process``: the local model)
+        is asked after the check, as before: it would spend these cores on a prompt the check
+        may refuse, and stops only between prefill chunks (a refused turn would wait for one),
+        to gain the check's milliseconds on a first token that takes seconds."""
         question = turn.question or _last_user(turn)
         sources = extractive.numbered(turn.sources)
-        if turn.answer_mode == "extractive":
+        if turn.answer_mode == "extractive" or getattr(self.model, "in_process", False):
             found = extractive.answer(question, sources)
-            progress.found, progress.mode = found.found, "extractive"
-            return _pieces(found.text)
-        model = self.model.stream(
-            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-        )
+            progress.found = found.found
+            if turn.answer_mode == "extractive" or (self.options.not_found_guard
+                                                     and not found.found):
+                progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
+                return _pieces(found.text)
+            progress.mode = "generative"
+            model = self.model.stream(
+                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+            )
+            progress.stream = model
+            return model
+        try:
+            model = self.model.stream(
+                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+            )
+        except Exception as exc:  # raised when the stream is read, so the check still decides
+            model = _failing(exc)
         early = Prefetched(model)
         try:
             await early.sent()
@@ -493,6 +509,12 @@ def _last_user(turn: ChatTurn) -> str:
         if message.role == "user":
             return message.content.rsplit(QUESTION_MARK, 1)[-1].strip()
     return ""
+
+
+async def _failing(error: Exception) -> AsyncIterator[str]:
+    """A stream that fails with ``error`` when it is first read."""
+    raise error
+    yield ""  # pragma: no cover - makes this an async generator
 
 
 async def _pieces(text: str) -> AsyncIterator[str]:

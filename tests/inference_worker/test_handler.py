@@ -30,7 +30,7 @@ from parley.turnstream import TurnWriter, attached_key, cancel
 from parley_cli import localstack
 from tests.fixtures.turns import tail
 from tests.inference_worker.conftest import text_of, turn, worker
-from tests.inference_worker.scripted import ScriptedModel
+from tests.inference_worker.scripted import ScriptedModel, ScriptedStream
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
 
 ANSWER = ["Revenue", " grew", " 12%", " [2]", " on", " cloud", " sales", " [2][9]."]
@@ -523,6 +523,50 @@ async def test_a_cancel_during_the_check_stops_the_model_unheard(
     assert [e.kind for e in events] == ["sources", "cancelled"]
     assert events[-1].data == {"completion_tokens": 0, "reason": "cancelled"}
     assert model.streams[0].closed and model.streams[0].yielded == 0
+
+
+async def test_an_in_process_model_is_asked_only_after_the_check(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER, in_process=True)
+    started = slow_check(monkeypatch, 0.1)
+    async with worker(redis, model) as w:
+        refused = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(refused)
+        first = await w.events(refused.turn_id)
+        assert model.calls == []  # the local model never read the prompt it would not answer
+        answered = turn()
+        await w.ask(answered)
+        second = await w.events(answered.turn_id)
+        await w.settled()
+    assert first[-1].data["found"] is False and "not in the documents" in text_of(first)
+    assert text_of(second) == "".join(ANSWER) and second[-1].data["model"] == "scripted"
+    assert model.streams[0].started_at >= started[1] + 0.1  # after the check, as before
+
+
+class RaisingModel(ScriptedModel):
+    """A model whose ``stream`` itself raises (a closed local model, a bad argument)."""
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> ScriptedStream:
+        self.calls.append((list(messages), max_tokens, temperature))
+        raise ParleyError("the model is closed", reason="model_error")
+
+
+async def test_a_model_that_cannot_start_is_the_checks_to_judge(redis: aioredis.Redis) -> None:
+    model = RaisingModel()
+    async with worker(redis, model) as w:
+        refused = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(refused)
+        first = await w.events(refused.turn_id)
+        answered = turn()
+        await w.ask(answered)
+        second = await w.events(answered.turn_id)
+        await w.settled()
+    assert first[-1].kind == "final" and first[-1].data["found"] is False  # as if never asked
+    assert [e.kind for e in second] == ["sources", "error"]
+    assert second[-1].data["code"] == "model_error"
 
 
 async def test_a_refused_turn_cancels_the_upstream_request(
