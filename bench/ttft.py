@@ -495,7 +495,7 @@ def main() -> None:
     parser.add_argument("--source-words", type=int, default=0,
                         help="the gateway paths' retrieval returns 8 chunks of this many words "
                              "of filing-like text (the worker's not-found check reads them "
-                             "before asking the model) instead of 3 one-line chunks; the "
+                             "while the model starts) instead of 3 one-line chunks; the "
                              "--before tree needs this tree's bench/gateway_server.py")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")

@@ -17,6 +17,10 @@ class Usage:
 
 @runtime_checkable
 class ChatModel(Protocol):
+    """A model may also have ``in_process = True`` (it computes on the worker's own cores):
+    the worker then asks it only after the not-found check, not while the check runs
+    (:mod:`inference_worker.handler`)."""
+
     name: str
 
     def stream(

@@ -208,8 +208,8 @@ def terms(text: str) -> list[str]:
 
 # Cached: one answer reads the same texts several times (each unit when it is cut, weighed and
 # scored; each source whole, twice), a generative turn too (to know whether its sources hold an
-# answer, before the model is asked), and turns about the same documents share their chunks.
-# 8 sources of ~350 words cost ~50 ms of CPU a turn uncached, on the first token's path.
+# answer, while the model works on its first token), and turns about the same documents share
+# their chunks. 8 sources of ~350 words cost ~50 ms of CPU a turn uncached.
 @functools.lru_cache(maxsize=8192)
 def _terms(text: str) -> tuple[str, ...]:
     text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", text))
@@ -266,9 +266,10 @@ class Answer:
     coverage: float
 
 
-def _amounts(line: str) -> int:
+def _amounts(line: str, *, first: bool = False) -> int:
     """How many figures of ``line`` are amounts: money, a percentage, a decimal, or a number of
-    three or more digits that is not a year (a "10" of "Form 10-Q" or a day of a date is not)."""
+    three or more digits that is not a year (a "10" of "Form 10-Q" or a day of a date is not).
+    ``first``: stop at the first (0 or 1)."""
     count = 0
     for m in _AMOUNT.finditer(line):
         token, percent = m.group(1), m.group(2)
@@ -276,14 +277,22 @@ def _amounts(line: str) -> int:
         if percent or "$" in token or "." in digits or (
                 len(digits.replace(".", "")) >= 3 and not _YEAR.fullmatch(digits)):
             count += 1
+            if first:
+                break
     return count
 
 
 def _is_row(line: str) -> bool:
-    amounts = _amounts(line)
-    if amounts < 1 or line.rstrip().endswith("."):
+    # The cheap tests first: a line of prose (a sentence, or more words than a row's label has)
+    # is refused before its figures are counted.
+    if line.rstrip().endswith("."):
         return False
     words = re.findall(r"[A-Za-z]{2,}", line)
+    if len(words) > 12:
+        return False
+    amounts = _amounts(line)
+    if amounts < 1:
+        return False
     if amounts == 1:
         # "Total revenue 4,812": a short label and one figure that ends the line.
         label, values = tables.split_figures(line)
@@ -355,14 +364,15 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             flush()
             flush_cells()
             continue
-        declared = tables.scale(line) if not _is_row(line) else None
+        is_row, is_cells = _is_row(line), _is_cells(line)
+        declared = tables.scale(line) if not is_row else None
         if declared is not None:
             pending = declared
             carried.clear()
-        elif line.endswith(".") and not _is_cells(line):
+        elif line.endswith(".") and not is_cells:
             pending = None  # a paragraph of prose: the declaration was not of a table to come
             carried.clear()
-        if _is_cells(line):
+        if is_cells:
             flush()
             if not cells:
                 cells_scale, pending = pending, None
@@ -370,7 +380,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 cells.append(line)
             continue
         flush_cells()
-        if _is_row(line):
+        if is_row:
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
             if starts_table:
@@ -766,7 +776,7 @@ def _in_full(unit: Unit) -> str:
 
 
 def _has_amount(text: str) -> bool:
-    return _amounts(text) > 0
+    return _amounts(text, first=True) > 0
 
 
 def period_key(text: str) -> tuple[int, int]:

@@ -28,8 +28,14 @@ How the answer is made (the turn's ``answer_mode``): ``extractive`` quotes the p
 sources that answer (:mod:`inference_worker.extractive`; no model); ``generative`` streams the
 model, except when the extractive answerer finds no passage covering the question: then the
 answer says it is not in the documents and names the closest sources, rather than let the model
-guess. Either way the pieces go through the same outbox, so cancel, resume and the terminal
-event behave the same.
+guess. That check is CPU work on the loop (milliseconds on real-sized sources), so a generative
+turn on a served model sends the model request first and runs the check while the model works
+on its first token; the model's pieces (and its errors) are used only once the check has
+passed. When it refuses, the model's stream is closed before anything of it is forwarded (the
+HTTP request is dropped, which stops the generation; the upstream saw the prompt) and the
+client sees exactly what it would have seen had the model never been asked. The in-process
+local model is asked after the check (see ``_stream``). Either way the pieces go through the
+same outbox, so cancel, resume and the terminal event behave the same.
 
 Failures: a rate limit (429) or an unreachable model before any token is retried through the
 queue (``Retry`` with the service's delay) while attempts and the turn's deadline allow; then
@@ -98,8 +104,9 @@ class HandlerOptions:
     # silent and whose worker's heartbeat lapsed ends the turn with ``worker_lost`` within
     # seconds.
     worker_id: str | None = None
-    # Generative turns: answer "not in the documents" without the model when the extractive
-    # answerer finds no passage covering the question (see the module's docstring).
+    # Generative turns: answer "not in the documents" instead of the model (its request is
+    # dropped) when the extractive answerer finds no passage covering the question (see the
+    # module's docstring).
     not_found_guard: bool = True
 
 
@@ -281,8 +288,7 @@ class TurnHandler(Service[ChatTurn]):
         (returns) or a cancel of this task (raises); the model's stream is closed either way."""
         name = EXTRACTIVE_MODEL if turn.answer_mode == "extractive" else self.model.name
         with tracing.span("chat model", model=name, max_tokens=turn.max_tokens) as span:
-            stream = self._stream(turn, progress)
-            progress.stream = stream
+            stream = await self._stream(turn, progress)
             try:
                 async for piece in stream:
                     progress.pieces.append(piece)
@@ -298,22 +304,57 @@ class TurnHandler(Service[ChatTurn]):
                     with contextlib.suppress(Exception):
                         await aclose()
 
-    def _stream(self, turn: ChatTurn, progress: _Progress) -> AsyncIterator[str]:
+    async def _stream(self, turn: ChatTurn, progress: _Progress) -> AsyncIterator[str]:
         """The answer's pieces. Extractive: the quoted passages, without the model. Generative:
         the model's stream, unless the sources plainly do not hold the answer (the extractive
         answerer finds no passage that covers the question), in which case it says so and
-        names the closest sources rather than let the model guess."""
+        names the closest sources rather than let the model guess.
+
+        A served model's request goes out first and the check (CPU, on this loop) runs while
+        the model works on its first token, so the check is off the time to first token.
+        Nothing of the model is used before the check is done: when it refuses, the model's
+        stream is closed (the upstream stops generating; a piece or an error it sent meanwhile
+        is dropped) and the answer is the same "not in the documents" as if the model had never
+        been asked. A model that computes on this machine (``in_process``: the local model)
+        is asked after the check, as before: it would spend these cores on a prompt the check
+        may refuse, and stops only between prefill chunks (a refused turn would wait for one),
+        to gain the check's milliseconds on a first token that takes seconds."""
         question = turn.question or _last_user(turn)
-        found = extractive.answer(question, extractive.numbered(turn.sources))
+        sources = extractive.numbered(turn.sources)
+        if turn.answer_mode == "extractive" or getattr(self.model, "in_process", False):
+            found = extractive.answer(question, sources)
+            progress.found = found.found
+            if turn.answer_mode == "extractive" or (self.options.not_found_guard
+                                                     and not found.found):
+                progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
+                return _pieces(found.text)
+            progress.mode = "generative"
+            model = self.model.stream(
+                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+            )
+            progress.stream = model
+            return model
+        try:
+            model = self.model.stream(
+                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+            )
+        except Exception as exc:  # raised when the stream is read, so the check still decides
+            model = _failing(exc)
+        early = Prefetched(model)
+        try:
+            await early.sent()
+            found = extractive.answer(question, sources)
+        except BaseException:
+            await early.aclose()
+            raise
         progress.found = found.found
-        if turn.answer_mode == "extractive" or (self.options.not_found_guard
-                                                 and not found.found):
-            progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
+        if self.options.not_found_guard and not found.found:
+            await early.aclose()
+            progress.mode = "not_found"
             return _pieces(found.text)
         progress.mode = "generative"
-        return self.model.stream(
-            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-        )
+        progress.stream = model  # its usage and finish reason, once it ends
+        return early
 
     async def _failed(
         self,
@@ -386,6 +427,68 @@ class TurnHandler(Service[ChatTurn]):
         }
 
 
+class Prefetched:
+    """A model's stream whose first piece is asked for at once (in a task of its own, so the
+    request is on the wire while the caller does other work); iterating it returns that piece,
+    then the rest. ``aclose`` cancels the request wherever it is and closes the stream; an
+    error the first piece met is raised by the first ``__anext__``, never if the stream is
+    closed first."""
+
+    # Loop turns to give the request before the caller takes the loop: measured with
+    # OpenAIChatModel.compatible (aiohttp), a request on a pooled connection is written on
+    # the 2nd turn; a new connection waits for its connect, and the request then goes out once
+    # the caller yields (as if it had not been started early).
+    SEND_TURNS = 3
+
+    def __init__(self, stream: AsyncIterator[str]) -> None:
+        self._stream = stream
+        self._first: asyncio.Task[str | None] | None = asyncio.ensure_future(self._pull())
+        # Its error is raised by __anext__; one nobody reads (the request was refused or the
+        # turn cancelled) is dropped without asyncio's "never retrieved" report.
+        self._first.add_done_callback(_drop_error)
+
+    async def _pull(self) -> str | None:
+        try:
+            return await anext(self._stream)
+        except StopAsyncIteration:
+            return None
+
+    async def sent(self) -> None:
+        """Return once the request has had its loop turns to go out (or has been answered)."""
+        for _ in range(self.SEND_TURNS):
+            if self._first is None or self._first.done():
+                return
+            await asyncio.sleep(0)
+
+    def __aiter__(self) -> Prefetched:
+        return self
+
+    async def __anext__(self) -> str:
+        first, self._first = self._first, None
+        if first is None:
+            return await anext(self._stream)
+        piece = await first  # a cancel of the caller cancels the task too (and closes it)
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
+
+    async def aclose(self) -> None:
+        first, self._first = self._first, None
+        try:
+            if first is not None:
+                first.cancel()  # the stream closes itself when its __anext__ is cancelled
+                await asyncio.wait({first})
+        finally:
+            aclose = getattr(self._stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+def _drop_error(task: asyncio.Task[str | None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _turn_id(delivery: Message) -> str | None:
     """The turn id a body names, read without the contract (a malformed turn's client waits
     all the same), when it is a plausible one."""
@@ -406,6 +509,12 @@ def _last_user(turn: ChatTurn) -> str:
         if message.role == "user":
             return message.content.rsplit(QUESTION_MARK, 1)[-1].strip()
     return ""
+
+
+async def _failing(error: Exception) -> AsyncIterator[str]:
+    """A stream that fails with ``error`` when it is first read."""
+    raise error
+    yield ""  # pragma: no cover - makes this an async generator
 
 
 async def _pieces(text: str) -> AsyncIterator[str]:

@@ -201,6 +201,10 @@ class LocalChatModel:
     start loading on the worker thread now rather than on the first stream.
     """
 
+    # Computes on this machine: the worker asks it only after the not-found check
+    # (inference_worker.handler), not while the check runs.
+    in_process = True
+
     def __init__(
         self,
         path: Path | None = None,

@@ -31,8 +31,11 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass
 
 import aiohttp
+import aiohttp.helpers
 import openai
 from openai import AsyncAzureOpenAI, AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
@@ -241,16 +244,16 @@ class CompatibleClient:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
         self._session: aiohttp.ClientSession | None = None
+        self._route = _env_route(self.url, with_auth=not api_key)
 
     async def open(self, body: Mapping[str, Any], *, where: str) -> _Lines:
         """POST ``body``; the streaming response once its status is 200, else the error."""
         if self._session is None or self._session.closed:
             # Made here, not in __init__: a session belongs to the running event loop.
-            # trust_env: HTTP(S)_PROXY / NO_PROXY honoured, as the SDK's httpx client does.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout, trust_env=True)
+                connector=aiohttp.TCPConnector(limit=0), timeout=self._timeout)
         response = await self._session.post(self.url, data=json.dumps(body).encode(),
-                                            headers=self._headers)
+                                            headers=self._headers, **self._route)
         if response.status == 200:
             return _Lines(response)
         try:
@@ -263,6 +266,26 @@ class CompatibleClient:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _env_route(url: str, *, with_auth: bool) -> dict[str, Any]:
+    """What aiohttp's ``trust_env`` would add to a request to ``url``, read once: the proxy of
+    ``HTTP_PROXY`` / ``HTTPS_PROXY`` unless ``NO_PROXY`` covers the host (with its ``.netrc``
+    credentials) and, ``with_auth``, the host's ``.netrc`` login; the SDK's httpx client honours
+    the same. ``trust_env`` itself reads them on a thread of the default executor for every
+    request: two thread hops, measured 1.5 ms (idle) between opening a stream and the request's
+    first byte, on the path of every first token."""
+    route: dict[str, Any] = {}
+    parts = urlsplit(url)
+    if parts.hostname and not proxy_bypass(parts.hostname):
+        proxy = aiohttp.helpers.proxies_from_env().get(parts.scheme)
+        if proxy is not None:
+            route["proxy"], route["proxy_auth"] = proxy.proxy, proxy.proxy_auth
+    if with_auth and parts.hostname:
+        with contextlib.suppress(LookupError):
+            route["auth"] = aiohttp.helpers.basicauth_from_netrc(
+                aiohttp.helpers.netrc_from_env(), parts.hostname)
+    return route
 
 
 def _error_body(raw: bytes) -> tuple[str | None, str]:

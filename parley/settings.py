@@ -171,8 +171,8 @@ class Settings(BaseSettings):
     # embedded model it is right more often (python -m bench answers, README).
     answer_mode: Literal["extractive", "generative"] = "extractive"
     # Generative answers: say "not in the documents" (naming the closest sources) instead of
-    # asking the model when no passage of the sources covers the question's words. Turn it off
-    # for a strong served model that can judge paraphrases itself.
+    # the model's answer (its request is dropped) when no passage covers the question's words.
+    # Turn it off for a strong served model that can judge paraphrases itself.
     answer_not_found_guard: bool = True
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048

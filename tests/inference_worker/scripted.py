@@ -73,6 +73,7 @@ class ScriptedModel:
     report: Usage | None = None
     delays: Sequence[float] | None = None
     name: str = "scripted"
+    in_process: bool = False  # as the local model: asked only after the not-found check
     streams: list[ScriptedStream] = field(default_factory=list)
     calls: list[tuple[list[ChatMessage], int, float]] = field(default_factory=list)
     called: asyncio.Event = field(default_factory=asyncio.Event)

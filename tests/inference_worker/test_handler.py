@@ -10,20 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 
+from inference_worker import extractive
 from inference_worker.chatmodel import Usage
+from inference_worker.extractive import Numbered
 from inference_worker.openai_backend import OpenAIChatModel
 from parley.broker import Message
 from parley.contracts import ChatMessage, dump
-from parley.errors import ParleyError, Unsettled
+from parley.errors import ParleyError, Retry, Unsettled
 from parley.ids import MessageId
+from parley.keys import Keys
 from parley.turnstream import TurnWriter, attached_key, cancel
 from parley_cli import localstack
 from tests.fixtures.turns import tail
 from tests.inference_worker.conftest import text_of, turn, worker
-from tests.inference_worker.scripted import ScriptedModel
+from tests.inference_worker.scripted import ScriptedModel, ScriptedStream
 from tests.peers.openai_chat import Failure, OpenAIChatPeer
 
 ANSWER = ["Revenue", " grew", " 12%", " [2]", " on", " cloud", " sales", " [2][9]."]
@@ -411,6 +418,7 @@ async def test_an_extractive_turn_streams_quoted_passages_without_the_model(
 async def test_a_question_the_sources_do_not_answer_is_not_guessed(
     redis: aioredis.Redis,
 ) -> None:
+    # The model's first piece is ready before the check has refused: it must not be forwarded.
     model = ScriptedModel(pieces=ANSWER)
     async with worker(redis, model) as w:
         chat = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
@@ -418,9 +426,175 @@ async def test_a_question_the_sources_do_not_answer_is_not_guessed(
         events = await w.events(chat.turn_id)
         await w.settled()
     final = events[-1].data
+    expected = extractive.answer("Who founded Osprey Mining?", extractive.numbered(chat.sources))
+    assert not expected.found
+    assert [e.kind for e in events][-1] == "final"
+    assert text_of(events) == expected.text == final["text"]  # none of the model's words
     assert "not in the documents" in final["text"] and final["found"] is False
+    assert final["model"] == "extractive" and final["answer_mode"] == "generative"
     assert [c["n"] for c in final["citations"]] == [1, 2]  # the closest sources, shown
-    assert model.calls == []  # the model was not asked to guess
+    # The model was asked at once (the check ran while it worked) and stopped unheard.
+    stream = model.streams[0]
+    assert stream.closed and stream.yielded <= 1
+
+
+def slow_check(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, before: Callable[[], object] = lambda: None
+) -> list[float]:
+    """Make the not-found check hold the worker's loop for ``seconds`` more (as the real one
+    does on large sources), calling ``before`` first; returns the checks' start times."""
+    real = extractive.answer
+    started: list[float] = []
+
+    def check(question: str, sources: Sequence[Numbered], **options: Any) -> extractive.Answer:
+        started.append(time.monotonic())
+        before()
+        time.sleep(seconds)
+        return real(question, sources, **options)
+
+    monkeypatch.setattr(extractive, "answer", check)
+    return started
+
+
+async def test_the_check_runs_while_the_model_works_on_its_first_token(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER, first_delay=0.6)
+    started = slow_check(monkeypatch, 0.6)
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    final = events[-1].data
+    assert [e.kind for e in events][-1] == "final" and text_of(events) == "".join(ANSWER)
+    assert final["found"] is True and final["model"] == "scripted"
+    assert model.streams[0].started_at <= started[0]  # the request went out first
+    # One after the other they would take 1.2 s to the first token.
+    assert final["timings"]["ttft_ms"] < 1000, final["timings"]
+
+
+async def test_a_model_error_during_a_refusing_check_is_dropped(redis: aioredis.Redis) -> None:
+    # Rate limited at once: had the model not been asked (as before), the answer would be "not
+    # in the documents"; so it still is, and the turn is not retried.
+    model = ScriptedModel(fail=Retry("rate limited", reason="rate_limited", delay=5.0))
+    async with worker(redis, model) as w:
+        chat = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    assert events[-1].kind == "final" and events[-1].data["found"] is False
+    assert "not in the documents" in text_of(events)
+    assert w.consumer.stats.retried == 0 and model.streams[0].closed
+
+
+async def test_a_model_error_during_a_passing_check_is_the_turns(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ScriptedModel(fail=ParleyError("the model refused", reason="model_error"))
+    slow_check(monkeypatch, 0.2)  # the error is in before the check ends
+    async with worker(redis, model) as w:
+        chat = turn()
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    assert [e.kind for e in events] == ["sources", "error"]
+    assert events[-1].data["code"] == "model_error"
+    assert events[-1].data["message"] == "the model refused"
+
+
+async def test_a_cancel_during_the_check_stops_the_model_unheard(
+    redis: aioredis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER, first_delay=30.0)
+    chat = turn()
+    flags = SyncRedis.from_url(redis_url)
+    prefix: list[str] = []
+    slow_check(monkeypatch, 0.3,
+               before=lambda: flags.set(Keys(prefix[0]).turn_cancel(chat.turn_id), b"1", ex=60))
+    try:
+        async with worker(redis, model) as w:
+            prefix.append(w.prefix)
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+    finally:
+        flags.close()
+    assert [e.kind for e in events] == ["sources", "cancelled"]
+    assert events[-1].data == {"completion_tokens": 0, "reason": "cancelled"}
+    assert model.streams[0].closed and model.streams[0].yielded == 0
+
+
+async def test_an_in_process_model_is_asked_only_after_the_check(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ScriptedModel(pieces=ANSWER, in_process=True)
+    started = slow_check(monkeypatch, 0.1)
+    async with worker(redis, model) as w:
+        refused = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(refused)
+        first = await w.events(refused.turn_id)
+        assert model.calls == []  # the local model never read the prompt it would not answer
+        answered = turn()
+        await w.ask(answered)
+        second = await w.events(answered.turn_id)
+        await w.settled()
+    assert first[-1].data["found"] is False and "not in the documents" in text_of(first)
+    assert text_of(second) == "".join(ANSWER) and second[-1].data["model"] == "scripted"
+    assert model.streams[0].started_at >= started[1] + 0.1  # after the check, as before
+
+
+class RaisingModel(ScriptedModel):
+    """A model whose ``stream`` itself raises (a closed local model, a bad argument)."""
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int, temperature: float
+    ) -> ScriptedStream:
+        self.calls.append((list(messages), max_tokens, temperature))
+        raise ParleyError("the model is closed", reason="model_error")
+
+
+async def test_a_model_that_cannot_start_is_the_checks_to_judge(redis: aioredis.Redis) -> None:
+    model = RaisingModel()
+    async with worker(redis, model) as w:
+        refused = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+        await w.ask(refused)
+        first = await w.events(refused.turn_id)
+        answered = turn()
+        await w.ask(answered)
+        second = await w.events(answered.turn_id)
+        await w.settled()
+    assert first[-1].kind == "final" and first[-1].data["found"] is False  # as if never asked
+    assert [e.kind for e in second] == ["sources", "error"]
+    assert second[-1].data["code"] == "model_error"
+
+
+async def test_a_refused_turn_cancels_the_upstream_request(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model is not charged for an answer the check refuses: its HTTP request, sent at once,
+    is dropped while the model is still working on its first token."""
+    peer = OpenAIChatPeer(reply=[f" t{i}" for i in range(50)], first_token_delay=5.0).start()
+    model = OpenAIChatModel.compatible(peer.base_url, "peer-model")
+    try:
+        async with worker(redis, model) as w:
+            peer.first_token_delay = 0.0
+            warm = turn()  # answered: its connection is kept, as in a running worker
+            await w.ask(warm)
+            assert (await w.events(warm.turn_id))[-1].kind == "final"
+            peer.first_token_delay = 5.0
+            slow_check(monkeypatch, 0.3)  # the request is at the upstream before the refusal
+            chat = turn(messages=[ChatMessage(role="user", content="Who founded Osprey Mining?")])
+            await w.ask(chat)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+            assert await asyncio.to_thread(peer.wait_for, lambda p: p.disconnects == 1, 5.0)
+    finally:
+        await model.close()
+        peer.stop()
+    assert events[-1].kind == "final" and events[-1].data["found"] is False
+    assert "not in the documents" in text_of(events)
+    assert len(peer.requests) == 2 and peer.completed == 1  # the refused one never finished
 
 
 async def test_a_figure_in_no_cited_source_is_flagged_in_final(redis: aioredis.Redis) -> None:

@@ -41,7 +41,7 @@ def uncited(text: str) -> str:
 
 QUESTION = [ChatMessage(role="user", content="What is the capital of France?")]
 # Sources that hold the answers: a question its sources do not cover is answered "not in the
-# documents" without asking the model (inference_worker.handler).
+# documents", the model's request dropped (inference_worker.handler).
 FRANCE = [Source(n=1, chunk_id=ChunkId("c1"), document_id=DocumentId("d1"), document="france.pdf",
                  snippet="Paris", score=0.9,
                  text="Paris is the capital of France. A very long story is told about it.")]
@@ -311,3 +311,23 @@ async def test_the_error_bodys_message_reaches_the_user(peer: OpenAIChatPeer) ->
     assert caught.value.reason == "bad_request"
     assert "the prompt is too long for this model" in caught.value.message
     await model.close()
+
+
+async def test_the_environments_proxy_is_honoured_and_no_proxy_bypasses_it(
+    peer: OpenAIChatPeer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The peer stands in for the proxy: a request for an unresolvable host reaches it there.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{peer.port}")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = OpenAIChatModel.compatible("http://model.invalid/v1", "peer-model")
+    assert "".join(await collect(proxied.stream(QUESTION, max_tokens=3, temperature=0.0)))
+    assert peer.seen[-1].headers["host"] == "model.invalid"
+    await proxied.close()
+    bypassed = OpenAIChatModel.compatible("http://bypassed.invalid/v1", "peer-model")
+    with pytest.raises(ParleyError) as caught:
+        await collect(bypassed.stream(QUESTION, max_tokens=3, temperature=0.0))
+    assert caught.value.reason == "model_unavailable"  # asked directly: no such host
+    assert len(peer.requests) == 1
+    await bypassed.close()
