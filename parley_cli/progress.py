@@ -13,6 +13,10 @@ from parley.ids import DocumentId, TenantId
 from parley.status import TERMINAL_STAGES, DocumentStatus, Stage, StatusStore
 
 TIMED_OUT = 4
+STALLED_AFTER = 20.0  # seconds with every unfinished document still queued before a hint
+STALLED = ("Still queued after {seconds:.0f} s: the ingest workers are busy, or none is running "
+           "against this Redis. `parley up` runs them (commands find a stack with another "
+           "--state through PARLEY_STATE); `parley doctor` checks the connections.")
 STEPS = {Stage.QUEUED: 0, Stage.EXTRACTING: 1, Stage.CHUNKING: 2, Stage.EMBEDDING: 3}
 
 
@@ -40,10 +44,14 @@ async def watch(
     *,
     timeout: float,
     poll: float = 0.3,
+    stalled_after: float = STALLED_AFTER,
 ) -> int:
     """Show progress until every document is ready or failed; returns 0 if all are ready, 1 if
-    any failed, 4 on timeout (the ``parley`` exit codes)."""
-    deadline = time.monotonic() + timeout
+    any failed, 4 on timeout (the ``parley`` exit codes). When nothing has left the queue for
+    ``stalled_after`` seconds, says once what may be wrong."""
+    started = time.monotonic()
+    deadline = started + timeout
+    hinted = False
     with Progress(
         TextColumn("{task.fields[name]:<40.40}"),
         BarColumn(),
@@ -53,6 +61,7 @@ async def watch(
         tasks = {doc: bars.add_task("queued", total=1.0, name=name) for doc, name in documents}
         final: dict[DocumentId, DocumentStatus] = {}
         while len(final) < len(tasks) and time.monotonic() < deadline:
+            waiting = True
             for doc, task in tasks.items():
                 if doc in final:
                     continue
@@ -61,6 +70,11 @@ async def watch(
                 bars.update(task, description=label, completed=done)
                 if status is not None and status.stage in TERMINAL_STAGES:
                     final[doc] = status
+                waiting = waiting and (status is None or status.stage == Stage.QUEUED)
+            if waiting and not final and not hinted and (
+                    time.monotonic() - started >= stalled_after):
+                bars.console.print(STALLED.format(seconds=stalled_after))
+                hinted = True
             await asyncio.sleep(poll)
     if len(final) < len(tasks):
         print(f"timed out after {timeout:.0f} s; see: parley status")
