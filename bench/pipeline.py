@@ -8,9 +8,9 @@
    chunk batches (4, 8, 16, then full ones), which cost the int8 graph more per chunk than full
    batches and give the pipeline's very vectors (a text's int8 vector depends a little on its
    mini-batch, so the full batches' vectors differ slightly). Measured in one process on the
-   dev filings (load 2.3-2.7, two rounds): the pipeline's calls took 8-9% more CPU and 11-13%
-   more time per chunk than full batches, so against full batches the pipeline stays under
-   ~0.89 even with no overhead at all;
+   dev filings, five rounds at load 2.3-7: the pipeline's calls took 6-9.5% more CPU per chunk
+   than full batches, and 6-13% more time in the three rounds at load 2.3-2.7, so against full
+   batches the pipeline stays under ~0.88-0.94 even with no overhead at all;
 2. time until the documents are searchable: Parley vs the seed's approach in one process
    (pypdf + LangChain RecursiveCharacterTextSplitter(1000, 10) + Chroma.from_texts), the seed
    running the same model the plain way: the packaged ONNX file as shipped (goal >= 2x);
