@@ -348,8 +348,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             return
         caption = caption_above()
         parsed = tables.pipe_rows(cells)
-        header = " ".join(tables.split_cells(cells[0])) if parsed[0] is None and len(
-            cells) > 1 else ""
+        header = " ".join(tables.split_cells(cells[0])) if len(cells) > 1 and (
+            tables.names_columns(cells[0])) else ""
         for line, row in zip(cells, parsed, strict=True):
             if row is not None:
                 out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),

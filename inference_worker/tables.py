@@ -138,8 +138,7 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
     for index, line in enumerate(lines):
         cells = split_cells(line)
         named = [_NAMED.match(c) for c in cells]
-        if (index == 0 and len(cells) > 1 and not any(is_figure(c) for c in cells[1:])
-                and not any(m and is_figure(m.group(2)) for m in named)):
+        if index == 0 and names_columns(line):
             header = cells
             out.append(None)
             continue
@@ -162,6 +161,16 @@ def pipe_rows(lines: Sequence[str]) -> list[Row | None]:
 
 
 _NAMED = re.compile(r"^([^:]{1,60}):\s+(.+)$")  # an XLSX cell under its column: "Pallets: 4812"
+
+
+def names_columns(line: str) -> bool:
+    """Whether the first line of a cell table is its heading row: several cells, none a figure,
+    and not a spreadsheet row whose every cell names its own column ("Setting: PARLEY_OCR |
+    Default: local", a row of text whose column headings are in each cell)."""
+    cells = split_cells(line)
+    named = [_NAMED.match(c) for c in cells]
+    return (len(cells) > 1 and not any(is_figure(c) for c in cells[1:])
+            and not any(m and is_figure(m.group(2)) for m in named) and not all(named))
 
 
 def split_cells(line: str) -> list[str]:

@@ -266,6 +266,24 @@ def test_spreadsheet_rows_name_their_columns() -> None:
     assert result.text.splitlines()[0] == "Zephyr (Forklifts): 17 [1]"
 
 
+def test_a_spreadsheet_of_text_rows_is_not_read_under_its_first_row() -> None:
+    from ingest_worker.extract.dispatch import extract
+    from tests.fixtures.documents import xlsx
+
+    data = xlsx({"Settings": [
+        ["Setting", "Default", "What it does"],
+        ["PARLEY_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for queues and status"],
+        ["PARLEY_CHUNK_TOKENS", 200, "the size of a chunk in tokens"],
+        ["PARLEY_MAX_UPLOAD_BYTES", 104857600, "the largest file the portal accepts"],
+    ]})
+    text = "\n".join(b.text for b in extract(data, "s.xlsx", max_pages=5, max_bytes=10**7).blocks)
+    result = answer("What is the largest file the portal accepts by default?",
+                    [Numbered(1, "settings.xlsx", text)])
+    first = result.text.splitlines()[0]
+    assert "PARLEY_MAX_UPLOAD_BYTES" in first and "104857600" in first, result.text
+    assert "PARLEY_REDIS_URL" not in result.text  # the first row is not every row's heading
+
+
 # --- another layout: one column, running footers, fiscal years that are not calendar years -----
 
 FILINGS = filings.reports()

@@ -83,6 +83,11 @@ def test_cell_rows_under_a_heading_row_and_spreadsheet_rows_naming_their_columns
     assert named == [Row("Zephyr", (Cell("Pallets", "4812"), Cell("Forklifts", "17")))]
     assert best_cell(named[0] or Row("", ()), "How many forklifts at Zephyr?",
                      {"forklifts", "zephyr"}) == Cell("Forklifts", "17")
+    # A spreadsheet whose first row is text: each cell names its column, so it is a row, not
+    # the table's heading row (which would have named the columns of every row below).
+    settings = pipe_rows(["Setting: PARLEY_OCR | Default: local | What it does: OCR of scans",
+                          "Setting: PARLEY_CHUNK_TOKENS | Default: 200 | What it does: chunk size"])
+    assert settings == [None, Row("PARLEY_CHUNK_TOKENS chunk size", (Cell("Default", "200"),))]
 
 
 @pytest.mark.parametrize(("line", "cells"), [
