@@ -149,7 +149,7 @@ SYNONYMS = {
     "r&d": "research", "profit": "income", "earnings": "income", "spend": "expense",
     "spent": "expense", "increas": "chang", "decreas": "chang", "grew": "chang", "grow": "chang",
     "declin": "chang", "rose": "chang", "fell": "chang", "spending": "expense",
-    "expenditure": "expense", "costs": "cost",
+    "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
 }
 AMOUNT_CUES = ("how much", "how many", "what was", "what were", "what is", "what are", "total",

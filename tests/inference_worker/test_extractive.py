@@ -282,6 +282,10 @@ def test_a_spreadsheet_of_text_rows_is_not_read_under_its_first_row() -> None:
     first = result.text.splitlines()[0]
     assert "PARLEY_MAX_UPLOAD_BYTES" in first and "104857600" in first, result.text
     assert "PARLEY_REDIS_URL" not in result.text  # the first row is not every row's heading
+    # "maximum" is what a setting's name abbreviates ("MAX"): the size of a chunk is not it.
+    result = answer("What is the default maximum upload size?",
+                    [Numbered(1, "settings.xlsx", text)])
+    assert "PARLEY_MAX_UPLOAD_BYTES" in result.text.splitlines()[0], result.text
 
 
 # --- another layout: one column, running footers, fiscal years that are not calendar years -----
