@@ -6,6 +6,9 @@ The gateway ends a websocket session when its token expires (error ``token_expir
 token (MSAL redeems its refresh token at FakeEntra, tests/portal/entra.py) and sends it on the
 same connection, and the gateway moves the session's end. A pasted token cannot be renewed:
 when it expires the portal says so and how to sign in again, instead of reconnecting with it.
+Entra ID out of reach (its token endpoint aborted as a network outage) signs nobody out: the
+portal tries again with the reconnect backoff; a refused refresh token (``invalid_grant``) signs
+out saying the sign-in expired.
 
 The tokens live seconds (the leeway is one second), so the tests wait for real time to pass the
 first token's end; what they check is what the browser's websockets carried (Playwright's frame
