@@ -6,8 +6,9 @@ local JWKS with the gateway's own rules (issuers, audiences, tenant claim).
 FakeEntra checks what a real authorization server checks on the authorization code flow (the
 test asserts the PKCE pair) and redeems the refresh tokens it issued, as MSAL asks for them to
 renew an access token silently; ``lifetime`` sets how long its access tokens live (``exp`` and
-``expires_in``), short for the renewal tests, and ``offline`` fails its token endpoint as a
-network outage would.
+``expires_in``), short for the renewal tests, ``offline`` fails its token endpoint as a
+network outage would, and :meth:`FakeEntra.revoke` ends the user's sign-in (refresh tokens
+refused with ``invalid_grant``, a silent ``prompt=none`` request answered ``login_required``).
 """
 
 from __future__ import annotations
@@ -73,8 +74,15 @@ class FakeEntra:
     refreshes: int = 0  # refresh tokens redeemed
     offline: bool = False  # token requests fail as on a network outage, and are counted:
     refused: int = 0
+    signed_in: bool = True  # the user's session at Entra ID: prompt=none gets a code
     code: str = field(default_factory=lambda: uuid.uuid4().hex)
     _refresh_tokens: set[str] = field(default_factory=set)
+
+    def revoke(self) -> None:
+        """End the user's sign-in: the refresh tokens issued so far are refused, and a silent
+        request (``prompt=none``) is answered ``login_required``, until they sign in again."""
+        self._refresh_tokens.clear()
+        self.signed_in = False
 
     @property
     def issuer(self) -> str:
@@ -120,7 +128,14 @@ class FakeEntra:
             await route.fulfill(status=204, headers=cors)
             return
         if url.path.endswith("/oauth2/v2.0/authorize"):
-            self.authorize = {k: v[0] for k, v in parse_qs(url.query).items()}
+            asked = {k: v[0] for k, v in parse_qs(url.query).items()}
+            if asked.get("prompt") == "none" and not self.signed_in:
+                location = (f"{asked['redirect_uri']}#error=login_required"
+                            f"&error_description=AADSTS50058&state={asked['state']}")
+                await route.fulfill(status=302, headers={"location": location})
+                return
+            self.authorize = asked
+            self.signed_in = True
             location = (f"{self.authorize['redirect_uri']}#code={self.code}"
                         f"&state={self.authorize['state']}&client_info={self.client_info()}")
             await route.fulfill(status=302, headers={"location": location})

@@ -6,6 +6,9 @@ The gateway ends a websocket session when its token expires (error ``token_expir
 token (MSAL redeems its refresh token at FakeEntra, tests/portal/entra.py) and sends it on the
 same connection, and the gateway moves the session's end. A pasted token cannot be renewed:
 when it expires the portal says so and how to sign in again, instead of reconnecting with it.
+Entra ID out of reach (its token endpoint aborted as a network outage) signs nobody out: the
+portal tries again with the reconnect backoff; a refused refresh token (``invalid_grant``) signs
+out saying the sign-in expired.
 
 The tokens live seconds (the leeway is one second), so the tests wait for real time to pass the
 first token's end; what they check is what the browser's websockets carried (Playwright's frame
@@ -182,5 +185,79 @@ async def test_a_pasted_token_that_expires_asks_to_sign_in_again(
             await page.locator("#token").press("Enter")
             await online(page)
             assert await page.locator("#signin-error").text_content() == ""
+        finally:
+            await context.close()
+
+
+async def test_entra_out_of_reach_at_the_reconnect_is_tried_again(
+    chromium: Any, redis_url: str, chroma_url: str
+) -> None:
+    async with entra_gateway(redis_url, chroma_url, lifetime=LIFETIME, leeway=LEEWAY) as entra:
+        context = await chromium.new_context()
+        try:
+            await context.route("https://login.microsoftonline.com/**", entra.handle)
+            page = await context.new_page()
+            sockets = watch(page)
+            await page.goto(entra.origin + "/")
+            await page.locator("#signin-microsoft").click(timeout=WAIT)
+            await online(page)
+            # Entra ID cannot be reached across the end of the session: neither the renewals
+            # nor the reconnect's token requests get through (a network failure, not a refusal).
+            entra.offline = True
+            await until(lambda: sockets.opened[0].is_closed(), "end of the first session",
+                        timeout=LIFETIME + 10)
+            refused = entra.refused
+            await until(lambda: entra.refused >= refused + 2, "token requests at the reconnect")
+            # Still signed in, counting down to the next try; no socket without a token.
+            await page.wait_for_function(
+                "(c => c.dataset.state === 'reconnecting'"
+                " && /^Reconnecting in \\d+ s…$/.test(c.textContent))"
+                "(document.querySelector('#conn'))"
+                " || document.querySelector('#signin-entra-error').textContent !== ''",
+                timeout=WAIT,
+            )
+            assert await page.locator("#signin-entra-error").text_content() == ""
+            assert await page.locator("#view-signin").is_hidden()
+            assert len(sockets.opened) == 1
+            entra.offline = False
+            await until(lambda: len(sockets.readies(renewed=False)) == 2, "reconnection",
+                        timeout=20)
+            await online(page)
+            tokens = sockets.tokens()
+            assert claims_of(tokens[-1])["exp"] > claims_of(tokens[0])["exp"]
+            assert await page.locator("#view-chat").is_visible()
+            assert await page.locator("#signin-entra-error").text_content() == ""
+            assert len(sockets.opened) == 2 and not sockets.opened[1].is_closed()
+        finally:
+            await context.close()
+
+
+async def test_a_refused_refresh_token_signs_out_saying_so(
+    chromium: Any, redis_url: str, chroma_url: str
+) -> None:
+    async with entra_gateway(redis_url, chroma_url, lifetime=LIFETIME, leeway=LEEWAY) as entra:
+        context = await chromium.new_context()
+        try:
+            await context.route("https://login.microsoftonline.com/**", entra.handle)
+            page = await context.new_page()
+            sockets = watch(page)
+            await page.goto(entra.origin + "/")
+            await page.locator("#signin-microsoft").click(timeout=WAIT)
+            await online(page)
+            authorized = entra.authorize
+            # The user's sign-in ends at Entra ID (revoked, or the refresh token expired): MSAL
+            # gets invalid_grant for the refresh token, then login_required without a prompt.
+            entra.revoke()
+            await page.wait_for_function(
+                "document.querySelector('#signin-entra-error').textContent !== ''",
+                timeout=(LIFETIME + 20) * 1000,
+            )
+            error = await page.locator("#signin-entra-error").text_content()
+            assert error == "Your sign-in expired: sign in again."
+            assert await page.locator("#signin-entra").is_visible()
+            assert await page.locator("#view-chat").is_hidden()
+            assert sockets.readies(renewed=True) == []
+            assert entra.authorize is authorized  # no interactive trip to Entra ID's page
+            assert len(sockets.opened) == 1
         finally:
             await context.close()

@@ -3,7 +3,9 @@
 // /static/vendor; no build step) runs the authorization code flow with PKCE: the page goes to
 // login.microsoftonline.com and comes back to / with a code, which MSAL redeems for tokens kept in
 // sessionStorage. The access token for the gateway's scope is asked for again before each use, so
-// MSAL refreshes it silently when it expires. Without Entra ID the portal asks for a token.
+// MSAL refreshes it silently when it expires; when Entra ID wants the user again the portal
+// signs out with "Your sign-in expired", and the user signs in again from the card. Without
+// Entra ID the portal asks for a token.
 
 const MSAL_SRC = "/static/vendor/msal-browser.min.js";
 
@@ -63,16 +65,26 @@ export class EntraSignIn {
     return this.app.loginRedirect({ scopes: this.config.scopes });
   }
 
-  /** A valid access token for the gateway (refreshed silently); when Entra ID needs the user
-   * again (consent, an expired session), the page goes there and this never resolves. */
+  /** A valid access token for the gateway (refreshed silently). When Entra ID needs the user
+   * again (MSAL's interaction required: consent, an expired session; or the refresh token is
+   * refused, invalid_grant) the error is marked `expired`: the portal signs out and says so.
+   * Any other failure (Entra ID out of reach) is the caller's to try again. */
   async token() {
-    const request = { scopes: this.config.scopes, account: this.account };
+    const request = {
+      scopes: this.config.scopes,
+      account: this.account,
+      // The cache and the refresh token, not a hidden iframe after them: the iframe comes back
+      // to this page, which does not hand the answer on (MSAL times out after 10 s, an error
+      // that tells nothing of the sign-in), and browsers that block third-party cookies
+      // answer it login_required anyway.
+      cacheLookupPolicy: this.msal.CacheLookupPolicy.AccessTokenAndRefreshToken,
+    };
     try {
       return (await this.app.acquireTokenSilent(request)).accessToken;
     } catch (err) {
-      if (err instanceof this.msal.InteractionRequiredAuthError) {
-        await this.app.acquireTokenRedirect(request);
-        return new Promise(() => {});
+      if (err instanceof this.msal.InteractionRequiredAuthError
+          || err?.errorCode === "invalid_grant") {
+        err.expired = true;
       }
       throw err;
     }

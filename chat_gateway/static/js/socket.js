@@ -16,6 +16,12 @@
 // session expire all the same, the connection reconnects with a fresh token instead of signing
 // out. A pasted token cannot be renewed: when it expires the connection ends with "expired",
 // and does not reconnect with the same expired token.
+//
+// A token function that fails is not a reason to sign out by itself: once connected, a token
+// that could not be fetched (Entra ID out of reach) is tried again with the reconnect backoff
+// ("reconnecting" with its countdown), and a failed renewal again while the session lasts. Only
+// an error marked `expired` (the identity provider wants the user again: MSAL's interaction
+// required, a refused refresh token) ends the connection with "expired".
 
 const BACKOFF = [500, 1000, 2000, 4000, 8000];
 const CLOSE_UNAUTHENTICATED = 4401;
@@ -38,6 +44,7 @@ export class Connection extends EventTarget {
     this.stopped = false;
     this.timer = null;
     this.countdown = null;
+    this.attempting = null; // the connect() in progress (a later one supersedes it)
     this.refresh = null; // the timer of the next renewal
     this.renewing = false; // a fresh token was sent and not answered yet
     this.endsAt = null; // Date.now() when the session ends unless renewed; null: never
@@ -53,22 +60,32 @@ export class Connection extends EventTarget {
     this.connect();
   }
 
-  connect() {
+  async connect() {
     clearTimeout(this.timer);
     clearInterval(this.countdown);
     this.authed = false;
     this.emit("state", { state: this.readyOnce ? "reconnecting" : "connecting", retryIn: 0 });
+    // The token first, then the socket: no socket waits on a token that may take a while (or
+    // not come: Entra ID out of reach), and a failure is handled before anything is open.
+    const attempt = {};
+    this.attempting = attempt;
+    let token;
+    try {
+      token = await this.token();
+    } catch (err) {
+      if (this.stopped || this.attempting !== attempt) return;
+      if (err?.expired) this.end("expired", {}); // the user must sign in again
+      // Once signed in, a token that could not be fetched (a network blip on the way to Entra
+      // ID) is tried again with the reconnect backoff: the sign-in itself is still good.
+      else if (this.readyOnce) this.retry();
+      else this.deny(`no token: ${err.message}`);
+      return;
+    }
+    if (this.stopped || this.attempting !== attempt) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const ws = new WebSocket(`${scheme}://${location.host}/ws`);
     this.ws = ws;
-    ws.addEventListener("open", async () => {
-      let token;
-      try {
-        token = await this.token();
-      } catch (err) {
-        this.deny(`no token: ${err.message}`);
-        return;
-      }
+    ws.addEventListener("open", () => {
       if (ws === this.ws) ws.send(JSON.stringify({ type: "auth", token }));
     });
     ws.addEventListener("message", (e) => this.onMessage(ws, e));
@@ -150,8 +167,10 @@ export class Connection extends EventTarget {
     let token;
     try {
       token = await this.token();
-    } catch {
-      this.renewLater(ws);
+    } catch (err) {
+      // Not a reason to sign out while the session lasts: a network failure is tried again;
+      // a sign-in that has expired is found again (and said) at the reconnect.
+      if (!err?.expired) this.renewLater(ws);
       return;
     }
     if (ws !== this.ws || !this.authed) return;
@@ -169,6 +188,11 @@ export class Connection extends EventTarget {
       this.deny("the token was not accepted");
       return;
     }
+    this.retry();
+  }
+
+  /** Connect again after the next backoff delay, counting it down. */
+  retry() {
     const delay = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
     this.attempt += 1;
     let left = Math.ceil(delay / 1000);
