@@ -571,8 +571,10 @@ def answer(
 
     def gain(unit: Unit) -> float:
         """The share of the question's content weight that ``unit`` would add to what is
-        chosen."""
-        return sum(weights[t] for t in unit_terms[id(unit)] - covered) / content
+        chosen: over the same terms as ``content`` (a term of some source's title is not
+        content), or a passage from a source whose title names a question word would lose to
+        one that repeats it elsewhere."""
+        return sum(weights[t] for t in unit_terms[id(unit)] - covered - titled) / content
 
     # Greedy: the best passage, then those that are nearly as good or cover what is missing
     # ("operating expenses ... compared to revenue" wants two rows).

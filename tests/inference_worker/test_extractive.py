@@ -434,3 +434,19 @@ def test_a_row_of_a_continued_table_is_given_in_full_in_its_captions_unit(kind: 
     # Without the caption it carries, the chunk cannot say what its figures count.
     bare = [s.model_copy(update={"unit": None}) for s in sources]
     assert f"{shares * 1000:,}" not in answer(question, numbered(bare)).text
+
+
+def test_a_source_whose_title_names_the_subject_is_not_put_last_for_it() -> None:
+    # "workers" is in the first source's title (the slide's heading); the second source repeats
+    # "workers" in a sentence that does not answer. The row that answers comes first.
+    slide = Numbered(1, "architecture.pptx slide 2 · The workers", "\n".join([
+        "Part | What it does",
+        "Ingest worker | extracts text and cuts it into chunks",
+        "Embed worker | turns chunks into vectors and stores them in Chroma",
+    ]))
+    guide = Numbered(2, "getting-started.md § Running it",
+                     "It starts Redis, a Chroma server, the ingest, embed and inference workers "
+                     "and the chat gateway.")
+    result = answer("What does the embed worker do?", [slide, guide])
+    assert result.text.splitlines()[0] == (
+        "Embed worker | turns chunks into vectors and stores them in Chroma [1]"), result.text
