@@ -320,41 +320,40 @@ class TurnHandler(Service[ChatTurn]):
         may refuse, and stops only between prefill chunks (a refused turn would wait for one),
         to gain the check's milliseconds on a first token that takes seconds."""
         question = turn.question or _last_user(turn)
-        sources = extractive.numbered(turn.sources)
-        if turn.answer_mode == "extractive" or getattr(self.model, "in_process", False):
-            found = extractive.answer(question, sources)
-            progress.found = found.found
-            if turn.answer_mode == "extractive" or (self.options.not_found_guard
-                                                     and not found.found):
-                progress.mode = "extractive" if turn.answer_mode == "extractive" else "not_found"
-                return _pieces(found.text)
-            progress.mode = "generative"
-            model = self.model.stream(
-                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-            )
-            progress.stream = model
-            return model
+        generative = turn.answer_mode == "generative"
+        early: Prefetched | None = None
+        if generative and not getattr(self.model, "in_process", False):
+            try:
+                model = self._model_stream(turn)
+            except Exception as exc:  # raised when the stream is read, so the check still decides
+                model = _failing(exc)
+            early = Prefetched(model)
         try:
-            model = self.model.stream(
-                turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
-            )
-        except Exception as exc:  # raised when the stream is read, so the check still decides
-            model = _failing(exc)
-        early = Prefetched(model)
-        try:
-            await early.sent()
-            found = extractive.answer(question, sources)
+            if early is not None:
+                await early.sent()
+            found = extractive.answer(question, extractive.numbered(turn.sources))
         except BaseException:
-            await early.aclose()
+            if early is not None:
+                await early.aclose()
             raise
         progress.found = found.found
-        if self.options.not_found_guard and not found.found:
-            await early.aclose()
-            progress.mode = "not_found"
+        if not generative or (self.options.not_found_guard and not found.found):
+            if early is not None:
+                await early.aclose()
+            progress.mode = "not_found" if generative else "extractive"
             return _pieces(found.text)
         progress.mode = "generative"
+        if early is None:  # in process: asked only now that the check has passed
+            model = self._model_stream(turn)
+            progress.stream = model
+            return model
         progress.stream = model  # its usage and finish reason, once it ends
         return early
+
+    def _model_stream(self, turn: ChatTurn) -> AsyncIterator[str]:
+        return self.model.stream(
+            turn.messages, max_tokens=turn.max_tokens, temperature=turn.temperature
+        )
 
     async def _failed(
         self,

@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from parley.keys import Keys
 
+# The folder `parley up` keeps its data in and writes stack.env to, for the other commands.
+STATE_DIR = os.environ.get("PARLEY_STATE") or ".parley"
+
 
 class BrokerBackend(StrEnum):
     REDIS = "redis"
@@ -85,7 +88,7 @@ class Settings(BaseSettings):
         frozen=True,
         # Written by ``parley up`` (in its state folder, PARLEY_STATE) so that commands in
         # another terminal find the local stack; real environment variables take precedence.
-        env_file=os.path.join(os.environ.get("PARLEY_STATE") or ".parley", "stack.env"),
+        env_file=os.path.join(STATE_DIR, "stack.env"),
     )
 
     # --- infrastructure -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from parley.errors import ParleyError
-from parley.settings import Settings
+from parley.settings import STATE_DIR, Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole system locally (Ctrl-C stops it)")
-    up.add_argument("--state", default=os.environ.get("PARLEY_STATE") or ".parley",
+    up.add_argument("--state", default=STATE_DIR,
                     help="folder for data and logs (PARLEY_STATE, else .parley); commands find "
                          "the stack from PARLEY_STATE")
     up.add_argument("--no-chat", action="store_true", help="ingestion only (no model)")

@@ -44,7 +44,7 @@ from types import FrameType
 from typing import TextIO
 
 from parley.errors import ParleyError
-from parley.settings import Settings
+from parley.settings import STATE_DIR, Settings
 from parley_cli import localstack
 
 WORKERS = ("ingest_worker", "embed_worker")
@@ -394,10 +394,8 @@ def run_stack(state: Path, *, with_chat: bool = True, out: TextIO = sys.stdout) 
 def _where_commands_find(state: Path) -> str:
     """How a command in another terminal finds this stack: its env file is read from
     ``$PARLEY_STATE/stack.env``, ``.parley/stack.env`` without it."""
-    if os.environ.get("PARLEY_STATE"):
-        return "with the same PARLEY_STATE"
-    if state == Path(".parley").resolve():
-        return "in this folder"
+    if state == Path(STATE_DIR).resolve():
+        return "with the same PARLEY_STATE" if os.environ.get("PARLEY_STATE") else "in this folder"
     return f"with PARLEY_STATE={state}"
 
 
