@@ -3,7 +3,8 @@ with the seed's approach, on questions with a reference and on questions no docu
 
     python -m bench answers [--generative N] [--max-tokens M] [--feedback FILE] [--wrong]
 
-``--wrong`` prints each wrong extractive answer with what was expected (to stderr).
+``--wrong`` prints each wrong extractive answer with what was expected (to stderr); ``--sets
+handbooks,examples`` runs only the sets named.
 
 Question sets:
 
@@ -219,6 +220,52 @@ def buybacks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
             full = int(rows[label].replace(",", "")) * 1000
             items.append(Item(question, figures=(str(full),)))
     return files, items, []
+
+
+def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """Everyday business documents of three fictional organisations (tests/fixtures/handbooks.py:
+    handbooks, an IT guide, a manual, an FAQ, an expense workbook, security slides; DOCX, PDF,
+    HTML, XLSX, PPTX), asked about mostly in the asker's words rather than the document's."""
+    from tests.fixtures.handbooks import documents, questions, unanswerable
+
+    items = [Item(q.text, phrases=q.expected) for q in questions()]
+    return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# Questions a new user asks of examples/ (the scanned memo is left out: this bench runs no OCR),
+# with a phrase of the passage that answers; then questions none of them answers.
+EXAMPLE_QUESTIONS = (
+    ("What file types can Parley read?", "PowerPoint"),
+    ("How do I add documents?", "parley ingest"),
+    ("What is the default maximum upload size?", "104857600"),
+    ("What happens when a PDF is encrypted?", "password"),
+    ("What does the embed worker do?", "vectors"),
+    ("Which setting chooses the OCR engine?", "PARLEY_OCR"),
+    ("Where does a citation point in a spreadsheet?", "sheet name"),
+    ("How do I start Parley locally?", "./dev up"),
+    ("What happens if a worker is down?", "waits on the queue"),
+    ("Where is the portal?", "8080"),
+    ("Can Parley read scanned documents?", "OCR"),
+    ("What is the default chat model?", "local"),
+    ("How does KEDA scale the workers?", "length of its queue"),
+    ("What is the local sign-in token?", "dev-token"),
+    ("How do I stop Parley?", "Ctrl-C"),
+)
+EXAMPLE_NONE = (
+    "What is the default answer mode?", "How do I delete a document?",
+    "How many chunks does an embed batch hold?", "Who founded Parley?",
+    "What does Parley cost per seat?", "What is the weather in Paris tomorrow?",
+    "Which GPU does Parley need?", "How do I reset my password?",
+)
+
+
+def examples_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The project's examples/ folder, asked what a new user asks after the quick start."""
+    files = {p.name: p.read_bytes() for p in sorted(EXAMPLES.iterdir())
+             if p.name not in ("README.md", "scanned-memo.pdf")}
+    items = [Item(q, phrases=(phrase,)) for q, phrase in EXAMPLE_QUESTIONS]
+    return files, items, [Item(q, answerable=False) for q in EXAMPLE_NONE]
 
 
 def feedback_set(path: Path) -> list[tuple[Item, list[Chunk]]]:
@@ -442,7 +489,7 @@ def summary(row: Row) -> list[object]:
 
 async def run(
     generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None,
-    wrong: bool = False,
+    wrong: bool = False, only: Sequence[str] = (),
 ) -> str:
     from inference_worker.local import LocalChatModel
     from parley.embedder.local import LocalEmbedder
@@ -458,6 +505,10 @@ async def run(
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
     sets.append(("buybacks", buybacks_set()))
+    sets.append(("handbooks", handbooks_set()))
+    sets.append(("examples", examples_set()))
+    if only:
+        sets = [s for s in sets if s[0] in only]
     embedder = LocalEmbedder()
     model: object | None = None
     if generative > 0:  # the model takes a while to load: not for extractive rows alone
@@ -526,10 +577,13 @@ def main(argv: Sequence[str] = ()) -> str:
                         help="print each wrong extractive answer with what was expected")
     parser.add_argument("--feedback", type=Path, default=None,
                         help="also answer the questions of a `parley feedback export --json` file")
+    parser.add_argument("--sets", default="",
+                        help="comma-separated question sets to run (default: all)")
     args = parser.parse_args(list(argv))
+    only = [s for s in args.sets.split(",") if s]
     return asyncio.run(run(args.generative, args.max_tokens,
                            lambda s: print(s, file=sys.stderr, flush=True), args.feedback,
-                           args.wrong))
+                           args.wrong, only))
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|mon
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
     r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b", re.IGNORECASE)
+# A row that gives one figure as a share of another ("Percentage of total net sales"), and the
+# words of a question that asks for such a share.
+_RATIO_ROW = re.compile(r"\s*(?:as\s+a\s+)?(?:percentage|percent|%|ratio|proportion)\s+(?:of|to)\b",
+                        re.IGNORECASE)
+_RATIO_ASKED = re.compile(r"%|\b(?:percent\w*|share|proportion|portion|fraction|ratio)\b",
+                          re.IGNORECASE)
 # What a share is of: "percentage of (Apple's total revenue) did ...".
 _SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fraction)\s+of\s+(.+?)\s+"
                        r"(?:did|was|were|is|are|does|do|came|come|accounted|account|represented|"
@@ -137,6 +143,7 @@ generate generated generating contribute contributed impact impacted affect affe
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
 latest recent newest current last
+i'm i've i'd i'll don't doesn't didn't can't won't isn't aren't
 """)
 # Words that say what kind of answer is wanted, not what it is about: they count, but less.
 WEAK = _words("""
@@ -239,6 +246,12 @@ class Numbered:
     title: str
     text: str
     unit: str | None = None
+    document: str = ""  # the document's name (its sources share it); "" -> the title
+
+    @property
+    def of(self) -> str:
+        """Which document the source is of."""
+        return self.document or self.title
 
 
 @dataclass(frozen=True)
@@ -330,8 +343,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             return
         joined = " ".join(prose)
         prose.clear()
-        for sentence in _SENTENCE_END.split(joined):
-            sentence = sentence.strip()
+        for sentence in _passages(joined):
             if len(terms(sentence)) >= 3 and len(sentence.split()) >= 6:
                 out.append(Unit(source.n, rank, len(out), sentence, "", False))
 
@@ -415,6 +427,28 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     return out
 
 
+def _passages(paragraph: str) -> list[str]:
+    """The sentences of a paragraph, a short one (under six words: "encrypted: the file is
+    password-protected.", "Upload it again.") joined to the sentence after it, or to the one
+    before at the paragraph's end: alone it is too short to be a passage, dropped it would leave
+    a definition list or a how-to without its answers."""
+    out: list[str] = []
+    carry = ""
+    for sentence in _SENTENCE_END.split(paragraph):
+        sentence = f"{carry} {sentence.strip()}".strip()
+        carry = ""
+        if len(sentence.split()) < 6:
+            carry = sentence
+        elif sentence:
+            out.append(sentence)
+    if carry:
+        if out:
+            out[-1] = f"{out[-1]} {carry}"
+        else:
+            out.append(carry)
+    return out
+
+
 def names(question: str) -> list[str]:
     """The proper names of a question: capitalised words after its first word (runs of them
     as one name), other than question words, months and quarter labels."""
@@ -491,6 +525,8 @@ def answer(
     # "The latest quarter" of the company the question names, not the newest of all sources.
     named = set(terms(" ".join(names(question))))
     of_named = [s for s in sources if named <= source_terms[s.n]] or list(sources)
+    # Of the documents: a chunk that does not repeat the name is still of a document that does.
+    named_sources = {s.n for s in sources if s.of in {o.of for o in of_named}}
     latest = _latest(of_named) if _LATEST.search(question) else None
     asked = period_key(_normalise_period(question))
     if asked[1]:  # the question names a quarter or a month: sources of that period first
@@ -500,14 +536,19 @@ def answer(
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
-        if s.title not in documents:
-            documents.append(s.title)
-    doc_rank = {s.n: documents.index(s.title) for s in sources}
+        if s.of not in documents:
+            documents.append(s.of)
+    doc_rank = {s.n: documents.index(s.of) for s in sources}
     words = {w for w in re.findall(r"[a-z]{3,}", question.lower()) if w not in STOP}
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
+    asks_ratio = bool(_RATIO_ASKED.search(question))
     for unit in pool:
         own = set(terms(unit.text))
+        if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
+            # "Percentage of total net sales 7 %" is a share, not the net sales a question
+            # about net sales asks for: the words after "of" name what it is a share of.
+            own -= set(terms(unit.row.label[ratio.end():])) - set(terms(ratio.group(0)))
         heading = set(terms(unit.context))
         got = 0.0
         causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
@@ -532,6 +573,10 @@ def answer(
                                 and t not in title_terms[unit.n] and t not in locators}
         # "Which bank ...": a source that never says "bank" cannot name one.
         if focus and not focus <= source_terms[unit.n]:
+            coverage *= 0.5
+        # A question about Contoso is not answered from another company's report while a
+        # source of Contoso's is there.
+        if named and len(named_sources) < len(sources) and unit.n not in named_sources:
             coverage *= 0.5
         # Question numbers (years, dates) must be in the source, or the passage is another period's.
         if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
@@ -828,5 +873,5 @@ def _not_found(sources: Sequence[Numbered], coverage: float) -> Answer:
 def numbered(sources: Sequence[Source]) -> list[Numbered]:
     """The turn's sources as the answerer reads them: the title is the document's name and what
     it says about itself (its organisation, period, section: ``Source.context``)."""
-    return [Numbered(s.n, f"{s.document} {s.context}".strip(), s.text, s.unit)
+    return [Numbered(s.n, f"{s.document} {s.context}".strip(), s.text, s.unit, s.document)
             for s in sorted(sources, key=lambda s: s.n)]

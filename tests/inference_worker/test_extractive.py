@@ -450,3 +450,59 @@ def test_a_source_whose_title_names_the_subject_is_not_put_last_for_it() -> None
     result = answer("What does the embed worker do?", [slide, guide])
     assert result.text.splitlines()[0] == (
         "Embed worker | turns chunks into vectors and stores them in Chroma [1]"), result.text
+
+
+def test_a_short_definition_is_a_passage_with_the_sentence_after_it() -> None:
+    """A list of reasons written "reason: short definition. What to do." (a failure-reasons
+    page, a glossary): the short sentence is kept, joined to the next, not dropped as too
+    short to be a passage."""
+    text = (
+        "Why a document can fail to become searchable\n\n"
+        "encrypted: the file is password-protected. Upload it again without a password.\n\n"
+        "malformed: the file is damaged. Save it again from the application that made it.\n\n"
+        "too_large: the file, or what it unpacks to, is over the size limit.\n"
+    )
+    source = Numbered(1, "failure-reasons.txt", text)
+    said = [u.text for u in units(source, 0)]
+    assert ("encrypted: the file is password-protected. Upload it again without a password."
+            in said)
+    assert "malformed: the file is damaged. Save it again from the application that made it." \
+        in said
+    result = answer("What should I do with an encrypted file?", [source])
+    assert result.found and "password-protected" in result.text.splitlines()[0], result.text
+
+
+def test_a_share_row_does_not_answer_for_the_figure_it_is_a_share_of() -> None:
+    """"Percentage of total net sales 7 %" under an expense is that expense's share, not the
+    net sales: a question about operating expenses and revenue gets the "Total net sales" row
+    of the next source, unless it asks for a percentage."""
+    expenses = Numbered(1, "Q1 2023 Form 10-Q", (
+        "Operating expenses for the three months ended December 31, 2022 were as follows "
+        "(dollars in millions):\n"
+        "Three Months Ended\nDecember 31,\n2022\nDecember 25,\n2021\n"
+        "Research and development $ 7,709 $ 6,306\n"
+        "Percentage of total net sales 7 % 5 %\n"
+        "Selling, general and administrative $ 6,607 $ 6,449\n"
+        "Percentage of total net sales 6 % 5 %\n"
+        "Total operating expenses $ 14,316 $ 12,755\n"
+        "Percentage of total net sales 12 % 10 %\n"))
+    others = [Numbered(n, "Q1 2023 Form 10-Q", text) for n, text in (
+        (2, "The Company's effective tax rate for the first quarter was 15.8%, lower than the "
+            "statutory federal rate due to foreign earnings."),
+        (3, "The Company had cash and marketable securities of $165.0 billion and total debt of "
+            "$111.8 billion at the end of the quarter."),
+        (4, "The Company declared a cash dividend of $0.23 per share, payable on February 16."),
+    )]
+    sales = Numbered(5, "Q1 2023 Form 10-Q", (
+        "The following table shows net sales by category (dollars in millions):\n"
+        "Three Months Ended\nDecember 31,\n2022\nDecember 25,\n2021\n"
+        "iPhone $ 65,775 $ 71,628\n"
+        "Services 20,766 19,516\n"
+        "Total net sales $ 117,154 $ 123,945\n"))
+    asked = ("How did the operating expenses for Q1 2023 compare to its revenue for the same "
+             "quarter?")
+    result = answer(asked, [expenses, *others, sales])
+    assert result.found and "14,316" in result.text and "117,154" in result.text, result.text
+    share = answer("What percentage of total net sales was research and development?",
+                   [expenses, *others, sales])
+    assert "7 %" in share.text.splitlines()[0] or "7%" in share.text.splitlines()[0], share.text
