@@ -101,7 +101,11 @@ SOURCE_CREDIT = 0.6
 # which row, so it counts less than the row's own words.
 HEADING_CREDIT = 0.7
 
-_WORD = re.compile(r"\b[Qq][1-4]\b|[A-Za-z][A-Za-z&'\-]*|\d[\d,]*(?:\.\d+)?")
+# A term: a quarter ("Q3"), a code ("E4", "SHA256": one term, not a letter and a number), a
+# word, a number.
+_WORD = re.compile(r"\b[Qq][1-4]\b|\b[A-Za-z]{1,4}\d{1,4}[A-Za-z]?\b|[A-Za-z][A-Za-z&'\-]*"
+                   r"|\d[\d,]*(?:\.\d+)?")
+_CODE = re.compile(r"[a-z]{1,4}\d{1,4}[a-z]?")
 _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
@@ -348,6 +352,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 out.append(Unit(source.n, rank, len(out), sentence, "", False))
 
     cells: list[str] = []  # lines of a cell-separated table, read when it ends
+    cells_title = ""  # the short line just above it ("Error codes"), taken off the prose
 
     def caption_above() -> str:
         above = out[-1].text if out and not out[-1].is_row else ""
@@ -356,9 +361,11 @@ def units(source: Numbered, rank: int) -> list[Unit]:
         return caption
 
     def flush_cells() -> None:
+        nonlocal cells_title
         if not cells:
             return
-        caption = caption_above()
+        caption = cells_title or caption_above()
+        cells_title = ""
         parsed = tables.pipe_rows(cells)
         header = " ".join(tables.split_cells(cells[0])) if len(cells) > 1 and (
             tables.names_columns(cells[0])) else ""
@@ -366,7 +373,16 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             if row is not None:
                 out.append(Unit(source.n, rank, len(out), line, (caption + " " + header).strip(),
                                 True, header, row, scale=cells_scale))
-            elif line is not cells[0] or not header:
+            elif line is cells[0] and header:
+                continue
+            elif header and len(tables.split_cells(line)) > 1 and any(
+                    t[0].isalpha() for t in terms(line)):
+                # A row of words under named columns ("E4 | Overheating | Switch off ...",
+                # "Excel | the sheet name"): a passage however short, said under its table's
+                # caption and column names, which locate it as a figure row's do.
+                out.append(Unit(source.n, rank, len(out), line,
+                                (caption + " " + header).strip(), False, header))
+            else:
                 prose.append(line)
                 flush()
         cells.clear()
@@ -385,6 +401,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             pending = None  # a paragraph of prose: the declaration was not of a table to come
             carried.clear()
         if is_cells:
+            if not cells:
+                cells_title = _title_line(prose)
             flush()
             if not cells:
                 cells_scale, pending = pending, None
@@ -425,6 +443,21 @@ def units(source: Numbered, rank: int) -> list[Unit]:
     flush()
     flush_cells()
     return out
+
+
+def _title_line(prose: list[str]) -> str:
+    """The title of the table that follows ``prose`` (its lines so far): a short last line, or
+    the words after the last sentence of that line ("... not overflowing. Error codes"), taken
+    off ``prose``; "" when the prose ends a sentence."""
+    if not prose or re.search(r"[.!?:;,]$", prose[-1]):
+        return ""
+    tail = _SENTENCE_END.split(prose[-1])[-1].strip()
+    if not tail or len(tail.split()) > 8:
+        return ""
+    prose[-1] = prose[-1][: len(prose[-1]) - len(tail)].rstrip()
+    if not prose[-1]:
+        prose.pop()
+    return tail
 
 
 def _passages(paragraph: str) -> list[str]:
@@ -519,7 +552,9 @@ def answer(
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
-    locators = set(terms(" ".join(names(question)))) | {
+    named_terms = {t for t in terms(" ".join(names(question))) if t[0].isalpha()}
+    # A code in a name ("error code E4") names a row of a table, not the document: content.
+    locators = {t for t in terms(" ".join(names(question))) if not _CODE.fullmatch(t)} | {
         t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
 
     # "The latest quarter" of the company the question names, not the newest of all sources.
@@ -591,6 +626,8 @@ def answer(
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
         elif wants_reason:
             score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
+        if unit.columns and named_terms & own:
+            score += 0.1  # the row of a table that names what the question names ("Excel | ...")
         if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
             score -= 0.1  # the tail of a sentence cut at the start of the chunk
         if unit.text.rstrip().endswith(":"):

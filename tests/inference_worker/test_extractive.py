@@ -506,3 +506,27 @@ def test_a_share_row_does_not_answer_for_the_figure_it_is_a_share_of() -> None:
     share = answer("What percentage of total net sales was research and development?",
                    [expenses, *others, sales])
     assert "7 %" in share.text.splitlines()[0] or "7%" in share.text.splitlines()[0], share.text
+
+
+def test_a_row_of_words_under_named_columns_answers_for_its_code() -> None:
+    """A table of words (error codes, a settings list) under a title line: each row is a
+    passage, however short, located by the title and the column names, and a code the question
+    names ("E4") picks its row rather than locating the whole source."""
+    manual = Numbered(1, "Aroma300_User_Manual.pdf Brightwater Aroma 300", (
+        "No power: check the outlet and the fuse; the machine switches itself off after 30 "
+        "minutes\nwithout use. Water under the machine: check that the tank is seated correctly "
+        "and that the drip tray is not\noverflowing. Error codes\n"
+        "Code | Meaning | What to do\n"
+        "E1 | Water tank empty or not seated | Refill the water tank and push it into place\n"
+        "E2 | Water flow restricted by scale | Run the descaling cycle\n"
+        "E4 | Overheating | Switch off, unplug and let the machine cool for 30 minutes\n"
+        "E5 | Drip tray full or missing | Empty the drip tray and put it back\n"))
+    result = answer("What does error code E4 mean on the Aroma 300?", [manual])
+    assert result.found and result.text.splitlines()[0].startswith("E4 | Overheating"), \
+        result.text
+    formats = Numbered(1, "formats.html What Parley can read", (
+        "Where a citation points\nDocument | A citation shows\nPDF | the page\n"
+        "PowerPoint | the slide number and title\nExcel | the sheet name\n"
+        "Word, HTML, Markdown | the nearest heading\n"))
+    cited = answer("Where does a citation point in Excel?", [formats])
+    assert cited.found and "sheet name" in cited.text.splitlines()[0], cited.text
