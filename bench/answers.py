@@ -23,6 +23,11 @@ Question sets:
   ...)" long enough to be cut into several chunks (its caption in the first only), half DOCX;
   the quarter's total and its last row's shares (an accelerated repurchase), which the answer
   must give in full.
+- ``handbooks``: everyday documents of three fictional organisations (tests/fixtures/handbooks.py:
+  handbooks, an IT guide, a product manual, an FAQ, an expense workbook, security slides), 40
+  questions mostly in the asker's words, plus ``handbooks-none``.
+- ``examples``: the project's examples/ (without the scanned memo: no OCR here), what a new user
+  asks after the quick start, plus ``examples-none``.
 
 With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
 are answered again, extractively, over the sources their answer was given: graded where a
