@@ -551,6 +551,12 @@ def answer(
     q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
+    # What a source's document holds among the sources: a slide that does not repeat the
+    # company's name is still the company's when the title slide names it.
+    of_document: dict[str, set[str]] = {}
+    for s in sources:
+        of_document.setdefault(s.of, set()).update(source_terms[s.n])
+    document_terms = {s.n: of_document[s.of] for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
     named_terms = {t for t in terms(" ".join(names(question))) if t[0].isalpha()}
     # A code in a name ("error code E4") names a row of a table, not the document: content.
@@ -591,7 +597,7 @@ def answer(
             if t in reason_terms:
                 got += w if causal or t in own else 0.0
             elif t in own or t in title_terms[unit.n] or (
-                    t in locators and t in source_terms[unit.n]):
+                    t in locators and t in document_terms[unit.n]):
                 # A term of the document's title, or a name or period the question gives that
                 # the source holds, locates every passage of it equally: a sentence that
                 # repeats the company's name or the date is no better an answer for it.

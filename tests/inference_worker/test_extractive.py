@@ -530,3 +530,26 @@ def test_a_row_of_words_under_named_columns_answers_for_its_code() -> None:
         "Word, HTML, Markdown | the nearest heading\n"))
     cited = answer("Where does a citation point in Excel?", [formats])
     assert cited.found and "sheet name" in cited.text.splitlines()[0], cited.text
+
+
+def test_a_name_on_the_title_slide_locates_every_slide_of_the_deck() -> None:
+    """The company a question names is on a deck's title slide only: the slide that answers is
+    still the company's (its document's), and the title slide, which says nothing but the name,
+    is not the answer."""
+    deck = "TR_infosec_2025.pptx"
+    sources = [
+        Numbered(1, f"{deck} Information Security Policy · Passwords and sign-in", (
+            "Passwords and sign-in\n\nPasswords must be at least 12 characters; a passphrase "
+            "of four random words is easiest to remember. Never reuse a work password anywhere "
+            "else. Store passwords in the practice's password manager, not in a notebook."),
+            document=deck),
+        Numbered(2, "document (3).docx Tamsin & Rowe Architects - Staff Handbook · Security", (
+            "Security\n\nEveryone must follow the Information Security Policy, which is "
+            "explained at induction and in the annual briefing."), document="document (3).docx"),
+        Numbered(3, f"{deck} Information Security Policy",
+                 "Information Security Policy\n\nStaff briefing 2025\nTamsin & Rowe Architects",
+                 document=deck),
+    ]
+    result = answer("What is the minimum password length in the Tamsin & Rowe information "
+                    "security policy?", sources)
+    assert result.found and "12 characters" in result.text.splitlines()[0], result.text
