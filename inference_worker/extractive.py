@@ -560,8 +560,9 @@ def answer(
     title_terms = {s.n: set(terms(s.title)) for s in sources}
     named_terms = {t for t in terms(" ".join(names(question))) if t[0].isalpha()}
     # A code in a name ("error code E4") names a row of a table, not the document: content.
+    # So is an amount ("claims over $5,000"): it names a row; a year or a day locates.
     locators = {t for t in terms(" ".join(names(question))) if not _CODE.fullmatch(t)} | {
-        t for t in q_terms if t[0].isdigit() or re.fullmatch(rf"q[1-4]|{_MONTHS}", t)}
+        t for t in q_terms if re.fullmatch(rf"(?:19|20)\d\d|\d{{1,2}}|q[1-4]|{_MONTHS}", t)}
 
     # "The latest quarter" of the company the question names, not the newest of all sources.
     named = set(terms(" ".join(names(question))))

@@ -553,3 +553,15 @@ def test_a_name_on_the_title_slide_locates_every_slide_of_the_deck() -> None:
     result = answer("What is the minimum password length in the Tamsin & Rowe information "
                     "security policy?", sources)
     assert result.found and "12 characters" in result.text.splitlines()[0], result.text
+
+
+def test_an_amount_in_the_question_picks_its_row() -> None:
+    """"Claims over $5,000" names a row of an approval table, as a code does: the row that
+    holds the amount answers, not the first row of the same source (a year or a day in a
+    question, by contrast, locates every passage of a report of that date)."""
+    limits = Numbered(1, "HL-FIN-007.xlsx Travel and expense limits · Approvals", (
+        "Claim amount: Up to $1,000 | Approved by: Line manager\n"
+        "Claim amount: $1,001 to $4,999 | Approved by: Department director\n"
+        "Claim amount: Over $5,000 | Approved by: Chief Financial Officer (CFO)\n"))
+    result = answer("Who approves expense claims over $5,000?", [limits])
+    assert result.found and "CFO" in result.text.splitlines()[0], result.text
