@@ -162,6 +162,7 @@ SYNONYMS = {
     "declin": "chang", "rose": "chang", "fell": "chang", "spending": "expense",
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
+    "delivery": "ship", "deliveries": "ship",
 }
 AMOUNT_CUES = ("how much", "how many", "what was", "what were", "what is", "what are", "total",
                "amount", "rate", "percentage", "margin", "revenue", "sales", "income", "cost",
@@ -187,6 +188,8 @@ def stem(word: str) -> str:
         w = w[:-2]
     elif len(w) > 4 and w.endswith("e"):
         w = w[:-1]
+    if len(w) > 3 and w[-1] == w[-2] and w[-1] in "bdgmnprt":
+        w = w[:-1]  # "shipping" -> "shipp" -> "ship", "planned" -> "plan"
     return SYNONYMS.get(w, w)
 
 

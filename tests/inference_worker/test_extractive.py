@@ -565,3 +565,19 @@ def test_an_amount_in_the_question_picks_its_row() -> None:
         "Claim amount: Over $5,000 | Approved by: Chief Financial Officer (CFO)\n"))
     result = answer("Who approves expense claims over $5,000?", [limits])
     assert result.found and "CFO" in result.text.splitlines()[0], result.text
+
+
+def test_delivery_is_shipping() -> None:
+    """A customer asks about delivery; the FAQ says shipping ("shipping" -> "ship", its doubled
+    consonant off, as "planned" -> "plan")."""
+    faq = [
+        Numbered(1, "faq.html Help Centre · Where do you ship?", (
+            "Where do you ship?\n\nWe ship to addresses in the United States and Canada. Orders "
+            "to Canada may be charged import duties and taxes on delivery, which are the "
+            "customer's responsibility.")),
+        Numbered(2, "faq.html Help Centre · How much is shipping?", (
+            "How much is shipping?\n\nStandard shipping is free on orders over $50; below that "
+            "it costs $6.95. Express shipping costs $14.95 and arrives in 1-2 business days.")),
+    ]
+    result = answer("Is delivery free?", faq)
+    assert result.found and "$50" in result.text.splitlines()[0], result.text
