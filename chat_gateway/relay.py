@@ -94,9 +94,9 @@ def client_event(turn_id: str, event: TurnEvent) -> dict[str, Any]:
 class Attachments:
     """The turns this process is relaying, held in Redis so that other replicas' resume grace
     timers see them. One refresh pipeline a second for all of them, on a connection of its own
-    packed by hiredis in C (:mod:`backends.rawredis`): through redis-py's pipeline, packing the
-    ``SET`` of 200 relayed turns took ~5 ms of the event loop every second, in one go (a stall
-    for every stream's next frame)."""
+    packed by hiredis in C (:mod:`backends.rawredis`): the ``SET`` of 200 relayed turns took
+    5.5 ms of CPU through redis-py's pipeline, 1.8 ms raw, every second and in one go (a stall
+    of every stream's next frame)."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._redis = client
