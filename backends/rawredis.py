@@ -29,6 +29,18 @@ from redis.asyncio.connection import AbstractConnection
 Command = tuple[str | bytes | int | float, ...]
 
 
+def bulk(value: str | bytes | int) -> bytes:
+    """One argument of a command in RESP (a bulk string), as ``hiredis.pack_command`` writes
+    it: pieces of a command that a caller sends again and again can be packed once."""
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+def command(*args: bytes) -> bytes:
+    """A command in RESP from its arguments packed by :func:`bulk`."""
+    return b"*%d\r\n%s" % (len(args), b"".join(args))
+
+
 class OwnConnection:
     """One connection taken from ``client``'s pool on first use and kept; not for use by
     several tasks at once."""
@@ -41,17 +53,23 @@ class OwnConnection:
         """Send ``commands`` in one write (pipelined) and return their replies in order. A
         command's error reply raises (as redis-py's :class:`redis.exceptions.ResponseError`),
         as does a reply later than ``timeout`` seconds (None: the pool's socket timeout)."""
+        # (hiredis's stub types its argument as a one-element tuple)
+        packed = b"".join([hiredis.pack_command(command)  # type: ignore[arg-type]
+                           for command in commands])
+        return await self.run_packed(packed, len(commands), timeout=timeout)
+
+    async def run_packed(self, packed: bytes, replies: int, *,
+                         timeout: float | None = None) -> list[Any]:
+        """As :meth:`run`, for commands already packed in RESP (``replies`` of them), e.g. by
+        :func:`bulk` from pieces a caller keeps from one call to the next."""
         if self._conn is None:
             self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         conn = self._conn
         try:
-            # (hiredis's stub types its argument as a one-element tuple)
-            packed = b"".join([hiredis.pack_command(command)  # type: ignore[arg-type]
-                                for command in commands])
             # A PING first when the pool's health_check_interval has passed since the last
             # command (an idle worker's link may have been closed by Redis or a proxy).
             await conn.send_packed_command(packed, check_health=True)
-            return [await conn.read_response(timeout=timeout) for _ in commands]
+            return [await conn.read_response(timeout=timeout) for _ in range(replies)]
         except BaseException:
             # Replies may still be due (an error reply, a cancel) or the link is broken.
             self._conn = None

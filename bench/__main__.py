@@ -21,6 +21,7 @@ ORDER = [
     "local_model",
     "ttft",
     "redis_floor",
+    "tailer",
     "stages",
     "relay",
     "sessions",

@@ -32,7 +32,12 @@ def approx_tokens(text: str) -> int:
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
-    flat = " ".join(text.split())
+    # Whitespace flattened in a head of the text only, when that yields more than ``limit``
+    # characters: the flattened head is a prefix of the flattened whole (a source is often
+    # thousands of characters; this runs for every source of every ask).
+    flat = " ".join(text[: 2 * limit].split())
+    if len(flat) <= limit:
+        flat = " ".join(text.split())
     if len(flat) <= limit:
         return flat
     cut = flat.rfind(" ", 0, limit)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import uuid
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from backends.rawredis import OwnConnection
+from backends.rawredis import OwnConnection, bulk, command
 
 
 async def test_pipelined_replies_in_order_and_an_error_drops_the_connection(
@@ -36,3 +37,8 @@ async def test_pipelined_replies_in_order_and_an_error_drops_the_connection(
     assert fields[fields.index(b"d") + 1].decode() == '{"text":"é"}'
     await own.close()
     await client.aclose()
+
+
+def test_a_command_packed_from_bulk_pieces_is_what_hiredis_packs() -> None:
+    args = ("XREAD", "COUNT", 128, "BLOCK", 4000, "STREAMS", "p:turn:é", "p:wake", "0-0", "$")
+    assert command(*map(bulk, args)) == hiredis.pack_command(args)  # type: ignore[arg-type]

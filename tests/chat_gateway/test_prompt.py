@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from chat_gateway import prompt
@@ -111,3 +113,20 @@ def test_a_source_that_continues_a_table_says_its_caption_and_the_chunk_metadata
 def test_snippet_cuts_at_a_word() -> None:
     cut = prompt.snippet(words(100), limit=50)
     assert cut.endswith("…") and len(cut) <= 51 and "  " not in cut
+
+
+def test_snippet_of_a_long_text_is_that_of_its_whole_text_flattened() -> None:
+    # The snippet flattens only a head of a long text: the same as flattening all of it.
+    def whole(text: str, limit: int) -> str:
+        flat = " ".join(text.split())
+        if len(flat) <= limit:
+            return flat
+        cut = flat.rfind(" ", 0, limit)
+        return flat[: cut if cut > limit // 2 else limit].rstrip() + "…"
+
+    rng = random.Random(7)
+    pieces = ["a", "word", "Revenue", "1,234", " ", "  ", "\n\n", "\t", "é", "x" * 70, " " * 300]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 120)))
+        for limit in (10, 50, 240):
+            assert prompt.snippet(text, limit) == whole(text, limit), (text, limit)

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from chat_gateway.tailer import TurnTailer
 from parley.broker.redis import RedisBroker
 from parley.runtime import tasks
+from parley.turnevents import TurnEvent
 from parley.turnstream import LostWorkers, TurnWriter, alive_key, owner_key
 
 
@@ -179,4 +180,102 @@ async def test_an_unknown_kind_is_skipped_and_a_malformed_entry_ends_the_turn(
     assert end.offset == broken
     assert end.data["code"] == "internal"
     assert broken in end.data["message"] and "text" in end.data["message"]
+    await tailer.close()
+
+
+async def test_a_reader_waiting_longer_than_idle_timeout_gets_timeout_error(
+    client: aioredis.Redis,
+) -> None:
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix, watch_every=None)
+    turn_id = uuid.uuid4().hex
+    writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
+    started = asyncio.get_running_loop().time()
+
+    async def read() -> list[str]:
+        texts = []
+        async for event in tailer.tail(turn_id, idle_timeout=0.5):
+            texts.append(str(event.data.get("text")))
+        return texts
+
+    reader = asyncio.create_task(read())
+    for i in range(4):  # events more often than the timeout: no timeout, 0.9 s in all
+        await asyncio.sleep(0.3)
+        await writer.emit("token", {"text": str(i)})
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader, 5)
+    took = asyncio.get_running_loop().time() - started
+    assert 1.2 + 0.5 - 0.05 <= took < 1.2 + 0.5 + 1.0, took
+    assert tailer.active == 0
+    await tailer.close()
+
+
+async def test_a_slow_reader_is_not_timed_out_while_batches_wait_for_it(
+    client: aioredis.Redis,
+) -> None:
+    # The idle timeout is about waiting for the stream, not about a reader busy elsewhere.
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix, watch_every=None)
+    turn_id = uuid.uuid4().hex
+    writer = TurnWriter(client, turn_id, prefix=prefix, flush_interval=0)
+    for i in range(3):
+        await writer.emit("token", {"text": str(i)})
+    await writer.emit("final", {"text": "end"})
+    texts = []
+    async for event in tailer.tail(turn_id, idle_timeout=0.2):
+        texts.append(str(event.data.get("text")))
+        await asyncio.sleep(0.3)  # longer than the timeout, between events
+    assert texts == ["0", "1", "2", "end"]
+    await tailer.close()
+
+
+async def test_a_slow_reader_is_left_out_of_reads_until_it_catches_up(
+    client: aioredis.Redis,
+) -> None:
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix, high_water=2, watch_every=None)
+    slow_turn, fast_turn = uuid.uuid4().hex, uuid.uuid4().hex
+    slow = tailer.batches(slow_turn, idle_timeout=10)
+    fast = asyncio.create_task(collect(tailer, fast_turn))
+
+    async def take() -> list[TurnEvent]:
+        return await anext(slow)
+
+    first = asyncio.create_task(take())  # subscribed; then it stops reading
+    writers = [TurnWriter(client, t, prefix=prefix, flush_interval=0)
+               for t in (slow_turn, fast_turn)]
+    for i in range(8):  # one entry per read
+        for writer in writers:
+            await writer.emit("token", {"text": str(i)})
+        await asyncio.sleep(0.05)
+    for writer in writers:
+        await writer.emit("final", {"text": "end"})
+    # The other turn is relayed to its end meanwhile.
+    assert await asyncio.wait_for(fast, 10) == [*map(str, range(8)), "end"]
+    [sub] = tailer._by_key[f"{prefix}:turn:{slow_turn}"]
+    assert len(sub.batches) <= 2  # at the high water mark: no further reads for it
+    texts = [e.data["text"] for e in await asyncio.wait_for(first, 5)]
+    async for batch in slow:
+        texts.extend(e.data["text"] for e in batch)
+    assert texts == [*map(str, range(8)), "end"]
+    await tailer.close()
+
+
+async def test_a_turn_subscribed_during_a_blocked_read_gets_its_first_token_at_once(
+    client: aioredis.Redis,
+) -> None:
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix, block=4.0, watch_every=None)
+    quiet = asyncio.create_task(collect(tailer, uuid.uuid4().hex))  # the loop blocks on it
+    await asyncio.sleep(0.3)
+    turn_id = uuid.uuid4().hex
+    await TurnWriter(client, turn_id, prefix=prefix, flush_interval=0).emit("token", {"text": "a"})
+    started = asyncio.get_running_loop().time()
+    batches: Any = tailer.batches(turn_id, idle_timeout=10)
+    batch = await asyncio.wait_for(anext(batches), 5)
+    took = asyncio.get_running_loop().time() - started
+    assert [e.data["text"] for e in batch] == ["a"]
+    assert took < 0.5, took  # not after the 4 s block of the read in flight
+    await batches.aclose()
+    quiet.cancel()
     await tailer.close()
