@@ -17,7 +17,10 @@ always run). Rankers, side by side, over the same chunks and the same embedder (
 
 A third set, ``tests/fixtures/offices.py`` (one DOCX per fictional company, two long tables that
 share their row labels and differ in their columns), asks for single cells by company, column and
-row label; the seed's rows are left out there (it reads PDFs only).
+row label; the seed's rows are left out there (it reads PDFs only). A fourth,
+``tests/fixtures/handbooks.py`` (handbooks, an IT guide, a manual, an FAQ, an expense workbook,
+security slides of three fictional organisations), asks everyday questions mostly in the asker's
+words; the seed's rows there cover its two PDFs only.
 
 The search is exact (numpy cosine) here and the ranking code is the Searcher's own, so only the
 ranking differs between rows. Measures:
@@ -317,6 +320,18 @@ def offices_set() -> tuple[dict[str, bytes], list[Case]]:
     return files, cases
 
 
+def handbooks_set() -> tuple[dict[str, bytes], list[Case]]:
+    """Everyday documents (tests/fixtures/handbooks.py), asked mostly in the asker's words; the
+    answer passage is the chunk of the question's source that holds its expected phrase."""
+    from tests.fixtures import handbooks
+
+    cases = [
+        Case(q.text, frozenset({q.source}), frozenset(), q.expected[0], phrase=q.expected[0])
+        for q in handbooks.questions()
+    ]
+    return handbooks.documents(), cases
+
+
 async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
     vectors = await embed([c.question for c in cases])
     expanded_vectors = await embed([expanded(c.question) for c in cases])
@@ -441,6 +456,8 @@ async def run() -> str:
     out.append(await quality("fictional reports (tests/fixtures/filings.py)", *fictional_set()))
     out.append(await quality("fictional office tables, DOCX (tests/fixtures/offices.py)",
                              *offices_set()))
+    out.append(await quality("everyday documents (tests/fixtures/handbooks.py)",
+                             *handbooks_set()))
     if dev is not None:
         out.append(await latency(*dev, rounds=int(os.environ.get("BENCH_ROUNDS", "3"))))
     return "\n".join(out)
