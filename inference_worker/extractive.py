@@ -561,14 +561,14 @@ def answer(
         of_document.setdefault(s.of, set()).update(source_terms[s.n])
     document_terms = {s.n: of_document[s.of] for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
-    named_terms = {t for t in terms(" ".join(names(question))) if t[0].isalpha()}
+    named = set(terms(" ".join(names(question))))
+    named_terms = {t for t in named if t[0].isalpha()}
     # A code in a name ("error code E4") names a row of a table, not the document: content.
     # So is an amount ("claims over $5,000"): it names a row; a year or a day locates.
-    locators = {t for t in terms(" ".join(names(question))) if not _CODE.fullmatch(t)} | {
+    locators = {t for t in named if not _CODE.fullmatch(t)} | {
         t for t in q_terms if re.fullmatch(rf"(?:19|20)\d\d|\d{{1,2}}|q[1-4]|{_MONTHS}", t)}
 
     # "The latest quarter" of the company the question names, not the newest of all sources.
-    named = set(terms(" ".join(names(question))))
     of_named = [s for s in sources if named <= source_terms[s.n]] or list(sources)
     # Of the documents: a chunk that does not repeat the name is still of a document that does.
     named_sources = {s.n for s in sources if s.of in {o.of for o in of_named}}
