@@ -5,7 +5,9 @@ Two renderings reach the answerer (ingest_worker/extract/):
 
 - PDF text: a row is its label and then its figures (``Net sales $ 81,797 $ 82,959 $ 282,887``);
   the column headings are lines above the rows, often broken a word or a date piece a line
-  (``Three Months Ended Nine Months Ended``, ``July 1,``, ``2023``, ``June 25,``, ``2022``, ...);
+  (``Three Months Ended Nine Months Ended``, ``July 1,``, ``2023``, ``June 25,``, ``2022``, ...),
+  or each group with its day over a line of years (``Three Months Ended March 31, Nine Months
+  Ended March 31,`` then ``2023 2022 2023 2022``);
 - cell-separated rows (DOCX, PPTX, HTML, Markdown and text tables): ``North | 1,200 | 1,350``
   under a heading row ``Region | Q1 2024 | Q2 2024``; XLSX rows name each cell's column
   (``Region: North | Q1 2024: 1,200``).
@@ -33,6 +35,7 @@ _MONTH_NUMBER = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 _DATE = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}}),?\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _YEAR = re.compile(r"\b((?:19|20)\d\d)\b")
+_DAY = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}})\b,?", re.IGNORECASE)
 _QUARTER = re.compile(r"\bQ([1-4])\b", re.IGNORECASE)
 _SPAN = re.compile(r"\b(three|six|nine|twelve|3|6|9|12)[- ]months?\b|\b(quarter|year|half)s?\b",
                    re.IGNORECASE)
@@ -116,6 +119,19 @@ def column_headings(headings: str, count: int) -> list[str]:
     if len(labels) != count:
         labels = re.findall(r"\bQ[1-4]\s+(?:FY\s?)?(?:19|20)\d\d\b|\b(?:19|20)\d\d\s+Q[1-4]\b",
                             text, re.IGNORECASE)
+    if len(labels) != count:
+        # The month and day with each group, the years a line below ("Three Months Ended
+        # March 31, Nine Months Ended March 31," over "2023 2022 2023 2022"): each year under
+        # its group's day.
+        # Or a day a column ("July 30, July 31," over "2023 2022").
+        days = [f"{m.group(1)} {m.group(2)}" for m in _DAY.finditer(text)]
+        years = _YEAR.findall(_DAY.sub(" ", text))
+        if days and len(years) == count:
+            if len(days) == count:
+                labels = [f"{d}, {y}" for d, y in zip(days, years, strict=True)]
+            elif count % len(days) == 0 and len(days) in (1, len(groups)):
+                per = count // len(days)
+                labels = [f"{days[i // per]}, {y}" for i, y in enumerate(years)]
     if len(labels) != count:
         rest = _DATE.sub(" ", text)
         labels = labels if labels else _YEAR.findall(rest)

@@ -581,3 +581,22 @@ def test_delivery_is_shipping() -> None:
     ]
     result = answer("Is delivery free?", faq)
     assert result.found and "$50" in result.text.splitlines()[0], result.text
+
+
+def test_a_statement_with_its_years_below_the_groups_answers_the_asked_column() -> None:
+    """"Three Months Ended March 31, Nine Months Ended March 31," over "2023 2022 2023 2022"
+    (a layout other than the development filings'): the nine-month figure for a nine-month
+    question, the year-earlier one for a 2022 question, not the whole row."""
+    statement = Numbered(1, "Form 10-Q (quarterly report) · MICROSOFT CORPORATION · 2023-03-31", (
+        "INCOME STATEMENTS\n(In millions, except per share amounts) (Unaudited)\n"
+        "Three Months Ended March 31, Nine Months Ended March 31,\n2023 2022 2023 2022\n"
+        "Revenue:\nProduct $ 15,588 $ 17,366 $ 50,059 $ 54,795\n"
+        "Service and other 37,269 31,994 108,807 97,208\n"
+        "Total revenue 52,857 49,360 158,866 152,003\n"
+        "Net income $ 18,299 $ 16,728 $ 51,858 $ 53,448\n"))
+    nine = answer("What was Microsoft's total revenue for the nine months ended March 31, 2023?",
+                  [statement]).text.splitlines()[0]
+    assert "158,866" in nine and "52,857" not in nine, nine
+    prior = answer("What was Microsoft's net income for the three months ended March 31, 2022?",
+                   [statement]).text.splitlines()[0]
+    assert "16,728" in prior and "18,299" not in prior, prior

@@ -147,3 +147,20 @@ def test_a_figure_in_full() -> None:
     assert scaled("1.5", "billion") == "1,500,000,000"
     assert scaled("(1,680)", "thousand") == "-1,680,000"
     assert scaled("12.5 %", "") == ""
+
+
+@pytest.mark.parametrize(("headings", "count", "expected"), [
+    # The day with each group, the years on the line below (Microsoft's, Amazon's statements).
+    ("Three Months Ended March 31, Nine Months Ended March 31, 2023 2022 2023 2022", 4,
+     ["Three Months Ended March 31, 2023", "Three Months Ended March 31, 2022",
+      "Nine Months Ended March 31, 2023", "Nine Months Ended March 31, 2022"]),
+    ("Six Months Ended June 30, 2023 2022", 2,
+     ["Six Months Ended June 30, 2023", "Six Months Ended June 30, 2022"]),
+    # A day a column over a line of years (NVIDIA's).
+    ("Three Months Ended July 30, July 31, 2023 2022", 2,
+     ["Three Months Ended July 30, 2023", "Three Months Ended July 31, 2022"]),
+])
+def test_a_group_day_over_a_line_of_years_names_each_column(
+    headings: str, count: int, expected: list[str]
+) -> None:
+    assert column_headings(headings, count) == expected
