@@ -129,6 +129,11 @@ _HEADING = re.compile(
     rf"\b(?:{_MONTHS})\b|\bended\b|\bfiscal\b|\bquarter\b|\byear\b|^\s*(?:19|20)\d\d\s*$",
     re.IGNORECASE,
 )
+# A line that ends with two dates or more: column headings after a caption on the same line
+# ("(In Millions, Except Per Share Amounts; Unaudited) Jul 1, 2023 Jul 2, 2022 Jul 1, 2023 ...").
+_DATES_AT_END = re.compile(rf"(?:\b(?:{_MONTHS})\.?\s+\d{{1,2}},?\s+(?:19|20)\d\d\s*){{2,}}$",
+                           re.IGNORECASE)
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -163,6 +168,10 @@ SYNONYMS = {
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
     "delivery": "ship", "deliveries": "ship",
+    # Months as statements abbreviate them ("Jul 1, 2023") and questions do not.
+    "jan": "january", "feb": "february", "mar": "march", "apr": "april", "jun": "june",
+    "jul": "july", "aug": "august", "sep": "september", "sept": "september", "oct": "october",
+    "nov": "november", "dec": "december",
 }
 AMOUNT_CUES = ("how much", "how many", "what was", "what were", "what is", "what are", "total",
                "amount", "rate", "percentage", "margin", "revenue", "sales", "income", "cost",
@@ -305,8 +314,8 @@ def _amounts(line: str, *, first: bool = False) -> int:
 def _is_row(line: str) -> bool:
     # The cheap tests first: a line of prose (a sentence, or more words than a row's label has)
     # is refused before its figures are counted.
-    if line.rstrip().endswith("."):
-        return False
+    if line.rstrip().endswith(".") or _DATES_AT_END.search(line):
+        return False  # a sentence; column headings (their dates are not figures)
     words = re.findall(r"[A-Za-z]{2,}", line)
     if len(words) > 12:
         return False
@@ -431,7 +440,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             flush()
             group = line.rstrip(":")
             continue
-        if _HEADING.search(line) and len(line) < 80 and not line.endswith("."):
+        if _HEADING.search(line) and not line.endswith(".") and (
+                len(line) < 80 or _DATES_AT_END.search(line)):
             # Column headings of a table to come ("Three Months Ended", "July 1,", "2023").
             flush()
             heading.append(line)

@@ -600,3 +600,23 @@ def test_a_statement_with_its_years_below_the_groups_answers_the_asked_column() 
     prior = answer("What was Microsoft's net income for the three months ended March 31, 2022?",
                    [statement]).text.splitlines()[0]
     assert "16,728" in prior and "18,299" not in prior, prior
+
+
+def test_dates_after_the_caption_on_one_line_head_the_columns() -> None:
+    """Intel's layout: the caption and the column dates on one line, months abbreviated ("Jul 2,
+    2022"): that line is the columns' headings, not a row of figures, and "July" in a question
+    is the "Jul" of the columns."""
+    statement = Numbered(1, "Form 10-Q (quarterly report) · INTEL CORPORATION · 2023-07-01", (
+        "Consolidated Condensed Statements of Income\nThree Months Ended Six Months Ended\n"
+        "(In Millions, Except Per Share Amounts; Unaudited) Jul 1, 2023 Jul 2, 2022 Jul 1, 2023 "
+        "Jul 2, 2022\n"
+        "Net revenue $ 12,949 $ 15,321 $ 24,664 $ 33,674\n"
+        "Research and development 4,080 4,400 8,189 8,762\n"))
+    six = answer("What was Intel's net revenue for the six months ended July 1, 2023?",
+                 [statement])
+    assert "24,664" in six.text.splitlines()[0] and "12,949" not in six.text.splitlines()[0], \
+        six.text
+    research = answer("How much did Intel spend on research and development in the quarter "
+                      "ended July 2, 2022?", [statement])
+    assert research.found and "4,400" in research.text.splitlines()[0], research.text
+    assert "4,080" not in research.text.splitlines()[0], research.text
