@@ -129,10 +129,13 @@ _HEADING = re.compile(
     rf"\b(?:{_MONTHS})\b|\bended\b|\bfiscal\b|\bquarter\b|\byear\b|^\s*(?:19|20)\d\d\s*$",
     re.IGNORECASE,
 )
-# A line that ends with two dates or more: column headings after a caption on the same line
-# ("(In Millions, Except Per Share Amounts; Unaudited) Jul 1, 2023 Jul 2, 2022 Jul 1, 2023 ...").
-_DATES_AT_END = re.compile(rf"(?:\b(?:{_MONTHS})\.?\s+\d{{1,2}},?\s+(?:19|20)\d\d\s*){{2,}}$",
-                           re.IGNORECASE)
+# A line that ends with two dates or years or more (and perhaps a column of their change):
+# column headings after a caption on the same line ("(In Millions, Except Per Share Amounts;
+# Unaudited) Jul 1, 2023 Jul 2, 2022 ...", "... Three Months Ended March 31, 2023 2022
+# Percentage Change"), when the line also names a period (_HEADING).
+_DATES_AT_END = re.compile(
+    rf"(?:(?:\b(?:{_MONTHS})\.?\s+\d{{1,2}},?\s+)?\b(?:19|20)\d\d\b\s*){{2,}}"
+    r"(?:(?:\b(?:percentage|percent)\s+|%\s*|\$\s*)?\b(?:change|variance)\s*)?$", re.IGNORECASE)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -314,7 +317,7 @@ def _amounts(line: str, *, first: bool = False) -> int:
 def _is_row(line: str) -> bool:
     # The cheap tests first: a line of prose (a sentence, or more words than a row's label has)
     # is refused before its figures are counted.
-    if line.rstrip().endswith(".") or _DATES_AT_END.search(line):
+    if line.rstrip().endswith(".") or (_DATES_AT_END.search(line) and _HEADING.search(line)):
         return False  # a sentence; column headings (their dates are not figures)
     words = re.findall(r"[A-Za-z]{2,}", line)
     if len(words) > 12:

@@ -35,6 +35,8 @@ _MONTH_NUMBER = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
 _DATE = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}}),?\s+((?:19|20)\d\d)\b", re.IGNORECASE)
 _YEAR = re.compile(r"\b((?:19|20)\d\d)\b")
+_CHANGE = re.compile(r"(?:\b(?:percentage|percent)\s+|%\s*|\$\s*)?\b(?:change|variance)\b",
+                     re.IGNORECASE)
 _DAY = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}})\b,?", re.IGNORECASE)
 _QUARTER = re.compile(r"\bQ([1-4])\b", re.IGNORECASE)
 _SPAN = re.compile(r"\b(three|six|nine|twelve|3|6|9|12)[- ]months?\b|\b(quarter|year|half)s?\b",
@@ -114,6 +116,13 @@ def column_headings(headings: str, count: int) -> list[str]:
     2022``: the dates (or years, or "Q3 2024"-like labels) one a column, under the groups that
     span them; "" for each column when the headings do not fit the row."""
     text = " ".join(headings.split())
+    # The last: a group line read under the headings ("Revenue") may follow it.
+    change = next(reversed(list(_CHANGE.finditer(text))), None)
+    if change and count > 1 and not re.search(r"\d", text[change.end():]):
+        # A last column of the change between the periods ("... 2023 2022 Percentage Change").
+        periods = column_headings(text[:change.start()], count - 1)
+        if any(periods):
+            return [*periods, " ".join(change.group(0).split()).title()]
     groups = [" ".join(g.split()).title() for g in _GROUP.findall(text)]
     labels = [m.group(0) for m in _DATE.finditer(text)]
     if len(labels) != count:

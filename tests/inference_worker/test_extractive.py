@@ -620,3 +620,17 @@ def test_dates_after_the_caption_on_one_line_head_the_columns() -> None:
                       "ended July 2, 2022?", [statement])
     assert research.found and "4,400" in research.text.splitlines()[0], research.text
     assert "4,080" not in research.text.splitlines()[0], research.text
+
+
+def test_a_segment_table_with_a_change_column_answers_the_asked_period() -> None:
+    """Microsoft's segment table: the caption, the period and the change column on one long
+    line; the asked period's figure leads, not the caption, not the whole row."""
+    table = Numbered(1, "Form 10-Q (quarterly report) · MICROSOFT CORPORATION · 2023-03-31", (
+        "SEGMENT RESULTS OF OPERATIONS\n(In millions, except percentages) Three Months Ended "
+        "March 31, 2023 2022 Percentage Change\nRevenue\n"
+        "Intelligent Cloud 22,081 19,051 16%\nMore Personal Computing 13,260 14,518 (9)%\n"
+        "Total $ 52,857 $ 49,360 7%\n"))
+    first = answer("What was More Personal Computing revenue in the three months ended March 31, "
+                   "2022?", [table]).text.splitlines()[0]
+    assert first.startswith("More Personal Computing") and "14,518" in first, first
+    assert "13,260" not in first, first

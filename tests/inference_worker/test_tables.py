@@ -164,3 +164,15 @@ def test_a_group_day_over_a_line_of_years_names_each_column(
     headings: str, count: int, expected: list[str]
 ) -> None:
     assert column_headings(headings, count) == expected
+
+
+def test_a_last_column_of_change_is_named_after_the_periods() -> None:
+    """"... 2023 2022 Percentage Change" over "Intelligent Cloud 22,081 19,051 16%": two periods
+    and the change between them, also with a group line ("Revenue") read under the headings."""
+    headings = ("(In millions, except percentages) Three Months Ended March 31, 2023 2022 "
+                "Percentage Change Revenue")
+    assert column_headings(headings, 3) == [
+        "Three Months Ended March 31, 2023", "Three Months Ended March 31, 2022",
+        "Percentage Change"]
+    assert column_headings("Three Months Ended July 1, 2023 June 25, 2022 Change", 3) == [
+        "Three Months Ended July 1, 2023", "Three Months Ended June 25, 2022", "Change"]
