@@ -426,6 +426,10 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             continue
         flush_cells()
         if is_row:
+            if prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
+                # A row label wrapped onto a second line ("Depreciation and amortization of
+                # ... content costs," / "operating lease assets, and other 19,528 23,076").
+                line = f"{prose.pop()} {line}"
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
             if starts_table:

@@ -634,3 +634,18 @@ def test_a_segment_table_with_a_change_column_answers_the_asked_period() -> None
                    "2022?", [table]).text.splitlines()[0]
     assert first.startswith("More Personal Computing") and "14,518" in first, first
     assert "13,260" not in first, first
+
+
+def test_a_row_label_wrapped_onto_two_lines_is_one_row() -> None:
+    """Amazon's cash-flow statement wraps a long row label: the line before the figures is the
+    start of the row's label, so the question about depreciation gets that row, not another."""
+    statement = Numbered(1, "Form 10-Q (quarterly report) · AMAZON.COM, INC. · 2023-06-30", (
+        "CONSOLIDATED STATEMENTS OF CASH FLOWS\n(in millions)\n(unaudited)\n"
+        "Six Months Ended\nJune 30,\n2022 2023\nOPERATING ACTIVITIES:\n"
+        "Net income (loss) $ (5,872) $ 9,922\n"
+        "Depreciation and amortization of property and equipment and capitalized content costs,\n"
+        "operating lease assets, and other 19,528 23,076\n"
+        "Stock-based compensation 9,638 11,561\n"))
+    first = answer("How much depreciation and amortization did Amazon record in the six months "
+                   "ended June 30, 2023?", [statement]).text.splitlines()[0]
+    assert first.startswith("Depreciation and amortization") and "23,076" in first, first
