@@ -68,14 +68,9 @@ def token_frame(turn_id: str, events: list[TurnEvent]) -> str:
     as ``json.dumps`` of ``{"type", "turn_id", "offset", "text", "n"}`` compact with
     ``ensure_ascii=False``, written out here: this runs for every frame of every relayed
     answer, and ``json.dumps`` with options builds an encoder per call."""
-    texts: list[str] = []
-    n = 0
-    for e in events:
-        if isinstance(e.event, TokenEvent):
-            texts.append(e.event.text)
-            n += e.event.n
-    return (f'{{"type":"token","turn_id":{_string(turn_id)},'
-            f'"offset":{_string(events[-1].offset)},"text":{_string("".join(texts))},"n":{n}}}')
+    text = "".join(e.event.text for e in events if isinstance(e.event, TokenEvent))
+    return (f'{{"type":"token","turn_id":{_string(turn_id)},"offset":{_string(events[-1].offset)},'
+            f'"text":{_string(text)},"n":{token_count(events)}}}')
 
 
 def token_count(events: list[TurnEvent]) -> int:

@@ -179,7 +179,6 @@ class TurnTailer:
         self._count = count
         self._high_water = high_water
         self._wake_key = Keys(prefix).gateway_wake(uuid.uuid4().hex)
-        self._subscribers: set[_Subscriber] = set()
         # The subscribers by stream key, kept as they come and go (not rebuilt for every read).
         self._by_key: dict[str, list[_Subscriber]] = {}
         self._changed = asyncio.Event()
@@ -196,7 +195,7 @@ class TurnTailer:
 
     @property
     def active(self) -> int:
-        return len(self._subscribers)
+        return sum(len(subs) for subs in self._by_key.values())
 
     async def tail(
         self, turn_id: str, *, after: str = "0-0", idle_timeout: float | None = None
@@ -215,7 +214,6 @@ class TurnTailer:
         event), so a relay can coalesce tokens that arrived together into one frame."""
         loop = asyncio.get_running_loop()
         sub = _Subscriber(turn_id, turn_key(self._prefix, turn_id), after, loop.time())
-        self._subscribers.add(sub)
         self._by_key.setdefault(sub.key, []).append(sub)
         self._generation += 1
         self._changed.set()
@@ -230,7 +228,7 @@ class TurnTailer:
             elif not self._waking:
                 await self._wake()
             while True:
-                batch = sub.batches.popleft() if sub.batches else await sub.get(loop)
+                batch = await sub.get(loop)
                 for i, event in enumerate(batch):
                     if event.kind in TERMINAL:
                         yield batch[: i + 1]
@@ -238,7 +236,6 @@ class TurnTailer:
                 yield batch
         finally:
             sub.close()
-            self._subscribers.discard(sub)
             readers = self._by_key.get(sub.key)
             if readers is not None:
                 readers.remove(sub)
@@ -263,7 +260,7 @@ class TurnTailer:
 
     async def _run(self) -> None:
         while True:
-            if not self._subscribers:
+            if not self._by_key:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
@@ -327,10 +324,11 @@ class TurnTailer:
 
     async def _watch(self, every: float) -> None:
         """Until no turn is relayed: every ``every`` s, end the silent turns whose worker died."""
-        while self._subscribers:
+        while self._by_key:
             await asyncio.sleep(every)
             now = asyncio.get_running_loop().time()
-            silent = sorted({s.turn_id for s in self._subscribers if now - s.seen >= every})
+            silent = sorted({s.turn_id for subs in self._by_key.values() for s in subs
+                             if now - s.seen >= every})
             try:
                 for turn_id in await self._lost.check(silent):
                     log.warning("worker_lost_detected", turn_id=turn_id)

@@ -588,7 +588,8 @@ def answer(
     # "The latest quarter" of the company the question names, not the newest of all sources.
     of_named = [s for s in sources if named <= source_terms[s.n]] or list(sources)
     # Of the documents: a chunk that does not repeat the name is still of a document that does.
-    named_sources = {s.n for s in sources if s.of in {o.of for o in of_named}}
+    named_documents = {o.of for o in of_named}
+    named_sources = {s.n for s in sources if s.of in named_documents}
     latest = _latest(of_named) if _LATEST.search(question) else None
     asked = period_key(_normalise_period(question))
     if asked[1]:  # the question names a quarter or a month: sources of that period first
