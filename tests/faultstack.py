@@ -112,6 +112,15 @@ class FaultStack:
         self.workers[module] = process
         return process
 
+    def logs(self, lines: int = 30) -> str:
+        """The last ``lines`` of every worker log of this stack, for an assertion's message: a
+        wait that fails in CI says what the workers were doing."""
+        tails = []
+        for path in sorted((self.state / "logs").glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {path.name} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(tails)
+
     def kill(self, module: str) -> None:
         """SIGKILL the worker and start a new one at once (what a supervisor does)."""
         process = self.workers[module]

@@ -55,7 +55,7 @@ async def test_redis_killed_mid_ingest_every_document_ends_ready_without_restart
         await _until(lambda: all(stack.ready(m) for m in ("ingest_worker", "embed_worker")), 120)
         deadline = time.monotonic() + 180
         while (await stack.stages())[Stage.READY.value] < 2:
-            assert time.monotonic() < deadline, await stack.stages()
+            assert time.monotonic() < deadline, f"{await stack.stages()}\n{stack.logs()}"
             await asyncio.sleep(0.1)
         print("\nat the kill:", dict(await stack.stages()))
         stack.redis_down(keep_data=keep_data)
@@ -67,6 +67,7 @@ async def test_redis_killed_mid_ingest_every_document_ends_ready_without_restart
                      and stack.ready("embed_worker") is False, 40)
         stack.redis_up()
         took = await stack.wait_ready(300)
+        assert (await stack.stages())[Stage.READY.value] == 12, stack.logs()
         await _until(lambda: stack.ready("ingest_worker") and stack.ready("embed_worker"), 10)
         outcome = await stack.outcome()
         print(f"all ready {took:.1f} s after Redis came back; {outcome}")

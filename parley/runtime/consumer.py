@@ -29,7 +29,7 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -59,7 +59,6 @@ class Stats:
     retried: int = 0
     dead_lettered: int = 0
     in_flight: int = 0
-    last_seconds: list[float] = field(default_factory=list)
 
 
 class Consumer:
@@ -93,12 +92,11 @@ class Consumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain. Receive errors (broker down) are logged and
         retried with backoff, so a worker outlives a broker restart."""
-        name = self.queue.name
-        metrics.track_queue(self.broker, name)
+        metrics.track_queue(self.broker, self.queue.name)
         try:
             await self._consume(stop)
         finally:
-            metrics.untrack_queue(name)
+            metrics.untrack_queue(self.queue.name)
 
     async def _consume(self, stop: asyncio.Event) -> None:
         async def wake_on_stop() -> None:  # a loop waiting for a free slot must see the stop
@@ -259,7 +257,6 @@ class Consumer:
         await self._settle("dead_letter", lambda: self.broker.dead_letter(message, reason=reason))
         self.stats.dead_lettered += 1
         metrics.MESSAGES_DEAD_LETTERED.labels(message.queue).inc()
-
 
     async def _settle(self, action: str, settle: Callable[[], Awaitable[None]]) -> None:
         """Run a settle, again with backoff while the broker is unreachable (a Redis restart

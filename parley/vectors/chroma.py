@@ -10,14 +10,16 @@ redelivered batch keep stale text.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import chromadb
+import httpx
 from chromadb.config import Settings as ChromaSettings
 
 from parley.errors import Retry
@@ -36,6 +38,9 @@ def collection_name(tenant: str, model_id: str) -> str:
 
 
 _PAGE = 1000
+# chromadb's HTTP client (one per event loop) never times out: a server that stops answering
+# would hold a handler, and the message it leases, for ever. Past this, a request is a Retry.
+REQUEST_TIMEOUT = 30.0
 
 OnWrite = Callable[[TenantId], Awaitable[None]]
 
@@ -60,19 +65,19 @@ class ChromaStore:
         self._collections: dict[str, Any] = {}
 
     @classmethod
-    async def connect(
-        cls, url: str, model_id: str, *, on_write: OnWrite | None = None
-    ) -> ChromaStore:
+    async def connect(cls, url: str, model_id: str, *, on_write: OnWrite | None = None,
+                      timeout: float = REQUEST_TIMEOUT) -> ChromaStore:
         """``on_write(tenant)`` is awaited after every write to a tenant's collection of this
         store's model (upsert, delete), even one that failed half-way: the lexical index's
-        generation (:class:`parley.vectors.generations.Generations`)."""
+        generation (:class:`parley.vectors.generations.Generations`). A request, the first
+        included, that gets no answer within ``timeout`` seconds raises (a Retry after connect)."""
         parsed = urlparse(url)
-        client = await chromadb.AsyncHttpClient(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-            ssl=parsed.scheme == "https",
-            settings=ChromaSettings(anonymized_telemetry=False),
-        )
+        async with asyncio.timeout(timeout):
+            client = await chromadb.AsyncHttpClient(
+                host=parsed.hostname or "127.0.0.1", ssl=parsed.scheme == "https",
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                settings=ChromaSettings(anonymized_telemetry=False))
+        cast(Any, client)._server._get_client().timeout = httpx.Timeout(timeout, connect=5.0)
         return cls(client, model_id, on_write=on_write)
 
     async def _wrote(self, tenant: TenantId) -> None:

@@ -1,0 +1,82 @@
+"""The Chroma adapter against a real Chroma server reached through a proxy that can stop
+answering: a request that gets no answer ends as a Retry within the timeout, never a hang."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import pytest
+
+from parley.errors import Retry
+from parley.ids import ChunkId, TenantId
+from parley.vectors.chroma import ChromaStore
+
+
+class Proxy:
+    """Forwards TCP to ``target`` until :meth:`freeze`; then reads and forwards nothing, as a
+    server that hangs (a deadlock, a stopped process, a dropped route) does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.frozen = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                if self.frozen.is_set():
+                    await asyncio.Event().wait()  # swallowed: no answer, ever
+                writer.write(data)
+                await writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+            writer.close()
+
+
+@pytest.fixture
+async def proxy(chroma_url: str) -> AsyncIterator[Proxy]:
+    parsed = urlparse(chroma_url)
+    proxy = Proxy(parsed.hostname or "127.0.0.1", parsed.port or 8000)
+    proxy.server = await asyncio.start_server(proxy._serve, "127.0.0.1", 0)
+    async with proxy.server:
+        yield proxy
+        proxy.server.close()
+
+
+async def test_a_server_that_stops_answering_is_a_retry_within_the_timeout(proxy: Proxy) -> None:
+    store = await ChromaStore.connect(proxy.url, "timeout-model", timeout=1.5)
+    tenant = TenantId("chroma-timeout")
+    assert await store.existing(tenant, [ChunkId("c0")]) == set()  # answered while forwarding
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(Retry, match="Chroma request failed: ReadTimeout"):
+        await store.existing(tenant, [ChunkId("c1")])
+    assert 1.0 < time.monotonic() - started < 10
+    await store.close()
+
+
+async def test_connect_to_a_server_that_never_answers_raises_within_the_timeout(
+    proxy: Proxy,
+) -> None:
+    proxy.freeze()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await ChromaStore.connect(proxy.url, "timeout-model", timeout=1.0)
+    assert time.monotonic() - started < 10
