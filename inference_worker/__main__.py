@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+import structlog
 
 from inference_worker.backend import build_chat_model
 from inference_worker.handler import HandlerOptions, TurnHandler
+from inference_worker.meaning import Meaning
 from parley.broker.redis import RedisBroker
 from parley.runtime import worker
 from parley.runtime.consumer import Consumer
 from parley.settings import Settings
 
 NAME = "inference-worker"
+log = structlog.get_logger(__name__)
 
 
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
@@ -59,7 +63,24 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         ),
     )
     stack.push_async_callback(handler.close)
+    if os.environ.get("PARLEY_ANSWER_MEANING", "on").lower() not in ("off", "false", "0"):
+        handler.meaning = await _meaning(stack)
     return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
+
+
+async def _meaning(stack: contextlib.AsyncExitStack) -> Meaning | None:
+    """The packaged sentence embedder on one thread, for the extractive answerer's second
+    reading of a question (:mod:`inference_worker.meaning`); None when its package is missing:
+    the answerer then reads words alone."""
+    try:
+        from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
+
+        embedder = LocalEmbedder(LocalEmbedderConfig(threads=1))
+    except (ImportError, OSError) as exc:
+        log.warning("answer_meaning_unavailable", error=str(exc))
+        return None
+    stack.push_async_callback(embedder.close)
+    return Meaning(embedder)
 
 
 def main() -> None:
