@@ -425,11 +425,19 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 cells.append(line)
             continue
         flush_cells()
-        if is_row:
-            if prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
+        if is_row and prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
+            if _SENTENCE_END.search(prose[-1]) or len(prose[-1].split()) > 12:
+                # The next line of a paragraph that holds figures ("... or call extension
+                # 4400 (+1 612 555 0144" after "... every IT request. Log a ticket on the"):
+                # a sentence goes on, not a row; a row's label is not a paragraph.
+                heading, group = [], ""
+                prose.append(line)
+                continue
+            else:
                 # A row label wrapped onto a second line ("Depreciation and amortization of
                 # ... content costs," / "operating lease assets, and other 19,528 23,076").
                 line = f"{prose.pop()} {line}"
+        if is_row:
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
             if starts_table:
