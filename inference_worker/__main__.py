@@ -6,6 +6,10 @@ that batches); a worker that dies mid-turn loses the message's lease after
 ``PARLEY_QUEUES__CHAT__LEASE_SECONDS`` and the turn is settled by another worker (see
 :mod:`inference_worker.handler`). SIGTERM: stop taking turns, finish the running ones within
 ``PARLEY_DRAIN_SECONDS``, end the others with ``worker_lost``, exit 0.
+
+The worker loads the packaged sentence embedder for the extractive answerer's reading of a
+question's meaning (:mod:`inference_worker.meaning`; ~250 MB, seconds at start);
+``PARLEY_ANSWER_MEANING=off`` leaves it out (words alone).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ How a passage is chosen (no model, no I/O):
   wholly beats one that says more, "Percentage of total net sales" for "revenue") and by its
   best column's fit to the question's period (the date it names, the span: a quarter or "nine
   months", the year, "a year earlier");
+- with a sentence embedder (``closeness``, :mod:`inference_worker.meaning`), a best unit just
+  short of ``min_coverage`` answers when it is also the closest in meaning, and for a question
+  that asks no amount the cosine adds to each unit's score (``AGREE_COVERAGE``,
+  ``MEANING_WEIGHT``);
 - the best unit answers when its coverage reaches ``min_coverage`` and every number the question
   names (a year, a date) appears in its source; then up to ``max_units`` more units whose score
   is close to the best or that add what the question asks and the chosen ones do not say (the
