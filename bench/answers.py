@@ -367,16 +367,18 @@ async def timed(pieces: AsyncIterator[str], started: float) -> tuple[str, float,
 
 
 async def extractive_answer(
-    question: str, index: Index | list[Chunk], embedder: object
+    question: str, index: Index | list[Chunk], embedder: object, meaning: object | None = None
 ) -> Outcome:
     """The extractive answer over ``index``'s top chunks, or over given chunks (a feedback line's
-    sources, as the user's answer was given them)."""
+    sources, as the user's answer was given them); with ``meaning`` (the inference worker's
+    :class:`inference_worker.meaning.Meaning`), read as the worker reads it."""
     from inference_worker import extractive, grounding
 
     started = time.perf_counter()
     chunks = index if isinstance(index, list) else await index.top(question, embedder)
     sources = as_sources(chunks)
-    answer = extractive.answer(question, extractive.numbered(sources))  # type: ignore[arg-type]
+    answer = extractive.answer(question, extractive.numbered(sources),  # type: ignore[arg-type]
+                               closeness=meaning)  # type: ignore[arg-type]
 
     async def pieces() -> AsyncIterator[str]:
         for piece in re.findall(r"\s*\S+", answer.text):
@@ -389,14 +391,16 @@ async def extractive_answer(
 
 
 async def generative_answer(
-    question: str, index: Index, embedder: object, model: object, max_tokens: int
+    question: str, index: Index, embedder: object, model: object, max_tokens: int,
+    meaning: object | None = None,
 ) -> Outcome:
     from chat_gateway import prompt
     from inference_worker import extractive, grounding
 
     started = time.perf_counter()
     sources = as_sources(await index.top(question, embedder))
-    found = extractive.answer(question, extractive.numbered(sources))  # type: ignore[arg-type]
+    found = extractive.answer(question, extractive.numbered(sources),  # type: ignore[arg-type]
+                              closeness=meaning)  # type: ignore[arg-type]
     if not found.found:  # the worker's guard: no model call
         text, ttft, total = found.text, time.perf_counter() - started, time.perf_counter() - started
         attribute = False
@@ -494,10 +498,11 @@ def summary(row: Row) -> list[object]:
 
 async def run(
     generative: int, max_tokens: int, show: Callable[[str], None], feedback: Path | None = None,
-    wrong: bool = False, only: Sequence[str] = (),
+    wrong: bool = False, only: Sequence[str] = (), meaning: bool = True,
 ) -> str:
     from inference_worker.local import LocalChatModel
-    from parley.embedder.local import LocalEmbedder
+    from inference_worker.meaning import Meaning
+    from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
     from parley.errors import ParleyError
 
     sets: list[tuple[str, tuple[dict[str, bytes], list[Item], list[Item]]]] = []
@@ -515,6 +520,9 @@ async def run(
     if only:
         sets = [s for s in sets if s[0] in only]
     embedder = LocalEmbedder()
+    # The inference worker's second reading of a question (its own embedder on one thread).
+    second = LocalEmbedder(LocalEmbedderConfig(threads=1)) if meaning else None
+    reader = Meaning(second) if second is not None else None
     model: object | None = None
     if generative > 0:  # the model takes a while to load: not for extractive rows alone
         try:
@@ -529,7 +537,7 @@ async def run(
             row = Row("extractive", f"feedback ({feedback.name})")
             for item, chunks in feedback_set(feedback):
                 row.outcomes.append((item, await extractive_answer(item.question, chunks,
-                                                                   embedder)))
+                                                                   embedder, reader)))
             rows.append(row)
             show("feedback: extractive done")
         for name, (pdfs, items, none) in sets:
@@ -539,7 +547,7 @@ async def run(
                 row = Row("extractive", label)
                 for item in chosen:
                     row.outcomes.append((item, await extractive_answer(item.question, parley,
-                                                                       embedder)))
+                                                                       embedder, reader)))
                 rows.append(row)
                 show(f"{label}: extractive done")
                 if wrong:
@@ -552,7 +560,7 @@ async def run(
                     for item in chosen[:generative]:
                         if pipeline == "generative":
                             outcome = await generative_answer(item.question, parley, embedder,
-                                                              model, max_tokens)
+                                                              model, max_tokens, reader)
                         else:
                             outcome = await seed_answer(item.question, seed, embedder, model,
                                                         max_tokens)
@@ -561,6 +569,8 @@ async def run(
                     show(f"{label}: {pipeline} done")
     finally:
         await embedder.close()
+        if second is not None:
+            await second.close()
         if model is not None:
             await model.close()  # type: ignore[attr-defined]
     table = render(
@@ -584,11 +594,14 @@ def main(argv: Sequence[str] = ()) -> str:
                         help="also answer the questions of a `parley feedback export --json` file")
     parser.add_argument("--sets", default="",
                         help="comma-separated question sets to run (default: all)")
+    parser.add_argument("--meaning", choices=("on", "off"), default="on",
+                        help="the extractive answerer reads questions also by the sentence "
+                        "embedder, as the inference worker does (default on)")
     args = parser.parse_args(list(argv))
     only = [s for s in args.sets.split(",") if s]
     return asyncio.run(run(args.generative, args.max_tokens,
                            lambda s: print(s, file=sys.stderr, flush=True), args.feedback,
-                           args.wrong, only))
+                           args.wrong, only, args.meaning == "on"))
 
 
 if __name__ == "__main__":

@@ -6,24 +6,32 @@ that batches); a worker that dies mid-turn loses the message's lease after
 ``PARLEY_QUEUES__CHAT__LEASE_SECONDS`` and the turn is settled by another worker (see
 :mod:`inference_worker.handler`). SIGTERM: stop taking turns, finish the running ones within
 ``PARLEY_DRAIN_SECONDS``, end the others with ``worker_lost``, exit 0.
+
+The worker loads the packaged sentence embedder for the extractive answerer's reading of a
+question's meaning (:mod:`inference_worker.meaning`; ~250 MB, seconds at start);
+``PARLEY_ANSWER_MEANING=off`` leaves it out (words alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+import structlog
 
 from inference_worker.backend import build_chat_model
 from inference_worker.handler import HandlerOptions, TurnHandler
+from inference_worker.meaning import Meaning
 from parley.broker.redis import RedisBroker
 from parley.runtime import worker
 from parley.runtime.consumer import Consumer
 from parley.settings import Settings
 
 NAME = "inference-worker"
+log = structlog.get_logger(__name__)
 
 
 async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequence[Consumer]:
@@ -59,7 +67,24 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         ),
     )
     stack.push_async_callback(handler.close)
+    if os.environ.get("PARLEY_ANSWER_MEANING", "on").lower() not in ("off", "false", "0"):
+        handler.meaning = await _meaning(stack)
     return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
+
+
+async def _meaning(stack: contextlib.AsyncExitStack) -> Meaning | None:
+    """The packaged sentence embedder on one thread, for the extractive answerer's second
+    reading of a question (:mod:`inference_worker.meaning`); None when its package is missing:
+    the answerer then reads words alone."""
+    try:
+        from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
+
+        embedder = LocalEmbedder(LocalEmbedderConfig(threads=1))
+    except (ImportError, OSError) as exc:
+        log.warning("answer_meaning_unavailable", error=str(exc))
+        return None
+    stack.push_async_callback(embedder.close)
+    return Meaning(embedder)
 
 
 def main() -> None:

@@ -24,6 +24,10 @@ How a passage is chosen (no model, no I/O):
   wholly beats one that says more, "Percentage of total net sales" for "revenue") and by its
   best column's fit to the question's period (the date it names, the span: a quarter or "nine
   months", the year, "a year earlier");
+- with a sentence embedder (``closeness``, :mod:`inference_worker.meaning`), a best unit just
+  short of ``min_coverage`` answers when it is also the closest in meaning, and for a question
+  that asks no amount the cosine adds to each unit's score (``AGREE_COVERAGE``,
+  ``MEANING_WEIGHT``);
 - the best unit answers when its coverage reaches ``min_coverage`` and every number the question
   names (a year, a date) appears in its source; then up to ``max_units`` more units whose score
   is close to the best or that add what the question asks and the chosen ones do not say (the
@@ -45,7 +49,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inference_worker import tables
@@ -425,11 +429,19 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 cells.append(line)
             continue
         flush_cells()
-        if is_row:
-            if prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
+        if is_row and prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
+            if _SENTENCE_END.search(prose[-1]) or len(prose[-1].split()) > 12:
+                # The next line of a paragraph that holds figures ("... or call extension
+                # 4400 (+1 612 555 0144" after "... every IT request. Log a ticket on the"):
+                # a sentence goes on, not a row; a row's label is not a paragraph.
+                heading, group = [], ""
+                prose.append(line)
+                continue
+            else:
                 # A row label wrapped onto a second line ("Depreciation and amortization of
                 # ... content costs," / "operating lease assets, and other 19,528 23,076").
                 line = f"{prose.pop()} {line}"
+        if is_row:
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
             if starts_table:
@@ -538,6 +550,23 @@ def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
     return out
 
 
+# The cosine of a question to each of some passages, by a sentence embedder
+# (:class:`inference_worker.meaning.Meaning`).
+Closeness = Callable[[str, Sequence[str]], Sequence[float]]
+# With an embedder: a question whose best passage by words falls short of the coverage an
+# answer needs, but not by much, is answered when that passage is also the closest in meaning of
+# all the sources' passages and close enough (two readings agree); and for a question that does
+# not ask for an amount, a passage's cosine adds to its score, so that of the passages that
+# cover the question, the one that means what it asks comes first ("For how long can I work
+# from another country": "Working from abroad is allowed for up to 20 working days", not
+# "Working from a country under trade sanctions is never allowed"). An amount's row is chosen
+# by its label and columns, which the embedder reads worse (it moved two dev answers to
+# another row).
+AGREE_COVERAGE = 0.4
+AGREE_COSINE = 0.45
+MEANING_WEIGHT = 0.2
+
+
 def answer(
     question: str,
     sources: Sequence[Numbered],
@@ -545,8 +574,11 @@ def answer(
     min_coverage: float = 0.5,
     max_units: int = 3,
     near: float = 0.06,
+    closeness: Closeness | None = None,
 ) -> Answer:
-    """The extractive answer to ``question`` from ``sources`` (in rank order)."""
+    """The extractive answer to ``question`` from ``sources`` (in rank order). ``closeness``
+    (a sentence embedder), when given, is a second reading of the question beside its words:
+    see ``AGREE_COVERAGE`` and ``MEANING_WEIGHT``; without it the answer is the words' alone."""
     q_terms = terms(question)
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
@@ -667,8 +699,26 @@ def answer(
                 unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
         scored.append((score, coverage, unit))
     scored.sort(key=lambda x: -x[0])
-    best_score, best_coverage, _ = scored[0]
-    if best_coverage < min_coverage:
+    best_score, best_coverage, lexical_best = scored[0]
+    short = best_coverage < min_coverage
+    if closeness is not None and (
+            AGREE_COVERAGE <= best_coverage < min_coverage or (not short and not wants_amount)):
+        # Embedded: the passages that cover the question at least half as well as the best
+        # (the closest in meaning of the others would not agree; an embedding costs ~5 ms a
+        # passage on a shared core).
+        near_best = [u for _, c, u in scored[:60] if c >= best_coverage * 0.5]
+        cosine = dict(zip(map(id, near_best), closeness(question, [u.text for u in near_best]),
+                          strict=True))
+        closest = max(near_best, key=lambda u: cosine[id(u)])
+        if short and closest is lexical_best and cosine[id(closest)] >= AGREE_COSINE:
+            short = False
+            min_coverage = best_coverage
+        if not short and not wants_amount:
+            scored = sorted(((sc + MEANING_WEIGHT * cosine.get(id(u), 0.0), c, u)
+                             for sc, c, u in scored),
+                            key=lambda x: -x[0])
+            best_score = scored[0][0]
+    if short:
         return _not_found(sources, best_coverage)
     chosen: list[Unit] = []
     seen: set[str] = set()

@@ -133,8 +133,12 @@ class TurnHandler(Service[ChatTurn]):
         options: HandlerOptions | None = None,
         *,
         count_tokens: Callable[[str], int] = estimate_tokens,
+        meaning: extractive.Closeness | None = None,
     ) -> None:
         self.model = model
+        # The extractive answerer's second reading of a question (a sentence embedder,
+        # inference_worker.meaning), blocking: the answerer then runs on a thread.
+        self.meaning = meaning
         self._redis = redis
         self.options = options or HandlerOptions()
         self._count = count_tokens
@@ -331,7 +335,12 @@ class TurnHandler(Service[ChatTurn]):
         try:
             if early is not None:
                 await early.sent()
-            found = extractive.answer(question, extractive.numbered(turn.sources))
+            sources = extractive.numbered(turn.sources)
+            if self.meaning is None:
+                found = extractive.answer(question, sources)
+            else:
+                found = await asyncio.to_thread(
+                    extractive.answer, question, sources, closeness=self.meaning)
         except BaseException:
             if early is not None:
                 await early.aclose()

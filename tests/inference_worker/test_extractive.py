@@ -649,3 +649,22 @@ def test_a_row_label_wrapped_onto_two_lines_is_one_row() -> None:
     first = answer("How much depreciation and amortization did Amazon record in the six months "
                    "ended June 30, 2023?", [statement]).text.splitlines()[0]
     assert first.startswith("Depreciation and amortization") and "23,076" in first, first
+
+
+def test_a_paragraph_line_that_ends_in_figures_goes_on_the_sentence_not_a_row() -> None:
+    # A PDF's line breaks: the second line starts lower case after a line that ends mid-sentence
+    # and ends with a phone number, which made it a table row and cut the sentence in two.
+    guide = Numbered(1, "IT Service Guide", (
+        "Contacting the IT Service Desk\n"
+        "The IT Service Desk is the single point of contact for every IT request. Log a ticket "
+        "on the\nservice portal at help.example, or call extension 4400 (+1 612 555 0144\n"
+        "from outside the network). The desk is staffed Monday to Friday, 7:00 to 19:00."))
+    texts = [u.text for u in units(guide, 0)]
+    assert "Log a ticket on the service portal at help.example, or call extension 4400 (+1 612 " \
+        "555 0144 from outside the network)." in texts
+    assert not any(u.is_row for u in units(guide, 0))
+    # A row label wrapped onto two lines is still one row.
+    wrapped = Numbered(1, "Cash flows", "Depreciation and amortization of property and content "
+                       "costs,\noperating lease assets, and other 19,528 23,076")
+    [row] = units(wrapped, 0)
+    assert row.is_row and row.text.startswith("Depreciation") and row.text.endswith("23,076")

@@ -22,9 +22,9 @@ from inference_worker.chatmodel import Usage
 from inference_worker.extractive import Numbered
 from inference_worker.openai_backend import OpenAIChatModel
 from parley.broker import Message
-from parley.contracts import ChatMessage, dump
+from parley.contracts import ChatMessage, Source, dump
 from parley.errors import ParleyError, Retry, Unsettled
-from parley.ids import MessageId
+from parley.ids import ChunkId, DocumentId, MessageId
 from parley.keys import Keys
 from parley.turnstream import TurnWriter, attached_key, cancel
 from parley_cli import localstack
@@ -413,6 +413,29 @@ async def test_an_extractive_turn_streams_quoted_passages_without_the_model(
     assert final["found"] is True and final["unsupported_numbers"] == []
     assert final["citations"][0]["n"] == 1
     assert model.calls == []
+
+
+async def test_an_extractive_turn_reads_the_question_for_meaning_too(
+    redis: aioredis.Redis,
+) -> None:
+    # Words alone cover 0.46 of the question ("tell someone" is in no source): not found. With
+    # the handler's sentence embedder (scripted here) agreeing, the passage is quoted.
+    from tests.inference_worker.test_meaning import DEVICES, STOLEN, TRAVEL, Scripted
+
+    given = [Source(n=s.n, chunk_id=ChunkId(f"chunk-{s.n}"), document_id=DocumentId("doc-1"),
+                    document=s.document, snippet=s.text[:40], text=s.text, score=0.8,
+                    context=s.title) for s in (DEVICES, TRAVEL)]
+    meaning = Scripted({"stolen": 0.6})
+    async with worker(redis, ScriptedModel(pieces=ANSWER)) as w:
+        chat = turn(answer_mode="extractive", question=STOLEN, sources=given)
+        assert not extractive.answer(STOLEN, extractive.numbered(chat.sources)).found
+        w.handler.meaning = meaning
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    final = events[-1].data
+    assert final["found"] is True and "within 24 hours" in final["text"]
+    assert [question for question, _ in meaning.asked] == [STOLEN]
 
 
 async def test_a_question_the_sources_do_not_answer_is_not_guessed(
