@@ -9,14 +9,13 @@ that batches); a worker that dies mid-turn loses the message's lease after
 
 The worker loads the packaged sentence embedder for the extractive answerer's reading of a
 question's meaning (:mod:`inference_worker.meaning`; ~250 MB, seconds at start);
-``PARLEY_ANSWER_MEANING=off`` leaves it out (words alone).
+``PARLEY_ANSWER_MEANING=false`` (``Settings.answer_meaning``) leaves it out (words alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
@@ -67,7 +66,7 @@ async def setup(stack: contextlib.AsyncExitStack, settings: Settings) -> Sequenc
         ),
     )
     stack.push_async_callback(handler.close)
-    if os.environ.get("PARLEY_ANSWER_MEANING", "on").lower() not in ("off", "false", "0"):
+    if settings.answer_meaning:
         handler.meaning = await _meaning(stack)
     return [Consumer(broker, queue, handler, drain_seconds=settings.drain_seconds)]
 

@@ -336,7 +336,10 @@ class TurnHandler(Service[ChatTurn]):
             if early is not None:
                 await early.sent()
             sources = extractive.numbered(turn.sources)
-            if self.meaning is None:
+            if self.meaning is None or generative:
+                # The check beside the model reads words alone: it holds the first token back,
+                # and embedding passages (~150 ms of CPU) on every generative turn would cost
+                # more than a served model, which reads the meaning itself, needs.
                 found = extractive.answer(question, sources)
             else:
                 found = await asyncio.to_thread(

@@ -143,9 +143,8 @@ class Settings(BaseSettings):
     embed_device: str = "auto"  # auto | cpu | cuda (the GPU extra)
     # The local CPU embedder's onnxruntime threads; 0 = one per core.
     embed_threads: int = Field(default=0, ge=0)
-    # Whether those threads spin between operators (onnxruntime's default) instead of sleeping.
-    # Measured (bench/pipeline.py --spin both): on was 7-13% faster end to end at load 5-7 on 2
-    # cores; off used ~15% less CPU per chunk and embedded 1.2-1.4x faster at load 15.
+    # Whether those threads spin between operators (onnxruntime's default) instead of sleeping:
+    # 7-13% faster at load 5-7 on 2 cores, 1.2-1.4x slower at load 15 (bench/pipeline.py).
     embed_spin: bool = True
     # The local CPU embedder's graph: int8 (fused, int8 products; its own model id), fp32 (fused;
     # the vectors of the packaged file and of the GPU embedder), packaged (the file as shipped).
@@ -173,9 +172,10 @@ class Settings(BaseSettings):
     # has the chat model write it. Extractive is the default: on the answer benchmark with the
     # embedded model it is right more often (python -m bench answers, README).
     answer_mode: Literal["extractive", "generative"] = "extractive"
-    # Generative answers: say "not in the documents" (naming the closest sources) instead of
-    # the model's answer (its request is dropped) when no passage covers the question's words.
-    # Turn it off for a strong served model that can judge paraphrases itself.
+    # Extractive answers read a question's meaning too (inference_worker.meaning; ~250 MB).
+    answer_meaning: bool = True
+    # Generative answers: "not in the documents" (naming the closest sources) instead of the
+    # model's when no passage covers the question's words. Off: a served model judges that.
     answer_not_found_guard: bool = True
     chat_max_tokens: int = 512
     chat_context_tokens: int = 2048

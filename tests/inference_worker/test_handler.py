@@ -438,6 +438,28 @@ async def test_an_extractive_turn_reads_the_question_for_meaning_too(
     assert [question for question, _ in meaning.asked] == [STOLEN]
 
 
+async def test_the_check_beside_a_generative_answer_reads_words_alone(
+    redis: aioredis.Redis,
+) -> None:
+    # The check holds the model's first token back: it does not embed passages. The question
+    # its words do not cover is not the model's to answer, the embedder notwithstanding.
+    from tests.inference_worker.test_meaning import DEVICES, STOLEN, TRAVEL, Scripted
+
+    given = [Source(n=s.n, chunk_id=ChunkId(f"chunk-{s.n}"), document_id=DocumentId("doc-1"),
+                    document=s.document, snippet=s.text[:40], text=s.text, score=0.8,
+                    context=s.title) for s in (DEVICES, TRAVEL)]
+    meaning = Scripted({"stolen": 0.6})
+    async with worker(redis, ScriptedModel(pieces=ANSWER)) as w:
+        w.handler.meaning = meaning
+        chat = turn(answer_mode="generative", question=STOLEN, sources=given)
+        await w.ask(chat)
+        events = await w.events(chat.turn_id)
+        await w.settled()
+    final = events[-1].data
+    assert final["answer_mode"] == "generative" and final["found"] is False
+    assert meaning.asked == []
+
+
 async def test_a_question_the_sources_do_not_answer_is_not_guessed(
     redis: aioredis.Redis,
 ) -> None:

@@ -38,7 +38,9 @@ async def read_all(redis: aioredis.Redis, turn_id: str, p: str) -> list[tuple[st
 
 async def test_first_tokens_of_many_turns_share_one_round_trip(redis: aioredis.Redis) -> None:
     p = prefix()
-    outbox = Outbox(redis, prefix=p, flush_interval=0.02)
+    # No cancel poll within the test (its MGET is a flush of its own): on a loaded machine the
+    # sleep below can outlast a short one.
+    outbox = Outbox(redis, prefix=p, flush_interval=0.02, cancel_poll=60.0)
     ids = [f"turn-{i}" for i in range(50)]
     with contextlib.ExitStack() as stack:
         outs = [stack.enter_context(outbox.open(t)) for t in ids]
