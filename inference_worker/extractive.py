@@ -120,6 +120,9 @@ _YEAR = re.compile(r"(?:19|20)\d\d")
 _PAGE = re.compile(r"^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
 
 
+_TOTAL = re.compile(r"total\b", re.IGNORECASE)
+
+
 def _is_footer(line: str) -> bool:
     if _PAGE.match(line):
         return True
@@ -466,7 +469,11 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             heading.append(line)
             group = ""
             continue
-        if heading and len(line) < 40 and not line.endswith("."):
+        if (heading or (pending is not None and prose and prose[-1].endswith(":"))) and len(
+                line) < 40 and not line.endswith("."):
+            # Column headings, also those under a caption that declares a table's unit ("... as
+            # follows (in millions ...):" then "Periods", "Total Number", "of Shares", ...).
+            flush()
             heading.append(line)
             continue
         heading = []
@@ -694,6 +701,9 @@ def answer(
             score -= 0.15  # introduces a table or a list: says where the answer is, not what
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
+        if not unit.is_row and asked_period.span and (stated := tables.spans(unit.text)) and (
+                asked_period.span not in stated):
+            score -= 0.1  # a sentence about the nine months, where the question asks a quarter
         if unit.row is not None:
             score += 0.0 if wants_reason else _row_fit(
                 unit.row, set(q_terms) | title_terms[unit.n], asked_period, words)
@@ -758,6 +768,8 @@ def answer(
         seen.add(key)
         covered |= unit_terms[id(u)]
         chosen.append(u)
+    if chosen and (total_row := _total_of(chosen[0], pool)) is not None:
+        chosen = [total_row, *(u for u in chosen if u is not total_row)][:max_units]
     trend = _trend(scored, of_named, min_coverage * 0.8) if _TREND.search(question) else []
     if len(trend) > 1:
         chosen = trend
@@ -780,6 +792,20 @@ def answer(
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+def _total_of(caption: Unit, pool: Sequence[Unit]) -> Unit | None:
+    """The total row of the table that ``caption`` introduces ("Share repurchase activity ...
+    was as follows (in millions ...):"), in its source or in one that continues the table:
+    a caption says where the answer is, its table's total says what it is. None when
+    ``caption`` introduces no table or its table has no total row."""
+    if caption.is_row or not caption.text.rstrip().endswith(":"):
+        return None
+    tail = caption.text.rstrip()[-60:]
+    for unit in pool:
+        if unit.row is not None and tail in unit.context and _TOTAL.match(unit.row.label):
+            return unit
+    return None
 
 
 def _dedupe_key(unit: Unit) -> str:

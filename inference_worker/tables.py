@@ -228,6 +228,16 @@ class Period:
     prior: bool  # "a year earlier", "prior year"
 
 
+_ENDED_SPAN = re.compile(r"\b(three|six|nine|twelve)[- ]months?\s+ended\b|\b(quarter|year)\s+"
+                         r"ended\b", re.IGNORECASE)
+
+
+def spans(text: str) -> set[int]:
+    """The spans, in months, of the periods ``text`` reports on ("during the nine months ended
+    July 1, 2023": 9; "the quarter ended ...": 3); a span not followed by "ended" is not one."""
+    return {_SPAN_MONTHS[(m.group(1) or m.group(2)).lower()] for m in _ENDED_SPAN.finditer(text)}
+
+
 def period(question: str) -> Period:
     """The period ``question`` asks about."""
     dates = frozenset((int(y), _MONTH_NUMBER[m.lower()[:3]], int(d))

@@ -668,3 +668,45 @@ def test_a_paragraph_line_that_ends_in_figures_goes_on_the_sentence_not_a_row() 
                        "costs,\noperating lease assets, and other 19,528 23,076")
     [row] = units(wrapped, 0)
     assert row.is_row and row.text.startswith("Depreciation") and row.text.endswith("23,076")
+
+
+# A buyback table as 10-Qs lay it out: a caption that declares the unit and ends with a colon,
+# its column headings broken over short lines, group lines of dates, a total row; the chunk is
+# cut inside the table and the next one carries the caption (``Numbered.unit``).
+BUYBACK_CAPTION = ("Share repurchase activity during the three months ended June 30, 2024 was as "
+                   "follows (in millions, except number of shares, which are reflected in "
+                   "thousands, and per share amounts):")
+BUYBACK_HEAD = Numbered(1, "Form 10-Q · Contoso Ltd. · Q2 2024", (
+    "Item 2. Unregistered Sales of Equity Securities and Use of Proceeds\n"
+    + BUYBACK_CAPTION.replace("(in millions, except", "(in millions, except\n") + "\n"
+    "Periods\nTotal Number\nof Shares\nPurchased\nAverage Price\nPaid Per\nShare\n"
+    "April 1, 2024 to April 30, 2024:\n"
+    "Open market purchases 11,204 $ 52.10 11,204\n"
+    "May 1, 2024 to May 31, 2024:\n"), document="contoso-q2.pdf")
+BUYBACK_TAIL = Numbered(2, "Form 10-Q · Contoso Ltd. · Q2 2024", (
+    "Open market purchases 9,876 $ 54.80 9,876\n"
+    "June 1, 2024 to June 30, 2024:\n"
+    "Open market purchases 7,310 $ 55.25 7,310\n"
+    "Total 28,390 $ 12,450\n"), unit=BUYBACK_CAPTION, document="contoso-q2.pdf")
+NINE_MONTHS = Numbered(3, "Form 10-Q · Contoso Ltd. · Q2 2024", (
+    "Note 7 – Shareholders' Equity\nShare Repurchase Program\nDuring the six months ended June "
+    "30, 2024, the Company repurchased 61 million shares of its common stock for $3.2 billion "
+    "under its share repurchase program."), document="contoso-q2.pdf")
+
+
+def test_column_headings_under_a_caption_are_not_quoted_as_prose() -> None:
+    texts = [u.text for u in units(BUYBACK_HEAD, 0) if not u.is_row]
+    assert any(t.endswith("per share amounts):") for t in texts), texts
+    assert not any("Total Number" in t or "Paid Per" in t for t in texts), texts
+
+
+def test_a_sentence_about_another_span_than_the_asked_quarter_comes_after_the_table() -> None:
+    assert tables.spans("During the six months ended June 30, 2024, the Company ...") == {6}
+    assert tables.spans("the quarter ended June 30 and the nine months ended June 30") == {3, 9}
+    assert tables.spans("in three months we will know") == set()
+    text = answer("Did Contoso report any share repurchase activity in its Q2 2024 10-Q, and "
+                  "how many shares were repurchased?", [BUYBACK_HEAD, BUYBACK_TAIL, NINE_MONTHS]
+                  ).text
+    # The caption says where the answer is; the total row of its table says what it is.
+    first = text.splitlines()[0]
+    assert first.startswith("Total 28,390") and "28,390,000 shares" in first and "[2]" in first
