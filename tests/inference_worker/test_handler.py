@@ -415,11 +415,14 @@ async def test_an_extractive_turn_streams_quoted_passages_without_the_model(
     assert model.calls == []
 
 
+@pytest.mark.parametrize("mode", ["extractive", "generative"])
 async def test_an_extractive_turn_reads_the_question_for_meaning_too(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis, mode: str
 ) -> None:
     # Words alone cover 0.46 of the question ("tell someone" is in no source): not found. With
-    # the handler's sentence embedder (scripted here) agreeing, the passage is quoted.
+    # the handler's sentence embedder (scripted here) agreeing, the extractive answer quotes the
+    # passage. The check beside a generative answer holds the model's first token back: it
+    # embeds nothing, and the question its words do not cover is not the model's to answer.
     from tests.inference_worker.test_meaning import DEVICES, STOLEN, TRAVEL, Scripted
 
     given = [Source(n=s.n, chunk_id=ChunkId(f"chunk-{s.n}"), document_id=DocumentId("doc-1"),
@@ -427,37 +430,19 @@ async def test_an_extractive_turn_reads_the_question_for_meaning_too(
                     context=s.title) for s in (DEVICES, TRAVEL)]
     meaning = Scripted({"stolen": 0.6})
     async with worker(redis, ScriptedModel(pieces=ANSWER)) as w:
-        chat = turn(answer_mode="extractive", question=STOLEN, sources=given)
+        chat = turn(answer_mode=mode, question=STOLEN, sources=given)
         assert not extractive.answer(STOLEN, extractive.numbered(chat.sources)).found
         w.handler.meaning = meaning
         await w.ask(chat)
         events = await w.events(chat.turn_id)
         await w.settled()
     final = events[-1].data
-    assert final["found"] is True and "within 24 hours" in final["text"]
-    assert [question for question, _ in meaning.asked] == [STOLEN]
-
-
-async def test_the_check_beside_a_generative_answer_reads_words_alone(
-    redis: aioredis.Redis,
-) -> None:
-    # The check holds the model's first token back: it does not embed passages. The question
-    # its words do not cover is not the model's to answer, the embedder notwithstanding.
-    from tests.inference_worker.test_meaning import DEVICES, STOLEN, TRAVEL, Scripted
-
-    given = [Source(n=s.n, chunk_id=ChunkId(f"chunk-{s.n}"), document_id=DocumentId("doc-1"),
-                    document=s.document, snippet=s.text[:40], text=s.text, score=0.8,
-                    context=s.title) for s in (DEVICES, TRAVEL)]
-    meaning = Scripted({"stolen": 0.6})
-    async with worker(redis, ScriptedModel(pieces=ANSWER)) as w:
-        w.handler.meaning = meaning
-        chat = turn(answer_mode="generative", question=STOLEN, sources=given)
-        await w.ask(chat)
-        events = await w.events(chat.turn_id)
-        await w.settled()
-    final = events[-1].data
-    assert final["answer_mode"] == "generative" and final["found"] is False
-    assert meaning.asked == []
+    assert final["answer_mode"] == mode
+    if mode == "extractive":
+        assert final["found"] is True and "within 24 hours" in final["text"]
+        assert [question for question, _ in meaning.asked] == [STOLEN]
+    else:
+        assert final["found"] is False and meaning.asked == []
 
 
 async def test_a_question_the_sources_do_not_answer_is_not_guessed(
