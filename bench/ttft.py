@@ -272,8 +272,7 @@ FIRST_TOKEN_STAGES = (
     ("retrieved", "publish", "gateway: prompt, turn, until its pipeline is sent"),
     ("publish", "received", "pipeline -> Redis -> the worker's receive returns the turn"),
     ("received", "handling", "worker: the handler starts on it"),
-    ("handling", "state", "worker: the turn's state read (a round trip)"),
-    ("state", "request", "worker: until the upstream request starts"),
+    ("handling", "request", "worker: until its upstream request starts (before: the state read)"),
     ("request", "token", "upstream: request to first token in the outbox (its delay included)"),
     ("token", "flush", "worker: the outbox's flush starts"),
     ("flush", "read", "flush -> Redis -> the gateway's tailer hands it out"),
@@ -282,6 +281,7 @@ FIRST_TOKEN_STAGES = (
     ("sent", "first", "gateway -> client: the frame read"),
     ("asked", "first", "total: time to first token"),
     ("publish", "queued", "(beside the way) the ask's pipeline answered"),
+    ("handling", "state", "(beside the way, before: on it) the turn's state read"),
     ("flush", "flushed", "(beside the way) the flush answered by Redis"),
 )
 
