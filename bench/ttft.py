@@ -32,7 +32,10 @@ ask path, relay and websocket frames).
 
 A second table splits each worker path's time to first token (from the final event's timings):
 publish + queue wait, the worker until the model's first token (the upstream's delay is in it),
-and the rest (the ``sources`` write, the outbox flush, the client's read). ``machine CPU %`` is
+and the rest (the ``sources`` write, the outbox flush, the client's read). A third table splits
+each gateway path's first token stage by stage, from the client's ask to its read of the first
+token frame (:data:`FIRST_TOKEN_STAGES`; ``bench/probe.py`` times the stages inside the gateway
+and worker processes of either tree; ``--no-split`` runs them without it). ``machine CPU %`` is
 the whole machine's busy share while the path ran (100 = both cores saturated).
 
 ``added`` = the path's percentile minus direct's at the same concurrency. Goal (issue 3): added
