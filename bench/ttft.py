@@ -32,7 +32,10 @@ ask path, relay and websocket frames).
 
 A second table splits each worker path's time to first token (from the final event's timings):
 publish + queue wait, the worker until the model's first token (the upstream's delay is in it),
-and the rest (the ``sources`` write, the outbox flush, the client's read). ``machine CPU %`` is
+and the rest (the ``sources`` write, the outbox flush, the client's read). A third table splits
+each gateway path's first token stage by stage, from the client's ask to its read of the first
+token frame (:data:`FIRST_TOKEN_STAGES`; ``bench/probe.py`` times the stages inside the gateway
+and worker processes of either tree; ``--no-split`` runs them without it). ``machine CPU %`` is
 the whole machine's busy share while the path ran (100 = both cores saturated).
 
 ``added`` = the path's percentile minus direct's at the same concurrency. Goal (issue 3): added
@@ -55,7 +58,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -174,11 +177,14 @@ class Breakdown:
     """Where a worker-path turn's first token spent its time (ms, one entry per turn): before
     the worker received it (publish, queue), in the worker until the model's first token
     (includes the upstream's own delay), and the rest (the ``sources`` write before publishing,
-    the outbox flush, the client's XREAD wake-up)."""
+    the outbox flush, the client's XREAD wake-up). ``turns``: a gateway path's turns as the
+    client saw them (turn id, unix time of the ask sent and of the first token received), joined
+    with the probes' stages (``bench/probe.py``)."""
 
     queue: list[float]
     worker: list[float]
     delivery: list[float]
+    turns: list[tuple[str, float, float]] = field(default_factory=list)
 
 
 def through_worker(
@@ -225,14 +231,19 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
             ws = await connect(url, compression=None, max_size=2**22)
             while json.loads(await ws.recv())["type"] != "ready":
                 pass
-        started = time.perf_counter()
+        started, asked = time.perf_counter(), time.time()
         await ws.send('{"type":"ask","question":"How did revenue change in the third quarter?"}')
         first = None
+        turn_id = ""
         while True:
             frame = json.loads(await ws.recv())
             kind = frame["type"]
             if kind == "token" and first is None:
                 first = time.perf_counter() - started
+                if breakdown is not None:
+                    breakdown.turns.append((turn_id, asked, time.time()))
+            elif kind == "turn":
+                turn_id = frame["turn_id"]
             elif kind in {"error", "cancelled"}:
                 raise RuntimeError(f"turn ended with {kind}: {frame}")
             elif kind == "final":
@@ -253,6 +264,52 @@ def through_gateway(url: str, breakdown: Breakdown | None = None) -> TurnFn:
 
     turn.close = close  # type: ignore[attr-defined]
     return turn
+
+
+PROBE = ROOT / "bench" / "probe.py"
+# The first token's way through the gateway path, stage by stage: (from, to, what), between the
+# client's times (``asked``, ``first``) and the probes' (bench/probe.py).
+FIRST_TOKEN_STAGES = (
+    ("asked", "ask", "client -> gateway: the ask read (frame, parse, task)"),
+    ("ask", "retrieved", "gateway: retrieval (inert embedder and store; the served map)"),
+    ("retrieved", "publish", "gateway: prompt, turn, until its pipeline is sent"),
+    ("publish", "received", "pipeline -> Redis -> the worker's receive returns the turn"),
+    ("received", "handling", "worker: the handler starts on it"),
+    ("handling", "request", "worker: until its upstream request starts (before: the state read)"),
+    ("request", "token", "upstream: request to first token in the outbox (its delay included)"),
+    ("token", "flush", "worker: the outbox's flush starts"),
+    ("flush", "read", "flush -> Redis -> the gateway's tailer hands it out"),
+    ("read", "woke", "gateway: the relay wakes, builds the frame"),
+    ("woke", "sent", "gateway: the frame written"),
+    ("sent", "first", "gateway -> client: the frame read"),
+    ("asked", "first", "total: time to first token"),
+    ("publish", "queued", "(beside the way) the ask's pipeline answered"),
+    ("handling", "state", "(beside the way, before: on it) the turn's state read"),
+    ("flush", "flushed", "(beside the way) the flush answered by Redis"),
+)
+
+
+def first_token_split(
+    breakdown: Breakdown, probes: list[Path], windows: list[tuple[float, float]]
+) -> dict[str, list[float]]:
+    """Per stage of :data:`FIRST_TOKEN_STAGES`, the ms each recorded turn of a gateway path
+    (asked within one of ``windows``) spent in it; a stage is missing for a turn whose probe
+    lines (``probes``: JSON lines of bench/probe.py) lack either end."""
+    stages: dict[str, dict[str, float]] = {}
+    for path in probes:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                stages.setdefault(record.pop("turn"), {}).update(record)
+    split: dict[str, list[float]] = {what: [] for _a, _b, what in FIRST_TOKEN_STAGES}
+    for turn_id, asked, first in breakdown.turns:
+        if not any(lo <= asked < hi for lo, hi in windows):
+            continue
+        times = {**stages.get(turn_id, {}), "asked": asked, "first": first}
+        for a, b, what in FIRST_TOKEN_STAGES:
+            if a in times and b in times:
+                split[what].append((times[b] - times[a]) * 1000)
+    return split
 
 
 def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
@@ -276,18 +333,22 @@ def start_gateway(redis_url: str, prefix: str, *, wrap: tuple[str, ...] = (),
 
 
 async def closed_loop(
-    turn: TurnFn, clients: int, seconds: float, spread: float
+    turn: TurnFn, clients: int, seconds: float, spread: float,
+    steady_from: list[float] | None = None,
 ) -> tuple[list[float], int]:
     """``clients`` concurrent loops of turns for ``seconds``. Client ``i`` starts ``i / clients``
     of ``spread`` (one answer's duration) late, so turns start evenly over time instead of in
     synchronised bursts; only turns started after that ramp, when all ``clients`` streams are
     in flight, are recorded. A short warm-up (connections) is not recorded either. Returns the
-    recorded samples and the number of turns run."""
+    recorded samples and the number of turns run; appends the unix time the recorded turns
+    start from to ``steady_from``."""
     samples: list[float] = []
     ran = 0
     await asyncio.gather(*(turn() for _ in range(min(clients, 20))))
     start = time.perf_counter()
     steady, end = start + spread, start + seconds
+    if steady_from is not None:
+        steady_from.append(time.time() + spread)
 
     async def client(i: int) -> None:
         nonlocal ran
@@ -321,9 +382,9 @@ def machine_busy(since: tuple[int, int]) -> float:
     return 100.0 * (busy - since[0]) / max(1, total - since[1])
 
 
-def pct_ms(values: list[float], q: float) -> str:
+def pct_ms(values: list[float], q: float, digits: int = 1) -> str:
     """A percentile of values already in ms, rounded for a table cell."""
-    return f"{pct(values, q) / 1000:.1f}" if values else "-"
+    return f"{pct(values, q) / 1000:.{digits}f}" if values else "-"
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -337,6 +398,8 @@ async def run(args: argparse.Namespace) -> None:
     server = localstack.start_redis(workdir)
     rows: list[list[object]] = []
     split: list[list[object]] = []
+    stage_rows: dict[str, list[object]] = {}
+    stage_heads: dict[str, None] = {}
     try:
         # Every client tails its turn with a blocking XREAD: one connection each.
         redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
@@ -362,7 +425,10 @@ async def run(args: argparse.Namespace) -> None:
                     start_worker(server.url, prefix, upstream.base_url,
                                  -(-slots // args.workers),
                                  workdir / f"worker-{clients}-{prefix}-{i}.log",
-                                 root=trees.get(name, ROOT))
+                                 root=trees.get(name, ROOT),
+                                 wrap=() if args.no_split else (
+                                     str(PROBE), str(workdir / f"probe-{prefix}-{i}.jsonl"),
+                                     "worker"))
                     for i in range(args.workers)
                 ])
             openai = AsyncOpenAI(base_url=upstream.base_url, api_key="unused", max_retries=0)
@@ -376,7 +442,8 @@ async def run(args: argparse.Namespace) -> None:
                                              parts[name])
             # The whole path: a gateway process in front of the spare-slot fleet (and, with
             # --before, the same from the other tree, its gateway as that tree ships it).
-            gateways = []
+            gateways: list[tuple[subprocess.Popen[str], str]] = []
+            probes: dict[str, list[Path]] = {}
             gateway_of: dict[str, subprocess.Popen[str]] = {}
             sources = (("--documents", "3") if not args.source_words else
                        ("--documents", "8", "--words", str(args.source_words)))
@@ -386,8 +453,12 @@ async def run(args: argparse.Namespace) -> None:
             ):
                 if root is None:
                     continue
-                gateway, gateway_url = start_gateway(server.url, started[fleet_name][0], root=root,
-                                                     extra=extra)
+                probe = workdir / f"probe-{clients}-{len(gateways)}.jsonl"
+                gateway, gateway_url = start_gateway(
+                    server.url, started[fleet_name][0], root=root, extra=extra,
+                    wrap=() if args.no_split else (str(PROBE), str(probe), "gateway"))
+                probes[name] = [probe, *(workdir / f"probe-{started[fleet_name][0]}-{i}.jsonl"
+                                         for i in range(args.workers))]
                 gateways.append((gateway, name))
                 gateway_of[name] = gateway
                 parts[name] = Breakdown([], [], [])
@@ -399,6 +470,7 @@ async def run(args: argparse.Namespace) -> None:
             cpu_used: dict[str, float] = {}
             gateway_cpu: dict[str, float] = {}
             turns_run: dict[str, int] = {}
+            windows: dict[str, list[tuple[float, float]]] = {}
             try:
                 # Interleave the paths so drift on a shared machine hits all alike.
                 for _ in range(2):
@@ -408,7 +480,10 @@ async def run(args: argparse.Namespace) -> None:
                         gw = gateway_of.get(name)
                         gw_cpu = cpu_seconds(gw.pid) if gw is not None else 0.0
                         machine = machine_jiffies()
-                        samples, ran = await closed_loop(fn, clients, case.seconds, spread)
+                        steady: list[float] = []
+                        samples, ran = await closed_loop(fn, clients, case.seconds, spread,
+                                                         steady)
+                        windows.setdefault(name, []).append((steady[0], time.time()))
                         busy.setdefault(name, []).append(machine_busy(machine))
                         results.setdefault(name, []).extend(samples)
                         cpu_used[name] = cpu_used.get(name, 0.0) + sum(
@@ -449,6 +524,18 @@ async def run(args: argparse.Namespace) -> None:
                     if name in gateway_cpu else "-",
                     round(statistics.fmean(busy[name])),
                 ])
+            for name in probes:
+                for what, values in first_token_split(parts[name], probes[name],
+                                                      windows[name]).items():
+                    row = stage_rows.setdefault(f"{clients} {what}", [clients, what])
+                    row.append(f"{pct_ms(values, 0.5, 2)} / {pct_ms(values, 0.99, 2)}")
+                    stage_heads.setdefault(name, None)
+            if probes and not args.no_split:
+                direct_samples = results["direct"]
+                cell = f"{pct(direct_samples, 0.5):.2f} / {pct(direct_samples, 0.99):.2f}"
+                stage_rows[f"direct {clients}"] = [
+                    clients, "(direct: the client calls the upstream itself)",
+                    *(cell for _ in probes)]
             for name, breakdown in parts.items():
                 split.append([
                     clients, f"{case.tokens}@{case.rate:.0f}/s", name,
@@ -472,6 +559,13 @@ async def run(args: argparse.Namespace) -> None:
          "the rest (sources, publish, flush, relay, client read)"],
         split,
     ))
+    if stage_rows and not args.no_split:
+        print(render(
+            "Gateway paths, the first token stage by stage (ms, p50 / p99 over the recorded "
+            "turns; bench/probe.py; the stages' p50s do not add up to the total's)",
+            ["streams", "stage", *stage_heads],
+            list(stage_rows.values()),
+        ))
     print(f"load average (1 min) at start {load:.1f}, at end {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores: other work on the machine inflates every column")
 
@@ -497,6 +591,9 @@ def main() -> None:
                              "of filing-like text (the worker's not-found check reads them "
                              "while the model starts) instead of 3 one-line chunks; the "
                              "--before tree needs this tree's bench/gateway_server.py")
+    parser.add_argument("--no-split", action="store_true",
+                        help="no probes in the gateway and worker processes (bench/probe.py): "
+                             "no table of the first token's stages")
     parser.add_argument("--workers", type=int, default=1,
                         help="inference worker processes (concurrency split between them)")
     asyncio.run(run(parser.parse_args()))

@@ -10,7 +10,11 @@ Per delivery, in order:
    written (the earlier attempt finished); a ``token`` event -> the earlier attempt died
    mid-answer: ``error`` ``worker_lost`` (tokens are never written twice; see
    docs/chat-protocol.md); otherwise the turn starts from the beginning;
-3. a turn cancelled before it started -> ``cancelled``; past its deadline -> ``error``;
+3. a turn cancelled before it started -> ``cancelled``; past its deadline -> ``error``
+   (on a first delivery, a served model's request is sent before the read of step 2, so its
+   round trip is off the time to first token; when step 2 or 3 ends the turn, that request is
+   dropped unheard, as a refused check's is: the upstream saw the prompt, the client sees the
+   same events);
 4. tokens go to the worker's :class:`~inference_worker.outbox.Outbox`, which writes the tokens
    of every running turn together: a turn's first token at once, later ones within
    ``flush_interval``. The outbox reads all running turns' cancel flags every ``cancel_poll``
@@ -155,30 +159,41 @@ class TurnHandler(Service[ChatTurn]):
 
     async def handle(self, turn: ChatTurn, message: Message) -> None:
         received, received_at = time.monotonic(), time.time()
+        late = turn.deadline is not None and received_at > turn.deadline
         with (
             structlog.contextvars.bound_contextvars(turn_id=turn.turn_id),
             self.outbox.open(turn.turn_id) as writer,
         ):
-            last, cancelled = await self._state(turn.turn_id)
-            if last in TERMINAL:
-                log.info("turn_already_finished", last_event=last, attempt=message.attempt)
-                return
-            if last == "token":
-                log.warning("turn_lost_mid_answer", attempt=message.attempt)
-                await writer.emit("error", WORKER_LOST)
-                return
-            if cancelled:
-                await writer.emit("cancelled", {"completion_tokens": 0, "reason": "cancelled"})
-                return
-            if turn.deadline is not None and time.time() > turn.deadline:
-                await writer.emit("error", {
-                    "code": "model_unavailable",
-                    "message": "no model worker took the question in time; ask again",
-                })
-                return
-            await self._answer(
-                message, turn, writer, _Progress(received=received, received_at=received_at)
-            )
+            # A first delivery's model request goes out before the turn's state is read, so
+            # that round trip is off the time to first token; nothing of the model is used
+            # unless the state lets the turn start (else the request is dropped, as a refused
+            # check's is). A redelivery, most likely of a finished or half-written turn, reads
+            # the state first and asks the model only then.
+            early = self._prefetch(turn) if message.attempt == 1 and not late else None
+            try:
+                last, cancelled = await self._state(turn.turn_id)
+                if last in TERMINAL:
+                    log.info("turn_already_finished", last_event=last, attempt=message.attempt)
+                    return
+                if last == "token":
+                    log.warning("turn_lost_mid_answer", attempt=message.attempt)
+                    await writer.emit("error", WORKER_LOST)
+                    return
+                if cancelled:
+                    await writer.emit("cancelled", {"completion_tokens": 0,
+                                                    "reason": "cancelled"})
+                    return
+                if late:
+                    await writer.emit("error", {
+                        "code": "model_unavailable",
+                        "message": "no model worker took the question in time; ask again",
+                    })
+                    return
+                await self._answer(message, turn, writer,
+                                   _Progress(received=received, received_at=received_at), early)
+            finally:
+                if early is not None:  # closed already once the answer has read it
+                    await early.aclose()
 
     # parsing and the runtime's hooks ----------------------------------------------------------
     def parse(self, delivery: Message) -> Sequence[ChatTurn]:
@@ -251,11 +266,12 @@ class TurnHandler(Service[ChatTurn]):
 
     # answering --------------------------------------------------------------------------------
     async def _answer(
-        self, message: Message, turn: ChatTurn, writer: TurnOutput, progress: _Progress
+        self, message: Message, turn: ChatTurn, writer: TurnOutput, progress: _Progress,
+        early: Prefetched | None = None,
     ) -> None:
         # Generation runs in its own task so that the outbox can stop it when the turn's cancel
         # flag is seen, even while the model is silent, without cancelling this handler.
-        generating = asyncio.create_task(self._generate(turn, writer, progress))
+        generating = asyncio.create_task(self._generate(turn, writer, progress, early))
         writer.on_cancel = generating.cancel
         try:
             await generating
@@ -287,12 +303,14 @@ class TurnHandler(Service[ChatTurn]):
             return
         await writer.emit("final", self._final(message, turn, progress))
 
-    async def _generate(self, turn: ChatTurn, writer: TurnOutput, progress: _Progress) -> None:
+    async def _generate(
+        self, turn: ChatTurn, writer: TurnOutput, progress: _Progress, early: Prefetched | None
+    ) -> None:
         """Pull the model's pieces into the outbox until the end, a cancel flag seen on a write
         (returns) or a cancel of this task (raises); the model's stream is closed either way."""
         name = EXTRACTIVE_MODEL if turn.answer_mode == "extractive" else self.model.name
         with tracing.span("chat model", model=name, max_tokens=turn.max_tokens) as span:
-            stream = await self._stream(turn, progress)
+            stream = await self._stream(turn, progress, early)
             try:
                 async for piece in stream:
                     progress.pieces.append(piece)
@@ -308,7 +326,9 @@ class TurnHandler(Service[ChatTurn]):
                     with contextlib.suppress(Exception):
                         await aclose()
 
-    async def _stream(self, turn: ChatTurn, progress: _Progress) -> AsyncIterator[str]:
+    async def _stream(
+        self, turn: ChatTurn, progress: _Progress, early: Prefetched | None = None
+    ) -> AsyncIterator[str]:
         """The answer's pieces. Extractive: the quoted passages, without the model. Generative:
         the model's stream, unless the sources plainly do not hold the answer (the extractive
         answerer finds no passage that covers the question), in which case it says so and
@@ -322,16 +342,12 @@ class TurnHandler(Service[ChatTurn]):
         been asked. A model that computes on this machine (``in_process``: the local model)
         is asked after the check, as before: it would spend these cores on a prompt the check
         may refuse, and stops only between prefill chunks (a refused turn would wait for one),
-        to gain the check's milliseconds on a first token that takes seconds."""
+        to gain the check's milliseconds on a first token that takes seconds. ``early``: the
+        served model's request already sent (:meth:`handle`, a first delivery)."""
         question = turn.question or _last_user(turn)
         generative = turn.answer_mode == "generative"
-        early: Prefetched | None = None
-        if generative and not getattr(self.model, "in_process", False):
-            try:
-                model = self._model_stream(turn)
-            except Exception as exc:  # raised when the stream is read, so the check still decides
-                model = _failing(exc)
-            early = Prefetched(model)
+        if early is None:
+            early = self._prefetch(turn)
         try:
             if early is not None:
                 await early.sent()
@@ -359,8 +375,19 @@ class TurnHandler(Service[ChatTurn]):
             model = self._model_stream(turn)
             progress.stream = model
             return model
-        progress.stream = model  # its usage and finish reason, once it ends
+        progress.stream = early.model  # its usage and finish reason, once it ends
         return early
+
+    def _prefetch(self, turn: ChatTurn) -> Prefetched | None:
+        """A generative turn's request to a served model, sent now; None for an extractive
+        turn or an in-process model (asked only after the check: :meth:`_stream`)."""
+        if turn.answer_mode != "generative" or getattr(self.model, "in_process", False):
+            return None
+        try:
+            model = self._model_stream(turn)
+        except Exception as exc:  # raised when the stream is read, so the check still decides
+            model = _failing(exc)
+        return Prefetched(model)
 
     def _model_stream(self, turn: ChatTurn) -> AsyncIterator[str]:
         return self.model.stream(
@@ -452,7 +479,7 @@ class Prefetched:
     SEND_TURNS = 3
 
     def __init__(self, stream: AsyncIterator[str]) -> None:
-        self._stream = stream
+        self.model = stream  # the model's own iterator (its usage, once it ends)
         self._first: asyncio.Task[str | None] | None = asyncio.ensure_future(self._pull())
         # Its error is raised by __anext__; one nobody reads (the request was refused or the
         # turn cancelled) is dropped without asyncio's "never retrieved" report.
@@ -460,7 +487,7 @@ class Prefetched:
 
     async def _pull(self) -> str | None:
         try:
-            return await anext(self._stream)
+            return await anext(self.model)
         except StopAsyncIteration:
             return None
 
@@ -477,7 +504,7 @@ class Prefetched:
     async def __anext__(self) -> str:
         first, self._first = self._first, None
         if first is None:
-            return await anext(self._stream)
+            return await anext(self.model)
         piece = await first  # a cancel of the caller cancels the task too (and closes it)
         if piece is None:
             raise StopAsyncIteration
@@ -490,7 +517,7 @@ class Prefetched:
                 first.cancel()  # the stream closes itself when its __anext__ is cancelled
                 await asyncio.wait({first})
         finally:
-            aclose = getattr(self._stream, "aclose", None)
+            aclose = getattr(self.model, "aclose", None)
             if aclose is not None:
                 await aclose()
 

@@ -7,7 +7,8 @@ of turn streams), an ``EXPIRE`` on the turn's
 first write and on its terminal event, and every ``cancel_poll`` seconds one ``MGET`` of all
 running turns' cancel flags and gateway holds. A turn's first token, a full buffer and every
 other event wake the flusher at once; other tokens wait at most ``flush_interval``. What arrives
-while a flush is in flight goes out with the next one (group commit).
+while a flush is in flight goes out with the next one (group commit). Turns written for the
+first time (a first token) lead the pipeline (see ``_flush``).
 
 Why: a writer per turn costs one round trip per turn per flush, plus a cancel poll per turn
 while its model is silent, so the worker's Redis work grew with turns x tokens and, at 200
@@ -146,6 +147,10 @@ class TurnOutput:
                 item.written.exception()  # marked retrieved: the emitter may be gone
 
 
+def _written_before(turn: TurnOutput) -> bool:
+    return turn._expiry_set  # set by a turn's first write
+
+
 class Outbox:
     """Writes the turn streams of one worker process. The flusher task runs while at least one
     turn is open and exits when the last one is done, so there is nothing to close; ``close``
@@ -245,7 +250,10 @@ class Outbox:
         self._urgent = False
         now = time.monotonic()
         self._last_flush = now
-        turns = list(self._dirty)
+        # Turns' first writes lead the pipeline: Redis answers a blocked XREAD (the gateway's)
+        # right after the first XADD for a stream it waits on, so a first token behind other
+        # turns' tokens would wait for the gateway's next read.
+        turns = sorted(self._dirty, key=_written_before)
         self._dirty.clear()
         poll = now - self._last_poll >= self.cancel_poll
         watched = [t for t in self._turns if not t.cancelled and not t.finished] if poll else []

@@ -4,8 +4,8 @@ Layout per logical queue ``q`` (keys under the settings' prefix ``p``):
 
 - ``p:q:<q>``: the stream; one consumer group ``workers``; entries are deleted once settled,
   so ``XLEN`` is the backlog (waiting + leased) that KEDA's ``streamLength`` trigger sees;
-- ``p:q:<q>:delayed``: a sorted set of retries due at a time; each is a hash
-  ``p:q:<q>:delayed:<id>`` moved back into the stream (atomically, by a Lua script) when due;
+- ``p:q:<q>:delayed``: a sorted set of retries due at a time; each a hash ``p:q:<q>:delayed:<id>``
+  moved back into the stream (atomically, by Lua) by a receive once due (looked for: ``CHORES``);
 - ``p:q:<q>:dead``: the dead letters: a stream with the body, headers, reason and attempt count.
 
 Other systems post with ``XADD p:q:<q> * body '<json>'`` (optional ``h:<name>`` header fields).
@@ -61,6 +61,7 @@ _ATTEMPTS = b"a"  # deliveries that happened before this entry (it is a retry's 
 _HEADER = b"h:"
 ALIVE_TTL = 3.0  # seconds a heartbeat lives unrenewed
 BEAT_INTERVAL = 1.0  # seconds between heartbeats, and between looks for dead consumers
+CHORES = 0.1  # seconds between a queue's looks for due retries and lapsed leases
 # A lapsed heartbeat must stay lapsed this long before its consumer's messages are taken: a live
 # consumer that lost Redis for a moment (a restart, a failover) beats again within a second of
 # reaching it, and must not lose its messages to one that reconnected first.
@@ -147,6 +148,7 @@ class RedisBroker:
         self._keeper: asyncio.Task[None] | None = None
         self._queues: set[str] = set()  # received from: named in their consumer sets
         self._next_look: dict[str, float] = {}
+        self._next_chores: dict[str, float] = {}
         self._lapsed: dict[str, dict[str, float]] = {}  # queue -> consumer -> lapse first seen
 
     # keys ------------------------------------------------------------------------------------
@@ -171,10 +173,8 @@ class RedisBroker:
     async def publish(
         self, queue: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> MessageId:
-        entry: Any = await self._redis.xadd(
-            self.stream_key(queue),
-            _fields(body, headers),  # type: ignore[arg-type]
-        )
+        fields: Any = _fields(body, headers)
+        entry: Any = await self._redis.xadd(self.stream_key(queue), fields)
         return MessageId(entry.decode())
 
     def publish_on(
@@ -217,15 +217,16 @@ class RedisBroker:
             self._queues.add(queue)
             await self._beat()
             self._start_keeper()
-        key = self.stream_key(queue)
-        await self._promote(
-            keys=[self._keys.delayed(queue), key],
-            args=[time.time(), self._keys.delayed_prefix(queue)],
-        )
+        key, now = self.stream_key(queue), time.monotonic()
+        # Due retries, lapsed leases: every CHORES s, not 2 round trips ahead of every read.
+        if chores := now >= self._next_chores.get(queue, 0.0):
+            self._next_chores[queue] = now + CHORES
+            await self._promote(keys=[self._keys.delayed(queue), key],
+                                args=[time.time(), self._keys.delayed_prefix(queue)])
         messages = []
         if queue in self._inherited:
             messages += await self._take_inherited(queue, max_messages)
-        if len(messages) < max_messages:
+        if chores and len(messages) < max_messages:
             messages += await self._reclaim(queue, max_messages - len(messages))
         if len(messages) < max_messages:
             messages += await self._take_from_dead(queue, max_messages - len(messages))
@@ -261,8 +262,7 @@ class RedisBroker:
         reply: Any = await self._redis.xautoclaim(
             key, GROUP, self.consumer, min_idle_time=lease_ms, start_id="0-0", count=count
         )
-        entries = reply[1]
-        deleted = reply[2] if len(reply) > 2 else []
+        entries, deleted = reply[1], (reply[2] if len(reply) > 2 else [])
         if deleted:  # settled elsewhere while pending: nothing to deliver
             await self._redis.xack(key, GROUP, *deleted)
         if not entries:

@@ -279,3 +279,25 @@ async def test_a_turn_subscribed_during_a_blocked_read_gets_its_first_token_at_o
     await batches.aclose()
     quiet.cancel()
     await tailer.close()
+
+
+async def test_a_turn_subscribed_between_reads_is_read_without_a_wake(
+    client: aioredis.Redis,
+) -> None:
+    """Only a read in flight needs waking: a subscriber that comes while none is (here: every
+    earlier turn done, the loop waiting for one) is named by the next read as it is built."""
+    prefix = f"tail{uuid.uuid4().hex[:8]}"
+    tailer = TurnTailer(client, prefix=prefix, block=0.1, watch_every=None)
+    done = uuid.uuid4().hex
+    await TurnWriter(client, done, prefix=prefix, flush_interval=0).emit("final", {"text": "x"})
+    assert await asyncio.wait_for(collect(tailer, done), 5) == ["x"]
+    await asyncio.sleep(0.3)  # its last read returned: the loop waits for a subscriber
+    turn_id = uuid.uuid4().hex
+    await TurnWriter(client, turn_id, prefix=prefix, flush_interval=0).emit("token", {"text": "a"})
+    batches: Any = tailer.batches(turn_id, idle_timeout=10)
+    batch = await asyncio.wait_for(anext(batches), 5)
+    assert [e.data["text"] for e in batch] == ["a"]
+    assert not await client.exists(tailer._wake_key)  # no wake was written
+    assert tailer.wakes == 0
+    await batches.aclose()
+    await tailer.close()

@@ -57,12 +57,20 @@ class Harness:
     consumer: Consumer
     prefix: str
 
-    async def ask(self, chat: ChatTurn, *, write_sources: bool = True) -> str:
-        """Do what the gateway does: ``sources`` event first, then queue the turn."""
+    async def ask(
+        self, chat: ChatTurn, *, write_sources: bool = True, redelivered: bool = False
+    ) -> str:
+        """Do what the gateway does: ``sources`` event first, then queue the turn.
+        ``redelivered``: queued as the broker queues a delivery's second attempt (its field
+        ``a``, the deliveries before it), as after a worker died holding it."""
         if write_sources:
             writer = TurnWriter(self.redis, chat.turn_id, prefix=self.prefix)
             await writer.emit("sources", {"sources": [s.model_dump(mode="json")
                                                       for s in chat.sources]})
+        if redelivered:
+            entry = await self.redis.xadd(self.broker.stream_key(self.queue.name), {
+                "body": dump(chat), "a": "1", f"h:{TURN_HEADER}": chat.turn_id})
+            return str(entry)
         return await self.publish(dump(chat), chat.turn_id)
 
     async def publish(self, body: bytes, turn_id: str | None = None) -> str:

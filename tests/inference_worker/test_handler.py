@@ -20,6 +20,7 @@ from redis import Redis as SyncRedis
 from inference_worker import extractive
 from inference_worker.chatmodel import Usage
 from inference_worker.extractive import Numbered
+from inference_worker.handler import TurnHandler
 from inference_worker.openai_backend import OpenAIChatModel
 from parley.broker import Message
 from parley.contracts import ChatMessage, Source, dump
@@ -151,18 +152,52 @@ async def test_cancel_while_the_model_is_silent_stops_within_one_second(
     assert model.streams[0].closed
 
 
-async def test_a_turn_cancelled_before_it_starts_never_reaches_the_model(
+async def test_a_turn_cancelled_before_it_starts_is_never_answered_by_the_model(
     redis: aioredis.Redis,
 ) -> None:
-    model = ScriptedModel()
+    # A served model's request went out with the state read (a first delivery) and is dropped
+    # unheard; an in-process model is never asked; a redelivery reads the state first.
+    served = ScriptedModel(first_delay=5.0)
+    local, again = ScriptedModel(in_process=True), ScriptedModel()
+    for model, redelivered in ((served, False), (local, False), (again, True)):
+        async with worker(redis, model) as w:
+            chat = turn()
+            await cancel(redis, chat.turn_id, prefix=w.prefix)
+            await w.ask(chat, redelivered=redelivered)
+            events = await w.events(chat.turn_id)
+            await w.settled()
+        assert [e.kind for e in events] == ["sources", "cancelled"]
+        assert events[-1].data == {"completion_tokens": 0, "reason": "cancelled"}
+    assert served.streams[0].closed and served.streams[0].yielded == 0
+    assert local.calls == [] and again.calls == []
+
+
+async def test_a_first_delivery_asks_the_model_before_its_state_is_read(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state read's round trip is off the time to first token: the model's request goes
+    out first, and the first token waits for the later of the two."""
+    model = ScriptedModel(pieces=ANSWER, first_delay=0.3)
+    read: list[float] = []
+    real = TurnHandler._state
+
+    async def slow_state(self: TurnHandler, turn_id: str) -> tuple[str | None, bool]:
+        await asyncio.sleep(0.3)
+        state = await real(self, turn_id)
+        read.append(time.monotonic())
+        return state
+
+    monkeypatch.setattr(TurnHandler, "_state", slow_state)
     async with worker(redis, model) as w:
         chat = turn()
-        await cancel(redis, chat.turn_id, prefix=w.prefix)
         await w.ask(chat)
         events = await w.events(chat.turn_id)
         await w.settled()
-    assert [e.kind for e in events] == ["sources", "cancelled"]
-    assert model.calls == []
+    final = events[-1].data
+    assert [e.kind for e in events][-1] == "final" and text_of(events) == "".join(ANSWER)
+    assert model.streams[0].started_at < read[0] - 0.2  # asked while the state was read
+    # One after the other they would take 0.6 s to the first token.
+    assert final["timings"]["ttft_ms"] < 500, final["timings"]
 
 
 async def test_redelivery_of_a_finished_turn_is_acked_without_writing(
@@ -176,7 +211,8 @@ async def test_redelivery_of_a_finished_turn_is_acked_without_writing(
         await writer.token("done")
         await writer.emit("final", {"text": "done"})
         before = await redis.xlen(writer.key)
-        await w.ask(chat, write_sources=False)  # the crash happened after final, before ack
+        # The crash happened after final, before ack: the turn is delivered again.
+        await w.ask(chat, write_sources=False, redelivered=True)
         await w.settled()
         assert await redis.xlen(writer.key) == before
     assert model.calls == []
@@ -193,7 +229,7 @@ async def test_redelivery_mid_answer_ends_the_turn_with_worker_lost(
         await writer.emit("sources", {"sources": []})
         await writer.token("Half an ans")  # what the dead worker got out
         await writer.flush()
-        await w.ask(chat, write_sources=False)
+        await w.ask(chat, write_sources=False, redelivered=True)
         events = await w.events(chat.turn_id)
         await w.settled()
     assert [e.kind for e in events] == ["sources", "token", "error"]

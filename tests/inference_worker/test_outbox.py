@@ -165,3 +165,29 @@ async def test_a_turn_whose_gateway_hold_lapses_is_cancelled_as_orphaned(
         assert not free.cancelled  # no hold ever seen: another producer's turn, left alone
         await held.emit("cancelled", {})
         await free.emit("final", {})
+
+
+async def test_a_first_token_leads_its_flush_for_a_blocked_reader(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    """Redis answers a blocked XREAD right after the pipeline's first XADD for a stream it
+    waits on: a turn's first token goes before other turns' tokens in the flush, so a reader of
+    both streams (the gateway's) gets it in that answer, not in its next read."""
+    p = prefix()
+    outbox = Outbox(redis, prefix=p, flush_interval=0.5, cancel_poll=5.0)
+    reader = aioredis.Redis.from_url(redis_url)
+    try:
+        with outbox.open("streaming") as streaming, outbox.open("new") as new:
+            streaming.token("a")  # its first write: flushed at once
+            await asyncio.sleep(0.1)
+            streaming.token("b")  # buffered for the 0.5 s interval
+            keys = {f"{p}:turn:streaming": "$", f"{p}:turn:new": "$"}
+            read: asyncio.Task[Any] = asyncio.create_task(
+                reader.xread(keys, block=5000))  # type: ignore[arg-type]
+            await asyncio.sleep(0.1)  # the read is blocked
+            new.token("first")  # urgent: flushed now, with "b" of the other turn
+            reply: Any = await asyncio.wait_for(read, 5)
+            assert [key.decode() for key, _entries in reply] == [f"{p}:turn:new"]
+            await asyncio.gather(streaming.emit("final", {}), new.emit("final", {}))
+    finally:
+        await reader.aclose()

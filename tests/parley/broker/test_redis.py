@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from parley.broker import Message
-from parley.broker.redis import GROUP, RedisBroker
+from parley.broker.redis import CHORES, GROUP, RedisBroker
 from parley.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -270,3 +270,45 @@ async def test_two_live_consumers_given_one_name_end_with_two(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_busy_queues_reads_skip_the_looks_for_retries_and_lapsed_leases(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    """Receives in quick succession (a busy worker's) read at once: the Lua promotion of due
+    retries and the XAUTOCLAIM of lapsed leases run once per ``CHORES`` seconds, not before
+    every read; a retry due meanwhile is still delivered by a receive after that."""
+    broker = RedisBroker(client, prefix=prefix)
+    calls = {"promote": 0, "reclaim": 0}
+    promote, reclaim = broker._promote, broker._reclaim
+
+    async def counted_promote(*args: Any, **kwargs: Any) -> Any:
+        calls["promote"] += 1
+        return await promote(*args, **kwargs)
+
+    async def counted_reclaim(queue: str, count: int) -> list[Message]:
+        calls["reclaim"] += 1
+        return await reclaim(queue, count)
+
+    broker._promote = counted_promote  # type: ignore[assignment]
+    broker._reclaim = counted_reclaim  # type: ignore[method-assign]
+    try:
+        started = time.monotonic()
+        for i in range(20):
+            await broker.publish(QUEUE, f"turn {i}".encode())
+            [message] = await broker.receive(QUEUE, max_messages=1, wait=1.0)
+            await broker.ack(message)
+        looks = 1 + int((time.monotonic() - started) / CHORES)
+        assert calls["promote"] <= min(looks, 10) and calls["reclaim"] <= min(looks, 10)
+        await broker.publish(QUEUE, b"again")
+        [message] = await broker.receive(QUEUE, max_messages=1, wait=1.0)
+        await broker.retry(message, delay=0.0)
+        started = time.monotonic()
+        again: list[Message] = []
+        while not again and time.monotonic() - started < 3.0:
+            again = await broker.receive(QUEUE, max_messages=1, wait=0.05)
+        assert [m.body for m in again] == [b"again"] and again[0].attempt == 2
+        assert time.monotonic() - started < 0.5  # within a look or two
+        await broker.ack(again[0])
+    finally:
+        await broker.close()
