@@ -114,13 +114,11 @@ _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
+_TOTAL = re.compile(r"total\b", re.IGNORECASE)  # a table's total row's label
 # A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17", "Page 4"): never
 # quoted. A line of cells ending in a page number whose other cells hold no figure; a table row
 # ("North | 1,200 | 17") has figures in its cells and stays.
 _PAGE = re.compile(r"^\s*(?:page\s*)?\d{1,3}\s*$", re.IGNORECASE)
-
-
-_TOTAL = re.compile(r"total\b", re.IGNORECASE)
 
 
 def _is_footer(line: str) -> bool:

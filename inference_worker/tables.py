@@ -228,14 +228,12 @@ class Period:
     prior: bool  # "a year earlier", "prior year"
 
 
-_ENDED_SPAN = re.compile(r"\b(three|six|nine|twelve)[- ]months?\s+ended\b|\b(quarter|year)\s+"
-                         r"ended\b", re.IGNORECASE)
-
-
 def spans(text: str) -> set[int]:
     """The spans, in months, of the periods ``text`` reports on ("during the nine months ended
-    July 1, 2023": 9; "the quarter ended ...": 3); a span not followed by "ended" is not one."""
-    return {_SPAN_MONTHS[(m.group(1) or m.group(2)).lower()] for m in _ENDED_SPAN.finditer(text)}
+    July 1, 2023": 9; "the quarter ended ...": 3): those a group heading would name (a span not
+    followed by "ended" is not one)."""
+    found = (_SPAN.search(m.group(0)) for m in _GROUP.finditer(text))
+    return {_SPAN_MONTHS[(s.group(1) or s.group(2)).lower()] for s in found if s}
 
 
 def period(question: str) -> Period:
