@@ -9,8 +9,10 @@ handbooks,examples`` runs only the sets named.
 Question sets:
 
 - ``dev``: ../shared/eval/sec10q-dev (skipped, with the reason, when absent): the questions whose
-  reference answer is short (at most 400 characters before ``SOURCE(S)``) and holds at least one
-  key figure, plus ``dev-none``: ten questions about those filings whose answer is in none.
+  reference answer holds at least one key figure; those whose reference is short (at most 400
+  characters before ``SOURCE(S)``) are graded correct or not, the longer ones (a figure a
+  quarter, several facts) count for **figures** only; plus ``dev-none``: ten questions about
+  those filings whose answer is in none.
 - ``synthetic``: generated quarterly reports of three fictional companies over three quarters in
   one layout (tests/fixtures/quarterlies.py), rendered to PDF; one question of each kind per
   report, plus ``synthetic-none``: ten questions no report answers.
@@ -52,6 +54,8 @@ Scoring (no model judges):
   dev reference: its numbers other than dates ("July 1, 2023"), years and the "10" of "10-Q".
   For ``statements`` a figure question is also wrong when the answer's first line (its direct
   answer) holds a figure of the same row's other columns (another period's).
+- **figures**: of the key figures of every answerable question's reference, graded or not, the
+  share that the answer holds (a long dev answer that gives two of its four quarters counts 2/4).
 - **cited**: the answer holds at least one ``[n]`` naming one of its sources.
 - **unsupported**: the share of answers with a figure that none of the sources it cites holds
   (for the seed, none of its five chunks); **unflagged**: such figures missing from the answer's
@@ -161,8 +165,8 @@ def dev_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     for row in csv.DictReader((EVAL / "qna.csv").open(encoding="utf-8")):
         reference = row["Answer"].split("SOURCE(S)")[0].strip()
         figures = key_figures(reference)
-        if len(reference) <= 400 and figures:
-            items.append(Item(row["Question"], figures=figures))
+        if figures:
+            items.append(Item(row["Question"], figures=figures, graded=len(reference) <= 400))
     return pdfs, items, [Item(q, answerable=False) for q in DEV_NONE]
 
 
@@ -476,6 +480,8 @@ def misses(row: Row) -> list[str]:
 
 
 def summary(row: Row) -> list[object]:
+    from inference_worker.extractive import numbers
+
     answerable = [(i, o) for i, o in row.outcomes if i.answerable and i.graded]
     none = [(i, o) for i, o in row.outcomes if not i.answerable]
     n = len(row.outcomes)
@@ -483,11 +489,14 @@ def summary(row: Row) -> list[object]:
     def share(count: int, total: int) -> str:
         return f"{count / total:.2f} ({count}/{total})" if total else "-"
 
+    with_figures = [(i, o) for i, o in row.outcomes if i.answerable and i.figures]
+    held = sum(len(set(i.figures) & set(numbers(o.text))) for i, o in with_figures)
     unsupported = sum(bool(o.unsupported) for _, o in row.outcomes)
     unflagged = sum(len(set(o.unsupported) - set(o.flagged)) for _, o in row.outcomes)
     return [
         row.pipeline, row.questions,
         share(sum(correct(i, o.text) for i, o in answerable), len(answerable)),
+        share(held, sum(len(i.figures) for i, _ in with_figures)),
         share(sum(o.cited for _, o in row.outcomes), n),
         share(unsupported, n), unflagged,
         share(sum(bool(_NOT_FOUND.search(o.text)) for _, o in none), len(none)),
@@ -576,8 +585,8 @@ async def run(
     table = render(
         f"Answers (top {K}, same embedder; generative/seed: first {generative} of each set, "
         f"max {max_tokens} tokens)",
-        ["pipeline", "questions", "correct", "cited", "unsupported", "unflagged", "not found",
-         "ttft s", "total s"],
+        ["pipeline", "questions", "correct", "figures", "cited", "unsupported", "unflagged",
+         "not found", "ttft s", "total s"],
         [summary(r) for r in rows if r.outcomes],
     )
     return table + "".join(f"{n}\n" for n in notes)

@@ -81,7 +81,9 @@ _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-
                     re.IGNORECASE)
 # A question about how a figure moved over several periods.
 _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|months)\b|\btrends?\b|"
-                    r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b",
+                    r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b|"
+                    r"\bacross (?:the |these |all )?(?:\w+ ){0,2}(?:quarters|periods|years|months|"
+                    r"filings|reports)\b|\bfluctuat",
                     re.IGNORECASE)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
@@ -153,18 +155,19 @@ did done has have had having it its it's this that these those there their they 
 we our you your i me my what which who whom whose when where why how much many any some all each
 every both either neither not no nor so than then too very can could should would may might must
 will shall about above after again against before below between into through during out over under
-up down off further once here more most other such only own same just also if whether per via
+up down off further once here more most other such only own same just also if whether per via across
 tell show give list describe explain please report reported reports disclose disclosed mention
 mentioned according document documents filing filings 10-q 10-k company company's companies
 generate generated generating contribute contributed impact impacted affect affected relate related
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
+indicate indicates indicated
 latest recent newest current last
 i'm i've i'd i'll don't doesn't didn't can't won't isn't aren't
 """)
 # Words that say what kind of answer is wanted, not what it is about: they count, but less.
 WEAK = _words("""
-total amount figure number value change changed changes compare compared comparison
+total amount figure number value level levels change changed changes compare compared comparison
 most quarter quarterly period periods year years annual month months ended ending specific
 significant major key main primary overall current previous prior same
 """)
@@ -172,7 +175,8 @@ SYNONYMS = {
     "revenue": "sale", "revenues": "sale", "sales": "sale", "turnover": "sale",
     "r&d": "research", "profit": "income", "earnings": "income", "spend": "expense",
     "spent": "expense", "increas": "chang", "decreas": "chang", "grew": "chang", "grow": "chang",
-    "declin": "chang", "rose": "chang", "fell": "chang", "spending": "expense",
+    "declin": "chang", "rose": "chang", "fell": "chang", "fluctuat": "chang", "trend": "chang",
+    "spending": "expense",
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
     "delivery": "ship", "deliveries": "ship",
@@ -727,6 +731,14 @@ def answer(
                             key=lambda x: -x[0])
             best_score = scored[0][0]
     if short:
+        first = _first_part(question)
+        if first:
+            # "How have inventories changed, and what might this indicate about ...": the
+            # figures are in the documents, the reading of them rarely is; answer what they hold.
+            part = answer(first, sources, min_coverage=min_coverage, max_units=max_units,
+                          near=near, closeness=closeness)
+            if part.found:
+                return part
         return _not_found(sources, best_coverage)
     chosen: list[Unit] = []
     seen: set[str] = set()
@@ -792,6 +804,21 @@ def answer(
     return Answer("\n".join(parts), True, cited, best_coverage)
 
 
+# Where a question goes on to ask a second thing: "..., and what ...", "...? If so, how ...".
+_SECOND_PART = re.compile(r",?\s+and\s+(?:if so,?\s+)?(?=(?:what|how|why|which|who|when|where|"
+                          r"does|do|did|is|are|was|were|has|have|can|could|might)\b)|\?\s+\S",
+                          re.IGNORECASE)
+
+
+def _first_part(question: str) -> str | None:
+    """The first of two questions asked in one ("How much did X spend on R&D, and what was its
+    focus?" -> "How much did X spend on R&D"); None when ``question`` asks one thing."""
+    match = _SECOND_PART.search(question)
+    if match is None or len(terms(question[:match.start()])) < 2:
+        return None
+    return question[:match.start()]
+
+
 def _total_of(caption: Unit, pool: Sequence[Unit]) -> Unit | None:
     """The total row of the table that ``caption`` introduces ("Share repurchase activity ...
     was as follows (in millions ...):"), in its source or in one that continues the table:
@@ -851,9 +878,10 @@ def _trend(scored: Sequence[tuple[float, float, Unit]], sources: Sequence[Number
     source gives it (of ``sources``: those of the company the question names), one row a
     period, the latest period first (at most six). Empty when the best passage is not a table
     row."""
-    if not scored or scored[0][2].row is None:
+    row = next((u.row for _, c, u in scored if u.row is not None and c >= least), None)
+    if row is None:
         return []
-    label = scored[0][2].row.label.lower()
+    label = row.label.lower()
     titles = {s.n: s.title for s in sources}
     by_period: dict[tuple[int, int], Unit] = {}
     for _, coverage, unit in scored:  # best first: each period keeps its best such row

@@ -35,7 +35,8 @@ async def test_a_feedback_export_is_an_evaluation_set(tmp_path: Path) -> None:
     assert correct(items[0][0], first.text) and first.cited and "[1]" in first.text
     cells = summary(row)
     assert cells[2] == "1.00 (1/1)"  # correct: graded lines only
-    assert cells[3] == "1.00 (2/2)"  # cited: every line
+    assert cells[3] == "1.00 (1/1)"  # figures: of the lines whose reference gives one
+    assert cells[4] == "1.00 (2/2)"  # cited: every line
 
 
 def test_a_figure_of_another_column_in_the_first_line_is_wrong() -> None:
@@ -48,3 +49,16 @@ def test_a_figure_of_another_column_in_the_first_line_is_wrong() -> None:
     whole_row = "Revenue $ 60,294 $ 74,370 $ 121,466 $ 149,540 (columns: ...) [1]"
     assert correct(item, right)
     assert not correct(item, whole_row)  # the figure is there, but so are three others
+
+
+def test_figures_count_each_reference_figure_of_graded_and_ungraded_questions() -> None:
+    from bench.answers import Item, Outcome, Row, summary
+
+    row = Row("extractive", "dev")
+    long = Item("How have net sales changed?", figures=("81797", "94836"), graded=False)
+    short = Item("Net sales in Q3 2023?", figures=("81797",))
+    row.outcomes.append((long, Outcome("Net sales $81,797 [1]", True, (), (), 0.0, 0.0)))
+    row.outcomes.append((short, Outcome("Net sales $81,797 [1]", True, (), (), 0.0, 0.0)))
+    cells = summary(row)
+    assert cells[2] == "1.00 (1/1)"  # correct: the graded question only
+    assert cells[3] == "0.67 (2/3)"  # figures: one of the long answer's two, the short one's one

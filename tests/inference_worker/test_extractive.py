@@ -710,3 +710,45 @@ def test_a_sentence_about_another_span_than_the_asked_quarter_comes_after_the_ta
     # The caption says where the answer is; the total row of its table says what it is.
     first = text.splitlines()[0]
     assert first.startswith("Total 28,390") and "28,390,000 shares" in first and "[2]" in first
+
+
+def _quarters_of(short: str) -> tuple[list[Numbered], list[filings.Report]]:
+    """Every quarterly report of ``short``'s among two other companies' reports, as sources."""
+    mine = [r for r in FILINGS if r.short == short]
+    others = [r for r in FILINGS if r.short != short][:2]
+    chosen = [*others[:1], *mine, *others[1:]]
+    return [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
+            for n, r in enumerate(chosen, start=1)], mine
+
+
+@pytest.mark.parametrize("wording", [
+    "How has {short}'s total revenue fluctuated across quarters?",
+    "What was {short}'s total revenue in these quarters and how does it compare across the "
+    "periods?",
+    "Can any trends be identified in {short}'s total revenue?",
+    # A second question beside the first: its figures are in the reports, its reading is not.
+    "How has {short}'s total revenue changed over the reported quarters, and what might this "
+    "indicate about their pricing strategy?",
+])
+def test_a_figure_across_periods_asked_in_other_words_is_one_line_a_quarter(wording: str) -> None:
+    short = FILINGS[0].short
+    sources, mine = _quarters_of(short)
+    result = answer(wording.format(short=short), sources)
+    leads = [line for line in result.text.splitlines() if "):" in line]
+    latest = max(mine, key=lambda r: r.period_end)
+    assert len(leads) == len(mine) and f"{latest.revenue:,}" in leads[0], result.text
+    assert all(f"{r.revenue:,}" in result.text for r in mine), result.text
+
+
+def test_the_first_of_two_questions_is_answered_when_the_second_is_not() -> None:
+    short = FILINGS[0].short
+    sources, mine = _quarters_of(short)
+    latest = max(mine, key=lambda r: r.period_end)
+    question = (f"How much did {short} spend on research and development in {latest.label}, and "
+                "what might this indicate about its patent portfolio and drug pipeline?")
+    result = answer(question, sources)
+    assert result.found and f"{latest.research:,}" in result.text.splitlines()[0], result.text
+    # One question about something no report holds is still not in the documents.
+    none = answer(f"How many stores does {short} run in Brazil, and what does this indicate?",
+                  sources)
+    assert not none.found, none.text
