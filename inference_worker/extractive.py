@@ -83,7 +83,7 @@ _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-
 _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|months)\b|\btrends?\b|"
                     r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b|"
                     r"\bacross (?:the |these |all )?(?:\w+ ){0,2}(?:quarters|periods|years|months|"
-                    r"filings|reports)\b|\bfluctuat",
+                    r"filings|reports)\b|\bfluctuat(?:e|ed|es|ing)\b",
                     re.IGNORECASE)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
