@@ -309,6 +309,9 @@ def fit(row: Row, asked: Period, words: set[str]) -> tuple[Cell | None, float]:
 _SCALE = re.compile(r"\bin\s+(thousands|millions|billions)\b", re.IGNORECASE)
 MULTIPLIER = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _SHARES = re.compile(r"(?<!per )\bshares\b", re.IGNORECASE)
+_COUNTED = re.compile(r"(?<!per )\bshares?\b|\brepurchas", re.IGNORECASE)
+_DECLARATION = re.compile(r"\([^()]*\bin\s+(?:thousands|millions|billions)\b[^()]*\)",
+                          re.IGNORECASE)
 # A cell that is a price or a ratio, never scaled: "per share", "Average price paid", "rate".
 _UNSCALED = re.compile(r"\bper[\s-]+(?:share|unit)\b|\bprice\b|\brate\b|\bratio\b|"
                        r"\bmargin\b|\bpercent", re.IGNORECASE)
@@ -357,7 +360,12 @@ def cell_unit(declared: Scale | None, row: Row, cell: Cell, columns: str = "") -
         return ""
     money = bool(re.search(r"[$€£¥]|USD|EUR", cell.value))
     if declared.shares and declared.shares != declared.main:
-        if _SHARES.search(named) or (not money and _SHARES.search(columns)):
+        # The declaration itself says "shares" ("except number of shares, which are reflected in
+        # thousands"): a bare figure is a count of shares under headings or a caption that
+        # count them ("Total Number of Shares Purchased", "Share repurchase activity ..."), not
+        # on a balance sheet that declares so ("Term debt 9,740").
+        heads = _DECLARATION.sub(" ", columns)
+        if _SHARES.search(named) or (not money and _COUNTED.search(heads)):
             return f"{declared.shares} shares"
         return declared.main if money or _money_label(row.label) else ""
     return declared.main or ""

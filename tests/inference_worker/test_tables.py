@@ -137,6 +137,12 @@ def test_the_unit_of_a_cell() -> None:
     assert [cell_unit(apart, total, c, columns) for c in total.cells] == [
         "thousand shares", "million"]
     assert cell_unit(apart, total, total.cells[0], "Three Months Ended") == ""
+    # A caption's declaration says "shares" without naming a column of them: term debt on a
+    # balance sheet "(In millions, except number of shares, ...)" is not a count of shares.
+    debt = Row("Term debt", (Cell("", "9,740"), Cell("", "11,128")))
+    caption = ("CONDENSED CONSOLIDATED BALANCE SHEETS (Unaudited) (In millions, except number of "
+               "shares, which are reflected in thousands, and par value)")
+    assert [cell_unit(apart, debt, c, caption) for c in debt.cells] == ["", ""]
     weighted = Row("Weighted-average shares outstanding", (Cell("", "15,787,154"),))
     assert cell_unit(apart, weighted, weighted.cells[0]) == "thousand shares"
 
