@@ -780,7 +780,9 @@ def answer(
         chosen.append(u)
     if chosen and (total_row := _total_of(chosen[0], pool)) is not None:
         chosen = [total_row, *(u for u in chosen if u is not total_row)][:max_units]
-    trend = _trend(scored, of_named, min_coverage * 0.8) if _TREND.search(question) else []
+    # A cause asked over the periods ("what drove the trend in ...") is answered by its wording.
+    trend = _trend(scored, of_named, min_coverage * 0.8) if (
+        _TREND.search(question) and not wants_reason) else []
     if len(trend) > 1:
         chosen = trend
     # best first: the passage that answers most comes first

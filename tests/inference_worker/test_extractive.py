@@ -752,3 +752,12 @@ def test_the_first_of_two_questions_is_answered_when_the_second_is_not() -> None
     none = answer(f"How many stores does {short} run in Brazil, and what does this indicate?",
                   sources)
     assert not none.found, none.text
+
+
+def test_a_cause_asked_over_the_periods_is_answered_by_its_wording_not_the_rows() -> None:
+    short = FILINGS[0].short
+    sources, mine = _quarters_of(short)
+    result = answer(f"What drove the trends in {short}'s revenue over the reported quarters?",
+                    sources)
+    first = result.text.splitlines()[0]
+    assert any(r.driver in first for r in mine), result.text
