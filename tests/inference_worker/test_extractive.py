@@ -761,3 +761,14 @@ def test_a_cause_asked_over_the_periods_is_answered_by_its_wording_not_the_rows(
                     sources)
     first = result.text.splitlines()[0]
     assert any(r.driver in first for r in mine), result.text
+
+
+def test_a_light_verb_is_not_what_a_question_asks_about() -> None:
+    # "get" says nothing of the subject: a passage that shares it and "time" with the question,
+    # and not "baby", does not answer it, whatever its other words.
+    sources = [Numbered(1, "Acme Employee Handbook", "To get help at any time, log a ticket on "
+                        "the service portal or call extension 4400 from any Acme phone.")]
+    assert "get" not in terms("How much time off do I get?") + terms("I got it; it gets done.")
+    result = answer("How much time off do I get when I have a baby at Acme?", sources)
+    assert not result.found, result.text
+    assert answer("How do I get help at Acme?", sources).found
