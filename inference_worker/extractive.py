@@ -161,7 +161,7 @@ mentioned according document documents filing filings 10-q 10-k company company'
 generate generated generating contribute contributed impact impacted affect affected relate related
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
-indicate indicates indicated get gets got getting
+indicate indicates indicated get gets got getting come comes came coming
 latest recent newest current last
 i'm i've i'd i'll don't doesn't didn't can't won't isn't aren't
 """)

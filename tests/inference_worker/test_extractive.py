@@ -769,6 +769,7 @@ def test_a_light_verb_is_not_what_a_question_asks_about() -> None:
     sources = [Numbered(1, "Acme Employee Handbook", "To get help at any time, log a ticket on "
                         "the service portal or call extension 4400 from any Acme phone.")]
     assert "get" not in terms("How much time off do I get?") + terms("I got it; it gets done.")
+    assert "come" not in terms("Which day do staff come into the studio? It comes, it came.")
     result = answer("How much time off do I get when I have a baby at Acme?", sources)
     assert not result.found, result.text
     assert answer("How do I get help at Acme?", sources).found
