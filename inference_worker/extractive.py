@@ -876,10 +876,10 @@ def _row_fit(row: tables.Row, asked: set[str], period: tables.Period, words: set
 
 def _trend(scored: Sequence[tuple[float, float, Unit]], sources: Sequence[Numbered],
            least: float) -> list[Unit]:
-    """For "how has revenue changed over the quarters": the best row's label as each period's
-    source gives it (of ``sources``: those of the company the question names), one row a
-    period, the latest period first (at most six). Empty when the best passage is not a table
-    row."""
+    """For "how has revenue changed over the quarters": the label of the best row covering at
+    least ``least`` (wherever it ranks among the passages) as each period's source gives it (of
+    ``sources``: those of the company the question names), one row a period, the latest period
+    first (at most six). Empty when no row covers that much."""
     row = next((u.row for _, c, u in scored if u.row is not None and c >= least), None)
     if row is None:
         return []

@@ -293,6 +293,12 @@ def test_a_spreadsheet_of_text_rows_is_not_read_under_its_first_row() -> None:
 FILINGS = filings.reports()
 
 
+def filing_sources(chosen: list[filings.Report]) -> list[Numbered]:
+    """``chosen`` reports as a search returns them, in that order, titled as their context."""
+    return [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
+            for n, r in enumerate(chosen, start=1)]
+
+
 @pytest.mark.parametrize("index", range(len(filings.questions(FILINGS))))
 def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> None:
     question = filings.questions(FILINGS)[index]
@@ -301,8 +307,7 @@ def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> Non
     rng.shuffle(others)
     chosen = [*question.sources, *others[: max(0, 5 - len(question.sources))]]
     rng.shuffle(chosen)
-    sources = [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
-               for n, r in enumerate(chosen, start=1)]
+    sources = filing_sources(chosen)
     result = answer(question.text, sources)
     assert question.answer in result.text.splitlines()[0], result.text
     if len(question.sources) > 1:  # "over the reported quarters": one line a quarter, latest first
@@ -717,8 +722,7 @@ def _quarters_of(short: str) -> tuple[list[Numbered], list[filings.Report]]:
     mine = [r for r in FILINGS if r.short == short]
     others = [r for r in FILINGS if r.short != short][:2]
     chosen = [*others[:1], *mine, *others[1:]]
-    return [Numbered(n, f"{r.company} Form 10-Q {r.label} {r.ended}", "\n".join(r.pages()))
-            for n, r in enumerate(chosen, start=1)], mine
+    return filing_sources(chosen), mine
 
 
 @pytest.mark.parametrize("wording", [
