@@ -18,9 +18,12 @@ that page occurs, so text after a bookmark carries its title.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import itertools
 import logging
 import re
+import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from typing import Any, Literal
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
+from ingest_worker.extract import columns
 from ingest_worker.extract.ocr import (
     MAX_PIXELS,
     RENDER_SCALE,
@@ -167,7 +171,7 @@ def _pdfium_pages(
         try:
             textpage = page.get_textpage()
             try:
-                raw = textpage.get_text_range()
+                raw = _in_columns(textpage) or textpage.get_text_range()
             finally:
                 textpage.close()
             text = clean_text(raw)
@@ -187,6 +191,64 @@ def _pdfium_pages(
         yield read or Page(index + 1, text, kind)
         if on_page is not None:
             on_page(index + 1, total)
+
+
+def _in_columns(textpage: pdfium.PdfTextPage) -> str | None:
+    """The page's text in reading order where it is set in columns that the drawing order
+    interleaves (``ingest_worker/extract/columns.py``), else None. A cheap look at pdfium's line
+    segments first: only a page with a gutter between strips of prose has its glyphs read."""
+    segments = _segments(textpage)
+    if len(segments) < 2 * columns.MIN_COLUMN_LINES:
+        return None
+    # A segment is a line's height; the glyph-based em is about half of it.
+    em = statistics.median(r.top - r.bottom for r in segments) / 2
+    spans = [(r.left, r.right) for r in segments]
+    cuts = columns.gutters(spans, len({round(r.bottom) for r in segments}), em)
+    if not cuts:
+        return None
+    bottom = min(r.bottom for r in segments)
+    top = max(r.top for r in segments)
+    edges = [min(r.left for r in segments) - 1, *((a + b) / 2 for a, b in cuts),
+             max(r.right for r in segments) + 1]
+    for left, right in itertools.pairwise(edges):
+        lines = len({round(r.bottom) for r in segments if left <= r.left and r.right <= right})
+        if not lines or not columns.prose(textpage.get_text_bounded(left, bottom, right, top),
+                                          lines):
+            return None
+    return columns.reading_order(_glyphs(textpage))
+
+
+#: At most this many of a page's line segments are looked at: a page of tables has over a
+#: thousand (a cell each), read at ~3 us each. Leaving some out can only open gutters that are
+#: not there, and the strips' prose check and the glyphs then rule those out.
+SEGMENTS_LOOKED_AT = 400
+
+
+def _segments(textpage: pdfium.PdfTextPage) -> list[columns.Rect]:
+    """pdfium's line segments, or an even sample of them."""
+    out = []
+    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+    count = pdfium_c.FPDFText_CountRects(textpage.raw, 0, -1)
+    for index in range(0, count, max(1, count // SEGMENTS_LOOKED_AT)):
+        pdfium_c.FPDFText_GetRect(textpage.raw, index, left, top, right, bottom)
+        if right.value > left.value and top.value > bottom.value:
+            out.append(columns.Rect(left.value, bottom.value, right.value, top.value))
+    return out
+
+
+def _glyphs(textpage: pdfium.PdfTextPage) -> list[columns.Glyph]:
+    out = []
+    left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+    x, y = ctypes.c_double(), ctypes.c_double()
+    for index in range(textpage.count_chars()):
+        if not pdfium_c.FPDFText_GetCharBox(textpage.raw, index, left, right, bottom, top):
+            left.value = right.value = bottom.value = top.value = 0.0  # a generated space
+        pdfium_c.FPDFText_GetCharOrigin(textpage.raw, index, x, y)
+        code = pdfium_c.FPDFText_GetUnicode(textpage.raw, index)
+        char = chr(code) if 0 < code < 0x110000 else "\ufffd"
+        out.append(columns.Glyph(index, char, left.value, bottom.value, right.value, top.value,
+                                 y.value))
+    return out
 
 
 def _pdfium_page_images(page: pdfium.PdfPage) -> tuple[float, bool]:
