@@ -30,6 +30,11 @@ Question sets:
   questions mostly in the asker's words, plus ``handbooks-none``.
 - ``examples``: the project's examples/ (without the scanned memo: no OCR here), what a new user
   asks after the quick start, plus ``examples-none``.
+- ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
+  IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
+  data model, a contract notice), 48 questions written without reading the answerer
+  (bench/corpus_questions.py), each graded by short phrases of the passage that answers, plus
+  ``corpus-none``.
 
 With ``--feedback FILE`` (what ``parley feedback export --json`` writes), users' rated questions
 are answered again, extractively, over the sources their answer was given: graded where a
@@ -91,6 +96,7 @@ from bench.table import render
 from parley.settings import Settings
 
 EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
+CORPUS = EVAL.parent.parent / "corpus"
 # The shipped default: what the gateway retrieves for an answer.
 K = int(Settings.model_fields["retrieval_k"].default)
 _DATE = re.compile(
@@ -239,6 +245,19 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
 
     items = [Item(q.text, phrases=q.expected) for q in questions()]
     return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
+
+
+def corpus_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """Real documents nobody on the project wrote (../shared/corpus: IRS instructions in three
+    columns, a rig procedure, a course schedule, an OCRed diary, a data model, a contract
+    notice), asked what their holder would ask (bench/corpus_questions.py, written without
+    reading the answerer)."""
+    from bench.corpus_questions import QUESTIONS, UNANSWERABLE
+
+    files = {Path(name).name: (CORPUS / name).read_bytes()
+             for name in dict.fromkeys(name for name, _, _ in QUESTIONS)}
+    items = [Item(question, phrases=phrases) for _, question, phrases in QUESTIONS]
+    return files, items, [Item(q, answerable=False) for q in UNANSWERABLE]
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -452,13 +471,18 @@ async def seed_answer(
 # --- scoring --------------------------------------------------------------------------------
 
 
+def _flat(text: str) -> str:
+    """Lower case, whitespace runs as one space: a phrase cut by a line break is still there."""
+    return " ".join(text.lower().split())
+
+
 def correct(item: Item, text: str) -> bool:
     from inference_worker.extractive import numbers
 
     have = set(numbers(text))
     lead = set(numbers(text.strip().split("\n", 1)[0]))
     return (all(f in have for f in item.figures)
-            and all(p.lower() in text.lower() for p in item.phrases)
+            and all(_flat(p) in _flat(text) for p in item.phrases)
             and not any(d in lead for d in item.decoys))
 
 
@@ -521,6 +545,10 @@ async def run(
     else:
         notes.append(f"dev: skipped: {EVAL} is absent (../shared is beside the project only "
                      "in CI and development)")
+    if CORPUS.exists():
+        sets.append(("corpus", corpus_set()))
+    else:
+        notes.append(f"corpus: skipped: {CORPUS} is absent")
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
     sets.append(("buybacks", buybacks_set()))
