@@ -132,7 +132,7 @@ def parley_records(files: dict[str, bytes]) -> list[ChunkRecord]:
     for name, data in files.items():
         extraction = extract(data, name, max_pages=5000, max_bytes=10**9)
         props = docx_properties(data) if extraction.kind == "docx" else None
-        context = document_context(extraction.blocks, name, props)
+        context = document_context(extraction.blocks, name, props, stored_title=extraction.title)
         drafts = chunk(
             extraction.blocks,
             tokenizer=tokenizer,

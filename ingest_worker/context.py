@@ -50,15 +50,19 @@ def document_context(
     blocks: Sequence[BlockLike],
     filename: str,
     properties: Mapping[str, str] | None = None,
+    *,
+    stored_title: str | None = None,
 ) -> DocumentContext:
     """The context of a document from its blocks (reading order), its file name and, for a
-    DOCX, its properties (:func:`docx_properties`: ``title``, ``company``...)."""
+    DOCX, its properties (:func:`docx_properties`: ``title``, ``company``...); for a PDF, the
+    title its metadata stores (``stored_title``), used where it reads as a title: tools store
+    their defaults and ids there ("Binder1.pdf", "0000320193-23-000077", "Model")."""
     props = {
         k.lower(): " ".join(v.split()) for k, v in (properties or {}).items() if v and v.strip()
     }
     first = _first_text(blocks, chars=6000)
     repeated = _repeated_lines(blocks)
-    title = _title(blocks, first, props)
+    title = _title(blocks, first, props, repeated, _readable(stored_title, filename))
     entity = _entity(first, repeated, props)
     period_end = _period_end(first)
     period = _period_label(first, repeated, filename)
@@ -110,10 +114,42 @@ def _no_page_number(line: str) -> str:
     line = re.sub(
         r"(?:\|\s*)?\b(?:page\s+)?\d{1,4}(?:\s+of\s+\d{1,4})?\s*$", "", line.strip(), flags=re.I
     )
+    # "Page 5 of 48 Instructions for Form 1040NR": the number leads.
+    line = re.sub(r"^page\s+\d{1,4}(?:\s+of\s+\d{1,4})?\b", "", line, flags=re.I)
     return line.strip(" |-–—·")
 
 
-def _title(blocks: Sequence[BlockLike], first: str, props: Mapping[str, str]) -> str | None:
+def _readable(title: str | None, filename: str) -> str | None:
+    """``title`` where it names the document: two words or more, one of three letters at least,
+    not a file name, not a tool's default."""
+    if not title:
+        return None
+    title = " ".join(title.split())
+    stem = posixpath.splitext(posixpath.basename(filename))[0]
+    if (len(title.split()) < 2 or not re.search(r"[^\W\d_]{3}", title) or _FILE_NAME.search(title)
+            or _plain(title) == _plain(stem) or _TOOL_DEFAULT.match(title)):
+        return None
+    return title
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text.lower()).split())
+
+
+_FILE_NAME = re.compile(r"\.[A-Za-z0-9]{2,4}$")
+_TOOL_DEFAULT = re.compile(r"(?:microsoft \w+ - |untitled\b|document\d*$|presentation\d*$)",
+                           re.IGNORECASE)
+# Printers' marks and form furniture, not a title: "Userid: ________ DTD INSTR04 ... ❏ Draft".
+_NOT_A_TITLE = re.compile(r"__|[❏☐□]")
+
+
+def _title(
+    blocks: Sequence[BlockLike],
+    first: str,
+    props: Mapping[str, str],
+    repeated: Sequence[str],
+    stored: str | None,
+) -> str | None:
     if props.get("title"):
         return props["title"][:120]
     form = _FORM.search(first)
@@ -121,14 +157,18 @@ def _title(blocks: Sequence[BlockLike], first: str, props: Mapping[str, str]) ->
     if form:
         name = f"Form {form.group(1).upper()}"
         return f"{name} ({kind.group(1).lower()})" if kind else name
+    if stored:
+        return stored[:120]
     for b in blocks[:20]:
         if b.heading and len(b.heading) <= 120:
             return b.heading
     if kind:
         return kind.group(1).capitalize()
+    running = set(repeated)
     for line in first.splitlines():
         line = line.strip()
-        if 3 <= len(line) <= 100 and re.search(r"[A-Za-z]{3}", line) and not DATE.search(line):
+        if (3 <= len(line) <= 100 and re.search(r"[A-Za-z]{3}", line) and not DATE.search(line)
+                and not _NOT_A_TITLE.search(line) and _no_page_number(line) not in running):
             return line
     return None
 

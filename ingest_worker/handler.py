@@ -423,6 +423,7 @@ class IngestHandler(Service[IngestRequest]):
             await asyncio.to_thread(docx_properties, file.name)
             if extraction.kind == "docx"
             else None,
+            stored_title=extraction.title,
         )
         out = batches(
             drafts,

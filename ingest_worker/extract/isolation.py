@@ -351,6 +351,7 @@ def _encode(extraction: Extraction) -> dict[str, Any]:
         "pages": extraction.pages,
         "extractor": extraction.extractor,
         "warnings": list(extraction.warnings),
+        "title": extraction.title,
         "blocks": [[b.text, b.page, b.heading, b.kind, b.ocr] for b in extraction.blocks],
     }
 
@@ -359,7 +360,9 @@ def _decode(payload: dict[str, Any]) -> Extraction:
     """Rebuild an extraction from the child's JSON, checking every field's type on the way."""
     kind = payload["kind"]
     pages = payload["pages"]
-    if kind not in KINDS or not (pages is None or isinstance(pages, int)):
+    title = payload.get("title")
+    if (kind not in KINDS or not (pages is None or isinstance(pages, int))
+            or not (title is None or isinstance(title, str))):
         raise ValueError("malformed extraction from child")
     blocks = []
     for text, page, heading, block_kind, ocr in payload["blocks"]:
@@ -378,6 +381,7 @@ def _decode(payload: dict[str, Any]) -> Extraction:
         blocks=tuple(blocks),
         extractor=str(payload["extractor"]),
         warnings=tuple(str(w) for w in payload["warnings"]),
+        title=title,
     )
 
 

@@ -98,6 +98,7 @@ def extract_pdf(
         _check_pages(total, max_pages)
         try:
             outline = _pdfium_outline(document)
+            title = document.get_metadata_dict(skip_empty=True).get("Title")
             pages = list(_pdfium_pages(document, total, on_page, ocr))
         except pdfium.PdfiumError as error:
             log.info("pdfium failed mid-document (%s); trying pypdf", error)
@@ -105,7 +106,7 @@ def extract_pdf(
     finally:
         document.close()
     extractor = "pypdfium2" + (f"+{ocr.engine.name}" if any(p.ocr for p in pages) and ocr else "")
-    return _assemble(pages, outline, total, extractor=extractor, warnings=[])
+    return _assemble(pages, outline, total, extractor=extractor, warnings=[], title=title)
 
 
 def ocr_page(page: pdfium.PdfPage, ocr: Ocr) -> tuple[str, OcrMiss | None]:
@@ -338,7 +339,12 @@ def _extract_with_pypdf(
     warnings = ["pdfium could not open the file; text read with pypdf (slower, may differ)"]
     if failed:
         warnings.append(f"pages {_pages(failed)} could not be read")
-    return _assemble(pages, _pypdf_outline(reader), total, extractor="pypdf", warnings=warnings)
+    try:
+        title = str(reader.metadata.title) if reader.metadata and reader.metadata.title else None
+    except Exception:  # a broken Info dictionary costs the title only
+        title = None
+    return _assemble(pages, _pypdf_outline(reader), total, extractor="pypdf", warnings=warnings,
+                     title=title)
 
 
 def _pypdf_page_images(page: Any) -> tuple[bool, bool]:
@@ -380,6 +386,7 @@ def _assemble(
     *,
     extractor: str,
     warnings: list[str],
+    title: str | None = None,
 ) -> Extraction:
     by_kind: dict[PageClass, list[int]] = {}
     for page in pages:
@@ -411,7 +418,8 @@ def _assemble(
     kept = [p for p in pages if p.kind in ("text", "scanned") and p.text]
     blocks = tuple(_blocks_with_headings(kept, outline))
     return Extraction(
-        kind="pdf", pages=total, blocks=blocks, extractor=extractor, warnings=tuple(warnings)
+        kind="pdf", pages=total, blocks=blocks, extractor=extractor, warnings=tuple(warnings),
+        title=clean_text(title)[:500] or None if title else None,
     )
 
 

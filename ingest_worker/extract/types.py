@@ -73,6 +73,9 @@ class Extraction:
     blocks: tuple[Block, ...]
     extractor: str
     warnings: tuple[str, ...] = ()
+    #: What the file's own metadata calls it (a PDF's ``/Title``), as stored: often a tool's
+    #: default ("Binder1.pdf") or an id; :func:`ingest_worker.context.document_context` judges.
+    title: str | None = None
 
     @property
     def chars(self) -> int:

@@ -104,3 +104,45 @@ def test_what_the_content_does_not_say_stays_unknown_and_the_file_name_titles_it
 @pytest.mark.parametrize("data", [b"", b"%PDF-1.7 not a zip", b"PK\x03\x04broken"])
 def test_docx_properties_of_anything_else_are_empty(data: bytes) -> None:
     assert docx_properties(data) == {}
+
+
+def _with_title(data: bytes, title: str) -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.add_metadata({"/Title": title})
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdfs_stored_title_names_it_where_it_reads_as_a_title() -> None:
+    page = "Userid: ________ DTD INSTR04 Leadpct: 0% Pt. size: 9.5 Draft Ok to Print\n" + (
+        documents.lorem(200, seed=4))
+    data = _with_title(documents.text_pdf([page]), "2007 Instruction 1040-NR")
+    extraction = extract(data, "i1040nr.pdf", max_pages=50, max_bytes=10**8)
+    assert extraction.title == "2007 Instruction 1040-NR"
+    context = document_context(extraction.blocks, "i1040nr.pdf", stored_title=extraction.title)
+    assert context.title == "2007 Instruction 1040-NR"
+
+
+@pytest.mark.parametrize("stored", ["Binder1.pdf", "0000320193-23-000077", "Model",
+                                    "Microsoft Word - memo.docx", "scan 0042", "Untitled 3"])
+def test_a_tools_default_or_an_id_is_not_a_title(stored: str) -> None:
+    blocks = [Block("Quarterly Safety Review\nEvery crane was inspected this quarter.", page=1,
+                    heading=None, kind="page")]
+    context = document_context(blocks, "scan_0042.pdf", stored_title=stored)
+    assert context.title == "Quarterly Safety Review"
+
+
+def test_printers_marks_and_running_headers_are_not_a_title() -> None:
+    # The IRS's instructions: proof marks on the first page, then on every page a running
+    # header and a note to the printer, before the text.
+    def page(n: int) -> Block:
+        marks = "Userid: ________ DTD INSTR04 Leadpct: 0% Pt. size: 9.5 Draft\n" if n == 1 else ""
+        body = "\n".join(f"Section {n}.{i}\nWhat part {i} of page {n} says." for i in range(4))
+        return Block(f"{marks}Page {n} of 6 Imaginary Instructions\nThe type and rule above "
+                     f"prints on all proofs.\n{body}", page=n, heading=None, kind="page")
+
+    blocks = [page(n) for n in range(1, 7)]
+    assert document_context(blocks, "x.pdf").title == "Section 1.0"

@@ -4,6 +4,7 @@ relayed, and a child that hangs, dies or is abandoned is killed without harming 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -58,8 +59,19 @@ async def pool() -> AsyncIterator[ExtractorPool]:
     assert extractor_pool.pids() == []
 
 
+def _titled(data: bytes, title: str) -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.add_metadata({"/Title": title})
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 async def test_same_result_as_in_process_with_progress(pool: ExtractorPool) -> None:
-    data = docs.text_pdf([docs.lorem(100, seed=i) for i in range(6)], outline=[("Part", 2)])
+    data = _titled(docs.text_pdf([docs.lorem(100, seed=i) for i in range(6)],
+                                 outline=[("Part", 2)]), "Six Pages of Latin")
     seen: list[tuple[int, int]] = []
 
     async def progress(done: int, total: int) -> None:
@@ -67,6 +79,7 @@ async def test_same_result_as_in_process_with_progress(pool: ExtractorPool) -> N
 
     isolated = await pool.extract(data, "six.pdf", timeout=TIMEOUT, on_progress=progress, **LIMITS)
     assert isolated == extract(data, "six.pdf", **LIMITS)
+    assert isolated.title == "Six Pages of Latin"  # the file's stored title comes back too
     assert seen[0][0] >= 1 and seen[-1] == (6, 6)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     word = await pool.extract(docs.rich_docx(), "rich.docx", timeout=TIMEOUT, **LIMITS)
