@@ -20,7 +20,11 @@ share their row labels and differ in their columns), asks for single cells by co
 row label; the seed's rows are left out there (it reads PDFs only). A fourth,
 ``tests/fixtures/handbooks.py`` (handbooks, an IT guide, a manual, an FAQ, an expense workbook,
 security slides of three fictional organisations), asks everyday questions mostly in the asker's
-words; the seed's rows there cover its two PDFs only.
+words; the seed's rows there cover its two PDFs only. A fifth, real documents nobody on the
+project wrote (../shared/corpus: IRS instructions in three columns, a rig procedure, a course
+schedule, an OCRed diary, a data model, a contract notice; skipped when absent), asks the 48
+questions of ``bench/corpus_questions.py``; its answer passage is the chunk holding the
+question's first expected phrase.
 
 The search is exact (numpy cosine) here and the ranking code is the Searcher's own, so only the
 ranking differs between rows. Measures:
@@ -332,6 +336,23 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Case]]:
     return handbooks.documents(), cases
 
 
+def corpus_set() -> tuple[dict[str, bytes], list[Case]] | None:
+    """Real documents nobody on the project wrote (../shared/corpus; bench/corpus_questions.py):
+    the answer passage is the chunk of the question's document that holds its first phrase."""
+    from pathlib import Path
+
+    from bench.corpus_questions import QUESTIONS
+
+    root = EVAL.parent.parent / "corpus"
+    if not root.exists():
+        return None
+    files = {Path(name).name: (root / name).read_bytes()
+             for name in dict.fromkeys(name for name, _, _ in QUESTIONS)}
+    cases = [Case(question, frozenset({Path(name).name}), frozenset(), phrases[0],
+                  phrase=phrases[0]) for name, question, phrases in QUESTIONS]
+    return files, cases
+
+
 async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
     vectors = await embed([c.question for c in cases])
     expanded_vectors = await embed([expanded(c.question) for c in cases])
@@ -458,6 +479,12 @@ async def run() -> str:
                              *offices_set()))
     out.append(await quality("everyday documents (tests/fixtures/handbooks.py)",
                              *handbooks_set()))
+    real = corpus_set()
+    if real is None:
+        out.append("real documents: skipped: ../shared/corpus is absent\n")
+    else:
+        out.append(await quality("real documents (../shared/corpus, bench/corpus_questions.py)",
+                                 *real))
     if dev is not None:
         out.append(await latency(*dev, rounds=int(os.environ.get("BENCH_ROUNDS", "3"))))
     return "\n".join(out)
