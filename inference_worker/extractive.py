@@ -343,6 +343,15 @@ def _is_row(line: str) -> bool:
     return len(words) <= 12
 
 
+# A line that leaves its sentence open: it ends on a word that needs what follows ("decreased
+# to", "you can deduct only", "the value was"), or it is a line of a paragraph (six words or
+# more, lower case last) rather than a row's label.
+_OPEN_SENTENCE = re.compile(
+    r"\b(?:to|of|only|was|were|is|are|be|by|than|totaled|totalled|and|or|the|a|an|at|for|"
+    r"from|with|about|approximately|least|reach(?:es|ed)?|exceed(?:s|ed)?|equal(?:s|ed)?)$"
+    r"|^(?:\S+\s+){5,}\S*[a-z,]$")
+
+
 def _is_cells(line: str) -> bool:
     """A line of a cell-separated table ("North | 1,200 | 1,350", "| a | b |")."""
     return len(tables.split_cells(line)) >= 2 and len(line) < 600
@@ -434,6 +443,12 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 cells.append(line)
             continue
         flush_cells()
+        if is_row and prose and _OPEN_SENTENCE.search(prose[-1]) and line[:1] in "$(0123456789":
+            # The figure a sentence goes on to ("The AMT exemption amount is decreased to" /
+            # "$33,750 ($45,000 if a qualifying"): prose, not a row; a row starts with its label.
+            heading, group = [], ""
+            prose.append(line)
+            continue
         if is_row and prose and line[:1].islower() and not prose[-1].endswith((".", ":", ";")):
             if _SENTENCE_END.search(prose[-1]) or len(prose[-1].split()) > 12:
                 # The next line of a paragraph that holds figures ("... or call extension
@@ -647,8 +662,9 @@ def answer(
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
+    spelled = _acronyms(sources)
     for unit in pool:
-        own = set(terms(unit.text))
+        own = _with_acronyms(set(terms(unit.text)), spelled)
         if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
             # "Percentage of total net sales 7 %" is a share, not the net sales a question
             # about net sales asks for: the words after "of" name what it is a share of.
@@ -690,7 +706,12 @@ def answer(
         score = coverage - RANK_STEP * doc_rank[unit.n] - CHUNK_STEP * unit.rank
         if latest is not None and unit.n in latest:
             score += LATEST_BONUS
-        has_figure = unit.is_row or _has_amount(unit.text)
+        # The figures a question gives ("I paid $70 for a dinner worth $40. How much can I
+        # deduct?") are not its answer: a sentence that only repeats them holds no amount.
+        # (A row of a table is another matter: there the amount names the row, "claims over
+        # $5,000".)
+        has_figure = unit.is_row or (_has_amount(unit.text) and not (
+            q_numbers and set(numbers(unit.text)) <= set(q_numbers) and not _is_cells(unit.text)))
         if wants_amount:
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
         elif wants_reason:
@@ -804,6 +825,39 @@ def answer(
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+# "Alternative minimum tax (AMT)": a term the sources define by its initials.
+_DEFINED = re.compile(r"((?:[A-Z][a-z]+|and|of|the|[A-Z]+)(?:[ -](?:[A-Z][a-z]+|and|of|the|for|"
+                      r"[a-z]+)){1,6})\s+\(\s*[“\"]?([A-Z][A-Za-z&]{1,7})[”\"]?\s*\)")
+
+
+def _acronyms(sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
+    """The initials the sources define ("Alternative minimum tax (AMT)") -> the terms they stand
+    for, so that a passage that says "The AMT exemption amount is ..." holds what a question
+    about the alternative minimum tax asks, and the other way round."""
+    out: dict[str, frozenset[str]] = {}
+    for source in sources:
+        for words, short in _DEFINED.findall(source.text):
+            letters = [c for c in short if c.isupper()]
+            # The defined words end with as many words as the initials have capitals, each
+            # starting with its letter ("Health savings account (HSA)").
+            tail = [w for w in re.split(r"[ -]", words) if w][-len(letters):]
+            if len(tail) == len(letters) and all(
+                    w[0].upper() == c for w, c in zip(tail, letters, strict=True)):
+                spelled = frozenset(terms(" ".join(tail)))
+                if spelled:
+                    out[stem(short)] = spelled
+    return out
+
+
+def _with_acronyms(own: set[str], spelled: dict[str, frozenset[str]]) -> set[str]:
+    for short, words in spelled.items():
+        if short in own:
+            own |= words
+        elif words <= own:
+            own.add(short)
+    return own
 
 
 # Where a question goes on to ask a second thing: "..., and what ...", "...? If so, how ...".

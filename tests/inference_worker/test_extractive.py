@@ -777,3 +777,57 @@ def test_a_light_verb_is_not_what_a_question_asks_about() -> None:
     result = answer("How much time off do I get when I have a baby at Acme?", sources)
     assert not result.found, result.text
     assert answer("How do I get help at Acme?", sources).found
+
+
+# Instructions as the IRS writes them (../shared/corpus/pdf/i1040nr.pdf), a line of the PDF's
+# column per line: terms defined by their initials, figures a sentence goes on to on the next
+# line, an example that restates the asker's own figures.
+INSTRUCTIONS = (
+    "What's New for 2007\n"
+    "Alternative minimum tax (AMT)\n"
+    "exemption amount decreased. The\n"
+    "AMT exemption amount is decreased to\n"
+    "$33,750 ($45,000 if a qualifying\n"
+    "widow(er); $22,500 if married filing\n"
+    "separately).\n"
+    "Health savings account (HSA)\n"
+    "funding distributions. You may be\n"
+    "able to elect to exclude from income a\n"
+    "distribution made from your IRA to your HSA.\n",
+    "Contributions you can deduct. Example. You paid $70 to a charitable\n"
+    "organization to attend a fund-raising dinner and the value of the\n"
+    "dinner was $40. You can deduct only\n"
+    "$30. Gifts of $250 or more. You can\n"
+    "deduct a gift of $250 or more only if you\n"
+    "have a statement from the charitable organization.\n",
+)
+
+
+def instructions() -> list[Numbered]:
+    return [Numbered(n, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
+            for n, text in enumerate(INSTRUCTIONS, start=1)]
+
+
+def test_a_figure_a_sentence_goes_on_to_on_the_next_line_is_quoted_with_it() -> None:
+    result = answer("What is the AMT exemption amount?", instructions())
+    first = result.text.splitlines()[0]
+    assert "is decreased to $33,750 ($45,000 if a qualifying widow(er); $22,500 if married " \
+           "filing separately)." in first, result.text
+
+
+def test_a_term_the_sources_define_by_its_initials_is_the_same_term() -> None:
+    # "AMT" says "alternative minimum tax" in the sentence with the figure.
+    result = answer("What is the alternative minimum tax exemption amount for 2007?",
+                    instructions())
+    assert "$33,750" in result.text.splitlines()[0], result.text
+
+
+def test_the_figures_a_question_gives_are_not_its_answer() -> None:
+    # The first sentence says all the question says, with its own figures; the amount asked
+    # for is in the second. Before, the first was quoted alone, as a passage with amounts.
+    sources = [Numbered(1, "Charitable gifts", "Example. You paid $70 to attend a fund-raising "
+                        "dinner whose value was $40 and ask how much you can deduct. You can "
+                        "deduct only $30 of what you paid for a fund-raising dinner.")]
+    result = answer("I paid $70 to attend a fund-raising dinner whose value was $40. How much "
+                    "can I deduct?", sources)
+    assert "You can deduct only $30" in result.text, result.text
