@@ -31,7 +31,10 @@ from tests.portal.entra import AUDIENCE, WAIT, FakeEntra, claims_of, entra_gatew
 
 pytestmark = pytest.mark.slow
 
-LIFETIME = 15  # seconds an Entra ID access token lives here (an hour or so on Azure)
+# Seconds an Entra ID access token lives here (an hour or so on Azure): each test waits about
+# this long for real time to pass a token's end. The portal renews at half the time left, so 8 s
+# leaves MSAL 4 s (plus the leeway) to redeem a refresh token; 15 s took 7 s more a test.
+LIFETIME = 8
 LEEWAY = 1.0  # seconds the gateway takes a token past its exp
 
 
