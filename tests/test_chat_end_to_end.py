@@ -67,6 +67,7 @@ async def stack(
         tmp_path / "blobs",
         chunk_tokens=200,
         chunk_overlap_tokens=30,
+        embed_batch_size=32,  # the deployment's: a quarter of the Chroma round trips of 8
         chat_max_tokens=24,
     )
     async with running_pipeline(settings) as pipeline:
