@@ -98,6 +98,10 @@ _RATIO_ASKED = re.compile(r"%|\b(?:percent\w*|share|proportion|portion|fraction|
 _SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fraction)\s+of\s+(.+?)\s+"
                        r"(?:did|was|were|is|are|does|do|came|come|accounted|account|represented|"
                        r"represent|contributed|contribute|made)\b", re.IGNORECASE)
+# "How long", "how often", "how soon": the adverb asks for a duration or a frequency, as "how
+# much" asks for an amount: what kind of answer is wanted, not what it is about; no passage
+# says "long", and it weighed the most.
+_HOW = re.compile(r"\bhow\s+(?:long|often|quickly|soon|fast|far|early|late)\b", re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -232,6 +236,15 @@ _PHRASE_TERMS = ("year", "research", "research", "q1 quarter", "q2 quarter", "q3
                  "q4 quarter")
 
 
+# Initials written with points ("U.S.", "U.K.", "U.S.A.") are the word a question writes without
+# them ("US"): as points, each letter alone would be dropped as too short.
+_INITIALS = re.compile(r"\b((?:[A-Z]\.){2,4})(?![A-Za-z])")
+
+
+def _initials(match: re.Match[str]) -> str:
+    return match.group(1).replace(".", "")
+
+
 def _phrase(match: re.Match[str]) -> str:
     return _PHRASE_TERMS[(match.lastindex or 1) - 1]
 
@@ -247,15 +260,15 @@ def terms(text: str) -> list[str]:
 # their chunks. 8 sources of ~350 words cost ~50 ms of CPU a turn uncached.
 @functools.lru_cache(maxsize=8192)
 def _terms(text: str) -> tuple[str, ...]:
-    text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", text))
+    text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", _INITIALS.sub(_initials, text)))
     out = []
     for token in _WORD.findall(text):
         if token[0].isdigit():
             out.append(figure(token))
             continue
-        low = token.lower().strip("'-")
-        if low in STOP or len(low) < 2:
-            continue
+        low = token.lower().replace("\u2019", "'").strip("'-")
+        if low in STOP or len(low) < 2 or (low.endswith("'s") and low[:-2] in STOP):
+            continue  # "what's", "that's": a stop word and its "is"
         out.append(stem(low))
     return tuple(out)
 
@@ -603,7 +616,7 @@ def answer(
     """The extractive answer to ``question`` from ``sources`` (in rank order). ``closeness``
     (a sentence embedder), when given, is a second reading of the question beside its words:
     see ``AGREE_COVERAGE`` and ``MEANING_WEIGHT``; without it the answer is the words' alone."""
-    q_terms = terms(question)
+    q_terms = terms(_HOW.sub("how", question))
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).

@@ -831,3 +831,27 @@ def test_the_figures_a_question_gives_are_not_its_answer() -> None:
     result = answer("I paid $70 to attend a fund-raising dinner whose value was $40. How much "
                     "can I deduct?", sources)
     assert "You can deduct only $30" in result.text, result.text
+
+
+def test_question_frames_are_not_what_a_question_is_about() -> None:
+    # "What's" is "what is"; "how long" asks for a duration; "U.S." is the "US" a question
+    # writes. Each weighed the most before (no source says "what's" or "long", and "US" was a
+    # name no source held), and the question was answered "not in the documents".
+    assert terms("What’s new? What's the penalty?") == ["new", "penalty"]
+    assert terms("U.S. and U.S.A. persons") == ["us", "usa", "person"]
+    sources = [Numbered(1, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
+               for text in (
+                   "Penalty for late filing. If you do not file your return by the due date, the "
+                   "penalty is usually 5% of the amount due for each month or part of a month "
+                   "your return is late.",
+                   "Rollovers. A rollover must be made within 60 days after the day you "
+                   "received the distribution from the IRA.",
+                   "Social security benefits. 85% of the U.S. social security benefits you "
+                   "received are taxable.",
+                   "Keep a copy of your tax return and the worksheets you used for 3 years.")]
+    for question, expected in (
+            ("What's the penalty for filing my return late?", "5%"),
+            ("How long do I have to roll over an IRA distribution?", "60 days"),
+            ("How much of my US social security benefits is taxable?", "85%")):
+        result = answer(question, sources)
+        assert expected in result.text.splitlines()[0], (question, result.text)

@@ -455,7 +455,7 @@ async def test_an_extractive_turn_streams_quoted_passages_without_the_model(
 async def test_an_extractive_turn_reads_the_question_for_meaning_too(
     redis: aioredis.Redis, mode: str
 ) -> None:
-    # Words alone cover 0.46 of the question ("tell someone" is in no source): not found. With
+    # Words alone cover 0.46 of the question ("deadline" is in no source): not found. With
     # the handler's sentence embedder (scripted here) agreeing, the extractive answer quotes the
     # passage. The check beside a generative answer holds the model's first token back: it
     # embeds nothing, and the question its words do not cover is not the model's to answer.

@@ -29,7 +29,8 @@ ABROAD = Numbered(
     "from another country is allowed for up to 20 working days per calendar year, with your "
     "manager's approval.", None, "handbook.docx")
 # "tell someone" is in no source: the words cover 0.46 of the question, short of an answer.
-STOLEN = "My Acme phone was stolen. How soon must I tell someone?"
+# "deadline" is in no passage and weighs the most: the words alone fall just short.
+STOLEN = "My Acme phone was stolen. What is the deadline to tell someone?"
 
 
 class Scripted:
@@ -67,7 +68,7 @@ def test_meaning_that_does_not_agree_leaves_it_not_found(closeness: Scripted) ->
 
 
 def test_a_question_far_short_of_words_is_not_read_for_meaning() -> None:
-    far = "Someone took my Acme phone. How soon must I report it?"
+    far = "Someone took my Acme phone. What is the deadline to report it?"
     closeness = Scripted({"stolen": 0.9})
     refused = answer(far, [DEVICES, TRAVEL], closeness=closeness)
     assert not refused.found and refused.coverage < extractive.AGREE_COVERAGE
