@@ -106,20 +106,10 @@ def test_docx_properties_of_anything_else_are_empty(data: bytes) -> None:
     assert docx_properties(data) == {}
 
 
-def _with_title(data: bytes, title: str) -> bytes:
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
-    writer.add_metadata({"/Title": title})
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
 def test_a_pdfs_stored_title_names_it_where_it_reads_as_a_title() -> None:
     page = "Userid: ________ DTD INSTR04 Leadpct: 0% Pt. size: 9.5 Draft Ok to Print\n" + (
         documents.lorem(200, seed=4))
-    data = _with_title(documents.text_pdf([page]), "2007 Instruction 1040-NR")
+    data = documents.with_title(documents.text_pdf([page]), "2007 Instruction 1040-NR")
     extraction = extract(data, "i1040nr.pdf", max_pages=50, max_bytes=10**8)
     assert extraction.title == "2007 Instruction 1040-NR"
     context = document_context(extraction.blocks, "i1040nr.pdf", stored_title=extraction.title)

@@ -4,7 +4,6 @@ relayed, and a child that hangs, dies or is abandoned is killed without harming 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -59,18 +58,8 @@ async def pool() -> AsyncIterator[ExtractorPool]:
     assert extractor_pool.pids() == []
 
 
-def _titled(data: bytes, title: str) -> bytes:
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
-    writer.add_metadata({"/Title": title})
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
 async def test_same_result_as_in_process_with_progress(pool: ExtractorPool) -> None:
-    data = _titled(docs.text_pdf([docs.lorem(100, seed=i) for i in range(6)],
+    data = docs.with_title(docs.text_pdf([docs.lorem(100, seed=i) for i in range(6)],
                                  outline=[("Part", 2)]), "Six Pages of Latin")
     seen: list[tuple[int, int]] = []
 
