@@ -675,7 +675,7 @@ def answer(
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
-    spelled = _acronyms(sources)
+    spelled = _acronyms(sources) | _initialled(question, sources)
     for unit in pool:
         own = _with_acronyms(set(terms(unit.text)), spelled)
         if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
@@ -861,6 +861,21 @@ def _acronyms(sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
                 spelled = frozenset(terms(" ".join(tail)))
                 if spelled:
                     out[stem(short)] = spelled
+    return out
+
+
+def _initialled(question: str, sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
+    """Three or four words of the question whose initials a source writes in capitals, defined
+    or not ("personal protective equipment": "Specific PPE: Safety Harness")."""
+    words = re.findall(r"[A-Za-z]+", question)
+    capitals = {w for s in sources for w in re.findall(r"\b[A-Z]{3,4}\b", s.text)}
+    out: dict[str, frozenset[str]] = {}
+    for size in (3, 4):
+        for i in range(len(words) - size + 1):
+            run = words[i:i + size]
+            short = "".join(w[0] for w in run).upper()
+            if short in capitals and all(len(w) > 2 for w in run):
+                out[stem(short)] = frozenset(terms(" ".join(run)))
     return out
 
 

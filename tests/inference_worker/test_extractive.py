@@ -855,3 +855,14 @@ def test_question_frames_are_not_what_a_question_is_about() -> None:
             ("How much of my US social security benefits is taxable?", "85%")):
         result = answer(question, sources)
         assert expected in result.text.splitlines()[0], (question, result.text)
+
+
+def test_words_of_a_question_that_a_source_writes_as_initials() -> None:
+    # The procedure never spells "personal protective equipment" out.
+    sources = [Numbered(1, "240-DOP-1013A Lay Down Tubulars", text, document="procedure.docx")
+               for text in ("Key Personnel | Drill Crew and Crane Crew; Specific PPE | Safety "
+                            "Harness; Specific Tools | Iron Roughneck, Signalers Vest",
+                            "Job Steps | Hazards; 1 | Check elevator and slip size and condition.")]
+    result = answer("What personal protective equipment is specific to laying down tubulars?",
+                    sources)
+    assert "Safety Harness" in result.text.splitlines()[0], result.text
