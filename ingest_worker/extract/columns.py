@@ -4,9 +4,10 @@ A PDF says where each glyph goes, not in which order a person reads them. Many f
 of two or three columns line by line across the page (the IRS's instructions do), and a text
 extractor that follows the drawing order then interleaves the columns: "A dual-status year is
 one in which you you are taxed on income only from U.S. taxpayer is a nonresident alien if the
-...", three sentences cut into one. :func:`layout` finds the columns from the characters' boxes
-and reads the page's regions in reading order: a full-width band (a title, a header, a wide
-table) where it is, and between such bands each column top to bottom, left to right.
+...", three sentences cut into one. :func:`reading_order` finds the columns from the
+characters' boxes and reads the page's regions in reading order: a full-width band (a title, a
+header, a wide table) where it is, and between such bands each column top to bottom, left to
+right.
 
 It changes nothing unless it is sure: a page is read in columns only when a vertical gutter runs
 between blocks of prose on every side (words, not figures: the label and amount columns of a
@@ -52,6 +53,8 @@ class Glyph:
 
 @dataclass(frozen=True)
 class Rect:
+    """A box in user space: pdfium's line segments, for :func:`gutters`' first look."""
+
     left: float
     bottom: float
     right: float
