@@ -849,26 +849,31 @@ def _acronyms(sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
     """The initials the sources define ("Alternative minimum tax (AMT)") -> the terms they stand
     for, so that a passage that says "The AMT exemption amount is ..." holds what a question
     about the alternative minimum tax asks, and the other way round."""
-    out: dict[str, frozenset[str]] = {}
-    for source in sources:
-        for words, short in _DEFINED.findall(source.text):
-            letters = [c for c in short if c.isupper()]
-            # The defined words end with as many words as the initials have capitals, each
-            # starting with its letter ("Health savings account (HSA)").
-            tail = [w for w in re.split(r"[ -]", words) if w][-len(letters):]
-            if len(tail) == len(letters) and all(
-                    w[0].upper() == c for w, c in zip(tail, letters, strict=True)):
-                spelled = frozenset(terms(" ".join(tail)))
-                if spelled:
-                    out[stem(short)] = spelled
-    return out
+    return {short: words for source in sources for short, words in _defined(source.text)}
+
+
+# Cached as the terms are: turns about the same documents read the same sources.
+@functools.lru_cache(maxsize=4096)
+def _defined(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    out = []
+    for words, short in _DEFINED.findall(text):
+        letters = [c for c in short if c.isupper()]
+        # The defined words end with as many words as the initials have capitals, each
+        # starting with its letter ("Health savings account (HSA)").
+        tail = [w for w in re.split(r"[ -]", words) if w][-len(letters):]
+        if len(tail) == len(letters) and all(
+                w[0].upper() == c for w, c in zip(tail, letters, strict=True)):
+            spelled = frozenset(terms(" ".join(tail)))
+            if spelled:
+                out.append((stem(short), spelled))
+    return tuple(out)
 
 
 def _initialled(question: str, sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
     """Three or four words of the question whose initials a source writes in capitals, defined
     or not ("personal protective equipment": "Specific PPE: Safety Harness")."""
     words = re.findall(r"[A-Za-z]+", question)
-    capitals = {w for s in sources for w in re.findall(r"\b[A-Z]{3,4}\b", s.text)}
+    capitals = set().union(*(_capitals(s.text) for s in sources))
     out: dict[str, frozenset[str]] = {}
     for size in (3, 4):
         for i in range(len(words) - size + 1):
@@ -877,6 +882,11 @@ def _initialled(question: str, sources: Sequence[Numbered]) -> dict[str, frozens
             if short in capitals and all(len(w) > 2 for w in run):
                 out[stem(short)] = frozenset(terms(" ".join(run)))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _capitals(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\b[A-Z]{3,4}\b", text))
 
 
 def _with_acronyms(own: set[str], spelled: dict[str, frozenset[str]]) -> set[str]:
