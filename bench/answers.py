@@ -92,11 +92,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.corpus_questions import CORPUS
 from bench.table import render
 from parley.settings import Settings
 
 EVAL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "sec10q-dev"
-CORPUS = EVAL.parent.parent / "corpus"
 # The shipped default: what the gateway retrieves for an answer.
 K = int(Settings.model_fields["retrieval_k"].default)
 _DATE = re.compile(
@@ -252,12 +252,10 @@ def corpus_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     columns, a rig procedure, a course schedule, an OCRed diary, a data model, a contract
     notice), asked what their holder would ask (bench/corpus_questions.py, written without
     reading the answerer)."""
-    from bench.corpus_questions import QUESTIONS, UNANSWERABLE
+    from bench.corpus_questions import QUESTIONS, UNANSWERABLE, documents
 
-    files = {Path(name).name: (CORPUS / name).read_bytes()
-             for name in dict.fromkeys(name for name, _, _ in QUESTIONS)}
     items = [Item(question, phrases=phrases) for _, question, phrases in QUESTIONS]
-    return files, items, [Item(q, answerable=False) for q in UNANSWERABLE]
+    return documents(), items, [Item(q, answerable=False) for q in UNANSWERABLE]
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

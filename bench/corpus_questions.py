@@ -3,6 +3,13 @@ answerer), for `bench answers --sets corpus`. Each answerable question names the
 about and one or more short phrases (or figures) that a correct answer must contain, copied from
 the document's text as extracted; then questions that none of these documents answers."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Beside the project in CI and development, not in a user's clone.
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+
 # (file path relative to ../shared/corpus, question, (phrase, ...))
 QUESTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     # IRS Instructions for Form 1040NR (2007), 50 pages: questions from all over the document.
@@ -236,3 +243,9 @@ UNANSWERABLE: tuple[str, ...] = (
     "What is the total dollar value of the VA coaching contract?",
     "What's a good recipe for banana bread?",
 )
+
+
+def documents() -> dict[str, bytes]:
+    """The files the questions are about, by file name (read from :data:`CORPUS`)."""
+    return {Path(name).name: (CORPUS / name).read_bytes()
+            for name in dict.fromkeys(name for name, _, _ in QUESTIONS)}

@@ -339,18 +339,13 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Case]]:
 def corpus_set() -> tuple[dict[str, bytes], list[Case]] | None:
     """Real documents nobody on the project wrote (../shared/corpus; bench/corpus_questions.py):
     the answer passage is the chunk of the question's document that holds its first phrase."""
-    from pathlib import Path
+    from bench.corpus_questions import CORPUS, QUESTIONS, documents
 
-    from bench.corpus_questions import QUESTIONS
-
-    root = EVAL.parent.parent / "corpus"
-    if not root.exists():
+    if not CORPUS.exists():
         return None
-    files = {Path(name).name: (root / name).read_bytes()
-             for name in dict.fromkeys(name for name, _, _ in QUESTIONS)}
     cases = [Case(question, frozenset({Path(name).name}), frozenset(), phrases[0],
                   phrase=phrases[0]) for name, question, phrases in QUESTIONS]
-    return files, cases
+    return documents(), cases
 
 
 async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
