@@ -47,6 +47,7 @@ How a passage is chosen (no model, no I/O):
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -101,7 +102,17 @@ _SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fracti
 # "How long", "how often", "how soon": the adverb asks for a duration or a frequency, as "how
 # much" asks for an amount: what kind of answer is wanted, not what it is about; no passage
 # says "long", and it weighed the most.
-_HOW = re.compile(r"\bhow\s+(?:long|often|quickly|soon|fast|far|early|late)\b", re.IGNORECASE)
+_HOW = re.compile(r"\bhow\s+(?:long|often|quickly|soon|fast|far|early|late|old)\b", re.IGNORECASE)
+# A question for a length of time or an age, and a passage that gives one ("within 60 days",
+# "3 years from the date", "under age 17"): the kind of answer it asks for, as an amount is.
+_ASKS_SPAN = re.compile(r"\bhow\s+long\b|\bhow\s+many\s+(?:days|weeks|months|years|hours)\b"
+                        r"|\bby\s+when\b", re.IGNORECASE)
+_COUNT = r"(?:\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|" \
+    r"thirty|forty|forty-five|sixty|ninety)"
+_SPAN = re.compile(rf"\b{_COUNT}[\s-]+(?:\w+\s+)?(?:days?|weeks?|months?|years?|hours?)\b",
+                   re.IGNORECASE)
+_ASKS_AGE = re.compile(r"\bhow\s+old\b|\bwhat\s+age\b|\bage\s+limit\b", re.IGNORECASE)
+_AGE = re.compile(r"\bage\s+\d+|\b\d+\s+years?\s+(?:old|of\s+age)\b", re.IGNORECASE)
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -120,6 +131,7 @@ _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
+_JOINED = re.compile(r"-\d")  # "73301-0215", "1545-0074", "1-800-661-2638"
 _TOTAL = re.compile(r"total\b", re.IGNORECASE)  # a table's total row's label
 # A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17", "Page 4"): never
 # quoted. A line of cells ending in a page number whose other cells hold no figure; a table row
@@ -241,6 +253,10 @@ _PHRASE_TERMS = ("year", "research", "research", "q1 quarter", "q2 quarter", "q3
 _INITIALS = re.compile(r"\b((?:[A-Z]\.){2,4})(?![A-Za-z])")
 
 
+# "OMB No. 1545-0074", "Policy # 42": the number a question asks for by that word.
+_NUMBER_SIGN = re.compile(r"\b[Nn]o\.(?=\s*\d)|#(?=\s*\d)")
+
+
 def _initials(match: re.Match[str]) -> str:
     return match.group(1).replace(".", "")
 
@@ -261,6 +277,7 @@ def terms(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def _terms(text: str) -> tuple[str, ...]:
     text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", _INITIALS.sub(_initials, text)))
+    text = _NUMBER_SIGN.sub("number ", text)
     out = []
     for token in _WORD.findall(text):
         if token[0].isdigit():
@@ -327,6 +344,9 @@ def _amounts(line: str, *, first: bool = False) -> int:
     count = 0
     for m in _AMOUNT.finditer(line):
         token, percent = m.group(1), m.group(2)
+        if _JOINED.match(line, m.end()) or (m.start() > 1 and line[m.start() - 1] == "-"
+                                            and line[m.start() - 2].isdigit()):
+            continue  # a number joined to another by a hyphen: a code, a ZIP+4, a phone number
         digits = figure(token.strip("$()"))
         if percent or "$" in token or "." in digits or (
                 len(digits.replace(".", "")) >= 3 and not _YEAR.fullmatch(digits)):
@@ -342,8 +362,8 @@ def _is_row(line: str) -> bool:
     if line.rstrip().endswith(".") or (_DATES_AT_END.search(line) and _HEADING.search(line)):
         return False  # a sentence; column headings (their dates are not figures)
     words = re.findall(r"[A-Za-z]{2,}", line)
-    if len(words) > 12:
-        return False
+    if len(words) > 12 or _DANGLING.search(line):
+        return False  # a row ends on its figures, not on "... and 1042-S) until the"
     amounts = _amounts(line)
     if amounts < 1:
         return False
@@ -356,6 +376,13 @@ def _is_row(line: str) -> bool:
     return len(words) <= 12
 
 
+# A sentence that announces what follows, and one that goes on about the sentence before it.
+_ANNOUNCES = re.compile(r"(?:\bthe following\b[^.]*|\bas follows|:|\b1\.)\s*$"
+                        r"|\bthe following\b.*\b1\.$", re.IGNORECASE)
+_REFERS_BACK = re.compile(r"(?:[A-Z][a-z]+,\s+)?(?:[Tt]his|[Tt]hese|[Tt]hat|[Ii]t|[Tt]hey|"
+                          r"[Ss]uch)\b")
+_DANGLING = re.compile(r"\b(?:the|a|an|of|to|and|or|until|by|for|with|from|that|which|in|on|at|"
+                       r"as|is|are|was|were)$")
 # A line that leaves its sentence open: it ends on a word that needs what follows ("decreased
 # to", "you can deduct only", "the value was"), or it is a line of a paragraph (six words or
 # more, lower case last) rather than a row's label.
@@ -621,6 +648,7 @@ def answer(
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).
         return _not_found(sources, 0.0)
+    q_terms = _joined(question, q_terms, pool)
     weights = _weights(q_terms, pool)
     everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))
     missing = [name for name in names(question) if not set(terms(name)) <= everywhere]
@@ -638,6 +666,8 @@ def answer(
     total = sum(weights.values())
     wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
     q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
+    asks_kind = _SPAN if _ASKS_SPAN.search(question) else _AGE if _ASKS_AGE.search(
+        question) else None
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     # What a source's document holds among the sources: a slide that does not repeat the
@@ -727,6 +757,8 @@ def answer(
             q_numbers and set(numbers(unit.text)) <= set(q_numbers) and not _is_cells(unit.text)))
         if wants_amount:
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
+        if asks_kind is not None and asks_kind.search(unit.text):
+            score += 0.1
         elif wants_reason:
             score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
         if unit.columns and named_terms & own:
@@ -826,11 +858,21 @@ def answer(
         line, part_unit, whole_unit = share
         parts.append(line)
         chosen = [part_unit, whole_unit]
+    following = {(u.rank, u.order): u for u in pool}
+    quoted = {id(u) for u in chosen}
     for u in chosen:
         lead = _figure_line(u, question, words) if u.row is not None else None
         if lead:
             parts.append(f"{lead} [{u.n}]")
         body = _tidy(u.text, 600)
+        after = following.get((u.rank, u.order + 1))
+        if not u.is_row and after is not None and not after.is_row and id(after) not in quoted \
+                and (_ANNOUNCES.search(u.text) or _REFERS_BACK.match(after.text)):
+            # "... any of the following four conditions applies to you. 1." / "You were a
+            # nonresident alien ..."; "Keep a copy of your tax return ..." / "Usually, this is
+            # 3 years ...": the next sentence completes this one, which alone says too little.
+            quoted.add(id(after))
+            body = f"{body} {_tidy(after.text, 400)}"
         if u.is_row and u.columns:
             body = f"{body} (columns: {_tidy(u.columns, 200)})"
         if u.row is not None and not lead:
@@ -838,6 +880,21 @@ def answer(
         parts.append(f"{body} [{u.n}]")
     cited = tuple(dict.fromkeys(u.n for u in chosen))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+def _joined(question: str, q_terms: list[str], pool: Sequence[Unit]) -> list[str]:
+    """``q_terms`` with two words the question writes apart and the sources as one ("roll over"
+    / "rollover", "pay roll" / "payroll", "on-site" / "onsite") as that one term."""
+    words = re.findall(r"[A-Za-z]+", question)
+    pairs = {stem(a + b): (stem(a), stem(b)) for a, b in itertools.pairwise(words)
+             if len(a) > 1 and len(b) > 1}
+    if not pairs:
+        return q_terms
+    present = {t for u in pool for t in _terms(u.text)} & set(pairs)
+    out = list(q_terms)
+    for whole in present:
+        out = [t for t in out if t not in pairs[whole]] + [whole]
+    return out
 
 
 # "Alternative minimum tax (AMT)": a term the sources define by its initials.

@@ -866,3 +866,67 @@ def test_words_of_a_question_that_a_source_writes_as_initials() -> None:
     result = answer("What personal protective equipment is specific to laying down tubulars?",
                     sources)
     assert "Safety Harness" in result.text.splitlines()[0], result.text
+
+
+def test_a_sentence_that_announces_a_list_or_is_referred_back_to_brings_the_next() -> None:
+    # Alone, "... the following four conditions applies to you. 1." names no condition, and
+    # "Keep a copy ... until the statute of limitations runs out" says no time: the next
+    # sentence completes each. A sentence that starts another subject is not brought.
+    sources = [Numbered(1, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
+               for text in (
+                   "Who Must File\nFile Form 1040NR if any of the\nfollowing four conditions "
+                   "applies to you. 1. You were a nonresident alien\nengaged in a trade or "
+                   "business in the\nUnited States during 2007. Amended returns are filed on "
+                   "Form 1040X.",
+                   "How Long Should Records Be Kept? Keep a copy of your tax return,\n"
+                   "worksheets you used, and records of all\nitems appearing on it (such as "
+                   "Forms\nW-2, 1099, and 1042-S) until the\nstatute of limitations runs out "
+                   "for that\nreturn. Usually, this is 3 years from the\ndate the return was "
+                   "due or filed. Amended returns are filed on Form 1040X.")]
+    who = answer("Who has to file Form 1040-NR?", sources).text.splitlines()[0]
+    assert "1. You were a nonresident alien engaged in a trade or business" in who, who
+    kept = answer("How long should I keep my tax records?", sources).text.splitlines()[0]
+    # "... 1042-S) until the" ends on "the": a sentence goes on, not a row of two figures.
+    assert "(such as Forms W-2, 1099, and 1042-S) until the statute of limitations" in kept
+    assert "Usually, this is 3 years" in kept and "1040X" not in kept, kept
+
+
+def test_numbers_joined_by_a_hyphen_are_a_code_not_amounts() -> None:
+    # A ZIP+4 made "Austin, TX 73301-0215 ..." a row of two figures, cutting the sentence that
+    # names the place; "OMB No. 1545-0074" is the number a question asks for by that word.
+    sources = [Numbered(1, "2007 Instruction 1040-NR", "Where To File\nIndividuals. File Form "
+                        "1040NR with\nthe Department of the Treasury,\nInternal Revenue "
+                        "Service Center,\nAustin, TX 73301-0215 U.S.A. Estates and trusts "
+                        "file with the Service Center in Cincinnati, OH 45999-0048 U.S.A.",
+                        document="i1040nr.pdf")]
+    result = answer("Where do individuals file Form 1040NR?", sources)
+    assert "Internal Revenue Service Center, Austin, TX 73301-0215" in result.text, result.text
+    assert terms("OMB No. 1545-0074, policy # 12") == ["omb", "number", "1545", "0074", "policy",
+                                                      "number", "12"]
+
+
+def test_a_question_for_a_length_of_time_or_an_age_prefers_a_passage_that_gives_one() -> None:
+    sources = [Numbered(1, "Acme Employee Handbook", text, document="handbook.docx")
+               for text in (
+                   "Probation applies to new employees and is reviewed by the line manager "
+                   "with HR at its end.",
+                   "The probation period for new employees is six months from the start date.",
+                   "A dependant child counts for the family allowance while under age 18 and "
+                   "living at home with the employee.",
+                   "The family allowance is paid with the salary for each dependant child "
+                   "living at home.")]
+    long = answer("How long is probation for new employees?", sources)
+    assert "six months" in long.text.splitlines()[0], long.text
+    old = answer("How old can a child be for the family allowance?", sources)
+    assert "under age 18" in old.text.splitlines()[0], old.text
+
+
+def test_two_words_a_source_writes_as_one_are_one_term() -> None:
+    sources = [Numbered(1, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
+               for text in (
+                   "Generally, a qualified rollover must be made within 60 days after the day "
+                   "you received the distribution.",
+                   "Enter the total distribution on line 16a if you moved part of it from one "
+                   "IRA to another IRA of the same type.")]
+    result = answer("How long do I have to roll over an IRA distribution?", sources)
+    assert "within 60 days" in result.text.splitlines()[0], result.text
