@@ -84,7 +84,8 @@ _FOCUS = re.compile(r"\b(?:which|what (?:kind|type|sort)s? of)\s+([A-Za-z][A-Za-
 _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|months)\b|\btrends?\b|"
                     r"\bover time\b|\bquarter[- ]over[- ]quarter\b|\byear[- ]over[- ]year\b|"
                     r"\bacross (?:the |these |all )?(?:\w+ ){0,2}(?:quarters|periods|years|months|"
-                    r"filings|reports)\b|\bfluctuat(?:e|ed|es|ing)\b",
+                    r"filings|reports)\b|\bfluctuat(?:e|ed|es|ing)\b|"
+                    r"\bin (?:the|these|all) (?:reported |recent )?(?:quarters|periods)\b",
                     re.IGNORECASE)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
@@ -178,7 +179,9 @@ generate generated generating contribute contributed impact impacted affect affe
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
 indicate indicates indicated get gets got getting come comes came coming
-latest recent newest current last
+latest recent newest current last engage engaged engaging
+analyze analyse analyzing analysing assess evaluate examine interpret summarize summarise
+elaborate insight insights
 i'm i've i'd i'll don't doesn't didn't can't won't isn't aren't
 """)
 # Words that say what kind of answer is wanted, not what it is about: they count, but less.
@@ -605,7 +608,7 @@ def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
     n = max(1, len(docs))
     weak = _weak_stems()
     out = {}
-    for t in set(question):
+    for t in dict.fromkeys(question):  # in the question's order: sums, so ties, repeat
         df = sum(t in d for d in docs)
         w = math.log((n + 1) / (df + 0.5))
         if t in weak:
@@ -805,6 +808,22 @@ def answer(
                           near=near, closeness=closeness)
             if part.found:
                 return part
+        related = _related_parts(question)
+        if related:
+            # "Analyze how the changes in X's inventory levels relate to its discussion of
+            # supply chain risks": the relation is an interpretation no passage states; each
+            # side is a question the documents can answer.
+            sides = [(side, answer(side, sources, min_coverage=min_coverage, max_units=2,
+                                   near=near, closeness=closeness)) for side in related]
+            found = [a for _, a in sides if a.found]
+            if found:
+                # A side the documents do not hold is said to be missing, not left out: the
+                # reader is not to take half an answer for the whole.
+                missing = [f"“{_topic(side)}” is {NOT_FOUND} I searched." for side, a in sides
+                           if not a.found]
+                return Answer("\n".join([*(a.text for a in found), *missing]), True,
+                              tuple(dict.fromkeys(n for a in found for n in a.cited)),
+                              max(a.coverage for a in found))
         return _not_found(sources, best_coverage)
     chosen: list[Unit] = []
     seen: set[str] = set()
@@ -970,6 +989,41 @@ def _first_part(question: str) -> str | None:
     return question[:match.start()]
 
 
+# "How do A relate to B", "how does A correlate with B", "how did A reflect on B": two things
+# asked about and a relation between them. A locating lead ("In X's Q3 2023 10-Q,") is of both.
+_RELATION = re.compile(r"\s+(?:relates?|related|correlates?|correlated|reflects?(?:\s+on)?|"
+                       r"aligns?|tie(?:s|d)?\s+(?:in|back)|connects?|compares?)\s+(?:to|with)?\s*",
+                       re.IGNORECASE)
+_LOCATOR = re.compile(r"^(?:in|for|from|based on|according to)\b[^,?]{3,80},\s*", re.IGNORECASE)
+
+
+def _related_parts(question: str) -> tuple[str, str] | None:
+    """The two sides of a question about a relation ("In X's 10-Q, analyze how the changes in
+    inventory relate to the discussion of supply chain risks" -> "In X's 10-Q, analyze how the
+    changes in inventory", "In X's 10-Q, the discussion of supply chain risks"); None when it
+    asks no relation or a side says too little to be asked alone."""
+    match = _RELATION.search(question)
+    if match is None:
+        return None
+    locator = _LOCATOR.match(question)
+    lead = locator.group(0) if locator else ""
+    left = question[:match.start()].rstrip(" ,")
+    right = question[match.end():].rstrip(" ?.")
+    if len(terms(left[len(lead):])) < 2 or len(terms(right)) < 2:
+        return None
+    return f"{left}?", f"{lead}{right}?"
+
+
+def _topic(side: str) -> str:
+    """What one side of a relation asks about, as a reader would name it: "In X's 10-Q, analyze
+    how the changes in inventory?" -> "the changes in inventory"."""
+    if (lead := _LOCATOR.match(side)) is not None:
+        side = side[lead.end():]
+    side = re.sub(r"^(?:[a-z]+\s+)?how\s+(?:(?:do|does|did|has|have|is|are|was|were)\s+)?", "",
+                  side, flags=re.IGNORECASE)
+    return side.rstrip(" ?")
+
+
 def _total_of(caption: Unit, pool: Sequence[Unit]) -> Unit | None:
     """The total row of the table that ``caption`` introduces ("Share repurchase activity ...
     was as follows (in millions ...):"), in its source or in one that continues the table:
@@ -1029,11 +1083,20 @@ def _trend(scored: Sequence[tuple[float, float, Unit]], sources: Sequence[Number
     least ``least`` (wherever it ranks among the passages) as each period's source gives it (of
     ``sources``: those of the company the question names), one row a period, the latest period
     first (at most six). Empty when no row covers that much."""
-    row = next((u.row for _, c, u in scored if u.row is not None and c >= least), None)
-    if row is None:
-        return []
-    label = row.label.lower()
     titles = {s.n: s.title for s in sources}
+    found = next(((c, u.row) for _, c, u in scored if u.row is not None and c >= least), None)
+    said_best = max((c for _, c, u in scored if not u.is_row and _MONEY.search(u.text)),
+                    default=0.0)
+    row = found[1] if found is not None and found[0] >= said_best else None
+    if row is None:
+        # No table gives it: each period's best sentence with an amount ("During the three
+        # months ended ..., the Company repurchased 262 million shares ... for $38.1 billion").
+        said: dict[tuple[int, int], Unit] = {}
+        for _, coverage, unit in scored:
+            if unit.n in titles and coverage >= least and _MONEY.search(unit.text):
+                said.setdefault(period_key(titles[unit.n]), unit)
+        return [said[k] for k in sorted(said, reverse=True)][:6]
+    label = row.label.lower()
     by_period: dict[tuple[int, int], Unit] = {}
     for _, coverage, unit in scored:  # best first: each period keeps its best such row
         if (unit.row is not None and unit.n in titles and unit.row.label.lower() == label
@@ -1138,6 +1201,9 @@ def _in_full(unit: Unit) -> str:
         if value:
             full.append(f"{value} shares" if measure.endswith("shares") else value)
     return f" (in full: {'; '.join(full)})" if full else ""
+
+
+_MONEY = re.compile(r"\$\s?\d|\d(?:\.\d+)?\s*(?:%|percent\b|million\b|billion\b|thousand\b)")
 
 
 def _has_amount(text: str) -> bool:

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from inference_worker import tables
+from inference_worker import extractive, tables
 from inference_worker.extractive import (
     NOT_FOUND,
     Numbered,
@@ -930,3 +930,44 @@ def test_two_words_a_source_writes_as_one_are_one_term() -> None:
                    "IRA to another IRA of the same type.")]
     result = answer("How long do I have to roll over an IRA distribution?", sources)
     assert "within 60 days" in result.text.splitlines()[0], result.text
+
+
+def test_a_question_about_a_relation_is_answered_side_by_side() -> None:
+    # No passage says how inventories "reflect on supply chain efficiency": that is the
+    # reader's to judge. The inventories row and the supply sentence are what the filing holds.
+    sources = [Numbered(1, "Form 10-Q · Contoso Ltd · Q3 2022 · 2022-06-25",
+                        "CONDENSED CONSOLIDATED BALANCE SHEETS (In millions)\nJune 25,\n2022\n"
+                        "September 25,\n2021\nInventories 5,433 6,580\nVendor non-trade "
+                        "receivables 30,000 25,228\n", document="contoso.pdf"),
+               Numbered(2, "Form 10-Q · Contoso Ltd · Q3 2022 · 2022-06-25",
+                        "The Company's supply chain relies on outsourcing partners in Asia, and "
+                        "component shortages may constrain production.", document="contoso.pdf")]
+    question = ("In Contoso's Q3 2022 10-Q, analyze how the changes in Contoso's inventory "
+                "levels relate to the discussion of its supply chain.")
+    assert extractive._related_parts(question) == (
+        "In Contoso's Q3 2022 10-Q, analyze how the changes in Contoso's inventory levels?",
+        "In Contoso's Q3 2022 10-Q, the discussion of its supply chain?")
+    result = answer(question, sources)
+    assert result.found and "5,433" in result.text and "supply chain relies" in result.text, \
+        result.text
+    assert extractive._related_parts("How do I relate to my manager?") is None
+    half = answer("How did Contoso's inventory levels correlate with its cafeteria menu prices?",
+                  sources)
+    assert "5,433" in half.text, half.text
+    assert half.text.splitlines()[-1] == (
+        "“its cafeteria menu prices” is not in the documents I searched."), half.text
+
+
+def test_a_trend_no_table_gives_is_read_from_each_periods_sentence() -> None:
+    sources = [Numbered(n, f"Form 10-Q · Contoso Ltd · {label}", text, document=f"{n}.pdf")
+               for n, (label, text) in enumerate((
+                   ("Q2 2023 · 2023-04-01", "Share Repurchase Program. During the six months "
+                    "ended April 1, 2023, the Company repurchased 262 million shares of its "
+                    "common stock for $38.1 billion."),
+                   ("Q1 2023 · 2022-12-31", "Share Repurchase Program. During the three months "
+                    "ended December 31, 2022, the Company repurchased 133 million shares of its "
+                    "common stock for $19.0 billion.")), start=1)]
+    result = answer("Has Contoso engaged in any share repurchases in the reported quarters?",
+                    sources)
+    lines = result.text.splitlines()
+    assert "262 million" in lines[0] and "133 million" in lines[1], result.text
