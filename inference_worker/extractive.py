@@ -195,7 +195,7 @@ SYNONYMS = {
     "r&d": "research", "profit": "income", "earnings": "income", "spend": "expense",
     "spent": "expense", "increas": "chang", "decreas": "chang", "grew": "chang", "grow": "chang",
     "declin": "chang", "rose": "chang", "fell": "chang", "fluctuat": "chang", "trend": "chang",
-    "spending": "expense", "deadline": "due",
+    "spending": "expense", "deadline": "due", "respons": "respond",
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
     "delivery": "ship", "deliveries": "ship",

@@ -973,10 +973,12 @@ def test_a_trend_no_table_gives_is_read_from_each_periods_sentence() -> None:
     assert "262 million" in lines[0] and "133 million" in lines[1], result.text
 
 
-def test_a_deadline_is_the_due_date_a_source_writes() -> None:
+def test_a_deadline_is_the_due_date_a_source_writes_and_a_response_responds() -> None:
     sources = [Numbered(1, "2007 Instruction 1040-NR", "Extension of time to file. If you cannot "
                         "file your return by the due date, you should file Form 4868.",
                         document="i1040nr.pdf")]
     result = answer("I can't get my return done by the deadline. How do I get more time?",
                     sources)
     assert "Form 4868" in result.text, result.text
+    # "responses" was "respons", never the "respond" of a question.
+    assert terms("All responses must be sent") == terms("respond must be sent")
