@@ -172,14 +172,14 @@ did done has have had having it its it's this that these those there their they 
 we our you your i me my what which who whom whose when where why how much many any some all each
 every both either neither not no nor so than then too very can could should would may might must
 will shall about above after again against before below between into through during out over under
-up down off further once here more most other such only own same just also if whether per via across
+up off further once here more most other such only own same just also if whether per via across
 tell show give list describe explain please report reported reports disclose disclosed mention
 mentioned according document documents filing filings 10-q 10-k company company's companies
 generate generated generating contribute contributed impact impacted affect affected relate related
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
 indicate indicates indicated get gets got getting come comes came coming
-latest recent newest current last engage engaged engaging
+latest recent newest current last engage engaged engaging happen happens happened
 analyze analyse analyzing analysing assess evaluate examine interpret summarize summarise
 elaborate insight insights
 i'm i've i'd i'll don't doesn't didn't can't won't isn't aren't

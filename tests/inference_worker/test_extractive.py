@@ -982,3 +982,15 @@ def test_a_deadline_is_the_due_date_a_source_writes_and_a_response_responds() ->
     assert "Form 4868" in result.text, result.text
     # "responses" was "respons", never the "respond" of a question.
     assert terms("All responses must be sent") == terms("respond must be sent")
+
+
+def test_what_happens_is_a_frame_and_down_is_what_is_asked() -> None:
+    # "happens" is in no passage (so it weighed the most) and "down" was a stop word: the
+    # question was refused, its answer among the sources.
+    sources = [Numbered(1, "How a document travels through Parley", text, document="handbook.pdf")
+               for text in ("A document uploaded through the portal is stored in the blob store, "
+                            "and an ingest request is put on the ingest queue.",
+                            "Nothing is lost if a worker is down: the request waits on the queue "
+                            "until a worker takes it.")]
+    result = answer("What happens if a worker is down?", sources)
+    assert "waits on the queue" in result.text.splitlines()[0], result.text
