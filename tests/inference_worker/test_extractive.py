@@ -808,6 +808,11 @@ def instructions() -> list[Numbered]:
             for n, text in enumerate(INSTRUCTIONS, start=1)]
 
 
+def sources_of(title: str, document: str, *texts: str) -> list[Numbered]:
+    """One numbered source per text, all of one document."""
+    return [Numbered(n, title, text, document=document) for n, text in enumerate(texts, start=1)]
+
+
 def test_a_figure_a_sentence_goes_on_to_on_the_next_line_is_quoted_with_it() -> None:
     result = answer("What is the AMT exemption amount?", instructions())
     first = result.text.splitlines()[0]
@@ -872,17 +877,18 @@ def test_a_sentence_that_announces_a_list_or_is_referred_back_to_brings_the_next
     # Alone, "... the following four conditions applies to you. 1." names no condition, and
     # "Keep a copy ... until the statute of limitations runs out" says no time: the next
     # sentence completes each. A sentence that starts another subject is not brought.
-    sources = [Numbered(1, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
-               for text in (
-                   "Who Must File\nFile Form 1040NR if any of the\nfollowing four conditions "
-                   "applies to you. 1. You were a nonresident alien\nengaged in a trade or "
-                   "business in the\nUnited States during 2007. Amended returns are filed on "
-                   "Form 1040X.",
-                   "How Long Should Records Be Kept? Keep a copy of your tax return,\n"
-                   "worksheets you used, and records of all\nitems appearing on it (such as "
-                   "Forms\nW-2, 1099, and 1042-S) until the\nstatute of limitations runs out "
-                   "for that\nreturn. Usually, this is 3 years from the\ndate the return was "
-                   "due or filed. Amended returns are filed on Form 1040X.")]
+    sources = sources_of(
+        "2007 Instruction 1040-NR", "i1040nr.pdf",
+        "Who Must File\nFile Form 1040NR if any of the\nfollowing four conditions "
+        "applies to you. 1. You were a nonresident alien\nengaged in a trade or "
+        "business in the\nUnited States during 2007. Amended returns are filed on "
+        "Form 1040X.",
+        "How Long Should Records Be Kept? Keep a copy of your tax return,\n"
+        "worksheets you used, and records of all\nitems appearing on it (such as "
+        "Forms\nW-2, 1099, and 1042-S) until the\nstatute of limitations runs out "
+        "for that\nreturn. Usually, this is 3 years from the\ndate the return was "
+        "due or filed. Amended returns are filed on Form 1040X."
+    )
     who = answer("Who has to file Form 1040-NR?", sources).text.splitlines()[0]
     assert "1. You were a nonresident alien engaged in a trade or business" in who, who
     kept = answer("How long should I keep my tax records?", sources).text.splitlines()[0]
@@ -894,42 +900,49 @@ def test_a_sentence_that_announces_a_list_or_is_referred_back_to_brings_the_next
 def test_numbers_joined_by_a_hyphen_are_a_code_not_amounts() -> None:
     # A ZIP+4 made "Austin, TX 73301-0215 ..." a row of two figures, cutting the sentence that
     # names the place; "OMB No. 1545-0074" is the number a question asks for by that word.
-    sources = [Numbered(1, "2007 Instruction 1040-NR", "Where To File\nIndividuals. File Form "
-                        "1040NR with\nthe Department of the Treasury,\nInternal Revenue "
-                        "Service Center,\nAustin, TX 73301-0215 U.S.A. Estates and trusts "
-                        "file with the Service Center in Cincinnati, OH 45999-0048 U.S.A.",
-                        document="i1040nr.pdf")]
+    assert extractive._amounts("Austin, TX 73301-0215 U.S.A. Estates and trusts. File Form") == 0
+    assert extractive._amounts("Call 1-800-661-2638 or 1545-0074") == 0
+    assert extractive._amounts("Total 1,234 $ 5,678 -120") == 3
+    sources = sources_of(
+        "2007 Instruction 1040-NR", "i1040nr.pdf",
+        "Where To File\nIndividuals. File Form 1040NR with\nthe Department of the Treasury,\n"
+        "Internal Revenue Service Center,\nAustin, TX 73301-0215 U.S.A. Estates and trusts. "
+        "File Form\n1040NR with the Department of the\nTreasury, Internal Revenue Service\n"
+        "Center, Cincinnati, OH 45999-0048\nU.S.A.")
     result = answer("Where do individuals file Form 1040NR?", sources)
     assert "Internal Revenue Service Center, Austin, TX 73301-0215" in result.text, result.text
     assert terms("OMB No. 1545-0074, policy # 12") == ["omb", "number", "1545", "0074", "policy",
                                                       "number", "12"]
 
 
-def test_a_question_for_a_length_of_time_or_an_age_prefers_a_passage_that_gives_one() -> None:
-    sources = [Numbered(1, "Acme Employee Handbook", text, document="handbook.docx")
-               for text in (
-                   "Probation applies to new employees and is reviewed by the line manager "
-                   "with HR at its end.",
-                   "The probation period for new employees is six months from the start date.",
-                   "A dependant child counts for the family allowance while under age 18 and "
-                   "living at home with the employee.",
-                   "The family allowance is paid with the salary for each dependant child "
-                   "living at home.")]
-    long = answer("How long is probation for new employees?", sources)
-    assert "six months" in long.text.splitlines()[0], long.text
-    old = answer("How old can a child be for the family allowance?", sources)
-    assert "under age 18" in old.text.splitlines()[0], old.text
+HANDBOOK = (
+    "Probation applies to new employees and is reviewed by the line manager with HR at its end.",
+    "The probation period for new employees is six months from the start date.",
+    "A dependant child counts for the family allowance while under age 18 and living at home "
+    "with the employee.",
+    "The family allowance is paid with the salary for each dependant child living at home.",
+)
+ROLLOVERS = (
+    "Generally, a qualified rollover must be made within 60 days after the day you received "
+    "the distribution.",
+    "Enter the total distribution on line 16a if you moved part of it from one IRA to another "
+    "IRA of the same type.",
+)
 
 
-def test_two_words_a_source_writes_as_one_are_one_term() -> None:
-    sources = [Numbered(1, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
-               for text in (
-                   "Generally, a qualified rollover must be made within 60 days after the day "
-                   "you received the distribution.",
-                   "Enter the total distribution on line 16a if you moved part of it from one "
-                   "IRA to another IRA of the same type.")]
-    result = answer("How long do I have to roll over an IRA distribution?", sources)
-    assert "within 60 days" in result.text.splitlines()[0], result.text
+@pytest.mark.parametrize(("question", "texts", "expected"), [
+    # "how long" asks for a length of time, "how old" for an age: a passage that gives one
+    # scores as a figure does for an amount.
+    ("How long is probation for new employees?", HANDBOOK, "six months"),
+    ("How old can a child be for the family allowance?", HANDBOOK, "under age 18"),
+    # Two words the question writes apart and a source as one ("roll over" / "rollover").
+    ("How long do I have to roll over an IRA distribution?", ROLLOVERS, "within 60 days"),
+])
+def test_the_passage_that_gives_what_is_asked_leads(
+    question: str, texts: tuple[str, ...], expected: str
+) -> None:
+    result = answer(question, sources_of("Acme Employee Handbook", "handbook.docx", *texts))
+    assert expected in result.text.splitlines()[0], result.text
 
 
 def test_a_question_about_a_relation_is_answered_side_by_side() -> None:
@@ -987,10 +1000,11 @@ def test_a_deadline_is_the_due_date_a_source_writes_and_a_response_responds() ->
 def test_what_happens_is_a_frame_and_down_is_what_is_asked() -> None:
     # "happens" is in no passage (so it weighed the most) and "down" was a stop word: the
     # question was refused, its answer among the sources.
-    sources = [Numbered(1, "How a document travels through Parley", text, document="handbook.pdf")
-               for text in ("A document uploaded through the portal is stored in the blob store, "
-                            "and an ingest request is put on the ingest queue.",
-                            "Nothing is lost if a worker is down: the request waits on the queue "
-                            "until a worker takes it.")]
+    sources = sources_of(
+        "How a document travels through Parley", "handbook.pdf",
+        "A document uploaded through the portal is stored in the blob store, and an ingest "
+        "request is put on the ingest queue.",
+        "Nothing is lost if a worker is down: the request waits on the queue until a worker "
+        "takes it.")
     result = answer("What happens if a worker is down?", sources)
     assert "waits on the queue" in result.text.splitlines()[0], result.text
