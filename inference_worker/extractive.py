@@ -36,6 +36,10 @@ How a passage is chosen (no model, no I/O):
   (Three Months Ended July 1, 2023): $81,797 [n]"), then the row itself is quoted; for "what
   percentage of X was Y" with no row giving it, the share is worked out from the X and Y rows of
   one column and shown with its working, which grounding checks;
+- a chosen sentence that announces what follows ("the following ...", a colon, "1.") or whose
+  next sentence refers back to it ("Usually, this is 3 years ...") is quoted with that next
+  sentence; a question about a relation ("how do A relate to B") that no passage covers is
+  answered side by side, A and B each as a question, a side the sources lack said to be missing;
 - where a row's table declares its unit ("(in thousands)", "shares in thousands": the caption or
   heading above it in the same source, :func:`inference_worker.tables.scale`), the lead figure
   is also written in full ("$81,797 million ($81,797,000,000)"), and a row quoted without a lead
