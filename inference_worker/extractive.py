@@ -136,6 +136,8 @@ _NUMBER = re.compile(r"(?<![\w.])\$?\(?\d[\d,]*(?:\.\d+)?\)?%?")
 _FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _AMOUNT = re.compile(r"(?<![\w.])(\$?\s?\(?\d[\d,]*(?:\.\d+)?\)?)(\s?%)?")
 _YEAR = re.compile(r"(?:19|20)\d\d")
+# Money or a share written as such ("$38.1", "262 million", "3%"), not a bare count or a year.
+_MONEY = re.compile(r"\$\s?\d|\d(?:\.\d+)?\s*(?:%|percent\b|million\b|billion\b|thousand\b)")
 _JOINED = re.compile(r"-\d")  # "73301-0215", "1545-0074", "1-800-661-2638"
 _TOTAL = re.compile(r"total\b", re.IGNORECASE)  # a table's total row's label
 # A running page header or footer ("Apple Inc. | Q3 2023 Form 10-Q | 17", "Page 4"): never
@@ -655,9 +657,9 @@ def answer(
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).
         return _not_found(sources, 0.0)
-    q_terms = _joined(question, q_terms, pool)
-    weights = _weights(q_terms, pool)
     everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))
+    q_terms = _joined(question, q_terms, everywhere)
+    weights = _weights(q_terms, pool)
     missing = [name for name in names(question) if not set(terms(name)) <= everywhere]
     if missing:
         # The question is about something no source names (another company, a place): the
@@ -764,10 +766,10 @@ def answer(
             q_numbers and set(numbers(unit.text)) <= set(q_numbers) and not _is_cells(unit.text)))
         if wants_amount:
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
-        if asks_kind is not None and asks_kind.search(unit.text):
-            score += 0.1
         elif wants_reason:
             score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
+        if asks_kind is not None and asks_kind.search(unit.text):
+            score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
         if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
@@ -905,15 +907,15 @@ def answer(
     return Answer("\n".join(parts), True, cited, best_coverage)
 
 
-def _joined(question: str, q_terms: list[str], pool: Sequence[Unit]) -> list[str]:
-    """``q_terms`` with two words the question writes apart and the sources as one ("roll over"
-    / "rollover", "pay roll" / "payroll", "on-site" / "onsite") as that one term."""
+def _joined(question: str, q_terms: list[str], everywhere: set[str]) -> list[str]:
+    """``q_terms`` with two words the question writes apart and the sources (whose terms are
+    ``everywhere``) as one ("roll over" / "rollover", "pay roll" / "payroll") as that one term."""
     words = re.findall(r"[A-Za-z]+", question)
     pairs = {stem(a + b): (stem(a), stem(b)) for a, b in itertools.pairwise(words)
              if len(a) > 1 and len(b) > 1}
     if not pairs:
         return q_terms
-    present = {t for u in pool for t in _terms(u.text)} & set(pairs)
+    present = everywhere & set(pairs)
     out = list(q_terms)
     for whole in present:
         out = [t for t in out if t not in pairs[whole]] + [whole]
@@ -1205,9 +1207,6 @@ def _in_full(unit: Unit) -> str:
         if value:
             full.append(f"{value} shares" if measure.endswith("shares") else value)
     return f" (in full: {'; '.join(full)})" if full else ""
-
-
-_MONEY = re.compile(r"\$\s?\d|\d(?:\.\d+)?\s*(?:%|percent\b|million\b|billion\b|thousand\b)")
 
 
 def _has_amount(text: str) -> bool:

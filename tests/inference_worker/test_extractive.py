@@ -803,14 +803,13 @@ INSTRUCTIONS = (
 )
 
 
-def instructions() -> list[Numbered]:
-    return [Numbered(n, "2007 Instruction 1040-NR", text, document="i1040nr.pdf")
-            for n, text in enumerate(INSTRUCTIONS, start=1)]
-
-
 def sources_of(title: str, document: str, *texts: str) -> list[Numbered]:
     """One numbered source per text, all of one document."""
     return [Numbered(n, title, text, document=document) for n, text in enumerate(texts, start=1)]
+
+
+def instructions() -> list[Numbered]:
+    return sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", *INSTRUCTIONS)
 
 
 def test_a_figure_a_sentence_goes_on_to_on_the_next_line_is_quoted_with_it() -> None:
