@@ -21,6 +21,10 @@ Question sets:
   year to date, each this year and a year earlier) and a balance sheet at two dates, half of
   them DOCX (tables as cells), half PDF; questions name a quarter, a date, a year to date or a
   year earlier, ask two figures at once or why revenue moved; plus ``statements-none``.
+- ``comparisons``: the same reports asked about two companies or two quarters at once ("Compare
+  A's and B's revenue in Q2 2025", "How did A's net income change from Q2 2025 to Q3 2025?"):
+  correct when both figures are there; ``comparisons-none`` compares with a company no report
+  is of.
 - ``buybacks``: the same companies' share repurchases by trading day, a table "(in thousands,
   ...)" long enough to be cut into several chunks (its caption in the first only), half DOCX;
   the quarter's total and its last row's shares (an accelerated repurchase), which the answer
@@ -212,6 +216,20 @@ def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
         else:
             items.append(Item(q.question, phrases=q.expected))
     return files, items, [Item(q.question, answerable=False) for q in unanswerable()]
+
+
+def comparisons_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The statements' reports asked about two companies or two quarters at once
+    (tests/fixtures/statements.py, ``comparisons``): a correct answer gives both figures. Not
+    answerable: a comparison with a company no report is of."""
+    from inference_worker.extractive import figure
+    from tests.fixtures.statements import comparisons, reports
+
+    files, _, _ = statements_set()
+    items = [Item(q.question, figures=tuple(figure(e) for e in q.expected))
+             for q in comparisons(reports())]
+    return files, items, [Item("Compare Halvard Shipping's and Osprey Mining's revenue in "
+                               "Q2 2025.", answerable=False)]
 
 
 def buybacks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
@@ -549,6 +567,7 @@ async def run(
         notes.append(f"corpus: skipped: {CORPUS} is absent")
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
+    sets.append(("comparisons", comparisons_set()))
     sets.append(("buybacks", buybacks_set()))
     sets.append(("handbooks", handbooks_set()))
     sets.append(("examples", examples_set()))

@@ -4,7 +4,9 @@ the tenant's documents gave themselves at ingest (:class:`parley.contracts.Docum
 - A date ("the quarter ended July 1, 2023") picks the documents whose period ends within 3 days
   of it; a quarter ("Q3 2023", "third quarter of 2023") those whose period label is that quarter;
   a fiscal year ("fiscal 2022", "FY22") those whose label or period end is in that year. The
-  first of these the question holds decides.
+  first of these kinds the question holds decides; every date (or quarter) of that kind counts,
+  and a question naming two periods that two reports hold ("Q2 2025 and Q3 2025") gets one
+  chunk of each report first.
 - An entity ("Apple", "Contoso", "Northwind" for Northwind Traders Inc.) named in the question
   narrows to the documents of that entity when the tenant holds documents of several.
 - "latest", "most recent", "last quarter" without a named period pick the documents of the
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from parley.contracts import DocumentContext
 from parley.ids import DocumentId
-from parley.periods import fiscal_year, parse_date, quarter_label
+from parley.periods import DATE, QUARTER, fiscal_year, parse_date, quarter_label
 
 _LATEST = re.compile(
     r"\b(?:latest|most recent|newest|last (?:quarter|report|filing|10-?[qk]|period|year))\b",
@@ -83,13 +85,15 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
     entity_docs = _by_entity(question, contexts)
     if entity_docs is not None:
         pool = {d: contexts[d] for d in entity_docs}
-    for reason, picked in (
+    for reason, each in (
         ("date", _by_date(question, pool)),
         ("quarter", _by_quarter(question, pool)),
-        ("fiscal_year", _by_fiscal_year(question, pool)),
+        ("fiscal_year", [_by_fiscal_year(question, pool)]),
     ):
+        picked = set().union(*each)
         if picked:
-            return Focus(frozenset(picked), reason, spread=False)
+            # Two periods asked ("from Q2 2025 to Q3 2025"): a chunk of each report first.
+            return Focus(frozenset(picked), reason, spread=sum(map(bool, each)) > 1)
     if _LATEST.search(question):
         latest = _latest(pool)
         if latest:
@@ -139,23 +143,27 @@ def _names(question: str, key: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(first.capitalize())}(?!\w)", question) is not None
 
 
-def _by_date(question: str, pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
-    asked = parse_date(question)
-    if asked is None:
-        return set()
-    return {
-        d
-        for d, c in pool.items()
-        if (end := _date(c.period_end)) is not None
-        and abs((end - asked).days) <= DATE_TOLERANCE_DAYS
-    }
+def _by_date(question: str, pool: Mapping[DocumentId, DocumentContext]) -> list[set[DocumentId]]:
+    """The documents of each date the question names, in its order (a date no document's period
+    ends near picks none)."""
+    asked = [a for m in DATE.finditer(question) if (a := parse_date(m.group(0))) is not None]
+    return [
+        {
+            d
+            for d, c in pool.items()
+            if (end := _date(c.period_end)) is not None
+            and abs((end - day).days) <= DATE_TOLERANCE_DAYS
+        }
+        for day in dict.fromkeys(asked)
+    ]
 
 
-def _by_quarter(question: str, pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
-    asked = quarter_label(question)
-    if asked is None:
-        return set()
-    return {d for d, c in pool.items() if c.period == asked}
+def _by_quarter(
+    question: str, pool: Mapping[DocumentId, DocumentContext]
+) -> list[set[DocumentId]]:
+    """The documents of each quarter the question names, in its order."""
+    asked = [a for m in QUARTER.finditer(question) if (a := quarter_label(m.group(0))) is not None]
+    return [{d for d, c in pool.items() if c.period == label} for label in dict.fromkeys(asked)]
 
 
 def _by_fiscal_year(

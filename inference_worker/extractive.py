@@ -40,6 +40,9 @@ How a passage is chosen (no model, no I/O):
   next sentence refers back to it ("Usually, this is 3 years ...") is quoted with that next
   sentence; a question about a relation ("how do A relate to B") that no passage covers is
   answered side by side, A and B each as a question, a side the sources lack said to be missing;
+  so is a question that names two companies or two periods, each held by documents of its own
+  among the sources ("Compare A's and B's revenue in Q2 2025", "from Q2 2025 to Q3 2025"): each
+  side from its own documents, its first line led by its name (:func:`_sides`);
 - where a row's table declares its unit ("(in thousands)", "shares in thousands": the caption or
   heading above it in the same source, :func:`inference_worker.tables.scale`), the lead figure
   is also written in full ("$81,797 million ($81,797,000,000)"), and a row quoted without a lead
@@ -50,6 +53,7 @@ How a passage is chosen (no model, no I/O):
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import itertools
 import math
@@ -58,6 +62,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inference_worker import tables
+from parley import periods
 from parley.contracts import Source
 
 NOT_FOUND = "not in the documents"
@@ -648,10 +653,21 @@ def answer(
     max_units: int = 3,
     near: float = 0.06,
     closeness: Closeness | None = None,
+    sides: bool = True,
 ) -> Answer:
     """The extractive answer to ``question`` from ``sources`` (in rank order). ``closeness``
     (a sentence embedder), when given, is a second reading of the question beside its words:
-    see ``AGREE_COVERAGE`` and ``MEANING_WEIGHT``; without it the answer is the words' alone."""
+    see ``AGREE_COVERAGE`` and ``MEANING_WEIGHT``; without it the answer is the words' alone.
+    ``sides``: a question that names two companies or two periods, each in documents of its
+    own, is answered for each (:func:`_sides`)."""
+    if sides and (split := _sides(question, sources)) is not None:
+        # "Compare A's and B's revenue in Q2 2025", "X's net income from Q2 2025 to Q3 2025":
+        # one best passage would answer for one of them only; each is asked of its own sources.
+        each = [(label, answer(asked, own, min_coverage=min_coverage, max_units=2, near=near,
+                               closeness=closeness, sides=False))
+                for label, asked, own in split]
+        if any(part.found for _, part in each):
+            return _side_by_side(each)
     q_terms = terms(_HOW.sub("how", question))
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
@@ -819,13 +835,13 @@ def answer(
             # "Analyze how the changes in X's inventory levels relate to its discussion of
             # supply chain risks": the relation is an interpretation no passage states; each
             # side is a question the documents can answer.
-            sides = [(side, answer(side, sources, min_coverage=min_coverage, max_units=2,
+            halves = [(side, answer(side, sources, min_coverage=min_coverage, max_units=2,
                                    near=near, closeness=closeness)) for side in related]
-            found = [a for _, a in sides if a.found]
+            found = [a for _, a in halves if a.found]
             if found:
                 # A side the documents do not hold is said to be missing, not left out: the
                 # reader is not to take half an answer for the whole.
-                missing = [f"“{_topic(side)}” is {NOT_FOUND} I searched." for side, a in sides
+                missing = [f"“{_topic(side)}” is {NOT_FOUND} I searched." for side, a in halves
                            if not a.found]
                 return Answer("\n".join([*(a.text for a in found), *missing]), True,
                               tuple(dict.fromkeys(n for a in found for n in a.cited)),
@@ -1018,6 +1034,87 @@ def _related_parts(question: str) -> tuple[str, str] | None:
     if len(terms(left[len(lead):])) < 2 or len(terms(right)) < 2:
         return None
     return f"{left}?", f"{lead}{right}?"
+
+
+def _sides(
+    question: str, sources: Sequence[Numbered]
+) -> list[tuple[str, str, list[Numbered]]] | None:
+    """The sides of a question that names two or more companies, or two or more periods, each
+    found in documents of its own among ``sources``: (the name as asked, the question without the
+    other names, that side's sources). None when the question names fewer, or a document holds
+    two of them (one report that names a competitor, or a filing that compares two quarters,
+    answers such a question itself), or a name is in no source."""
+    # What each document says of itself in every one of its sources (its title, organisation,
+    # period; a section heading is of one source only): a company named only in the text, or a
+    # heading ("Wi-Fi"), is not what the document is of.
+    titled: dict[str, set[str]] = {}
+    title: dict[str, str] = {}
+    for s in sources:
+        own = set(terms(s.title))
+        titled[s.of] = titled[s.of] & own if s.of in titled else own
+        title.setdefault(s.of, s.title)
+
+    def of_entity(name: str, document: str) -> bool:
+        return set(terms(name)) <= titled[document]
+
+    def of_period(period: str, document: str) -> bool:
+        return _period_of(period, title[document])
+
+    asked_periods = sorted((*periods.QUARTER.finditer(question), *periods.DATE.finditer(question)),
+                           key=lambda m: m.start())
+    holds: Callable[[str, str], bool]
+    for named, holds in ((names(question), of_entity),
+                         ([m.group(0) for m in asked_periods], of_period)):
+        named = list(dict.fromkeys(named))
+        if len(named) < 2:
+            continue
+        documents = [{d for d in title if holds(name, d)} for name in named]
+        if not all(documents) or any(a & b for a, b in itertools.combinations(documents, 2)):
+            continue
+        out = []
+        for name, theirs in zip(named, documents, strict=True):
+            asked = question
+            for other in named:
+                if other != name:
+                    asked = re.sub(rf"{re.escape(other)}(?:'s|’s|'|’)?", "", asked)
+            out.append((name, asked, [s for s in sources if s.of in theirs]))
+        return out
+    return None
+
+
+def _period_of(period: str, title: str) -> bool:
+    """Whether the source titled ``title`` (its document's name and what it says about itself:
+    "Q3 2023 · 2023-07-01") is the report of ``period`` ("Q3 2023", "July 1, 2023")."""
+    day = periods.parse_date(period)
+    if day is not None:  # "the quarter ended July 1, 2023": the report of the period so ended
+        ends = [dt.date.fromisoformat(iso) for iso in re.findall(r"\b\d{4}-\d\d-\d\d\b", title)
+                if _iso(iso)]
+        return any(abs((end - day).days) <= 3 for end in ends)
+    label = periods.quarter_label(period)
+    return label is not None and (label in title or period_key(label) == period_key(title))
+
+
+def _iso(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _side_by_side(sides: Sequence[tuple[str, Answer]]) -> Answer:
+    """One answer of each side's, its first line led by the side's name; a side the documents do
+    not answer is said to be missing, not left out. At least one side is found."""
+    lines = []
+    for label, part in sides:
+        if part.found:
+            first, *rest = part.text.split("\n")
+            lines += [f"{label}: {first}", *rest]
+        else:
+            lines.append(f"{label}: {NOT_FOUND} I searched.")
+    found = [a for _, a in sides if a.found]
+    return Answer("\n".join(lines), True, tuple(dict.fromkeys(n for a in found for n in a.cited)),
+                  max(a.coverage for a in found))
 
 
 def _topic(side: str) -> str:

@@ -76,6 +76,27 @@ def test_questions_spanning_periods_spread_over_documents() -> None:
     assert not focus("What was the revenue?", CONTEXTS).spread
 
 
+@pytest.mark.parametrize(("question", "documents", "reason"), [
+    ("How did Contoso's revenue change from Q1 2024 to Q2 2024?", {"c1", "c2"}, "quarter"),
+    ("Contoso's revenue for the quarters ended March 31, 2024 and June 30, 2024", {"c1", "c2"},
+     "date"),
+    ("Compare Q1 2024 with Q2 2024", {"c1", "c2", "f1", "f2"}, "quarter"),
+])
+def test_two_periods_named_focus_both_reports_a_chunk_of_each_first(
+    question: str, documents: set[str], reason: str
+) -> None:
+    found = focus(question, CONTEXTS)
+    assert found.documents == frozenset(D(d) for d in documents)
+    assert found.reason == reason
+    assert found.spread
+
+
+def test_a_second_period_no_report_holds_is_one_period_asked() -> None:
+    found = focus("Contoso's revenue in Q2 2024 against Q2 2023", CONTEXTS)
+    assert found.documents == frozenset({D("c2")})
+    assert not found.spread
+
+
 def test_one_entity_only_focuses_nothing_by_name() -> None:
     one = {d: c for d, c in CONTEXTS.items() if d.startswith("c")}
     assert focus("How is Contoso doing?", one).documents is None

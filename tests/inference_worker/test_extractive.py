@@ -12,6 +12,7 @@ import pytest
 from inference_worker import extractive, tables
 from inference_worker.extractive import (
     NOT_FOUND,
+    Answer,
     Numbered,
     answer,
     numbered,
@@ -309,6 +310,12 @@ def test_filings_are_answered_with_the_figure_or_reason_first(index: int) -> Non
     rng.shuffle(chosen)
     sources = filing_sources(chosen)
     result = answer(question.text, sources)
+    if question.only:  # "from Q1 2024 to Q3 2024": each quarter named, in the question's order
+        figures = [f"{r.net_income:,}" for r in question.sources]
+        leads = [line for line in result.text.splitlines() if line.startswith("Q")]
+        assert [f in lead for f, lead in zip(figures, leads, strict=True)] == [True, True], \
+            result.text
+        return
     assert question.answer in result.text.splitlines()[0], result.text
     if len(question.sources) > 1:  # "over the reported quarters": one line a quarter, latest first
         leads = [line for line in result.text.splitlines() if "):" in line]
@@ -1007,3 +1014,58 @@ def test_what_happens_is_a_frame_and_down_is_what_is_asked() -> None:
         "takes it.")
     result = answer("What happens if a worker is down?", sources)
     assert "waits on the queue" in result.text.splitlines()[0], result.text
+
+
+def statement(n: int, company: str, label: str, end: str, revenue: str, income: str,
+              document: str) -> Numbered:
+    """A quarter's statement of operations of ``company``, as one source."""
+    return Numbered(n, f"Interim report · {company} · {label} · {end}",
+                    f"Condensed Consolidated Statements of Operations (in thousands)\n"
+                    f"Three Months Ended\n{end}\nRevenue $ {revenue}\nNet income $ {income}\n",
+                    document=document)
+
+
+def test_two_companies_or_two_quarters_asked_at_once_are_each_answered() -> None:
+    sources = [statement(1, "Halvard Shipping Group", "Q2 2025", "2025-06-28", "60,294", "9,120",
+                         "halvard-q2.pdf"),
+               statement(2, "Marisol Pharmaceuticals", "Q2 2025", "2025-06-28", "53,481",
+                         "7,010", "marisol-q2.pdf"),
+               statement(3, "Halvard Shipping Group", "Q3 2025", "2025-09-27", "8,805", "1,203",
+                         "halvard-q3.pdf")]
+    both = answer("Compare Halvard Shipping's and Marisol Pharmaceuticals' revenue in Q2 2025.",
+                  sources[:2])
+    lines = both.text.splitlines()
+    assert lines[0].startswith("Halvard Shipping: ") and "60,294" in lines[0], both.text
+    assert any(line.startswith("Marisol Pharmaceuticals: ") and "53,481" in line
+               for line in lines), both.text
+    assert both.cited == (1, 2)
+    for question in ("How did Halvard Shipping's net income change from Q2 2025 to Q3 2025?",
+                     "What was Halvard Shipping's net income in the quarter ended June 28, 2025 "
+                     "and in the quarter ended September 27, 2025?"):
+        result = answer(question, [sources[0], sources[2]])
+        assert "9,120" in result.text and "1,203" in result.text, result.text
+        assert result.text.index("9,120") < result.text.index("1,203"), result.text
+    # A side the sources hold no passage for is said, not left out.
+    half = extractive._side_by_side([
+        ("Halvard Shipping", extractive._not_found(sources[:1], 0.0)),
+        ("Marisol Pharmaceuticals", Answer("The order backlog was 12,400 units. [2]", True, (2,),
+                                           0.8))])
+    assert half.found and half.cited == (2,)
+    assert half.text.splitlines() == [
+        "Halvard Shipping: not in the documents I searched.",
+        "Marisol Pharmaceuticals: The order backlog was 12,400 units. [2]"]
+
+
+def test_a_name_that_is_not_what_a_document_is_of_is_no_side() -> None:
+    # "Wi-Fi" heads a section of one guide and "Duluth" is in a handbook's text: neither is what
+    # a document is of, so the question is one question, not two.
+    sources = [Numbered(1, "IT guide · Halvorsen Logistics · Wi-Fi", "Connect to the staff "
+                        "network with your account.", document="guide.pdf"),
+               Numbered(2, "Employee Handbook · Halvorsen Logistics", "This handbook applies in "
+                        "the Duluth distribution centre.", document="handbook.docx")]
+    assert extractive._sides("What is the guest Wi-Fi password at the Duluth centre?",
+                             sources) is None
+    # One report that names two companies answers for both itself.
+    one = [Numbered(1, "Annual report · Contoso Ltd and Fabrikam Corporation joint venture",
+                    "Revenue $ 1,200", document="jv.pdf")]
+    assert extractive._sides("Compare Contoso's and Fabrikam's revenue.", one) is None
