@@ -25,6 +25,9 @@ Question sets:
   A's and B's revenue in Q2 2025", "How did A's net income change from Q2 2025 to Q3 2025?"):
   correct when both figures are there; ``comparisons-none`` compares with a company no report
   is of.
+- ``two-parts``: the same reports asked a figure and a cause in one question ("How much did A
+  spend on research and development in Q2 2025, and why did its revenue change?"): correct when
+  both are there.
 - ``buybacks``: the same companies' share repurchases by trading day, a table "(in thousands,
   ...)" long enough to be cut into several chunks (its caption in the first only), half DOCX;
   the quarter's total and its last row's shares (an accelerated repurchase), which the answer
@@ -230,6 +233,21 @@ def comparisons_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
              for q in comparisons(reports())]
     return files, items, [Item("Compare Halvard Shipping's and Osprey Mining's revenue in "
                                "Q2 2025.", answerable=False)]
+
+
+def two_parts_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The statements' reports asked two questions in one, a figure and a cause
+    (tests/fixtures/statements.py, ``two_parts``): correct when the answer holds both."""
+    from inference_worker.extractive import figure
+    from tests.fixtures.statements import reports, two_parts
+
+    files, _, _ = statements_set()
+    items = []
+    for q in two_parts(reports()):
+        numeric = [e for e in q.expected if re.fullmatch(r"[\d,.]+", e)]
+        items.append(Item(q.question, figures=tuple(figure(e) for e in numeric),
+                          phrases=tuple(e for e in q.expected if e not in numeric)))
+    return files, items, []
 
 
 def buybacks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
@@ -568,6 +586,7 @@ async def run(
     sets.append(("synthetic", synthetic_set()))
     sets.append(("statements", statements_set()))
     sets.append(("comparisons", comparisons_set()))
+    sets.append(("two-parts", two_parts_set()))
     sets.append(("buybacks", buybacks_set()))
     sets.append(("handbooks", handbooks_set()))
     sets.append(("examples", examples_set()))

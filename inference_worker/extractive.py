@@ -42,7 +42,11 @@ How a passage is chosen (no model, no I/O):
   answered side by side, A and B each as a question, a side the sources lack said to be missing;
   so is a question that names two companies or two periods, each held by documents of its own
   among the sources ("Compare A's and B's revenue in Q2 2025", "from Q2 2025 to Q3 2025"): each
-  side from its own documents, its first line led by its name (:func:`_sides`);
+  side from its own documents, its first line led by its name (:func:`_sides`); a question that
+  asks two things ("How much did X spend on R&D, and why did its revenue change?") gets the
+  answer to its first part after the answer to the whole, where that adds lines; a chosen
+  sentence cut where its chunk ends is completed from the next chunk of its document when that
+  is among the sources (it starts by repeating the end of the one before it), both cited;
 - where a row's table declares its unit ("(in thousands)", "shares in thousands": the caption or
   heading above it in the same source, :func:`inference_worker.tables.scale`), the lead figure
   is also written in full ("$81,797 million ($81,797,000,000)"), and a row quoted without a lead
@@ -900,6 +904,7 @@ def answer(
         parts.append(line)
         chosen = [part_unit, whole_unit]
     following = {(u.rank, u.order): u for u in pool}
+    continued: list[int] = []
     quoted = {id(u) for u in chosen}
     for u in chosen:
         lead = _figure_line(u, question, words) if u.row is not None else None
@@ -914,12 +919,32 @@ def answer(
             # 3 years ...": the next sentence completes this one, which alone says too little.
             quoted.add(id(after))
             body = f"{body} {_tidy(after.text, 400)}"
+        also = ""
+        if not u.is_row and id(after) not in quoted and (
+                going_on := _continuation(u, sources)) is not None:
+            # "... and that income totaled" [1] / "... that income totaled less than $8,500,
+            # you may be able to ..." [3]: a sentence cut where its chunk ends goes on in the
+            # next chunk of its document, when that is among the sources.
+            rest, n = going_on
+            body = f"{body} {rest}"
+            also = f"[{n}]"
+            continued.append(n)
         if u.is_row and u.columns:
             body = f"{body} (columns: {_tidy(u.columns, 200)})"
         if u.row is not None and not lead:
             body += _in_full(u)
-        parts.append(f"{body} [{u.n}]")
-    cited = tuple(dict.fromkeys(u.n for u in chosen))
+        parts.append(f"{body} [{u.n}]{also}")
+    cited = tuple(dict.fromkeys([*(u.n for u in chosen), *continued]))
+    first = _first_part(question)
+    if first:
+        # "How much did X spend on R&D in Q2 2025, and why did its revenue change?": the whole
+        # question is read for its cause; what the first part asks follows, where it adds.
+        part = answer(first, sources, min_coverage=min_coverage, max_units=2, near=near,
+                      closeness=closeness)
+        added = [line for line in part.text.split("\n") if line not in parts] if part.found else []
+        if added:
+            parts = [*parts, *added]
+            cited = tuple(dict.fromkeys((*cited, *part.cited)))
     return Answer("\n".join(parts), True, cited, best_coverage)
 
 
@@ -1125,6 +1150,36 @@ def _topic(side: str) -> str:
     side = re.sub(r"^(?:[a-z]+\s+)?how\s+(?:(?:do|does|did|has|have|is|are|was|were)\s+)?", "",
                   side, flags=re.IGNORECASE)
     return side.rstrip(" ?")
+
+
+OVERLAP_CHARS = 400  # where in the next chunk the end of the one before it is repeated
+_ENDED = re.compile(r"[.!?:;][\"')\]]*\s*$")
+
+
+def _continuation(unit: Unit, sources: Sequence[Numbered]) -> tuple[str, int] | None:
+    """The rest of ``unit``'s sentence when the unit stops mid-sentence (no closing
+    punctuation) and another source of its document holds the words it stops on and what
+    follows them (the next chunk, which repeats the end of the one before it): that rest, up to
+    its sentence's end, and the other source's number. None otherwise."""
+    words = unit.text.split()
+    if _ENDED.search(unit.text) or len(words) < 4:
+        return None
+    of = next((s.of for s in sources if s.n == unit.n), None)
+    others = [s for s in sources if s.n != unit.n and s.of == of]
+    # The next chunk starts by repeating the end of this one (the chunks' overlap), from a token
+    # boundary: the last 6 words near its start, or 5 when it starts inside them. (4 words were
+    # a running header's, "Instructions for Form 1040NR", found on another page.)
+    for size in (6, 5):
+        tail = r"\s+".join(map(re.escape, words[-size:]))
+        for s in others:
+            match = re.search(tail, s.text[:OVERLAP_CHARS])
+            if match is None:
+                continue
+            rest = re.match(r"\s*(.{1,400}?[.!?])(?=[\"')\]]*(?:\s|$))", s.text[match.end():],
+                            re.DOTALL)
+            if rest is not None and rest.group(1)[:1].islower():
+                return " ".join(rest.group(1).split()), s.n
+    return None
 
 
 def _total_of(caption: Unit, pool: Sequence[Unit]) -> Unit | None:

@@ -165,6 +165,20 @@ def test_the_figure_of_the_asked_column_leads_the_answer(
     assert all(e in result.text for e in question.expected), result.text
 
 
+TWO_PART_CASES = [(q, how) for q in statements.two_parts(STATEMENTS) for how in RENDERINGS]
+
+
+@pytest.mark.parametrize(("question", "rendering"), TWO_PART_CASES,
+                         ids=[f"{how}-{q.question[:60]}" for q, how in TWO_PART_CASES])
+def test_two_questions_in_one_are_both_answered(
+        question: statements.Question, rendering: str) -> None:
+    # "How much did X spend on R&D in Q2 2025, and why did its revenue change?": the cause
+    # alone answered half of it.
+    result = answer(question.question, statement_sources(question, rendering, seed=7))
+    flat = " ".join(result.text.split())
+    assert all(e in flat for e in question.expected), result.text
+
+
 @pytest.mark.parametrize("rendering", RENDERINGS)
 @pytest.mark.parametrize("question", statements.unanswerable(), ids=lambda q: q.question[:40])
 def test_statement_questions_no_report_answers_are_not_found(
@@ -1069,3 +1083,24 @@ def test_a_name_that_is_not_what_a_document_is_of_is_no_side() -> None:
     one = [Numbered(1, "Annual report · Contoso Ltd and Fabrikam Corporation joint venture",
                     "Revenue $ 1,200", document="jv.pdf")]
     assert extractive._sides("Compare Contoso's and Fabrikam's revenue.", one) is None
+
+
+def test_a_sentence_cut_where_its_chunk_ends_is_completed_from_the_next_chunk() -> None:
+    # Two chunks of one report overlap by a few words: the first ends mid-sentence, the next
+    # starts by repeating its end and goes on.
+    first = ("Net income $ 91,890 $ 84,158\nManagement's Discussion and Analysis\nRevenue "
+             "decreased during the quarter compared with the same quarter a year earlier, due")
+    second = ("the same quarter a year earlier, due primarily to longer charter contracts for "
+              "its container fleet. Liquidity is supported by cash balances.")
+    sources = sources_of("Interim report · Halvard Shipping Group · Q2 2025", "halvard.pdf",
+                         first, second)
+    result = answer("Why did Halvard Shipping's revenue decrease?", sources)
+    assert ("a year earlier, due primarily to longer charter contracts for its container fleet. "
+            "[1][2]") in result.text, result.text
+    assert result.cited[:2] == (1, 2)
+    # Only from the same document, and only from where the next chunk starts: a phrase that
+    # recurs (a running header) further on in another chunk continues nothing.
+    other = sources_of("Interim report · Halvard Shipping Group · Q2 2025", "halvard.pdf",
+                       first, "x " * 300 + second)
+    cut = answer("Why did Halvard Shipping's revenue decrease?", other)
+    assert "charter" not in cut.text, cut.text
