@@ -10,7 +10,8 @@ the tenant's documents gave themselves at ingest (:class:`parley.contracts.Docum
 - An entity ("Apple", "Contoso", "Northwind" for Northwind Traders Inc.) named in the question
   narrows to the documents of that entity when the tenant holds documents of several.
 - "latest", "most recent", "last quarter" without a named period pick the documents of the
-  latest period end (of the named entity, if any).
+  latest period end (of the named entity, if any; of each, when the question names several:
+  reason ``latest_each``, a chunk of each first).
 - A question that spans periods ("over time", "across quarters", "in these 10-Qs", "compared
   to previous quarters") asks for one chunk of each document first (:attr:`Focus.spread`).
 
@@ -71,7 +72,7 @@ _ABBREVIATION = re.compile(
 class Focus:
     """``documents``: the documents the question is about (None: no period or entity named, or
     none matched); ``reason``: what picked them ("date", "quarter", "fiscal_year", "latest",
-    "entity"); ``spread``: one chunk per document first."""
+    "latest_each", "entity"); ``spread``: one chunk per document first."""
 
     documents: frozenset[DocumentId] | None = None
     reason: str = ""
@@ -95,6 +96,12 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
             # Two periods asked ("from Q2 2025 to Q3 2025"): a chunk of each report first.
             return Focus(frozenset(picked), reason, spread=sum(map(bool, each)) > 1)
     if _LATEST.search(question):
+        each = _latest_of_each(pool) if entity_docs is not None else []
+        if len(each) > 1:
+            # "Compare Contoso's and Fabrikam's revenue in their latest quarters": each named
+            # company's latest report (one company's may be older than the other's), a chunk
+            # of each first.
+            return Focus(frozenset().union(*each), "latest_each", spread=True)
         latest = _latest(pool)
         if latest:
             return Focus(frozenset(latest), "latest", spread=spread)
@@ -189,6 +196,16 @@ def _latest(pool: Mapping[DocumentId, DocumentContext]) -> set[DocumentId]:
         return set()  # nothing to choose between
     last = max(ends.values())
     return {d for d, end in ends.items() if end == last}
+
+
+def _latest_of_each(pool: Mapping[DocumentId, DocumentContext]) -> list[set[DocumentId]]:
+    """The documents of the latest period end of each entity in ``pool`` (those with an
+    entity and a period end)."""
+    ends: dict[str, dict[DocumentId, dt.date]] = {}
+    for d, c in pool.items():
+        if c.entity and (end := _date(c.period_end)) is not None:
+            ends.setdefault(entity_key(c.entity), {})[d] = end
+    return [{d for d, end in mine.items() if end == max(mine.values())} for mine in ends.values()]
 
 
 def _date(iso: str | None) -> dt.date | None:

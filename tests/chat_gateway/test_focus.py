@@ -91,6 +91,13 @@ def test_two_periods_named_focus_both_reports_a_chunk_of_each_first(
     assert found.spread
 
 
+def test_the_latest_of_each_company_named() -> None:
+    found = focus("Compare Contoso's and Fabrikam's revenue in their latest quarters", CONTEXTS)
+    assert found.documents == frozenset({D("c2"), D("f2")})  # f2 ended half a year before c2
+    assert (found.reason, found.spread) == ("latest_each", True)
+    assert focus("Contoso's latest revenue", CONTEXTS).reason == "latest"
+
+
 def test_a_second_period_no_report_holds_is_one_period_asked() -> None:
     found = focus("Contoso's revenue in Q2 2024 against Q2 2023", CONTEXTS)
     assert found.documents == frozenset({D("c2")})
