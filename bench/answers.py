@@ -24,7 +24,7 @@ Question sets:
 - ``comparisons``: the same reports asked about two companies or two quarters at once ("Compare
   A's and B's revenue in Q2 2025", "How did A's net income change from Q2 2025 to Q3 2025?"):
   correct when both figures are there; ``comparisons-none`` compares with a company no report
-  is of.
+  is of (right when the answer says that company is not in the documents).
 - ``two-parts``: the same reports asked a figure and a cause in one question ("How much did A
   spend on research and development in Q2 2025, and why did its revenue change?"): correct when
   both are there.
@@ -224,7 +224,8 @@ def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
 def comparisons_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     """The statements' reports asked about two companies or two quarters at once
     (tests/fixtures/statements.py, ``comparisons``): a correct answer gives both figures. Not
-    answerable: a comparison with a company no report is of."""
+    answerable: a comparison with a company no report is of (answered for the one that is, the
+    other said to be missing)."""
     from inference_worker.extractive import figure
     from tests.fixtures.statements import comparisons, reports
 

@@ -1094,7 +1094,11 @@ def _sides(
         if len(named) < 2:
             continue
         documents = [{d for d in title if holds(name, d)} for name in named]
-        if not all(documents) or any(a & b for a, b in itertools.combinations(documents, 2)):
+        # A company no source is of is a side the documents lack ("Compare A's and B's
+        # revenue": A's is answered, B's said to be missing) only when the question sets the
+        # names side by side; "How many robots did A ship to Japan?" names a place.
+        if not any(documents) or not (all(documents) or _coordinated(question, named)) or any(
+                a & b for a, b in itertools.combinations(documents, 2)):
             continue
         out = []
         for name, theirs in zip(named, documents, strict=True):
@@ -1105,6 +1109,14 @@ def _sides(
             out.append((name, asked, [s for s in sources if s.of in theirs]))
         return out
     return None
+
+
+def _coordinated(question: str, named: Sequence[str]) -> bool:
+    """Whether ``named`` stand side by side in ``question``: "A's and B's", "A or B",
+    "A vs. B", "A, B and C"."""
+    joins = r"(?:'s|’s|'|’)?\s*(?:,\s*(?:and\s+|or\s+)?|\s(?:and|or|vs\.?|versus)\s+)"
+    pattern = joins.join(re.escape(name) for name in named)
+    return re.search(pattern, question) is not None
 
 
 def _period_of(period: str, title: str) -> bool:

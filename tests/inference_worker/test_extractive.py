@@ -1057,6 +1057,14 @@ def test_two_companies_or_two_quarters_asked_at_once_are_each_answered() -> None
         result = answer(question, [sources[0], sources[2]])
         assert "9,120" in result.text and "1,203" in result.text, result.text
         assert result.text.index("9,120") < result.text.index("1,203"), result.text
+    # A company no source is of, set beside one that is: its side is said to be missing; a
+    # place named is no side ("How many robots did Halvard ship to Japan?").
+    partial = answer("Compare Halvard Shipping's and Osprey Mining's revenue in Q2 2025.",
+                     sources[:1])
+    assert partial.found and "60,294" in partial.text, partial.text
+    assert partial.text.splitlines()[-1] == "Osprey Mining: not in the documents I searched."
+    assert extractive._sides("How many ships did Halvard Shipping send to Japan in Q2 2025?",
+                             sources[:1]) is None
     # A side the sources hold no passage for is said, not left out.
     half = extractive._side_by_side([
         ("Halvard Shipping", extractive._not_found(sources[:1], 0.0)),
