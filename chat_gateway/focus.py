@@ -13,7 +13,9 @@ the tenant's documents gave themselves at ingest (:class:`parley.contracts.Docum
   latest period end (of the named entity, if any; of each, when the question names several:
   reason ``latest_each``, a chunk of each first).
 - A question that spans periods ("over time", "across quarters", "in these 10-Qs", "compared
-  to previous quarters") asks for one chunk of each document first (:attr:`Focus.spread`).
+  to previous quarters") asks for one chunk of each document first (:attr:`Focus.spread`); so
+  does one about every company ("Which company had the highest revenue in Q3 2025?"), over the
+  reports of the period it names, if any.
 
 Search puts the chunks of the focused documents first (it also asks the vector store for them
 alone, so they are found even when other documents' chunks crowd the nearest neighbours) and
@@ -40,6 +42,14 @@ _SPREAD = re.compile(
     r"(?:period|quarter|year|report|filing)|these (?:10-?[qk]s|quarters|periods|years|reports|"
     r"filings|documents)|(?:reported|reporting|previous|prior|past) (?:quarters|periods|years)|"
     r"over the report(?:ed|ing) periods?|(?:quarter|year)[- ]over[- ](?:quarter|year))\b",
+    re.IGNORECASE,
+)
+# "Which company had the highest revenue", "each of the companies": every company's report of
+# the period a chunk first (the answerer answers for each company).
+_COMPANIES = re.compile(
+    r"\b(?:which|what)\s+(?:company|companies|firm|firms|business|businesses)\b|"
+    r"\b(?:each|every|all|both)\s+(?:of\s+the\s+)?(?:companies|company|firms|businesses)\b|"
+    r"\b(?:the|these)\s+companies\b",
     re.IGNORECASE,
 )
 _SUFFIXES = re.compile(
@@ -81,7 +91,8 @@ class Focus:
 
 def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focus:
     """See the module docstring. ``contexts``: the served documents that have one."""
-    spread = bool(_SPREAD.search(question))
+    companies = bool(_COMPANIES.search(question))
+    spread = bool(_SPREAD.search(question)) or companies
     pool = dict(contexts)
     entity_docs = _by_entity(question, contexts)
     if entity_docs is not None:
@@ -94,7 +105,8 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
         picked = set().union(*each)
         if picked:
             # Two periods asked ("from Q2 2025 to Q3 2025"): a chunk of each report first.
-            return Focus(frozenset(picked), reason, spread=sum(map(bool, each)) > 1)
+            return Focus(frozenset(picked), reason,
+                         spread=sum(map(bool, each)) > 1 or companies)
     if _LATEST.search(question):
         each = _latest_of_each(pool) if entity_docs is not None else []
         if len(each) > 1:

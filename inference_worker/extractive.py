@@ -1087,6 +1087,12 @@ def _sides(
 
     asked_periods = sorted((*periods.QUARTER.finditer(question), *periods.DATE.finditer(question)),
                            key=lambda m: m.start())
+    if _COMPANIES.search(question) and (by_company := _by_organisation(sources)) is not None:
+        # "Which company had the highest revenue in Q3 2025?": each company's figure, side by
+        # side; the reader compares (the words that ask for the comparison are in no passage).
+        asked = " ".join(_COMPARING.sub(" ", _COMPANIES.sub(" ", question)).split())
+        return [(label, asked, [s for s in sources if s.of in theirs])
+                for label, theirs in by_company.items()]
     holds: Callable[[str, str], bool]
     for named, holds in ((names(question), of_entity),
                          ([m.group(0) for m in asked_periods], of_period)):
@@ -1109,6 +1115,47 @@ def _sides(
             out.append((name, asked, [s for s in sources if s.of in theirs]))
         return out
     return None
+
+
+# A question about every company of the sources, and the words that ask to compare them.
+_COMPANIES = re.compile(
+    r"\b(?:which|what)\s+(?:company|companies|firm|firms|business|businesses)\b|"
+    r"\b(?:each|every|all|both)\s+(?:of\s+the\s+)?(?:companies|company|firms|businesses)\b|"
+    r"\b(?:the|these)\s+companies\b",
+    re.IGNORECASE)
+_COMPARING = re.compile(r"\b(?:the\s+)?(?:highest|lowest|largest|smallest|biggest|greatest|"
+                        r"most|least|best|worst|higher|lower|larger|smaller|more|less)\b|"
+                        r"\b(?:compare|comparing|compared|rank|ranked)\b", re.IGNORECASE)
+
+
+def _by_organisation(sources: Sequence[Numbered]) -> dict[str, set[str]] | None:
+    """The documents of each organisation among ``sources``, by what each document says of
+    itself in all its sources (``Numbered.title``: its name, then "Interim report · Halvard
+    Shipping Group · Q2 2025 · 2025-06-28"): the first part that is not a period or a date and
+    not the same for every document (the kind of report). None when fewer than two
+    organisations, a document names none, or the documents share no part (not reports of one
+    kind: a contract notice and a course schedule)."""
+    kept: dict[str, list[str]] = {}
+    for s in sources:
+        said = s.title[len(s.document):] if s.document and s.title.startswith(s.document) \
+            else s.title
+        parts = [p.strip() for p in said.split(" · ") if p.strip()]
+        kept[s.of] = [p for p in kept[s.of] if p in parts] if s.of in kept else parts
+    everywhere = set.intersection(*(set(p) for p in kept.values())) if kept else set()
+    if not everywhere:
+        return None  # documents of different kinds: not reports of several companies
+    out: dict[str, set[str]] = {}
+    for document, parts in kept.items():
+        label = next((p for p in parts if p not in everywhere and not _is_period(p)), None)
+        if label is None:
+            return None
+        out.setdefault(label, set()).add(document)
+    return out if len(out) > 1 else None
+
+
+def _is_period(text: str) -> bool:
+    return bool(periods.quarter_label(text) or periods.parse_date(text) or re.fullmatch(
+        r"(?:FY\s*)?(?:19|20)\d\d(?:-\d\d-\d\d)?", text.strip(), re.IGNORECASE))
 
 
 def _coordinated(question: str, named: Sequence[str]) -> bool:

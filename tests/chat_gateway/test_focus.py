@@ -91,6 +91,14 @@ def test_two_periods_named_focus_both_reports_a_chunk_of_each_first(
     assert found.spread
 
 
+def test_a_question_about_every_company_gets_a_chunk_of_each_report_first() -> None:
+    found = focus("Which company had the highest revenue in Q1 2024?", CONTEXTS)
+    assert found.documents == frozenset({D("c1"), D("f1")})
+    assert (found.reason, found.spread) == ("quarter", True)
+    assert focus("How did the companies do?", CONTEXTS).spread
+    assert not focus("Which segment grew in Q1 2024?", CONTEXTS).spread
+
+
 def test_the_latest_of_each_company_named() -> None:
     found = focus("Compare Contoso's and Fabrikam's revenue in their latest quarters", CONTEXTS)
     assert found.documents == frozenset({D("c2"), D("f2")})  # f2 ended half a year before c2

@@ -1076,6 +1076,26 @@ def test_two_companies_or_two_quarters_asked_at_once_are_each_answered() -> None
         "Marisol Pharmaceuticals: The order backlog was 12,400 units. [2]"]
 
 
+def test_a_question_about_every_company_is_answered_for_each() -> None:
+    sources = [statement(1, "Halvard Shipping Group", "Q3 2025", "2025-09-27", "8,805", "1,203",
+                         "halvard-q3.pdf"),
+               statement(2, "Marisol Pharmaceuticals", "Q3 2025", "2025-09-27", "90,401",
+                         "25,550", "marisol-q3.pdf")]
+    result = answer("Which company had the highest revenue in Q3 2025?", sources)
+    lines = result.text.splitlines()
+    assert lines[0].startswith("Halvard Shipping Group: ") and "8,805" in lines[0], result.text
+    assert any(line.startswith("Marisol Pharmaceuticals: ") and "90,401" in line
+               for line in lines), result.text
+    # Documents of different kinds share no part of what they say of themselves: not the
+    # reports of several companies, whatever the question's words.
+    mixed = [Numbered(1, "notice.pdf Notice of intent · Department of Veterans Affairs",
+                      "The contract is awarded to Heads-Up Performance, Inc.",
+                      document="notice.pdf"),
+             Numbered(2, "schedule.docx Spring 2026 · Week 1", "Test 1 in GL 263.",
+                      document="schedule.docx")]
+    assert extractive._sides("Which company is the VA awarding the contract to?", mixed) is None
+
+
 def test_a_name_that_is_not_what_a_document_is_of_is_no_side() -> None:
     # "Wi-Fi" heads a section of one guide and "Duluth" is in a handbook's text: neither is what
     # a document is of, so the question is one question, not two.
