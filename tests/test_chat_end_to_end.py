@@ -113,16 +113,16 @@ def check_sources(sources: list[dict[str, Any]], expected_pages: set[int]) -> No
     assert {s["page"] for s in hits} <= expected_pages
 
 
-async def test_ask_over_websocket(stack: tuple[Pipeline, str]) -> None:
-    _pipeline, url = stack
-    expected_pages = pages_with(shared_path("eval", "sec10q-dev", "docs", FILING), FIGURE)
+async def ask(url: str, question: str) -> list[dict[str, Any]]:
+    """The events of one turn asked over a new websocket session, its document events left
+    out."""
     ws_url = url.replace("http://", "ws://") + "/ws"
     events: list[dict[str, Any]] = []
     async with websockets.connect(
         ws_url, additional_headers={"Authorization": "Bearer e2e-token"}, compression=None
     ) as socket:
         assert json.loads(await socket.recv())["type"] == "ready"
-        await socket.send(json.dumps({"type": "ask", "question": QUESTION, "max_tokens": 24}))
+        await socket.send(json.dumps({"type": "ask", "question": question, "max_tokens": 24}))
         while True:
             event = json.loads(await socket.recv())
             if event["type"] == "document":
@@ -130,6 +130,13 @@ async def test_ask_over_websocket(stack: tuple[Pipeline, str]) -> None:
             events.append(event)
             if event["type"] in ("final", "error", "cancelled"):
                 break
+    return events
+
+
+async def test_ask_over_websocket(stack: tuple[Pipeline, str]) -> None:
+    _pipeline, url = stack
+    expected_pages = pages_with(shared_path("eval", "sec10q-dev", "docs", FILING), FIGURE)
+    events = await ask(url, QUESTION)
     kinds = [e["type"] for e in events]
     assert kinds[0] == "turn" and kinds[1] == "sources" and kinds[-1] == "final", kinds
     assert "token" in kinds
@@ -143,6 +150,25 @@ async def test_ask_over_websocket(stack: tuple[Pipeline, str]) -> None:
     # The default answer quotes the sources: cited inline, no figure of its own.
     assert final["answer_mode"] == "extractive" and final["model"] == "extractive"
     assert final["citations"] and final["unsupported_numbers"] == []
+
+
+async def test_two_quarters_in_one_question_are_answered_each_from_its_filing(
+    stack: tuple[Pipeline, str],
+) -> None:
+    # The search focuses on both filings, the answer gives each quarter's figure from its own.
+    _pipeline, url = stack
+    events = await ask(url, "What were Apple's total net sales in Q3 2022 and Q3 2023?")
+    sources = {s["n"]: s["document"] for s in events[1]["sources"]}
+    assert set(sources.values()) == {FILING, "2022 Q3 AAPL.pdf"}
+    final = events[-1]
+    lines = final["text"].splitlines()
+    q3_2022 = next(line for line in lines if line.startswith("Q3 2022: "))
+    q3_2023 = next(line for line in lines if line.startswith("Q3 2023: "))
+    assert "82,959" in q3_2022 and FIGURE in q3_2023, final["text"]
+    assert lines.index(q3_2022) < lines.index(q3_2023)
+    cited = {c["n"] for c in final["citations"]}
+    assert {sources[n] for n in cited} == {FILING, "2022 Q3 AAPL.pdf"}
+    assert final["unsupported_numbers"] == []
 
 
 async def test_ask_with_the_openai_sdk(stack: tuple[Pipeline, str]) -> None:
