@@ -1066,9 +1066,12 @@ def _sides(
 ) -> list[tuple[str, str, list[Numbered]]] | None:
     """The sides of a question that names two or more companies, or two or more periods, each
     found in documents of its own among ``sources``: (the name as asked, the question without the
-    other names, that side's sources). None when the question names fewer, or a document holds
-    two of them (one report that names a competitor, or a filing that compares two quarters,
-    answers such a question itself), or a name is in no source."""
+    other names, that side's sources). A company no source is of is a side with no sources when
+    the names stand side by side (:func:`_coordinated`); a question about every company, naming
+    none, has a side per organisation (:func:`_by_organisation`). None when the question names
+    fewer than two, a document holds two of them (one report that names a competitor, or a
+    filing that compares two quarters, answers such a question itself), or a name no source is
+    of is not set beside the others."""
     # What each document says of itself in every one of its sources (its title, organisation,
     # period; a section heading is of one source only): a company named only in the text, or a
     # heading ("Wi-Fi"), is not what the document is of.
@@ -1166,6 +1169,9 @@ def _coordinated(question: str, named: Sequence[str]) -> bool:
     return re.search(pattern, question) is not None
 
 
+DATE_TOLERANCE_DAYS = 3  # a date asked names the report whose period ends this near it (as focus)
+
+
 def _period_of(period: str, title: str) -> bool:
     """Whether the source titled ``title`` (its document's name and what it says about itself:
     "Q3 2023 · 2023-07-01") is the report of ``period`` ("Q3 2023", "July 1, 2023")."""
@@ -1173,7 +1179,7 @@ def _period_of(period: str, title: str) -> bool:
     if day is not None:  # "the quarter ended July 1, 2023": the report of the period so ended
         ends = [dt.date.fromisoformat(iso) for iso in re.findall(r"\b\d{4}-\d\d-\d\d\b", title)
                 if _iso(iso)]
-        return any(abs((end - day).days) <= 3 for end in ends)
+        return any(abs((end - day).days) <= DATE_TOLERANCE_DAYS for end in ends)
     label = periods.quarter_label(period)
     return label is not None and (label in title or period_key(label) == period_key(title))
 
