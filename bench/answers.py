@@ -87,6 +87,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import json
 import re
 import statistics
@@ -200,6 +201,16 @@ def synthetic_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     return pdfs, items, [Item(q.question, answerable=False) for q in unanswerable()]
 
 
+@functools.cache
+def statement_files() -> dict[str, bytes]:
+    """The statements' reports, every other one a DOCX: one dict for the three sets asked of
+    them, so that :func:`run` indexes them once."""
+    from tests.fixtures.statements import reports
+
+    return {r.filename + (".docx" if i % 2 else ".pdf"): r.docx() if i % 2 else r.pdf()
+            for i, r in enumerate(reports())}
+
+
 def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     """Interim reports whose tables have four columns (quarter and year to date, this year and
     a year earlier) and a two-date balance sheet (tests/fixtures/statements.py), every other one
@@ -207,12 +218,9 @@ def statements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     from inference_worker.extractive import figure
     from tests.fixtures.statements import questions, reports, unanswerable
 
-    docs = reports()
-    files = {}
-    for i, r in enumerate(docs):
-        files[r.filename + (".docx" if i % 2 else ".pdf")] = r.docx() if i % 2 else r.pdf()
+    files = statement_files()
     items = []
-    for q in questions(docs):
+    for q in questions(reports()):
         if all(re.fullmatch(r"[\d,.]+", e) for e in q.expected):
             items.append(Item(q.question, figures=tuple(figure(e) for e in q.expected),
                               decoys=tuple(figure(d) for d in q.decoys)))
@@ -229,7 +237,7 @@ def comparisons_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     from inference_worker.extractive import figure
     from tests.fixtures.statements import comparisons, reports
 
-    files, _, _ = statements_set()
+    files = statement_files()
     items = [Item(q.question, figures=tuple(figure(e) for e in q.expected))
              for q in comparisons(reports())]
     return files, items, [Item("Compare Halvard Shipping's and Osprey Mining's revenue in "
@@ -242,7 +250,7 @@ def two_parts_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     from inference_worker.extractive import figure
     from tests.fixtures.statements import reports, two_parts
 
-    files, _, _ = statements_set()
+    files = statement_files()
     items = []
     for q in two_parts(reports()):
         numeric = [e for e in q.expected if re.fullmatch(r"[\d,.]+", e)]
@@ -614,9 +622,11 @@ async def run(
                                                                    embedder, reader)))
             rows.append(row)
             show("feedback: extractive done")
+        indexes: dict[int, tuple[Index, Index]] = {}  # sets asked of the same files share them
         for name, (pdfs, items, none) in sets:
-            parley = await Index.of_parley(pdfs)
-            seed = await Index.of_seed(pdfs)
+            if id(pdfs) not in indexes:
+                indexes[id(pdfs)] = (await Index.of_parley(pdfs), await Index.of_seed(pdfs))
+            parley, seed = indexes[id(pdfs)]
             for label, chosen in ((name, items), (f"{name}-none", none)):
                 row = Row("extractive", label)
                 for item in chosen:

@@ -45,7 +45,8 @@ _SPREAD = re.compile(
     re.IGNORECASE,
 )
 # "Which company had the highest revenue", "each of the companies": every company's report of
-# the period a chunk first (the answerer answers for each company).
+# the period a chunk first. The answerer reads the same words (inference_worker.extractive's
+# _COMPANIES; the services do not import each other) to answer for each company.
 _COMPANIES = re.compile(
     r"\b(?:which|what)\s+(?:company|companies|firm|firms|business|businesses)\b|"
     r"\b(?:each|every|all|both)\s+(?:of\s+the\s+)?(?:companies|company|firms|businesses)\b|"
@@ -82,11 +83,14 @@ _ABBREVIATION = re.compile(
 class Focus:
     """``documents``: the documents the question is about (None: no period or entity named, or
     none matched); ``reason``: what picked them ("date", "quarter", "fiscal_year", "latest",
-    "latest_each", "entity"); ``spread``: one chunk per document first."""
+    "latest_each", "entity"); ``spread``: one chunk per document first; ``within``: of the
+    focused documents only (two periods or companies named: the others only fill the ranks
+    after them), not of every document (a question over the reported periods)."""
 
     documents: frozenset[DocumentId] | None = None
     reason: str = ""
     spread: bool = False
+    within: bool = False
 
 
 def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focus:
@@ -106,14 +110,14 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
         if picked:
             # Two periods asked ("from Q2 2025 to Q3 2025"): a chunk of each report first.
             return Focus(frozenset(picked), reason,
-                         spread=sum(map(bool, each)) > 1 or companies)
+                         spread=sum(map(bool, each)) > 1 or companies, within=True)
     if _LATEST.search(question):
         each = _latest_of_each(pool) if entity_docs is not None else []
         if len(each) > 1:
             # "Compare Contoso's and Fabrikam's revenue in their latest quarters": each named
             # company's latest report (one company's may be older than the other's), a chunk
             # of each first.
-            return Focus(frozenset().union(*each), "latest_each", spread=True)
+            return Focus(frozenset().union(*each), "latest_each", spread=True, within=True)
         latest = _latest(pool)
         if latest:
             return Focus(frozenset(latest), "latest", spread=spread)

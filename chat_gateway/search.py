@@ -82,9 +82,6 @@ RRF_K = 60  # reciprocal rank fusion's constant (the usual one)
 DENSE_WEIGHT = 2.0
 LEXICAL_WEIGHT = 1.0
 RECHECK_SECONDS = 5.0  # how long "not yet switched" is believed before the marker is read again
-# The reasons of a focus on periods named, or on each named company's latest report: its
-# spread is over those reports only.
-PERIODS = ("date", "quarter", "fiscal_year", "latest_each")
 
 
 class Markers(Protocol):
@@ -398,10 +395,8 @@ def rank(
         )
     if not where.spread:
         return hits
-    if where.documents is None or where.reason not in PERIODS:
+    if where.documents is None or not where.within:
         return spread(hits)
-    # Two periods asked ("from Q2 2025 to Q3 2025"), or two companies' latest: spread over
-    # their reports, not over the others that fill the ranks after them.
     return [
         *spread([h for h in hits if h.document_id in where.documents]),
         *(h for h in hits if h.document_id not in where.documents),

@@ -57,6 +57,7 @@ How a passage is chosen (no model, no I/O):
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -1088,14 +1089,14 @@ def _sides(
     def of_period(period: str, document: str) -> bool:
         return _period_of(period, title[document])
 
-    asked_periods = sorted((*periods.QUARTER.finditer(question), *periods.DATE.finditer(question)),
-                           key=lambda m: m.start())
     if _COMPANIES.search(question) and (by_company := _by_organisation(sources)) is not None:
         # "Which company had the highest revenue in Q3 2025?": each company's figure, side by
         # side; the reader compares (the words that ask for the comparison are in no passage).
         asked = " ".join(_COMPARING.sub(" ", _COMPANIES.sub(" ", question)).split())
         return [(label, asked, [s for s in sources if s.of in theirs])
                 for label, theirs in by_company.items()]
+    asked_periods = sorted((*periods.QUARTER.finditer(question), *periods.DATE.finditer(question)),
+                           key=lambda m: m.start())
     holds: Callable[[str, str], bool]
     for named, holds in ((names(question), of_entity),
                          ([m.group(0) for m in asked_periods], of_period)):
@@ -1120,7 +1121,8 @@ def _sides(
     return None
 
 
-# A question about every company of the sources, and the words that ask to compare them.
+# A question about every company of the sources (the words chat_gateway.focus spreads the search
+# over every company's report for), and the words that ask to compare them.
 _COMPANIES = re.compile(
     r"\b(?:which|what)\s+(?:company|companies|firm|firms|business|businesses)\b|"
     r"\b(?:each|every|all|both)\s+(?:of\s+the\s+)?(?:companies|company|firms|businesses)\b|"
@@ -1177,19 +1179,18 @@ def _period_of(period: str, title: str) -> bool:
     "Q3 2023 · 2023-07-01") is the report of ``period`` ("Q3 2023", "July 1, 2023")."""
     day = periods.parse_date(period)
     if day is not None:  # "the quarter ended July 1, 2023": the report of the period so ended
-        ends = [dt.date.fromisoformat(iso) for iso in re.findall(r"\b\d{4}-\d\d-\d\d\b", title)
-                if _iso(iso)]
-        return any(abs((end - day).days) <= DATE_TOLERANCE_DAYS for end in ends)
+        return any(abs((end - day).days) <= DATE_TOLERANCE_DAYS for end in _iso_dates(title))
     label = periods.quarter_label(period)
     return label is not None and (label in title or period_key(label) == period_key(title))
 
 
-def _iso(text: str) -> bool:
-    try:
-        dt.date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+def _iso_dates(text: str) -> list[dt.date]:
+    """The valid ISO dates ("2023-07-01") written in ``text``."""
+    out = []
+    for iso in re.findall(r"\b\d{4}-\d\d-\d\d\b", text):
+        with contextlib.suppress(ValueError):
+            out.append(dt.date.fromisoformat(iso))
+    return out
 
 
 def _side_by_side(sides: Sequence[tuple[str, Answer]]) -> Answer:
