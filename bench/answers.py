@@ -35,6 +35,9 @@ Question sets:
 - ``handbooks``: everyday documents of three fictional organisations (tests/fixtures/handbooks.py:
   handbooks, an IT guide, a product manual, an FAQ, an expense workbook, security slides), 40
   questions mostly in the asker's words, plus ``handbooks-none``.
+- ``typos``: the ``handbooks`` questions (and ``typos-none``: its unanswerable ones), each with
+  a typist's slip in its longest lower-case word of 6 letters or more (:func:`misspelt`: two
+  middle letters swapped, "password" -> "paswsord"), asked of the same documents.
 - ``examples``: the project's examples/ (without the scanned memo: no OCR here), what a new user
   asks after the quick start, plus ``examples-none``.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
@@ -87,6 +90,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import functools
 import json
 import re
@@ -292,6 +296,30 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
 
 
+def misspelt(question: str) -> str:
+    """``question`` with a typist's slip in its longest lower-case word of 6 letters or more:
+    the two letters in its middle swapped (where they are the same letter, one of them left
+    out). A question without such a word is returned as it is."""
+    words = [w for w in re.findall(r"\b[a-z]+\b", question) if len(w) >= 6]
+    if not words:
+        return question
+    word = max(words, key=len)
+    i = len(word) // 2 - 1
+    slip = (word[:i] + word[i + 1] + word[i] + word[i + 2:] if word[i] != word[i + 1]
+            else word[:i] + word[i + 1:])
+    return re.sub(rf"\b{word}\b", slip, question, count=1)
+
+
+def typos_set(
+    of: tuple[dict[str, bytes], list[Item], list[Item]],
+) -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """The questions of ``of`` (the same files, so the same index), each with one typo
+    (:func:`misspelt`)."""
+    files, items, none = of
+    return (files, [dataclasses.replace(i, question=misspelt(i.question)) for i in items],
+            [dataclasses.replace(i, question=misspelt(i.question)) for i in none])
+
+
 def corpus_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     """Real documents nobody on the project wrote (../shared/corpus: IRS instructions in three
     columns, a rig procedure, a course schedule, an OCRed diary, a data model, a contract
@@ -397,6 +425,8 @@ class Index:
 
         # As the Searcher asks: abbreviations spelled out (Parley only; the seed asks as is).
         asked = expanded(question) if self.parley else question
+        if self.parley:  # a misspelt word as the documents spell it, as the Searcher asks
+            asked = self.corpus.index.respelled(asked)
         [vector] = await embedder.embed([asked])  # type: ignore[attr-defined]
         hits = self.ranker(self.corpus, question, np.asarray(vector, dtype=np.float32))[:K]
         return [
@@ -597,7 +627,9 @@ async def run(
     sets.append(("comparisons", comparisons_set()))
     sets.append(("two-parts", two_parts_set()))
     sets.append(("buybacks", buybacks_set()))
-    sets.append(("handbooks", handbooks_set()))
+    handbooks = handbooks_set()
+    sets.append(("handbooks", handbooks))
+    sets.append(("typos", typos_set(handbooks)))
     sets.append(("examples", examples_set()))
     if only:
         sets = [s for s in sets if s[0] in only]

@@ -232,7 +232,7 @@ def hybrid(weights: tuple[float, float], *, focused: bool) -> Ranker:
         where = Focus()
         if focused:
             contexts = {d: ctx for (d, _v), ctx in c.index.contexts.items()}
-            where = focus(question, contexts)
+            where = focus(c.index.respelled(question), contexts)
         scores = c.index.scores(expanded(question) if focused else question)
         everything = c.index.served_rows(served)
         dense_focus: list[Hit] = []
@@ -350,8 +350,9 @@ def corpus_set() -> tuple[dict[str, bytes], list[Case]] | None:
 
 async def quality(name: str, files: dict[str, bytes], cases: list[Case]) -> str:
     vectors = await embed([c.question for c in cases])
-    expanded_vectors = await embed([expanded(c.question) for c in cases])
     parley = await corpus(parley_records(files), seed=False)
+    # As the Searcher asks: a misspelt word as the documents spell it (chat_gateway.lexical).
+    expanded_vectors = await embed([parley.index.respelled(expanded(c.question)) for c in cases])
     rows: list[list[object]] = []
     pdfs = {n: d for n, d in files.items() if n.endswith(".pdf")}
     if pdfs:

@@ -24,14 +24,23 @@ replica during a rollout).
 numbers keep their digits with thousands separators removed ("81,797" and "81797" match), since
 figures are what financial questions look for. The indexed text is the embedding text (the
 document's context header + section + chunk text: :mod:`parley.embedder.text`).
+
+**Misspelt words.** A query word the index does not hold ("pasword", "anual", "decsale") is
+searched as the index's term one edit away from it (a letter added, dropped, changed, or two
+swapped; the one most chunks hold), when it has 5 letters or more and is no whole word of the
+packaged embedder's vocabulary (~22,000 common English words: a real word the documents lack is
+not turned into another). The vectors forgive a typo partly; BM25 alone would not find the word.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,8 +48,11 @@ from typing import Any, Protocol, runtime_checkable
 import bm25s
 import numpy as np
 import Stemmer
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein
 
 from parley.contracts import DocumentContext
+from parley.embedder.local import TOKENIZER_PATH
 from parley.ids import ChunkId, DocumentId, TenantId
 from parley.vectors.metadata import ChunkMeta
 from parley.vectors.store import ChunkRecord, Hit
@@ -73,8 +85,23 @@ _STOP = frozenset(
 
 def tokenize(text: str) -> list[str]:
     """The index's terms of ``text`` (see the module docstring). Pure."""
+    return [term for _, term in _words(text)]
+
+
+def _words(text: str) -> list[tuple[str, str]]:
+    """Each word of ``text`` that is not a stop word, with its term."""
     words = [w for w in _WORD.findall(_THOUSANDS.sub("", text.lower())) if w not in _STOP]
-    return [w if w[0].isdigit() else _STEMMER.stemWord(w) for w in words]
+    return [(w, w if w[0].isdigit() else _STEMMER.stemWord(w)) for w in words]
+
+
+SPELLING_MIN_LETTERS = 5  # shorter words are one edit away from too many others
+
+
+@functools.cache
+def known_words() -> frozenset[str]:
+    """The whole lower-case words of the packaged embedder's WordPiece vocabulary."""
+    vocab = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
+    return frozenset(w for w in vocab if w.isalpha() and w.islower())
 
 
 @runtime_checkable
@@ -100,11 +127,22 @@ class LexicalIndex:
         self._documents = np.array([r.document_id for r in self.records], dtype=object)
         self._versions = np.array([r.version for r in self.records], dtype=object)
         self._retriever: Any = None
+        # How many chunks hold each word, and its term: a misspelt query word is read as the
+        # likeliest word one edit away.
+        self._held: Counter[str] = Counter()
+        self._term_of: dict[str, str] = {}
         if self.records:
-            corpus = [tokenize(indexed_text(r)) for r in self.records]
+            corpus = []
+            for r in self.records:
+                pairs = _words(indexed_text(r))
+                corpus.append([term for _, term in pairs])
+                self._held.update({word for word, _ in pairs if word.isalpha()})
+                self._term_of.update(pairs)
             retriever = bm25s.BM25()
             retriever.index(corpus, show_progress=False)
             self._retriever = retriever
+        self._spelt = list(self._held)
+        self._terms = set(self._term_of.values())
         self.contexts: dict[tuple[DocumentId, str], DocumentContext] = {}
         for r in self.records:
             key = (r.document_id, r.version)
@@ -134,10 +172,32 @@ class LexicalIndex:
         if self._retriever is None:
             return np.zeros(len(self.records))
         vocab = self._retriever.vocab_dict
-        terms = [t for t in tokenize(query) if t in vocab]
+        terms = [t for t in tokenize(self.respelled(query)) if t in vocab]
         if not terms:
             return np.zeros(len(self.records))
         return np.asarray(self._retriever.get_scores(terms), dtype=np.float64)
+
+    def respelled(self, query: str) -> str:
+        """``query`` with each misspelt word written as the indexed word one edit away (see the
+        module docstring); ``query`` itself when it has none."""
+
+        def fix(match: re.Match[str]) -> str:
+            word = match.group(0)
+            low = word.lower()
+            if (len(low) < SPELLING_MIN_LETTERS or not low.isalpha() or low in self._term_of
+                    or low in _STOP or low in known_words()
+                    or _STEMMER.stemWord(low) in self._terms):
+                return word
+            near = process.extract(low, self._spelt, scorer=DamerauLevenshtein.distance,
+                                   score_cutoff=1, limit=None)
+            if not near:
+                return word
+            best: str = max(near, key=lambda found: self._held[found[0]])[0]
+            if word.isupper():
+                return best.upper()
+            return best.capitalize() if word[:1].isupper() else best
+
+        return _WORD.sub(fix, query)
 
     def search(self, query: str, mask: np.ndarray, *, k: int) -> list[LexicalHit]:
         """The ``k`` best rows under ``mask`` by BM25, best first; rows without any query term

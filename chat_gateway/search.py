@@ -214,6 +214,12 @@ class Searcher:
         if not served:
             return []
         index = await lexical.indexes.index(tenant, generation)
+        if (respelled := index.respelled(query)) != query:
+            # A misspelt word ("pasword") is searched as the documents spell it, by both sides:
+            # embedded again (the vectors forgive a typo only partly), which only such a question
+            # waits for.
+            where_text, query = index.respelled(where_text), respelled
+            [vector] = await self.embedder.embed([query])
         contexts = {
             d: ctx for d, v in served.items() if (ctx := index.contexts.get((d, v))) is not None
         }

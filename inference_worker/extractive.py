@@ -5,6 +5,8 @@ invented: every word of an answer but the connecting text is a source's.
 
 How a passage is chosen (no model, no I/O):
 
+- a question word the sources do not hold that is no common English word ("pasword") is read as
+  the sources' word one edit away (:func:`respelled`);
 - each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first), or a
   table row (a short label and its figures, or a line of ``a | b`` cells) together with the
   column headings above it in the same source (the lines naming periods, "Three Months Ended",
@@ -61,14 +63,20 @@ import contextlib
 import datetime as dt
 import functools
 import itertools
+import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from rapidfuzz import process
+from rapidfuzz.distance import DamerauLevenshtein
 
 from inference_worker import tables
 from parley import periods
 from parley.contracts import Source
+from parley.embedder.local import TOKENIZER_PATH
 
 NOT_FOUND = "not in the documents"
 RANK_STEP = 0.05
@@ -665,6 +673,7 @@ def answer(
     see ``AGREE_COVERAGE`` and ``MEANING_WEIGHT``; without it the answer is the words' alone.
     ``sides``: a question that names two companies or two periods, each in documents of its
     own, is answered for each (:func:`_sides`)."""
+    question = respelled(question, sources)
     if sides and (split := _sides(question, sources)) is not None:
         # "Compare A's and B's revenue in Q2 2025", "X's net income from Q2 2025 to Q3 2025":
         # one best passage would answer for one of them only; each is asked of its own sources.
@@ -947,6 +956,47 @@ def answer(
             parts = [*parts, *added]
             cited = tuple(dict.fromkeys((*cited, *part.cited)))
     return Answer("\n".join(parts), True, cited, best_coverage)
+
+
+# A misspelt question word ("pasword", "anual", "decsale") or a source's ("Cannister shot", OCR):
+# read as the sources' word one edit away (a letter added, dropped, changed, or two swapped).
+# Only a word that no source holds and that is no whole word of the packaged embedder's
+# vocabulary (~22,000 common English words: "party" is never read as "parts"), of 5 letters
+# or more (shorter words are one edit from too many others).
+SPELLING_MIN_LETTERS = 5
+_SPELT = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]")
+
+
+@functools.cache
+def known_words() -> frozenset[str]:
+    """The whole lower-case words of the packaged embedder's WordPiece vocabulary."""
+    vocab = json.loads(TOKENIZER_PATH.read_text(encoding="utf-8"))["model"]["vocab"]
+    return frozenset(w for w in vocab if w.isalpha() and w.islower())
+
+
+def respelled(question: str, sources: Sequence[Numbered]) -> str:
+    """``question`` with each word the sources do not hold, and that is no known word, written
+    as the sources' most frequent word one edit away from it (none: as it was)."""
+    held: Counter[str] = Counter()
+    for s in sources:
+        held.update(w.lower() for w in _SPELT.findall(s.text + " " + s.title))
+    stems = {stem(w) for w in held}
+    known = known_words()
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group(0)
+        low = word.lower()
+        if (len(low) < SPELLING_MIN_LETTERS or low in held or low in known or low in STOP
+                or stem(low) in stems):
+            return word
+        near = process.extract(low, list(held), scorer=DamerauLevenshtein.distance,
+                               score_cutoff=1, limit=None)
+        if not near:
+            return word
+        best = max(near, key=lambda found: held[found[0]])[0]
+        return best.upper() if word.isupper() else best.capitalize() if word[:1].isupper() else best
+
+    return _SPELT.sub(fix, question)
 
 
 def _joined(question: str, q_terms: list[str], everywhere: set[str]) -> list[str]:

@@ -73,3 +73,29 @@ def test_an_empty_tenant_has_an_empty_index() -> None:
     index = LexicalIndex([])
     assert len(index) == 0
     assert index.search("anything", np.zeros(0, dtype=bool), k=5) == []
+
+
+def test_a_misspelt_word_is_searched_as_the_documents_spell_it() -> None:
+    rows = [
+        record("a", "v", 0, "Every password must be at least 12 characters long."),
+        record("b", "v", 0, "Descale the machine every 3 months."),
+        record("c", "v", 0, "Clean desk: drawings are locked away at night."),
+    ]
+    index = LexicalIndex(rows)
+    everything = np.ones(3, dtype=bool)
+    # Swapped, dropped and doubled letters; the case of a capitalised word is kept.
+    assert index.respelled("minimum paswsord length") == "minimum password length"
+    assert index.respelled("How often should I Decsale it?") == "How often should I Descale it?"
+    assert index.respelled("our draiwngs on a stick") == "our drawings on a stick"
+    for typed, row in (("paswsord length", 0), ("decsale", 1), ("draiwngs", 2)):
+        assert [f.row for f in index.search(typed, everything, k=3)] == [row], typed
+
+
+def test_only_unknown_long_words_are_respelt() -> None:
+    index = LexicalIndex([record("a", "v", 0, "Parts and labour are covered; the descaling kit.")])
+    assert index.respelled("the holiday party") == "the holiday party"  # a real word: kept
+    assert index.respelled("Labor parts") == "Labor parts"  # 5 letters, a known word
+    assert index.respelled("our kitt") == "our kitt"  # under 5 letters: too many neighbours
+    assert index.respelled("descalings") == "descalings"  # its stem is indexed: not a typo
+    assert index.respelled("Q3 2023 81,797") == "Q3 2023 81,797"
+    assert LexicalIndex([]).respelled("paswsord") == "paswsord"

@@ -5,6 +5,7 @@ context included).
 - Disambiguation: fictional quarterly reports of several companies and quarters with one layout
   and meaningless file names (tests/fixtures/filings.py); questions that name a company and a
   period find that report, questions spanning quarters find all of them.
+- A question with a typo finds what the same question spelt right finds.
 - The lexical index obeys the vectors' rules: a replaced document shows old or new chunks, never
   both or neither, even while searches race the swap; deletes are honoured; a redelivered batch
   adds nothing; a fresh process (a restart) finds everything; two embed workers landing one
@@ -14,6 +15,7 @@ context included).
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -138,6 +140,29 @@ async def test_questions_naming_a_company_and_a_period_find_that_report(parts: P
         top = hits[0].metadata
         assert top["entity"] in {r.company for r in question.sources}  # the context rides on hits
         assert "period" in top and "period_end" in top and "filename" in top
+
+
+def slipped(question: str) -> str:
+    """``question`` with the two middle letters of its longest lower-case word swapped."""
+    word = max(re.findall(r"\b[a-z]{6,}\b", question), key=len)
+    i = len(word) // 2 - 1
+    return question.replace(word, word[:i] + word[i + 1] + word[i] + word[i + 2:], 1)
+
+
+async def test_a_misspelt_question_finds_what_the_spelt_one_finds(parts: Parts) -> None:
+    reports = filings.reports()[:3]
+    for report in reports:
+        await parts.land(parts.report_batches(report))
+    searcher = parts.searcher()
+    asked = [q.text for q in filings.questions(reports) if len(q.sources) == 1][:6]
+    assert len(asked) == 6
+    for question in asked:
+        typed = slipped(question)
+        assert typed != question
+        spelt = await searcher.search(parts.tenant, question, k=5)
+        found = await searcher.search(parts.tenant, typed, k=5)
+        # Both sides ask the documents' spelling: the same chunks, in the same order.
+        assert [h.chunk_id for h in found] == [h.chunk_id for h in spelt], typed
 
 
 async def test_a_replaced_document_shows_old_or_new_never_both_nor_neither(parts: Parts) -> None:

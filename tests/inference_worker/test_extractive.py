@@ -1130,3 +1130,32 @@ def test_a_sentence_cut_where_its_chunk_ends_is_completed_from_the_next_chunk() 
                        first, "x " * 300 + second)
     cut = answer("Why did Halvard Shipping's revenue decrease?", other)
     assert "charter" not in cut.text, cut.text
+
+
+MANUAL = (
+    "Descale the machine every 3 months, or sooner when the DESCALE light flashes.",
+    "Cannister filters are rinsed under warm water once a week.",
+    "Every password must be at least 12 characters long.",
+)
+
+
+@pytest.mark.parametrize(("typed", "expected"), [
+    ("How often should I decsale the machine?", "every 3 months"),  # two letters swapped
+    ("How long must a pasword be?", "12 characters"),  # one left out
+    ("How often are canister filters rinsed?", "once a week"),  # the source's own spelling
+])
+def test_a_misspelt_word_is_read_as_the_sources_word(typed: str, expected: str) -> None:
+    sources = sources_of("Aroma 300 User Manual", "manual.pdf", *MANUAL)
+    result = answer(typed, sources)
+    assert result.found and expected in result.text.splitlines()[0], result.text
+
+
+def test_respelling_leaves_known_words_short_words_and_names_it_cannot_place() -> None:
+    sources = sources_of("Aroma 300 User Manual", "manual.pdf", *MANUAL)
+    assert extractive.respelled("When is the holiday party?", sources) == \
+        "When is the holiday party?"  # known words: "party" is never "parts"
+    assert extractive.respelled("Is the pasword long?", sources) == "Is the password long?"
+    assert extractive.respelled("the DESCLAE light", sources) == "the DESCALE light"
+    assert extractive.respelled("Pemberton filtres", sources) == "Pemberton filters"
+    # A company no source names is still refused, however close its other words come.
+    assert not answer("How often does Pemberton Freight decsale its machines?", sources).found
