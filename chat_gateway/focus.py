@@ -15,7 +15,12 @@ the tenant's documents gave themselves at ingest (:class:`parley.contracts.Docum
 - A question that spans periods ("over time", "across quarters", "in these 10-Qs", "compared
   to previous quarters") asks for one chunk of each document first (:attr:`Focus.spread`); so
   does one about every company ("Which company had the highest revenue in Q3 2025?"), over the
-  reports of the period it names, if any.
+  reports of the period it names, if any; and one naming two companies or more ("Compare
+  Halvard's and Tidewater's R&D in Q3 2025"), over their reports.
+- Where the spread is over the focused documents only (:attr:`Focus.within`: two periods or
+  companies named, every company of a period, each one's latest), search gives those documents
+  the ranks in turn (the best chunk of each, then the second of each...), so that one side of
+  a comparison does not fill them.
 
 Search puts the chunks of the focused documents first (it also asks the vector store for them
 alone, so they are found even when other documents' chunks crowd the nearest neighbours) and
@@ -101,6 +106,10 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
     entity_docs = _by_entity(question, contexts)
     if entity_docs is not None:
         pool = {d: contexts[d] for d in entity_docs}
+    # "Compare Halvard's and Tidewater's R&D in Q3 2025": each company's reports get their share
+    # of the ranks, or the one the question's words fit better fills them.
+    several = len({entity_key(c.entity) for c in pool.values() if c.entity}) > 1 \
+        and entity_docs is not None
     for reason, each in (
         ("date", _by_date(question, pool)),
         ("quarter", _by_quarter(question, pool)),
@@ -110,7 +119,7 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
         if picked:
             # Two periods asked ("from Q2 2025 to Q3 2025"): a chunk of each report first.
             return Focus(frozenset(picked), reason,
-                         spread=sum(map(bool, each)) > 1 or companies, within=True)
+                         spread=sum(map(bool, each)) > 1 or companies or several, within=True)
     if _LATEST.search(question):
         each = _latest_of_each(pool) if entity_docs is not None else []
         if len(each) > 1:
@@ -122,7 +131,7 @@ def focus(question: str, contexts: Mapping[DocumentId, DocumentContext]) -> Focu
         if latest:
             return Focus(frozenset(latest), "latest", spread=spread)
     if entity_docs is not None:
-        return Focus(frozenset(entity_docs), "entity", spread=spread)
+        return Focus(frozenset(entity_docs), "entity", spread=spread or several, within=several)
     return Focus(None, "", spread=spread)
 
 

@@ -41,7 +41,8 @@ focus, for the nearest chunks of the focused documents alone) while BM25 scores 
 chunks. Each side keeps served versions only, the two rankings are fused by reciprocal rank
 (:func:`fuse`, weights :data:`DENSE_WEIGHT` and :data:`LEXICAL_WEIGHT`, chosen by
 ``python -m bench retrieval``), the focused documents' chunks come first, and a question that
-spans periods gets one chunk per document first (:func:`spread`). The lexical index obeys the
+spans periods gets one chunk per document first (:func:`spread`; the documents of a comparison
+take the ranks in turn: :func:`interleave`). The lexical index obeys the
 same ordering argument as the vectors (see :mod:`chat_gateway.lexical`). During a switch of
 embedding model the search stays dense-only (the two-collection merge above).
 """
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import statistics
@@ -340,6 +342,15 @@ def spread(hits: Sequence[Hit]) -> list[Hit]:
     return first + rest
 
 
+def interleave(hits: Sequence[Hit]) -> list[Hit]:
+    """The hits of each document in turn, in the order the documents first appear: the best of
+    each, then the second best of each, and so on. Pure."""
+    by_document: dict[DocumentId, list[Hit]] = {}
+    for hit in hits:
+        by_document.setdefault(hit.document_id, []).append(hit)
+    return [h for layer in itertools.zip_longest(*by_document.values()) for h in layer if h]
+
+
 def rank(
     index: LexicalIndex,
     where: Focus,
@@ -404,7 +415,7 @@ def rank(
     if where.documents is None or not where.within:
         return spread(hits)
     return [
-        *spread([h for h in hits if h.document_id in where.documents]),
+        *interleave([h for h in hits if h.document_id in where.documents]),
         *(h for h in hits if h.document_id not in where.documents),
     ]
 

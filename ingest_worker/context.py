@@ -161,6 +161,11 @@ def _title(
         return stored[:120]
     for b in blocks[:20]:
         if b.heading and len(b.heading) <= 120:
+            if kind and 0 <= kind.start() < first.find(b.heading):
+                # "Tidewater Robotics Group / Interim Report for the quarter ended ..." in plain
+                # paragraphs, then a first heading "Condensed Consolidated Statements of
+                # Operations": the cover says what the document is, the heading one section.
+                return kind.group(1).capitalize()
             return b.heading
     if kind:
         return kind.group(1).capitalize()

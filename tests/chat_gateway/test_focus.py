@@ -106,6 +106,18 @@ def test_the_latest_of_each_company_named() -> None:
     assert focus("Contoso's latest revenue", CONTEXTS).reason == "latest"
 
 
+def test_two_companies_named_share_the_ranks_of_their_reports() -> None:
+    # One quarter, two companies: a chunk of each report first, then each in turn (search).
+    found = focus("Compare Contoso's and Fabrikam's revenue in Q1 2024", CONTEXTS)
+    assert found.documents == frozenset({D("c1"), D("f1")})
+    assert (found.reason, found.spread, found.within) == ("quarter", True, True)
+    every = focus("Compare Contoso's and Fabrikam's revenue", CONTEXTS)
+    assert (every.reason, every.spread, every.within) == ("entity", True, True)
+    one = focus("Contoso's revenue in Q1 2024", CONTEXTS)
+    assert (one.spread, one.within) == (False, True)
+    assert not focus("Contoso's revenue", CONTEXTS).spread
+
+
 def test_a_second_period_no_report_holds_is_one_period_asked() -> None:
     found = focus("Contoso's revenue in Q2 2024 against Q2 2023", CONTEXTS)
     assert found.documents == frozenset({D("c2")})

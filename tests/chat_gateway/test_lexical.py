@@ -99,3 +99,4 @@ def test_only_unknown_long_words_are_respelt() -> None:
     assert index.respelled("descalings") == "descalings"  # its stem is indexed: not a typo
     assert index.respelled("Q3 2023 81,797") == "Q3 2023 81,797"
     assert LexicalIndex([]).respelled("paswsord") == "paswsord"
+

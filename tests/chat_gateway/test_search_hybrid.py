@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis.asyncio as aioredis
 
-from chat_gateway.search import Lexical, Searcher
+from chat_gateway.search import Lexical, Searcher, interleave
 from embed_worker.handler import EmbedHandler
 from ingest_worker.chunking import ChunkDraft, chunk
 from ingest_worker.context import document_context
@@ -31,10 +31,11 @@ from ingest_worker.extract.dispatch import extract
 from ingest_worker.handler import Target, batches
 from parley.contracts import ChunkBatch
 from parley.embedder.local import MODEL_ID, LocalEmbedder, LocalEmbedderConfig, MiniLMTokenizer
-from parley.ids import DocumentId, TenantId, document_id
+from parley.ids import ChunkId, DocumentId, TenantId, document_id
 from parley.status import Stage, StatusStore
 from parley.vectors.chroma import ChromaStore
 from parley.vectors.generations import Generations
+from parley.vectors.store import Hit
 from tests.fixtures import filings
 
 
@@ -238,3 +239,12 @@ async def test_deletes_redelivery_restarts_and_two_workers(parts: Parts) -> None
 
 async def test_an_empty_tenant_finds_nothing(parts: Parts) -> None:
     assert await parts.searcher().search(parts.tenant, "anything at all", k=5) == []
+
+
+def test_the_focused_documents_take_their_turns_in_the_ranks() -> None:
+    def hit(doc: str, n: int) -> Hit:
+        return Hit(ChunkId(f"{doc}{n}"), DocumentId(doc), "v", "", 1.0, {})
+
+    ranked = [hit("a", 1), hit("a", 2), hit("a", 3), hit("b", 1), hit("a", 4), hit("b", 2)]
+    assert [h.chunk_id for h in interleave(ranked)] == ["a1", "b1", "a2", "b2", "a3", "a4"]
+    assert interleave([]) == []

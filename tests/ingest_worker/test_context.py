@@ -93,6 +93,20 @@ def test_a_docx_without_properties_is_titled_by_its_first_heading() -> None:
     assert context.period_end == "2024-12-31"
 
 
+def test_a_docx_cover_in_plain_paragraphs_says_what_the_document_is() -> None:
+    # The cover names the report; the first heading is a section of it (one of the statements).
+    data = documents.docx([
+        "Tidewater Robotics Group",
+        "Interim Report for the quarter ended September 27, 2025 (Q3 2025)",
+        documents.Heading("Condensed Consolidated Statements of Operations (in thousands)", 1),
+        "Revenue rose.",
+    ])
+    extraction = extract(data, "x.docx", max_pages=50, max_bytes=10**8)
+    context = document_context(extraction.blocks, "x.docx")
+    assert context.title == "Interim report"
+    assert (context.period, context.period_end) == ("Q3 2025", "2025-09-27")
+
+
 def test_what_the_content_does_not_say_stays_unknown_and_the_file_name_titles_it() -> None:
     blocks = [Block("12 34 56 78", 1, None, "page")]
     context = document_context(blocks, "folder/quarterly numbers Q2 2024.pdf")
