@@ -348,7 +348,8 @@ def interleave(hits: Sequence[Hit]) -> list[Hit]:
     by_document: dict[DocumentId, list[Hit]] = {}
     for hit in hits:
         by_document.setdefault(hit.document_id, []).append(hit)
-    return [h for layer in itertools.zip_longest(*by_document.values()) for h in layer if h]
+    layers = itertools.zip_longest(*by_document.values())
+    return [h for layer in layers for h in layer if h is not None]
 
 
 def rank(

@@ -977,11 +977,14 @@ def known_words() -> frozenset[str]:
 def respelled(question: str, sources: Sequence[Numbered]) -> str:
     """``question`` with each word the sources do not hold, and that is no known word, written
     as the sources' most frequent word one edit away from it (none: as it was)."""
+    known = known_words()
+    if not any(len(w) >= SPELLING_MIN_LETTERS and w.lower() not in known and w.lower() not in STOP
+               for w in _SPELT.findall(question)):
+        return question  # most questions: no word to look for, the sources' words not counted
     held: Counter[str] = Counter()
     for s in sources:
         held.update(w.lower() for w in _SPELT.findall(s.text + " " + s.title))
     stems = {stem(w) for w in held}
-    known = known_words()
 
     def fix(match: re.Match[str]) -> str:
         word = match.group(0)
