@@ -626,6 +626,27 @@ def names(question: str) -> list[str]:
     return out
 
 
+# A thing the question names by a word and a number ("Test 3", "Form 8814", "Note 5", "Week 11",
+# "Schedule 2"): a passage that says the two together names that thing, not merely another
+# test, form or week of the same document (every passage of a course schedule covers "test"
+# and "3" somewhere in its chunk, so coverage alone cannot tell them apart).
+NUMBERED_BONUS = 0.15
+NUMBERED_RARE = 3  # passages at most that say the pair
+_NUMBERED_NAME = re.compile(r"\b([A-Z][a-z]{2,})\s+(\d[\dA-Za-z\-]{0,8})\b")
+
+
+def _numbered_names(question: str) -> list[re.Pattern[str]]:
+    """Patterns for each "Word N" the question names, other than dates and years ("July 1",
+    "Fiscal 2023"), each matching the two words together, case aside, and not "Test 30"."""
+    out = []
+    for word, number in _NUMBERED_NAME.findall(question):
+        if re.fullmatch(_MONTHS, word.lower()) or _YEAR.fullmatch(number):
+            continue
+        out.append(re.compile(rf"\b{re.escape(word)}\s+{re.escape(number)}(?![\w.,]\d|\w)",
+                              re.IGNORECASE))
+    return out
+
+
 def _weights(question: list[str], pool: Sequence[Unit]) -> dict[str, float]:
     """Each question term's inverse document frequency over the units (weak words less)."""
     docs = [set(terms(u.text + " " + u.context)) for u in pool]
@@ -720,7 +741,13 @@ def answer(
     named_terms = {t for t in named if t[0].isalpha()}
     # A code in a name ("error code E4") names a row of a table, not the document: content.
     # So is an amount ("claims over $5,000"): it names a row; a year or a day locates.
-    locators = {t for t in named if not _CODE.fullmatch(t)} | {
+    # An acronym no source's title holds ("What is the OMB number of Form 1040NR?") is what the
+    # question asks about, not the document it locates: as a locator, every passage of a
+    # document that says "OMB" once would cover it.
+    titled_terms = set().union(*(set(terms(s.title)) for s in sources))
+    asked_acronyms = {t for n in names(question) for w in n.split()
+                      if re.fullmatch(r"[A-Z]{2,5}", w) for t in terms(w)} - titled_terms
+    locators = {t for t in named if not _CODE.fullmatch(t) and t not in asked_acronyms} | {
         t for t in q_terms if re.fullmatch(rf"(?:19|20)\d\d|\d{{1,2}}|q[1-4]|{_MONTHS}", t)}
 
     # "The latest quarter" of the company the question names, not the newest of all sources.
@@ -741,6 +768,11 @@ def answer(
             documents.append(s.of)
     doc_rank = {s.n: documents.index(s.of) for s in sources}
     words = {w for w in re.findall(r"[a-z]{3,}", question.lower()) if w not in STOP}
+    # Only where the pair is rare among the passages: "Aroma 300" in a manual of the Aroma 300,
+    # or "Form 1040NR" in its instructions, names the document, not a passage of it.
+    numbered = [n for n in _numbered_names(question)
+                if not any(n.search(s.title) for s in sources)
+                and sum(bool(n.search(u.text)) for u in pool) <= NUMBERED_RARE]
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
@@ -802,6 +834,8 @@ def answer(
             score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
+        if numbered and any(n.search(unit.text) for n in numbered):
+            score += NUMBERED_BONUS  # "Test 3 (2.7, 3.5, 3.6)" for "... on Test 3?"
         if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
             score -= 0.1  # the tail of a sentence cut at the start of the chunk
         if unit.text.rstrip().endswith(":"):

@@ -1159,3 +1159,42 @@ def test_respelling_leaves_known_words_short_words_and_names_it_cannot_place() -
     assert extractive.respelled("Pemberton filtres", sources) == "Pemberton filters"
     # A company no source names is still refused, however close its other words come.
     assert not answer("How often does Pemberton Freight decsale its machines?", sources).found
+
+
+SCHEDULE = (
+    "Week | Date | Day | Topics (Sections)\n"
+    "Week 9 | 3/2 | Tuesday | Test 2 (1.5, 2.1, 2.2) in GL 263 during class time\n"
+    "Week 10 | 3/9 | Tuesday | Math Lab | Pre class assignment HW 10\n"
+    "Week 11 | 3/16 | Tuesday | Test 3 (2.7, 3.5, 3.6) in GL 263 during class time\n"
+    "Week 13 | 3/30 | Tuesday | Test 4 (4.1, 4.2, 4.3) in GL 263 during class time\n",
+    "Grading Component | Weight\nTests | 45%\nFinal Exam | 20%\nMML HW | 15%\nPre-Class | 3%\n",
+)
+
+
+def test_a_thing_named_by_a_word_and_a_number_is_the_passage_that_says_both() -> None:
+    # Every row covers "test" and "3" in its source ("Test 2", "3/2", "3/16"); the grading
+    # table's "Tests | 45%" came first (a row whose label is the question's word).
+    sources = sources_of("Spring 2026 | Week | Day | Topics (Sections)", "schedule.docx",
+                         *SCHEDULE)
+    result = answer("Which sections are on Test 3?", sources)
+    assert result.text.splitlines()[0].startswith("Week 11 |"), result.text
+    # ...but a product the document is about names the document, not one of its passages.
+    manual = sources_of("Brightwater Aroma 300", "manual.pdf",
+                        "Brightwater Aroma 300\nUser manual",
+                        "Descale the Aroma 300 every 3 months, or sooner when the light flashes.")
+    result = answer("How often should I descale the Aroma 300?", manual)
+    assert "every 3 months" in result.text.splitlines()[0], result.text
+
+
+def test_an_acronym_no_title_holds_is_what_the_question_asks_about() -> None:
+    # As a name, "OMB" had located the document: every passage of the instructions whose
+    # source says "OMB" once covered it, and the one that says "number" twice came first.
+    sources = sources_of(
+        "2007 Instruction 1040-NR", "i1040nr.pdf",
+        "Paperwork Reduction Act Notice. The OMB control number for this form is shown on it. "
+        "Section 6109 requires paid return preparers to provide their identifying number. "
+        "Enter your identifying number on Form 1040NR.",
+        "Form 1040NR, U.S. Nonresident Alien Income Tax Return, OMB No. 1545-0074, 2007.",
+    )
+    result = answer("What is the OMB number of Form 1040NR?", sources)
+    assert "1545-0074" in result.text.splitlines()[0], result.text
