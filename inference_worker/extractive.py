@@ -407,7 +407,7 @@ def _is_row(line: str) -> bool:
 _ANNOUNCES = re.compile(r"(?:\bthe following\b[^.]*|\bas follows|:|\b1\.)\s*$"
                         r"|\bthe following\b.*\b1\.$", re.IGNORECASE)
 _REFERS_BACK = re.compile(r"(?:[A-Z][a-z]+,\s+)?(?:[Tt]his|[Tt]hese|[Tt]hat|[Ii]t|[Tt]hey|"
-                          r"[Ss]uch)\b")
+                          r"[Ss]uch)\b|(?:But|However|Otherwise|If so|To do so)\b")
 _DANGLING = re.compile(r"\b(?:the|a|an|of|to|and|or|until|by|for|with|from|that|which|in|on|at|"
                        r"as|is|are|was|were)$")
 # A line that leaves its sentence open: it ends on a word that needs what follows ("decreased
@@ -1331,7 +1331,15 @@ def _continuation(unit: Unit, sources: Sequence[Numbered]) -> tuple[str, int] | 
             rest = re.match(r"\s*(.{1,400}?[.!?])(?=[\"')\]]*(?:\s|$))", s.text[match.end():],
                             re.DOTALL)
             if rest is not None and rest.group(1)[:1].islower():
-                return " ".join(rest.group(1).split()), s.n
+                text = rest.group(1)
+                # "... you may be able to elect to report your child's income on your
+                # return." / "But you must use Form 8814 to do so.": the next sentence, where
+                # it refers back, completes this one here too.
+                after = re.match(r"[\"')\]]*\s+(.{1,300}?[.!?])(?=[\"')\]]*(?:\s|$))",
+                                 s.text[match.end() + rest.end():], re.DOTALL)
+                if after is not None and _REFERS_BACK.match(after.group(1)):
+                    text = f"{text} {after.group(1)}"
+                return " ".join(text.split()), s.n
     return None
 
 

@@ -1132,6 +1132,23 @@ def test_a_sentence_cut_where_its_chunk_ends_is_completed_from_the_next_chunk() 
     assert "charter" not in cut.text, cut.text
 
 
+
+def test_a_completed_sentence_brings_the_next_where_it_refers_back() -> None:
+    # "... you may be able to elect to report your child's income on your return." said who may,
+    # not how: "But you must use Form 8814 to do so." A sentence on another subject does not come.
+    first = ("Parents' election to report child's interest and dividends. If your child was under "
+             "age 18 at the end of 2007 and had income only from interest and dividends, you "
+             "may be able to elect to report your")
+    second = ("be able to elect to report your child's income on your return. But you must use "
+              "Form 8814 to do so. Line 9a. Report all of your taxable interest income.")
+    sources = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", first, second)
+    result = answer("My child is under 18 and has only interest and dividends. Can I report "
+                    "that income on my own return?", sources)
+    first_line = result.text.splitlines()[0]
+    assert first_line.endswith("on your return. But you must use Form 8814 to do so. [1][2]"), \
+        result.text
+    assert "Line 9a" not in first_line
+
 MANUAL = (
     "Descale the machine every 3 months, or sooner when the DESCALE light flashes.",
     "Cannister filters are rinsed under warm water once a week.",
