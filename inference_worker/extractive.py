@@ -736,6 +736,10 @@ def answer(
     for s in sources:
         of_document.setdefault(s.of, set()).update(source_terms[s.n])
     document_terms = {s.n: of_document[s.of] for s in sources}
+    numbers_of: dict[str, set[str]] = {}
+    for s in sources:
+        numbers_of.setdefault(s.of, set()).update(source_text[s.n])
+    document_numbers = {s.n: numbers_of[s.of] for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
     named = set(terms(" ".join(names(question))))
     named_terms = {t for t in named if t[0].isalpha()}
@@ -812,8 +816,11 @@ def answer(
         # source of Contoso's is there.
         if named and len(named_sources) < len(sources) and unit.n not in named_sources:
             coverage *= 0.5
-        # Question numbers (years, dates) must be in the source, or the passage is another period's.
-        if q_numbers and not all(q in source_text[unit.n] for q in q_numbers):
+        # Question numbers must be in the source, or the passage is another period's (a day) or
+        # another row's (an amount); a year in the passage's document (an incident's date in one
+        # chunk, its corrective action in the next).
+        if q_numbers and not all(q in (document_numbers if _YEAR.fullmatch(q) else source_text)[
+                unit.n] for q in q_numbers):
             coverage *= 0.5
         # The ranking orders documents more surely than the passages of one document: a later
         # chunk of the best document loses less than a chunk of the next document.

@@ -1149,6 +1149,33 @@ def test_a_completed_sentence_brings_the_next_where_it_refers_back() -> None:
         result.text
     assert "Line 9a" not in first_line
 
+
+def test_a_year_the_question_names_may_be_in_another_chunk_of_the_passages_document() -> None:
+    # The incident's date is in one chunk, its corrective action in the next: the action was
+    # halved as "another period's" passage for lacking "2013" itself, and the answer refused.
+    sources = sources_of(
+        "240-DOP-1013A Lay Down Tubulars · Rowan Companies, Inc.", "procedure.docx",
+        "Corrective Action: Chokes or rope stubs are to be used to separate tubulars, escape "
+        "routes shall be established before the job begins.\nWork Party Sign: Risks are "
+        "acceptable as per the Risk Assessment Procedure.",
+        "Lessons Learned From Industry | Incident Date: 14 March 2013\nLaying Out Pipe Causes "
+        "Injury to Foot: the joints of drill pipe began to separate and rolled toward the "
+        "individual.",
+    )
+    result = answer("What does the corrective action from the 2013 incident say to use to "
+                    "separate tubulars?", sources)
+    assert "rope stubs" in result.text.splitlines()[0], result.text
+    # An amount the question gives still names a row of its own chunk ("claims over $5,000"):
+    # a sentence of another chunk about approvals comes after the rows that hold it.
+    other = sources_of("Halvorsen Logistics - Travel and Expense Limits", "limits.xlsx",
+                       "Claim amount: $1,000 to $5,000 | Approver: Department director\n"
+                       "Claim amount: Over $5,000 | Approver: CFO",
+                       "International trips need a travel request approved by your department "
+                       "director at least 21 days before departure.")
+    result = answer("Who approves Halvorsen expense claims over $5,000?", other)
+    assert [line.split(":")[0] for line in result.text.splitlines()[:2]] == [
+        "Claim amount", "Claim amount"], result.text
+
 MANUAL = (
     "Descale the machine every 3 months, or sooner when the DESCALE light flashes.",
     "Cannister filters are rinsed under warm water once a week.",
