@@ -136,6 +136,29 @@ _SPAN = re.compile(rf"\b{_COUNT}[\s-]+(?:\w+\s+)?(?:days?|weeks?|months?|years?|
                    re.IGNORECASE)
 _ASKS_AGE = re.compile(r"\bhow\s+old\b|\bwhat\s+age\b|\bage\s+limit\b", re.IGNORECASE)
 _AGE = re.compile(r"\bage\s+\d+|\b\d+\s+years?\s+(?:old|of\s+age)\b", re.IGNORECASE)
+# "What file types can Parley read?", "Which packages make up the model?": the answer names
+# several; a passage that lists three or more ("PDF, Word (.docx), PowerPoint (.pptx) ... and
+# plain text") is one.
+_ASKS_LIST = re.compile(
+    r"\s*(?:what|which)\s+(?!(?:does|is|was|has|this|its|his)\b)(?:[a-z]+\s+)?"
+    r"(?!(?:does|is|was|has|this|its|his)\b)[a-z]{3,}(?<!s)s\s+(?:can|could|do|does|did|are|"
+    r"were|will|would|should|must|may|might|have|make|need|apply|count|come)\b"
+    r"(?!.*\b(?:how much|how many|total|amount)\b)", re.IGNORECASE)
+_LAST_ITEM = re.compile(r"\b(?:and|or)\b")
+_NOT_ITEM = re.compile(r"[;:|]|\.\s")
+
+
+def _lists(text: str) -> bool:
+    """Whether ``text`` lists three things or more: two short comma-separated items or more,
+    then one holding "and" or "or" ("PDF, Word (.docx), ... Markdown and plain text"). By
+    splitting, not a regular expression: one with nested repeats took a minute on a hostile
+    text of 2,000 commas."""
+    run = 0
+    for part in text.split(","):
+        if run >= 2 and len(part) <= 60 and _LAST_ITEM.search(part):
+            return True
+        run = run + 1 if len(part) <= 40 and not _NOT_ITEM.search(part) else 0
+    return False
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -726,8 +749,9 @@ def answer(
     total = sum(weights.values())
     wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
     q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
-    asks_kind = _SPAN if _ASKS_SPAN.search(question) else _AGE if _ASKS_AGE.search(
-        question) else None
+    asks_kind: Callable[[str], object] | None = (
+        _SPAN.search if _ASKS_SPAN.search(question) else _AGE.search if _ASKS_AGE.search(
+            question) else _lists if _ASKS_LIST.match(question) and not wants_reason else None)
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     # What a source's document holds among the sources: a slide that does not repeat the
@@ -837,7 +861,7 @@ def answer(
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
         elif wants_reason:
             score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
-        if asks_kind is not None and asks_kind.search(unit.text):
+        if asks_kind is not None and asks_kind(unit.text):
             score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")

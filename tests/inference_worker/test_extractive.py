@@ -1176,6 +1176,17 @@ def test_a_year_the_question_names_may_be_in_another_chunk_of_the_passages_docum
     assert [line.split(":")[0] for line in result.text.splitlines()[:2]] == [
         "Claim amount", "Claim amount"], result.text
 
+
+def test_a_question_for_several_things_is_answered_by_the_passage_that_lists_them() -> None:
+    # "file", "type" and "read" are all in the first sentence, which names no type; the
+    # second names them all without the word "type".
+    sources = sources_of("What Parley can read", "formats.html",
+                         "The type of a file is decided from its bytes, never from its name: a "
+                         "PDF called notes.txt is read as a PDF. Parley reads PDF, Word (.docx), "
+                         "PowerPoint (.pptx), Excel (.xlsx), HTML, Markdown and plain text files.")
+    result = answer("What file types can Parley read?", sources)
+    assert "PowerPoint (.pptx)" in result.text, result.text
+
 MANUAL = (
     "Descale the machine every 3 months, or sooner when the DESCALE light flashes.",
     "Cannister filters are rinsed under warm water once a week.",
