@@ -159,6 +159,8 @@ def _lists(text: str) -> bool:
             return True
         run = run + 1 if len(part) <= 40 and not _NOT_ITEM.search(part) else 0
     return False
+
+
 _LATEST = re.compile(r"\b(?:latest|most recent|current|last)\b", re.IGNORECASE)
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 # A question term found in the passage's source but not in the passage itself (the company's
@@ -734,7 +736,8 @@ def answer(
     everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))
     q_terms = _joined(question, q_terms, everywhere)
     weights = _weights(q_terms, pool)
-    missing = [name for name in names(question) if not set(terms(name)) <= everywhere]
+    question_names = names(question)
+    missing = [name for name in question_names if not set(terms(name)) <= everywhere]
     if missing:
         # The question is about something no source names (another company, a place): the
         # sources cannot answer it, however well its other words match.
@@ -757,24 +760,23 @@ def answer(
     # What a source's document holds among the sources: a slide that does not repeat the
     # company's name is still the company's when the title slide names it.
     of_document: dict[str, set[str]] = {}
-    for s in sources:
-        of_document.setdefault(s.of, set()).update(source_terms[s.n])
-    document_terms = {s.n: of_document[s.of] for s in sources}
     numbers_of: dict[str, set[str]] = {}
     for s in sources:
+        of_document.setdefault(s.of, set()).update(source_terms[s.n])
         numbers_of.setdefault(s.of, set()).update(source_text[s.n])
+    document_terms = {s.n: of_document[s.of] for s in sources}
     document_numbers = {s.n: numbers_of[s.of] for s in sources}
     title_terms = {s.n: set(terms(s.title)) for s in sources}
-    named = set(terms(" ".join(names(question))))
+    titled = set().union(*title_terms.values())
+    named = set(terms(" ".join(question_names)))
     named_terms = {t for t in named if t[0].isalpha()}
     # A code in a name ("error code E4") names a row of a table, not the document: content.
     # So is an amount ("claims over $5,000"): it names a row; a year or a day locates.
     # An acronym no source's title holds ("What is the OMB number of Form 1040NR?") is what the
     # question asks about, not the document it locates: as a locator, every passage of a
     # document that says "OMB" once would cover it.
-    titled_terms = set().union(*(set(terms(s.title)) for s in sources))
-    asked_acronyms = {t for n in names(question) for w in n.split()
-                      if re.fullmatch(r"[A-Z]{2,5}", w) for t in terms(w)} - titled_terms
+    asked_acronyms = {t for n in question_names for w in n.split()
+                      if re.fullmatch(r"[A-Z]{2,5}", w) for t in terms(w)} - titled
     locators = {t for t in named if not _CODE.fullmatch(t) and t not in asked_acronyms} | {
         t for t in q_terms if re.fullmatch(rf"(?:19|20)\d\d|\d{{1,2}}|q[1-4]|{_MONTHS}", t)}
 
@@ -798,9 +800,11 @@ def answer(
     words = {w for w in re.findall(r"[a-z]{3,}", question.lower()) if w not in STOP}
     # Only where the pair is rare among the passages: "Aroma 300" in a manual of the Aroma 300,
     # or "Form 1040NR" in its instructions, names the document, not a passage of it.
-    numbered = [n for n in _numbered_names(question)
-                if not any(n.search(s.title) for s in sources)
-                and sum(bool(n.search(u.text)) for u in pool) <= NUMBERED_RARE]
+    says_numbered: set[int] = set()
+    for pattern in _numbered_names(question):
+        saying = {id(u) for u in pool if pattern.search(u.text)}
+        if len(saying) <= NUMBERED_RARE and not any(pattern.search(s.title) for s in sources):
+            says_numbered |= saying
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
@@ -865,7 +869,7 @@ def answer(
             score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
-        if numbered and any(n.search(unit.text) for n in numbered):
+        if id(unit) in says_numbered:
             score += NUMBERED_BONUS  # "Test 3 (2.7, 3.5, 3.6)" for "... on Test 3?"
         if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
             score -= 0.1  # the tail of a sentence cut at the start of the chunk
@@ -932,7 +936,6 @@ def answer(
     candidates = [(sc, c, u) for sc, c, u in scored[:60] if c >= min_coverage * 0.8]
 
     # What the question asks about, beyond the names and periods that locate it.
-    titled = set().union(*title_terms.values())
     content = sum(w for t, w in weights.items() if t not in locators and t not in titled) or total
 
     def gain(unit: Unit) -> float:
