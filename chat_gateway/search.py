@@ -36,8 +36,10 @@ served map and the tenant's chunk generation are read in one ``MULTI`` while the
 embedded; the tenant's BM25 index (:mod:`chat_gateway.lexical`, rebuilt from the collection
 when the generation moved) gives the served documents' contexts, from which
 :func:`chat_gateway.focus.focus` tells which documents the question is about (a period, an entity,
-"the latest"). Then, concurrently, the vector store is asked for the nearest chunks (and, with a
-focus, for the nearest chunks of the focused documents alone) while BM25 scores the served
+"the latest"). Then the nearest chunks (and, with a focus, the nearest chunks of the focused
+documents alone) are found by comparing the question's vector with every served chunk's, which
+the index keeps for a tenant of up to :data:`chat_gateway.lexical.EXACT_MAX_CHUNKS` chunks (a
+larger tenant's vector store is asked, concurrently with BM25), and BM25 scores the served
 chunks. Each side keeps served versions only, the two rankings are fused by reciprocal rank
 (:func:`fuse`, weights :data:`DENSE_WEIGHT` and :data:`LEXICAL_WEIGHT`, chosen by
 ``python -m bench retrieval``), the focused documents' chunks come first, and a question that
@@ -64,7 +66,13 @@ import redis.asyncio as aioredis
 import structlog
 
 from chat_gateway.focus import Focus, expanded, focus
-from chat_gateway.lexical import ChunkSource, LexicalIndex, LexicalIndexes, top_rows
+from chat_gateway.lexical import (
+    EXACT_MAX_CHUNKS,
+    ChunkSource,
+    LexicalIndex,
+    LexicalIndexes,
+    top_rows,
+)
 from parley.embedder import Embedder
 from parley.errors import ConfigError
 from parley.ids import ChunkId, DocumentId, TenantId
@@ -135,11 +143,13 @@ class Lexical:
     generations: Generations
 
     @classmethod
-    def for_store(cls, store: VectorStore, redis: aioredis.Redis, *, prefix: str) -> Lexical | None:
+    def for_store(cls, store: VectorStore, redis: aioredis.Redis, *, prefix: str,
+                  exact_max_chunks: int = EXACT_MAX_CHUNKS) -> Lexical | None:
         """Indexes built from ``store`` (None when the store cannot list its chunks)."""
         if not isinstance(store, ChunkSource):
             return None
-        return cls(LexicalIndexes(store), Generations(redis, prefix=prefix))
+        return cls(LexicalIndexes(store, exact_max_chunks=exact_max_chunks),
+                   Generations(redis, prefix=prefix))
 
 
 class Searcher:
@@ -227,21 +237,26 @@ class Searcher:
         }
         where = focus(where_text, contexts)
         fetch = max(CANDIDATES, k * OVERFETCH + 2)
-        queries = [self.vectors.query(tenant, vector, k=fetch)]
-        if where.documents is not None:
-            queries.append(self.vectors.query(tenant, vector, k=fetch, documents=where.documents))
-        dense_task = asyncio.gather(*queries)
+        everything = index.served_rows(served)
+        focused = (index.served_rows(served, sorted(where.documents))
+                   if where.documents is not None else None)
+        dense_task = None
+        if index.vectors is None:  # a tenant too large to keep its vectors: Chroma's graph
+            queries = [self.vectors.query(tenant, vector, k=fetch)]
+            if where.documents is not None:
+                queries.append(
+                    self.vectors.query(tenant, vector, k=fetch, documents=where.documents))
+            dense_task = asyncio.gather(*queries)
         # BM25 runs while the vector queries are on the wire (pure CPU, a few ms).
         scores = index.scores(query)
-        lexical_all = top_rows(scores, index.served_rows(served), k=fetch)
-        lexical_focus = (
-            top_rows(scores, index.served_rows(served, sorted(where.documents)), k=fetch)
-            if where.documents is not None
-            else []
-        )
-        dense = [
-            [h for h in hits if served.get(h.document_id) == h.version] for hits in await dense_task
-        ]
+        lexical_all = top_rows(scores, everything, k=fetch)
+        lexical_focus = top_rows(scores, focused, k=fetch) if focused is not None else []
+        if dense_task is None:
+            dense = [index.nearest(vector, mask, k=fetch)
+                     for mask in (everything, *([] if focused is None else [focused]))]
+        else:
+            dense = [[h for h in hits if served.get(h.document_id) == h.version]
+                     for hits in await dense_task]
         ranked = rank(
             index,
             where,

@@ -43,6 +43,8 @@ _PAGE = 1000
 REQUEST_TIMEOUT = 30.0
 
 OnWrite = Callable[[TenantId], Awaitable[None]]
+# A new collection's graph: Chroma's default (16 links) left documents unreachable (bench ann).
+HNSW = {"space": "cosine", "max_neighbors": 32, "ef_construction": 200}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ class ChromaStore:
             if create:
                 found = await self._client.get_or_create_collection(
                     name,
-                    configuration={"hnsw": {"space": "cosine"}},
+                    configuration={"hnsw": HNSW},
                     metadata={"tenant": tenant, "model_id": model_id},
                     embedding_function=None,
                 )
@@ -229,9 +231,9 @@ class ChromaStore:
         found = await collection.get(where={"document_id": document_id}, include=[])
         return list(found["ids"])
 
-    async def records(self, tenant: TenantId) -> list[ChunkRecord]:
-        """Every chunk of the tenant's collection (all versions), vectors left out, read page
-        by page: what the lexical index is built from."""
+    async def records(self, tenant: TenantId, *, vectors: bool = False) -> list[ChunkRecord]:
+        """Every chunk of the tenant's collection (all versions), read page by page, with their
+        vectors when asked: what the lexical index is built from."""
         collection = await self._collection(tenant, create=False)
         if collection is None:
             return []
@@ -240,17 +242,15 @@ class ChromaStore:
         while True:
             try:
                 page = await collection.get(
-                    include=["documents", "metadatas"], limit=_PAGE, offset=offset
+                    include=["documents", "metadatas", *(["embeddings"] if vectors else [])],
+                    limit=_PAGE, offset=offset,
                 )
             except Exception as exc:
                 raise _transient(exc) from exc
-            ids = page["ids"]
-            out += [
-                _from_chroma(chunk_id, text, metadata)
-                for chunk_id, text, metadata in zip(
-                    ids, page["documents"] or [], page["metadatas"] or [], strict=True
-                )
-            ]
+            ids, got = page["ids"], page["embeddings"] if vectors else None
+            out += [_from_chroma(chunk_id, text, metadata, () if got is None else got[i])
+                    for i, (chunk_id, text, metadata) in enumerate(
+                        zip(ids, page["documents"] or [], page["metadatas"] or [], strict=True))]
             if len(ids) < _PAGE:
                 return out
             offset += _PAGE
@@ -355,14 +355,13 @@ def _to_chroma(record: ChunkRecord) -> dict[str, Scalar]:
     return {**record.metadata, "document_id": record.document_id, "version": record.version}
 
 
-def _from_chroma(
-    chunk_id: str, text: str | None, metadata: Mapping[str, Any] | None
-) -> ChunkRecord:
-    """A stored chunk back, vectors left out: document and version taken out of its metadata."""
+def _from_chroma(chunk_id: str, text: str | None, metadata: Mapping[str, Any] | None,
+                 vector: Sequence[float] = ()) -> ChunkRecord:
+    """A stored chunk back: document and version taken out of its metadata."""
     meta = dict(metadata or {})
     document = DocumentId(str(meta.pop("document_id", "")))
     version = str(meta.pop("version", ""))
-    return ChunkRecord(ChunkId(chunk_id), document, version, text or "", (), meta)
+    return ChunkRecord(ChunkId(chunk_id), document, version, text or "", vector, meta)
 
 
 def _transient(exc: Exception) -> Retry:

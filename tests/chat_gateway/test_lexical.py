@@ -1,19 +1,28 @@
-"""The BM25 side of search, pure parts: terms, ranking, served-version masks, contexts. The
-index's life on real Chroma and Redis is in tests/chat_gateway/test_search_hybrid.py."""
+"""The BM25 side of search, pure parts: terms, ranking, served-version masks, contexts, the exact
+vector side of a small tenant. The index's life on real Chroma and Redis is in
+tests/chat_gateway/test_search_hybrid.py."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Sequence
 
-from chat_gateway.lexical import LexicalIndex, indexed_text, tokenize, top_rows
+import numpy as np
+import pytest
+
+from chat_gateway.lexical import LexicalIndex, LexicalIndexes, indexed_text, tokenize, top_rows
 from parley.contracts import DocumentContext
 from parley.embedder.text import context_metadata
-from parley.ids import ChunkId, DocumentId
+from parley.ids import ChunkId, DocumentId, TenantId
 from parley.vectors.store import ChunkRecord
 
 
 def record(doc: str, version: str, n: int, text: str, **meta: str) -> ChunkRecord:
-    return ChunkRecord(ChunkId(f"{doc}-{version}-{n}"), DocumentId(doc), version, text, (),
+    return vectored(doc, version, n, text, (), **meta)
+
+
+def vectored(doc: str, version: str, n: int, text: str, vector: Sequence[float],
+             **meta: str) -> ChunkRecord:
+    return ChunkRecord(ChunkId(f"{doc}-{version}-{n}"), DocumentId(doc), version, text, vector,
                        {"filename": f"{doc}.pdf", **meta})
 
 
@@ -100,3 +109,54 @@ def test_only_unknown_long_words_are_respelt() -> None:
     assert index.respelled("Q3 2023 81,797") == "Q3 2023 81,797"
     assert LexicalIndex([]).respelled("paswsord") == "paswsord"
 
+
+
+def test_the_nearest_rows_are_found_by_comparing_with_every_row_under_the_mask() -> None:
+    rows = [
+        vectored("a", "v1", 0, "old", [1.0, 0.0]),
+        vectored("a", "v2", 0, "new", [0.0, 2.0]),  # compared as a direction
+        vectored("b", "v1", 0, "b0", [3.0, 3.0]),
+        vectored("b", "v1", 1, "b1", [-1.0, 0.0]),
+    ]
+    index = LexicalIndex(rows)
+    served = index.served_rows({DocumentId("a"): "v2", DocumentId("b"): "v1"})
+    hits = index.nearest([0.0, 5.0], served, k=10)
+    assert [h.chunk_id for h in hits] == ["a-v2-0", "b-v1-0", "b-v1-1"]  # a-v1 is not served
+    assert [round(h.score, 4) for h in hits] == [1.0, 0.7071, 0.0]
+    assert hits[0].text == "new" and hits[0].metadata["filename"] == "a.pdf"
+    assert [h.chunk_id for h in index.nearest([1.0, 0.0], served, k=1)] == ["b-v1-0"]
+    focused = index.served_rows({DocumentId("b"): "v1"}, [DocumentId("b")])
+    assert [h.chunk_id for h in index.nearest([0.0, 1.0], focused, k=5)] == ["b-v1-0", "b-v1-1"]
+    assert index.nearest([0.0, 1.0], index.served_rows({}), k=5) == []
+
+
+def test_an_index_built_without_vectors_has_no_vector_side() -> None:
+    index = LexicalIndex([record("a", "v", 0, "pump"), vectored("a", "v", 1, "seal", [1.0])])
+    assert index.vectors is None  # one record without its vector: none are kept
+    with pytest.raises(ValueError, match="without the chunks' vectors"):
+        index.nearest([1.0], np.ones(2, dtype=bool), k=1)
+
+
+class Source:
+    """A tenant's chunks as the Chroma store gives them, counting what was asked."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.asked: list[bool] = []
+
+    async def count(self, tenant: TenantId) -> int:
+        return self.chunks
+
+    async def records(self, tenant: TenantId, *, vectors: bool = False) -> list[ChunkRecord]:
+        self.asked.append(vectors)
+        return [vectored("a", "v", n, f"pump {n}", [1.0, float(n)] if vectors else ())
+                for n in range(self.chunks)]
+
+
+async def test_only_a_tenant_small_enough_keeps_its_vectors() -> None:
+    small, large = Source(3), Source(4)
+    assert (await LexicalIndexes(small, exact_max_chunks=3).index(TenantId("t"), "1")).vectors \
+        is not None
+    assert (await LexicalIndexes(large, exact_max_chunks=3).index(TenantId("t"), "1")).vectors \
+        is None
+    assert (small.asked, large.asked) == ([True], [False])

@@ -2,6 +2,9 @@
 the embed worker's own handler writing the chunks (as the ingest worker cuts them, document
 context included).
 
+Each runs on both dense sides: the exact one of a tenant small enough to keep its vectors in its
+index, and Chroma's graph (a tenant too large for that, here: a limit of 0 chunks).
+
 - Disambiguation: fictional quarterly reports of several companies and quarters with one layout
   and meaningless file names (tests/fixtures/filings.py); questions that name a company and a
   period find that report, questions spanning quarters find all of them.
@@ -19,10 +22,13 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from chat_gateway.lexical import EXACT_MAX_CHUNKS
 from chat_gateway.search import Lexical, Searcher, interleave
 from embed_worker.handler import EmbedHandler
 from ingest_worker.chunking import ChunkDraft, chunk
@@ -54,6 +60,7 @@ class Parts:
     prefix: str = field(default_factory=lambda: f"h{uuid.uuid4().hex[:8]}")
     tenant: TenantId = field(default_factory=lambda: TenantId(f"t{uuid.uuid4().hex[:8]}"))
     handlers: list[EmbedHandler] = field(default_factory=list)
+    exact_max_chunks: int = EXACT_MAX_CHUNKS
 
     def __post_init__(self) -> None:
         self.status = StatusStore(self.redis, prefix=self.prefix)
@@ -62,7 +69,8 @@ class Parts:
 
     def searcher(self) -> Searcher:
         """A searcher with its own (empty) lexical indexes: what a freshly started process has."""
-        lexical = Lexical.for_store(self.store, self.redis, prefix=self.prefix)
+        lexical = Lexical.for_store(self.store, self.redis, prefix=self.prefix,
+                                    exact_max_chunks=self.exact_max_chunks)
         assert lexical is not None
         return Searcher(self.embedder, self.store, self.status, lexical=lexical)
 
@@ -106,13 +114,14 @@ class Parts:
         return batches(drafts, target=where, version=version, filename=name, size=2)
 
 
-@pytest.fixture
+@pytest.fixture(params=["exact", "graph"])
 async def parts(
-    redis_url: str, chroma_url: str, local: LocalEmbedder
+    request: pytest.FixtureRequest, redis_url: str, chroma_url: str, local: LocalEmbedder
 ) -> AsyncIterator[Parts]:
     client = aioredis.Redis.from_url(redis_url)
     store = await ChromaStore.connect(chroma_url, MODEL_ID)
-    made = Parts(client, store, local)
+    made = Parts(client, store, local,
+                 exact_max_chunks=EXACT_MAX_CHUNKS if request.param == "exact" else 0)
     yield made
     for handler in made.handlers:
         await asyncio.wait_for(handler.close(), 30)
@@ -200,7 +209,8 @@ async def test_a_replaced_document_shows_old_or_new_never_both_nor_neither(parts
 
 
 async def test_deletes_redelivery_restarts_and_two_workers(parts: Parts) -> None:
-    lexical = Lexical.for_store(parts.store, parts.redis, prefix=parts.prefix)
+    lexical = Lexical.for_store(parts.store, parts.redis, prefix=parts.prefix,
+                                exact_max_chunks=parts.exact_max_chunks)
     assert lexical is not None
     searcher = Searcher(parts.embedder, parts.store, parts.status, lexical=lexical)
     # Two embed workers land one document's batches together.
@@ -235,6 +245,47 @@ async def test_deletes_redelivery_restarts_and_two_workers(parts: Parts) -> None
     assert await parts.store.delete_document(parts.tenant, doc[0].document_id) == 12
     left = await searcher.search(parts.tenant, "garnet pump bay", k=20)
     assert left and {h.document_id for h in left} == {other[0].document_id}
+
+
+class Counted(ChromaStore):
+    """The Chroma store, counting the vector queries it is asked."""
+
+    queries = 0
+
+    async def query(self, *args: Any, **kwargs: Any) -> list[Hit]:
+        self.queries += 1
+        return await super().query(*args, **kwargs)
+
+
+async def test_a_small_tenants_dense_side_is_exact_and_asks_no_graph(
+    redis_url: str, chroma_url: str, local: LocalEmbedder
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    store = await Counted.connect(chroma_url, MODEL_ID)
+    assert isinstance(store, Counted)
+    parts = Parts(client, store, local)
+    for report in filings.reports()[:4]:
+        await parts.land(parts.report_batches(report))
+    stored = {r.chunk_id: r.embedding for r in await store.records(parts.tenant, vectors=True)}
+    question = "What was the revenue of each company in the latest quarter?"
+    [asked] = await local.embed([question])
+    hits = await parts.searcher().search(parts.tenant, question, k=len(stored))
+    # Every chunk was compared: the cosines the hits carry are the stored vectors' own, and the
+    # closest of all the tenant's chunks is among them.
+    similar = [(h.chunk_id, h.metadata["similarity"]) for h in hits if "similarity" in h.metadata]
+    assert len(similar) == len(stored)  # fewer than the candidates each side ranks
+    for chunk_id, similarity in similar:
+        assert similarity == pytest.approx(float(np.dot(asked, stored[chunk_id])), abs=1e-5)
+    closest = max(float(np.dot(asked, v)) for v in stored.values())
+    assert max(s for _, s in similar) == pytest.approx(closest, abs=1e-5)
+    assert store.queries == 0
+    parts.exact_max_chunks = 0  # the same tenant, too large: asked of Chroma's graph
+    assert await parts.searcher().search(parts.tenant, question, k=8)
+    assert store.queries > 0
+    for handler in parts.handlers:
+        await asyncio.wait_for(handler.close(), 30)
+    await store.close()
+    await client.aclose()
 
 
 async def test_an_empty_tenant_finds_nothing(parts: Parts) -> None:

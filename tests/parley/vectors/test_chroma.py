@@ -1,5 +1,6 @@
-"""The Chroma adapter against a real Chroma server reached through a proxy that can stop
-answering: a request that gets no answer ends as a Retry within the timeout, never a hang."""
+"""The Chroma adapter against a real Chroma server: through a proxy that can stop answering, a
+request that gets no answer ends as a Retry within the timeout, never a hang; a new collection
+gets the graph Parley asks for; the chunks come back with their vectors when asked."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from urllib.parse import urlparse
 import pytest
 
 from parley.errors import Retry
-from parley.ids import ChunkId, TenantId
-from parley.vectors.chroma import ChromaStore
+from parley.ids import ChunkId, DocumentId, TenantId
+from parley.vectors.chroma import HNSW, ChromaStore, collection_name
+from parley.vectors.store import ChunkRecord
 
 
 class Proxy:
@@ -80,3 +82,28 @@ async def test_connect_to_a_server_that_never_answers_raises_within_the_timeout(
     with pytest.raises(TimeoutError):
         await ChromaStore.connect(proxy.url, "timeout-model", timeout=1.0)
     assert time.monotonic() - started < 10
+
+
+async def test_a_new_collection_gets_the_graph_asked_for_and_gives_its_vectors_back(
+    chroma_url: str,
+) -> None:
+    store = await ChromaStore.connect(chroma_url, "graph-model")
+    tenant = TenantId("chroma-graph")
+    vectors = [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]
+    await store.upsert(tenant, [
+        ChunkRecord(ChunkId(f"c{i}"), DocumentId("d"), "v1", f"text {i}", vector, {"page": i})
+        for i, vector in enumerate(vectors)
+    ])
+    made = await store._client.get_collection(collection_name(tenant, "graph-model"))
+    graph = made.configuration["hnsw"]
+    # Chroma's own default is 16 links and a build breadth of 100 (see parley.vectors.chroma).
+    assert (graph["max_neighbors"], graph["ef_construction"]) == (32, 200)
+    assert graph["space"] == HNSW["space"] == "cosine"
+
+    plain = sorted(await store.records(tenant), key=lambda r: r.chunk_id)
+    assert [(r.chunk_id, r.document_id, r.version, r.text, len(r.embedding)) for r in plain] == [
+        ("c0", "d", "v1", "text 0", 0), ("c1", "d", "v1", "text 1", 0)]
+    full = sorted(await store.records(tenant, vectors=True), key=lambda r: r.chunk_id)
+    assert [[round(float(x), 6) for x in r.embedding] for r in full] == vectors
+    assert [r.metadata["page"] for r in full] == [0, 1]
+    await store.close()
