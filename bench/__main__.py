@@ -17,6 +17,7 @@ ORDER = [
     "embedding",
     "pipeline",
     "retrieval",
+    "ann",
     "answers",
     "local_model",
     "ttft",

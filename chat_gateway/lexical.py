@@ -49,6 +49,7 @@ rebuild costs what it did: ~0.43 s for 2,944 chunks here, with or without).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -77,6 +78,10 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
 MAX_TENANTS = 64  # indexes kept per process; the least recently used goes first
+# Chunks kept per process, all tenants' indexes together (the least recently used tenant goes
+# first; the one just built stays, however large): ~4.2 KiB a chunk (text, metadata, BM25),
+# ~5.7 KiB with its vector: ~570 MB here, under the gateway pod's 1 GiB limit (k8s/base).
+MAX_CHUNKS = 100_000
 # A tenant of at most this many chunks (all versions) keeps its vectors in its index, and the
 # dense side of its searches is exact (see "Exact vectors" above): 30 MB of float32 at 384
 # dimensions, ~2 ms a search on one core. A larger tenant is searched through Chroma's graph.
@@ -140,15 +145,17 @@ class LexicalIndex:
     """One tenant's chunks as of one generation, BM25-indexed. Searches are pure CPU."""
 
     def __init__(self, records: Sequence[ChunkRecord]) -> None:
-        self.records = list(records)
-        self._documents = np.array([r.document_id for r in self.records], dtype=object)
-        self._versions = np.array([r.version for r in self.records], dtype=object)
         # The chunks' vectors (unit length), when every record came with one: see `nearest`.
+        # Kept once, in the matrix: the records let go of theirs (Chroma's pages of vectors).
         self.vectors: np.ndarray | None = None
-        if self.records and all(len(r.embedding) for r in self.records):
-            matrix = np.asarray([r.embedding for r in self.records], dtype=np.float32)
+        if records and all(len(r.embedding) for r in records):
+            matrix = np.asarray([r.embedding for r in records], dtype=np.float32)
             norms = np.linalg.norm(matrix, axis=1, keepdims=True)
             self.vectors = matrix / np.where(norms > 0, norms, 1.0)
+        self.records = [dataclasses.replace(r, embedding=()) if len(r.embedding) else r
+                        for r in records]
+        self._documents = np.array([r.document_id for r in self.records], dtype=object)
+        self._versions = np.array([r.version for r in self.records], dtype=object)
         self._retriever: Any = None
         if self.records:
             corpus = [tokenize(indexed_text(r)) for r in self.records]
@@ -278,12 +285,14 @@ class LexicalIndexes:
         *,
         max_age: float = MAX_AGE,
         max_tenants: int = MAX_TENANTS,
+        max_chunks: int = MAX_CHUNKS,
         exact_max_chunks: int = EXACT_MAX_CHUNKS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.max_age = max_age
         self.max_tenants = max_tenants
+        self.max_chunks = max_chunks
         self.exact_max_chunks = exact_max_chunks
         self._clock = clock
         self._built: dict[TenantId, tuple[str, float, LexicalIndex]] = {}
@@ -307,7 +316,9 @@ class LexicalIndexes:
             self.rebuilds += 1
             self._built.pop(tenant, None)
             self._built[tenant] = (generation, self._clock(), index)
-            while len(self._built) > self.max_tenants:
+            while len(self._built) > 1 and (
+                    len(self._built) > self.max_tenants
+                    or sum(len(built[2]) for built in self._built.values()) > self.max_chunks):
                 oldest = next(iter(self._built))
                 self._built.pop(oldest)
                 self._locks.pop(oldest, None)

@@ -160,3 +160,22 @@ async def test_only_a_tenant_small_enough_keeps_its_vectors() -> None:
     assert (await LexicalIndexes(large, exact_max_chunks=3).index(TenantId("t"), "1")).vectors \
         is None
     assert (small.asked, large.asked) == ([True], [False])
+
+
+async def test_the_indexes_kept_stay_within_a_number_of_chunks() -> None:
+    source = Source(3)
+    indexes = LexicalIndexes(source, max_chunks=7)
+    for tenant in ("a", "b"):
+        await indexes.index(TenantId(tenant), "1")
+    assert indexes.rebuilds == 2
+    await indexes.index(TenantId("a"), "1")  # 6 chunks kept: both are
+    assert indexes.rebuilds == 2
+    await indexes.index(TenantId("c"), "1")  # 9: "b", the least recently used, goes
+    await indexes.index(TenantId("a"), "1")
+    assert indexes.rebuilds == 3
+    await indexes.index(TenantId("b"), "1")
+    assert indexes.rebuilds == 4
+    alone = LexicalIndexes(Source(10), max_chunks=7)
+    await alone.index(TenantId("big"), "1")
+    await alone.index(TenantId("big"), "1")  # larger than the bound alone: kept all the same
+    assert alone.rebuilds == 1
