@@ -63,6 +63,7 @@ from typing import Any, Protocol, runtime_checkable
 import bm25s
 import numpy as np
 import Stemmer
+import structlog
 from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein
 
@@ -75,6 +76,7 @@ from parley.vectors.store import ChunkRecord, Hit
 # bm25s sets its own logger to DEBUG when imported: every index built printed "Building index
 # from tokens" (in `parley search` too).
 logging.getLogger("bm25s").setLevel(logging.WARNING)
+log = structlog.get_logger(__name__)
 
 MAX_AGE = 300.0  # seconds an index is trusted without a generation change (see above)
 MAX_TENANTS = 64  # indexes kept per process; the least recently used goes first
@@ -318,8 +320,14 @@ class LexicalIndexes:
             self._built[tenant] = (generation, self._clock(), index)
             while len(self._built) > 1 and (
                     len(self._built) > self.max_tenants
-                    or sum(len(built[2]) for built in self._built.values()) > self.max_chunks):
+                    or (kept := sum(len(b[2]) for b in self._built.values())) > self.max_chunks):
                 oldest = next(iter(self._built))
+                if len(self._built) <= self.max_tenants:
+                    # Searches that take turns between tenants larger together than the bound
+                    # rebuild at every turn: worth seeing in the logs.
+                    log.warning("lexical_index_dropped", tenant=oldest, chunks_kept=kept,
+                                tenants_kept=len(self._built), max_chunks=self.max_chunks,
+                                effect="the tenant's next search rebuilds its index")
                 self._built.pop(oldest)
                 self._locks.pop(oldest, None)
             return index

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+import structlog
 
 from chat_gateway.lexical import LexicalIndex, LexicalIndexes, indexed_text, tokenize, top_rows
 from parley.contracts import DocumentContext
@@ -170,7 +171,10 @@ async def test_the_indexes_kept_stay_within_a_number_of_chunks() -> None:
     assert indexes.rebuilds == 2
     await indexes.index(TenantId("a"), "1")  # 6 chunks kept: both are
     assert indexes.rebuilds == 2
-    await indexes.index(TenantId("c"), "1")  # 9: "b", the least recently used, goes
+    with structlog.testing.capture_logs() as logged:
+        await indexes.index(TenantId("c"), "1")  # 9: "b", the least recently used, goes
+    assert [(e["event"], e["tenant"], e["chunks_kept"]) for e in logged] == [
+        ("lexical_index_dropped", "b", 9)]
     await indexes.index(TenantId("a"), "1")
     assert indexes.rebuilds == 3
     await indexes.index(TenantId("b"), "1")
