@@ -95,7 +95,7 @@ async def test_a_new_collection_gets_the_graph_asked_for_and_gives_its_vectors_b
         for i, vector in enumerate(vectors)
     ])
     made = await store._client.get_collection(collection_name(tenant, "graph-model"))
-    graph = made.configuration["hnsw"]
+    graph = made.configuration_json["hnsw"]
     # Chroma's own default is 16 links and a build breadth of 100 (see parley.vectors.chroma).
     assert (graph["max_neighbors"], graph["ef_construction"]) == (32, 200)
     assert graph["space"] == HNSW["space"] == "cosine"
