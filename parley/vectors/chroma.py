@@ -231,29 +231,30 @@ class ChromaStore:
         found = await collection.get(where={"document_id": document_id}, include=[])
         return list(found["ids"])
 
-    async def records(self, tenant: TenantId, *, vectors: bool = False) -> list[ChunkRecord]:
-        """Every chunk of the tenant's collection (all versions), read page by page, with their
-        vectors when asked: what the lexical index is built from."""
+    async def records(self, tenant: TenantId, *, vectors: bool = False,
+                      only: Sequence[str] | None = None) -> list[ChunkRecord]:
+        """The chunks of the tenant's collection (all versions; of ``only`` when given), page
+        by page, with their vectors when asked: what the lexical index is built from."""
         collection = await self._collection(tenant, create=False)
         if collection is None:
             return []
         out: list[ChunkRecord] = []
-        offset = 0
-        while True:
+        offset, include = 0, ["documents", "metadatas", *(["embeddings"] if vectors else [])]
+        while only is None or offset < len(only):
+            window = None if only is None else list(only[offset:offset + _PAGE])
             try:
-                page = await collection.get(
-                    include=["documents", "metadatas", *(["embeddings"] if vectors else [])],
-                    limit=_PAGE, offset=offset,
-                )
+                page = await collection.get(ids=window, limit=None if window else _PAGE,
+                                            offset=None if window else offset, include=include)
             except Exception as exc:
                 raise _transient(exc) from exc
             ids, got = page["ids"], page["embeddings"] if vectors else None
             out += [_from_chroma(chunk_id, text, metadata, () if got is None else got[i])
                     for i, (chunk_id, text, metadata) in enumerate(
                         zip(ids, page["documents"] or [], page["metadatas"] or [], strict=True))]
-            if len(ids) < _PAGE:
+            if window is None and len(ids) < _PAGE:
                 return out
             offset += _PAGE
+        return out
 
     async def existing(self, tenant: TenantId, chunk_ids: Sequence[ChunkId]) -> set[str]:
         if not chunk_ids:

@@ -142,16 +142,22 @@ class Source:
     """A tenant's chunks as the Chroma store gives them, counting what was asked."""
 
     def __init__(self, chunks: int) -> None:
-        self.chunks = chunks
+        self.chunks = list(range(chunks))
         self.asked: list[bool] = []
+        self.only: list[list[str] | None] = []
+        self.gone: set[str] = set()  # deleted between a listing and the vectors' fetch
 
     async def count(self, tenant: TenantId) -> int:
-        return self.chunks
+        return len(self.chunks)
 
-    async def records(self, tenant: TenantId, *, vectors: bool = False) -> list[ChunkRecord]:
+    async def records(self, tenant: TenantId, *, vectors: bool = False,
+                      only: Sequence[str] | None = None) -> list[ChunkRecord]:
         self.asked.append(vectors)
-        return [vectored("a", "v", n, f"pump {n}", [1.0, float(n)] if vectors else ())
-                for n in range(self.chunks)]
+        self.only.append(None if only is None else list(only))
+        made = [vectored("a", "v", n, f"pump {n}", [1.0, float(n)] if vectors else ())
+                for n in self.chunks]
+        return made if only is None else [
+            r for r in made if r.chunk_id in only and r.chunk_id not in self.gone]
 
 
 async def test_only_a_tenant_small_enough_keeps_its_vectors() -> None:
@@ -183,3 +189,19 @@ async def test_the_indexes_kept_stay_within_a_number_of_chunks() -> None:
     await alone.index(TenantId("big"), "1")
     await alone.index(TenantId("big"), "1")  # larger than the bound alone: kept all the same
     assert alone.rebuilds == 1
+
+
+async def test_a_rebuild_fetches_only_the_vectors_it_does_not_hold() -> None:
+    source = Source(3)
+    indexes = LexicalIndexes(source)
+    first = await indexes.index(TenantId("t"), "1")
+    source.chunks = [1, 2, 3, 4]  # chunk 0 deleted, 3 and 4 written
+    source.gone = {"a-v-4"}  # and 4 deleted again before its vector was read
+    second = await indexes.index(TenantId("t"), "2")
+    assert source.asked == [True, False, True]
+    assert source.only == [None, None, ["a-v-3", "a-v-4"]]
+    assert [r.chunk_id for r in second.records] == ["a-v-1", "a-v-2", "a-v-3"]
+    assert second.vectors is not None and first.vectors is not None
+    assert np.allclose(second.vectors[:2], first.vectors[1:])  # kept, not fetched again
+    assert [h.chunk_id for h in second.nearest([1.0, 3.0], np.ones(3, dtype=bool), k=1)] == [
+        "a-v-3"]

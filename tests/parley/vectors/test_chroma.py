@@ -106,4 +106,8 @@ async def test_a_new_collection_gets_the_graph_asked_for_and_gives_its_vectors_b
     full = sorted(await store.records(tenant, vectors=True), key=lambda r: r.chunk_id)
     assert [[round(float(x), 6) for x in r.embedding] for r in full] == vectors
     assert [r.metadata["page"] for r in full] == [0, 1]
+    some = await store.records(tenant, vectors=True, only=["c1", "gone"])  # "gone": not there
+    assert [(r.chunk_id, [round(float(x), 6) for x in r.embedding]) for r in some] == [
+        ("c1", vectors[1])]
+    assert await store.records(tenant, only=[]) == []
     await store.close()
