@@ -242,14 +242,15 @@ class LexicalIndex:
         row = self._rows.get(chunk_id) if self.vectors is not None else None
         return None if row is None or self.vectors is None else self.vectors[row]
 
-    def nearest(self, vector: Sequence[float], mask: np.ndarray, *, k: int) -> list[Hit]:
+    def nearest(self, vector: Sequence[float] | np.ndarray, mask: np.ndarray, *,
+                k: int) -> list[Hit]:
         """The ``k`` rows under ``mask`` whose vectors are closest to ``vector`` (cosine, the
         hit's score), best first, by comparing it with every row: exact, where an approximate
         graph can miss whole documents. Raises ``ValueError`` when the index holds no vectors."""
         if self.vectors is None:
             raise ValueError("this index was built without the chunks' vectors")
         query = np.asarray(vector, dtype=np.float32)
-        query /= max(float(np.linalg.norm(query)), 1e-12)
+        query = query / max(float(np.linalg.norm(query)), 1e-12)  # not the caller's array
         cosines = np.where(mask, self.vectors @ query, -np.inf)
         count = min(k, int(mask.sum()))
         if count <= 0:

@@ -129,6 +129,9 @@ def test_the_nearest_rows_are_found_by_comparing_with_every_row_under_the_mask()
     focused = index.served_rows({DocumentId("b"): "v1"}, [DocumentId("b")])
     assert [h.chunk_id for h in index.nearest([0.0, 1.0], focused, k=5)] == ["b-v1-0", "b-v1-1"]
     assert index.nearest([0.0, 1.0], index.served_rows({}), k=5) == []
+    asked = np.array([0.0, 5.0], dtype=np.float32)
+    index.nearest(asked, served, k=1)
+    assert asked.tolist() == [0.0, 5.0]  # the caller's vector is left as it was
 
 
 def test_an_index_built_without_vectors_has_no_vector_side() -> None:
