@@ -9,9 +9,9 @@ unanswerable ones included, embedded as the Searcher embeds them.
 
 Rows, side by side in one run on one private Chroma server (started here):
 
-- *exact*: the question's vector compared with every chunk's (numpy, in process): what the
-  gateway does for a tenant of up to ``chat_gateway.lexical.EXACT_MAX_CHUNKS`` chunks; the
-  reference of the recall columns;
+- *exact*: the question's vector compared with every chunk's, in process, by the gateway's own
+  ``LexicalIndex.nearest``: what the gateway does for a tenant of up to
+  ``chat_gateway.lexical.EXACT_MAX_CHUNKS`` chunks; the reference of the recall columns;
 - *Chroma default*: a collection created with Chroma's own graph settings (16 links per vector,
   build breadth 100);
 - *Parley*: ``parley.vectors.chroma.HNSW`` (32 links, build breadth 200), what a new collection
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import sys
@@ -117,6 +118,7 @@ async def graph_rows(
 async def run(builds: int) -> str:
     from bench.retrieval import embed, embedded_text, parley_records
     from chat_gateway.focus import expanded
+    from chat_gateway.lexical import LexicalIndex
     from parley_cli import localstack
 
     files, asked, skipped = tenant_files()
@@ -126,15 +128,17 @@ async def run(builds: int) -> str:
     questions = await embed([expanded(q) for q in asked])
     load_before = os.getloadavg()[0]
 
+    # The gateway's own exact search (a tenant's index holding its chunks' vectors).
+    index = LexicalIndex([dataclasses.replace(r, embedding=v) for r, v in zip(
+        records, matrix, strict=True)])
+    everything = np.ones(len(records), dtype=bool)
     exact: list[set[str]] = []
     took = []
     for vector in questions:
         started = time.perf_counter()
-        cosines = matrix @ vector
-        top = np.argpartition(-cosines, FETCH - 1)[:FETCH]
-        top = top[np.argsort(-cosines[top])]
+        hits = index.nearest(vector, everything, k=FETCH)
         took.append(time.perf_counter() - started)
-        exact.append({ids[i] for i in top[:TOP]})
+        exact.append({str(h.chunk_id) for h in hits[:TOP]})
     rows: list[list[object]] = [["exact (numpy, in process)", "-", 1.0, 0, 0,
                                  1000 * statistics.median(took),
                                  1000 * float(np.quantile(took, 0.99))]]

@@ -239,8 +239,8 @@ class LexicalIndex:
 
     def vector(self, chunk_id: str) -> np.ndarray | None:
         """The chunk's vector, when this index holds it."""
-        row = self._rows.get(chunk_id) if self.vectors is not None else None
-        return None if row is None or self.vectors is None else self.vectors[row]
+        row = self._rows.get(chunk_id)
+        return None if self.vectors is None or row is None else self.vectors[row]
 
     def nearest(self, vector: Sequence[float] | np.ndarray, mask: np.ndarray, *,
                 k: int) -> list[Hit]:
@@ -357,17 +357,16 @@ class LexicalIndexes:
         if not vectors or before is None or before.vectors is None:
             return await self.source.records(tenant, vectors=vectors)
         records = await self.source.records(tenant)
-        missing = [r.chunk_id for r in records if before.vector(r.chunk_id) is None]
-        fetched = {r.chunk_id: r.embedding for r in (
-            await self.source.records(tenant, vectors=True, only=missing) if missing else [])}
-        out = []
-        for r in records:
-            kept = before.vector(r.chunk_id)
-            vector = fetched.get(r.chunk_id) if kept is None else cast(Sequence[float], kept)
-            if vector is not None and len(vector):
-                out.append(dataclasses.replace(r, embedding=vector))
-            # else: deleted between the two reads (a superseded version): left out
-        return out
+        vectors_of: dict[str, Sequence[float]] = {
+            r.chunk_id: cast(Sequence[float], v) for r in records
+            if (v := before.vector(r.chunk_id)) is not None}
+        missing = [r.chunk_id for r in records if r.chunk_id not in vectors_of]
+        if missing:
+            vectors_of.update((r.chunk_id, r.embedding) for r in await self.source.records(
+                tenant, vectors=True, only=missing))
+        # A chunk deleted between the two reads (a superseded version) is left out.
+        return [dataclasses.replace(r, embedding=vectors_of[r.chunk_id]) for r in records
+                if len(vectors_of.get(r.chunk_id, ()))]
 
     def _fresh(self, tenant: TenantId, generation: str) -> LexicalIndex | None:
         built = self._built.get(tenant)

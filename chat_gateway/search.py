@@ -252,8 +252,8 @@ class Searcher:
         lexical_all = top_rows(scores, everything, k=fetch)
         lexical_focus = top_rows(scores, focused, k=fetch) if focused is not None else []
         if dense_task is None:
-            dense = [index.nearest(vector, mask, k=fetch)
-                     for mask in (everything, *([] if focused is None else [focused]))]
+            masks = [everything] if focused is None else [everything, focused]
+            dense = [index.nearest(vector, mask, k=fetch) for mask in masks]
         else:
             dense = [[h for h in hits if served.get(h.document_id) == h.version]
                      for hits in await dense_task]
