@@ -18,6 +18,7 @@ ORDER = [
     "pipeline",
     "retrieval",
     "ann",
+    "rebuild",
     "answers",
     "local_model",
     "ttft",

@@ -224,12 +224,12 @@ class ChromaStore:
         found = await collection.get(where={"document_id": document_id}, include=[])
         return len(found["ids"])
 
-    async def ids(self, tenant: TenantId, document_id: DocumentId) -> list[str]:
+    async def ids(self, tenant: TenantId, document_id: DocumentId | None = None) -> list[str]:
         collection = await self._collection(tenant, create=False)
         if collection is None:
             return []
-        found = await collection.get(where={"document_id": document_id}, include=[])
-        return list(found["ids"])
+        where = None if document_id is None else {"document_id": document_id}
+        return list((await collection.get(where=where, include=[]))["ids"])
 
     async def records(self, tenant: TenantId, *, vectors: bool = False,
                       only: Sequence[str] | None = None) -> list[ChunkRecord]:

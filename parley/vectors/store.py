@@ -66,8 +66,8 @@ class VectorStore(Protocol):
 
     async def count(self, tenant: TenantId, document_id: DocumentId | None = None) -> int: ...
 
-    async def ids(self, tenant: TenantId, document_id: DocumentId) -> list[str]:
-        """The ids of the document's chunks (every version), in no particular order."""
+    async def ids(self, tenant: TenantId, document_id: DocumentId | None = None) -> list[str]:
+        """The ids of the document's chunks (every version), or the tenant's, in no order."""
         ...
 
     async def existing(self, tenant: TenantId, chunk_ids: Sequence[ChunkId]) -> set[str]:

@@ -149,15 +149,22 @@ class Source:
         self.asked: list[bool] = []
         self.only: list[list[str] | None] = []
         self.gone: set[str] = set()  # deleted between a listing and the vectors' fetch
+        self.texts: dict[int, str] = {}  # a chunk rewritten under its id
 
     async def count(self, tenant: TenantId) -> int:
         return len(self.chunks)
+
+    async def ids(self, tenant: TenantId) -> list[str]:
+        self.asked.append(False)
+        self.only.append([])  # the ids alone: no text, no vector
+        return [f"a-v-{n}" for n in self.chunks]
 
     async def records(self, tenant: TenantId, *, vectors: bool = False,
                       only: Sequence[str] | None = None) -> list[ChunkRecord]:
         self.asked.append(vectors)
         self.only.append(None if only is None else list(only))
-        made = [vectored("a", "v", n, f"pump {n}", [1.0, float(n)] if vectors else ())
+        made = [vectored("a", "v", n, self.texts.get(n, f"pump {n}"),
+                         [1.0, float(n) + (n in self.texts)] if vectors else ())
                 for n in self.chunks]
         return made if only is None else [
             r for r in made if r.chunk_id in only and r.chunk_id not in self.gone]
@@ -194,17 +201,70 @@ async def test_the_indexes_kept_stay_within_a_number_of_chunks() -> None:
     assert alone.rebuilds == 1
 
 
-async def test_a_rebuild_fetches_only_the_vectors_it_does_not_hold() -> None:
+async def test_a_rebuild_fetches_only_the_chunks_it_does_not_hold() -> None:
     source = Source(3)
     indexes = LexicalIndexes(source)
     first = await indexes.index(TenantId("t"), "1")
     source.chunks = [1, 2, 3, 4]  # chunk 0 deleted, 3 and 4 written
-    source.gone = {"a-v-4"}  # and 4 deleted again before its vector was read
+    source.gone = {"a-v-4"}  # and 4 deleted again before it was read
     second = await indexes.index(TenantId("t"), "2")
     assert source.asked == [True, False, True]
-    assert source.only == [None, None, ["a-v-3", "a-v-4"]]
+    assert source.only == [None, [], ["a-v-3", "a-v-4"]]  # all, the ids, the new ones
     assert [r.chunk_id for r in second.records] == ["a-v-1", "a-v-2", "a-v-3"]
     assert second.vectors is not None and first.vectors is not None
     assert np.allclose(second.vectors[:2], first.vectors[1:])  # kept, not fetched again
     assert [h.chunk_id for h in second.nearest([1.0, 3.0], np.ones(3, dtype=bool), k=1)] == [
         "a-v-3"]
+
+
+async def test_a_rebuild_past_max_age_reads_every_text_and_fetches_what_changed() -> None:
+    now = [0.0]
+    source = Source(3)
+    indexes = LexicalIndexes(source, max_age=300, clock=lambda: now[0])
+    first = await indexes.index(TenantId("t"), "1")
+    source.texts = {1: "valve 1"}  # rewritten under its id by a writer that did not bump
+    now[0] = 301.0
+    aged = await indexes.index(TenantId("t"), "1")
+    assert source.only == [None, None, ["a-v-1"]]  # all; every text; the changed one's vector
+    assert source.asked == [True, False, True]
+    assert [r.text for r in aged.records] == ["pump 0", "valve 1", "pump 2"]
+    everything = np.ones(3, dtype=bool)
+    assert [f.row for f in aged.search("valve", everything, k=3)] == [1]
+    assert aged.search("valve", everything, k=3) == LexicalIndex(aged.records).search(
+        "valve", everything, k=3)
+    assert aged.vectors is not None and first.vectors is not None
+    assert np.allclose(aged.vectors[[0, 2]], first.vectors[[0, 2]])
+    assert not np.allclose(aged.vectors[1], first.vectors[1])  # the rewritten chunk's own
+    now[0] = 302.0
+    await indexes.index(TenantId("t"), "2")  # a generation moved: the ids, nothing new
+    assert source.only[3:] == [[]]
+
+
+def test_an_index_built_on_the_previous_one_is_the_index_built_afresh(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    words = ["pump", "seal", "bearing", "valve", "gasket", "motor", "filter", "sensor", "relay",
+             "boiler"]
+
+    def chunk(n: int) -> ChunkRecord:
+        text = " ".join(words[(n * k) % len(words)] for k in range(1, 4 + n % 5))
+        return record(f"d{n % 3}", "v", n, f"{text} {n * 7}", heading=words[n % 4])
+
+    first = LexicalIndex([chunk(n) for n in range(12)])
+    tokenized: list[str] = []
+
+    def counting(text: str) -> list[str]:
+        tokenized.append(text)
+        return tokenize(text)
+
+    monkeypatch.setattr("chat_gateway.lexical.tokenize", counting)
+    # 0-5 deleted (their terms "0", "7", ... with them), 12-15 written, 6-11 kept
+    later = [chunk(n) for n in range(6, 16)]
+    built_on = LexicalIndex(later, previous=first)
+    assert len(tokenized) == 4  # only the new chunks were read into terms
+    afresh = LexicalIndex(later)
+    assert built_on._vocab.keys() == afresh._vocab.keys()  # the deleted chunks' terms are gone
+    served = built_on.served_rows({DocumentId(f"d{n}"): "v" for n in range(3)})
+    for query in [*words, "pump seal 42", "valve 105 filter", "7", "gasket motor relay boiler"]:
+        assert np.array_equal(built_on.scores(query), afresh.scores(query)), query
+        assert built_on.search(query, served, k=5) == afresh.search(query, served, k=5)
+    assert not built_on.scores("35").any() and first.scores("35").any()  # chunk 5 only

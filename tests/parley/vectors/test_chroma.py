@@ -110,4 +110,9 @@ async def test_a_new_collection_gets_the_graph_asked_for_and_gives_its_vectors_b
     assert [(r.chunk_id, [round(float(x), 6) for x in r.embedding]) for r in some] == [
         ("c1", vectors[1])]
     assert await store.records(tenant, only=[]) == []
+    await store.upsert(tenant, [ChunkRecord(ChunkId("e0"), DocumentId("e"), "v1", "other",
+                                            vectors[0], {"page": 0})])
+    assert sorted(await store.ids(tenant)) == ["c0", "c1", "e0"]  # the tenant's: each document's
+    assert sorted(await store.ids(tenant, DocumentId("d"))) == ["c0", "c1"]
+    assert await store.ids(TenantId("chroma-nobody")) == []
     await store.close()
