@@ -23,8 +23,8 @@ replica during a rollout).
 **Incremental.** A rebuild after the generation moved reads the tenant's chunk ids and fetches
 only the chunks the index before it did not hold; the others' texts, metadata, vectors and BM25
 terms are taken from that index (a chunk id names one text of one version), and only the new
-chunks are tokenized. After a 32-chunk write to a tenant of ~20,000 chunks that is ~0.75 s
-instead of ~10 s with every text read and tokenized again (``python -m bench rebuild``). Past
+chunks are tokenized. After a 32-chunk write to a tenant of ~20,000 chunks that is ~0.8 s
+instead of ~9 s with every text read and tokenized again (``python -m bench rebuild``). Past
 ``max_age`` every text and metadata is read and compared with the held chunk's, so what a writer
 changed without a bump, or rewrote under a chunk id, shows within that age.
 
