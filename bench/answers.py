@@ -38,8 +38,9 @@ Question sets:
 - ``typos``: the ``handbooks`` questions (and ``typos-none``: its unanswerable ones), each with
   a typist's slip in its longest lower-case word of 6 letters or more (:func:`misspelt`: two
   middle letters swapped, "password" -> "paswsord"), asked of the same documents.
-- ``examples``: the project's examples/ (without the scanned memo: no OCR here), what a new user
-  asks after the quick start, plus ``examples-none``.
+- ``examples``: the project's examples/ as the quick start uploads it (its README.md too; the
+  scanned memo left out: no OCR here), what a new user asks after the quick start, plus
+  ``examples-none``.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
   data model, a contract notice), 48 questions written without reading the answerer
@@ -360,9 +361,10 @@ EXAMPLE_NONE = (
 
 
 def examples_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
-    """The project's examples/ folder, asked what a new user asks after the quick start."""
+    """The project's examples/ folder as the quick start's ``parley ingest examples`` uploads
+    it (its README.md, an index of the other files, included), asked what a new user asks."""
     files = {p.name: p.read_bytes() for p in sorted(EXAMPLES.iterdir())
-             if p.name not in ("README.md", "scanned-memo.pdf")}
+             if p.name != "scanned-memo.pdf"}
     items = [Item(q, phrases=(phrase,)) for q, phrase in EXAMPLE_QUESTIONS]
     return files, items, [Item(q, answerable=False) for q in EXAMPLE_NONE]
 

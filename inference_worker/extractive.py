@@ -141,7 +141,7 @@ _AGE = re.compile(r"\bage\s+\d+|\b\d+\s+years?\s+(?:old|of\s+age)\b", re.IGNOREC
 # plain text") is one.
 _ASKS_LIST = re.compile(
     r"\s*(?:what|which)\s+(?!(?:does|is|was|has|this|its|his)\b)(?:[a-z]+\s+)?"
-    r"(?!(?:does|is|was|has|this|its|his)\b)[a-z]{3,}(?<!s)s\s+(?:can|could|do|does|did|are|"
+    r"(?!(?:does|is|was|has|this|its|his)\b)([a-z]{3,}(?<!s)s)\s+(?:can|could|do|does|did|are|"
     r"were|will|would|should|must|may|might|have|make|need|apply|count|come)\b"
     r"(?!.*\b(?:how much|how many|total|amount)\b)", re.IGNORECASE)
 _LAST_ITEM = re.compile(r"\b(?:and|or)\b")
@@ -755,6 +755,10 @@ def answer(
     asks_kind: Callable[[str], object] | None = (
         _SPAN.search if _ASKS_SPAN.search(question) else _AGE.search if _ASKS_AGE.search(
             question) else _lists if _ASKS_LIST.match(question) and not wants_reason else None)
+    # "What file types can Parley read?": a passage that lists them answers without saying
+    # "types" (the kind of thing asked for; its instances are the answer).
+    listed = stem(m.group(1).lower()) if asks_kind is _lists and (
+        m := _ASKS_LIST.match(question)) else None
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     # What a source's document holds among the sources: a slide that does not repeat the
@@ -826,6 +830,8 @@ def answer(
                 # A term of the document's title, or a name or period the question gives that
                 # the source holds, locates every passage of it equally: a sentence that
                 # repeats the company's name or the date is no better an answer for it.
+                got += w
+            elif t == listed and _lists(unit.text):
                 got += w
             elif t in heading:
                 got += HEADING_CREDIT * w

@@ -1186,6 +1186,14 @@ def test_a_question_for_several_things_is_answered_by_the_passage_that_lists_the
                          "PowerPoint (.pptx), Excel (.xlsx), HTML, Markdown and plain text files.")
     result = answer("What file types can Parley read?", sources)
     assert "PowerPoint (.pptx)" in result.text, result.text
+    # An index of the documents, first in rank, says "the file types Parley reads" and lists
+    # none of them: the kind of thing asked for is what a list of its instances answers.
+    index = [Numbered(1, "Examples", "file | kind | what it is about\nformats.html | HTML | the "
+                      "file types Parley reads and where citations point", document="README.md")]
+    listed = [Numbered(2, "What Parley can read", source.text, document="formats.html")
+              for source in sources]
+    result = answer("What file types can Parley read?", index + listed)
+    assert "Parley reads PDF, Word (.docx), PowerPoint (.pptx)" in result.text, result.text
 
 MANUAL = (
     "Descale the machine every 3 months, or sooner when the DESCALE light flashes.",
