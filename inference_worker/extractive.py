@@ -126,6 +126,14 @@ _SHARE_OF = re.compile(r"\b(?:percentage|percent|share|proportion|portion|fracti
 # much" asks for an amount: what kind of answer is wanted, not what it is about; no passage
 # says "long", and it weighed the most.
 _HOW = re.compile(r"\bhow\s+(?:long|often|quickly|soon|fast|far|early|late|old)\b", re.IGNORECASE)
+# "... change in Q3 2023 compared to a year earlier": the period a change is measured from, which
+# a table's columns (2023, 2022, Change) or "compared to the third quarter of 2022" say in their
+# own words; its words are no content to cover (the asked period still picks the columns).
+_BASELINE = re.compile(
+    r"\b(?:compared\s+(?:to|with)|versus|vs\.?|relative\s+to|over)\s+(?:a|the)\s+"
+    r"(?:year\s+(?:earlier|before|ago)|(?:prior|previous)\s+year|same\s+(?:period|quarter)"
+    r"(?:\s+(?:a\s+year\s+(?:earlier|before|ago)|last\s+year|of\s+the\s+(?:prior|previous)"
+    r"\s+year))?)\b", re.IGNORECASE)
 # A question for a length of time or an age, and a passage that gives one ("within 60 days",
 # "3 years from the date", "under age 17"): the kind of answer it asks for, as an amount is.
 _ASKS_SPAN = re.compile(r"\bhow\s+long\b|\bhow\s+many\s+(?:days|weeks|months|years|hours)\b"
@@ -728,7 +736,7 @@ def answer(
                 for label, asked, own in split]
         if any(part.found for _, part in each):
             return _side_by_side(each)
-    q_terms = terms(_HOW.sub("how", question))
+    q_terms = terms(_BASELINE.sub(" ", _HOW.sub("how", question)))
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).

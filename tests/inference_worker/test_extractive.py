@@ -1261,3 +1261,28 @@ def test_an_acronym_no_title_holds_is_what_the_question_asks_about() -> None:
     )
     result = answer("What is the OMB number of Form 1040NR?", sources)
     assert "1545-0074" in result.text.splitlines()[0], result.text
+
+
+def test_the_period_a_change_is_measured_from_is_no_content_to_cover() -> None:
+    # Found live on the development filings: "compared to a year earlier" is said by the table's
+    # columns (2023, 2022, Change) and by "compared to the third quarter of 2022"; as words to
+    # cover, no passage held "earlier" and the question was refused.
+    title = "2023 Q3 AAPL.pdf Form 10-Q (quarterly report) · Apple Inc. · Q3 2023 · 2023-07-01"
+    table = ("Products and Services Performance\n"
+             "The following table shows net sales by category for the three- and nine-month "
+             "periods ended July 1, 2023 and June 25, 2022 (dollars in millions):\n"
+             "Three Months Ended Nine Months Ended\n"
+             "July 1,\n2023\nJune 25,\n2022 Change\nJuly 1,\n2023\nJune 25,\n2022 Change\n"
+             "Net sales by category:\n"
+             "iPhone $ 39,669 $ 40,665 (2)% $ 156,778 $ 162,863 (4)%\n"
+             "Mac 6,840 7,382 (7)% 21,743 28,669 (24)%\n"
+             "Services 21,213 19,604 8 % 62,886 58,941 7 %")
+    prose = ("Services\nServices net sales increased during the third quarter of 2023 compared "
+             "to the third quarter of 2022 due primarily to higher net sales from advertising, "
+             "cloud services and the App Store.")
+    sources = [Numbered(1, title, table, document="2023 Q3 AAPL.pdf"),
+               Numbered(2, title, prose, document="2023 Q3 AAPL.pdf")]
+    result = answer("How did services revenue change in Q3 2023 compared to a year earlier?",
+                    sources)
+    assert result.found and "21,213" in result.text, result.text
+    assert "advertising, cloud services" in result.text, result.text
