@@ -616,6 +616,13 @@ def _title_line(prose: list[str]) -> str:
     return tail
 
 
+# A heading line the sentence under it begins with ("Services" over "Services net sales
+# increased ...", "iPad" over "iPad net sales ..."), read as one line of the paragraph: quoted
+# once.
+_HEADING_REPEATED = re.compile(
+    r"(^|[.!?]\s+)([A-Za-z][\w&',-]*(?:\s+[\w&',-]+){0,5})\s+(?=\2\b)")
+
+
 def _passages(paragraph: str) -> list[str]:
     """The sentences of a paragraph, a short one (under six words: "encrypted: the file is
     password-protected.", "Upload it again.") joined to the sentence after it, or to the one
@@ -624,7 +631,7 @@ def _passages(paragraph: str) -> list[str]:
     out: list[str] = []
     carry = ""
     for sentence in _SENTENCE_END.split(paragraph):
-        sentence = f"{carry} {sentence.strip()}".strip()
+        sentence = _HEADING_REPEATED.sub(r"\1", f"{carry} {sentence.strip()}".strip())
         carry = ""
         if len(sentence.split()) < 6:
             carry = sentence

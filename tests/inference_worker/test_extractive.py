@@ -1286,3 +1286,18 @@ def test_the_period_a_change_is_measured_from_is_no_content_to_cover() -> None:
                     sources)
     assert result.found and "21,213" in result.text, result.text
     assert "advertising, cloud services" in result.text, result.text
+
+
+def test_a_heading_the_sentence_under_it_begins_with_is_quoted_once() -> None:
+    # A 10-Q's "Mac" over "Mac net sales decreased ...", read as one line of the paragraph.
+    sources = sources_of("Form 10-Q · Q2 2023", "10q.pdf",
+                         "Mac\nMac net sales decreased during the second quarter of 2023 due "
+                         "primarily to lower net sales of MacBook Pro. iPad iPad net sales "
+                         "decreased during the second quarter of 2023 due primarily to lower net "
+                         "sales of iPad Air.")
+    result = answer("Why did Mac net sales decrease?", sources)
+    assert result.text.startswith("Mac net sales decreased"), result.text
+    assert "Mac Mac" not in result.text and "iPad iPad" not in result.text, result.text
+    written = "The market for pumps grew in 2023. The the end was near for us."
+    assert extractive._passages(written) == [  # a repeat in another case is left as written
+        "The market for pumps grew in 2023.", "The the end was near for us."]
