@@ -80,11 +80,11 @@ class Chunks:
         return out
 
 
-def tokenize_before(text: str) -> str:
+def tokenize_before(text: str) -> list[str]:
     """The tokenizer until this change: each word stemmed as it comes, nothing remembered."""
     words = [w for w in lexical._WORD.findall(lexical._THOUSANDS.sub("", text.lower()))
              if w not in lexical._STOP]
-    return " ".join(w if w[0].isdigit() else lexical._STEMMER.stemWord(w) for w in words)
+    return [w if w[0].isdigit() else lexical._STEMMER.stemWord(w) for w in words]
 
 
 async def reread(store: ChromaStore, previous: LexicalIndex | None, tenant: TenantId,
@@ -113,7 +113,7 @@ async def before(store: ChromaStore, previous: LexicalIndex | None, tenant: Tena
 
     def build() -> None:
         np.asarray([r.embedding for r in records], dtype=np.float32)
-        bm25s.BM25().index([tokenize_before(indexed_text(r)).split() for r in records],
+        bm25s.BM25().index([tokenize_before(indexed_text(r)) for r in records],
                            show_progress=False)
 
     await asyncio.to_thread(build)

@@ -309,7 +309,7 @@ def indexed_text(record: ChunkRecord) -> str:
     return ChunkMeta.from_metadata(record.metadata).document_text(record.text)
 
 
-def same(held: ChunkRecord, read: ChunkRecord) -> bool:
+def _same(held: ChunkRecord, read: ChunkRecord) -> bool:
     """Whether two reads of a chunk id give the same chunk (vectors aside)."""
     return (held.text == read.text and held.metadata == read.metadata
             and held.document_id == read.document_id and held.version == read.version)
@@ -325,7 +325,7 @@ def _terms(
     held = previous._rows if previous is not None else {}
     rows = []
     for r in records:
-        if previous is not None and (row := held.get(r.chunk_id)) is not None and same(
+        if previous is not None and (row := held.get(r.chunk_id)) is not None and _same(
                 previous.records[row], r):
             rows.append(previous._terms[row])
         else:
@@ -419,7 +419,7 @@ class LexicalIndexes:
         if before.vectors is not None or not vectors:
             for chunk_id in ids:
                 if (row := before.row(chunk_id)) is None or (
-                        current is not None and not same(before.records[row], current[chunk_id])):
+                        current is not None and not _same(before.records[row], current[chunk_id])):
                     continue
                 held = before.records[row]
                 kept[chunk_id] = held if not vectors else dataclasses.replace(held, embedding=(

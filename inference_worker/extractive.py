@@ -767,13 +767,13 @@ def answer(
     total = sum(weights.values())
     wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
     q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
+    asks_list = _ASKS_LIST.match(question)
     asks_kind: Callable[[str], object] | None = (
         _SPAN.search if _ASKS_SPAN.search(question) else _AGE.search if _ASKS_AGE.search(
-            question) else _lists if _ASKS_LIST.match(question) and not wants_reason else None)
+            question) else _lists if asks_list and not wants_reason else None)
     # "What file types can Parley read?": a passage that lists them answers without saying
     # "types" (the kind of thing asked for; its instances are the answer).
-    listed = stem(m.group(1).lower()) if asks_kind is _lists and (
-        m := _ASKS_LIST.match(question)) else None
+    listed = stem(asks_list.group(1).lower()) if asks_list and asks_kind is _lists else None
     source_text = {s.n: set(numbers(s.text + " " + s.title)) for s in sources}
     source_terms = {s.n: set(terms(s.text + " " + s.title)) for s in sources}
     # What a source's document holds among the sources: a slide that does not repeat the
@@ -837,6 +837,7 @@ def answer(
         heading = set(terms(unit.context))
         got = 0.0
         causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
+        of_kind = asks_kind is not None and bool(asks_kind(unit.text))
         for t, w in weights.items():
             if t in reason_terms:
                 got += w if causal or t in own else 0.0
@@ -846,7 +847,7 @@ def answer(
                 # the source holds, locates every passage of it equally: a sentence that
                 # repeats the company's name or the date is no better an answer for it.
                 got += w
-            elif t == listed and _lists(unit.text):
+            elif t == listed and of_kind:
                 got += w
             elif t in heading:
                 got += HEADING_CREDIT * w
@@ -886,7 +887,7 @@ def answer(
             score += 0.08 if unit.is_row else 0.04 if has_figure else -0.1
         elif wants_reason:
             score += -0.1 if unit.is_row else 0.08 if _BECAUSE.search(unit.text) else 0.0
-        if asks_kind is not None and asks_kind(unit.text):
+        if of_kind:
             score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
