@@ -7,7 +7,9 @@ How a passage is chosen (no model, no I/O):
 
 - a question word the sources do not hold that is no common English word ("pasword") is read as
   the sources' word one edit away (:func:`respelled`);
-- each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first), or a
+- each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first, also
+  those of a narrow column whose lines name dates and years: a line that goes on from an open
+  one, or holds a sentence's end, is prose, never a column heading), or a
   table row (a short label and its figures, or a line of ``a | b`` cells) together with the
   column headings above it in the same source (the lines naming periods, "Three Months Ended",
   dates, or the heading row of a cell table) and the group it is in ("Net sales:"), read into
@@ -48,7 +50,10 @@ How a passage is chosen (no model, no I/O):
   asks two things ("How much did X spend on R&D, and why did its revenue change?") gets the
   answer to its first part after the answer to the whole, where that adds lines; a chosen
   sentence cut where its chunk ends is completed from the next chunk of its document when that
-  is among the sources (it starts by repeating the end of the one before it), both cited;
+  is among the sources (it starts by repeating the end of the one before it), both cited, and
+  a whole sentence that ends its chunk gets the next chunk's next sentence where that refers
+  back ("But you must use Form 8814 to do so."); of the units after the first, the sentence
+  right after a chosen one wins a tie (``NEXT_BONUS``);
 - where a row's table declares its unit ("(in thousands)", "shares in thousands": the caption or
   heading above it in the same source, :func:`inference_worker.tables.scale`), the lead figure
   is also written in full ("$81,797 million ($81,797,000,000)"), and a row quoted without a lead
@@ -579,6 +584,17 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             flush()
             group = line.rstrip(":")
             continue
+        goes_on = bool(prose) and bool(_DANGLING.search(prose[-1]) or (
+            line[:1].islower() and not re.search(r"[.:;!?]$", prose[-1])))
+        if goes_on or _SENTENCE_END.search(line):
+            # A line of running prose set in a narrow column ("return for the 2007 calendar
+            # year is due" / "by April 15, 2008. If you did not receive wages as an"): it goes
+            # on from a line left open (on "the", "as an"; or in lower case after a line that
+            # ends no sentence), or it holds a sentence's end; a date or a year in it makes no
+            # column heading (read as one, it was dropped, and the short lines after it).
+            heading, group = [], ""
+            prose.append(line)
+            continue
         if _HEADING.search(line) and not line.endswith(".") and (
                 len(line) < 80 or _DATES_AT_END.search(line)):
             # Column headings of a table to come ("Three Months Ended", "July 1,", "2023").
@@ -717,6 +733,13 @@ Closeness = Callable[[str, Sequence[str]], Sequence[float]]
 AGREE_COVERAGE = 0.4
 AGREE_COSINE = 0.45
 MEANING_WEIGHT = 0.2
+
+
+# Of the passages after the first, one that is the sentence right after a chosen one goes on from
+# it: it wins a tie ("If you did not receive wages ..., file by the 15th day of the 6th month" /
+# "A return for the 2007 calendar year is due by June 16, 2008.", not the sentence before it
+# that says "April 15").
+NEXT_BONUS = 0.03
 
 
 def answer(
@@ -975,12 +998,17 @@ def answer(
         total net sales" (1/3)."""
         return label_precision(unit.row, covered_missing()) if unit.row is not None else 0.0
 
+    def follows(unit: Unit) -> bool:
+        """Whether ``unit`` is the sentence right after a chosen one, in the same source."""
+        return not unit.is_row and any(c.n == unit.n and c.order + 1 == unit.order
+                                       and not c.is_row for c in chosen)
+
     def covered_missing() -> set[str]:
         return set(weights) - covered if chosen else set(weights)
 
     while candidates and len(chosen) < max_units:
         best = max(candidates, key=lambda item: item[0] + 0.5 * gain(item[2])
-                   + (0.5 * aim(item[2]) if chosen else 0.0))
+                   + (0.5 * aim(item[2]) + NEXT_BONUS * follows(item[2]) if chosen else 0.0))
         candidates.remove(best)
         sc, _, u = best
         key = _dedupe_key(u)
@@ -1369,12 +1397,17 @@ def _continuation(unit: Unit, sources: Sequence[Numbered]) -> tuple[str, int] | 
     """The rest of ``unit``'s sentence when the unit stops mid-sentence (no closing
     punctuation) and another source of its document holds the words it stops on and what
     follows them (the next chunk, which repeats the end of the one before it): that rest, up to
-    its sentence's end, and the other source's number. None otherwise."""
+    its sentence's end, and the other source's number. A whole sentence that ends its chunk
+    gets the next chunk's next sentence where that refers back ("But you must use Form 8814 to
+    do so."). None otherwise."""
     words = unit.text.split()
-    if _ENDED.search(unit.text) or len(words) < 4:
+    source = next((s for s in sources if s.n == unit.n), None)
+    if source is None or len(words) < 4:
         return None
-    of = next((s.of for s in sources if s.n == unit.n), None)
-    others = [s for s in sources if s.n != unit.n and s.of == of]
+    ended = bool(_ENDED.search(unit.text))
+    if ended and not " ".join(source.text.split()).endswith(" ".join(words[-6:])):
+        return None  # a whole sentence inside its chunk: what follows it is here
+    others = [s for s in sources if s.n != unit.n and s.of == source.of]
     # The next chunk starts by repeating the end of this one (the chunks' overlap), from a token
     # boundary: the last 6 words near its start, or 5 when it starts inside them. (4 words were
     # a running header's, "Instructions for Form 1040NR", found on another page.)
@@ -1383,6 +1416,14 @@ def _continuation(unit: Unit, sources: Sequence[Numbered]) -> tuple[str, int] | 
         for s in others:
             match = re.search(tail, s.text[:OVERLAP_CHARS])
             if match is None:
+                continue
+            if ended:
+                # The sentence ends its chunk: the next one, where it refers back ("But you
+                # must use Form 8814 to do so."), is in the next chunk.
+                after = re.match(r"\s+(.{1,300}?[.!?])(?=[\"')\]]*(?:\s|$))",
+                                 s.text[match.end():], re.DOTALL)
+                if after is not None and _REFERS_BACK.match(after.group(1)):
+                    return " ".join(after.group(1).split()), s.n
                 continue
             rest = re.match(r"\s*(.{1,400}?[.!?])(?=[\"')\]]*(?:\s|$))", s.text[match.end():],
                             re.DOTALL)

@@ -1150,6 +1150,69 @@ def test_a_completed_sentence_brings_the_next_where_it_refers_back() -> None:
     assert "Line 9a" not in first_line
 
 
+# Three columns of an IRS instructions booklet as pypdf reads them: a line per column line, dates
+# and years in the middle of sentences.
+NARROW_COLUMN = (
+    "A\nreturn for the 2007 calendar year is due\nby April 15, 2008. If you did not receive wages "
+    "as an\nemployee subject to U.S. income tax\nwithholding, file Form 1040NR by the\n15th day of "
+    "the 6th month after your tax\nyear ends. A return for the 2007\ncalendar year is due by June "
+    "16, 2008. Estates and trusts. If you file for a\nnonresident alien estate or trust that\nhas "
+    "an office in the United States, file\nthe return by the 15th day of the 4th\nmonth after the "
+    "tax year ends. If you file\nfor a nonresident alien estate or trust\nthat does not have an "
+    "office in the\nUnited States, file the return by the 15th\nday of the 6th month after the "
+    "tax year\nends. Note. If the regular due date for filing\nfalls on a Saturday, Sunday, or "
+    "legal\nholiday, file by the next business day.")
+
+
+def test_prose_in_a_narrow_column_is_read_as_sentences_though_its_lines_name_dates() -> None:
+    # "by April 15, 2008. If you did not receive wages as an" names a month, and "return for the
+    # 2007 calendar year is due" a year: read as column headings, they and the short lines after
+    # them were dropped, and with them the sentence that answers.
+    [source] = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", NARROW_COLUMN)
+    read = [u.text for u in units(source, 0)]
+    assert ("If you did not receive wages as an employee subject to U.S. income tax withholding, "
+            "file Form 1040NR by the 15th day of the 6th month after your tax year ends.") in read
+    assert "A return for the 2007 calendar year is due by June 16, 2008." in read
+    assert ("If you file for a nonresident alien estate or trust that does not have an office in "
+            "the United States, file the return by the 15th day of the 6th month after the tax "
+            "year ends.") in read
+    # Of two sentences that say "a return ... is due by", the one right after the sentence that
+    # answers goes on from it (among the other pages of the booklet, which make the answer two
+    # sentences long).
+    pages = [source, *instructions()]
+    result = answer("If you did not receive wages as an employee subject to U.S. income tax "
+                    "withholding, by what date is the return for the 2007 calendar year due?",
+                    [Numbered(n, s.title, s.text, document=s.of)
+                     for n, s in enumerate(pages, start=1)])
+    assert result.found
+    lines = result.text.splitlines()
+    assert lines[0].startswith("If you did not receive wages"), result.text
+    assert "June 16, 2008" in lines[1], result.text
+    assert "April 15" not in result.text, result.text
+
+
+def test_a_sentence_that_ends_its_chunk_brings_the_next_chunks_where_it_refers_back() -> None:
+    # The chunk ends with the sentence; the next chunk repeats its end and goes on with "But you
+    # must use Form 8814 to do so.", which says how.
+    first = ("Exception for children under age 18. If your child was under age 18 at the end of "
+             "2007 and had income only from interest and dividends, you may be able to elect to "
+             "report your child's income on your return.")
+    second = ("to report your child's income on your return. But you must use Form 8814 to do so. "
+              "Line 9a. Report all of your taxable interest income.")
+    sources = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", first, second)
+    result = answer("My child is under 18 and has only interest and dividends. Can I report "
+                    "that income on my own return?", sources)
+    first_line = result.text.splitlines()[0]
+    assert first_line.endswith("on your return. But you must use Form 8814 to do so. [1][2]"), \
+        result.text
+    # A sentence inside its chunk is followed by what its own chunk says next, not by another's.
+    inside = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf",
+                        first + " Line 8. Wages go here.", second)
+    assert "Form 8814" not in answer("My child is under 18 and has only interest and dividends. "
+                                     "Can I report that income on my own return?",
+                                     inside).text.splitlines()[0]
+
+
 def test_a_year_the_question_names_may_be_in_another_chunk_of_the_passages_document() -> None:
     # The incident's date is in one chunk, its corrective action in the next: the action was
     # halved as "another period's" passage for lacking "2013" itself, and the answer refused.
