@@ -9,7 +9,8 @@ How a passage is chosen (no model, no I/O):
   the sources' word one edit away (:func:`respelled`);
 - each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first, also
   those of a narrow column whose lines name dates and years: a line that goes on from an open
-  one, or holds a sentence's end, is prose, never a column heading), or a
+  one, or holds a sentence's end, is prose, never a column heading; a running footer's line
+  keeps the end of the page's last sentence glued to it), or a
   table row (a short label and its figures, or a line of ``a | b`` cells) together with the
   column headings above it in the same source (the lines naming periods, "Three Months Ended",
   dates, or the heading row of a cell table) and the group it is in ("Net sales:"), read into
@@ -208,6 +209,14 @@ def _is_footer(line: str) -> bool:
     cells = tables.split_cells(line)
     return (len(cells) >= 2 and bool(re.fullmatch(r"(?:page\s*)?\d{1,3}", cells[-1], re.I))
             and not any(tables.is_figure(c) for c in cells[:-1]))
+def _before_footer(line: str) -> str:
+    """The end of a page's last sentence that a running footer is glued to ("... downward
+    pressure. Apple Inc. | Q3 2022 Form 10-Q | 17" -> "... downward pressure."), or ""."""
+    first = tables.split_cells(line)[0]
+    ends = list(_SENTENCE_END.finditer(first))
+    return first[: ends[-1].start()].strip() if ends else ""
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
@@ -527,6 +536,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
 
     for line in lines:
         if not line or _is_footer(line):
+            if line and (ended := _before_footer(line)):
+                prose.append(ended)
             flush()
             flush_cells()
             continue

@@ -1191,6 +1191,19 @@ def test_prose_in_a_narrow_column_is_read_as_sentences_though_its_lines_name_dat
     assert "April 15" not in result.text, result.text
 
 
+def test_a_pages_last_sentence_glued_to_its_running_footer_is_kept() -> None:
+    # pypdf puts the footer on the line of the page's last words: the line was a footer (its
+    # last cell a page number), dropped with the sentence's end.
+    [source] = sources_of(
+        "Form 10-Q · Apple Inc. · Q3 2022", "aapl.pdf",
+        "The Company believes, in general, gross margins will be subject to volatility and\n"
+        "downward pressure. Apple Inc. | Q3 2022 Form 10-Q | 17\nApple Inc. | Q3 2022 Form "
+        "10-Q | 18")
+    read = [u.text for u in units(source, 0)]
+    assert read == ["The Company believes, in general, gross margins will be subject to "
+                    "volatility and downward pressure."], read
+
+
 def test_a_sentence_that_ends_its_chunk_brings_the_next_chunks_where_it_refers_back() -> None:
     # The chunk ends with the sentence; the next chunk repeats its end and goes on with "But you
     # must use Form 8814 to do so.", which says how.
