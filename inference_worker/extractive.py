@@ -10,7 +10,8 @@ How a passage is chosen (no model, no I/O):
 - each source is cut into units: a prose sentence (hard-wrapped PDF lines joined first, also
   those of a narrow column whose lines name dates and years: a line that goes on from an open
   one, or holds a sentence's end, is prose, never a column heading; a running footer's line
-  keeps the end of the page's last sentence glued to it), or a
+  keeps the end of the page's last sentence glued to it), a form's field and its value
+  ("SOLICITATION NUMBER* | 36C26123Q1035", however short), or a
   table row (a short label and its figures, or a line of ``a | b`` cells) together with the
   column headings above it in the same source (the lines naming periods, "Three Months Ended",
   dates, or the heading row of a cell table) and the group it is in ("Net sales:"), read into
@@ -471,6 +472,12 @@ def _is_cells(line: str) -> bool:
     return len(tables.split_cells(line)) >= 2 and len(line) < 600
 
 
+def _is_field(line: str) -> bool:
+    """A line of cells whose first names something in words and whose others hold a value."""
+    cells = tables.split_cells(line)
+    return len(cells) > 1 and any(t[0].isalpha() for t in terms(cells[0])) and any(cells[1:])
+
+
 def units(source: Numbered, rank: int) -> list[Unit]:
     """Sentences and table rows of one source, in order."""
     out: list[Unit] = []
@@ -529,6 +536,11 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 # caption and column names, which locate it as a figure row's do.
                 out.append(Unit(source.n, rank, len(out), line,
                                 (caption + " " + header).strip(), False, header))
+            elif _is_field(line):
+                # A form's field and its value, no column names above ("SOLICITATION NUMBER* |
+                # 36C26123Q1035", "RECOVERY ACT FUNDS | N"): a passage however short; as prose
+                # it was too short to be one, or cut at "N. Pecos Road".
+                out.append(Unit(source.n, rank, len(out), line, caption, False))
             else:
                 prose.append(line)
                 flush()

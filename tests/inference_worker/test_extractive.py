@@ -1204,6 +1204,25 @@ def test_a_pages_last_sentence_glued_to_its_running_footer_is_kept() -> None:
                     "volatility and downward pressure."], read
 
 
+def test_a_forms_fields_are_passages_however_short() -> None:
+    # A contract notice's DOCX table of fields, no column names above: as prose, a field of
+    # fewer than six words was dropped, and the address was cut at "N. Pecos".
+    [source] = sources_of(
+        "Management Developmental Coaching", "notice.docx",
+        "GENERAL INFORMATION\n\nCONTRACTING OFFICE'S ZIP CODE* | 89086\n"
+        "SOLICITATION NUMBER* | 36C26123Q1035\nRESPONSE DATE/TIME/ZONE |"
+        " 08-01-2023 10AM PACIFIC TIME\nRECOVERY ACT FUNDS | N\nPRODUCT SERVICE CODE* | R799\n"
+        "CONTRACTING OFFICE ADDRESS | Network Contracting Office 21, 6900 N. Pecos Road, "
+        "Building 6, North Las Vegas NV 89086\nAGENCY'S URL |")
+    read = [u.text for u in units(source, 0)]
+    assert "SOLICITATION NUMBER* | 36C26123Q1035" in read, read
+    assert "RECOVERY ACT FUNDS | N" in read, read
+    assert any(u.endswith("6900 N. Pecos Road, Building 6, North Las Vegas NV 89086") for u in read)
+    assert "AGENCY'S URL |" not in read  # a field without a value says nothing
+    assert answer("What is the solicitation number?", [source]).text == (
+        "SOLICITATION NUMBER* | 36C26123Q1035 [1]")
+
+
 def test_a_sentence_that_ends_its_chunk_brings_the_next_chunks_where_it_refers_back() -> None:
     # The chunk ends with the sentence; the next chunk repeats its end and goes on with "But you
     # must use Form 8814 to do so.", which says how.
