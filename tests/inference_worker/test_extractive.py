@@ -1133,21 +1133,37 @@ def test_a_sentence_cut_where_its_chunk_ends_is_completed_from_the_next_chunk() 
 
 
 
-def test_a_completed_sentence_brings_the_next_where_it_refers_back() -> None:
+CHILD_QUESTION = ("My child is under 18 and has only interest and dividends. Can I report that "
+                  "income on my own return?")
+
+
+@pytest.mark.parametrize("first", [
+    # The chunk ends mid-sentence: the next chunk completes it, then goes on.
+    "Parents' election to report child's interest and dividends. If your child was under age "
+    "18 at the end of 2007 and had income only from interest and dividends, you may be able to "
+    "elect to report your",
+    # The chunk ends with the sentence: the next one is in the next chunk.
+    "Exception for children under age 18. If your child was under age 18 at the end of 2007 "
+    "and had income only from interest and dividends, you may be able to elect to report your "
+    "child's income on your return.",
+], ids=["cut", "whole"])
+def test_a_completed_sentence_brings_the_next_where_it_refers_back(first: str) -> None:
     # "... you may be able to elect to report your child's income on your return." said who may,
     # not how: "But you must use Form 8814 to do so." A sentence on another subject does not come.
-    first = ("Parents' election to report child's interest and dividends. If your child was under "
-             "age 18 at the end of 2007 and had income only from interest and dividends, you "
-             "may be able to elect to report your")
     second = ("be able to elect to report your child's income on your return. But you must use "
               "Form 8814 to do so. Line 9a. Report all of your taxable interest income.")
     sources = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", first, second)
-    result = answer("My child is under 18 and has only interest and dividends. Can I report "
-                    "that income on my own return?", sources)
+    result = answer(CHILD_QUESTION, sources)
     first_line = result.text.splitlines()[0]
     assert first_line.endswith("on your return. But you must use Form 8814 to do so. [1][2]"), \
         result.text
     assert "Line 9a" not in first_line
+    if first.endswith("."):
+        # A whole sentence inside its chunk is followed by what its own chunk says next, not
+        # by another chunk's.
+        inside = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf",
+                            first + " Line 8. Wages go here.", second)
+        assert "Form 8814" not in answer(CHILD_QUESTION, inside).text.splitlines()[0]
 
 
 # Three columns of an IRS instructions booklet as pypdf reads them: a line per column line, dates
@@ -1221,28 +1237,6 @@ def test_a_forms_fields_are_passages_however_short() -> None:
     assert "AGENCY'S URL |" not in read  # a field without a value says nothing
     assert answer("What is the solicitation number?", [source]).text == (
         "SOLICITATION NUMBER* | 36C26123Q1035 [1]")
-
-
-def test_a_sentence_that_ends_its_chunk_brings_the_next_chunks_where_it_refers_back() -> None:
-    # The chunk ends with the sentence; the next chunk repeats its end and goes on with "But you
-    # must use Form 8814 to do so.", which says how.
-    first = ("Exception for children under age 18. If your child was under age 18 at the end of "
-             "2007 and had income only from interest and dividends, you may be able to elect to "
-             "report your child's income on your return.")
-    second = ("to report your child's income on your return. But you must use Form 8814 to do so. "
-              "Line 9a. Report all of your taxable interest income.")
-    sources = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf", first, second)
-    result = answer("My child is under 18 and has only interest and dividends. Can I report "
-                    "that income on my own return?", sources)
-    first_line = result.text.splitlines()[0]
-    assert first_line.endswith("on your return. But you must use Form 8814 to do so. [1][2]"), \
-        result.text
-    # A sentence inside its chunk is followed by what its own chunk says next, not by another's.
-    inside = sources_of("2007 Instruction 1040-NR", "i1040nr.pdf",
-                        first + " Line 8. Wages go here.", second)
-    assert "Form 8814" not in answer("My child is under 18 and has only interest and dividends. "
-                                     "Can I report that income on my own return?",
-                                     inside).text.splitlines()[0]
 
 
 def test_a_year_the_question_names_may_be_in_another_chunk_of_the_passages_document() -> None:
