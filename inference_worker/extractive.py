@@ -218,7 +218,12 @@ def _before_footer(line: str) -> str:
     return first[: ends[-1].start()].strip() if ends else ""
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
+# Not after an initial ("Katherine L. Adams"; "Schedule D. Enter ..." is one passage then) or
+# an abbreviation that goes on ("P.O. Box 7015", "Dr. Patel", "e.g. Excel"); "U.S." may end one.
+_SENTENCE_END = re.compile(
+    r"(?<![\s(][A-Z]\.)(?<!P\.O\.)(?<!\bDr\.)(?<!\bMr\.)(?<!\bMs\.)(?<!\bMrs\.)(?<!\bSt\.)"
+    r"(?<!\bJr\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)(?<!\bFig\.)"
+    r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z(\"$])")
 _MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
            "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
 _HEADING = re.compile(

@@ -1220,6 +1220,22 @@ def test_a_pages_last_sentence_glued_to_its_running_footer_is_kept() -> None:
                     "volatility and downward pressure."], read
 
 
+def test_a_sentence_goes_on_after_an_initial_or_an_abbreviation() -> None:
+    [source] = sources_of(
+        "Notice", "notice.pdf",
+        "During the quarter, Katherine L. Adams, Senior Vice President, entered into a trading "
+        "plan. Send the form to the Bureau of the Public Debt, Department G, P.O. Box 2188, "
+        "Parkersburg, WV 26106. Most of the sales were made outside the U.S. The rest were "
+        "made in Canada and Mexico this year.")
+    assert [u.text for u in units(source, 0)] == [
+        "During the quarter, Katherine L. Adams, Senior Vice President, entered into a trading "
+        "plan.",
+        "Send the form to the Bureau of the Public Debt, Department G, P.O. Box 2188, "
+        "Parkersburg, WV 26106.",
+        "Most of the sales were made outside the U.S.",
+        "The rest were made in Canada and Mexico this year."]
+
+
 def test_a_forms_fields_are_passages_however_short() -> None:
     # A contract notice's DOCX table of fields, no column names above: as prose, a field of
     # fewer than six words was dropped, and the address was cut at "N. Pecos".
