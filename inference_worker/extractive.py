@@ -210,6 +210,8 @@ def _is_footer(line: str) -> bool:
     cells = tables.split_cells(line)
     return (len(cells) >= 2 and bool(re.fullmatch(r"(?:page\s*)?\d{1,3}", cells[-1], re.I))
             and not any(tables.is_figure(c) for c in cells[:-1]))
+
+
 def _before_footer(line: str) -> str:
     """The end of a page's last sentence that a running footer is glued to ("... downward
     pressure. Apple Inc. | Q3 2022 Form 10-Q | 17" -> "... downward pressure."), or ""."""
