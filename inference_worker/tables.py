@@ -25,6 +25,7 @@ figures to the cent are never scaled.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,11 +192,13 @@ _NAMED = re.compile(r"^([^:]{1,60}):\s+(.+)$")  # an XLSX cell under its column:
 def names_columns(line: str) -> bool:
     """Whether the first line of a cell table is its heading row: several cells, none a figure,
     and not a spreadsheet row whose every cell names its own column ("Setting: PARLEY_OCR |
-    Default: local", a row of text whose column headings are in each cell)."""
+    Default: local", a row of text whose column headings are in each cell), nor a form's row of
+    fields, a cell ending in ":" followed by its value ("Job Location: | Rig Floor")."""
     cells = split_cells(line)
     named = [_NAMED.match(c) for c in cells]
     return (len(cells) > 1 and not any(is_figure(c) for c in cells[1:])
-            and not any(m and is_figure(m.group(2)) for m in named) and not all(named))
+            and not any(m and is_figure(m.group(2)) for m in named) and not all(named)
+            and not any(c.endswith(":") and after for c, after in itertools.pairwise(cells)))
 
 
 def split_cells(line: str) -> list[str]:

@@ -14,6 +14,7 @@ from inference_worker.tables import (
     column_headings,
     is_figure,
     is_rule,
+    names_columns,
     pdf_row,
     period,
     pipe_rows,
@@ -88,6 +89,15 @@ def test_cell_rows_under_a_heading_row_and_spreadsheet_rows_naming_their_columns
     settings = pipe_rows(["Setting: PARLEY_OCR | Default: local | What it does: OCR of scans",
                           "Setting: PARLEY_CHUNK_TOKENS | Default: 200 | What it does: chunk size"])
     assert settings == [None, Row("PARLEY_CHUNK_TOKENS chunk size", (Cell("Default", "200"),))]
+
+
+def test_a_forms_row_of_fields_is_no_heading_row() -> None:
+    # A DOCX form's first row holds fields and their values ("Job Location: | Rig Floor"): read
+    # as the heading row of a table it was never quoted, and "where is the job performed?"
+    # found no passage.
+    assert names_columns("Setting | Default | What it does")
+    assert not names_columns("Task Name: | Lay Down Tubulars | Job Location: | Rig Floor")
+    assert names_columns("Job Location: | | Notes:")  # a field with no value names a column
 
 
 @pytest.mark.parametrize(("line", "cells"), [
