@@ -1122,6 +1122,9 @@ def known_words() -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha() and w.islower())
 
 
+_POSSESSIVE = re.compile(r"'s$", re.IGNORECASE)
+
+
 def respelled(question: str, sources: Sequence[Numbered]) -> str:
     """``question`` with each word the sources do not hold, and that is no known word, written
     as the sources' most frequent word one edit away from it (none: as it was)."""
@@ -1131,21 +1134,27 @@ def respelled(question: str, sources: Sequence[Numbered]) -> str:
         return question  # most questions: no word to look for, the sources' words not counted
     held: Counter[str] = Counter()
     for s in sources:
-        held.update(w.lower() for w in _SPELT.findall(s.text + " " + s.title))
+        # "doctor's" holds "doctor" ("dotcor" is one edit from it, three from "doctor's").
+        held.update(_POSSESSIVE.sub("", w.lower()) for w in _SPELT.findall(s.text + " " + s.title))
     stems = {stem(w) for w in held}
 
     def fix(match: re.Match[str]) -> str:
-        word = match.group(0)
+        word = _POSSESSIVE.sub("", match.group(0))
+        owner = match.group(0)[len(word):]  # "'s", said again after the word read
         low = word.lower()
         if (len(low) < SPELLING_MIN_LETTERS or low in held or low in known or low in STOP
                 or stem(low) in stems):
-            return word
+            return match.group(0)
         near = process.extract(low, list(held), scorer=DamerauLevenshtein.distance,
                                score_cutoff=1, limit=None)
         if not near:
-            return word
+            return match.group(0)
         best = max(near, key=lambda found: held[found[0]])[0]
-        return best.upper() if word.isupper() else best.capitalize() if word[:1].isupper() else best
+        if word.isupper():
+            best = best.upper()
+        elif word[:1].isupper():
+            best = best.capitalize()
+        return best + owner
 
     return _SPELT.sub(fix, question)
 

@@ -1325,6 +1325,12 @@ def test_respelling_leaves_known_words_short_words_and_names_it_cannot_place() -
     assert extractive.respelled("Is the pasword long?", sources) == "Is the password long?"
     assert extractive.respelled("the DESCLAE light", sources) == "the DESCALE light"
     assert extractive.respelled("Pemberton filtres", sources) == "Pemberton filters"
+    # A word the sources write only as a possessive ("a doctor's note") is theirs too.
+    notes = sources_of("Handbook", "handbook.docx", "Absences of more than 3 consecutive "
+                       "working days require a doctor's note.")
+    assert extractive.respelled("Do I need a dotcor's note?", notes) == "Do I need a doctor's note?"
+    assert extractive.respelled("Do I need a note from the dotcor?", notes) == \
+        "Do I need a note from the doctor?"
     # A company no source names is still refused, however close its other words come.
     assert not answer("How often does Pemberton Freight decsale its machines?", sources).found
 
