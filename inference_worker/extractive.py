@@ -50,7 +50,9 @@ How a passage is chosen (no model, no I/O):
   among the sources ("Compare A's and B's revenue in Q2 2025", "from Q2 2025 to Q3 2025"): each
   side from its own documents, its first line led by its name (:func:`_sides`); a question that
   asks two things ("How much did X spend on R&D, and why did its revenue change?") gets the
-  answer to its first part after the answer to the whole, where that adds lines; a chosen
+  answer to its first part after the answer to the whole, where that adds lines, and the
+  answer to its second part, asked with the names and periods the first gives it ("why did its
+  revenue change? X Q2 2025"), where its own words are answered; a chosen
   sentence cut where its chunk ends is completed from the next chunk of its document when that
   is among the sources (it starts by repeating the end of the one before it), both cited, and
   a whole sentence that ends its chunk gets the next chunk's next sentence where that refers
@@ -1096,13 +1098,19 @@ def answer(
     first = _first_part(question)
     if first:
         # "How much did X spend on R&D in Q2 2025, and why did its revenue change?": the whole
-        # question is read for its cause; what the first part asks follows, where it adds.
-        part = answer(first, sources, min_coverage=min_coverage, max_units=2, near=near,
-                      closeness=closeness)
-        added = [line for line in part.text.split("\n") if line not in parts] if part.found else []
-        if added:
-            parts = [*parts, *added]
-            cited = tuple(dict.fromkeys((*cited, *part.cited)))
+        # question is read for its cause; what each part asks follows, where it adds. The
+        # second is asked with the names and periods the first gives it ("why did its revenue
+        # change? X Q2 2025"), where its own words are answered (those names locate every
+        # passage of X's report: alone they would answer any second part).
+        second, alone = _second_part(question, first)
+        answered = answer(alone, sources, min_coverage=min_coverage, sides=False).found
+        for part_of, most in ((first, 2), (second, 1))[:2 if answered else 1]:
+            part = answer(part_of, sources, min_coverage=min_coverage, max_units=most, near=near,
+                          closeness=closeness)
+            added = [ln for ln in part.text.split("\n") if ln not in parts] if part.found else []
+            if added:
+                parts = [*parts, *added]
+                cited = tuple(dict.fromkeys((*cited, *part.cited)))
     return Answer("\n".join(parts), True, cited, best_coverage)
 
 
@@ -1245,6 +1253,20 @@ def _first_part(question: str) -> str | None:
     if match is None or len(terms(question[:match.start()])) < 2:
         return None
     return question[:match.start()]
+
+
+_LOCATING = re.compile(
+    rf"\b[Qq][1-4]\s+\d{{4}}\b|\b(?:first|second|third|fourth)\s+quarter(?:\s+of)?\s+\d{{4}}\b|"
+    rf"\b(?:{_MONTHS})\s+\d{{1,2}},\s+\d{{4}}\b|\b(?:fiscal\s+)?(?:19|20)\d\d\b", re.IGNORECASE)
+
+
+def _second_part(question: str, first: str) -> tuple[str, str]:
+    """The second of two questions asked in one, followed by the names and periods that the
+    first gives it ("why did its revenue change? X Q2 2025"), and that second question alone."""
+    rest = re.sub(r"^\s*(?:,?\s*and\s+(?:if so,?\s+)?|\?\s*)", "", question[len(first):],
+                  flags=re.IGNORECASE).strip()
+    locating = [*names(first), *(m.group(0) for m in _LOCATING.finditer(first))]
+    return f"{rest} {' '.join(locating)}".strip(), rest
 
 
 # "How do A relate to B", "how does A correlate with B", "how did A reflect on B": two things

@@ -179,6 +179,30 @@ def test_two_questions_in_one_are_both_answered(
     assert all(e in flat for e in question.expected), result.text
 
 
+def test_the_second_of_two_questions_is_asked_with_the_firsts_names_and_periods() -> None:
+    # Read as a whole for its cause, the question got the R&D sentence; the revenue's cause is
+    # what its second part asks, "why did its revenue change? Tidewater Robotics Q3 2025".
+    sources = sources_of(
+        "Interim report · Tidewater Robotics Group · Q3 2025", "tidewater.docx",
+        "Research and development expense reflects continued investment in new products and the "
+        "hiring of engineers. Selling expense rose with the new sales offices.",
+        "Revenue decreased during the quarter compared with the same quarter a year earlier, "
+        "due primarily to orders from automotive plants in Mexico.",
+        "Condensed statement of operations (in thousands)\nItem | Three Months Ended September "
+        "27, 2025 | Three Months Ended September 28, 2024\nRevenue | 64,244 | 80,106\n"
+        "Research and development | 68,155 | 34,446")
+    result = answer("How much did Tidewater Robotics spend on research and development in Q3 "
+                    "2025, and why did its revenue change?", sources)
+    assert "Research and development (Three Months Ended September 27, 2025): 68,155" \
+        in result.text, result.text
+    assert "due primarily to orders from automotive plants in Mexico. [2]" in result.text
+    # A second part whose own words no passage holds adds nothing: the names and periods alone
+    # would cover any passage of the report.
+    scale = answer("How much did Tidewater Robotics spend on research and development in Q3 "
+                   "2025, and what was the scale?", sources)
+    assert "Revenue" not in scale.text and "Mexico" not in scale.text, scale.text
+
+
 @pytest.mark.parametrize("rendering", RENDERINGS)
 @pytest.mark.parametrize("question", statements.unanswerable(), ids=lambda q: q.question[:40])
 def test_statement_questions_no_report_answers_are_not_found(
