@@ -617,7 +617,7 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             group = line.rstrip(":")
             continue
         goes_on = bool(prose) and bool(_DANGLING.search(prose[-1]) or (
-            line[:1].islower() and not re.search(r"[.:;!?]$", prose[-1])))
+            line[:1].islower() and not _ENDED.search(prose[-1])))
         if goes_on or _SENTENCE_END.search(line):
             # A line of running prose set in a narrow column ("return for the 2007 calendar
             # year is due" / "by April 15, 2008. If you did not receive wages as an"): it goes
@@ -1242,7 +1242,7 @@ def _with_acronyms(own: set[str], spelled: dict[str, frozenset[str]]) -> set[str
 
 # Where a question goes on to ask a second thing: "..., and what ...", "...? If so, how ...".
 _SECOND_PART = re.compile(r",?\s+and\s+(?:if so,?\s+)?(?=(?:what|how|why|which|who|when|where|"
-                          r"does|do|did|is|are|was|were|has|have|can|could|might)\b)|\?\s+\S",
+                          r"does|do|did|is|are|was|were|has|have|can|could|might)\b)|\?\s+(?=\S)",
                           re.IGNORECASE)
 
 
@@ -1263,8 +1263,8 @@ _LOCATING = re.compile(
 def _second_part(question: str, first: str) -> tuple[str, str]:
     """The second of two questions asked in one, followed by the names and periods that the
     first gives it ("why did its revenue change? X Q2 2025"), and that second question alone."""
-    rest = re.sub(r"^\s*(?:,?\s*and\s+(?:if so,?\s+)?|\?\s*)", "", question[len(first):],
-                  flags=re.IGNORECASE).strip()
+    joint = _SECOND_PART.match(question, len(first))  # where _first_part cut the question
+    rest = question[joint.end() if joint else len(first):].strip()
     locating = [*names(first), *(m.group(0) for m in _LOCATING.finditer(first))]
     return f"{rest} {' '.join(locating)}".strip(), rest
 
