@@ -123,3 +123,16 @@ def test_the_packaged_embedder_reads_a_paraphrase() -> None:
     meaning = Meaning(LocalEmbedder(LocalEmbedderConfig(threads=1)))
     agreed = answer(STOLEN, [DEVICES, TRAVEL], closeness=meaning)
     assert agreed.found and "24 hours" in agreed.text
+
+
+def test_a_cosine_does_not_move_with_the_passages_embedded_beside_it() -> None:
+    # The int8 graph quantizes activations per batch: embedded together, a passage's vector
+    # depended on the others (the same pair's cosine moved by up to ~0.01), so whether a
+    # question just short of words was answered depended on what was asked before.
+    from parley.embedder.local import LocalEmbedder, LocalEmbedderConfig
+
+    embedder = LocalEmbedder(LocalEmbedderConfig(threads=1))
+    others = [TRAVEL.text, ABROAD.text, "Badges", "A much longer passage " * 40]
+    alone = Meaning(embedder)(STOLEN, [DEVICES.text])[0]
+    beside = Meaning(embedder)(STOLEN, [*others, DEVICES.text])[-1]
+    assert alone == beside
