@@ -41,6 +41,10 @@ Question sets:
 - ``examples``: the project's examples/ as the quick start uploads it (its README.md too; the
   scanned memo left out: no OCR here), what a new user asks after the quick start, plus
   ``examples-none``.
+- ``agreements``: a services agreement, a printer's data sheet and board minutes of fictional
+  organisations (tests/fixtures/agreements.py), 24 questions mostly in other words than the
+  documents' ("the MSA", "how much will the roof cost"), plus ``agreements-none``. Written
+  beside the answerer rules it first measured (session 18): a development set, not unseen.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
   data model, a contract notice), 48 questions written without reading the answerer
@@ -292,6 +296,15 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     handbooks, an IT guide, a manual, an FAQ, an expense workbook, security slides; DOCX, PDF,
     HTML, XLSX, PPTX), asked about mostly in the asker's words rather than the document's."""
     from tests.fixtures.handbooks import documents, questions, unanswerable
+
+    items = [Item(q.text, phrases=q.expected) for q in questions()]
+    return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
+
+
+def agreements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """A services agreement, a data sheet and board minutes of fictional organisations
+    (tests/fixtures/agreements.py), asked about mostly in other words than theirs."""
+    from tests.fixtures.agreements import documents, questions, unanswerable
 
     items = [Item(q.text, phrases=q.expected) for q in questions()]
     return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
@@ -633,6 +646,7 @@ async def run(
     sets.append(("handbooks", handbooks))
     sets.append(("typos", typos_set(handbooks)))
     sets.append(("examples", examples_set()))
+    sets.append(("agreements", agreements_set()))
     if only:
         sets = [s for s in sets if s[0] in only]
     embedder = LocalEmbedder()

@@ -275,7 +275,8 @@ SYNONYMS = {
     "revenue": "sale", "revenues": "sale", "sales": "sale", "turnover": "sale",
     "r&d": "research", "profit": "income", "earnings": "income", "spend": "expense",
     "spent": "expense", "increas": "chang", "decreas": "chang", "grew": "chang", "grow": "chang",
-    "declin": "chang", "rose": "chang", "fell": "chang", "fluctuat": "chang", "trend": "chang",
+    "declin": "chang", "rais": "chang", "rose": "chang", "fell": "chang", "fluctuat": "chang",
+    "trend": "chang",
     "spending": "expense", "deadline": "due", "respons": "respond",
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
@@ -327,9 +328,10 @@ def figure(token: str) -> str:
 _MONTHS_SPAN = re.compile(r"\bthree[- ]months?\b", re.IGNORECASE)
 _PHRASES = re.compile(
     r"\b(?:(twelve[- ]months?)|(research and development)|(R&D)|(first quarter)"
-    r"|(second quarter)|(third quarter)|(fourth quarter))\b", re.IGNORECASE)
+    r"|(second quarter)|(third quarter)|(fourth quarter)|((?:go|goes|going|gone|went) up)"
+    r"|((?:go|goes|going|gone|went) down))\b", re.IGNORECASE)
 _PHRASE_TERMS = ("year", "research", "research", "q1 quarter", "q2 quarter", "q3 quarter",
-                 "q4 quarter")
+                 "q4 quarter", "increase", "decrease")
 
 
 # Initials written with points ("U.S.", "U.K.", "U.S.A.") are the word a question writes without
@@ -338,6 +340,11 @@ _INITIALS = re.compile(r"\b((?:[A-Z]\.){2,4})(?![A-Za-z])")
 
 
 # "OMB No. 1545-0074", "Policy # 42": the number a question asks for by that word.
+# A numbered clause or item starts its sentence ("3.1 Each party's total liability ..."), where a
+# chunk that starts with a figure otherwise starts inside a sentence cut by the chunking.
+_CLAUSE = re.compile(r"\(?\d{1,2}(?:\.\d{1,2}){0,3}[.)]?\s+[A-Z]")
+
+
 _NUMBER_SIGN = re.compile(r"\b[Nn]o\.(?=\s*\d)|#(?=\s*\d)")
 
 
@@ -767,12 +774,48 @@ AGREE_COSINE = 0.45
 MEANING_WEIGHT = 0.2
 
 
+def _names_one(text: str, kind: str, known: set[str]) -> bool:
+    """Whether ``text`` names a thing of ``kind`` (a stem of :data:`_NAMED_KINDS`): a year, month
+    or date for a time; for a place or a person, a capitalised word inside a sentence that is not
+    one of the ``known`` words (the question's, the document title's) nor a month."""
+    if kind in _TIME_KINDS:
+        return bool(_YEAR.search(text) or re.search(rf"\b(?:{_MONTHS})\b", text, re.IGNORECASE))
+    for m in re.finditer(r"\b[A-Z][a-z]+\b", text):
+        before = text[:m.start()].rstrip()
+        low = m.group(0).lower()
+        if (before and before[-1] not in ".!?:;" and low not in known and low not in STOP
+                and not re.fullmatch(_MONTHS, low)):
+            return True
+    return False
+
+
 # Of the passages after the first, one that is the sentence right after a chosen one goes on from
 # it: it wins a tie ("If you did not receive wages ..., file by the 15th day of the 6th month" /
 # "A return for the 2007 calendar year is due by June 16, 2008.", not the sentence before it
 # that says "April 15").
 NEXT_BONUS = 0.03
 
+
+# Kinds whose instances a text names without naming the kind ("governed by the laws of Sweden"
+# answers "which country", "in Stockholm" "which city"): no source needs to say them.
+_NAMED_KINDS = frozenset(terms("country countries state states city cities town place year "
+                                "month day date person people"))
+_TIME_KINDS = frozenset(terms("year month day date"))
+# A question for a price, and the words it asks it by; a price is in a currency or a percentage
+# (a fee "of 1.5% per month").
+# Not a statement's line ("cost of revenue", "what percentage of revenue did cost of sales
+# represent"), whose figures carry no currency.
+_ASKS_PRICE = re.compile(
+    r"\b(?:how much|what)\b[^?]*\b(?:cost|charge)\s*\??\s*$|"
+    r"\b(?:what(?:'s| is| are| was| were)?|how much (?:is|are|was|were)) the (?:\w+ )?"
+    r"(?:price|cost|fee|charge)s?\b(?! of (?:revenue|sales|goods|services)\b)(?! target)",
+    re.IGNORECASE)
+# "How much will the roof cost?" is answered by a price alone; "what is the share price target"
+# is not answered by any price.
+_HOW_MUCH = re.compile(r"\bhow much\b", re.IGNORECASE)
+_PRICE_WORDS = frozenset(terms("cost costs price priced charge charged fee fees"))
+_PRICE = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|percent\b|USD\b|EUR\b|GBP\b|dollars?\b|euros?\b|"
+                    r"pounds\b)", re.IGNORECASE)
 
 def answer(
     question: str,
@@ -804,6 +847,10 @@ def answer(
         # Nothing to match but numbers (or nothing this reader can read: another script).
         return _not_found(sources, 0.0)
     everywhere = set().union(*(set(terms(s.text + " " + s.title)) for s in sources))
+    # Initials of the question that a source spells out ("the MSA": "Master Services Agreement")
+    # are named by the sources.
+    spelled_out = _spelled_out(question, sources)
+    everywhere |= set(spelled_out)
     q_terms = _joined(question, q_terms, everywhere)
     weights = _weights(q_terms, pool)
     question_names = names(question)
@@ -840,7 +887,10 @@ def answer(
         numbers_of.setdefault(s.of, set()).update(source_text[s.n])
     document_terms = {s.n: of_document[s.of] for s in sources}
     document_numbers = {s.n: numbers_of[s.of] for s in sources}
-    title_terms = {s.n: set(terms(s.title)) for s in sources}
+    spelled = _acronyms(sources) | _initialled(question, sources) | spelled_out
+    # "the MSA" of a document titled "Master Services Agreement" is the document.
+    title_terms = {s.n: _with_acronyms(set(terms(s.title)), spelled) for s in sources}
+    titled_words = {s.n: {w.lower() for w in re.findall(r"[A-Za-z]+", s.title)} for s in sources}
     titled = set().union(*title_terms.values())
     named = set(terms(" ".join(question_names)))
     named_terms = {t for t in named if t[0].isalpha()}
@@ -865,6 +915,12 @@ def answer(
         matching = {s.n for s in sources if period_key(s.title) == asked}
         latest = (latest or set()) | matching if matching else latest
     focus = set(terms(" ".join(_FOCUS.findall(question))))
+    # "Which country ...": the kind is answered by a name, not said (nor needed from a source).
+    kinds = focus & _NAMED_KINDS
+    focus -= kinds
+    asked_words = {w.lower() for w in re.findall(r"[A-Za-z]+", question)}
+    price_words = set(weights) & _PRICE_WORDS if _ASKS_PRICE.search(question) else set()
+    how_much = bool(_HOW_MUCH.search(question))
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
@@ -882,7 +938,6 @@ def answer(
     scored: list[tuple[float, float, Unit]] = []
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
-    spelled = _acronyms(sources) | _initialled(question, sources)
     for unit in pool:
         own = _with_acronyms(set(terms(unit.text)), spelled)
         if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
@@ -892,6 +947,7 @@ def answer(
         heading = set(terms(unit.context))
         got = 0.0
         causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
+        priced = bool(price_words) and bool(_PRICE.search(unit.text))
         of_kind = asks_kind is not None and bool(asks_kind(unit.text))
         for t, w in weights.items():
             if t in reason_terms:
@@ -902,7 +958,11 @@ def answer(
                 # the source holds, locates every passage of it equally: a sentence that
                 # repeats the company's name or the date is no better an answer for it.
                 got += w
-            elif t == listed and of_kind:
+            elif ((t == listed and of_kind)
+                  or (t in kinds and _names_one(unit.text, t, asked_words | titled_words[unit.n]))
+                  or (t in price_words and priced and how_much)):
+                # The kind asked for, said by its instances: the file types a passage lists,
+                # "Sweden" for "which country", "the quote ... of $48,500" for "cost".
                 got += w
             elif t in heading:
                 got += HEADING_CREDIT * w
@@ -916,6 +976,9 @@ def answer(
                                 and t not in title_terms[unit.n] and t not in locators}
         # "Which bank ...": a source that never says "bank" cannot name one.
         if focus and not focus <= source_terms[unit.n]:
+            coverage *= 0.5
+        # "How much does it cost?": a passage without a price cannot say what it costs.
+        if price_words and not priced:
             coverage *= 0.5
         # A question about Contoso is not answered from another company's report while a
         # source of Contoso's is there.
@@ -948,7 +1011,8 @@ def answer(
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
         if id(unit) in says_numbered:
             score += NUMBERED_BONUS  # "Test 3 (2.7, 3.5, 3.6)" for "... on Test 3?"
-        if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper():
+        if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper() and (
+                not _CLAUSE.match(unit.text)):
             score -= 0.1  # the tail of a sentence cut at the start of the chunk
         if unit.text.rstrip().endswith(":"):
             score -= 0.15  # introduces a table or a list: says where the answer is, not what
@@ -1223,6 +1287,22 @@ def _initialled(question: str, sources: Sequence[Numbered]) -> dict[str, frozens
             short = "".join(w[0] for w in run).upper()
             if short in capitals and all(len(w) > 2 for w in run):
                 out[stem(short)] = frozenset(terms(" ".join(run)))
+    return out
+
+
+def _spelled_out(question: str, sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
+    """The question's initials that no source writes ("the MSA"), spelt out by capitalised words
+    of a source or its title that start with them in order ("Master Services Agreement")."""
+    out: dict[str, frozenset[str]] = {}
+    for short in set(re.findall(r"\b[A-Z]{2,5}\b", question)):
+        written = re.compile(rf"\b{short}\b")
+        if any(written.search(s.text) or written.search(s.title) for s in sources):
+            continue
+        run = re.compile(r"\b" + r"[ -]".join(f"{c}[a-z]+" for c in short) + r"\b")
+        found = next((m.group(0) for s in sources for m in (run.search(s.title),
+                                                            run.search(s.text)) if m), None)
+        if found:
+            out[stem(short)] = frozenset(terms(found))
     return out
 
 

@@ -1436,3 +1436,87 @@ def test_a_heading_the_sentence_under_it_begins_with_is_quoted_once() -> None:
     written = "The market for pumps grew in 2023. The the end was near for us."
     assert extractive._passages(written) == [  # a repeat in another case is left as written
         "The market for pumps grew in 2023.", "The the end was near for us."]
+
+
+# --- records that are neither reports nor handbooks (tests/fixtures/agreements.py) -------------
+
+MSA_TITLE = "Master Services Agreement · Kestrel Analytics Ltd. · 2025-03-03"
+
+
+def test_a_numbered_clause_that_starts_its_chunk_is_no_sentence_cut_in_two() -> None:
+    # "3.1 Each party's ..." starts with a figure, as the tail of a sentence cut by the chunking
+    # does: it lost 0.1 and the clause after it, about other damages, came first.
+    sources = [Numbered(1, f"{MSA_TITLE} · 3. Limitation of Liability",
+                        "3.1 Each party's total aggregate liability under this Agreement shall not "
+                        "exceed the fees paid or payable by Customer in the twelve (12) months "
+                        "preceding the claim.\n\n3.2 Neither party is liable for indirect, "
+                        "incidental or consequential damages, including lost profits.",
+                        document="msa.docx")]
+    result = answer("What is the cap on Kestrel's liability?", sources)
+    assert "twelve (12) months" in result.text.splitlines()[0], result.text
+
+
+GOVERNING = [
+    Numbered(1, f"{MSA_TITLE} · 5. Governing Law",
+             "5.1 This Agreement is governed by the laws of Sweden. Disputes are settled by "
+             "arbitration in Stockholm under the rules of the SCC Arbitration Institute.",
+             document="msa.docx"),
+    Numbered(2, f"{MSA_TITLE} · 2. Fees and Payment",
+             "2.2 Late payments bear interest at 1.5% per month or the highest rate permitted by "
+             "law, whichever is lower.", document="msa.docx"),
+]
+
+
+def test_initials_no_source_writes_are_the_words_of_a_title_they_spell() -> None:
+    # "MSA" is in no source: it weighed the most and the answer was "not in the documents".
+    result = answer("Which laws govern the MSA?", GOVERNING)
+    assert result.found and "Sweden" in result.text.splitlines()[0], result.text
+    assert extractive._spelled_out("Is the MSA in force?", GOVERNING) == {
+        "msa": frozenset(terms("Master Services Agreement"))}
+    # Initials a source writes itself are read as written.
+    assert extractive._spelled_out("What does the SCC do?", GOVERNING) == {}
+
+
+def test_which_country_is_answered_by_a_name_without_the_word() -> None:
+    # "country" is in no source: the passage lost half its score as one that cannot name one
+    # ("which bank"), and the word weighed the most.
+    result = answer("Which country's law governs the agreement?", GOVERNING)
+    assert result.found and "Sweden" in result.text.splitlines()[0], result.text
+    assert extractive._names_one("governed by the laws of Sweden.", "country", {"law"})
+    assert not extractive._names_one("Either party may end it. Notice is written.", "country",
+                                     set())
+    assert extractive._names_one("Work is to start in April 2026.", "year", set())
+
+
+MINUTES = [
+    Numbered(1, "Harbourview Housing Cooperative - Board Meeting Minutes",
+             "1. Roof repairs. The board approved the quote from Nordtak Roofing of $48,500 for "
+             "the replacement of the east wing roof. Work is to start in April 2026 and take six "
+             "weeks. 2. Monthly fees. The board agreed to raise the monthly fee by 3.5% from "
+             "1 January 2026, to cover higher insurance premiums and the roof works.",
+             document="minutes.pdf"),
+    Numbered(2, MSA_TITLE,
+             "6.2 If availability falls below 99.9%, Customer receives a service credit of 5% of "
+             "the monthly fee for each full 0.1% below the target, up to 30% of the monthly fee.",
+             document="msa.docx"),
+]
+DATA_SHEET = [Numbered(
+    1, "Velo T4 Thermal Printer - Product Data Sheet",
+    "Maximum print speed: 152 mm (6 in) per second. Dimensions: 220 x 180 x 170 mm. Weight: "
+    "1.6 kg. Warranty: 24 months on the printer, 6 months or 25 km on the print head, whichever "
+    "comes first.", document="datasheet.pdf")]
+
+
+def test_how_much_something_costs_is_answered_by_a_price_and_only_by_one() -> None:
+    roof = answer("How much will the new roof cost?", MINUTES)
+    assert roof.found and "$48,500" in roof.text.splitlines()[0], roof.text
+    # A data sheet without a price does not say what the printer costs: its weight is no answer.
+    printer = answer("How much does the Velo T4 cost?", DATA_SHEET)
+    assert not printer.found and NOT_FOUND in printer.text, printer.text
+
+
+def test_going_up_is_an_increase() -> None:
+    # "going" weighed the most, so the service credit's "monthly fee" twice came first.
+    result = answer("By how much are monthly fees going up?", MINUTES)
+    assert "3.5%" in result.text.splitlines()[0], result.text
+    assert terms("fees went up") == terms("fees increased") == terms("fees raised")
