@@ -41,10 +41,12 @@ Question sets:
 - ``examples``: the project's examples/ as the quick start uploads it (its README.md too; the
   scanned memo left out: no OCR here), what a new user asks after the quick start, plus
   ``examples-none``.
-- ``agreements``: a services agreement, a printer's data sheet and board minutes of fictional
-  organisations (tests/fixtures/agreements.py), 24 questions mostly in other words than the
-  documents' ("the MSA", "how much will the roof cost"), plus ``agreements-none``. Written
-  beside the answerer rules it first measured (session 18): a development set, not unseen.
+- ``records``: a services agreement, a printer's data sheet, board minutes, a price list (XLSX),
+  a business review (PPTX), an incident postmortem (HTML) and a trial report of fictional
+  organisations (tests/fixtures/records.py), 48 questions mostly in other words than the
+  documents' ("the MSA", "how much will the roof cost", "Larkspur's ARR"), plus
+  ``records-none``. Written beside the answerer rules it first measured (session 18): a
+  development set, not an unseen one.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
   data model, a contract notice), 48 questions written without reading the answerer
@@ -301,10 +303,11 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
     return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
 
 
-def agreements_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
-    """A services agreement, a data sheet and board minutes of fictional organisations
-    (tests/fixtures/agreements.py), asked about mostly in other words than theirs."""
-    from tests.fixtures.agreements import documents, questions, unanswerable
+def records_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
+    """An agreement, a data sheet, board minutes, a price list, a business review deck, an
+    incident postmortem and a trial report of fictional organisations
+    (tests/fixtures/records.py), asked about mostly in other words than theirs."""
+    from tests.fixtures.records import documents, questions, unanswerable
 
     items = [Item(q.text, phrases=q.expected) for q in questions()]
     return documents(), items, [Item(q.text, answerable=False) for q in unanswerable()]
@@ -646,7 +649,7 @@ async def run(
     sets.append(("handbooks", handbooks))
     sets.append(("typos", typos_set(handbooks)))
     sets.append(("examples", examples_set()))
-    sets.append(("agreements", agreements_set()))
+    sets.append(("records", records_set()))
     if only:
         sets = [s for s in sets if s[0] in only]
     embedder = LocalEmbedder()

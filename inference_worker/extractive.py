@@ -951,7 +951,10 @@ def answer(
         of_kind = asks_kind is not None and bool(asks_kind(unit.text))
         for t, w in weights.items():
             if t in reason_terms:
-                got += w if causal or t in own else 0.0
+                # Causal wording says it, or the words, or a heading that names the cause
+                # ("Root cause": the passage under it is the cause, however it is worded).
+                got += w if causal or t in own or t in heading or t in title_terms[unit.n] \
+                    else 0.0
             elif t in own or t in title_terms[unit.n] or (
                     t in locators and t in document_terms[unit.n]):
                 # A term of the document's title, or a name or period the question gives that
@@ -966,7 +969,9 @@ def answer(
                 got += w
             elif t in heading:
                 got += HEADING_CREDIT * w
-            elif t in source_terms[unit.n]:
+            elif t in source_terms[unit.n] or (reason_terms and t in document_terms[unit.n]):
+                # A cause is told under its own heading, apart from where the document names
+                # what it is the cause of ("Root cause" after "Postmortem: checkout outage").
                 got += SOURCE_CREDIT * w
         coverage = got / total if total else 0.0
         # What a passage says itself: a table's caption and headings are shared by its rows, so
@@ -1291,16 +1296,20 @@ def _initialled(question: str, sources: Sequence[Numbered]) -> dict[str, frozens
 
 
 def _spelled_out(question: str, sources: Sequence[Numbered]) -> dict[str, frozenset[str]]:
-    """The question's initials that no source writes ("the MSA"), spelt out by capitalised words
-    of a source or its title that start with them in order ("Master Services Agreement")."""
+    """The question's initials that no source writes ("the MSA"), spelt out by words of a source
+    or its title that start with them in order: capitalised ("Master Services Agreement"), or a
+    capitalised word and words of four letters or more ("Annual recurring revenue" for "ARR";
+    not "must send all")."""
     out: dict[str, frozenset[str]] = {}
     for short in set(re.findall(r"\b[A-Z]{2,5}\b", question)):
         written = re.compile(rf"\b{short}\b")
         if any(written.search(s.text) or written.search(s.title) for s in sources):
             continue
-        run = re.compile(r"\b" + r"[ -]".join(f"{c}[a-z]+" for c in short) + r"\b")
-        found = next((m.group(0) for s in sources for m in (run.search(s.title),
-                                                            run.search(s.text)) if m), None)
+        capitals = re.compile(r"\b" + r"[ -]".join(f"{c}[a-z]+" for c in short) + r"\b")
+        lower = re.compile(r"\b" + r"[ -]".join(
+            [f"{short[0]}[a-z]+"] + [f"[{c}{c.lower()}][a-z]{{3,}}" for c in short[1:]]) + r"\b")
+        found = next((m.group(0) for run in (capitals, lower) for s in sources
+                      for m in (run.search(s.title), run.search(s.text)) if m), None)
         if found:
             out[stem(short)] = frozenset(terms(found))
     return out

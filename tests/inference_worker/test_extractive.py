@@ -1438,7 +1438,7 @@ def test_a_heading_the_sentence_under_it_begins_with_is_quoted_once() -> None:
         "The market for pumps grew in 2023.", "The the end was near for us."]
 
 
-# --- records that are neither reports nor handbooks (tests/fixtures/agreements.py) -------------
+# --- records that are neither reports nor handbooks (tests/fixtures/records.py) ----------------
 
 MSA_TITLE = "Master Services Agreement · Kestrel Analytics Ltd. · 2025-03-03"
 
@@ -1520,3 +1520,31 @@ def test_going_up_is_an_increase() -> None:
     result = answer("By how much are monthly fees going up?", MINUTES)
     assert "3.5%" in result.text.splitlines()[0], result.text
     assert terms("fees went up") == terms("fees increased") == terms("fees raised")
+
+
+def test_initials_spelt_out_by_a_sentence_in_lower_case() -> None:
+    sources = [Numbered(1, "Larkspur Cloud - Q3 2026 Business Review · Highlights",
+                        "Annual recurring revenue reached $18.4 million, up 31% year over year\n"
+                        "Net revenue retention was 117%", document="QBR_Q3.pptx")]
+    result = answer("What was Larkspur's ARR in Q3 2026?", sources)
+    assert result.found and "$18.4 million" in result.text.splitlines()[0], result.text
+    # Lower-case words spell initials only when they are long: not "must send all".
+    assert extractive._spelled_out("When is the MSA due?", [Numbered(
+        1, "Notes", "Members must send all forms by May.", document="n.docx")]) == {}
+
+
+POSTMORTEM = [
+    Numbered(1, "Incident 2026-014 postmortem · Postmortem: checkout outage on 14 September 2026",
+             "Summary: from 09:12 to 10:47 UTC customers could not complete checkout. About "
+             "3,800 orders failed.", document="incident.html"),
+    Numbered(2, "Incident 2026-014 postmortem · Root cause",
+             "A database connection pool limit was lowered from 200 to 20 in a configuration "
+             "change that was meant for the staging environment only.", document="incident.html"),
+]
+
+
+def test_a_cause_is_the_passage_under_a_heading_that_names_it() -> None:
+    # No causal wording ("due to", "because"), and the outage is named under another heading:
+    # the summary, which says "checkout", was quoted as the cause.
+    result = answer("What caused the checkout outage?", POSTMORTEM)
+    assert result.found and "connection pool" in result.text.splitlines()[0], result.text
