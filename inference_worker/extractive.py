@@ -259,7 +259,7 @@ mentioned according document documents filing filings 10-q 10-k company company'
 generate generated generating contribute contributed impact impacted affect affected relate related
 relating reflect reflected include included including provide provided regarding based respectively
 specifically identify identified find found see notable noted note state stated say said
-indicate indicates indicated get gets got getting come comes came coming
+indicate indicates indicated get gets got getting come comes came coming go goes went gone
 latest recent newest current last engage engaged engaging happen happens happened
 analyze analyse analyzing analysing assess evaluate examine interpret summarize summarise
 elaborate insight insights
@@ -329,9 +329,9 @@ _MONTHS_SPAN = re.compile(r"\bthree[- ]months?\b", re.IGNORECASE)
 _PHRASES = re.compile(
     r"\b(?:(twelve[- ]months?)|(research and development)|(R&D)|(first quarter)"
     r"|(second quarter)|(third quarter)|(fourth quarter)|((?:go|goes|going|gone|went) up)"
-    r"|((?:go|goes|going|gone|went) down))\b", re.IGNORECASE)
+    r"|((?:go|goes|going|gone|went) down)|(day (?:one|1))|(week (?:one|1)))\b", re.IGNORECASE)
 _PHRASE_TERMS = ("year", "research", "research", "q1 quarter", "q2 quarter", "q3 quarter",
-                 "q4 quarter", "increase", "decrease")
+                 "q4 quarter", "increase", "decrease", "first day", "first week")
 
 
 # Initials written with points ("U.S.", "U.K.", "U.S.A.") are the word a question writes without
@@ -816,6 +816,25 @@ _HOW_MUCH = re.compile(r"\bhow much\b", re.IGNORECASE)
 _PRICE_WORDS = frozenset(terms("cost costs price priced charge charged fee fees"))
 _PRICE = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|percent\b|USD\b|EUR\b|GBP\b|dollars?\b|euros?\b|"
                     r"pounds\b)", re.IGNORECASE)
+# A question for a phone number, answered by one ("call support on 0800 555 0199").
+_ASKS_PHONE = re.compile(r"\b(?:tele)?phone\b|\bnumber (?:to|should I|do I) call\b", re.IGNORECASE)
+_PHONE_WORDS = frozenset(terms("phone telephone number"))
+_PHONE = re.compile(
+    r"(?<![\d.,])(?:\+?\d{1,3}[\s-])?\(?\d{2,5}\)?[\s-]\d{2,4}[\s-]\d{3,4}(?![\d.,])")
+# "How do I ...": the passage that says what to do starts with a verb ("Press and hold the
+# RESET button ...", "Open a ticket ...").
+_HOW_TO = re.compile(r"\bhow (?:do|can|should|would|could) (?:i|we|you)\b|\bhow to\b",
+                     re.IGNORECASE)
+_IMPERATIVE = re.compile(
+    r"(?:\d{1,2}[.)]\s+)?(?:press|hold|click|open|select|go|call|email|e-mail|send|enter|type|"
+    r"unplug|plug|wait|turn|switch|restart|remove|insert|connect|disconnect|install|download|"
+    r"log|sign|choose|tap|fill|complete|submit|book|contact|ask|use|check|set|put|take|return|"
+    r"order|follow|visit|keep|bring|add|create|update|reset|run|save|print|scan|attach|upload|"
+    r"request|apply|register|report|raise|pay|place|tell|make|find|clean|empty|rinse|"
+    r"descale|replace|charge|store|lock|unlock|enable|disable|navigate)\b",
+    re.IGNORECASE)
+HOW_TO_BONUS = 0.1
+
 
 def answer(
     question: str,
@@ -921,6 +940,8 @@ def answer(
     asked_words = {w.lower() for w in re.findall(r"[A-Za-z]+", question)}
     price_words = set(weights) & _PRICE_WORDS if _ASKS_PRICE.search(question) else set()
     how_much = bool(_HOW_MUCH.search(question))
+    phone_words = set(weights) & _PHONE_WORDS if _ASKS_PHONE.search(question) else set()
+    how_to = bool(_HOW_TO.search(question))
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
@@ -948,6 +969,7 @@ def answer(
         got = 0.0
         causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
         priced = bool(price_words) and bool(_PRICE.search(unit.text))
+        dialled = bool(phone_words) and bool(_PHONE.search(unit.text))
         of_kind = asks_kind is not None and bool(asks_kind(unit.text))
         for t, w in weights.items():
             if t in reason_terms:
@@ -963,7 +985,8 @@ def answer(
                 got += w
             elif ((t == listed and of_kind)
                   or (t in kinds and _names_one(unit.text, t, asked_words | titled_words[unit.n]))
-                  or (t in price_words and priced and how_much)):
+                  or (t in price_words and priced and how_much)
+                  or (t in phone_words and dialled)):
                 # The kind asked for, said by its instances: the file types a passage lists,
                 # "Sweden" for "which country", "the quote ... of $48,500" for "cost".
                 got += w
@@ -1021,6 +1044,8 @@ def answer(
             score -= 0.1  # the tail of a sentence cut at the start of the chunk
         if unit.text.rstrip().endswith(":"):
             score -= 0.15  # introduces a table or a list: says where the answer is, not what
+        if how_to and not unit.is_row and _IMPERATIVE.match(unit.text):
+            score += HOW_TO_BONUS
         if not unit.is_row and len(unit.text) > 400:
             score -= 0.05
         if not unit.is_row and asked_period.span and (stated := tables.spans(unit.text)) and (

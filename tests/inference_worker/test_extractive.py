@@ -1548,3 +1548,48 @@ def test_a_cause_is_the_passage_under_a_heading_that_names_it() -> None:
     # the summary, which says "checkout", was quoted as the cause.
     result = answer("What caused the checkout outage?", POSTMORTEM)
     assert result.found and "connection pool" in result.text.splitlines()[0], result.text
+
+
+ONBOARDING = [
+    Numbered(1, "New Starter Checklist - Finch & Moreau · Week one",
+             "Day one starts at 9:30 in the Lisbon office, reception on the 4th floor.\n\n"
+             "Complete the security awareness course in Learnhub by Friday of your first week.",
+             document="onboarding.docx"),
+    Numbered(2, "New Starter Checklist - Finch & Moreau · Before day one",
+             "Return the signed contract and the bank details form to People Operations.\n\n"
+             "Your laptop is shipped to your home address three working days before your start "
+             "date.", document="onboarding.docx"),
+]
+
+
+def test_day_one_is_the_first_day_and_go_asks_nothing() -> None:
+    # "go" weighed the most (no source says it) and "day one" was not "first day".
+    result = answer("Where do I go on my first day?", ONBOARDING)
+    assert result.found and "Lisbon" in result.text.splitlines()[0], result.text
+    assert terms("on day one") == terms("on the first day")
+    assert terms("in week 1") == terms("in the first week")
+
+
+ROUTER = [Numbered(
+    1, "How to reset your Nimbus router · Resetting a Nimbus R7 router",
+    "A soft reset restarts the router and keeps your settings. A factory reset erases all "
+    "settings, including the Wi-Fi name and password. Press and hold the recessed RESET button "
+    "on the back for 10 seconds with a paper clip until the light flashes amber. After a factory "
+    "reset the default Wi-Fi password is printed on the label under the router.\n\n"
+    "If the light stays red for more than 15 minutes, call support on 0800 555 0199 (8:00 to "
+    "22:00 every day).", document="kb-1042.html")]
+
+
+def test_how_do_i_is_answered_by_what_to_do() -> None:
+    # The two sentences that say "factory reset" came first; the one that says what to do
+    # does not repeat it.
+    result = answer("How do I factory reset the Nimbus router?", ROUTER)
+    assert "10 seconds" in result.text, result.text
+
+
+def test_a_phone_number_asked_for_is_answered_by_one() -> None:
+    # "phone" and "number" are in no source: "not in the documents".
+    result = answer("What is the support phone number?", ROUTER)
+    assert result.found and "0800 555 0199" in result.text.splitlines()[0], result.text
+    assert not extractive._PHONE.search("Total net sales 81,797 82,959 (1)%")
+    assert extractive._PHONE.search("call +1 612 555 0144 or 1-800-661-2638")
