@@ -45,8 +45,8 @@ Question sets:
   a business review (PPTX), an incident postmortem (HTML), a trial report, a lease, a new
   starter's checklist, a help article and an email of fictional organisations
   (tests/fixtures/records.py), 72 questions mostly in other words than the documents' ("the
-  MSA", "how much will the roof cost", "Larkspur's ARR"), plus ``records-none``. Written beside the answerer rules it first measured (session 18): a
-  development set, not an unseen one.
+  MSA", "how much will the roof cost", "Larkspur's ARR"), plus ``records-none``. Written
+  beside the answerer rules it first measured (session 18): a development set, not unseen.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
   data model, a contract notice), 48 questions written without reading the answerer
