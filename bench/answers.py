@@ -43,9 +43,10 @@ Question sets:
   ``examples-none``.
 - ``records``: a services agreement, a printer's data sheet, board minutes, a price list (XLSX),
   a business review (PPTX), an incident postmortem (HTML), a trial report, a lease, a new
-  starter's checklist, a help article and an email of fictional organisations
-  (tests/fixtures/records.py), 72 questions mostly in other words than the documents' ("the
-  MSA", "how much will the roof cost", "Larkspur's ARR"), plus ``records-none``. Written
+  starter's checklist, a help article, an email, clinic tables, a timetable and a travel policy
+  of fictional organisations (tests/fixtures/records.py), 93 questions mostly in other words
+  than the documents' ("the MSA", "how much will the roof cost", "Larkspur's ARR"), plus
+  ``records-none``. Written
   beside the answerer rules it first measured (session 18): a development set, not unseen.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
@@ -304,9 +305,10 @@ def handbooks_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
 
 
 def records_set() -> tuple[dict[str, bytes], list[Item], list[Item]]:
-    """Eleven records of kinds the other sets lack (an agreement, a data sheet, minutes, a price
-    list, a deck, a postmortem, a trial report, a lease, a checklist, a help article, an email;
-    tests/fixtures/records.py), asked about mostly in other words than theirs."""
+    """Fourteen records of kinds the other sets lack (an agreement, a data sheet, minutes, a
+    price list, a deck, a postmortem, a trial report, a lease, a checklist, a help article, an
+    email, clinic tables, a timetable, a travel policy; tests/fixtures/records.py), asked about
+    mostly in other words than theirs."""
     from tests.fixtures.records import documents, questions, unanswerable
 
     items = [Item(q.text, phrases=q.expected) for q in questions()]

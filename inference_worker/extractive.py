@@ -348,6 +348,18 @@ _CLAUSE = re.compile(r"\(?\d{1,2}(?:\.\d{1,2}){0,3}[.)]?\s+[A-Z]")
 _NUMBER_SIGN = re.compile(r"\b[Nn]o\.(?=\s*\d)|#(?=\s*\d)")
 
 
+# "a seven-hour flight" is "a 7 hour flight": a measure in words reads as one in figures. Not
+# days, weeks, months or years: "Six Months Ended" names a period, which is read as words.
+_NUMBER_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve")
+_WORDED_MEASURE = re.compile(
+    rf"\b({'|'.join(_NUMBER_WORDS)})[\s-]+(hours?|minutes?|nights?)\b", re.IGNORECASE)
+
+
+def _worded_measure(match: re.Match[str]) -> str:
+    return f"{_NUMBER_WORDS.index(match.group(1).lower()) + 1} {match.group(2)}"
+
+
 def _initials(match: re.Match[str]) -> str:
     return match.group(1).replace(".", "")
 
@@ -369,6 +381,7 @@ def terms(text: str) -> list[str]:
 def _terms(text: str) -> tuple[str, ...]:
     text = _PHRASES.sub(_phrase, _MONTHS_SPAN.sub("quarter", _INITIALS.sub(_initials, text)))
     text = _NUMBER_SIGN.sub("number ", text)
+    text = _WORDED_MEASURE.sub(_worded_measure, text)
     out = []
     for token in _WORD.findall(text):
         if token[0].isdigit():
@@ -834,6 +847,8 @@ _IMPERATIVE = re.compile(
     r"descale|replace|charge|store|lock|unlock|enable|disable|navigate)\b",
     re.IGNORECASE)
 HOW_TO_BONUS = 0.1
+_MEASURE = re.compile(r"\b(\d+(?:\.\d+)?)[\s-]*(?:hours?|hrs?|minutes?|mins?|nights?|km|kg|miles?|"
+                      r"kilometres?|kilometers?|people|persons?|guests?)\b", re.IGNORECASE)
 
 
 def answer(
@@ -887,7 +902,11 @@ def answer(
         if wants_reason else set()
     total = sum(weights.values())
     wants_amount = not wants_reason and any(c in question.lower() for c in AMOUNT_CUES)
-    q_numbers = [t for t in set(q_terms) if t[0].isdigit()]
+    # A measure the question gives ("a 7 hour flight", "a 3-night stay") is compared with the
+    # sources' limits ("6 hours or more"), not looked up: it need not be in the passage.
+    measures = {figure(m) for m in _MEASURE.findall(_WORDED_MEASURE.sub(_worded_measure,
+                                                                         question))}
+    q_numbers = [t for t in set(q_terms) if t[0].isdigit() and t not in measures]
     asks_list = _ASKS_LIST.match(question)
     asks_kind: Callable[[str], object] | None = (
         _SPAN.search if _ASKS_SPAN.search(question) else _AGE.search if _ASKS_AGE.search(
@@ -910,6 +929,7 @@ def answer(
     # "the MSA" of a document titled "Master Services Agreement" is the document.
     title_terms = {s.n: _with_acronyms(set(terms(s.title)), spelled) for s in sources}
     titled_words = {s.n: {w.lower() for w in re.findall(r"[A-Za-z]+", s.title)} for s in sources}
+    title_text = {s.n: " ".join(s.title.lower().split()) for s in sources}
     titled = set().union(*title_terms.values())
     named = set(terms(" ".join(question_names)))
     named_terms = {t for t in named if t[0].isalpha()}
@@ -960,6 +980,8 @@ def answer(
     unit_terms: dict[int, set[str]] = {}
     asks_ratio = bool(_RATIO_ASKED.search(question))
     for unit in pool:
+        if not unit.is_row and " ".join(unit.text.lower().split()) in title_text[unit.n]:
+            continue  # the document's own title line, alone: says what it is, answers nothing
         own = _with_acronyms(set(terms(unit.text)), spelled)
         if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
             # "Percentage of total net sales 7 %" is a share, not the net sales a question

@@ -1593,3 +1593,44 @@ def test_a_phone_number_asked_for_is_answered_by_one() -> None:
     assert result.found and "0800 555 0199" in result.text.splitlines()[0], result.text
     assert not extractive._PHONE.search("Total net sales 81,797 82,959 (1)%")
     assert extractive._PHONE.search("call +1 612 555 0144 or 1-800-661-2638")
+
+
+CLINICS = [
+    Numbered(1, "Riverside Physio - Clinics and opening hours",
+             "Riverside Physio - Clinics and opening hours\n\n"
+             "Appointments can be booked online or by phone. Bring your referral letter and a list "
+             "of your current medication to the first visit.\n\n"
+             "Clinic | Address | Weekdays | Saturday | Parking\n"
+             "Northgate | 12 Mill Lane, Northgate | 08:00-19:00 | 09:00-13:00 | Free, 20 spaces\n"
+             "Quayside | 3 Harbour Road, Quayside | 07:30-18:00 | Closed | Pay and display",
+             document="clinics.docx"),
+    Numbered(2, "Riverside Physio - Clinics and opening hours · Prices",
+             "Appointment | Length | Price\nFirst assessment | 45 minutes | £65\n"
+             "Follow-up | 30 minutes | £48", document="clinics.docx"),
+]
+TRAVEL = [
+    Numbered(1, "Travel Policy - Ostara Biotech · Flights",
+             "Economy class for flights under 6 hours. Premium economy is allowed for flights of 6 "
+             "hours or more. Business class needs CFO approval.", document="travel.docx"),
+    Numbered(2, "Travel Policy - Ostara Biotech · Hotels",
+             "The nightly limit is 180 euros in most cities and 260 euros in London, Paris, Zurich "
+             "and New York.", document="travel.docx"),
+    Numbered(3, "Travel Policy - Ostara Biotech · Booking",
+             "All travel must be booked through Navan at least 14 days before departure.",
+             document="travel.docx"),
+]
+
+
+def test_a_documents_title_line_is_never_the_answer() -> None:
+    # The title line alone was quoted first for "Which clinic is open on Saturday?".
+    result = answer("Which clinic is open on Saturday?", CLINICS)
+    assert not any(line.startswith("Riverside Physio - Clinics")
+                   for line in result.text.splitlines()), result.text
+
+
+def test_a_measure_the_question_gives_is_held_against_the_limits() -> None:
+    # "7" is in no source: as a number the question gives, it halved every passage.
+    result = answer("Which class is allowed on a 7 hour flight?", TRAVEL)
+    assert result.found and "Premium economy" in result.text.splitlines()[0], result.text
+    assert terms("a seven-hour flight") == terms("a 7 hour flight")
+    assert terms("Six Months Ended") != terms("6 months ended")  # a period, read as words
