@@ -1167,6 +1167,8 @@ def answer(
         chosen.append(u)
     if chosen and (total_row := _total_of(chosen[0], pool)) is not None:
         chosen = [total_row, *(u for u in chosen if u is not total_row)][:max_units]
+    if chosen and (listed_here := _section_items(question, chosen[0], pool, sources)):
+        chosen = listed_here
     # A cause asked over the periods ("what drove the trend in ...") is answered by its wording.
     trend = _trend(scored, of_named, min_coverage * 0.8) if (
         _TREND.search(question) and not wants_reason) else []
@@ -1850,6 +1852,30 @@ def _latest(sources: Sequence[Numbered]) -> set[int]:
 def _tidy(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+# "What are the action items ...": the items of a section, each a passage of its own.
+_ASKS_ITEMS = re.compile(r"^\s*(?:what|which) (?:are|were) (?:the )?((?:[a-z-]+ ){0,2}[a-z-]+s)\b",
+                         re.IGNORECASE)
+SECTION_ITEMS = 6
+
+
+def _section_items(question: str, first: Unit, pool: Sequence[Unit],
+                   sources: Sequence[Numbered]) -> list[Unit]:
+    """For "What are the action items ...", when the best passage is under a heading that names
+    what is asked ("... · Action items"), every passage of that section in order (at most
+    :data:`SECTION_ITEMS`): its items, each said alone, are the answer together. Empty when the
+    question asks no such thing or the heading does not name it."""
+    asked = _ASKS_ITEMS.match(question)
+    if asked is None or first.is_row:
+        return []
+    title = next(s.title for s in sources if s.n == first.n)
+    heading = title.rsplit("·", 1)[-1] if "·" in title else ""
+    if not heading or not set(terms(asked.group(1))) <= set(terms(heading)):
+        return []
+    items = sorted((u for u in pool if u.n == first.n and not u.is_row
+                    and set(terms(u.text)) - set(terms(heading))), key=lambda u: u.order)
+    return items[:SECTION_ITEMS] if len(items) > 1 else []
 
 
 def _not_found(sources: Sequence[Numbered], coverage: float) -> Answer:

@@ -1634,3 +1634,29 @@ def test_a_measure_the_question_gives_is_held_against_the_limits() -> None:
     assert result.found and "Premium economy" in result.text.splitlines()[0], result.text
     assert terms("a seven-hour flight") == terms("a 7 hour flight")
     assert terms("Six Months Ended") != terms("6 months ended")  # a period, read as words
+
+
+ACTIONS = [
+    Numbered(1, "Incident 2026-014 postmortem · Root cause",
+             "A database connection pool limit was lowered from 200 to 20.",
+             document="incident.html"),
+    Numbered(2, "Incident 2026-014 postmortem · Action items",
+             "Action items\n\n"
+             "Separate staging and production configuration repositories (owner: Priya Nair).\n\n"
+             "Alert on connection pool saturation above 80% (owner: Tom Becker).\n\n"
+             "Refund shipping fees for affected customers (owner: Customer Care).",
+             document="incident.html"),
+]
+
+
+def test_the_items_of_a_section_the_question_names_are_the_answer_together() -> None:
+    # One item was quoted: the one that repeats "connection pool" of the question's sources.
+    result = answer("What are the action items from the outage?", ACTIONS)
+    lines = result.text.splitlines()
+    assert [line.split(" (owner")[0] for line in lines] == [
+        "Separate staging and production configuration repositories",
+        "Alert on connection pool saturation above 80%",
+        "Refund shipping fees for affected customers"], result.text
+    # Not where the heading does not name what is asked.
+    assert extractive._section_items("What are the owners?", extractive.units(ACTIONS[1], 1)[0],
+                                     extractive.units(ACTIONS[1], 1), ACTIONS) == []
