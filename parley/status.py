@@ -69,10 +69,7 @@ class DocumentStatus(BaseModel):
     updated_at: float = 0.0
 
 
-# KEYS: record, landed set (emptied by StatusStore.begin_version), index, served map. ARGV:
-# version, batch index, chunks in batch, now, tenant, document id. Returns 1 when this call
-# made the document ready, 2 when it was already ready with this version (redelivery), 0
-# otherwise (more batches to come), -1 when the version is no longer wanted (stale).
+# What it takes and returns: the file's head. It also publishes the record it changes.
 _LANDED = lua.script(__package__, "status_landed.lua")
 
 
@@ -228,20 +225,18 @@ class StatusStore:
         """Record that one batch of ``version`` is stored. Returns 1 if the document became
         ready now (the swap to this version happened), 2 if it was already ready with this
         version, 0 if batches are still missing, -1 if ``version`` is no longer wanted."""
-        key = self.record_key(tenant, document_id)
+        # The script publishes the record when it changes it (0, 1), in the same step.
         result = await self._landed(
             keys=[
-                key,
+                self.record_key(tenant, document_id),
                 self._landed_key(tenant, document_id, version),
                 self.index_key(tenant),
                 self.served_key(tenant),
+                self.progress_key(tenant),
             ],
-            args=[version, batch_index, chunks, repr(time.time()), tenant, document_id],
+            args=[version, batch_index, chunks, repr(time.time()), tenant, document_id,
+                  PROGRESS_MAXLEN],
         )
-        if int(result) in (0, 1):  # a redelivery (2) or a stale batch (-1) changes nothing
-            status = await self.get(tenant, document_id)
-            if status is not None:
-                await self.publish(status)
         return int(result)
 
     async def remove(self, tenant: TenantId, document_id: DocumentId) -> None:

@@ -4,6 +4,7 @@ and superseded batches change nothing; progress events follow every change."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -55,6 +56,43 @@ async def test_last_batch_swaps_version_exactly_once(store: StatusStore) -> None
     assert status.chunks_done == 15
     assert (await store.served_versions(T, [D]))[D] == "v2"
     assert await store.batch_landed(T, D, "v1", 0, 5) == -1  # superseded version
+
+
+async def test_a_landed_batch_publishes_the_record_as_the_store_would_in_the_same_step(
+    store: StatusStore,
+) -> None:
+    # Published by the script itself: a worker killed right after a batch made the document
+    # ready had left it ready with no "ready" event (its redelivery changes nothing, publishes
+    # nothing), which the portal waits for.
+    await store.update(T, D, filename="a.pdf", stage=Stage.EMBEDDING, pending_version="v1",
+                       batches_total=2, chunks=10)
+    assert await store.batch_landed(T, D, "v1", 0, 5) == 0
+    assert await store.batch_landed(T, D, "v1", 1, 5) == 1
+    assert await store.batch_landed(T, D, "v1", 1, 5) == 2  # redelivered: no event
+    events: Any = await store._redis.xrange(store.progress_key(T))
+    published = [json.loads(fields[b"d"]) for _id, fields in events]
+    assert [e["stage"] for e in published] == ["embedding", "embedding", "ready"]
+    assert [e["chunks_done"] for e in published] == [0, 5, 10]
+    status = await store.get(T, D)
+    assert status is not None
+    # Every field, typed and null where unset, as the record's own JSON.
+    assert published[-1] == json.loads(status.model_dump_json())
+    assert parse_progress(events[-1][1]) == status
+
+
+async def test_the_ready_event_needs_nothing_after_the_batch_lands(
+    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker dies the moment the script returns: the event is already in the stream.
+    await store.update(T, D, stage=Stage.EMBEDDING, pending_version="v1", batches_total=1)
+
+    async def killed(status: object) -> None:
+        raise SystemExit("SIGKILL")
+
+    monkeypatch.setattr(store, "publish", killed)
+    assert await store.batch_landed(T, D, "v1", 0, 5) == 1
+    events: Any = await store._redis.xrange(store.progress_key(T))
+    assert parse_progress(events[-1][1]).stage == Stage.READY
 
 
 async def test_first_version_is_served_while_pending(store: StatusStore) -> None:
