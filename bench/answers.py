@@ -46,8 +46,8 @@ Question sets:
   starter's checklist, a help article, an email, clinic tables, a timetable and a travel policy
   of fictional organisations (tests/fixtures/records.py), 105 questions mostly in other words
   than the documents' ("the MSA", "how much will the roof cost", "Larkspur's ARR"), plus
-  ``records-none``. Written
-  beside the answerer rules it first measured (session 18): a development set, not unseen.
+  ``records-none``. Written beside the answerer rules it first measured (session 18): a
+  development set, not an unseen one.
 - ``corpus``: real documents nobody on the project wrote (../shared/corpus, skipped when absent:
   IRS instructions set in three columns, a rig procedure, a course schedule, an OCRed diary, a
   data model, a contract notice), 48 questions written without reading the answerer

@@ -1870,11 +1870,11 @@ def _section_items(question: str, first: Unit, pool: Sequence[Unit],
     if asked is None or first.is_row:
         return []
     title = next(s.title for s in sources if s.n == first.n)
-    heading = title.rsplit("·", 1)[-1] if "·" in title else ""
-    if not heading or not set(terms(asked.group(1))) <= set(terms(heading)):
+    heading = set(terms(title.rsplit("·", 1)[-1])) if "·" in title else set()
+    if not heading or not set(terms(asked.group(1))) <= heading:
         return []
     items = sorted((u for u in pool if u.n == first.n and not u.is_row
-                    and set(terms(u.text)) - set(terms(heading))), key=lambda u: u.order)
+                    and set(terms(u.text)) - heading), key=lambda u: u.order)
     return items[:SECTION_ITEMS] if len(items) > 1 else []
 
 
