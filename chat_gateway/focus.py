@@ -63,6 +63,8 @@ _SUFFIXES = re.compile(
     r"ag|se|sa|nv|bv|holdings|group)\.?$",
     re.IGNORECASE,
 )
+_LEADING = re.compile(r"^the\s+|\s+(?:&|and)$", re.IGNORECASE)
+_DOMAIN = re.compile(r"\.(?:com|net|org|io)$", re.IGNORECASE)
 DATE_TOLERANCE_DAYS = 3
 # Abbreviations business questions use where reports spell the words out ("R&D expenditure"
 # vs "Research and development expense"): a question gets the spelled-out words added.
@@ -145,12 +147,14 @@ def expanded(question: str) -> str:
 
 
 def entity_key(entity: str) -> str:
-    """The name an entity is asked by: without its legal suffix ("Apple Inc." -> "apple")."""
+    """The name an entity is asked by: without a leading "The", its legal suffix or a web
+    domain's ending ("Apple Inc." -> "apple", "AMAZON.COM, INC." -> "amazon", "JPMorgan Chase &
+    Co." -> "jpmorgan chase", "The Coca-Cola Company" -> "coca-cola")."""
     name = " ".join(entity.split())
     while True:
-        shorter = _SUFFIXES.sub("", name)
+        shorter = _LEADING.sub("", _SUFFIXES.sub("", name))
         if shorter == name:
-            return name.lower().strip(" ,.")
+            return _DOMAIN.sub("", name).lower().strip(" ,.")
         name = shorter
 
 
@@ -165,14 +169,24 @@ def _by_entity(
 
 
 def _names(question: str, key: str) -> bool:
-    """Whether ``question`` names the entity whose key is ``key``: the whole key, any case, or
-    its first word capitalised as a name ("Northwind" for Northwind Traders Inc.)."""
+    """Whether ``question`` names the entity whose key is ``key``: the whole key, any case; its
+    first word written as a name, capitalised ("Northwind" for Northwind Traders Inc., "JPMorgan",
+    "NVIDIA"); or its initials in capitals ("AMD" for Advanced Micro Devices, "P&G" for Procter
+    & Gamble)."""
     if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", question, re.IGNORECASE):
         return True
-    first = key.split()[0]
-    if len(first) < 4 or first == key:
+    words = key.split()
+    first = words[0]
+    if len(first) >= 4 and first != key and any(
+        m.group(0)[0].isupper()
+        for m in re.finditer(rf"(?<!\w){re.escape(first)}(?!\w)", question, re.IGNORECASE)
+    ):
+        return True
+    initials = "".join("&" if w in ("&", "and") else w[0] for w in words if w != "of").upper()
+    letters = len(initials.replace("&", ""))
+    if len(words) < 2 or letters < 2 or (letters < 3 and "&" not in initials):
         return False
-    return re.search(rf"(?<!\w){re.escape(first.capitalize())}(?!\w)", question) is not None
+    return re.search(rf"(?<![\w&]){re.escape(initials)}(?![\w&])", question) is not None
 
 
 def _by_date(question: str, pool: Mapping[DocumentId, DocumentContext]) -> list[set[DocumentId]]:

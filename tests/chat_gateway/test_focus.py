@@ -145,6 +145,36 @@ def test_entity_keys_drop_legal_suffixes() -> None:
     assert entity_key("Fabrikam Corporation") == "fabrikam"
     assert entity_key("Litware Holdings plc") == "litware"
     assert entity_key("Northwind Traders, Inc.") == "northwind traders"
+    # As filings' covers write them.
+    assert entity_key("AMAZON.COM, INC.") == "amazon"
+    assert entity_key("The Coca-Cola Company") == "coca-cola"
+    assert entity_key("JPMorgan Chase & Co.") == "jpmorgan chase"
+
+
+@pytest.mark.parametrize(("entity", "question"), [
+    ("AMAZON.COM, INC.", "What was Amazon's operating income in Q3 2023?"),
+    ("The Coca-Cola Company", "How did Coca-Cola's unit case volume change?"),
+    ("JPMorgan Chase & Co.", "What was JPMorgan's net interest income?"),
+    ("NVIDIA CORPORATION", "Data center revenue of NVIDIA in the latest quarter?"),
+    ("Advanced Micro Devices, Inc.", "How did AMD's gross margin change?"),
+    ("The Procter & Gamble Company", "What did P&G say about pricing?"),
+])
+def test_an_entity_is_named_as_people_ask_for_it(entity: str, question: str) -> None:
+    contexts = {D("a"): DocumentContext(entity=entity),
+                D("b"): DocumentContext(entity="Fabrikam Corporation")}
+    assert focus(question, contexts).documents == frozenset({D("a")})
+
+
+@pytest.mark.parametrize("question", [
+    "How did the amd driver change?",  # initials name an entity only in capitals
+    "What did the jpmorgan report say?",  # a first word only as a name
+    "What is a GE turbine?",  # two initials are too few to tell an entity by
+])
+def test_words_that_only_look_like_an_entity_pick_nothing(question: str) -> None:
+    contexts = {D("a"): DocumentContext(entity="Advanced Micro Devices, Inc."),
+                D("j"): DocumentContext(entity="JPMorgan Chase & Co."),
+                D("g"): DocumentContext(entity="General Electric Company")}
+    assert focus(question, contexts).documents is None
 
 
 def test_abbreviations_are_spelled_out_for_the_search() -> None:
