@@ -847,6 +847,31 @@ _IMPERATIVE = re.compile(
     r"descale|replace|charge|store|lock|unlock|enable|disable|navigate)\b",
     re.IGNORECASE)
 HOW_TO_BONUS = 0.1
+# "How many vacation days", "how many days of annual leave": what the days are of is what the
+# question asks about; a passage that counts other days ("enrol within 14 days") does not answer.
+_COUNTED = re.compile(
+    r"\bhow\s+many\s+((?:[a-z][a-z-]*\s+){1,2}?)(?:days|weeks|months|years|hours|nights)\b|"
+    r"\bhow\s+many\s+(?:days|weeks|months|years|hours|nights)\s+of\s+((?:[a-z][a-z-]*\s*){1,3})",
+    re.IGNORECASE)
+
+
+def _counted(question: str) -> set[str]:
+    """The terms of what a question counts days (weeks, hours...) of: the words before the unit
+    or after its "of", up to the first stop word ("days of paid holiday a year" -> paid,
+    holiday)."""
+    m = _COUNTED.search(question)
+    if m is None:
+        return set()
+    out: set[str] = set()
+    for word in (m.group(1) or m.group(2)).split():
+        if word.lower() in STOP:
+            if m.group(2):
+                break
+            continue
+        out.update(terms(word))
+    return {t for t in out if t not in WEAK}
+
+
 _MEASURE = re.compile(r"\b(\d+(?:\.\d+)?)[\s-]*(?:hours?|hrs?|minutes?|mins?|nights?|km|kg|miles?|"
                       r"kilometres?|kilometers?|people|persons?|guests?)\b", re.IGNORECASE)
 
@@ -962,6 +987,7 @@ def answer(
     how_much = bool(_HOW_MUCH.search(question))
     phone_words = set(weights) & _PHONE_WORDS if _ASKS_PHONE.search(question) else set()
     how_to = bool(_HOW_TO.search(question))
+    counted = _counted(question) - locators
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
@@ -1029,6 +1055,9 @@ def answer(
             coverage *= 0.5
         # "How much does it cost?": a passage without a price cannot say what it costs.
         if price_words and not priced:
+            coverage *= 0.5
+        # "How many vacation days ...": days of something else are not the answer.
+        if counted and not counted <= own | heading:
             coverage *= 0.5
         # A question about Contoso is not answered from another company's report while a
         # source of Contoso's is there.

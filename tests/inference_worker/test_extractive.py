@@ -1636,6 +1636,21 @@ def test_a_measure_the_question_gives_is_held_against_the_limits() -> None:
     assert terms("Six Months Ended") != terms("6 months ended")  # a period, read as words
 
 
+def test_days_of_something_else_do_not_answer_how_many_days_of_it() -> None:
+    # "within 14 days" had answered both: the days counted were never the leave asked about.
+    for question in ("How many days of annual leave does Ostara give?",
+                     "How many vacation days do Ostara staff get?"):
+        result = answer(question, TRAVEL)
+        assert not result.found and NOT_FOUND in result.text, (question, result.text)
+    leave = [*TRAVEL, Numbered(4, "Ostara Biotech - Staff handbook · Leave",
+                               "Everyone gets 27 days of annual leave a year.",
+                               document="handbook.docx")]
+    result = answer("How many days of annual leave does Ostara give?", leave)
+    assert result.found and "27 days" in result.text.splitlines()[0], result.text
+    assert extractive._counted("How many days of paid holiday a year do I get?") == {
+        "paid", "holiday"}
+
+
 ACTIONS = [
     Numbered(1, "Incident 2026-014 postmortem · Root cause",
              "A database connection pool limit was lowered from 200 to 20.",
