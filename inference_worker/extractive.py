@@ -280,7 +280,7 @@ SYNONYMS = {
     "spending": "expense", "deadline": "due", "respons": "respond",
     "expenditure": "expense", "costs": "cost", "maximum": "max", "minimum": "min",
     "quarterly": "quarter", "headcount": "employee", "staff": "employee", "workforce": "employee",
-    "delivery": "ship", "deliveries": "ship",
+    "delivery": "ship", "deliveries": "ship", "percentag": "percent",
     # Months as statements abbreviate them ("Jul 1, 2023") and questions do not.
     "jan": "january", "feb": "february", "mar": "march", "apr": "april", "jun": "june",
     "jul": "july", "aug": "august", "sep": "september", "sept": "september", "oct": "october",
@@ -627,8 +627,14 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 columns = " ".join(heading)
                 current_heading = (caption + " " + columns).strip()
                 heading = []
-            out.append(Unit(source.n, rank, len(out), line, f"{current_heading} {group}".strip(),
-                            True, columns, tables.pdf_row(line, columns), group, table_scale))
+            # "As a percent of revenue 13 % 12 %" under "Research and development $ 6,628 ...":
+            # a share of the row above it, which says what the share is of.
+            above = out[-1].row if not starts_table else None
+            share_of = above.label if above is not None and _RATIO_ROW.match(line) and not (
+                _RATIO_ROW.match(above.label)) else ""
+            out.append(Unit(source.n, rank, len(out), line,
+                            f"{current_heading} {share_of or group}".strip(), True, columns,
+                            tables.pdf_row(line, columns), share_of or group, table_scale))
             continue
         if line.endswith(":") and len(line) < 60 and (heading or (out and out[-1].is_row)):
             # A group of rows ("Net sales:", "Operating expenses:"): said of the rows below it,
@@ -988,6 +994,7 @@ def answer(
     phone_words = set(weights) & _PHONE_WORDS if _ASKS_PHONE.search(question) else set()
     how_to = bool(_HOW_TO.search(question))
     counted = _counted(question) - locators
+    moves = tables.asks_change(asked_words)
     asked_period = tables.period(question)
     documents: list[str] = []
     for s in sources:
@@ -1009,11 +1016,13 @@ def answer(
         if not unit.is_row and " ".join(unit.text.lower().split()) in title_text[unit.n]:
             continue  # the document's own title line, alone: says what it is, answers nothing
         own = _with_acronyms(set(terms(unit.text)), spelled)
+        if unit.row is not None and unit.group and _RATIO_ROW.match(unit.row.label):
+            own |= set(terms(unit.group))  # "As a percent of revenue" of the row above it
         if unit.row is not None and not asks_ratio and (ratio := _RATIO_ROW.match(unit.row.label)):
             # "Percentage of total net sales 7 %" is a share, not the net sales a question
             # about net sales asks for: the words after "of" name what it is a share of.
             own -= set(terms(unit.row.label[ratio.end():])) - set(terms(ratio.group(0)))
-        heading = set(terms(unit.context))
+        heading = set(terms(unit.context if moves else tables.unchanged(unit.context)))
         got = 0.0
         causal = bool(reason_terms) and not unit.is_row and bool(_BECAUSE.search(unit.text))
         priced = bool(price_words) and bool(_PRICE.search(unit.text))
@@ -1829,6 +1838,8 @@ def _figure_line(unit: Unit, question: str, words: set[str]) -> str | None:
     if full:
         value = f"{value} {measure} ({full})"
     label = _tidy(row.label, 120)
+    if unit.group and _RATIO_ROW.match(label):
+        label = f"{_tidy(unit.group, 80)}, {label[:1].lower()}{label[1:]}"
     return f"{label} ({_tidy(cell.column, 120)}): {value}" if cell.column else f"{label}: {value}"
 
 

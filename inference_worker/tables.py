@@ -38,6 +38,9 @@ _DATE = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}}),?\s+((?:19|20)\d\d)\b", re.
 _YEAR = re.compile(r"\b((?:19|20)\d\d)\b")
 _CHANGE = re.compile(r"(?:\b(?:percentage|percent)\s+|%\s*|\$\s*)?\b(?:change|variance)\b",
                      re.IGNORECASE)
+# The words of a question that asks how a figure moved.
+_MOVES = re.compile(r"chang|increas|decreas|grow|grew|gain|declin|drop|rose|rise|fell|fall|"
+                    r"differ|compar|vari|up$|down$|moved?$", re.IGNORECASE)
 _DAY = re.compile(rf"\b({_MONTHS})\.?\s+(\d{{1,2}})\b,?", re.IGNORECASE)
 _QUARTER = re.compile(r"\bQ([1-4])\b", re.IGNORECASE)
 _SPAN = re.compile(r"\b(three|six|nine|twelve|3|6|9|12)[- ]months?\b|\b(quarter|year|half)s?\b",
@@ -49,6 +52,9 @@ _GROUP = re.compile(r"\b(?:(?:three|six|nine|twelve)\s+months|quarters?|years?|f
                     r"periods?|six-month|nine-month|three-month)\s+ended\b", re.IGNORECASE)
 # One cell of a PDF row: a figure with its sign, currency and percent, or a dash for nothing.
 _VALUE = re.compile(r"^\(?-?\d[\d,]*(?:\.\d+)?\)?%?$|^[—–-]+$")
+# A change in percentage points or basis points, after its figure or glued to it.
+_POINTS_UNIT = re.compile(r"^(?:pts?|ppts?|pp|bps|points?)$", re.IGNORECASE)
+_POINTS = re.compile(r"^\(?-?\d+(?:\.\d+)?\)?(?:pts?|ppts?|pp|bps)$", re.IGNORECASE)
 _PRIOR = re.compile(r"\b(?:a year (?:earlier|before|ago)|prior[- ]year|previous year|last year|"
                     r"year[- ]ago|same (?:quarter|period) (?:of |in )?(?:the )?(?:prior|previous|"
                     r"last) year)\b", re.IGNORECASE)
@@ -84,6 +90,15 @@ def split_figures(line: str) -> tuple[str, list[str]]:
         token = tokens[i - 1]
         if token == "%":
             pending_percent = True
+            i -= 1
+            continue
+        if _POINTS_UNIT.match(token) and i > 1 and _VALUE.match(tokens[i - 2]):
+            # "3.9 pts", a change in percentage points: one figure.
+            values.insert(0, f"{tokens[i - 2]} {token}")
+            i -= 2
+            continue
+        if _POINTS.match(token):  # "1ppt", "(2)ppt"
+            values.insert(0, token)
             i -= 1
             continue
         if token == "$" and values:
@@ -258,11 +273,23 @@ def period(question: str) -> Period:
     return Period(dates, years, span, bool(_PRIOR.search(question)))
 
 
+def asks_change(words: set[str]) -> bool:
+    """Whether a question's words (lower case) ask how a figure moved ("change", "grew")."""
+    return any(_MOVES.match(w) for w in words)
+
+
+def unchanged(headings: str) -> str:
+    """Column headings without their change columns' ("Percentage Change", "$ Change"): what
+    they say to a question that asks for a share, not how a figure moved ("What percentage of
+    revenue ...")."""
+    return _CHANGE.sub(" ", headings)
+
+
 def column_score(column: str, position: int, asked: Period, words: set[str]) -> float:
     """How well a column's heading fits what the question asks: its words (``words``, the
     question's content words, lower case), a date it names, its span, its year; ``position``
     is the column's place in its group (0 = first, the current period)."""
-    low = column.lower()
+    low = column.lower() if asks_change(words) else unchanged(column).lower()
     score = sum(1.0 for w in set(re.findall(r"[a-z]{3,}", low)) if w in words) * 0.5
     dates = {(int(y), _MONTH_NUMBER[m.lower()[:3]], int(d)) for m, d, y in _DATE.findall(column)}
     if asked.dates and dates:

@@ -1651,6 +1651,23 @@ def test_days_of_something_else_do_not_answer_how_many_days_of_it() -> None:
         "paid", "holiday"}
 
 
+def test_a_share_row_is_of_the_row_above_it() -> None:
+    # A filing gives each expense "As a percent of revenue" on the line below it; the share
+    # asked for was "Research and development (Percentage Change): 18%".
+    sources = [Numbered(1, "Fabrikam Corporation · Q1 2027 Form 10-Q",
+                        "(In millions, except percentages) Three Months Ended September 30, 2026 "
+                        "2025 Percentage Change\n"
+                        "Research and development $ 6,628 $ 5,599 18%\n"
+                        "As a percent of revenue 13% 12% 1ppt\n"
+                        "Sales and marketing $ 5,126 $ 4,547 13%\n"
+                        "As a percent of revenue 10% 10% 0ppt", document="fabrikam.pdf")]
+    result = answer("What percentage of Fabrikam's revenue was spent on research and "
+                    "development?", sources)
+    assert result.text.splitlines()[0].startswith(
+        "Research and development, as a percent of revenue (Three Months Ended September 30, "
+        "2026): 13%"), result.text
+
+
 ACTIONS = [
     Numbered(1, "Incident 2026-014 postmortem · Root cause",
              "A database connection pool limit was lowered from 200 to 20.",

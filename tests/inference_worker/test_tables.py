@@ -37,6 +37,23 @@ def test_a_pdf_row_is_its_label_and_its_figures() -> None:
     assert split_figures("Other income/(expense), net (265) (10) — —") == (
         "Other income/(expense), net", ["(265)", "(10)", "—", "—"])
     assert split_figures("Total 102,673 $ 94,569") == ("Total", ["102,673", "$ 94,569"])
+    # A change in percentage points, glued to its figure or after it.
+    assert split_figures("As a percent of revenue 13% 12% 1ppt") == (
+        "As a percent of revenue", ["13%", "12%", "1ppt"])
+    assert split_figures("Gross margin 74.0 % 53.6 % 20.4 pts") == (
+        "Gross margin", ["74.0 %", "53.6 %", "20.4 pts"])
+
+
+def test_a_share_asked_for_is_not_the_percentage_change_column() -> None:
+    headings = "Three Months Ended September 30, 2026 2025 Percentage Change"
+    row = pdf_row("As a percent of revenue 13% 12% 1ppt", headings)
+    assert row is not None
+    share = best_cell(row, "What percentage of revenue went to research?",
+                      {"percentage", "revenue", "research"})
+    assert share is not None and share.value == "13%"
+    change = best_cell(row, "What was the percentage change in the share of revenue?",
+                       {"percentage", "change", "share", "revenue"})
+    assert change is not None and change.value == "1ppt"
 
 
 def test_column_headings_broken_a_date_piece_a_line_are_put_back_under_their_groups() -> None:
