@@ -38,10 +38,14 @@ _REPORT_KIND = re.compile(
     re.IGNORECASE,
 )
 _REGISTRANT = re.compile(r"\(\s*exact\s+name\s+of\s+registrant", re.IGNORECASE)
+# As written or in capitals ("MICROSOFT CORPORATION", "AMAZON.COM, INC.").
 _SUFFIX = (
     r"(?:Inc|Incorporated|Corp|Corporation|Company|Co|Ltd|Limited|LLC|L\.L\.C|LLP|LP|plc|PLC|"
-    r"GmbH|AG|SE|S\.A|SA|N\.V|NV|B\.V|Holdings|Group|Bank|Trust)\.?"
+    r"GmbH|AG|SE|S\.A|SA|N\.V|NV|B\.V|Holdings|Group|Bank|Trust|INC|INCORPORATED|CORP|"
+    r"CORPORATION|COMPANY|CO|LTD|LIMITED|HOLDINGS|GROUP|BANK|TRUST)\.?"
 )
+# A filing's cover: the registrant's name is the line after its commission file number.
+_FILE_NUMBER = re.compile(r"^commission\s+file\s+(?:number|no\.?)\b", re.IGNORECASE)
 _WORD = r"[A-Z][\w&'’.-]*|&|and|of|the"
 _ENTITY = re.compile(rf"\b((?:{_WORD})(?:[ \t]+(?:{_WORD})){{0,5}}),?[ \t]+{_SUFFIX}(?![\w])")
 
@@ -189,6 +193,10 @@ def _entity(first: str, repeated: Sequence[str], props: Mapping[str, str]) -> st
             for prev in reversed(lines[:i]):
                 if prev:
                     return prev
+    # A cover without that line ("Commission File Number 001-37845" / "MICROSOFT CORPORATION").
+    for i, line in enumerate(lines[:-1]):
+        if _FILE_NUMBER.match(line) and (name := _ENTITY.fullmatch(lines[i + 1])):
+            return _clean_entity(name.group(0))
     if props.get("company"):
         return props["company"]
     # A running header/footer naming a company ("Apple Inc. | Q3 2023 Form 10-Q | 1").
@@ -224,7 +232,9 @@ def _period_label(first: str, repeated: Sequence[str], filename: str) -> str | N
     """A fiscal period label ("Q3 2023", "FY 2022") the document gives itself: in its running
     headers/footers first (they name the document's own period), then its first text, then the
     file name."""
-    for source in (*repeated[:6], first[:3000], posixpath.basename(filename)):
+    # A file name's words may be joined by "_" or "-" ("msft_2023_q1.pdf").
+    named = re.sub(r"[_-]+", " ", posixpath.basename(filename))
+    for source in (*repeated[:6], first[:3000], named):
         label = quarter_label(source)
         if label:
             return label

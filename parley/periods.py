@@ -47,7 +47,8 @@ QUARTER = re.compile(
     r"\b(?:Q([1-4])\s*(?:FY|fiscal\s*)?'?((?:19|20)?\d\d)\b"
     r"|([1-4])Q\s*'?((?:19|20)?\d\d)\b"
     r"|(first|second|third|fourth|1st|2nd|3rd|4th)\s+(?:fiscal\s+)?quarter\s+(?:of\s+)?(?:fiscal\s+(?:year\s+)?)?((?:19|20)\d\d)\b"
-    r"|FY\s*'?((?:19|20)?\d\d)\s*Q([1-4])\b)",
+    r"|FY\s*'?((?:19|20)?\d\d)\s*Q([1-4])\b"
+    r"|\b((?:19|20)\d\d)\s*Q([1-4])\b)",
     re.IGNORECASE,
 )
 FISCAL_YEAR = re.compile(r"\b(?:fiscal(?:\s+year)?|FY)\s*'?((?:19|20)\d\d|\d\d)\b", re.IGNORECASE)
@@ -75,8 +76,10 @@ def quarter_label(text: str) -> str | None:
         q, y = g[2], g[3]
     elif g[4]:
         q, y = str(_ORDINAL[g[4].lower()]), g[5]
-    else:
+    elif g[6]:
         q, y = g[7], g[6]
+    else:
+        q, y = g[9], g[8]  # "2023 Q1" (file names: "2023 Q1 MSFT.pdf")
     return f"Q{q} {year_of(y)}"
 
 

@@ -20,6 +20,7 @@ from parley.periods import fiscal_year, parse_date, quarter_label
     ("In the second quarter of 2023, what drove sales?", "Q2 2023"),
     ("the third quarter of fiscal 2024", "Q3 2024"),
     ("FY2022 Q4 margins", "Q4 2022"),
+    ("2023 Q1 MSFT.pdf", "Q1 2023"),  # a year first, as filings' file names often have it
     ("sales in 2023", None),
 ])
 def test_quarter_labels(text: str, label: str | None) -> None:

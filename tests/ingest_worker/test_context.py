@@ -39,6 +39,24 @@ def test_a_fiscal_year_that_is_not_the_calendar_year_is_the_documents_own() -> N
     assert (context.period, context.period_end) == ("Q1 2024", "2023-09-30")
 
 
+def test_a_cover_without_the_registrant_line_names_the_company_after_its_file_number() -> None:
+    # Some filers' covers put the name in capitals after the file number, with no "(Exact name
+    # of registrant ...)" line under it: the entity had been unknown.
+    cover = documents.pdf([
+        "UNITED STATES\nSECURITIES AND EXCHANGE COMMISSION\nWashington, D.C. 20549\nFORM 10-Q\n"
+        "QUARTERLY REPORT PURSUANT TO SECTION 13 OR 15(d) OF THE SECURITIES EXCHANGE ACT OF 1934\n"
+        "For the Quarterly Period Ended September 30, 2026\nCommission File Number 001-12345\n"
+        "WINGTIP TOYS CORPORATION\nWASHINGTON 91-1234567\n(STATE OF INCORPORATION) (I.R.S. ID)",
+        "Part I. Financial Information\nItem 1. Financial Statements",
+    ])
+    context = context_of_pdf(cover, "upload.pdf")
+    assert (context.entity, context.period, context.period_end) == (
+        "WINGTIP TOYS CORPORATION", None, "2026-09-30")
+    # The period from the file name, year first or words joined by "_".
+    for name in ("2027 Q1 WTT.pdf", "wtt_10q_2027_q1.pdf"):
+        assert context_of_pdf(cover, name).period == "Q1 2027", name
+
+
 def test_a_deck_title_page() -> None:
     deck = documents.pdf([
         "Litware Holdings plc\nInvestor Presentation\nFiscal 2025 Results\nMarch 14, 2025",
