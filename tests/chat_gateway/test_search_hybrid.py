@@ -148,7 +148,7 @@ async def test_questions_naming_a_company_and_a_period_find_that_report(parts: P
             assert found[0] in wanted, (question.text, found)
             assert any(question.answer in " ".join(h.text.split()) for h in hits), question.text
         top = hits[0].metadata
-        assert top["entity"] in {r.company for r in question.sources}  # the context rides on hits
+        assert top["entity"] in {r.registrant for r in question.sources}  # context on hits
         assert "period" in top and "period_end" in top and "filename" in top
 
 

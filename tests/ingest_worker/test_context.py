@@ -24,7 +24,7 @@ def context_of_pdf(data: bytes, filename: str) -> DocumentContext:
 @pytest.mark.parametrize("report", filings.reports(), ids=lambda r: f"{r.short}-{r.label}")
 def test_a_filing_says_who_and_when_whatever_its_file_name(report: filings.Report) -> None:
     context = context_of_pdf(report.pdf(), report.filename)
-    assert context.entity == report.company
+    assert context.entity == report.registrant  # Fabrikam's in capitals, as its cover has it
     assert context.period_end == report.period_end.isoformat()
     # From the running footer, or from "the third quarter of fiscal 2023" in the text.
     assert context.period == report.label
