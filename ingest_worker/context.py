@@ -21,7 +21,7 @@ from lxml import etree
 
 from ingest_worker.chunking import BlockLike
 from parley.contracts import DocumentContext
-from parley.periods import DATE, FISCAL_YEAR, MONTH, parse_date, quarter_label, year_of
+from parley.periods import DATE, FISCAL_YEAR, MONTH, QUARTER, parse_date, quarter_label, year_of
 
 _PERIOD_ENDED = re.compile(
     rf"(?:period|quarter|year|months|weeks)\s+ended[:\s]+({MONTH}\.?\s+\d{{1,2}},?\s+(?:19|20)\d\d)",
@@ -69,7 +69,7 @@ def document_context(
     title = _title(blocks, first, props, repeated, _readable(stored_title, filename))
     entity = _entity(first, repeated, props)
     period_end = _period_end(first)
-    period = _period_label(first, repeated, filename)
+    period = _period_label(first, repeated, filename) or _most_said_quarter(blocks)
     if title is None:
         title = posixpath.splitext(posixpath.basename(filename))[0] or None
     return DocumentContext(
@@ -243,6 +243,30 @@ def _period_label(first: str, repeated: Sequence[str], filename: str) -> str | N
         if m:
             return f"FY {year_of(m.group(1))}"
     return None
+
+
+# How often a quarter must be named, and how much more often than any other, to be the
+# document's own when nothing else says which it is.
+QUARTER_MENTIONS = 3
+
+
+def _most_said_quarter(blocks: Sequence[BlockLike]) -> str | None:
+    """The quarter a report names most ("the first quarter of fiscal year 2023" in a filing's
+    discussion, which also names the quarter a year before): for a report whose cover, running
+    lines and file name say none. None when no quarter is named :data:`QUARTER_MENTIONS` times
+    and twice as often as the next."""
+    counts: Counter[str] = Counter()
+    for b in blocks:
+        for m in QUARTER.finditer(b.text):
+            label = quarter_label(m.group(0))
+            if label:
+                counts[label] += 1
+    ranked = counts.most_common(2)
+    if not ranked or ranked[0][1] < QUARTER_MENTIONS:
+        return None
+    if len(ranked) > 1 and ranked[0][1] < 2 * ranked[1][1]:
+        return None
+    return ranked[0][0]
 
 
 _PROPS = {"docProps/core.xml": 64 * 1024, "docProps/app.xml": 256 * 1024}

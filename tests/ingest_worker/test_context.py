@@ -57,6 +57,24 @@ def test_a_cover_without_the_registrant_line_names_the_company_after_its_file_nu
         assert context_of_pdf(cover, name).period == "Q1 2027", name
 
 
+def test_the_quarter_a_report_names_most_is_its_own_when_nothing_else_says() -> None:
+    # Past the cover and its first 3,000 characters, as in a filing's discussion.
+    cover = Block("FORM 10-Q\nFor the Quarterly Period Ended September 30, 2026\n"
+                  "Commission File Number 001-12345\nWINGTIP TOYS CORPORATION\n" + "Index. " * 500,
+                  1, None, "paragraph")
+
+    def report(*quarters: str) -> list[Block]:
+        return [cover, *(Block(f"Revenue in the {q} of fiscal year 2027 grew.", 9, None,
+                               "paragraph") for q in quarters)]
+
+    assert document_context(report("first quarter", "first quarter", "second quarter",
+                                   "first quarter"), "upload.pdf").period == "Q1 2027"
+    # Named only twice, or not twice as often as another quarter: no label.
+    for quarters in (("first quarter", "first quarter"),
+                     ("first quarter",) * 3 + ("second quarter",) * 2):
+        assert document_context(report(*quarters), "upload.pdf").period is None, quarters
+
+
 def test_a_deck_title_page() -> None:
     deck = documents.pdf([
         "Litware Holdings plc\nInvestor Presentation\nFiscal 2025 Results\nMarch 14, 2025",
