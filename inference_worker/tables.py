@@ -344,7 +344,10 @@ _DECLARATION = re.compile(r"\([^()]*\bin\s+(?:thousands|millions|billions)\b[^()
                           re.IGNORECASE)
 # A cell that is a price or a ratio, never scaled: "per share", "Average price paid", "rate".
 _UNSCALED = re.compile(r"\bper[\s-]+(?:share|unit)\b|\bprice\b|\brate\b|\bratio\b|"
-                       r"\bmargin\b|\bpercent", re.IGNORECASE)
+                       r"\bpercent", re.IGNORECASE)
+# A margin is money ("Gross margin 34,670", in millions) or a ratio ("Gross margin 44.5"): the
+# ratio has a decimal point.
+_MARGIN = re.compile(r"\bmargin\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -386,7 +389,7 @@ def cell_unit(declared: Scale | None, row: Row, cell: Cell, columns: str = "") -
     if "." in digits and len(digits.split(".")[1]) >= 2:
         return ""  # to the cent: a price or a per-share amount, not thousands of them
     named = f"{row.label} {cell.column}"
-    if _UNSCALED.search(named):
+    if _UNSCALED.search(named) or (_MARGIN.search(named) and "." in digits):
         return ""
     money = bool(re.search(r"[$€£¥]|USD|EUR", cell.value))
     if declared.shares and declared.shares != declared.main:

@@ -156,6 +156,10 @@ def test_the_unit_of_a_cell() -> None:
     assert cell_unit(money, eps, eps.cells[0]) == ""
     rate = Row("Effective tax rate", (Cell("", "14.9 %"),))
     assert cell_unit(money, rate, rate.cells[0]) == ""
+    # A margin in money is scaled ("34,670" had been left without its "million"); one with a
+    # decimal point is a ratio.
+    margin = Row("Gross margin", (Cell("", "34,670"), Cell("", "44.5")))
+    assert [cell_unit(money, margin, c) for c in margin.cells] == ["million", ""]
     # Shares counted in a unit of their own: a figure naming shares, or a bare figure in a table
     # whose columns count shares; money stays in the main unit; a bare figure that names
     # neither is not told.
