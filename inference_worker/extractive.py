@@ -118,6 +118,7 @@ _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|mon
                     r"filings|reports)\b|\bfluctuat(?:e|ed|es|ing)\b|"
                     r"\bin (?:the|these|all) (?:reported |recent )?(?:quarters|periods)\b",
                     re.IGNORECASE)
+_CHANGE_TERM = "chang"  # "changed", "increase", "fluctuate"...: one term (SYNONYMS)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
     r"\b(?:what|which)\s+(?:percentage|percent|share|proportion|portion|fraction)\b", re.IGNORECASE)
@@ -907,6 +908,12 @@ def answer(
         if any(part.found for _, part in each):
             return _side_by_side(each)
     q_terms = terms(_BASELINE.sub(" ", _HOW.sub("how", question)))
+    if _TREND.search(question):
+        # "How has revenue changed over time?": the movement over the periods is what kind of
+        # answer is asked for (each period's figure, read side by side), not words a passage
+        # says; "time" and "changed" had cost a statement's rows the coverage an answer needs.
+        q_terms = [t for t in terms(_TREND.sub(" ", _BASELINE.sub(" ", question)))
+                   if t != _CHANGE_TERM]
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).

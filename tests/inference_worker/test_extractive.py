@@ -1651,6 +1651,25 @@ def test_days_of_something_else_do_not_answer_how_many_days_of_it() -> None:
         "paid", "holiday"}
 
 
+def test_how_a_figure_changed_over_time_is_each_periods_figure() -> None:
+    # "time" and "changed" are in no statement: every row fell short of the coverage an answer
+    # needs, and the answer was "not in the documents".
+    def statement(n: int, quarter: int, ended: str, revenue: str) -> Numbered:
+        return Numbered(n, f"WINGTIP TOYS CORPORATION · Q{quarter} 2027 Form 10-Q",
+                        "INCOME STATEMENTS\n(In millions, except per share amounts)\n"
+                        f"Three Months Ended {ended}\nRevenue:\nProduct $ 15,535\n"
+                        f"Service and other 34,587\nTotal revenue {revenue}\n"
+                        "Total cost of revenue 15,452\nResearch and development 6,628",
+                        document=f"wtt-q{quarter}.pdf")
+
+    sources = [statement(1, 3, "March 31, 2027", "52,857"),
+               statement(2, 2, "December 31, 2026", "52,747"),
+               statement(3, 1, "September 30, 2026", "50,122")]
+    result = answer("How has Wingtip's total revenue changed over time?", sources)
+    assert result.found, result.text
+    assert all(figure in result.text for figure in ("52,857", "52,747", "50,122")), result.text
+
+
 def test_a_share_row_is_of_the_row_above_it() -> None:
     # A filing gives each expense "As a percent of revenue" on the line below it; the share
     # asked for was "Research and development (Percentage Change): 18%".
