@@ -118,6 +118,8 @@ _TREND = re.compile(r"\bover (?:the )?(?:\w+ ){0,2}(?:quarters|periods|years|mon
                     r"filings|reports)\b|\bfluctuat(?:e|ed|es|ing)\b|"
                     r"\bin (?:the|these|all) (?:reported |recent )?(?:quarters|periods)\b",
                     re.IGNORECASE)
+# A short label, no figure, no sentence: "Operating Income", "Cost of revenue".
+_GROUP_LABEL = re.compile(r"[A-Z][A-Za-z&'’-]*(?:[ ,]+[A-Za-z&'’-]+){0,3}")
 _CHANGE_TERM = "chang"  # "changed", "increase", "fluctuate"...: one term (SYNONYMS)
 # A question for a share: worked out from two rows when no row gives it.
 _SHARE = re.compile(
@@ -619,6 +621,8 @@ def units(source: Numbered, rank: int) -> list[Unit]:
                 # A row label wrapped onto a second line ("Depreciation and amortization of
                 # ... content costs," / "operating lease assets, and other 19,528 23,076").
                 line = f"{prose.pop()} {line}"
+        if is_row and group and prose == [group]:
+            prose.clear()  # the short line between rows is the label of the rows below it
         if is_row:
             starts_table = not out or not out[-1].is_row or bool(heading)
             flush()
@@ -642,6 +646,13 @@ def units(source: Numbered, rank: int) -> list[Unit]:
             # not a column heading.
             flush()
             group = line.rstrip(":")
+            continue
+        if out and out[-1].is_row and not prose and not heading and _GROUP_LABEL.fullmatch(line):
+            # "Operating Income" between a table's rows (after "Total $ 50,122"): the label of
+            # the rows below it, like "Operating expenses:"; prose if no row follows.
+            flush()
+            group = line
+            prose.append(line)
             continue
         goes_on = bool(prose) and bool(_DANGLING.search(prose[-1]) or (
             line[:1].islower() and not _ENDED.search(prose[-1])))
@@ -854,6 +865,7 @@ _IMPERATIVE = re.compile(
     r"descale|replace|charge|store|lock|unlock|enable|disable|navigate)\b",
     re.IGNORECASE)
 HOW_TO_BONUS = 0.1
+GROUP_BONUS = 0.05
 # "How many vacation days", "how many days of annual leave": what the days are of is what the
 # question asks about; a passage that counts other days ("enrol within 14 days") does not answer.
 _COUNTED = re.compile(
@@ -1104,6 +1116,9 @@ def answer(
             score += 0.1
         if unit.columns and named_terms & own:
             score += 0.1  # the row of a table that names what the question names ("Excel | ...")
+        if unit.row is not None and unit.group and (
+                grouped := set(terms(unit.group)) - _weak_stems()) and grouped <= set(weights):
+            score += GROUP_BONUS  # "Intelligent Cloud 8,600" under "Operating Income", asked
         if id(unit) in says_numbered:
             score += NUMBERED_BONUS  # "Test 3 (2.7, 3.5, 3.6)" for "... on Test 3?"
         if not unit.is_row and unit.order == 0 and not unit.text[:1].isupper() and (

@@ -1670,6 +1670,27 @@ def test_how_a_figure_changed_over_time_is_each_periods_figure() -> None:
     assert all(figure in result.text for figure in ("52,857", "52,747", "50,122")), result.text
 
 
+SEGMENTS = [Numbered(
+    1, "WINGTIP TOYS CORPORATION · Q1 2027 Form 10-Q",
+    "Segment revenue and operating income were as follows during the periods presented:\n"
+    "Three Months Ended September 30,\n(In millions) 2026 2025\nRevenue\n"
+    "Toys and Games $ 16,465 $ 15,039\nCloud Play 20,325 17,037\nTotal $ 36,790 $ 32,076\n"
+    "Operating Income\nToys and Games $ 8,323 $ 7,750\nCloud Play 8,600 7,997\n"
+    "Total $ 16,923 $ 15,747\nLiquidity\nCash rose in the quarter.", document="wtt.pdf")]
+
+
+def test_a_label_between_rows_names_the_rows_below_it() -> None:
+    # "Operating Income" between the rows had been prose: its rows were the revenue rows'
+    # equals, and the first, revenue, was quoted for the segment's operating income.
+    income = answer("What was the operating income of the Cloud Play segment?", SEGMENTS)
+    assert income.text.splitlines()[0].startswith("Cloud Play (Three Months Ended September 30, "
+                                                  "2026): 8,600 million"), income.text
+    revenue = answer("What was the revenue of the Cloud Play segment?", SEGMENTS)
+    assert "20,325 million" in revenue.text.splitlines()[0], revenue.text
+    # A short line after a table that no row follows is still prose.
+    assert any(u.text.startswith("Liquidity") for u in extractive.units(SEGMENTS[0], 0))
+
+
 def test_a_share_row_is_of_the_row_above_it() -> None:
     # A filing gives each expense "As a percent of revenue" on the line below it; the share
     # asked for was "Research and development (Percentage Change): 18%".
