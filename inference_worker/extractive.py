@@ -919,13 +919,15 @@ def answer(
                 for label, asked, own in split]
         if any(part.found for _, part in each):
             return _side_by_side(each)
-    q_terms = terms(_BASELINE.sub(" ", _HOW.sub("how", question)))
-    if _TREND.search(question):
+    trending = bool(_TREND.search(question))
+    if trending:
         # "How has revenue changed over time?": the movement over the periods is what kind of
         # answer is asked for (each period's figure, read side by side), not words a passage
         # says; "time" and "changed" had cost a statement's rows the coverage an answer needs.
         q_terms = [t for t in terms(_TREND.sub(" ", _BASELINE.sub(" ", question)))
                    if t != _CHANGE_TERM]
+    else:
+        q_terms = terms(_BASELINE.sub(" ", _HOW.sub("how", question)))
     pool = [u for rank, s in enumerate(sources) for u in units(s, rank)]
     if not any(t[0].isalpha() for t in q_terms) or not pool:
         # Nothing to match but numbers (or nothing this reader can read: another script).
@@ -1231,7 +1233,7 @@ def answer(
         chosen = listed_here
     # A cause asked over the periods ("what drove the trend in ...") is answered by its wording.
     trend = _trend(scored, of_named, min_coverage * 0.8) if (
-        _TREND.search(question) and not wants_reason) else []
+        trending and not wants_reason) else []
     if len(trend) > 1:
         chosen = trend
     # best first: the passage that answers most comes first
